@@ -1,0 +1,201 @@
+"""Spatial coordinate systems of COCO-GAN (paper Section 2, "Spatial coordinate system").
+
+Positions are expressed in *grid units*: micro patch (row, column) indices, possibly fractional
+(continuous sampling, spatial interpolation) or outside the image (beyond-boundary generation).
+A coordinate system turns grid positions into the normalised values fed to the networks.
+
+- Cartesian: K = size / micro micro positions per axis at -1 + 2i/(K-1); a macro patch of
+  n micro patches per axis has K-n+1 positions at -1 + 2j/(K-n) (CelebA 128, 2x2 macro:
+  micro {-1, -1/3, 1/3, 1}, macro {-1, 0, 1}).
+- Cylindrical (panoramas): columns are angles theta = -1 + 2i/K (no column at +1, it would repeat
+  -1); the value fed to the networks is (y, cos(pi theta), sin(pi theta)), and macro patches wrap
+  across the horizontal seam.
+
+Shapes: B batch, P micro patches per macro patch (n_y * n_x), D coordinate dims (2 or 3).
+This module is pure tensor code: no torch.nn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from cocogan.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class CoordinateSystem:
+    """Grid geometry shared by both coordinate systems.
+
+    Attributes:
+        grid_h, grid_w: micro patches per column / row of the full image (K_y, K_x).
+        macro_h, macro_w: micro patches per column / row of one macro patch (n_y, n_x).
+        micro: micro patch side in pixels.
+        cyclic: True when the horizontal axis wraps around (cylindrical).
+    """
+
+    grid_h: int
+    grid_w: int
+    macro_h: int
+    macro_w: int
+    micro: int
+    cyclic: bool = False
+
+    # ---- geometry ---------------------------------------------------------------------------
+    @property
+    def coord_dim(self) -> int:
+        """D: 2 for (y, x), 3 for (y, cos, sin)."""
+        return 3 if self.cyclic else 2
+
+    @property
+    def patches_per_macro(self) -> int:
+        """P = n_y * n_x."""
+        return self.macro_h * self.macro_w
+
+    @property
+    def macro_rows(self) -> int:
+        """Number of discrete macro positions vertically."""
+        return self.grid_h - self.macro_h + 1
+
+    @property
+    def macro_cols(self) -> int:
+        """Number of discrete macro positions horizontally (every column when cyclic)."""
+        return self.grid_w if self.cyclic else self.grid_w - self.macro_w + 1
+
+    # ---- normalisation -----------------------------------------------------------------------
+    def micro_coords(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """Coordinates of micro patches at grid positions ``rows``/``cols`` (any shape S).
+
+        Returns (*S, D).
+        """
+        y = _normalise(rows, self.grid_h - 1)
+        return torch.cat([y.unsqueeze(-1), self._horizontal(cols, self.grid_w - 1)], dim=-1)
+
+    def macro_coords(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """Coordinates of macro patches whose top-left micro patch is at ``rows``/``cols``.
+
+        Returns (*S, D).
+        """
+        y = _normalise(rows, self.grid_h - self.macro_h)
+        return torch.cat([y.unsqueeze(-1), self._horizontal(cols, self.grid_w - self.macro_w)],
+                         dim=-1)
+
+    def _horizontal(self, cols: Tensor, span: int) -> Tensor:
+        if self.cyclic:
+            theta = -1.0 + 2.0 * cols.to(torch.float32) / self.grid_w
+            return torch.stack([torch.cos(math.pi * theta), torch.sin(math.pi * theta)], dim=-1)
+        return _normalise(cols, span).unsqueeze(-1)
+
+    def decode_macro(self, coords: Tensor) -> tuple[Tensor, Tensor]:
+        """Inverse of :meth:`macro_coords`: (B, D) -> fractional (rows, cols) in grid units.
+
+        Used to read D's spatial head: round to get the nearest discrete macro position.
+        """
+        rows = (coords[..., 0] + 1.0) / 2.0 * max(self.grid_h - self.macro_h, 0)
+        if self.cyclic:
+            theta = torch.atan2(coords[..., 2], coords[..., 1]) / math.pi  # (-1, 1]
+            cols = torch.remainder((theta + 1.0) / 2.0 * self.grid_w, self.grid_w)
+        else:
+            cols = (coords[..., 1] + 1.0) / 2.0 * max(self.grid_w - self.macro_w, 0)
+        return rows, cols
+
+    def nearest_macro(self, coords: Tensor) -> tuple[Tensor, Tensor]:
+        """Nearest valid discrete macro position (long rows, cols) for coordinates (B, D)."""
+        rows, cols = self.decode_macro(coords)
+        rows = rows.round().clamp(0, self.macro_rows - 1).long()
+        if self.cyclic:
+            cols = torch.remainder(cols.round().long(), self.grid_w)
+        else:
+            cols = cols.round().clamp(0, self.macro_cols - 1).long()
+        return rows, cols
+
+    # ---- enumeration and sampling ------------------------------------------------------------
+    def micro_grid(self) -> tuple[Tensor, Tensor]:
+        """All micro positions of the full image in row-major order: two (K_y * K_x,) tensors."""
+        rows, cols = torch.meshgrid(torch.arange(self.grid_h), torch.arange(self.grid_w),
+                                    indexing="ij")
+        return rows.reshape(-1), cols.reshape(-1)
+
+    def macro_grid(self) -> tuple[Tensor, Tensor]:
+        """All discrete macro positions in row-major order."""
+        rows, cols = torch.meshgrid(torch.arange(self.macro_rows), torch.arange(self.macro_cols),
+                                    indexing="ij")
+        return rows.reshape(-1), cols.reshape(-1)
+
+    def micro_in_macro(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+        """Grid positions of the P micro patches inside macro patches at ``rows``/``cols`` (B,).
+
+        Returns two (B, P) tensors in row-major order within the macro patch (the order that
+        :func:`cocogan.patches.merge` expects). Columns are not wrapped: cos/sin wrap by
+        themselves and :meth:`wrap_cols` maps them to pixel columns.
+        """
+        dy, dx = torch.meshgrid(torch.arange(self.macro_h), torch.arange(self.macro_w),
+                                indexing="ij")
+        dy = dy.reshape(1, -1).to(rows.dtype)
+        dx = dx.reshape(1, -1).to(cols.dtype)
+        return rows.unsqueeze(1) + dy, cols.unsqueeze(1) + dx  # (B, P)
+
+    def pixel_offset(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+        """Top-left pixel (top, left) of patches at grid positions (rounded to whole pixels)."""
+        top = torch.round(rows * self.micro).long()
+        left = torch.round(cols * self.micro).long()
+        if self.cyclic:
+            left = torch.remainder(left, self.grid_w * self.micro)
+        return top, left
+
+    def sample_macro(self, batch: int, *, continuous: bool = False, extend: int = 0,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Draw ``batch`` macro positions uniformly (paper: U(S_N, R)).
+
+        Args:
+            batch: number of positions.
+            continuous: sample any whole-pixel offset instead of the discrete grid; positions are
+                then fractional grid units (offset / micro), so real crops stay exact.
+            extend: beyond-boundary fine-tuning: also sample up to ``extend`` grid steps past
+                each border of the Cartesian axes (the cylindrical horizontal axis has no border).
+            generator: torch RNG for reproducibility.
+
+        Returns:
+            (rows, cols) float tensors (B,) in grid units.
+        """
+        def draw(count: int, low: int) -> Tensor:
+            if continuous:
+                pixels = torch.randint(0, (count - 1) * self.micro + 1, (batch,),
+                                       generator=generator)
+                return low + pixels.to(torch.float32) / self.micro
+            return (low + torch.randint(0, count, (batch,), generator=generator)).float()
+
+        rows = draw(self.macro_rows + 2 * extend, -extend)
+        cols = draw(self.macro_cols, 0) if self.cyclic else draw(self.macro_cols + 2 * extend,
+                                                                 -extend)
+        return rows, cols
+
+    def in_bounds(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """Bool (B,): macro positions that lie inside the trained image (beyond-boundary mask)."""
+        inside = (rows >= 0) & (rows <= self.macro_rows - 1)
+        if not self.cyclic:
+            inside &= (cols >= 0) & (cols <= self.macro_cols - 1)
+        return inside
+
+
+def _normalise(index: Tensor, span: int) -> Tensor:
+    """Map grid index 0..span to [-1, 1] (a lone position maps to 0)."""
+    index = index.to(torch.float32)
+    if span <= 0:
+        return torch.zeros_like(index)
+    return -1.0 + 2.0 * index / span
+
+
+def coordinate_system(model: ModelConfig) -> CoordinateSystem:
+    """Build the coordinate system that a validated model config describes."""
+    return CoordinateSystem(
+        grid_h=model.full_height // model.micro,
+        grid_w=model.full_width // model.micro,
+        macro_h=model.macro // model.micro,
+        macro_w=model.macro_w // model.micro,
+        micro=model.micro,
+        cyclic=model.coords == "cylindrical",
+    )

@@ -1,0 +1,168 @@
+"""A folder of image files as a dataset of full images (the real x of the paper, Sec. 2).
+
+Shapes: every item is a float32 tensor (C, H, W) = (3, height, width) in [-1, 1]. Macro-patch
+cropping (the paper's T(X->M)) happens later, in the training code; this module only yields
+whole images.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .errors import DataError
+from .imaging import CELEBA_SIZE, IMAGE_EXTENSIONS, is_image_file, load_image
+
+_SHOW_NAMES = 5  # how many offending file names a warning lists
+_FIX_HINT = "point --data at a folder of images or use builtin:blobs / builtin:skyline"
+
+
+def scan_images(root: str | os.PathLike[str]) -> list[Path]:
+    """All image files under root, recursively, sorted by relative path.
+
+    Hidden files and folders (".name", e.g. macOS "._x.jpg" resource forks) are left out.
+    Sorting the relative POSIX paths makes index -> file identical on every machine.
+
+    Raises:
+        DataError: root does not exist or is not a folder.
+    """
+    base = Path(root).expanduser()
+    if not base.exists():
+        raise DataError(f"data path {base} does not exist: {_FIX_HINT}")
+    if not base.is_dir():
+        raise DataError(f"data path {base} is not a folder: {_FIX_HINT}")
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(
+            Path(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(Path(f))
+        )
+    return sorted(found, key=lambda p: p.relative_to(base).as_posix())
+
+
+def probe_image(path: Path) -> tuple[int, int] | None:
+    """(width, height) if PIL can parse the file's header and structure, else None.
+
+    Image.verify() checks headers (and PNG chunk CRCs) without decoding pixels, so it is cheap
+    enough to run over tens of thousands of files at start-up.
+    """
+    try:
+        with Image.open(path) as img:
+            size = img.size
+            img.verify()
+    except Exception:  # PIL raises many unrelated types (OSError, SyntaxError, struct.error...)
+        return None
+    return size
+
+
+def _names(paths: Sequence[Path]) -> str:
+    shown = ", ".join(p.name for p in paths[:_SHOW_NAMES])
+    return shown + (", ..." if len(paths) > _SHOW_NAMES else "")
+
+
+class ImageFolderDataset(Dataset[torch.Tensor]):
+    """Images under a folder, decoded and resized on access.
+
+    Unreadable files are dropped at construction (listed in ``skipped``, one warning). A file
+    that still fails to decode later is replaced by the next readable index, so one bad file
+    never stops a long run; ``load_failures`` counts such replacements in this process.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        height: int,
+        width: int,
+        *,
+        celeba_crop: bool = False,  # authors' CelebA face box (aligned 178x218 input); off: False
+        cylindrical: bool = False,  # panoramas: resize without cropping; off: centre-crop
+        roll: bool = True,  # cylindrical only: random horizontal roll as augmentation
+        verify: bool = True,  # probe every file at start-up; False trusts the scan (huge folders)
+    ) -> None:
+        if height <= 0 or width <= 0:
+            raise DataError(f"image size must be positive, got height={height}, width={width}")
+        if celeba_crop and cylindrical:
+            raise DataError("celeba_crop and cylindrical cannot be combined: choose one")
+        self.root = Path(root).expanduser()
+        self.height, self.width = height, width
+        self.cylindrical, self.roll = cylindrical, roll
+        self.mode = "celeba" if celeba_crop else "stretch" if cylindrical else "cover"
+        self.load_failures = 0
+        self._bad: set[int] = set()
+
+        candidates = scan_images(self.root)
+        if not candidates:
+            exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+            raise DataError(f"no usable images ({exts}) found under {self.root}: {_FIX_HINT}")
+        self.paths, self.skipped = self._probe(candidates, verify, celeba_crop)
+
+    def _probe(
+        self, candidates: list[Path], verify: bool, celeba_crop: bool
+    ) -> tuple[list[Path], list[Path]]:
+        """Split candidates into readable and skipped files; warn once about each problem."""
+        if not verify:
+            return candidates, []
+        good: list[Path] = []
+        bad: list[Path] = []
+        odd_size: list[Path] = []
+        for path in candidates:
+            size = probe_image(path)
+            if size is None:
+                bad.append(path)
+                continue
+            good.append(path)
+            if celeba_crop and size != CELEBA_SIZE:
+                odd_size.append(path)
+        if not good:
+            raise DataError(
+                f"none of the {len(bad)} image files under {self.root} could be read "
+                f"({_names(bad)}): {_FIX_HINT}"
+            )
+        if bad:
+            warnings.warn(
+                f"skipping {len(bad)} unreadable image file(s) under {self.root}: {_names(bad)}",
+                stacklevel=3,
+            )
+        if odd_size:
+            warnings.warn(
+                f"celeba_crop expects aligned CelebA images of 178x218, but {len(odd_size)} "
+                f"file(s) differ ({_names(odd_size)}); the fixed face box may miss the face",
+                stacklevel=3,
+            )
+        return good, bad
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        n = len(self.paths)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        for step in range(n):
+            i = (index + step) % n  # deterministic substitute: the next readable file
+            if i in self._bad:
+                continue
+            try:
+                x = load_image(self.paths[i], self.height, self.width, self.mode)
+            except Exception as exc:  # any decoder failure: substitute rather than crash a run
+                self._bad.add(i)
+                self.load_failures += 1
+                if self.load_failures == 1:
+                    warnings.warn(
+                        f"could not decode {self.paths[i]} ({exc}); using the next image instead",
+                        stacklevel=2,
+                    )
+                continue
+            if self.cylindrical and self.roll:
+                # Any horizontal shift of a 360-degree panorama is another valid panorama
+                # (the authors' augmentation). Global RNG: reproducible from the worker seed.
+                shift = int(torch.randint(self.width, (1,)).item())
+                x = torch.roll(x, shifts=shift, dims=2)  # (3, H, W)
+            return x
+        raise DataError(f"no image under {self.root} could be decoded: {_FIX_HINT}")

@@ -1,0 +1,141 @@
+"""Decoding and resizing of single image files into generator-ready tensors.
+
+Every image leaves here as a float32 tensor of shape (C, H, W) = (3, height, width) in [-1, 1],
+the range of the generator's tanh output. Three geometric modes serve the three kinds of data:
+
+- ``fit_cover``: ordinary photographs; scale so the target is covered, then centre-crop.
+- ``fit_celeba``: the paper authors' CelebA preprocessing (fixed 128x128 face box, then resize).
+- ``fit_stretch``: panoramas; resize straight to the target, since cropping would cut the seam.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+# Crop box (left, upper, right, lower) of the authors' CelebA preprocessing: rows 50:178 and
+# columns 25:153 of the aligned 178x218 images, a 128x128 square around the face.
+CELEBA_BOX: tuple[int, int, int, int] = (25, 50, 153, 178)
+CELEBA_SIZE: tuple[int, int] = (178, 218)  # (width, height) of aligned CelebA images
+
+# Bump whenever decoding or resizing changes pixels, so cached real-data statistics are redone.
+PREPROCESS_VERSION = 1
+
+# JPEG draft decoding keeps at least this factor of the target size, as PIL's thumbnail() does,
+# so the DCT-domain shrink never replaces the final Lanczos filter.
+_DRAFT_MARGIN = 2
+
+
+def is_image_file(path: Path) -> bool:
+    """True for files whose suffix is a supported image type (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def open_image(path: Path, draft_size: int | None = None) -> Image.Image:
+    """Decode a file, honouring EXIF orientation.
+
+    Args:
+        path: image file.
+        draft_size: if given, JPEGs may be decoded at a reduced scale whose shorter side is still
+            at least this many pixels (a large speed-up for big photos); None decodes in full.
+    """
+    img = Image.open(path)
+    if draft_size is not None and img.format == "JPEG":
+        img.draft(None, (draft_size, draft_size))
+    img.load()
+    # Phone photos store rotation as a tag; ignoring it would train on sideways images.
+    ImageOps.exif_transpose(img, in_place=True)
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; transparent areas become white.
+
+    White matches how transparent images (icons, emoji) look on a page; compositing on black
+    would give them dark halos after resizing.
+    """
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16-bit greyscale PNGs: PIL's convert("L") clips at 255, so rescale by hand.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 255.0 if img.mode == "F" or arr.max(initial=0) <= 255 else 65535.0
+        img = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).round().astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        canvas.alpha_composite(img)
+        return canvas.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _resample(src_w: float, src_h: float, width: int, height: int) -> Image.Resampling:
+    """Lanczos when shrinking (anti-aliasing matters), bicubic when enlarging."""
+    shrinking = width < src_w or height < src_h
+    return Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC
+
+
+def fit_cover(img: Image.Image, height: int, width: int) -> Image.Image:
+    """Scale so the image covers (height, width), then take the centre crop.
+
+    For a square target this is "resize the shorter side, centre-crop". Cropping and resizing
+    happen in one resampling pass (a fractional source box), so no pixel is interpolated twice.
+    """
+    src_w, src_h = img.size
+    scale = max(width / src_w, height / src_h)
+    crop_w, crop_h = width / scale, height / scale
+    left, top = (src_w - crop_w) / 2, (src_h - crop_h) / 2
+    box = (left, top, left + crop_w, top + crop_h)
+    return img.resize((width, height), _resample(crop_w, crop_h, width, height), box=box)
+
+
+def fit_celeba(img: Image.Image, height: int, width: int) -> Image.Image:
+    """The authors' CelebA preprocessing: fixed face box of the aligned image, then resize.
+
+    Cropping first (rather than resizing with a source box) keeps pixels outside the box out of
+    the filter support, as in the authors' crop-then-resize pipeline.
+    """
+    face = img.crop(CELEBA_BOX)
+    return face.resize((width, height), _resample(*face.size, width, height))
+
+
+def fit_stretch(img: Image.Image, height: int, width: int) -> Image.Image:
+    """Resize to exactly (height, width) without cropping, keeping a panorama's full 360 degrees."""
+    if img.size == (width, height):
+        return img
+    return img.resize((width, height), _resample(*img.size, width, height))
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """8-bit RGB image -> float32 tensor (3, H, W) in [-1, 1]."""
+    arr = np.asarray(img, dtype=np.uint8)  # (H, W, 3)
+    assert arr.ndim == 3 and arr.shape[2] == 3, f"expected (H, W, 3) uint8, got {arr.shape}"
+    # Scale in NumPy: tiny torch ops pay intra-op threading overhead in the main process.
+    chw = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)  # (3, H, W)
+    return torch.from_numpy(chw / np.float32(127.5) - np.float32(1.0))
+
+
+def load_image(path: Path, height: int, width: int, mode: str = "cover") -> torch.Tensor:
+    """Decode, convert and resize one file into a (3, height, width) tensor in [-1, 1].
+
+    Args:
+        path: image file.
+        height, width: output size in pixels.
+        mode: "cover" (resize + centre crop), "celeba" (authors' face box) or "stretch" (no crop).
+    """
+    if mode == "celeba":
+        img = open_image(path)  # fixed box coordinates need the full-resolution decode
+        fitted = fit_celeba(to_rgb(img), height, width)
+    elif mode in ("cover", "stretch"):
+        img = open_image(path, draft_size=_DRAFT_MARGIN * max(height, width))
+        fit = fit_cover if mode == "cover" else fit_stretch
+        fitted = fit(to_rgb(img), height, width)
+    else:
+        raise AssertionError(f"unknown fit mode {mode!r}; expected cover, celeba or stretch")
+    return to_tensor(fitted)

@@ -1,0 +1,63 @@
+"""Image-quality metrics as staged pure functions: images -> features -> statistics -> number.
+
+Imports only torch/numpy/scipy; wiring generators and runs to these lives in a later layer.
+Nothing downloads: the Inception weights are found locally or `MissingWeightsError` says where.
+"""
+
+from cocogan.metrics.frechet import (
+    FeatureStats,
+    StatsAccumulator,
+    fid_from_stats,
+    frechet_distance,
+    kernel_inception_distance,
+    mmd2_unbiased,
+)
+from cocogan.metrics.inception import (
+    FID_WEIGHTS_NAME,
+    WEIGHTS_ENV,
+    FeatureExtractor,
+    FIDInceptionV3,
+    InceptionFeatures,
+    MissingWeightsError,
+    load_fid_inception,
+    resolve_inception_weights,
+)
+from cocogan.metrics.seams import seam_ratio, wrap_ratio
+from cocogan.metrics.swd import (
+    sliced_wasserstein,
+    sliced_wasserstein_from_descriptors,
+    swd_descriptors,
+)
+
+# Metric names (the CLI's choices) -> one-line help.
+METRICS: dict[str, str] = {
+    "fid": "Fréchet Inception Distance on Inception-v3 pool3 features (TTUR weights)",
+    "kid": "Kernel Inception Distance: unbiased cubic-kernel MMD^2 on pool3, mean ± std",
+    "swd": "multi-scale sliced Wasserstein distance on Laplacian-pyramid 7x7 patches, x1e3 (PGGAN)",
+    "seams": "pixel jumps across micro-patch borders / jumps elsewhere (1 = seamless)",
+    "wrap": "jump between last and first column / interior column jumps (1 = cyclic panorama)",
+    "spatial": "spatial-consistency check of patches generated at coordinates (computed elsewhere)",
+}
+
+__all__ = [
+    "FID_WEIGHTS_NAME",
+    "METRICS",
+    "WEIGHTS_ENV",
+    "FIDInceptionV3",
+    "FeatureExtractor",
+    "FeatureStats",
+    "InceptionFeatures",
+    "MissingWeightsError",
+    "StatsAccumulator",
+    "fid_from_stats",
+    "frechet_distance",
+    "kernel_inception_distance",
+    "load_fid_inception",
+    "mmd2_unbiased",
+    "resolve_inception_weights",
+    "seam_ratio",
+    "sliced_wasserstein",
+    "sliced_wasserstein_from_descriptors",
+    "swd_descriptors",
+    "wrap_ratio",
+]

@@ -1,0 +1,202 @@
+"""Feature statistics and the distances built on them: FID and KID.
+
+Used for the paper's headline numbers (FID, Sec. 3.1 and Table 1) and
+for KID, the unbiased alternative that stays meaningful on small sample counts.
+
+Legend: N samples, D feature dims, M subset size.
+The stages are features (N, D) -> `FeatureStats` -> number, so statistics of a reference set
+can be computed once, saved and reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import linalg
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def as_float64(feats: ArrayLike) -> np.ndarray:
+    """Features as a (N, D) float64 numpy array; float64 because covariances of 2048-d
+    features lose digits in float32."""
+    if isinstance(feats, torch.Tensor):
+        feats = feats.detach().cpu().double().numpy()
+    arr = np.asarray(feats, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {arr.shape}")
+    return arr
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Gaussian summary of a feature set: the sufficient statistics for FID."""
+
+    mean: np.ndarray  # (D,)
+    cov: np.ndarray  # (D, D), unbiased (divides by n - 1)
+    n: int  # number of samples summarised
+
+    @classmethod
+    def from_features(cls, feats: ArrayLike) -> FeatureStats:
+        """Statistics of a (N, D) feature array held in memory at once."""
+        x = as_float64(feats)
+        if x.shape[0] < 2:
+            raise ValueError(f"need at least 2 samples for a covariance, got {x.shape[0]}")
+        return cls(mean=x.mean(axis=0), cov=np.cov(x, rowvar=False), n=x.shape[0])
+
+    def save(self, path: str | Path) -> None:
+        """Cache as .npz so reference statistics are computed only once."""
+        np.savez(path, mean=self.mean, cov=self.cov, n=np.int64(self.n))
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureStats:
+        with np.load(path) as f:
+            return cls(mean=f["mean"], cov=f["cov"], n=int(f["n"]))
+
+
+class StatsAccumulator:
+    """Streams feature batches into mean/covariance without holding all samples.
+
+    Sums are kept in float64 around a shift (the first batch's mean) so that
+    cov = (S_xx - n m m^T) / (n - 1) does not cancel catastrophically.
+    Optionally keeps the first `keep` feature rows, e.g. for KID.
+    """
+
+    def __init__(self, keep: int = 0) -> None:
+        """Args:
+        keep: number of feature rows to retain for `features()`; 0 keeps none.
+        """
+        self.keep = keep
+        self.n = 0
+        self._shift: np.ndarray | None = None  # (D,)
+        self._sum: np.ndarray | None = None  # (D,)
+        self._outer: np.ndarray | None = None  # (D, D)
+        self._kept: list[np.ndarray] = []
+        self._n_kept = 0
+
+    def update(self, feats: ArrayLike) -> None:
+        """Adds a (B, D) batch."""
+        x = as_float64(feats)
+        if self._shift is None:
+            d = x.shape[1]
+            self._shift = x.mean(axis=0)
+            self._sum = np.zeros(d)
+            self._outer = np.zeros((d, d))
+        elif x.shape[1] != self._shift.shape[0]:
+            raise ValueError(
+                f"feature dim changed: got {x.shape[1]}, expected {self._shift.shape[0]}"
+            )
+        xc = x - self._shift
+        self._sum += xc.sum(axis=0)
+        self._outer += xc.T @ xc
+        self.n += x.shape[0]
+        if self._n_kept < self.keep:
+            take = x[: self.keep - self._n_kept]
+            self._kept.append(take.copy())
+            self._n_kept += take.shape[0]
+
+    def stats(self) -> FeatureStats:
+        """Mean and unbiased covariance of everything seen so far."""
+        if self.n < 2 or self._shift is None:
+            raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
+        mc = self._sum / self.n  # mean of shifted data
+        cov = (self._outer - self.n * np.outer(mc, mc)) / (self.n - 1)
+        cov = 0.5 * (cov + cov.T)  # exact symmetry despite rounding
+        return FeatureStats(mean=mc + self._shift, cov=cov, n=self.n)
+
+    def features(self) -> np.ndarray:
+        """The retained rows (at most `keep`), as (K, D) float64."""
+        if not self._kept:
+            d = 0 if self._shift is None else self._shift.shape[0]
+            return np.zeros((0, d))
+        return np.concatenate(self._kept, axis=0)
+
+
+def frechet_distance(
+    mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Fréchet distance between N(mu1, cov1) and N(mu2, cov2):
+    |mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)).
+
+    Follows the TTUR reference computation (scipy sqrtm, eps offset when the product is
+    singular) so numbers are comparable with published FIDs.
+
+    Raises:
+        ValueError: shapes disagree, or the square root has a large imaginary part.
+    """
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
+    if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:
+        raise ValueError(
+            f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, cov {cov1.shape} vs {cov2.shape}"
+        )
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(cov1 @ cov2)
+    if not np.isfinite(covmean).all():
+        # Singular product (e.g. fewer samples than dims): regularise both factors.
+        offset = np.eye(cov1.shape[0]) * eps
+        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    if np.iscomplexobj(covmean):
+        max_imag = np.max(np.abs(np.diagonal(covmean).imag))
+        if max_imag > 1e-3:
+            raise ValueError(f"sqrtm(cov1 @ cov2) has imaginary component {max_imag:.3g}")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
+
+
+def fid_from_stats(a: FeatureStats, b: FeatureStats) -> float:
+    """FID between two cached statistics."""
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov)
+
+
+def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Cubic polynomial kernel k(x, y) = (x.y / d + 1)^3 (Bińkowski et al. 2018)."""
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 estimate between (M, D) and (M', D) samples with the cubic kernel.
+
+    Diagonal terms k(x_i, x_i) are dropped so the estimate is 0 in expectation when both
+    samples come from the same distribution.
+    """
+    m, n = x.shape[0], y.shape[0]
+    if m < 2 or n < 2:
+        raise ValueError(f"need at least 2 samples per set, got {m} and {n}")
+    kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+    term_x = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    term_y = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(term_x + term_y - 2.0 * kxy.mean())
+
+
+def kernel_inception_distance(
+    feats1: ArrayLike,
+    feats2: ArrayLike,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID: unbiased MMD^2 averaged over random subsets (sampled without replacement).
+
+    Args:
+        feats1, feats2: (N1, D) and (N2, D) features.
+        subsets: number of random subsets.
+        subset_size: samples per subset; clipped to min(N1, N2).
+        seed: numpy RNG seed, so repeated calls agree.
+    Returns:
+        (mean, std) of the per-subset estimates.
+    """
+    x, y = as_float64(feats1), as_float64(feats2)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"feature dims differ: {x.shape[1]} vs {y.shape[1]}")
+    m = min(subset_size, x.shape[0], y.shape[0])
+    rng = np.random.default_rng(seed)
+    vals = np.empty(subsets)
+    for i in range(subsets):
+        xs = x[rng.choice(x.shape[0], m, replace=False)]  # (M, D)
+        ys = y[rng.choice(y.shape[0], m, replace=False)]  # (M, D)
+        vals[i] = mmd2_unbiased(xs, ys)
+    return float(vals.mean()), float(vals.std())

@@ -1,0 +1,333 @@
+"""FID-compatible Inception-v3 feature extractor (pool3, 2048-d), without torchvision.
+
+The paper reports FID with the TTUR Inception (TensorFlow graph of 2015-12-05). Its PyTorch
+port ships as `pt_inception-2015-12-05-6726825d.pth` (pytorch-fid; torch-fidelity stores the
+same weights as `weights-inception-2015-12-05-6726825d.pth`). This module rebuilds that
+network with parameter names matching the file, so the file loads with strict=True.
+It differs from stock Inception-v3 where the TF graph does: average pools in the Mixed_5*,
+Mixed_6b-e and Mixed_7b blocks exclude padding, Mixed_7c pools with max instead of average,
+and the classifier has 1008 outputs. Nothing is ever downloaded: weights are found locally
+(`resolve_inception_weights`) or a `MissingWeightsError` says where to put them.
+
+Legend: B batch, C channels, H/W height/width.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid file name
+FIDELITY_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity name
+WEIGHTS_ENV = "COCOGAN_INCEPTION_WEIGHTS"
+INPUT_SIZE = 299  # the network's native resolution; inputs are resized bilinearly to it
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """Maps images (B, 3, H, W) in [-1, 1] to features (B, dim)."""
+
+    name: str
+    dim: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+class MissingWeightsError(FileNotFoundError):
+    """The Inception weights file is not on disk (and will not be downloaded)."""
+
+
+# --------------------------------------------------------------------------- weights lookup
+
+
+def _cache_dir() -> Path:
+    """torch hub's checkpoint cache: $TORCH_HOME/hub/checkpoints, default ~/.cache/torch/..."""
+    torch_home = os.environ.get("TORCH_HOME")
+    if torch_home:
+        base = Path(torch_home).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / "torch"
+    return base / "hub" / "checkpoints"
+
+
+def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Path:
+    """Finds the FID Inception weights on disk; never downloads.
+
+    Order: explicit `path`, env var COCOGAN_INCEPTION_WEIGHTS, then the torch hub cache
+    for the pytorch-fid and torch-fidelity file names.
+
+    Raises:
+        MissingWeightsError: an explicit path/env path does not exist, or nothing is cached.
+    """
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise MissingWeightsError(f"Inception weights not found at --inception-weights {p}")
+        return p
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise MissingWeightsError(f"Inception weights not found at {WEIGHTS_ENV}={p}")
+        return p
+    cache = _cache_dir()
+    for name in (FID_WEIGHTS_NAME, FIDELITY_WEIGHTS_NAME):
+        if (cache / name).is_file():
+            return cache / name
+    raise MissingWeightsError(
+        f"FID Inception weights not found (no download is attempted): put {FID_WEIGHTS_NAME} "
+        f"in {cache}/, or pass --inception-weights PATH, or set {WEIGHTS_ENV}=PATH"
+    )
+
+
+# --------------------------------------------------------------------------- network
+
+
+class BasicConv2d(nn.Module):
+    """Conv (no bias) + BatchNorm (eps 1e-3, as in the TF graph) + ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], **kw: int | tuple):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, bias=False, **kw)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+def _avg_pool_no_pad(x: torch.Tensor) -> torch.Tensor:
+    """3x3 stride-1 average pool that, like TensorFlow, ignores padded zeros."""
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+class InceptionA(nn.Module):
+    """35x35 block (Mixed_5b-d): 1x1, 5x5, double 3x3 and pool branches."""
+
+    def __init__(self, cin: int, pool_features: int):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 64, 1)
+        self.branch5x5_1 = BasicConv2d(cin, 48, 1)
+        self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
+        self.branch_pool = BasicConv2d(cin, pool_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        bp = self.branch_pool(_avg_pool_no_pad(x))
+        return torch.cat([self.branch1x1(x), b5, b3, bp], 1)  # (B, 224 + pool_features, H, W)
+
+
+class InceptionB(nn.Module):
+    """Grid reduction 35 -> 17 (Mixed_6a)."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3 = BasicConv2d(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3x3(x)
+        bd = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        bp = F.max_pool2d(x, kernel_size=3, stride=2)
+        return torch.cat([b3, bd, bp], 1)  # (B, 480 + cin, H', W')
+
+
+class InceptionC(nn.Module):
+    """17x17 block with factorised 7x7 convolutions (Mixed_6b-e)."""
+
+    def __init__(self, cin: int, c7: int):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7_3 = BasicConv2d(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7dbl_2 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        bd = self.branch7x7dbl_1(x)
+        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4):
+            bd = layer(bd)
+        bd = self.branch7x7dbl_5(bd)
+        bp = self.branch_pool(_avg_pool_no_pad(x))
+        return torch.cat([self.branch1x1(x), b7, bd, bp], 1)  # (B, 768, H, W)
+
+
+class InceptionD(nn.Module):
+    """Grid reduction 17 -> 8 (Mixed_7a)."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch3x3_2 = BasicConv2d(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3x3_2(self.branch3x3_1(x))
+        b7 = self.branch7x7x3_1(x)
+        for layer in (self.branch7x7x3_2, self.branch7x7x3_3, self.branch7x7x3_4):
+            b7 = layer(b7)
+        bp = F.max_pool2d(x, kernel_size=3, stride=2)
+        return torch.cat([b3, b7, bp], 1)  # (B, 512 + cin, H', W')
+
+
+class InceptionE(nn.Module):
+    """8x8 block with split 1x3/3x1 outputs (Mixed_7b, Mixed_7c).
+
+    `max_pool` selects the TF graph's quirk for Mixed_7c: max instead of average pooling.
+    """
+
+    def __init__(self, cin: int, max_pool: bool):
+        super().__init__()
+        self.max_pool = max_pool  # True only for Mixed_7c
+        self.branch1x1 = BasicConv2d(cin, 320, 1)
+        self.branch3x3_1 = BasicConv2d(cin, 384, 1)
+        self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(cin, 448, 1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)  # (B, 768, H, W)
+        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)  # (B, 768, H, W)
+        if self.max_pool:
+            pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+        else:
+            pooled = _avg_pool_no_pad(x)
+        return torch.cat([self.branch1x1(x), b3, bd, self.branch_pool(pooled)], 1)  # (B, 2048)
+
+
+class FIDInceptionV3(nn.Module):
+    """The TTUR Inception-v3 graph; `forward` returns pool3 features (B, 2048).
+
+    Parameter names follow the weights file, so keep them (they are API). `fc` (1008 logits)
+    exists only so the file loads strictly; FID never uses it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
+        self.Mixed_5b = InceptionA(192, pool_features=32)
+        self.Mixed_5c = InceptionA(256, pool_features=64)
+        self.Mixed_5d = InceptionA(288, pool_features=64)
+        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6b = InceptionC(768, c7=128)
+        self.Mixed_6c = InceptionC(768, c7=160)
+        self.Mixed_6d = InceptionC(768, c7=160)
+        self.Mixed_6e = InceptionC(768, c7=192)
+        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7b = InceptionE(1280, max_pool=False)
+        self.Mixed_7c = InceptionE(2048, max_pool=True)
+        self.fc = nn.Linear(2048, 1008)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, 299, 299) in [-1, 1] -> (B, 2048)."""
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))  # (B, 64, 147, 147)
+        x = F.max_pool2d(x, kernel_size=3, stride=2)  # (B, 64, 73, 73)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))  # (B, 192, 71, 71)
+        x = F.max_pool2d(x, kernel_size=3, stride=2)  # (B, 192, 35, 35)
+        for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
+            x = getattr(self, f"Mixed_{name}")(x)  # ends (B, 2048, 8, 8)
+        return x.mean(dim=(2, 3))  # pool3: global average pool, (B, 2048)
+
+
+def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
+    """Builds the network and loads weights strictly; a wrong file gives a clear error."""
+    net = FIDInceptionV3()
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # corrupt file, pickle of a module, ...
+        raise ValueError(f"cannot read Inception weights {path}: {e}") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
+    state = dict(state)
+    for key in net.state_dict():
+        # Files saved before BatchNorm tracked batches lack this unused counter.
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.tensor(0, dtype=torch.long)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:500]  # torch lists every bad key; keep it short
+        raise ValueError(
+            f"{path} is not the FID Inception-v3 state_dict ({FID_WEIGHTS_NAME}): {detail}"
+        ) from e
+    return net.eval().requires_grad_(False)
+
+
+class InceptionFeatures:
+    """`FeatureExtractor` for FID/KID: pool3 of the TTUR Inception-v3.
+
+    Preprocessing follows pytorch-fid: bilinear resize to 299x299 (align_corners=False) of
+    [-1, 1] images, which is the range the network expects. With `quantize`, images are first
+    rounded to 8-bit levels, matching FIDs computed from saved PNG files.
+    """
+
+    name = "inception-v3-pool3"
+    dim = 2048
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        quantize: bool = True,
+        net: FIDInceptionV3 | None = None,
+    ) -> None:
+        """Args:
+        weights: weights file; None searches as `resolve_inception_weights` does.
+        device: where the network runs.
+        batch_size: images per forward pass (bounds memory).
+        quantize: round inputs to 256 levels first, as when images go through PNG; False off.
+        net: an already-built network (tests, or random init); skips loading weights.
+        """
+        if net is None:
+            net = load_fid_inception(resolve_inception_weights(weights))
+        self.net = net.to(device).eval()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.quantize = quantize
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) in [-1, 1] -> features (B, 2048) float32 on CPU."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
+        out = []
+        for chunk in images.split(self.batch_size):
+            x = chunk.to(self.device, torch.float32).clamp(-1.0, 1.0)
+            if self.quantize:
+                x = torch.round((x + 1.0) * 127.5) / 127.5 - 1.0
+            if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+                x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
+                                  align_corners=False)  # fmt: skip
+            out.append(self.net(x).float().cpu())
+        return torch.cat(out, 0)

@@ -1,0 +1,90 @@
+"""COCO-GAN generator: one micro patch from (z, micro coordinate) (paper Appendix B, Fig. 11).
+
+SN-linear to a 2x2 map of 16 ngf channels, then residual up-blocks (CBN, ReLU, nearest x2,
+conv3x3, CBN, ReLU, conv3x3; shortcut x2 + conv1x1) whose count follows the micro size
+(log2(micro) - 1; the paper duplicates or removes the last block), then BN, ReLU, conv3x3, tanh.
+Widths halve from 8 ngf to ngf and stay at ngf for extra blocks. Micro patches smaller than 16
+keep three blocks, the extra ones without up-sampling, as the authors' ablation configs do.
+
+Shapes: B batch, Z latent dims, D coordinate dims.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cocogan.nn.layers import ConditionalBatchNorm, sn_conv, sn_linear
+
+MIN_BLOCKS = 3  # tiny micro patches keep this many blocks (extra ones do not up-sample)
+
+
+def generator_plan(micro: int, ngf: int) -> list[tuple[int, int, bool]]:
+    """(in_channels, out_channels, upsample) for each residual block of a micro-size generator."""
+    ups = int(math.log2(micro)) - 1
+    count = max(ups, MIN_BLOCKS)
+    plan, channels = [], 16 * ngf
+    for index in range(count):
+        out = max(ngf, 8 * ngf >> index)
+        plan.append((channels, out, index < ups))
+        channels = out
+    return plan
+
+
+class GeneratorBlock(nn.Module):
+    """Residual block with CBN; optionally doubles the resolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int,
+                 upsample: bool) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.norm1 = ConditionalBatchNorm(in_channels, cond_dim)
+        self.conv1 = sn_conv(in_channels, out_channels, 3)
+        self.norm2 = ConditionalBatchNorm(out_channels, cond_dim)
+        self.conv2 = sn_conv(out_channels, out_channels, 3)
+        self.shortcut = sn_conv(in_channels, out_channels, 1)
+
+    def _up(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=2, mode="nearest") if self.upsample else x
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        h = self._up(F.relu(self.norm1(x, cond)))
+        h = self.conv2(F.relu(self.norm2(self.conv1(h), cond)))
+        return h + self.shortcut(self._up(x))
+
+
+class Generator(nn.Module):
+    """G(z | c): a (B, 3, micro, micro) patch in [-1, 1] for latents z and micro coordinates c.
+
+    Args:
+        z_dim: latent size Z.
+        coord_dim: coordinate size D (2 Cartesian, 3 cylindrical).
+        micro: output patch side, a power of two >= 4.
+        ngf: base width.
+    """
+
+    def __init__(self, z_dim: int, coord_dim: int, micro: int, ngf: int = 64) -> None:
+        super().__init__()
+        self.z_dim, self.coord_dim, self.micro = z_dim, coord_dim, micro
+        cond_dim = z_dim + coord_dim
+        self.stem_channels = 16 * ngf
+        self.stem = sn_linear(cond_dim, 2 * 2 * self.stem_channels)
+        self.blocks = nn.ModuleList(
+            GeneratorBlock(cin, cout, cond_dim, up) for cin, cout, up in generator_plan(micro, ngf)
+        )
+        last = self.blocks[-1].conv2.out_channels
+        self.tail_norm = nn.BatchNorm2d(last)
+        self.tail_conv = sn_conv(last, 3, 3)
+
+    def forward(self, z: Tensor, coords: Tensor) -> Tensor:
+        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z: got {tuple(z.shape)}"
+        assert coords.shape == (z.shape[0], self.coord_dim), \
+            f"coords: got {tuple(coords.shape)}, expected ({z.shape[0]}, {self.coord_dim})"
+        cond = torch.cat([z, coords.to(z.dtype)], dim=1)  # (B, Z + D)
+        x = self.stem(cond).view(-1, self.stem_channels, 2, 2)
+        for block in self.blocks:
+            x = block(x, cond)
+        return torch.tanh(self.tail_conv(F.relu(self.tail_norm(x))))

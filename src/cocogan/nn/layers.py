@@ -1,0 +1,42 @@
+"""Building blocks shared by G and D: spectrally normalised layers and conditional batch norm."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def sn_conv(in_channels: int, out_channels: int, kernel: int) -> nn.Module:
+    """Spectrally normalised conv with 'same' padding (Miyato et al. 2018)."""
+    return spectral_norm(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2))
+
+
+def sn_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+    """Spectrally normalised linear layer."""
+    return spectral_norm(nn.Linear(in_features, out_features, bias=bias))
+
+
+class ConditionalBatchNorm(nn.Module):
+    """CBN whose gamma and beta come from learned layers of the condition (paper eq. 5).
+
+    o = (x - mu) / sqrt(var + eps) * gamma(y) + beta(y), with batch statistics in training and
+    running statistics at inference. (The authors' release divided by sqrt(var^2 + eps); this is
+    the correct form.) gamma's bias starts at 1 so the layer starts as plain batch norm.
+
+    Args:
+        channels: feature channels C.
+        cond_dim: size of the condition y = concat(z, micro coordinate).
+    """
+
+    def __init__(self, channels: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gamma = sn_linear(cond_dim, channels)
+        self.beta = sn_linear(cond_dim, channels)
+        nn.init.ones_(self.gamma.bias)
+        nn.init.zeros_(self.beta.bias)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        gamma = self.gamma(cond)[:, :, None, None]  # (B, C, 1, 1)
+        beta = self.beta(cond)[:, :, None, None]
+        return self.norm(x) * gamma + beta

@@ -1,0 +1,96 @@
+"""Patch operations (paper Section 2): merge T(m->M), crop T(X->M), split and assemble.
+
+All functions are vectorised over the batch (no Python loop over samples) and work on any
+number of channels.
+
+Shapes: B batch, P micro patches per macro patch (row-major), C channels, h/w micro patch
+height/width, H/W image height/width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def merge(micro: Tensor, rows: int, cols: int) -> Tensor:
+    """T(m->M): concatenate row-major micro patches into one patch per sample.
+
+    Args:
+        micro: (B, P, C, h, w) with P = rows * cols, row-major.
+        rows, cols: micro patches per column / row of the merged patch.
+
+    Returns:
+        (B, C, rows * h, cols * w).
+    """
+    batch, count, channels, height, width = micro.shape
+    assert count == rows * cols, f"merge: got {count} patches, expected {rows}x{cols}"
+    grid = micro.reshape(batch, rows, cols, channels, height, width)
+    grid = grid.permute(0, 3, 1, 4, 2, 5)  # (B, C, rows, h, cols, w)
+    return grid.reshape(batch, channels, rows * height, cols * width)
+
+
+def split(images: Tensor, patch: int) -> Tensor:
+    """Inverse of :func:`merge`: (B, C, H, W) -> (B, P, C, patch, patch), row-major."""
+    batch, channels, height, width = images.shape
+    assert height % patch == 0 and width % patch == 0, \
+        f"split: image {height}x{width} is not a multiple of patch {patch}"
+    rows, cols = height // patch, width // patch
+    grid = images.reshape(batch, channels, rows, patch, cols, patch)
+    grid = grid.permute(0, 2, 4, 1, 3, 5)  # (B, rows, cols, C, patch, patch)
+    return grid.reshape(batch, rows * cols, channels, patch, patch)
+
+
+def crop(images: Tensor, top: Tensor, left: Tensor, height: int, width: int,
+         *, wrap: bool = False) -> Tensor:
+    """T(X->M): cut a (height, width) window at a per-sample pixel offset.
+
+    Args:
+        images: (B, C, H, W) full images.
+        top, left: (B,) integer pixel offsets of each window's top-left corner.
+        height, width: window size in pixels.
+        wrap: wrap columns around the horizontal seam (cylindrical panoramas).
+
+    Returns:
+        (B, C, height, width).
+    """
+    batch, _, full_h, full_w = images.shape
+    top = top.to(images.device).long()
+    left = left.to(images.device).long()
+    if not wrap and bool(((left < 0) | (left + width > full_w)).any()):
+        raise ValueError(f"crop: window of width {width} leaves the {full_w}-pixel-wide image")
+    if bool(((top < 0) | (top + height > full_h)).any()):
+        raise ValueError(f"crop: window of height {height} leaves the {full_h}-pixel-high image")
+    row_index = top[:, None] + torch.arange(height, device=images.device)  # (B, height)
+    col_index = left[:, None] + torch.arange(width, device=images.device)  # (B, width)
+    if wrap:
+        col_index = torch.remainder(col_index, full_w)
+    sample = torch.arange(batch, device=images.device)[:, None, None]
+    window = images.permute(0, 2, 3, 1)[sample, row_index[:, :, None], col_index[:, None, :]]
+    return window.permute(0, 3, 1, 2)  # (B, C, height, width)
+
+
+def assemble(patches: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Place micro patches generated at any set of grid positions into one image.
+
+    The positions must fill a rectangle of the grid (the full image, or a viewport); they may come
+    in any order. The result is that rectangle, whose top-left is (rows.min(), cols.min()).
+
+    Args:
+        patches: (B, P, C, h, w), one patch per position.
+        rows, cols: (P,) integer grid positions of the patches.
+
+    Returns:
+        (B, C, n_rows * h, n_cols * w).
+    """
+    rows = rows.to(patches.device).long()
+    cols = cols.to(patches.device).long()
+    row0, col0 = int(rows.min()), int(cols.min())
+    n_rows, n_cols = int(rows.max()) - row0 + 1, int(cols.max()) - col0 + 1
+    slot = (rows - row0) * n_cols + (cols - col0)  # (P,) row-major slot of each patch
+    if slot.numel() != n_rows * n_cols or torch.unique(slot).numel() != slot.numel():
+        raise ValueError(f"assemble: {slot.numel()} positions do not tile a "
+                         f"{n_rows}x{n_cols} rectangle exactly once")
+    ordered = torch.empty_like(patches)
+    ordered[:, slot] = patches
+    return merge(ordered, n_rows, n_cols)

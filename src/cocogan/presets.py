@@ -1,0 +1,94 @@
+"""Named presets: every experiment of the paper and of the authors' release, plus small ones
+that train on two CPU cores in minutes.
+
+Each preset is a small override of the defaults in :mod:`cocogan.config`; the table printed by
+``cocogan presets`` is derived from these entries and the networks they build.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from cocogan.config import Config, ConfigError, ModelConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration and what it reproduces."""
+
+    name: str
+    description: str
+    model: dict[str, Any]
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> Config:
+        base = Config(name=self.name, model=ModelConfig(), train=TrainConfig())
+        for section, values in (("model", self.model), ("train", self.train)):
+            part = getattr(base, section)
+            for key, value in values.items():
+                setattr(part, key, copy.copy(value))
+        return base.validate()
+
+
+def _paper(name: str, description: str, full: int | tuple[int, int], micro: int, macro: int,
+           batch: int, **extra: Any) -> Preset:
+    height, width = (full, full) if isinstance(full, int) else full
+    model = {"full_height": height, "full_width": width, "micro": micro, "macro": macro}
+    model.update({k: v for k, v in extra.items() if k in ModelConfig.__dataclass_fields__})
+    train = {"batch": batch}
+    train.update({k: v for k, v in extra.items() if k in TrainConfig.__dataclass_fields__})
+    return Preset(name, description, model, train)
+
+
+_SMALL = {"z_dim": 32, "ngf": 16, "ndf": 16, "aux_hidden": 64}
+_SMALL_TRAIN = {"sample_every": 100, "checkpoint_every": 200, "log_every": 10,
+                "ema_warmup": 20, "ema_decay": 0.99}
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    _paper("celeba64", "CelebA 64x64, N2M2S32 (paper Table 1)", 64, 16, 32, 64,
+           celeba_crop=True),
+    _paper("celeba128", "CelebA 128x128, N2M2S64 (paper Sec. 3.1)", 128, 32, 64, 128,
+           celeba_crop=True),
+    _paper("celeba128-inspired", "CelebA 128, patch-inspired generation: L_C weight 100 "
+           "(Sec. 3.4)", 128, 32, 64, 128, celeba_crop=True, w_content=100.0),
+    _paper("celeba128-micro16", "CelebA 128 micro-size ablation, N4M4S64", 128, 16, 64, 128,
+           celeba_crop=True),
+    _paper("celeba128-micro8", "CelebA 128 micro-size ablation, N8M8S64", 128, 8, 64, 128,
+           celeba_crop=True),
+    _paper("celeba128-micro4", "CelebA 128 micro-size ablation, N16M16S64", 128, 4, 64, 64,
+           celeba_crop=True),
+    _paper("lsun64", "LSUN bedroom 64x64, N2M2S32 (paper Table 1)", 64, 16, 32, 128),
+    _paper("lsun128", "LSUN bedroom 128x128, N2M2S64 (paper Table 1)", 128, 32, 64, 128),
+    _paper("lsun256", "LSUN bedroom 256x256, N2M2S128 (paper Sec. 3.1)", 256, 64, 128, 128),
+    _paper("lsun256-beyond", "LSUN 256 beyond-boundary fine-tune: one grid step past each "
+           "border, L_S weight 10000 (ICCV 2019)", 256, 64, 128, 128, extrapolate=1,
+           w_spatial=10000.0),
+    _paper("matterport", "Matterport3D panorama 256x768, cylindrical (paper Sec. 3.3)",
+           (256, 768), 64, 128, 128, coords="cylindrical"),
+    _paper("celebahq1024", "CelebA-HQ 1024x1024, N2M2S512 ('not well tested' by the authors)",
+           1024, 256, 512, 20),
+    Preset("tiny", "Tiny 32x32 model for tests and the demo (CPU, seconds per 100 steps)",
+           {"full_height": 32, "full_width": 32, "micro": 8, "macro": 16, **_SMALL},
+           {"batch": 16, **_SMALL_TRAIN}),
+    Preset("tiny-inspired", "Tiny 32x32 with content loss on (patch-inspired generation)",
+           {"full_height": 32, "full_width": 32, "micro": 8, "macro": 16, **_SMALL},
+           {"batch": 16, "w_content": 100.0, **_SMALL_TRAIN}),
+    Preset("tiny-panorama", "Tiny 32x96 cylindrical panorama model for the demo (CPU)",
+           {"full_height": 32, "full_width": 96, "micro": 8, "macro": 16,
+            "coords": "cylindrical", **_SMALL},
+           {"batch": 16, **_SMALL_TRAIN}),
+    Preset("small64", "Small 64x64 model (16/32 patches, ngf 32) for CPU experiments",
+           {"full_height": 64, "full_width": 64, "micro": 16, "macro": 32, "z_dim": 64,
+            "ngf": 32, "ndf": 32},
+           {"batch": 32, **_SMALL_TRAIN}),
+)}
+
+
+def get_preset(name: str) -> Config:
+    """The validated Config of a preset; unknown names list the known ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)} "
+                          "(see `cocogan presets`)")
+    return PRESETS[name].config()

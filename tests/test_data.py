@@ -1,0 +1,246 @@
+"""Tests of cocogan.data: folder decoding, built-in procedural datasets, loaders, fingerprints."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cocogan.data import (
+    BUILTIN_DATASETS,
+    BuiltinDataset,
+    DataError,
+    ImageFolderDataset,
+    build_dataset,
+    dataset_fingerprint,
+    infinite,
+    make_loader,
+)
+from cocogan.data.imaging import to_rgb
+
+EMOJI_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emoji-noto-64"
+needs_emoji = pytest.mark.skipif(not EMOJI_DIR.is_dir(), reason=f"{EMOJI_DIR} not present")
+
+
+@pytest.fixture
+def emoji_folder(tmp_path: Path) -> Path:
+    """20 RGBA emoji (5 of them nested), a corrupt PNG, a greyscale JPEG and a text file."""
+    if not EMOJI_DIR.is_dir():
+        pytest.skip(f"{EMOJI_DIR} not present")
+    root = tmp_path / "images"
+    nested = root / "nested" / "deeper"
+    nested.mkdir(parents=True)
+    sources = sorted(EMOJI_DIR.glob("*.png"))[:20]
+    for i, src in enumerate(sources):
+        shutil.copy(src, (nested if i >= 15 else root) / src.name)
+    (root / "corrupt.png").write_bytes(np.random.default_rng(0).bytes(500))
+    grey = np.tile(np.linspace(0, 255, 80, dtype=np.uint8), (60, 1))
+    Image.fromarray(grey, mode="L").save(root / "GREY.JPG")  # upper-case suffix counts too
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def _load(root: Path, *args: int, **kwargs: bool) -> ImageFolderDataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ImageFolderDataset(root, *args, **kwargs)
+
+
+def test_folder_skips_corrupt_and_converts(emoji_folder: Path) -> None:
+    with pytest.warns(UserWarning, match=r"skipping 1 unreadable.*corrupt\.png"):
+        ds = ImageFolderDataset(emoji_folder, 64, 64)
+    assert [p.name for p in ds.skipped] == ["corrupt.png"]
+    assert len(ds) == 21  # 20 emoji + the greyscale JPEG
+    rel = [p.relative_to(emoji_folder).as_posix() for p in ds.paths]
+    assert rel == sorted(rel) and sum(r.startswith("nested/deeper/") for r in rel) == 5
+    for i in range(len(ds)):
+        x = ds[i]
+        assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and x.is_contiguous()
+        assert x.min() >= -1.0 and x.max() <= 1.0
+    grey = ds[[p.name for p in ds.paths].index("GREY.JPG")]
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+
+
+@needs_emoji
+def test_transparent_background_becomes_white(emoji_folder: Path) -> None:
+    ds = _load(emoji_folder, 64, 64)
+    checked = 0
+    for i, path in enumerate(ds.paths):
+        with Image.open(path) as img:
+            if img.mode == "RGBA" and img.getpixel((0, 0))[3] == 0:
+                assert torch.all(ds[i][:, 0, 0] == 1.0)
+                checked += 1
+    assert checked > 0
+
+
+@needs_emoji
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (32, 48), (96, 96)])
+def test_folder_resizes(emoji_folder: Path, height: int, width: int) -> None:
+    ds = _load(emoji_folder, height, width)
+    x = ds[0]
+    assert x.shape == (3, height, width) and x.min() >= -1.0 and x.max() <= 1.0
+
+
+def _transparent_p() -> Image.Image:
+    img = Image.new("P", (4, 4))
+    img.putpalette([0, 0, 0, 255, 0, 0])
+    img.info["transparency"] = 0
+    return img
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _transparent_p,
+        lambda: Image.new("LA", (4, 4), (0, 0)),
+        lambda: Image.new("RGBA", (4, 4), (0, 0, 0, 0)),
+        lambda: Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)),  # 16-bit grey
+    ],
+)
+def test_to_rgb_white_background_and_bit_depth(make) -> None:
+    assert to_rgb(make()).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_celeba_crop_selects_face_box(tmp_path: Path) -> None:
+    arr = np.full((218, 178, 3), 128, dtype=np.uint8)
+    arr[50:178, 25:153] = (255, 0, 0)  # rows 50:178, columns 25:153: the authors' face box
+    Image.fromarray(arr).save(tmp_path / "000001.png")
+    x = ImageFolderDataset(tmp_path, 64, 64, celeba_crop=True)[0]
+    red = torch.tensor([1.0, -1.0, -1.0]).view(3, 1, 1)
+    assert torch.allclose(x, red.expand_as(x), atol=1e-6)
+    plain = ImageFolderDataset(tmp_path, 64, 64)[0]  # centre crop keeps grey above and below
+    assert plain[0, 0, 32] < 0.1 and plain[0, 32, 32] == 1.0
+
+
+def test_celeba_crop_warns_on_other_sizes(tmp_path: Path) -> None:
+    Image.new("RGB", (200, 200)).save(tmp_path / "a.png")
+    with pytest.warns(UserWarning, match="178x218"):
+        ImageFolderDataset(tmp_path, 64, 64, celeba_crop=True)
+
+
+def test_missing_and_empty_folders_raise(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"no usable images .*empty.*builtin:"):
+        (tmp_path / "empty").mkdir()
+        build_dataset(str(tmp_path / "empty"), 64, 64)
+    with pytest.raises(DataError, match=r"does not exist.*--data"):
+        build_dataset(str(tmp_path / "nowhere"), 64, 64)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="none of the 1 image files"):
+        build_dataset(str(tmp_path / "bad"), 64, 64)
+    assert issubclass(DataError, ValueError)
+
+
+def test_decode_failure_substitutes_next_image(tmp_path: Path) -> None:
+    for i in range(3):
+        Image.new("RGB", (16, 16), (80 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    ds = ImageFolderDataset(tmp_path, 16, 16)
+    expected = ds[2]
+    (tmp_path / "1.png").write_bytes(b"corrupted after the scan")
+    with pytest.warns(UserWarning, match="could not decode"):
+        assert torch.equal(ds[1], expected)
+    assert ds.load_failures == 1
+    with pytest.raises(IndexError):
+        ds[3]
+
+
+def test_cylindrical_roll_preserves_columns(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (32, 96, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    base = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True, roll=False)[0]
+    ds = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True)
+    torch.manual_seed(0)
+    rolled = [ds[0] for _ in range(4)]
+    assert any(not torch.equal(r, base) for r in rolled)
+    for r in rolled:  # each is a pure roll of the base: same multiset of columns
+        assert any(torch.equal(r, torch.roll(base, k, dims=2)) for k in range(96))
+    torch.manual_seed(0)
+    assert torch.equal(ds[0], rolled[0])  # reproducible from the global seed
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_DATASETS))
+def test_builtin_deterministic_and_in_range(name: str) -> None:
+    a = BuiltinDataset(name, 32, 64, seed=3)
+    b = BuiltinDataset(name, 32, 64, seed=3)
+    assert torch.equal(a[5], b[5])
+    assert not torch.equal(a[5], a[6])
+    assert not torch.equal(a[5], BuiltinDataset(name, 32, 64, seed=4)[5])
+    for i in range(8):
+        x = a[i]
+        assert x.shape == (3, 32, 64) and x.dtype == torch.float32
+        assert x.min() >= -1.0 and x.max() <= 1.0
+    assert len(a) == 10000 and len(BuiltinDataset(name, 8, 8, length=7)) == 7
+
+
+def test_skyline_is_cyclic() -> None:
+    ds = BuiltinDataset("skyline", 64, 192)
+    images = torch.stack([ds[i] for i in range(16)])  # (16, 3, H, W)
+    wrap = (images[..., 0] - images[..., -1]).abs().mean()
+    interior = (images[..., 1:] - images[..., :-1]).abs().mean()
+    assert wrap / interior < 2.0
+    # No seam in any image: the wrap step is never larger than that image's largest interior step.
+    steps = (images[..., 1:] - images[..., :-1]).abs().amax(dim=(1, 2, 3))  # (16,)
+    assert torch.all((images[..., 0] - images[..., -1]).abs().amax(dim=(1, 2)) <= steps)
+    assert ds.cylindrical and BUILTIN_DATASETS["skyline"].cylindrical
+
+
+def test_blobs_span_several_patches() -> None:
+    ds = BuiltinDataset("blobs", 64, 64)
+    for i in range(16):
+        _, mask = ds.render(i)
+        patches = (mask > 0.5).reshape(4, 16, 4, 16).any(axis=(1, 3))  # (4, 4) micro patches
+        assert patches.sum() >= 4
+        assert mask.mean() > 0.05
+
+
+def test_build_dataset_routes_and_validates(emoji_folder: Path) -> None:
+    assert isinstance(build_dataset("builtin:blobs", 32, 32, seed=1), BuiltinDataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert isinstance(build_dataset(str(emoji_folder), 32, 32), ImageFolderDataset)
+    with pytest.raises(DataError, match=r"builtin:blobs.*builtin:skyline"):
+        build_dataset("builtin:nope", 32, 32)
+    with pytest.warns(UserWarning, match="not cyclic"):
+        build_dataset("builtin:blobs", 32, 32, cylindrical=True)
+
+
+def test_make_loader_batches() -> None:
+    ds = BuiltinDataset("blobs", 16, 16, length=20)
+    loader = make_loader(ds, 4, num_workers=0, seed=1)
+    batches = list(loader)
+    assert len(batches) == 5 and all(b.shape == (4, 3, 16, 16) for b in batches)
+    again = list(make_loader(ds, 4, num_workers=0, seed=1))
+    assert all(torch.equal(x, y) for x, y in zip(batches, again, strict=True))
+    endless = infinite(make_loader(ds, 8, num_workers=0))
+    assert all(next(endless).shape == (8, 3, 16, 16) for _ in range(5))  # crosses epochs
+    with pytest.raises(DataError, match="fewer than one batch"):
+        make_loader(ds, 32)
+
+
+def test_make_loader_with_worker() -> None:
+    ds = BuiltinDataset("skyline", 16, 48, length=8)
+    batch = next(iter(make_loader(ds, 4, num_workers=1)))
+    assert batch.shape == (4, 3, 16, 48)
+
+
+def test_fingerprint(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    key = dataset_fingerprint(str(tmp_path), 64, 64, False)
+    assert key == dataset_fingerprint(str(tmp_path), 64, 64, False)
+    assert key != dataset_fingerprint(str(tmp_path), 32, 32, False)
+    assert key != dataset_fingerprint(str(tmp_path), 64, 64, True)
+    assert key != dataset_fingerprint(str(tmp_path), 64, 64, cylindrical=True)
+    os.utime(tmp_path / "a.png", ns=(0, 10**9))
+    changed = dataset_fingerprint(str(tmp_path), 64, 64, False)
+    assert changed != key and "/" not in changed
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    assert dataset_fingerprint(str(tmp_path), 64, 64, False) != changed
+    assert dataset_fingerprint("builtin:skyline", 64, 192, False).startswith("builtin-skyline-")
+    with pytest.raises(DataError):
+        dataset_fingerprint("builtin:nope", 64, 64, False)

@@ -1,0 +1,171 @@
+"""Networks, losses, the training step and configuration errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from cocogan import (
+    PRESETS,
+    CocoGAN,
+    Config,
+    ConfigError,
+    ModelConfig,
+    apply_overrides,
+    generate_macro,
+    get_preset,
+    gradient_penalty,
+)
+from cocogan.nn import Discriminator, Generator
+from cocogan.summary import parameter_counts
+from cocogan.training.step import build_optimizers, train_step, update_ema
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_builds_with_right_shapes(name: str) -> None:
+    config = get_preset(name)
+    m = config.model
+    dim = 3 if m.coords == "cylindrical" else 2
+    small = copy.deepcopy(m)
+    small.ngf = small.ndf = 4  # same topology, cheap to run
+    generator = Generator(m.z_dim, dim, m.micro, small.ngf).eval()
+    z = torch.rand(2, m.z_dim) * 2 - 1
+    coords = torch.rand(2, dim) * 2 - 1
+    patch = generator(z, coords)
+    assert patch.shape == (2, 3, m.micro, m.micro)
+    assert patch.min() >= -1 and patch.max() <= 1
+    disc = Discriminator(dim, m.z_dim, m.macro, small.ndf, 16).eval()
+    score, position, latent = disc(torch.rand(2, 3, m.macro, m.macro_w), coords)
+    assert score.shape == (2,) and position.shape == (2, dim) and latent.shape == (2, m.z_dim)
+
+
+@pytest.mark.parametrize("name", ["celeba64", "celeba128", "lsun256", "matterport"])
+def test_paper_parameter_counts_match_the_release(name: str) -> None:
+    counts = parameter_counts(get_preset(name))
+    assert 11.2e6 <= counts["g_params"] <= 11.75e6
+    assert 9.4e6 <= counts["d_params"] <= 10.1e6
+
+
+def test_coordinate_changes_generator_output() -> None:
+    generator = Generator(8, 2, 8, ngf=8).eval()
+    z = torch.rand(1, 8).repeat(2, 1)
+    out = generator(z, torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+    assert (out[0] - out[1]).abs().max() > 1e-4
+
+
+def test_spectral_norm_top_singular_value_is_one() -> None:
+    generator = Generator(8, 2, 8, ngf=8)
+    generator.train()
+    for _ in range(30):  # power iterations run in training-mode forwards
+        generator(torch.rand(4, 8), torch.rand(4, 2))
+    conv = generator.blocks[0].conv1
+    weight = conv.weight.detach().reshape(conv.weight.shape[0], -1)
+    assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, abs=0.05)
+    raw = conv.parametrizations.weight.original.detach().reshape(weight.shape[0], -1)
+    assert torch.linalg.matrix_norm(raw, ord=2).item() != pytest.approx(1.0, abs=0.05)
+
+
+def test_gradient_penalty_matches_independent_computation() -> None:
+    torch.manual_seed(1)
+    weight = torch.randn(3 * 4 * 4)
+
+    def critic(x: torch.Tensor) -> torch.Tensor:  # gradient is known in closed form
+        flat = x.flatten(1)
+        return (flat @ weight) + 0.5 * (flat ** 2).sum(1)
+
+    real, fake = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    rng = torch.Generator().manual_seed(7)
+    value = gradient_penalty(critic, real, fake, generator=rng)
+    alpha = torch.rand(5, 1, 1, 1, generator=torch.Generator().manual_seed(7))
+    mixed = alpha * real + (1 - alpha) * fake
+    grad = weight + mixed.flatten(1)  # d/dx of w.x + |x|^2 / 2
+    expected = ((grad.norm(dim=1) - 1) ** 2).mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _tiny_setup(seed: int = 0, **train: float) -> tuple:
+    torch.manual_seed(seed)
+    config = get_preset("tiny")
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    model = CocoGAN(config.model)
+    return config, model, build_optimizers(model, config.train)
+
+
+def test_train_step_updates_g_d_and_q_with_finite_losses() -> None:
+    config, model, optimizers = _tiny_setup(w_content=1.0)
+    before = copy.deepcopy(model.state_dict())
+    images = torch.rand(8, 3, 32, 32) * 2 - 1
+    losses = train_step(model, optimizers, images, config.train, torch.Generator().manual_seed(0))
+    assert set(losses) >= {"L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "loss_D", "loss_G"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    after = model.state_dict()
+    for prefix in ("generator.", "discriminator.blocks", "discriminator.spatial",
+                   "discriminator.content"):
+        keys = [k for k in after if k.startswith(prefix) and k.endswith("original")]
+        assert keys and any(not torch.equal(before[k], after[k]) for k in keys), prefix
+
+
+def test_same_seed_same_result() -> None:
+    results = []
+    for _ in range(2):
+        config, model, optimizers = _tiny_setup(seed=3)
+        images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+        rng = torch.Generator().manual_seed(11)
+        for _ in range(2):
+            losses = train_step(model, optimizers, images, config.train, rng)
+        results.append((losses, model.generator.stem.parametrizations.weight.original.clone()))
+    assert results[0][0] == results[1][0]
+    assert torch.equal(results[0][1], results[1][1])
+
+
+def test_cylindrical_train_step_and_macro_generation() -> None:
+    torch.manual_seed(0)
+    config = get_preset("tiny-panorama")
+    model = CocoGAN(config.model)
+    optimizers = build_optimizers(model, config.train)
+    losses = train_step(model, optimizers, torch.rand(4, 3, 32, 96) * 2 - 1, config.train,
+                        torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    macro = generate_macro(model.generator_ema, model.coords, model.sample_z(2),
+                           torch.tensor([0.0, 3.0]), torch.tensor([11.0, 5.0]))
+    assert macro.shape == (2, 3, 16, 16)
+
+
+def test_ema_tracks_generator() -> None:
+    _, model, _ = _tiny_setup()
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)
+    update_ema(model, step=1000, decay=0.5, warmup=0)
+    live = model.generator.stem.parametrizations.weight.original
+    ema = model.generator_ema.stem.parametrizations.weight.original
+    assert torch.allclose(ema, live - 0.5)
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"full_height": 60}, "full_height"),
+    ({"macro": 24}, "macro"),
+    ({"coords": "spherical"}, "coords"),
+    ({"z_dim": 0}, "z_dim"),
+    ({"sampling": "random"}, "sampling"),
+])
+def test_bad_model_configs_name_the_field(changes: dict, field: str) -> None:
+    model = ModelConfig(**changes)
+    with pytest.raises(ConfigError, match=field):
+        model.validate()
+
+
+def test_overrides_and_yaml_round_trip() -> None:
+    overrides = ["train.lr_g=2e-4", "ngf=8", "model.coords=cylindrical"]
+    config = apply_overrides(get_preset("tiny"), overrides)
+    assert config.train.lr_g == 2e-4 and config.model.ngf == 8
+    assert Config.from_yaml(config.to_yaml()).to_dict() == config.to_dict()
+    with pytest.raises(ConfigError, match=r"train\.nope"):
+        apply_overrides(config, ["train.nope=1"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        Config.from_dict({"model": {"bogus": 1}})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        get_preset("celeba-9000")
