@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install cocogan with its dependencies (CPU torch from the local wheel when
+# available). Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+if ! python -c "import torch" 2>/dev/null; then
+  # torch 2.13.0 is the CPU build; an unpinned torch would pull a multi-GB CUDA build.
+  pip install -q "torch==2.13.0" 2>/dev/null || pip install -q torch
+fi
+if ! python -c "import cocogan, pytest, ruff" 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.cocogan-installed ]; then
+  pip install -q -e ".[dev]"
+  touch .venv/.cocogan-installed
+fi

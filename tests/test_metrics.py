@@ -1,0 +1,360 @@
+"""Tests for cocogan.metrics: reference checks against independent computations (FID, KID,
+accumulated statistics), invariance/monotonicity (SWD, seams) and the offline weights policy.
+Everything runs on CPU in a few seconds; the real Inception weights are never needed."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cocogan.metrics import (
+    FID_WEIGHTS_NAME,
+    METRICS,
+    WEIGHTS_ENV,
+    FeatureExtractor,
+    FeatureStats,
+    FIDInceptionV3,
+    InceptionFeatures,
+    MissingWeightsError,
+    StatsAccumulator,
+    fid_from_stats,
+    frechet_distance,
+    kernel_inception_distance,
+    load_fid_inception,
+    mmd2_unbiased,
+    resolve_inception_weights,
+    seam_ratio,
+    sliced_wasserstein,
+    wrap_ratio,
+)
+from cocogan.metrics.inception import FIDELITY_WEIGHTS_NAME
+from cocogan.metrics.swd import laplacian_pyramid, pyr_up
+
+EMOJI_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emoji-noto-64"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sqrt_psd(c: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(c)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def _fid_reference(mu1, c1, mu2, c2) -> float:
+    """Independent FID: Tr sqrt(C1 C2) = sum sqrt(eig(sqrt(C1) C2 sqrt(C1))), symmetric eigh."""
+    s1 = _sqrt_psd(c1)
+    eig = np.linalg.eigvalsh(s1 @ c2 @ s1)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.sqrt(np.clip(eig, 0, None)).sum())
+
+
+def _smooth_images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """Smooth random images in [-1, 1]: sums of a few low-frequency sinusoids per channel."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    img = torch.zeros(n, 3, size, size)
+    for _ in range(4):
+        fy, fx = torch.rand(2, n, 3, 1, 1, generator=g) * 3
+        ph = torch.rand(n, 3, 1, 1, generator=g) * 6.28
+        img += torch.sin(6.28 * (fy * yy + fx * xx) + ph) / 4
+    return img.clamp(-1, 1)
+
+
+def _shuffle_patches(x: torch.Tensor, m: int, seed: int = 0) -> torch.Tensor:
+    """Same pixels, micro patches in a random order: seams appear at every patch border."""
+    b, c, h, w = x.shape
+    p = x.reshape(b, c, h // m, m, w // m, m).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c, m, m)
+    p = p[:, torch.randperm(p.shape[1], generator=torch.Generator().manual_seed(seed))]
+    return p.reshape(b, h // m, w // m, c, m, m).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
+def _load_emoji(step: int = 12) -> torch.Tensor:
+    """Every `step`-th emoji, alpha-composited onto white, as (N, 3, 64, 64) in [-1, 1]."""
+    if not EMOJI_DIR.is_dir():
+        pytest.skip(f"real images not found at {EMOJI_DIR}")
+    out = []
+    for f in sorted(EMOJI_DIR.glob("*.png"))[::step]:
+        im = Image.open(f).convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        out.append(np.asarray(Image.alpha_composite(bg, im).convert("RGB")))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+# --------------------------------------------------------------------------- Fréchet / stats
+
+
+@pytest.mark.parametrize("n,d", [(400, 32), (40, 64), (12, 64)])  # incl. rank-deficient N < D
+def test_frechet_matches_eigh_reference(n: int, d: int) -> None:
+    rng = np.random.default_rng(n)
+    a = rng.normal(size=(n, d))
+    b = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * 0.3 + 0.5
+    s1, s2 = FeatureStats.from_features(a), FeatureStats.from_features(b)
+    ref = _fid_reference(s1.mean, s1.cov, s2.mean, s2.cov)
+    assert fid_from_stats(s1, s2) == pytest.approx(ref, rel=1e-6, abs=1e-4)
+
+
+def test_frechet_diagonal_closed_form_and_self() -> None:
+    rng = np.random.default_rng(0)
+    v1, v2 = rng.uniform(0.1, 2, 16), rng.uniform(0.1, 2, 16)
+    mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
+    closed = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(v1) - np.sqrt(v2)) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(closed, rel=1e-9)
+    feats = rng.normal(size=(300, 48))
+    s = FeatureStats.from_features(feats)
+    assert abs(fid_from_stats(s, s)) < 1e-6
+    low = FeatureStats.from_features(feats[:20])  # singular covariance, N < D
+    assert abs(fid_from_stats(low, low)) < 1e-3
+    with pytest.raises(ValueError, match="shape mismatch"):
+        frechet_distance(mu1, np.diag(v1), mu2[:8], np.diag(v2[:8]))
+
+
+def test_accumulator_equals_numpy_and_keeps_cap(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(257, 20)) * rng.uniform(0.01, 3, 20) + 100.0  # large offset
+    acc = StatsAccumulator(keep=100)
+    for chunk in np.array_split(feats, [1, 64, 200]):  # uneven, incl. a batch of 1
+        acc.update(torch.from_numpy(chunk).float() if len(chunk) == 63 else chunk)
+    feats[64:200] = feats[64:200].astype(np.float32)  # that batch went through float32
+    st = acc.stats()
+    assert st.n == 257
+    np.testing.assert_allclose(st.mean, feats.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(st.cov, np.cov(feats, rowvar=False), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(acc.features(), feats[:100])
+    st.save(tmp_path / "ref.npz")
+    back = FeatureStats.load(tmp_path / "ref.npz")
+    assert back.n == st.n and np.array_equal(back.cov, st.cov)
+
+
+# --------------------------------------------------------------------------- KID
+
+
+def test_mmd_matches_direct_double_sum() -> None:
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) + 0.3
+    k = lambda a, b: (a @ b / 3 + 1) ** 3  # noqa: E731
+    m = len(x)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2
+    direct = xx + yy - 2 * xy
+    assert mmd2_unbiased(x, y) == pytest.approx(direct, rel=1e-12)
+    # one subset holding every sample is the same estimate (order does not matter)
+    mean, std = kernel_inception_distance(x, y, subsets=3, subset_size=1000)
+    assert mean == pytest.approx(direct, rel=1e-12) and std < 1e-12
+
+
+def test_kid_unbiased_on_same_distribution_positive_when_shifted() -> None:
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(2000, 16)), rng.normal(size=(2000, 16))
+    subsets, m = 200, 100
+    mean, std = kernel_inception_distance(x, y, subsets=subsets, subset_size=m, seed=0)
+    stderr = std / np.sqrt(subsets)
+    assert abs(mean) < 3 * stderr
+    # the biased (V-statistic) estimate on same-size subsets is clearly positive
+    r = np.random.default_rng(0)
+    biased = []
+    for _ in range(subsets):
+        xs, ys = x[r.choice(2000, m, replace=False)], y[r.choice(2000, m, replace=False)]
+        k = lambda a, b: (a @ b.T / 16 + 1) ** 3  # noqa: E731
+        biased.append(k(xs, xs).mean() + k(ys, ys).mean() - 2 * k(xs, ys).mean())
+    assert np.mean(biased) > 3 * stderr + mean
+    shifted, _ = kernel_inception_distance(x, y + 0.5, subsets=subsets, subset_size=m)
+    assert shifted > 10 * stderr
+    assert kernel_inception_distance(x, y, subsets=5, subset_size=50, seed=7) == (
+        kernel_inception_distance(x, y, subsets=5, subset_size=50, seed=7)
+    )
+
+
+# --------------------------------------------------------------------------- Inception
+
+
+def _conv(cin: int, cout: int, kh: int, kw: int | None = None) -> int:
+    return cin * cout * kh * (kh if kw is None else kw) + 2 * cout  # conv (no bias) + BN affine
+
+
+def _expected_param_count() -> int:
+    """Parameter count derived from the published Inception-v3 layout (no aux head, 1008 fc)."""
+
+    def a(cin, pool):  # Mixed_5*
+        return (
+            _conv(cin, 64, 1) + _conv(cin, 48, 1) + _conv(48, 64, 5) + _conv(cin, 64, 1)
+            + _conv(64, 96, 3) + _conv(96, 96, 3) + _conv(cin, pool, 1)
+        )  # fmt: skip
+
+    def c(c7):  # Mixed_6b-e, cin 768
+        return (
+            _conv(768, 192, 1) + _conv(768, c7, 1) + _conv(c7, c7, 1, 7) + _conv(c7, 192, 7, 1)
+            + _conv(768, c7, 1) + 3 * _conv(c7, c7, 7, 1) + _conv(c7, 192, 1, 7)
+            + _conv(768, 192, 1)
+        )  # fmt: skip
+
+    def e(cin):  # Mixed_7b/7c
+        return (
+            _conv(cin, 320, 1) + _conv(cin, 384, 1) + 2 * _conv(384, 384, 1, 3)
+            + _conv(cin, 448, 1) + _conv(448, 384, 3) + 2 * _conv(384, 384, 1, 3)
+            + _conv(cin, 192, 1)
+        )  # fmt: skip
+
+    stem = _conv(3, 32, 3) + _conv(32, 32, 3) + _conv(32, 64, 3) + _conv(64, 80, 1)
+    stem += _conv(80, 192, 3)
+    b = _conv(288, 384, 3) + _conv(288, 64, 1) + _conv(64, 96, 3) + _conv(96, 96, 3)
+    d = _conv(768, 192, 1) + _conv(192, 320, 3) + _conv(768, 192, 1) + _conv(192, 192, 1, 7)
+    d += _conv(192, 192, 7, 1) + _conv(192, 192, 3)
+    fc = 2048 * 1008 + 1008
+    return stem + a(192, 32) + a(256, 64) + a(288, 64) + b + c(128) + 2 * c(160) + c(192) + d
+    + e(1280) + e(2048) + fc
+
+
+@pytest.fixture(scope="module")
+def inception() -> FIDInceptionV3:
+    torch.manual_seed(0)
+    return FIDInceptionV3().eval()
+
+
+def test_inception_layout_matches_fid_weights(inception: FIDInceptionV3) -> None:
+    n_params = sum(p.numel() for p in inception.parameters())
+    assert n_params == _expected_param_count() == 23_850_960
+    sd = inception.state_dict()
+    assert not any(k.startswith("AuxLogits") for k in sd)
+    shapes = {
+        "Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3),
+        "Conv2d_1a_3x3.bn.running_var": (32,),
+        "Mixed_5b.branch_pool.conv.weight": (32, 192, 1, 1),
+        "Mixed_6e.branch7x7_2.conv.weight": (192, 192, 1, 7),
+        "Mixed_7a.branch7x7x3_4.conv.weight": (192, 192, 3, 3),
+        "Mixed_7c.branch3x3dbl_3b.conv.weight": (384, 384, 3, 1),
+        "Mixed_7c.branch_pool.conv.weight": (192, 2048, 1, 1),
+        "fc.weight": (1008, 2048),
+        "fc.bias": (1008,),
+    }
+    for key, shape in shapes.items():
+        assert tuple(sd[key].shape) == shape, key
+    convs = [k[: -len(".conv.weight")] for k in sd if k.endswith(".conv.weight")]
+    assert len(convs) == 94
+    for prefix in convs:  # every conv is followed by a full BN (no conv bias)
+        for part in ("bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+            assert f"{prefix}.{part}" in sd
+        assert f"{prefix}.conv.bias" not in sd
+        assert inception.get_submodule(f"{prefix}.bn").eps == 1e-3
+
+
+def test_inception_features_shape_and_weight_roundtrip(
+    inception: FIDInceptionV3, tmp_path: Path
+) -> None:
+    ext = InceptionFeatures(net=inception)
+    assert isinstance(ext, FeatureExtractor) and ext.dim == 2048
+    x = _smooth_images(2, size=299)
+    feats = ext(x)
+    assert feats.shape == (2, 2048) and feats.dtype == torch.float32
+    assert torch.isfinite(feats).all() and (feats >= 0).all()  # pool3 follows a ReLU
+    # a file without num_batches_tracked (as old state dicts) loads strictly
+    sd = {k: v for k, v in inception.state_dict().items() if "num_batches" not in k}
+    torch.save(sd, tmp_path / FID_WEIGHTS_NAME)
+    loaded = load_fid_inception(tmp_path / FID_WEIGHTS_NAME)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, inception.state_dict()[k]), k
+    sd["Mixed_5b.extra.weight"] = sd.pop("Mixed_5b.branch1x1.conv.weight")
+    torch.save(sd, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match="not the FID Inception-v3 state_dict"):
+        load_fid_inception(tmp_path / "wrong.pth")
+
+
+def test_missing_weights_fails_fast_offline(tmp_path: Path, monkeypatch) -> None:
+    for var in ("HOME", "TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(tmp_path))
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("metrics must never touch the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(MissingWeightsError) as err:
+        InceptionFeatures()
+    msg = str(err.value)
+    assert FID_WEIGHTS_NAME in msg and WEIGHTS_ENV in msg and "--inception-weights" in msg
+    assert "\n" not in msg and isinstance(err.value, FileNotFoundError)
+    with pytest.raises(MissingWeightsError, match="--inception-weights"):
+        resolve_inception_weights(tmp_path / "nope.pth")
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "nope.pth"))
+    with pytest.raises(MissingWeightsError, match=WEIGHTS_ENV):
+        resolve_inception_weights()
+    # found: env var, then the torch hub cache under either file name
+    (tmp_path / "w.pth").touch()
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "w.pth"))
+    assert resolve_inception_weights() == tmp_path / "w.pth"
+    monkeypatch.delenv(WEIGHTS_ENV)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / FIDELITY_WEIGHTS_NAME).touch()
+    assert resolve_inception_weights() == cache / FIDELITY_WEIGHTS_NAME
+    (cache / FID_WEIGHTS_NAME).touch()
+    assert resolve_inception_weights() == cache / FID_WEIGHTS_NAME
+
+
+# --------------------------------------------------------------------------- SWD
+
+
+def test_laplacian_pyramid_reconstructs() -> None:
+    x = _smooth_images(2, size=40) + 0.1 * torch.randn(2, 3, 40, 40)
+    pyr = laplacian_pyramid(x, 2)
+    assert [p.shape[-1] for p in pyr] == [40, 20]
+    rec = pyr_up(pyr[1], (40, 40)) + pyr[0]
+    torch.testing.assert_close(rec, x)
+
+
+def test_swd_self_zero_monotone_in_noise_and_deterministic() -> None:
+    x = _smooth_images(24, size=64)
+    kw = {"descriptors_per_image": 64, "n_projections": 128, "repeats": 2}
+    same = sliced_wasserstein(x, x.clone(), **kw)
+    assert len(same["levels"]) == 3  # 64, 32, 16
+    assert same["mean"] < 1e-3
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(x.shape, generator=g)
+    means = [sliced_wasserstein(x, x + s * noise, **kw)["mean"] for s in (0.02, 0.05, 0.1, 0.2)]
+    assert all(a < b for a, b in zip(means, means[1:], strict=False)), means
+    assert means[0] > 10 * same["mean"] + 1.0
+    assert sliced_wasserstein(x, x + 0.1 * noise, **kw) == sliced_wasserstein(
+        x, x + 0.1 * noise, **kw
+    )
+    # a global contrast change is invisible per set (PGGAN), visible with joint normalisation
+    per_set = sliced_wasserstein(x, 0.5 * x, **kw)["mean"]
+    joint = sliced_wasserstein(x, 0.5 * x, normalize="joint", **kw)["mean"]
+    assert per_set < 1.0 < joint
+
+
+# --------------------------------------------------------------------------- seams / wrap
+
+
+def test_seam_ratio_smooth_vs_shuffled() -> None:
+    x = _smooth_images(16, size=64)
+    smooth = seam_ratio(x, 16)
+    assert 0.9 < smooth < 1.1
+    assert seam_ratio(_shuffle_patches(x, 16), 16) > 1.5 * smooth
+    assert seam_ratio(x, (16, 8)) == pytest.approx(1.0, abs=0.1)
+
+
+def test_seam_ratio_real_emoji() -> None:
+    x = _load_emoji()
+    for m in (8, 16):
+        real = seam_ratio(x, m)
+        assert 0.8 < real < 1.25, (m, real)
+        assert seam_ratio(_shuffle_patches(x, m), m) > 1.5 * real
+
+
+def test_wrap_ratio() -> None:
+    w = 64
+    phase = torch.arange(w) * 2 * torch.pi / w  # exactly periodic along the width
+    cyclic = torch.sin(phase + torch.rand(4, 3, 32, 1) * 6.28).float()
+    assert wrap_ratio(cyclic) == pytest.approx(1.0, abs=0.05)
+    gradient = torch.linspace(-1, 1, w).expand(4, 3, 32, w)
+    assert wrap_ratio(gradient) == pytest.approx(w - 1, rel=1e-6)
+
+
+def test_registry_names() -> None:
+    assert set(METRICS) == {"fid", "kid", "swd", "seams", "wrap", "spatial"}
+    assert all(isinstance(v, str) and "\n" not in v for v in METRICS.values())
