@@ -4,6 +4,7 @@ Everything runs on CPU in a few seconds; the real Inception weights are never ne
 
 from __future__ import annotations
 
+import itertools
 import socket
 from pathlib import Path
 
@@ -50,7 +51,12 @@ def _fid_reference(mu1, c1, mu2, c2) -> float:
     """Independent FID: Tr sqrt(C1 C2) = sum sqrt(eig(sqrt(C1) C2 sqrt(C1))), symmetric eigh."""
     s1 = _sqrt_psd(c1)
     eig = np.linalg.eigvalsh(s1 @ c2 @ s1)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.sqrt(np.clip(eig, 0, None)).sum())
+    return float(
+        ((mu1 - mu2) ** 2).sum()
+        + np.trace(c1)
+        + np.trace(c2)
+        - 2 * np.sqrt(np.clip(eig, 0, None)).sum()
+    )
 
 
 def _smooth_images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -117,9 +123,8 @@ def test_accumulator_equals_numpy_and_keeps_cap(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(257, 20)) * rng.uniform(0.01, 3, 20) + 100.0  # large offset
     acc = StatsAccumulator(keep=100)
-    for chunk in np.array_split(feats, [1, 64, 200]):  # uneven, incl. a batch of 1
-        acc.update(torch.from_numpy(chunk).float() if len(chunk) == 63 else chunk)
-    feats[64:200] = feats[64:200].astype(np.float32)  # that batch went through float32
+    for i, chunk in enumerate(np.array_split(feats, [1, 64, 200])):  # uneven, incl. size 1
+        acc.update(torch.from_numpy(chunk) if i == 2 else chunk)  # tensors or arrays
     st = acc.stats()
     assert st.n == 257
     np.testing.assert_allclose(st.mean, feats.mean(0), rtol=1e-12)
@@ -206,8 +211,8 @@ def _expected_param_count() -> int:
     d = _conv(768, 192, 1) + _conv(192, 320, 3) + _conv(768, 192, 1) + _conv(192, 192, 1, 7)
     d += _conv(192, 192, 7, 1) + _conv(192, 192, 3)
     fc = 2048 * 1008 + 1008
-    return stem + a(192, 32) + a(256, 64) + a(288, 64) + b + c(128) + 2 * c(160) + c(192) + d
-    + e(1280) + e(2048) + fc
+    mixed = a(192, 32) + a(256, 64) + a(288, 64) + b + c(128) + 2 * c(160) + c(192) + d
+    return stem + mixed + e(1280) + e(2048) + fc
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +321,7 @@ def test_swd_self_zero_monotone_in_noise_and_deterministic() -> None:
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(x.shape, generator=g)
     means = [sliced_wasserstein(x, x + s * noise, **kw)["mean"] for s in (0.02, 0.05, 0.1, 0.2)]
-    assert all(a < b for a, b in zip(means, means[1:], strict=False)), means
+    assert all(a < b for a, b in itertools.pairwise(means)), means
     assert means[0] > 10 * same["mean"] + 1.0
     assert sliced_wasserstein(x, x + 0.1 * noise, **kw) == sliced_wasserstein(
         x, x + 0.1 * noise, **kw
