@@ -327,7 +327,7 @@ class InceptionFeatures:
             if self.quantize:
                 x = torch.round((x + 1.0) * 127.5) / 127.5 - 1.0
             if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-                x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                                  align_corners=False)  # fmt: skip
+                size = (INPUT_SIZE, INPUT_SIZE)
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             out.append(self.net(x).float().cpu())
         return torch.cat(out, 0)
