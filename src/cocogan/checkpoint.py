@@ -1,18 +1,25 @@
 """Model weights on disk: safetensors with the resolved config and package version as metadata.
 
-Inference weights (G, D with heads, EMA G) live here; resume state (optimisers, step, RNG) lives
-in a separate file written by the training layer. Files are written atomically (temp file +
-rename), so an interruption never leaves a half-written checkpoint behind.
-A run directory holds ``checkpoints/step-XXXXXXXX.safetensors``; :func:`load_model` accepts the
-run directory (newest checkpoint) or one file.
+Inference weights (G, D with heads, EMA G) live in ``step-XXXXXXXX.safetensors``; resume state
+(optimisers, step, data position, RNG states) lives beside it in ``step-XXXXXXXX.state.pt``, a
+plain tree of tensors and numbers that loads with ``torch.load(weights_only=True)``: a checkpoint
+that needs the pickle machinery to load is refused, because unpickling runs arbitrary code.
+Files are written atomically (temp file + rename), so an interruption never leaves a
+half-written checkpoint behind; a step counts as resumable only when both of its files exist.
+A run directory holds ``checkpoints/``; :func:`load_model` accepts the run directory (newest
+checkpoint) or one file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -22,14 +29,17 @@ from cocogan.config import Config, ConfigError
 from cocogan.model import CocoGAN
 
 WEIGHTS_SUFFIX = ".safetensors"
+STATE_SUFFIX = ".state.pt"
+STATE_FORMAT = "cocogan-train-state"
 CHECKPOINT_DIR = "checkpoints"
+_STEP_NAME = re.compile(r"^step-(\d{8,})$")
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or not a cocogan checkpoint."""
 
 
-def atomic_write(path: Path, write: callable) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see partial files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -105,3 +115,95 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
         raise CheckpointError(f"{file} does not match its config "
                               f"({str(error).splitlines()[0]})") from None
     return config, model.to(device).eval(), int(metadata.get("step", 0))
+
+
+# ---- resume state ---------------------------------------------------------------------------
+def checkpoint_stem(step: int) -> str:
+    """``step-00001234``: the shared name of a step's weights and state files."""
+    return f"step-{step:08d}"
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write resume state atomically; ``state`` must hold only tensors, numbers, strings and
+    containers of them (what ``weights_only=True`` can load back)."""
+    from cocogan import __version__
+
+    payload = {"format": STATE_FORMAT, "version": __version__, **state}
+    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read a state file with torch's safe loader; anything else is a CheckpointError."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            raise CheckpointError(f"{path} contains pickled Python objects; refusing to load it "
+                                  "(cocogan state files hold only tensors and numbers)") from None
+        raise CheckpointError(f"{path} is corrupt or not a torch state file") from None
+    except (OSError, RuntimeError, EOFError) as error:
+        raise CheckpointError(f"{path} is not a readable state file "
+                              f"({str(error).splitlines()[0] if str(error) else error!r})"
+                              ) from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a cocogan training-state file")
+    return state
+
+
+def resumable_steps(run_dir: Path) -> list[int]:
+    """Steps with both a weights and a state file, oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    steps = []
+    for weights in folder.glob(f"step-*{WEIGHTS_SUFFIX}"):
+        match = _STEP_NAME.match(weights.name[:-len(WEIGHTS_SUFFIX)])
+        if match and (folder / f"{match[0]}{STATE_SUFFIX}").is_file():
+            steps.append(int(match[1]))
+    return sorted(steps)
+
+
+def checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
+    """(weights, state) file paths of ``step`` in a run directory."""
+    stem = Path(run_dir) / CHECKPOINT_DIR / checkpoint_stem(step)
+    return stem.with_name(stem.name + WEIGHTS_SUFFIX), stem.with_name(stem.name + STATE_SUFFIX)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` resumable steps, plus leftovers of killed writes.
+
+    Leftovers are temp files and weights files older than the newest resumable step that lack
+    a state file. Returns the deleted paths.
+    """
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    steps = resumable_steps(run_dir)
+    kept = set(steps[-keep:]) if keep > 0 else set()
+    newest = steps[-1] if steps else -1
+    removed = list(folder.glob(".step-*.tmp"))
+    for path in folder.glob("step-*"):
+        name = path.name.removesuffix(WEIGHTS_SUFFIX).removesuffix(STATE_SUFFIX)
+        match = _STEP_NAME.match(name)
+        if match and int(match[1]) not in kept and int(match[1]) <= newest:
+            removed.append(path)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def read_weights(path: Path, config: Config, model: CocoGAN) -> int:
+    """Load a weights file into ``model`` after checking it is ours and fits ``config.model``.
+
+    Returns the step stored in the file.
+    """
+    metadata = read_metadata(path)
+    try:
+        saved = Config.from_dict(json.loads(metadata["config"]))
+    except (KeyError, json.JSONDecodeError, ConfigError) as error:
+        raise CheckpointError(f"{path} has an invalid config: {error}") from None
+    if saved.model != config.model:
+        raise CheckpointError(f"{path} was trained with a different model config than "
+                              "this run's config.yaml")
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except (RuntimeError, SafetensorError) as error:
+        raise CheckpointError(f"{path} does not match its config "
+                              f"({str(error).splitlines()[0]})") from None
+    return int(metadata.get("step", 0))

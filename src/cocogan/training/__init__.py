@@ -1,0 +1,13 @@
+"""Training: the step (paper Section 2), the loop around it, run directories and resume.
+
+Modules, one job each: ``step`` (one D/Q/G iteration, EMA), ``loop`` (the Trainer driver and
+its hooks), ``run`` (creating and resuming run directories), ``state`` (resume state and RNGs),
+``datastream`` (resumable batch order), ``logging`` (metrics.jsonl, TensorBoard, progress),
+``grid`` (sample grids), ``signals`` (graceful stop), ``device`` (device and threads).
+"""
+
+from cocogan.training.loop import Hook, SampleGrid, Trainer, TrainingDiverged
+from cocogan.training.run import RunSpec, new_trainer, prepare_new_run, resume_trainer
+
+__all__ = ["Hook", "RunSpec", "SampleGrid", "Trainer", "TrainingDiverged", "new_trainer",
+           "prepare_new_run", "resume_trainer"]

@@ -1,0 +1,60 @@
+"""Beyond-boundary generation (ICCV 2019 version of the paper): extrapolating the coordinates.
+
+The micro grid is extended by whole patches past the trained image on any side; the added
+positions get coordinates outside [-1, 1] (one grid step past -1 is -1 - 2/(K-1)), which G never
+saw unless the run was fine-tuned with ``cocogan train --extrapolate``. A cylindrical run has no
+left or right border (its columns wrap), so it extends vertically only.
+
+Shapes: B batch, Z latent dims, H'/W' extended image height/width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from cocogan.apps.io import parse_numbers
+from cocogan.apps.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
+from cocogan.coords import CoordinateSystem
+from cocogan.model import CocoGAN
+
+
+@dataclass(frozen=True)
+class Extension:
+    """Micro patches added past each border of the trained grid (each >= 0)."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @classmethod
+    def parse(cls, text: str) -> Extension:
+        """``"1"`` (every side) or ``"top,bottom,left,right"`` (``--extend``)."""
+        values = parse_numbers(text, "--extend", (1, 4))
+        if any(v < 0 for v in values):
+            raise ValueError(f"--extend values must be >= 0 micro patches, got {text!r}")
+        return cls(*(values * 4 if len(values) == 1 else values))
+
+
+def extended_rect(coords: CoordinateSystem, extension: Extension) -> GridRect:
+    """The trained grid grown by ``extension``; its top-left may be negative."""
+    if coords.cyclic and (extension.left or extension.right):
+        raise ValueError("--extend: a cylindrical run has no left or right border (its columns "
+                         "wrap); extend top/bottom only, e.g. --extend 1,1,0,0")
+    return GridRect(-extension.top, coords.grid_h + extension.bottom,
+                    -extension.left, coords.grid_w + extension.right)
+
+
+def beyond(model: CocoGAN, z: Tensor, extension: Extension, *, raw: bool = False,
+           chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """Images on the extended grid: (B, 3, (K_y + top + bottom) m, (K_x + left + right) m).
+
+    The trained image is the sub-rectangle starting ``extension.top`` patches down and
+    ``extension.left`` patches right (identical to ``full_images`` there).
+    """
+    rect = extended_rect(model.coords, extension)
+    generator = pick_generator(model, raw)
+    with evaluating(generator):
+        return render_rect(generator, model.coords, z, rect, chunk=chunk)

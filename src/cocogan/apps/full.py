@@ -1,0 +1,39 @@
+"""Full-image generation (paper Sections 2 and 3.1): every micro patch of a batch of images.
+
+All (image, position) pairs of the batch go through G in as few forward passes as ``chunk``
+allows, and the patches are assembled by T(m->M) alone, with no blending or other
+post-processing: the seams are whatever G learnt to make coherent.
+
+Shapes: B batch, Z latent dims, H/W full image height/width.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from cocogan.apps.render import (
+    DEFAULT_CHUNK,
+    evaluating,
+    pick_generator,
+    render_rect,
+    trained_rect,
+)
+from cocogan.model import CocoGAN
+
+
+def full_images(model: CocoGAN, z: Tensor, *, raw: bool = False,
+                chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """Full images for latents ``z``.
+
+    Args:
+        model: the bundle; its EMA generator is used unless ``raw``.
+        z: (B, Z) latents on the model's device (see :func:`cocogan.apps.render.latents`).
+        raw: use the raw generator instead of the EMA one.
+        chunk: maximum micro patches per forward pass (memory bound).
+
+    Returns:
+        (B, 3, H, W) in [-1, 1].
+    """
+    generator = pick_generator(model, raw)
+    with evaluating(generator):
+        return render_rect(generator, model.coords, z, trained_rect(model.coords), chunk=chunk)

@@ -1,0 +1,194 @@
+"""Computation-friendly generation of images of any size (paper Section 3.5).
+
+Micro patches are independent once z and their positions are fixed, so an image far larger than
+memory is generated tile by tile and each tile is written to disk before the next is computed.
+Two standard formats:
+
+- ``.tif`` / ``.tiff``: tiled BigTIFF (uncompressed RGB, or deflate with ``compress``), written
+  by ``tifffile`` from an iterator of tiles in row-major order. Peak memory is one tile: it does
+  not grow with the image's height or width. Opens in libtiff-based viewers (GIMP, ImageMagick,
+  vips, QGIS, Fiji) and in Python with ``tifffile.imread``.
+- ``.png``: written band by band (``tile`` pixel rows at a time) through a streaming zlib
+  compressor, so memory grows with the width only. Every viewer opens PNG, but many refuse
+  images above a few hundred megapixels (Pillow warns above 89 MP).
+
+Geometry: the output covers a rectangle of the micro grid whose top-left patch is at ``origin``
+(grid units). By default the trained image is centred in it: an output larger than the trained
+image extends the grid past [-1, 1] on every side (beyond-boundary generation; a run fine-tuned
+with ``--extrapolate`` does this best), and an output of the trained size is the full image.
+Cylindrical runs start at column 0 and wrap, so a wider output repeats the panorama.
+
+Shapes: Z latent dims, T tile side in pixels, H/W output height/width in pixels.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from torch import Tensor
+from tqdm import tqdm
+
+from cocogan.apps.io import to_uint8
+from cocogan.apps.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
+from cocogan.coords import CoordinateSystem
+from cocogan.model import CocoGAN
+from cocogan.nn import Generator
+
+DEFAULT_TILE = 256  # pixels; TIFF tiles must be multiples of 16
+FORMATS = (".tif", ".tiff", ".png")
+
+
+@dataclass(frozen=True)
+class HugePlan:
+    """Where an output of ``height`` x ``width`` pixels lies on the micro grid, and its tiling."""
+
+    height: int  # output height in pixels (a multiple of the micro patch)
+    width: int  # output width in pixels
+    origin_row: int  # grid position of the output's top-left micro patch
+    origin_col: int
+    tile: int  # tile (TIFF) or band (PNG) side in pixels: a multiple of 16 and of the micro patch
+    micro: int  # micro patch side in pixels
+
+    @property
+    def tiles(self) -> tuple[int, int]:
+        """Tile rows and columns (edge tiles may be partial)."""
+        return -(-self.height // self.tile), -(-self.width // self.tile)
+
+    def tile_rect(self, row: int, col: int) -> GridRect:
+        """The grid rectangle of tile (row, col), clipped to the output."""
+        per = self.tile // self.micro
+        rows, cols = self.height // self.micro, self.width // self.micro
+        top, left = row * per, col * per
+        return GridRect(self.origin_row + top, self.origin_row + min(top + per, rows),
+                        self.origin_col + left, self.origin_col + min(left + per, cols))
+
+    def rect(self) -> GridRect:
+        """The whole output's grid rectangle."""
+        return GridRect(self.origin_row, self.origin_row + self.height // self.micro,
+                        self.origin_col, self.origin_col + self.width // self.micro)
+
+
+def plan_huge(coords: CoordinateSystem, height: int, width: int, *, tile: int | None = None,
+              origin: tuple[int, int] | None = None) -> HugePlan:
+    """Validate an output size and place it on the grid (centred on the trained image).
+
+    Raises:
+        ValueError: sizes that are not positive multiples of the micro patch, or a bad tile.
+    """
+    m = coords.micro
+    for name, size in (("height", height), ("width", width)):
+        if size <= 0 or size % m:
+            raise ValueError(f"--size {name} {size} must be a positive multiple of the "
+                             f"{m}-pixel micro patch")
+    tile = max(DEFAULT_TILE, m) if tile is None else tile
+    if tile <= 0 or tile % 16 or tile % m:
+        raise ValueError(f"--tile {tile} must be a positive multiple of 16 and of the {m}-pixel "
+                         "micro patch")
+    if origin is None:
+        rows, cols = height // m, width // m
+        origin = ((coords.grid_h - rows) // 2, 0 if coords.cyclic else (coords.grid_w - cols) // 2)
+    return HugePlan(height, width, int(origin[0]), int(origin[1]), tile, m)
+
+
+def _tile_pixels(generator: Generator, coords: CoordinateSystem, z: Tensor, rect: GridRect,
+                 chunk: int) -> np.ndarray:
+    return to_uint8(render_rect(generator, coords, z, rect, chunk=chunk)[0])  # (h, w, 3)
+
+
+def iter_tiles(model: CocoGAN, z: Tensor, plan: HugePlan, *, raw: bool = False,
+               chunk: int = DEFAULT_CHUNK, bar: tqdm | None = None) -> Iterator[np.ndarray]:
+    """Tiles (h, w, 3) uint8 in row-major order; edge tiles are partial. ``z`` is (1, Z)."""
+    generator = pick_generator(model, raw)
+    tile_rows, tile_cols = plan.tiles
+    with evaluating(generator):
+        for row in range(tile_rows):
+            for col in range(tile_cols):
+                pixels = _tile_pixels(generator, model.coords, z, plan.tile_rect(row, col), chunk)
+                if bar is not None:
+                    bar.update(1)
+                yield pixels
+
+
+def iter_bands(model: CocoGAN, z: Tensor, plan: HugePlan, *, raw: bool = False,
+               chunk: int = DEFAULT_CHUNK, bar: tqdm | None = None) -> Iterator[np.ndarray]:
+    """Full-width bands (h, W, 3) uint8 of ``plan.tile`` rows, top to bottom."""
+    tiles = iter_tiles(model, z, plan, raw=raw, chunk=chunk, bar=bar)
+    tile_rows, tile_cols = plan.tiles
+    for row in range(tile_rows):
+        height = min(plan.tile, plan.height - row * plan.tile)
+        band = np.empty((height, plan.width, 3), dtype=np.uint8)
+        for col in range(tile_cols):
+            left = col * plan.tile
+            piece = next(tiles)
+            band[:, left:left + piece.shape[1]] = piece
+        yield band
+
+
+def write_huge(model: CocoGAN, z: Tensor, path: str | Path, plan: HugePlan, *,
+               raw: bool = False, chunk: int = DEFAULT_CHUNK, progress: bool = True,
+               compress: bool = False) -> Path:
+    """Generate the planned image for one latent z (1, Z) and stream it to ``path``.
+
+    The format follows the suffix (:data:`FORMATS`); nothing larger than one tile (TIFF) or one
+    band (PNG) is held in memory.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"--output must end in one of {', '.join(FORMATS)}, got {path.name!r}")
+    if z.ndim != 2 or z.shape[0] != 1:
+        raise ValueError(f"huge generates one image at a time; got z of shape {tuple(z.shape)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tile_rows, tile_cols = plan.tiles
+    with tqdm(total=tile_rows * tile_cols, unit="tile", desc=path.name,
+              disable=not progress) as bar:
+        if suffix == ".png":
+            bands = iter_bands(model, z, plan, raw=raw, chunk=chunk, bar=bar)
+            write_png_stream(path, plan.height, plan.width, bands, level=6 if compress else 1)
+        else:
+            import tifffile
+
+            tifffile.imwrite(path, data=iter_tiles(model, z, plan, raw=raw, chunk=chunk, bar=bar),
+                             shape=(plan.height, plan.width, 3), dtype=np.uint8,
+                             tile=(plan.tile, plan.tile), bigtiff=True, photometric="rgb",
+                             compression="zlib" if compress else None)
+    return path
+
+
+def write_png_stream(path: Path, height: int, width: int, bands: Iterator[np.ndarray],
+                     level: int = 1) -> None:
+    """Write an RGB PNG from row bands without holding the image (PNG spec: IHDR, IDAT*, IEND).
+
+    Each scanline uses the Sub filter (difference to the pixel on its left), which costs one
+    vectorised subtraction and compresses smooth generated images well.
+    """
+    compressor = zlib.compressobj(level)
+    with open(path, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        _chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        rows = 0
+        for band in bands:
+            assert band.shape[1:] == (width, 3), f"band: got {band.shape}, expected (h, {width}, 3)"
+            flat = band.reshape(band.shape[0], width * 3)
+            filtered = flat.copy()
+            filtered[:, 3:] -= flat[:, :-3]  # Sub filter, modulo 256 in uint8
+            lines = np.concatenate([np.ones((band.shape[0], 1), np.uint8), filtered], axis=1)
+            data = compressor.compress(lines.tobytes())
+            if data:
+                _chunk(handle, b"IDAT", data)
+            rows += band.shape[0]
+        _chunk(handle, b"IDAT", compressor.flush())
+        _chunk(handle, b"IEND", b"")
+    assert rows == height, f"PNG stream: wrote {rows} rows, expected {height}"
+
+
+def _chunk(handle: BinaryIO, kind: bytes, data: bytes) -> None:
+    handle.write(struct.pack(">I", len(data)) + kind + data)
+    handle.write(struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+

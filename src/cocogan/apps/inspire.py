@@ -1,0 +1,115 @@
+"""Patch-inspired image generation (paper Section 3.4, Figure 8).
+
+D sees a macro patch (a crop of a real image, or a macro-patch image file). Its content head Q
+estimates the latent z~ (what L_C trains it to do, eq. 4) and its spatial head the macro
+coordinate c~_M (L_S, eq. 3), both with D in eval mode. G then generates the full image from z~;
+the macro patch of that image at the estimated position is the "inspired" patch, which should
+resemble the input. (The authors' release computed z~ and dropped it.) Q is only trained when
+the run's L_C weight is positive, i.e. with the patch-inspired presets; :func:`content_warning`
+says so for other runs.
+
+Shapes: B batch, Z latent dims, D coordinate dims, Mh/Mw macro patch height/width,
+H/W full image height/width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from cocogan.apps.full import full_images
+from cocogan.apps.render import DEFAULT_CHUNK, evaluating
+from cocogan.config import Config
+from cocogan.model import CocoGAN
+from cocogan.patches import crop
+
+
+@dataclass
+class Inspiration:
+    """What patch-inspired generation estimates and generates for a batch of macro patches."""
+
+    z: Tensor  # (B, Z) latents estimated by the content head
+    coords: Tensor  # (B, D) macro coordinates estimated by the spatial head
+    rows: Tensor  # (B,) nearest discrete macro position, grid units (long)
+    cols: Tensor  # (B,)
+    top: Tensor  # (B,) pixel box of that position in the full image (long)
+    left: Tensor  # (B,)
+    full: Tensor  # (B, 3, H, W) full images generated from z
+    macro: Tensor  # (B, 3, Mh, Mw) generated macro patches at the estimated positions
+
+
+def content_warning(config: Config) -> str | None:
+    """A warning when the run's content head Q was never trained (train.w_content == 0)."""
+    if config.train.w_content > 0:
+        return None
+    return (f"run {config.name!r} was trained with train.w_content=0, so D's content head never "
+            "learnt to estimate z; use a patch-inspired preset (e.g. tiny-inspired, "
+            "celeba128-inspired) for meaningful results")
+
+
+def macro_size(model: CocoGAN) -> tuple[int, int]:
+    """(Mh, Mw) in pixels."""
+    return model.config.macro, model.config.macro_w
+
+
+def check_patch(model: CocoGAN, patch: Tensor, source: str = "--patch") -> Tensor:
+    """Validate a (3, Mh, Mw) macro patch (e.g. loaded from a file)."""
+    height, width = macro_size(model)
+    if patch.ndim != 3 or patch.shape[0] != 3 or tuple(patch.shape[1:]) != (height, width):
+        raise ValueError(f"{source} must be a {height}x{width} (height x width) macro patch of "
+                         f"this run, got {tuple(patch.shape[1:])}")
+    return patch
+
+
+def crop_patch(model: CocoGAN, image: Tensor, top: int, left: int) -> Tensor:
+    """Cut the macro patch at pixel (top, left) from a (3, H, W) image of the run's size.
+
+    Panoramas (cylindrical runs) may be cut across the seam; other boxes must lie inside.
+    """
+    full_h, full_w = model.config.full_height, model.config.full_width
+    height, width = macro_size(model)
+    if tuple(image.shape[1:]) != (full_h, full_w):
+        raise ValueError(f"--image must be {full_h}x{full_w} (height x width) like the run's "
+                         f"images, got {image.shape[1]}x{image.shape[2]}; resize it first or "
+                         "pass a macro patch with --patch")
+    cyclic = model.coords.cyclic
+    if top < 0 or top + height > full_h or (not cyclic and (left < 0 or left + width > full_w)):
+        raise ValueError(f"--box {top},{left} with the {height}x{width} macro patch leaves the "
+                         f"{full_h}x{full_w} image")
+    index = torch.tensor([top]), torch.tensor([left])
+    return crop(image[None], *index, height, width, wrap=cyclic)[0]
+
+
+@torch.no_grad()
+def estimate(model: CocoGAN, patches: Tensor) -> tuple[Tensor, Tensor]:
+    """D's estimates for macro patches (B, 3, Mh, Mw): (z~ (B, Z), c~_M (B, D))."""
+    disc = model.discriminator
+    with evaluating(disc):
+        h = disc.features(patches.to(model.device))
+        return disc.content(h), disc.spatial(h)
+
+
+def inspire(model: CocoGAN, patches: Tensor, *, raw: bool = False,
+            chunk: int = DEFAULT_CHUNK) -> Inspiration:
+    """Estimate z and position from each macro patch, then generate from the estimate.
+
+    Args:
+        model: the bundle (D with its heads, and the EMA generator unless ``raw``).
+        patches: (B, 3, Mh, Mw) macro patches in [-1, 1].
+
+    Returns:
+        An :class:`Inspiration` with batched tensors.
+    """
+    assert patches.ndim == 4, f"patches: got {tuple(patches.shape)}, expected (B, 3, Mh, Mw)"
+    check_patch(model, patches[0], "macro patch")
+    z, coords = estimate(model, patches)
+    system = model.coords
+    rows, cols = system.nearest_macro(coords.cpu())
+    top, left = system.pixel_offset(rows, cols)
+    full = full_images(model, z, raw=raw, chunk=chunk)
+    height, width = macro_size(model)
+    macro = crop(full, top, left, height, width, wrap=system.cyclic)
+    return Inspiration(z=z, coords=coords, rows=rows, cols=cols, top=top, left=left, full=full,
+                       macro=macro)

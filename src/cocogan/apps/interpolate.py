@@ -1,0 +1,89 @@
+"""The three interpolations of paper Section 3.2 (latent space continuity).
+
+- micro: a fixed micro position, z moved along the slerp path between two latents (Fig. 4a);
+- spatial: a fixed z, the micro coordinate moved in a straight line between two points of
+  [-1, 1]^2, through the positions between the trained grid points too (Fig. 5);
+- full: z slerped and every micro patch regenerated at every step (Fig. 4b).
+Each returns F frames whose first and last are exactly the endpoints.
+
+Spatial endpoints are normalised coordinates (y, x); for cylindrical runs x is the angle theta,
+so x = -1 and x = 1 are the same column.
+
+Shapes: F frames, Z latent dims, m micro patch side, H/W full image height/width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from cocogan.apps.full import full_images
+from cocogan.apps.render import DEFAULT_CHUNK, evaluating, pick_generator, render_patches
+from cocogan.coords import CoordinateSystem
+from cocogan.model import CocoGAN
+
+PARALLEL_EPS = 1e-6  # below this angle between latents, slerp falls back to lerp
+
+
+def interpolation_steps(frames: int) -> Tensor:
+    """F evenly spaced t in [0, 1], starting at 0 and ending at 1 exactly."""
+    if frames < 2:
+        raise ValueError(f"--frames must be >= 2 (start and end), got {frames}")
+    return torch.linspace(0.0, 1.0, frames)
+
+
+def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation (White, 2016) between (Z,) latents at steps t (F,) -> (F, Z).
+
+    t = 0 and t = 1 give z0 and z1 exactly: sin((1 - t) w) / sin(w) is then sin(w) / sin(w).
+    """
+    t = t.to(z0.device, torch.float32)[:, None]  # (F, 1)
+    cos = torch.dot(z0, z1) / (z0.norm() * z1.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if float(omega) < PARALLEL_EPS:
+        return torch.lerp(z0[None], z1[None], t)  # (F, Z)
+    sin = torch.sin(omega)
+    return (torch.sin((1.0 - t) * omega) / sin) * z0 + (torch.sin(t * omega) / sin) * z1
+
+
+def micro_interpolation(model: CocoGAN, z0: Tensor, z1: Tensor, row: float, col: float,
+                        frames: int, *, raw: bool = False) -> Tensor:
+    """Micro patches at grid position (row, col) for z slerped from z0 to z1: (F, 3, m, m)."""
+    path = slerp(z0, z1, interpolation_steps(frames))  # (F, Z)
+    generator = pick_generator(model, raw)
+    position = torch.tensor([float(row)]), torch.tensor([float(col)])
+    with evaluating(generator):
+        return render_patches(generator, model.coords, path, *position)[:, 0]
+
+
+def grid_position(coords: CoordinateSystem, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Inverse of ``micro_coords``: normalised (y, x or theta) -> fractional grid units."""
+    rows = (y + 1.0) / 2.0 * max(coords.grid_h - 1, 0)
+    span = coords.grid_w if coords.cyclic else max(coords.grid_w - 1, 0)
+    return rows, (x + 1.0) / 2.0 * span
+
+
+def spatial_path(coords: CoordinateSystem, start: tuple[float, float], end: tuple[float, float],
+                 frames: int) -> tuple[Tensor, Tensor]:
+    """Grid positions (F,) of a straight line from ``start`` to ``end`` (normalised (y, x))."""
+    t = interpolation_steps(frames)
+    y = torch.lerp(torch.tensor(float(start[0])), torch.tensor(float(end[0])), t)
+    x = torch.lerp(torch.tensor(float(start[1])), torch.tensor(float(end[1])), t)
+    return grid_position(coords, y, x)
+
+
+def spatial_interpolation(model: CocoGAN, z: Tensor, start: tuple[float, float],
+                          end: tuple[float, float], frames: int, *,
+                          raw: bool = False) -> Tensor:
+    """Micro patches of one latent z (Z,) along a coordinate line: (F, 3, m, m)."""
+    rows, cols = spatial_path(model.coords, start, end, frames)
+    generator = pick_generator(model, raw)
+    with evaluating(generator):
+        return render_patches(generator, model.coords, z[None], rows, cols)[0]
+
+
+def full_interpolation(model: CocoGAN, z0: Tensor, z1: Tensor, frames: int, *,
+                       raw: bool = False, chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """Full images for z slerped from z0 to z1, all patches regenerated: (F, 3, H, W)."""
+    path = slerp(z0, z1, interpolation_steps(frames))
+    return full_images(model, path, raw=raw, chunk=chunk)

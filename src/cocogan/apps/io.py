@@ -1,0 +1,169 @@
+"""Small outputs of the applications: PNG, GIF, image grids, boxes, JSON sidecars, and parsing of
+the few value syntaxes the commands share (seed lists like ``0-15,20``, integer tuples).
+
+Every image written next to a ``.json`` sidecar says what produced it (checkpoint, step, seed,
+coordinates), so a picture can be regenerated or traced back without the command line.
+
+Shapes: B batch, F frames, H/W image height and width; tensors are (3, H, W) in [-1, 1],
+arrays are (H, W, 3) uint8.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+MAX_SEEDS = 1_000_000  # a guard against typos such as 0-1000000000
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where generated images come from; the common part of every sidecar."""
+
+    checkpoint: str  # weights file that was loaded
+    step: int  # training step of the checkpoint
+    preset: str  # config name stored in the checkpoint
+    generator: str  # "ema" (default) or "raw"
+
+    def to_dict(self) -> dict[str, Any]:
+        from cocogan import __version__
+
+        return {**asdict(self), "cocogan_version": __version__}
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11] (order kept, ranges inclusive)."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        low, sep, high = part.partition("-")
+        try:
+            start = int(low)
+            stop = int(high) if sep else start
+        except ValueError:
+            raise ValueError(f"{flag} expects non-negative integers and ranges like 0-15,20, "
+                             f"got {text!r}") from None
+        if start < 0 or stop < start:
+            raise ValueError(f"{flag}: range {part!r} must be LOW-HIGH with 0 <= LOW <= HIGH")
+        if len(seeds) + stop - start + 1 > MAX_SEEDS:
+            raise ValueError(f"{flag}: more than {MAX_SEEDS} seeds requested in {text!r}")
+        seeds.extend(range(start, stop + 1))
+    return seeds
+
+
+def parse_numbers(text: str, flag: str, counts: Sequence[int], kind: type = int) -> list:
+    """Comma-separated numbers, e.g. ``--box 0,0,16,16``; the count must be one of ``counts``."""
+    try:
+        values = [kind(v) for v in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} expects {kind.__name__} values separated by commas, "
+                         f"got {text!r}") from None
+    if len(values) not in counts:
+        wanted = " or ".join(str(c) for c in counts)
+        raise ValueError(f"{flag} expects {wanted} comma-separated values, got {text!r}")
+    if kind is float and not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{flag} values must be finite, got {text!r}")
+    return values
+
+
+# ---- conversion ------------------------------------------------------------------------------
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8, rounding to the nearest grey level."""
+    scaled = ((images.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255)
+    return np.ascontiguousarray(scaled.to(torch.uint8).movedim(-3, -1).numpy())
+
+
+def load_image(path: str | Path) -> Tensor:
+    """An RGB image file as (3, H, W) in [-1, 1]; transparency is composited onto white."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    with Image.open(path) as handle:
+        rgba = handle.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = np.asarray(Image.alpha_composite(canvas, rgba).convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(rgb).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)
+
+
+def image_grid(images: Tensor, columns: int | None = None, pad: int = 2,
+               fill: float = 1.0) -> Tensor:
+    """Tile (B, 3, H, W) images into one (3, H', W') picture, ``pad`` pixels of ``fill`` apart."""
+    batch, channels, height, width = images.shape
+    columns = max(1, min(columns or math.ceil(math.sqrt(batch)), batch))
+    rows = math.ceil(batch / columns)
+    canvas = torch.full((channels, rows * (height + pad) + pad, columns * (width + pad) + pad),
+                        fill, dtype=images.dtype, device=images.device)
+    for index in range(batch):  # one copy per image (not per patch)
+        top = pad + (index // columns) * (height + pad)
+        left = pad + (index % columns) * (width + pad)
+        canvas[:, top:top + height, left:left + width] = images[index]
+    return canvas
+
+
+def draw_box(image: np.ndarray, top: int, left: int, height: int, width: int,
+             colour: tuple[int, int, int], thickness: int = 1, wrap: bool = False) -> np.ndarray:
+    """A copy of (H, W, 3) uint8 ``image`` with a rectangle outline (columns wrap if ``wrap``)."""
+    out = image.copy()
+    full_w = out.shape[1]
+    rows = np.arange(top, top + height)
+    cols = np.arange(left, left + width)
+    cols = np.mod(cols, full_w) if wrap else cols[(cols >= 0) & (cols < full_w)]
+    rows = rows[(rows >= 0) & (rows < out.shape[0])]
+    t = max(1, thickness)
+    edge_rows = np.concatenate([rows[:t], rows[-t:]])
+    edge_cols = np.concatenate([cols[:t], cols[-t:]])
+    out[np.ix_(edge_rows, cols)] = colour
+    out[np.ix_(rows, edge_cols)] = colour
+    return out
+
+
+# ---- writing ---------------------------------------------------------------------------------
+def save_png(path: str | Path, image: Tensor | np.ndarray) -> Path:
+    """Write one image, (3, H, W) in [-1, 1] or (H, W, 3) uint8, as PNG (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = to_uint8(image) if isinstance(image, Tensor) else image
+    Image.fromarray(array).save(path)
+    return path
+
+
+def save_gif(path: str | Path, frames: Tensor, fps: float = 8.0, bounce: bool = False) -> Path:
+    """Write (F, 3, H, W) frames in [-1, 1] as a looping GIF; ``bounce`` plays back and forth."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = list(to_uint8(frames))
+    if bounce and len(arrays) > 2:
+        arrays = arrays + arrays[-2:0:-1]
+    images = [Image.fromarray(a) for a in arrays]
+    duration = max(20, round(1000.0 / fps))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0,
+                   optimize=False)
+    return path
+
+
+def write_sidecar(image_path: str | Path, provenance: Provenance, **fields: Any) -> Path:
+    """Write ``<image>.json`` next to an image: the provenance plus app-specific fields."""
+    path = Path(image_path).with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**provenance.to_dict(), **fields}
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to a JSON sidecar")

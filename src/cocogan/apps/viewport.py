@@ -1,0 +1,89 @@
+"""Partial-scene generation (paper Section 3.3): only the micro patches a viewport needs.
+
+A viewport is a pixel box of the full image. Cartesian runs take it directly and it must lie
+inside the image. Cylindrical runs describe it by an angular range, 0 degrees being the left edge
+of the panorama (theta = -1) and angles growing to the right, plus a pixel row range; the range
+may cross the 360-degree seam or be wider than 360 degrees. The micro patches intersecting the
+box are generated (cost proportional to their number), assembled, and trimmed to the box, so
+the result is the same region cut from the full image of the same latent.
+
+Shapes: B batch, Z latent dims, h/w viewport height/width in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from cocogan.apps.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
+from cocogan.coords import CoordinateSystem
+from cocogan.model import CocoGAN
+
+
+@dataclass(frozen=True)
+class PixelBox:
+    """A pixel rectangle of the full image; ``left`` may pass the seam of a panorama."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def cartesian_box(coords: CoordinateSystem, top: int, left: int, height: int,
+                  width: int) -> PixelBox:
+    """Validate a viewport given in pixels (``--box TOP,LEFT,HEIGHT,WIDTH``)."""
+    full_h, full_w = coords.grid_h * coords.micro, coords.grid_w * coords.micro
+    if height <= 0 or width <= 0:
+        raise ValueError(f"--box height and width must be positive, got {height}x{width}")
+    if top < 0 or left < 0 or top + height > full_h or left + width > full_w:
+        raise ValueError(f"--box {top},{left},{height},{width} (top,left,height,width) leaves "
+                         f"the {full_h}x{full_w} image; use --extend with `generate beyond` "
+                         "for regions outside it")
+    return PixelBox(top, left, height, width)
+
+
+def cylindrical_box(coords: CoordinateSystem, start: float, end: float, top: int = 0,
+                    bottom: int | None = None) -> PixelBox:
+    """A panorama viewport from degrees (``--angles START,END``) and pixel rows [top, bottom).
+
+    ``end`` below ``start`` crosses the seam (300,60 is 120 degrees wide); angles map to the
+    nearest pixel column.
+    """
+    full_h, full_w = coords.grid_h * coords.micro, coords.grid_w * coords.micro
+    bottom = full_h if bottom is None else bottom
+    if not 0 <= top < bottom <= full_h:
+        raise ValueError(f"--rows {top},{bottom} must satisfy 0 <= TOP < BOTTOM <= {full_h}")
+    if end == start:
+        raise ValueError(f"--angles {start},{end} is empty; use 0,360 for the whole panorama")
+    if end < start:
+        end += 360.0 * math.ceil((start - end) / 360.0)
+    left = round(start % 360.0 / 360.0 * full_w)
+    width = round((end - start) / 360.0 * full_w)
+    if width <= 0:
+        raise ValueError(f"--angles {start},{end} is narrower than one pixel")
+    return PixelBox(top, left, bottom - top, width)
+
+
+def covering_rect(coords: CoordinateSystem, box: PixelBox) -> GridRect:
+    """The micro grid rectangle of the patches that intersect ``box`` (unwrapped columns)."""
+    m = coords.micro
+    return GridRect(box.top // m, -(-(box.top + box.height) // m),
+                    box.left // m, -(-(box.left + box.width) // m))
+
+
+def viewport(model: CocoGAN, z: Tensor, box: PixelBox, *, raw: bool = False,
+             chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """The pixels of ``box`` for latents ``z``, computing only the patches that intersect it.
+
+    Returns (B, 3, box.height, box.width).
+    """
+    rect = covering_rect(model.coords, box)
+    generator = pick_generator(model, raw)
+    with evaluating(generator):
+        region = render_rect(generator, model.coords, z, rect, chunk=chunk)
+    top = box.top - rect.top * model.coords.micro
+    left = box.left - rect.left * model.coords.micro
+    return region[:, :, top:top + box.height, left:left + box.width]

@@ -1,0 +1,390 @@
+"""`cocogan generate <app>`: the applications of :mod:`cocogan.apps` from the command line.
+
+Every app loads a run directory (newest checkpoint) or a checkpoint file, samples from the EMA
+generator in eval mode (``--raw`` for the raw one), and writes PNG/GIF files, each with a JSON
+sidecar naming the checkpoint, step, seed and coordinates. Output goes to ``--out`` (default
+``RUN/generated/<app>``). The app names and help lines come from ``cocogan.apps.APPLICATIONS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cocogan.apps import APPLICATIONS, DEFAULT_CHUNK
+from cocogan.apps.io import Provenance, parse_numbers, parse_seeds
+from cocogan.config import Config
+from cocogan.model import CocoGAN
+
+
+@dataclass
+class Context:
+    """What every app needs: the loaded run, where to write, and how to sample."""
+
+    config: Config
+    model: CocoGAN
+    provenance: Provenance
+    out: Path
+    raw: bool
+    chunk: int
+
+    def seeds(self, text: str, flag: str = "--seeds") -> tuple[list[int], torch.Tensor]:
+        from cocogan.apps.render import latents
+
+        seeds = parse_seeds(text, flag)
+        return seeds, latents(seeds, self.config.model.z_dim, self.model.device)
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    parser = sub.add_parser(name, help="generate images with a trained run (see apps below)",
+                            description=__doc__.split("\n\n")[1])
+    apps = parser.add_subparsers(dest="app", required=True, metavar="APP")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--run", required=True, metavar="RUN",
+                        help="run directory (newest checkpoint) or .safetensors checkpoint")
+    common.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: RUN/generated/<app>)")
+    common.add_argument("--raw", action="store_true",
+                        help="sample from the raw generator instead of its EMA")
+    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    common.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                        help=f"micro patches per forward pass (default {DEFAULT_CHUNK}); lower "
+                        "it if memory runs out")
+    for app, help_line in APPLICATIONS.items():
+        app_parser = apps.add_parser(app, parents=[common], help=help_line,
+                                     description=help_line)
+        _ADDERS[app](app_parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cocogan.checkpoint import load_model, resolve_checkpoint
+
+    device = _device(args.device)
+    checkpoint = resolve_checkpoint(args.run)
+    config, model, step = load_model(checkpoint, device)
+    base = Path(args.run) if Path(args.run).is_dir() else checkpoint.parent
+    if base.name == "checkpoints":
+        base = base.parent
+    ctx = Context(
+        config=config, model=model, out=args.out or base / "generated" / args.app,
+        provenance=Provenance(str(checkpoint.resolve()), step, config.name,
+                              "raw" if args.raw else "ema"),
+        raw=args.raw, chunk=args.chunk)
+    written = _RUNNERS[args.app](args, ctx)
+    print(f"cocogan generate {args.app}: wrote {len(written)} file(s) to {ctx.out}"
+          + (f" (e.g. {written[0].name})" if written else ""))
+    return 0
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device; use auto, cpu or cuda") \
+            from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def _warn(app: str, message: str) -> None:
+    print(f"cocogan generate {app}: warning: {message}", file=sys.stderr)
+
+
+# ---- full ------------------------------------------------------------------------------------
+def _add_full(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-15,20 (default 0-7)")
+    parser.add_argument("--grid", action="store_true", help="also write all images as grid.png")
+    parser.add_argument("--grid-cols", type=int, default=None, help="grid columns (default ~sqrt)")
+
+
+def _run_full(args: argparse.Namespace, ctx: Context) -> list[Path]:
+    from cocogan.apps import full_images
+    from cocogan.apps.io import image_grid, save_png, write_sidecar
+    from cocogan.apps.render import axis_coordinates, trained_rect
+
+    seeds, z = ctx.seeds(args.seeds)
+    images = []
+    per_pass = max(1, ctx.chunk // ctx.model.coords.grid_h // ctx.model.coords.grid_w)
+    coordinates = axis_coordinates(ctx.model.coords, trained_rect(ctx.model.coords))
+    written = []
+    for start in range(0, len(seeds), per_pass):  # bounded memory for long seed lists
+        batch = full_images(ctx.model, z[start:start + per_pass], raw=ctx.raw, chunk=ctx.chunk)
+        for seed, image in zip(seeds[start:start + per_pass], batch, strict=True):
+            path = save_png(ctx.out / f"seed{seed:04d}.png", image)
+            write_sidecar(path, ctx.provenance, app="full", seed=seed, coordinates=coordinates)
+            written.append(path)
+        if args.grid:
+            images.append(batch.cpu())
+    if args.grid:
+        path = save_png(ctx.out / "grid.png", image_grid(torch.cat(images), args.grid_cols))
+        write_sidecar(path, ctx.provenance, app="full", seeds=seeds, coordinates=coordinates)
+        written.append(path)
+    return written
+
+
+# ---- viewport --------------------------------------------------------------------------------
+def _add_viewport(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", default="0", help="seeds, e.g. 0-3 (default 0)")
+    parser.add_argument("--box", help="Cartesian runs: pixel box TOP,LEFT,HEIGHT,WIDTH")
+    parser.add_argument("--angles", help="cylindrical runs: START,END in degrees (0 = left "
+                        "edge; END < START crosses the seam)")
+    parser.add_argument("--rows", help="cylindrical runs: pixel rows TOP,BOTTOM (default all)")
+
+
+def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
+    from cocogan.apps import cartesian_box, cylindrical_box, viewport
+    from cocogan.apps.io import save_png, write_sidecar
+    from cocogan.apps.render import axis_coordinates
+    from cocogan.apps.viewport import covering_rect
+
+    coords = ctx.model.coords
+    if coords.cyclic:
+        if args.box or not args.angles:
+            raise ValueError("viewport on a cylindrical run takes --angles START,END (degrees) "
+                             "and optionally --rows TOP,BOTTOM, not --box")
+        start, end = parse_numbers(args.angles, "--angles", (2,), float)
+        top, bottom = parse_numbers(args.rows, "--rows", (2,)) if args.rows else (0, None)
+        box = cylindrical_box(coords, start, end, top, bottom)
+    else:
+        if args.angles or args.rows or not args.box:
+            raise ValueError("viewport on a cartesian run takes --box TOP,LEFT,HEIGHT,WIDTH "
+                             "(pixels), not --angles/--rows")
+        box = cartesian_box(coords, *parse_numbers(args.box, "--box", (4,)))
+    seeds, z = ctx.seeds(args.seeds)
+    views = viewport(ctx.model, z, box, raw=ctx.raw, chunk=ctx.chunk)
+    rect = covering_rect(coords, box)
+    written = []
+    for seed, view in zip(seeds, views, strict=True):
+        path = save_png(ctx.out / f"viewport-seed{seed:04d}.png", view)
+        write_sidecar(path, ctx.provenance, app="viewport", seed=seed,
+                      box={"top": box.top, "left": box.left, "height": box.height,
+                           "width": box.width},
+                      patches_computed=rect.count,
+                      patches_full_image=coords.grid_h * coords.grid_w,
+                      coordinates=axis_coordinates(coords, rect))
+        written.append(path)
+    return written
+
+
+# ---- panorama --------------------------------------------------------------------------------
+def _add_panorama(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", default="0-3", help="seeds (default 0-3)")
+    parser.add_argument("--start", type=float, default=0.0, help="view start angle, degrees")
+    parser.add_argument("--degrees", type=float, default=720.0,
+                        help="view width in degrees (default 720: pasted twice)")
+
+
+def _run_panorama(args: argparse.Namespace, ctx: Context) -> list[Path]:
+    from cocogan.apps import panoramas, wrap_view
+    from cocogan.apps.io import save_png, write_sidecar
+    from cocogan.apps.render import axis_coordinates, trained_rect
+
+    seeds, z = ctx.seeds(args.seeds)
+    full = panoramas(ctx.model, z, raw=ctx.raw, chunk=ctx.chunk)
+    views = wrap_view(full, args.start, args.degrees)
+    coordinates = axis_coordinates(ctx.model.coords, trained_rect(ctx.model.coords))
+    written = []
+    for seed, image, view in zip(seeds, full, views, strict=True):
+        path = save_png(ctx.out / f"panorama-seed{seed:04d}.png", image)
+        write_sidecar(path, ctx.provenance, app="panorama", seed=seed, degrees=[0, 360],
+                      coordinates=coordinates)
+        view_path = save_png(ctx.out / f"panorama-seed{seed:04d}-{args.degrees:g}deg.png", view)
+        write_sidecar(view_path, ctx.provenance, app="panorama", seed=seed,
+                      degrees=[args.start, args.start + args.degrees], coordinates=coordinates)
+        written += [path, view_path]
+    return written
+
+
+# ---- interpolate -----------------------------------------------------------------------------
+def _add_interpolate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mode", choices=("micro", "spatial", "full"),
+                        help="micro: fixed position, z slerped; spatial: fixed z, coordinate "
+                        "moved; full: z slerped, every patch regenerated")
+    parser.add_argument("--seeds", default=None,
+                        help="A,B for micro/full (default 0,1); one seed for spatial (default 0)")
+    parser.add_argument("--frames", type=int, default=8, help="frames, endpoints included")
+    parser.add_argument("--position", help="micro: grid position ROW,COL in micro patches "
+                        "(default the centre)")
+    parser.add_argument("--start", default="-1,-1", help="spatial: start coordinate Y,X in "
+                        "[-1, 1] (x is the angle for cylindrical runs)")
+    parser.add_argument("--end", default="1,1", help="spatial: end coordinate Y,X")
+    parser.add_argument("--fps", type=float, default=8.0, help="GIF frames per second")
+
+
+def _run_interpolate(args: argparse.Namespace, ctx: Context) -> list[Path]:
+    from cocogan.apps import full_interpolation, micro_interpolation, spatial_interpolation
+    from cocogan.apps.interpolate import spatial_path
+    from cocogan.apps.io import image_grid, save_gif, save_png, write_sidecar
+
+    wanted = 1 if args.mode == "spatial" else 2
+    seeds, z = ctx.seeds(args.seeds or ("0" if wanted == 1 else "0,1"))
+    if len(seeds) != wanted:
+        raise ValueError(f"--seeds: interpolate {args.mode} takes {wanted} seed(s), "
+                         f"got {len(seeds)}")
+    coords, extra = ctx.model.coords, {}
+    if args.mode == "micro":
+        row, col = (parse_numbers(args.position, "--position", (2,), float) if args.position
+                    else (coords.grid_h // 2, coords.grid_w // 2))
+        frames = micro_interpolation(ctx.model, z[0], z[1], row, col, args.frames, raw=ctx.raw)
+        extra = {"position": [row, col]}
+    elif args.mode == "spatial":
+        start = parse_numbers(args.start, "--start", (2,), float)
+        end = parse_numbers(args.end, "--end", (2,), float)
+        frames = spatial_interpolation(ctx.model, z[0], start, end, args.frames, raw=ctx.raw)
+        rows, cols = spatial_path(coords, start, end, args.frames)
+        extra = {"start": start, "end": end, "grid_rows": rows, "grid_cols": cols}
+    else:
+        frames = full_interpolation(ctx.model, z[0], z[1], args.frames, raw=ctx.raw,
+                                    chunk=ctx.chunk)
+    stem = f"interpolate-{args.mode}-" + "-".join(f"{s:04d}" for s in seeds)
+    strip = save_png(ctx.out / f"{stem}.png", image_grid(frames, columns=len(frames), pad=1))
+    gif = save_gif(ctx.out / f"{stem}.gif", frames, fps=args.fps)
+    write_sidecar(strip, ctx.provenance, app="interpolate", mode=args.mode, seeds=seeds,
+                  frames=len(frames), gif=gif.name, **extra)
+    return [strip, gif]
+
+
+# ---- inspire ---------------------------------------------------------------------------------
+def _add_inspire(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, help="real image of the run's full size")
+    parser.add_argument("--box", help="with --image: macro patch corner TOP,LEFT in pixels "
+                        "(TOP,LEFT,HEIGHT,WIDTH also accepted if it is the macro size)")
+    parser.add_argument("--patch", type=Path, help="or a macro-patch image file")
+
+
+def _run_inspire(args: argparse.Namespace, ctx: Context) -> list[Path]:
+    from cocogan.apps import crop_patch, inspire
+    from cocogan.apps.inspire import check_patch, content_warning, macro_size
+    from cocogan.apps.io import draw_box, load_image, save_png, to_uint8, write_sidecar
+
+    height, width = macro_size(ctx.model)
+    true_box = None
+    if args.patch and not args.image and not args.box:
+        patch, stem = check_patch(ctx.model, load_image(args.patch)), args.patch.stem
+    elif args.image and args.box and not args.patch:
+        values = parse_numbers(args.box, "--box", (2, 4))
+        if len(values) == 4 and tuple(values[2:]) != (height, width):
+            raise ValueError(f"--box size {values[2]}x{values[3]} must be the run's macro patch "
+                             f"size {height}x{width}")
+        image = load_image(args.image)
+        patch, stem, true_box = crop_patch(ctx.model, image, *values[:2]), args.image.stem, values
+    else:
+        raise ValueError("inspire takes --image FILE --box TOP,LEFT, or --patch FILE")
+    warning = content_warning(ctx.config)  # after the inputs are known to be valid
+    if warning:
+        _warn("inspire", warning)
+    result = inspire(ctx.model, patch[None].to(ctx.model.device), raw=ctx.raw, chunk=ctx.chunk)
+    top, left, cyclic = int(result.top[0]), int(result.left[0]), ctx.model.coords.cyclic
+    full = to_uint8(result.full[0])
+    prefix = ctx.out / f"inspire-{stem}"
+    written = [save_png(f"{prefix}-input.png", patch),
+               save_png(f"{prefix}-position.png",
+                        draw_box(full, top, left, height, width, (0, 96, 255), wrap=cyclic)),
+               save_png(f"{prefix}-macro.png", result.macro[0]),
+               save_png(f"{prefix}-full.png", full)]
+    if true_box is not None:
+        real = draw_box(to_uint8(image), true_box[0], true_box[1], height, width, (255, 0, 0),
+                        wrap=cyclic)
+        written.append(save_png(f"{prefix}-real.png",
+                                draw_box(real, top, left, height, width, (0, 96, 255),
+                                         wrap=cyclic)))
+    write_sidecar(f"{prefix}.json", ctx.provenance, app="inspire", source=str(args.image or
+                  args.patch), input_box=true_box[:2] if true_box else None,
+                  estimated_position={"row": int(result.rows[0]), "col": int(result.cols[0])},
+                  estimated_box={"top": top, "left": left, "height": height, "width": width},
+                  estimated_coordinate=result.coords[0], estimated_z=result.z[0],
+                  files=[p.name for p in written], warning=warning)
+    return written
+
+
+# ---- beyond ----------------------------------------------------------------------------------
+def _add_beyond(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", default="0-3", help="seeds (default 0-3)")
+    parser.add_argument("--extend", default="1", help="micro patches added past the borders: "
+                        "K for every side or TOP,BOTTOM,LEFT,RIGHT (default 1)")
+
+
+def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
+    from cocogan.apps import Extension, beyond
+    from cocogan.apps.beyond import extended_rect
+    from cocogan.apps.io import save_png, write_sidecar
+    from cocogan.apps.render import axis_coordinates
+
+    extension = Extension.parse(args.extend)
+    rect = extended_rect(ctx.model.coords, extension)
+    seeds, z = ctx.seeds(args.seeds)
+    if not ctx.config.train.extrapolate:
+        _warn("beyond", "this run was not fine-tuned for extrapolation (train.extrapolate=0); "
+              "see cocogan train --extrapolate")
+    written = []
+    for seed, image in zip(seeds, beyond(ctx.model, z, extension, raw=ctx.raw, chunk=ctx.chunk),
+                           strict=True):
+        path = save_png(ctx.out / f"beyond-seed{seed:04d}.png", image)
+        write_sidecar(path, ctx.provenance, app="beyond", seed=seed,
+                      extend=vars(extension), trained_box_pixels={
+                          "top": extension.top * ctx.model.coords.micro,
+                          "left": extension.left * ctx.model.coords.micro,
+                          "height": ctx.config.model.full_height,
+                          "width": ctx.config.model.full_width},
+                      coordinates=axis_coordinates(ctx.model.coords, rect))
+        written.append(path)
+    return written
+
+
+# ---- huge ------------------------------------------------------------------------------------
+def _add_huge(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="seed of the image (default 0)")
+    parser.add_argument("--size", required=True,
+                        help="output HEIGHT,WIDTH or one side, pixels (multiples of the micro "
+                        "patch), e.g. 16384")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="tile/band side in pixels (multiple of 16 and of the micro patch; "
+                        "default 256)")
+    parser.add_argument("--origin", help="grid position ROW,COL of the top-left micro patch "
+                        "(default: the trained image centred)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="file ending in .tif (tiled BigTIFF, default) or .png")
+    parser.add_argument("--compress", action="store_true", help="deflate-compress the tiles")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
+    from cocogan.apps import plan_huge, write_huge
+    from cocogan.apps.io import write_sidecar
+    from cocogan.apps.render import axis_coordinates
+
+    size = parse_numbers(args.size, "--size", (1, 2))
+    height, width = (size * 2) if len(size) == 1 else size
+    origin = parse_numbers(args.origin, "--origin", (2,)) if args.origin else None
+    plan = plan_huge(ctx.model.coords, height, width, tile=args.tile, origin=origin)
+    seeds, z = ctx.seeds(str(args.seed), "--seed")
+    output = args.output or ctx.out / f"huge-seed{args.seed:04d}-{height}x{width}.tif"
+    path = write_huge(ctx.model, z, output, plan, raw=ctx.raw, chunk=ctx.chunk,
+                      progress=not args.no_progress, compress=args.compress)
+    rect = plan.rect()
+    write_sidecar(path, ctx.provenance, app="huge", seed=seeds[0], size=[height, width],
+                  origin=[plan.origin_row, plan.origin_col], tile=plan.tile,
+                  format="BigTIFF (tiled)" if path.suffix.lower() != ".png" else "PNG",
+                  coordinate_range={k: [v[0], v[-1]]
+                                    for k, v in axis_coordinates(ctx.model.coords, rect).items()})
+    return [path]
+
+
+_ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "full": _add_full, "viewport": _add_viewport, "panorama": _add_panorama,
+    "interpolate": _add_interpolate, "inspire": _add_inspire, "beyond": _add_beyond,
+    "huge": _add_huge,
+}
+_RUNNERS: dict[str, Callable[[argparse.Namespace, Context], list[Path]]] = {
+    "full": _run_full, "viewport": _run_viewport, "panorama": _run_panorama,
+    "interpolate": _run_interpolate, "inspire": _run_inspire, "beyond": _run_beyond,
+    "huge": _run_huge,
+}

@@ -1,0 +1,24 @@
+"""`cocogan plot RUN_DIR`: the paper's training indicators (Appendix F) as a PNG: the
+Wasserstein estimate L_W and every metric logged by `--eval-every` over steps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    parser = sub.add_parser(name, help="plot L_W and evaluated metrics over training steps")
+    parser.add_argument("run", help="run directory (reads its metrics.jsonl)")
+    parser.add_argument("--out", help="output PNG (default RUN/training-indicators.png)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cocogan.evaluation.indicators import INDICATOR_FILE, plot_indicators
+
+    run_dir = Path(args.run)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    out = Path(args.out) if args.out else run_dir / INDICATOR_FILE
+    print(f"wrote {plot_indicators(run_dir / 'metrics.jsonl', out)}")
+    return 0

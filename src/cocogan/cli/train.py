@@ -1,0 +1,203 @@
+"""`cocogan train`: start a run from a preset or config on a folder or built-in dataset, or
+resume one (`--resume RUN_DIR`). Stops cleanly on Ctrl-C / SIGTERM with a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from cocogan.config import Config, ConfigError, apply_overrides
+from cocogan.presets import PRESETS, get_preset
+from cocogan.training.device import DEVICE_CHOICES
+
+if TYPE_CHECKING:
+    from cocogan.training.loop import Trainer
+
+# Flags that describe a new run; with --resume the run's own config.yaml and run.yaml decide.
+_NEW_RUN_FLAGS = ("preset", "config", "out", "batch", "seed", "set", "extrapolate", "init_from",
+                  "dry_run")
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    parser = sub.add_parser(
+        name, help="train a model (or resume a run)",
+        description="Train COCO-GAN. New run: --preset NAME --data SRC --out RUN_DIR. "
+                    "Continue one: --resume RUN_DIR [--steps N].")
+    parser.add_argument("--preset", metavar="NAME",
+                        help=f"named configuration: {', '.join(PRESETS)} (see `cocogan presets`)")
+    parser.add_argument("--config", metavar="FILE.yaml", type=Path,
+                        help="YAML config (sections model/train); overrides the preset's values")
+    parser.add_argument("--data", metavar="SRC",
+                        help="image folder (searched recursively) or builtin:blobs / "
+                             "builtin:skyline")
+    parser.add_argument("--out", metavar="RUN_DIR", type=Path, help="new run directory")
+    parser.add_argument("--resume", metavar="RUN_DIR", type=Path,
+                        help="continue this run from its newest checkpoint")
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help="total optimisation steps (train.steps); with --resume, the new total")
+    parser.add_argument("--batch", type=int, metavar="B", help="images per step (train.batch)")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="seed for weights, data order and latents (default 0)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, metavar="DEVICE",
+                        help="auto (CUDA when available, default) | cpu | cuda")
+    parser.add_argument("--set", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. --set train.lr_d=2e-4 model.ngf=32")
+    parser.add_argument("--extrapolate", type=int, metavar="K",
+                        help="beyond-boundary fine-tune: sample K grid steps past each border "
+                             "(train.extrapolate); usually with --init-from")
+    parser.add_argument("--init-from", metavar="RUN_OR_CKPT",
+                        help="start from the weights of a trained run or .safetensors file")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the config and data, write RUN_DIR/config.yaml, stop")
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Preset (or the --init-from checkpoint's config), then --config, --set and the flags."""
+    if args.preset:
+        data = get_preset(args.preset).to_dict()
+    elif args.init_from:
+        data = _checkpoint_config(args.init_from).to_dict()
+    elif args.config:
+        data = Config().to_dict()
+    else:
+        raise ConfigError("choose what to train: --preset NAME (see `cocogan presets`) or "
+                          "--config FILE.yaml")
+    if args.config:
+        data = _merge(data, _read_yaml(args.config))
+    config = Config.from_dict(data)
+    apply_overrides(config, [item for group in args.set for item in group])
+    for flag, key in (("steps", "steps"), ("batch", "batch"), ("extrapolate", "extrapolate")):
+        if getattr(args, flag) is not None:
+            setattr(config.train, key, getattr(args, flag))
+    return config.validate()
+
+
+def _checkpoint_config(path: str) -> Config:
+    from cocogan.checkpoint import read_metadata, resolve_checkpoint
+
+    metadata = read_metadata(resolve_checkpoint(path))
+    return Config.from_dict(json.loads(metadata["config"]))
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"--config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--config {path} is not valid YAML: "
+                          f"{str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path} must be a mapping with model/train sections")
+    return data
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+@contextlib.contextmanager
+def plain_warnings(command: str) -> Iterator[None]:
+    """Show warnings (skipped files, dataset mismatches) as one line each, no source lines."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: object = None, line: str | None = None) -> None:
+        print(f"cocogan {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Boundary checks that name the flag."""
+    if args.resume is not None:
+        clashing = [f"--{f.replace('_', '-')}" for f in _NEW_RUN_FLAGS if getattr(args, f)]
+        if clashing:
+            raise ConfigError(f"--resume continues a run with its own config; drop "
+                              f"{', '.join(clashing)} (allowed with it: --steps, --device, "
+                              f"--data)")
+        return
+    if not args.data:
+        raise ConfigError("--data is required: an image folder or builtin:blobs / "
+                          "builtin:skyline")
+    if args.out is None:
+        raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    for flag in ("steps", "batch"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            raise ConfigError(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cocogan.training.run import RunSpec, new_trainer, prepare_new_run, resume_trainer
+
+    check_flags(args)
+    with plain_warnings("train"):
+        if args.resume is not None:
+            trainer, data_line = resume_trainer(args.resume, steps=args.steps, device=args.device,
+                                                data=args.data)
+            run_dir = args.resume
+            print(f"resuming {run_dir} at step {trainer.state.step}")
+        else:
+            config = resolve_config(args)
+            spec = RunSpec(data=args.data, seed=args.seed or 0, device=args.device or "auto",
+                           init_from=args.init_from)
+            dataset, data_line = prepare_new_run(args.out, config, spec)
+            run_dir = args.out
+            print(f"wrote {run_dir / 'config.yaml'} (preset {config.name})")
+            if args.dry_run:
+                print(data_line)
+                print("dry run: stopping before step 0")
+                return 0
+            trainer = new_trainer(args.out, config, spec, dataset)
+        return train(trainer, run_dir, data_line)
+
+
+def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:
+    """Run ``trainer`` to its total under a stop flag; print how it ended; the exit code."""
+    import torch
+
+    from cocogan.training.loop import TrainingDiverged
+    from cocogan.training.signals import StopFlag
+
+    total = trainer.config.train.steps
+    print(data_line)
+    threads = f" ({torch.get_num_threads()} threads)" if trainer.device.type == "cpu" else ""
+    print(f"device: {trainer.device}{threads}; training steps {trainer.state.step} -> {total}")
+    if trainer.state.step >= total:
+        print(f"{run_dir} is already at step {trainer.state.step} of {total}: pass --steps N "
+              f"with N > {trainer.state.step} to train further")
+        return 0
+
+    def announce(name: str) -> None:
+        trainer.notify(f"received {name}: finishing step {trainer.state.step + 1}, then "
+                       "writing a checkpoint (send it again to quit without saving)")
+
+    with StopFlag(on_request=announce) as stop:
+        try:
+            stopped = trainer.fit(stop)
+        except TrainingDiverged as error:
+            print(f"cocogan train: error: {error}", file=sys.stderr)
+            return 1
+    step = trainer.state.step
+    if stopped:
+        print(f"stopped at step {step} of {total} ({stopped}); checkpoint written. Resume with:"
+              f" cocogan train --resume {run_dir}")
+        return 130 if stopped == signal.SIGINT.name else 0
+    print(f"done: {step} steps; checkpoints in {run_dir / 'checkpoints'}, samples in "
+          f"{run_dir / 'samples'}")
+    return 0

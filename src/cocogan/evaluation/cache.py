@@ -1,0 +1,79 @@
+"""On-disk cache of real-data feature statistics (FID's reference side).
+
+Features of 50,000 real images take minutes even on a GPU and never change for a given data
+source, so their mean, covariance and the rows kept for KID are stored once under a key made of
+the source's fingerprint (path, file list, size, crop mode, preprocessing version), the feature
+extractor and the image counts. Location: $COCOGAN_CACHE/stats, else $XDG_CACHE_HOME or
+~/.cache, then cocogan/stats.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cocogan.checkpoint import atomic_write
+from cocogan.metrics import FeatureStats
+
+CACHE_ENV = "COCOGAN_CACHE"
+CACHE_VERSION = 1  # bump when the cached content or its meaning changes
+
+
+@dataclass(frozen=True)
+class RealFeatures:
+    """Reference-side FID/KID inputs: Gaussian statistics and the rows kept for KID."""
+
+    stats: FeatureStats
+    kept: np.ndarray  # (K, D) float32 feature rows, K <= the KID keep count
+
+
+def stats_dir() -> Path:
+    """Directory of cached statistics (created on first save)."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / "stats"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "cocogan" / "stats"
+
+
+def stats_key(fingerprint: str, extractor: str, count: int, keep: int) -> str:
+    """File-name-safe key, e.g. ``builtin-blobs-32x32-abc...-inception-v3-pool3-n10000-k10000``.
+
+    Args:
+        fingerprint: `cocogan.data.dataset_fingerprint` of the real source as preprocessed.
+        extractor: the feature extractor's name (features of different networks never mix).
+        count: real images summarised.
+        keep: feature rows retained for KID.
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", extractor)
+    return f"{fingerprint}-{name}-n{count}-k{keep}-v{CACHE_VERSION}"
+
+
+def load_real_features(key: str) -> RealFeatures | None:
+    """Cached entry for `key`, or None when absent or unreadable (then it is recomputed)."""
+    path = stats_dir() / f"{key}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            stats = FeatureStats(mean=f["mean"], cov=f["cov"], n=int(f["n"]))
+            return RealFeatures(stats=stats, kept=f["kept"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def save_real_features(key: str, real: RealFeatures) -> Path:
+    """Store an entry atomically (a concurrent reader never sees a partial file)."""
+    path = stats_dir() / f"{key}.npz"
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, mean=real.stats.mean, cov=real.stats.cov,
+                     n=np.int64(real.stats.n), kept=real.kept.astype(np.float32))
+
+    atomic_write(path, write)
+    return path

@@ -1,0 +1,180 @@
+"""Evaluation during training (`--eval-every K --eval-metrics ...`): the paper's Appendix F
+watches quality over training time; this computes the chosen metrics on a small subset every K
+steps, returns them as `eval/<key>` floats for metrics.jsonl and TensorBoard, and says when a
+new best checkpoint should be kept.
+
+The real side (statistics, descriptors, real images) is prepared once, when the callback is
+built, so each call only generates images; fixed latents (one seed) make successive values
+comparable. Missing Inception weights or bad data fail at construction, before step 0.
+`EvalHook` plugs an `EvalCallback` into `cocogan.training.loop.Trainer.hooks`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cocogan.checkpoint import CHECKPOINT_DIR, atomic_write, save_model
+from cocogan.config import Config
+from cocogan.coords import coordinate_system
+from cocogan.data import build_dataset, dataset_fingerprint
+from cocogan.evaluation.pipeline import build_reference, evaluate
+from cocogan.evaluation.run import feature_extractor_for
+from cocogan.evaluation.sampling import cocogan_sampler
+from cocogan.evaluation.settings import LOWER_IS_BETTER, EvalConfig, parse_metrics
+from cocogan.evaluation.spatial import discriminator_predictor
+from cocogan.metrics import FeatureExtractor
+from cocogan.model import CocoGAN
+
+PREFIX = "eval/"
+# Small subset: seconds per evaluation of the tiny presets on a CPU (FID needs more to be
+# meaningful; raise n for it).
+TRAINING_EVAL = EvalConfig(n=1_000, swd_images=1_000, seam_images=500, spatial_images=250)
+
+
+def best_score(metric: str, values: dict[str, float]) -> float | None:
+    """The number that decides "best" for `metric` from logged `eval/` values; smaller wins.
+
+    fid, kid, swd: the value. seams, wrap: the distance to the real images' ratio (seamless
+    generation matches the real figure, not 0). spatial: minus the accuracy. None if missing.
+    """
+    get = values.get
+    if metric in ("seams", "wrap"):
+        gen, real = get(f"{PREFIX}{metric}"), get(f"{PREFIX}{metric}_real")
+        score = None if gen is None or real is None else abs(gen - real)
+    elif metric == "spatial":
+        acc = get(f"{PREFIX}spatial_acc")
+        score = None if acc is None else -acc
+    else:
+        score = get(f"{PREFIX}{metric}")
+        if score is not None and not LOWER_IS_BETTER[metric]:
+            score = -score
+    return None if score is None or not math.isfinite(score) else float(score)
+
+
+@dataclass
+class BestTracker:
+    """Remembers the best score seen for one metric; `update` says when to save "best"."""
+
+    metric: str  # metric name, e.g. "swd"
+    score: float | None = None  # best `best_score` so far (smaller is better)
+    step: int | None = None  # training step where it was reached
+
+    def update(self, values: dict[str, float], step: int) -> bool:
+        """True when `values` improves on the best so far (then the caller saves a checkpoint)."""
+        score = best_score(self.metric, values)
+        if score is None or (self.score is not None and score >= self.score):
+            return False
+        self.score, self.step = score, step
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        """For the resume state, so a resumed run does not overwrite a better checkpoint."""
+        return {"metric": self.metric, "score": self.score, "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("metric") == self.metric:
+            self.score, self.step = state.get("score"), state.get("step")
+
+
+class EvalCallback:
+    """Computes metrics on a subset during training; call as
+    `evaluate_during_training(model, config, step) -> {"eval/swd": ..., ...}`.
+
+    Args:
+        config: the run's config (sizes, coordinates, CelebA crop).
+        real: the training data source (folder or builtin:NAME).
+        metrics: names, e.g. "swd,seams"; the first one decides the best checkpoint.
+        every: steps between evaluations (`EvalHook.every`, read by the training loop).
+        settings: subset sizes; default TRAINING_EVAL.
+        device: where the Inception network runs (generation runs on the model's device).
+        inception_weights: FID weights file, for fid/kid.
+        feature_extractor: replaces Inception (tests).
+        raw: evaluate the raw generator instead of the EMA one.
+    """
+
+    def __init__(self, config: Config, real: str, metrics: str | list[str], *, every: int,
+                 settings: EvalConfig = TRAINING_EVAL, device: str | torch.device = "cpu",
+                 inception_weights: str | None = None,
+                 feature_extractor: FeatureExtractor | None = None, raw: bool = False) -> None:
+        if every <= 0:
+            raise ValueError(f"--eval-every must be a positive number of steps, got {every}")
+        self.metrics = parse_metrics(metrics)
+        self.every, self.raw = every, raw
+        self.settings = settings.validate()
+        self.best = BestTracker(self.metrics[0])
+        m, cylindrical = config.model, config.model.coords == "cylindrical"
+        self.extractor = feature_extractor_for(self.metrics, torch.device(device),
+                                               settings.batch, inception_weights,
+                                               feature_extractor)
+        dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
+                                celeba_crop=config.train.celeba_crop)
+        fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
+                                          config.train.celeba_crop, cylindrical=cylindrical)
+        self.reference = build_reference(self.metrics, dataset, coordinate_system(m),
+                                         settings, extractor=self.extractor,
+                                         fingerprint=fingerprint)
+
+    def evaluate_during_training(self, model: CocoGAN, config: Config,
+                                 step: int) -> dict[str, float]:
+        """Metric values as `eval/<key>` floats (NaN-free: undefined values are dropped).
+
+        `step` is accepted so the loop's call reads the same for every callback; the real
+        reference was prepared at construction for `config`'s geometry.
+        """
+        assert coordinate_system(config.model) == self.reference.coords, \
+            f"eval callback built for {self.reference.coords}, step {step} has another geometry"
+        result = evaluate(self.reference, self.settings,
+                          sample=cocogan_sampler(model, raw=self.raw),
+                          predictor=discriminator_predictor(model.discriminator),
+                          extractor=self.extractor)
+        return {f"{PREFIX}{k}": float(v) for k, v in result.values.items() if math.isfinite(v)}
+
+    __call__ = evaluate_during_training
+
+
+BEST_WEIGHTS = "best.safetensors"  # in RUN/checkpoints/, beside step-*.safetensors (not pruned)
+BEST_STATE = "best.json"  # the BestTracker state, so a resumed run keeps its best
+
+
+class EvalHook:
+    """Adapter to the training loop's hook protocol (`every` + `__call__(trainer)`).
+
+    Every `every` steps: evaluate, append `{"step": s, "eval/...": ...}` to metrics.jsonl and
+    TensorBoard, and when the first metric improves write RUN/checkpoints/best.safetensors and
+    best.json. Lives here, not in the training package, so training never imports evaluation.
+
+    Args:
+        callback: the evaluator (subset sizes, metrics, real reference).
+        run_dir: the run directory; an existing best.json is loaded (resume).
+    """
+
+    def __init__(self, callback: EvalCallback, run_dir: str | Path) -> None:
+        self.callback = callback
+        self.every = callback.every
+        self.folder = Path(run_dir) / CHECKPOINT_DIR
+        state = self.folder / BEST_STATE
+        if state.is_file():
+            callback.best.load_state_dict(json.loads(state.read_text()))
+
+    def __call__(self, trainer: Any) -> None:
+        """`trainer`: a `cocogan.training.loop.Trainer` (model, config, state.step, log, notify)."""
+        step = trainer.state.step
+        values = self.callback(trainer.model, trainer.config, step)
+        with Path(trainer.log.path).open("a") as handle:  # same file as the loss records
+            handle.write(json.dumps({"step": step, **values}) + "\n")
+        if trainer.log.writer is not None:
+            for key, value in values.items():
+                trainer.log.writer.add_scalar(key, value, step)
+        shown = "  ".join(f"{k[len(PREFIX):]} {v:.4g}" for k, v in values.items()
+                          if not k.startswith(f"{PREFIX}swd_"))
+        trainer.notify(f"eval at step {step}: {shown}")
+        if self.callback.best.update(values, step):
+            save_model(self.folder / BEST_WEIGHTS, trainer.config, trainer.model, step)
+            text = json.dumps(self.callback.best.state_dict()) + "\n"
+            atomic_write(self.folder / BEST_STATE, lambda tmp: tmp.write_text(text))

@@ -1,0 +1,48 @@
+"""The paper's training indicators (Appendix F): the Wasserstein estimate L_W and each evaluated
+metric over training steps, drawn from a run's metrics.jsonl into one PNG.
+
+Training records carry the loss terms (`L_W`, ...); evaluation records carry `eval/<key>`
+values (see `cocogan.evaluation.callback`). This module only chooses which series to show;
+`cocogan.plotting.plot_metrics` draws them, one panel each. The real-image figures of seams and
+wrap (`eval/seams_real`, `eval/wrap_real`) follow their metric's panel; SWD's per-level values
+and KID's standard deviation are left out (they are in metrics.jsonl and TensorBoard).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cocogan.plotting import plot_metrics, read_jsonl
+
+EVAL_PREFIX = "eval/"
+INDICATOR_FILE = "training-indicators.png"
+
+
+def indicator_keys(records: list[dict[str, Any]]) -> list[str]:
+    """L_W first (if logged), then every evaluated metric in first-logged order."""
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    evals = [k for k in keys if k.startswith(EVAL_PREFIX)
+             and not k.startswith(f"{EVAL_PREFIX}swd_") and not k.endswith("_std")]
+    # a metric's real-image figure goes right after the metric
+    ordered = [k for k in evals if not k.endswith("_real")]
+    for real in (k for k in evals if k.endswith("_real")):
+        metric = real.removesuffix("_real")
+        ordered.insert(ordered.index(metric) + 1 if metric in ordered else len(ordered), real)
+    return (["L_W"] if "L_W" in keys else []) + ordered
+
+
+def plot_indicators(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
+    """Draw the indicators of a metrics.jsonl into `out_png`.
+
+    Raises:
+        FileNotFoundError: no metrics.jsonl.
+        ValueError: it holds neither L_W nor evaluated metrics.
+    """
+    path = Path(metrics_jsonl)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: train first (cocogan train) or pass a run directory")
+    keys = indicator_keys([r for r in read_jsonl(path) if "step" in r])
+    if not keys:
+        raise ValueError(f"{path} has no L_W and no eval/ metrics to plot")
+    return plot_metrics(path, Path(out_png), keys=keys)

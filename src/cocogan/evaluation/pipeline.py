@@ -1,0 +1,225 @@
+"""The evaluation pipeline: a reference computed once from real images, then any number of
+evaluations of generated images against it (one for `cocogan eval`, one every K training steps).
+
+Metric keys of the flat result dict (all floats):
+- fid; kid, kid_std (mean and std over subsets, raw MMD^2 units)
+- swd (average over levels, x1e3, PGGAN) and swd_<height> per pyramid level
+- seams, seams_real: micro-patch border ratio of generated and of real images (1 = seamless)
+- wrap, wrap_real: 360-degree seam ratio of generated and of real panoramas (cylindrical only)
+- spatial_acc, spatial_err: D's spatial head on real macro patches (see `spatial`)
+
+Shapes: B batch, C/H/W image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from cocogan.coords import CoordinateSystem
+from cocogan.data import ImageFolderDataset
+from cocogan.evaluation.cache import (
+    RealFeatures,
+    load_real_features,
+    save_real_features,
+    stats_key,
+)
+from cocogan.evaluation.sampling import Sampler, generated_batches, real_batches
+from cocogan.evaluation.settings import FEATURE_METRICS, EvalConfig
+from cocogan.evaluation.sinks import FeatureSink, ImageSink, Sink, SWDSink, feed
+from cocogan.evaluation.spatial import Predictor, spatial_accuracy
+from cocogan.metrics import (
+    FeatureExtractor,
+    FeatureStats,
+    fid_from_stats,
+    kernel_inception_distance,
+    seam_ratio,
+    sliced_wasserstein_from_descriptors,
+    wrap_ratio,
+)
+
+
+@dataclass
+class Reference:
+    """Everything the real side contributes, computed once per evaluation setup."""
+
+    metrics: tuple[str, ...]  # metric names this reference serves
+    coords: CoordinateSystem  # geometry: micro size for seams, macro grid for spatial
+    features: RealFeatures | None = None  # FID/KID statistics (maybe from the cache)
+    swd: list[Tensor] | None = None  # real SWD descriptors per level
+    images: Tensor | None = None  # kept real images (N, C, H, W) for seams/wrap/spatial
+    values: dict[str, float] = field(default_factory=dict)  # seams_real, wrap_real
+    counts: dict[str, int] = field(default_factory=dict)  # real images per metric
+    cache_hit: bool = False  # FID statistics came from the on-disk cache
+
+
+def _check_metrics(metrics: tuple[str, ...], coords: CoordinateSystem,
+                   extractor: FeatureExtractor | None) -> None:
+    if "wrap" in metrics and not coords.cyclic:
+        raise ValueError("--metrics wrap needs a cylindrical (panorama) run; this run uses "
+                         "cartesian coordinates: drop wrap")
+    if any(m in FEATURE_METRICS for m in metrics) and extractor is None:
+        raise ValueError("fid/kid need a feature extractor (the Inception network)")
+
+
+def _seam_count(cfg: EvalConfig) -> int:
+    """Images per side for seams/wrap: a subset, never more than --n."""
+    return min(cfg.n, cfg.seam_images)
+
+
+def _spatial_count(cfg: EvalConfig) -> int:
+    """Real images whose macro patches go through the spatial head, never more than --n."""
+    return min(cfg.n, cfg.spatial_images)
+
+
+def _feature_sink(extractor: FeatureExtractor, limit: int, cfg: EvalConfig) -> FeatureSink:
+    return FeatureSink(extractor, limit, keep=min(limit, cfg.kid_features))
+
+
+def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
+                    coords: CoordinateSystem, cfg: EvalConfig, *,
+                    extractor: FeatureExtractor | None = None,
+                    fingerprint: str | None = None) -> Reference:
+    """One pass over a fixed real subset computes every real-side stage the metrics need.
+
+    Args:
+        metrics: validated metric names.
+        dataset: real full images at the run's size.
+        coords: the run's coordinate system.
+        cfg: sample counts and batching.
+        extractor: features for fid/kid.
+        fingerprint: `dataset_fingerprint` of the source; enables the on-disk statistics cache.
+    """
+    _check_metrics(metrics, coords, extractor)
+    if isinstance(dataset, ImageFolderDataset):
+        dataset.roll = False  # a rolled panorama moves its 360-degree seam inside: wrap_real ~ 1
+    ref = Reference(metrics=metrics, coords=coords)
+    key, feature_sink = None, None
+    if any(m in FEATURE_METRICS for m in metrics):
+        count = min(cfg.n, len(dataset))  # type: ignore[arg-type]
+        if fingerprint is not None:
+            key = stats_key(fingerprint, extractor.name, count, min(count, cfg.kid_features))
+            ref.features = load_real_features(key)
+            ref.cache_hit = ref.features is not None
+        if ref.features is None:
+            feature_sink = _feature_sink(extractor, count, cfg)
+    swd_sink = SWDSink(min(cfg.n, cfg.swd_images), cfg.swd_descriptors, cfg.seed) \
+        if "swd" in metrics else None
+    keep = max([_seam_count(cfg) for m in ("seams", "wrap") if m in metrics]
+               + [_spatial_count(cfg) for m in ("spatial",) if m in metrics] + [0])
+    image_sink = ImageSink(keep) if keep else None
+    sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
+    if sinks:
+        limit = max(s.limit for s in sinks)
+        feed(real_batches(dataset, limit, cfg.batch), sinks)
+    if feature_sink is not None:
+        acc = feature_sink.accumulator
+        ref.features = RealFeatures(stats=acc.stats(), kept=acc.features())
+        if key is not None:
+            save_real_features(key, ref.features)
+    if ref.features is not None:
+        ref.counts.update({m: ref.features.stats.n for m in FEATURE_METRICS if m in metrics})
+    if swd_sink is not None:
+        ref.swd = swd_sink.descriptors()
+        ref.counts["swd"] = swd_sink.seen
+    if image_sink is not None:
+        ref.images = image_sink.images()
+        _real_seam_values(ref, cfg)
+    return ref
+
+
+def _real_seam_values(ref: Reference, cfg: EvalConfig) -> None:
+    """seams_real / wrap_real and the real counts of the image-subset metrics."""
+    assert ref.images is not None
+    subset = ref.images[: _seam_count(cfg)]
+    if "seams" in ref.metrics:
+        ref.values["seams_real"] = seam_ratio(subset, ref.coords.micro)
+        ref.counts["seams"] = subset.shape[0]
+    if "wrap" in ref.metrics:
+        ref.values["wrap_real"] = wrap_ratio(subset)
+        ref.counts["wrap"] = subset.shape[0]
+    if "spatial" in ref.metrics:
+        ref.counts["spatial"] = min(ref.images.shape[0], _spatial_count(cfg))
+
+
+@dataclass
+class Evaluation:
+    """Metric values and the image counts behind them."""
+
+    values: dict[str, float]
+    generated: dict[str, int]  # generated images per metric
+    real: dict[str, int]  # real images per metric
+
+
+def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
+             predictor: Predictor | None = None,
+             extractor: FeatureExtractor | None = None) -> Evaluation:
+    """Generated-side stages and the final numbers, against a prepared reference.
+
+    Args:
+        ref: from `build_reference` with the same metrics.
+        cfg: sample counts, batching and seed (the latents of image i depend only on seed).
+        sample: generator of full images; needed for every metric but spatial.
+        predictor: D's spatial head; needed for spatial.
+        extractor: the same feature extractor as the reference's.
+    """
+    metrics = ref.metrics
+    values: dict[str, float] = dict(ref.values)
+    generated: dict[str, int] = {}
+    feature_sink = _feature_sink(extractor, cfg.n, cfg) \
+        if any(m in FEATURE_METRICS for m in metrics) else None
+    swd_sink = SWDSink(min(cfg.n, cfg.swd_images), cfg.swd_descriptors, cfg.seed) \
+        if "swd" in metrics else None
+    image_sink = ImageSink(_seam_count(cfg)) \
+        if any(m in ("seams", "wrap") for m in metrics) else None
+    sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
+    if sinks:
+        if sample is None:
+            raise ValueError(f"metrics {', '.join(metrics)} need a generator")
+        limit = max(s.limit for s in sinks)
+        feed(generated_batches(sample, limit, cfg.batch, cfg.seed), sinks)
+    if feature_sink is not None:
+        assert ref.features is not None, "reference lacks FID statistics"
+        _feature_values(values, generated, feature_sink, ref.features, metrics, cfg)
+    if swd_sink is not None:
+        assert ref.swd is not None, "reference lacks SWD descriptors"
+        swd = sliced_wasserstein_from_descriptors(ref.swd, swd_sink.descriptors(), seed=cfg.seed)
+        values["swd"] = float(swd["mean"])
+        height = ref.coords.grid_h * ref.coords.micro
+        for index, level in enumerate(swd["levels"]):
+            values[f"swd_{height >> index}"] = float(level)
+        generated["swd"] = swd_sink.seen
+    if image_sink is not None:
+        images = image_sink.images()
+        if "seams" in metrics:
+            values["seams"] = seam_ratio(images, ref.coords.micro)
+            generated["seams"] = images.shape[0]
+        if "wrap" in metrics:
+            values["wrap"] = wrap_ratio(images)
+            generated["wrap"] = images.shape[0]
+    if "spatial" in metrics:
+        if predictor is None or ref.images is None:
+            raise ValueError("the spatial metric needs the model's discriminator")
+        result = spatial_accuracy(predictor, ref.coords,
+                                  ref.images[: _spatial_count(cfg)].split(cfg.batch))
+        values["spatial_acc"], values["spatial_err"] = result.accuracy, result.error
+    return Evaluation(values=values, generated=generated, real=dict(ref.counts))
+
+
+def _feature_values(values: dict[str, float], generated: dict[str, int], sink: FeatureSink,
+                    real: RealFeatures, metrics: tuple[str, ...], cfg: EvalConfig) -> None:
+    """FID from the two Gaussian summaries; KID from the kept feature rows."""
+    fake_stats: FeatureStats = sink.accumulator.stats()
+    if "fid" in metrics:
+        values["fid"] = fid_from_stats(fake_stats, real.stats)
+        generated["fid"] = fake_stats.n
+    if "kid" in metrics:
+        fake = sink.accumulator.features()
+        kid, kid_std = kernel_inception_distance(fake, real.kept, subsets=cfg.kid_subsets,
+                                                 subset_size=cfg.kid_subset_size,
+                                                 seed=cfg.seed)
+        values["kid"], values["kid_std"] = kid, kid_std
+        generated["kid"] = fake.shape[0]
+

@@ -1,0 +1,155 @@
+"""`evaluate_run`: a trained run's checkpoint against real data, the numbers written to
+`RUN/eval.json` and printed as a table. The Python face of `cocogan eval`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cocogan import __version__
+from cocogan.checkpoint import load_model, resolve_checkpoint
+from cocogan.data import build_dataset, dataset_fingerprint
+from cocogan.evaluation.pipeline import build_reference, evaluate
+from cocogan.evaluation.sampling import cocogan_sampler
+from cocogan.evaluation.settings import FEATURE_METRICS, EvalConfig, parse_metrics
+from cocogan.evaluation.spatial import discriminator_predictor
+from cocogan.metrics import FeatureExtractor, InceptionFeatures
+from cocogan.training.device import select_device
+
+EVAL_FILE = "eval.json"
+
+
+def feature_extractor_for(metrics: tuple[str, ...], device: torch.device, batch: int,
+                          weights: str | Path | None,
+                          given: FeatureExtractor | None) -> FeatureExtractor | None:
+    """The given extractor, else the FID Inception network when fid/kid are asked for.
+
+    Raises MissingWeightsError at once (before any model or data is loaded) when the weights
+    are not on disk; nothing is downloaded.
+    """
+    if given is not None or not any(m in FEATURE_METRICS for m in metrics):
+        return given
+    return InceptionFeatures(weights, device=device, batch_size=batch)
+
+
+@dataclass
+class RunEvaluation:
+    """What `cocogan eval` reports and writes."""
+
+    values: dict[str, float]
+    record: dict[str, Any]  # the content of eval.json
+    path: Path | None  # where eval.json was written
+
+
+def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[str, ...], *,
+                 checkpoint: str | Path | None = None, cfg: EvalConfig | None = None,
+                 device: str = "auto", inception_weights: str | Path | None = None,
+                 raw: bool = False, feature_extractor: FeatureExtractor | None = None,
+                 use_cache: bool = True, write: bool = True) -> RunEvaluation:
+    """Evaluate a run's checkpoint against a real data source.
+
+    Args:
+        run: run directory (its newest checkpoint is used unless `checkpoint` is given).
+        real: folder or builtin:NAME; images are prepared at the run's size, with its
+            cylindrical and CelebA-crop settings.
+        metrics: names from `cocogan.metrics.METRICS`, e.g. "fid,swd,seams".
+        checkpoint: a specific .safetensors file.
+        cfg: sample counts, batch and seed (defaults: `EvalConfig()`).
+        device: "auto", "cpu", "cuda", "cuda:1", ...
+        inception_weights: FID weights file; else $COCOGAN_INCEPTION_WEIGHTS or the torch cache.
+        raw: sample from the raw generator instead of its EMA.
+        feature_extractor: replaces Inception for fid/kid (tests, other feature spaces).
+        use_cache: read/write cached real statistics.
+        write: write eval.json into the run directory.
+    """
+    start = time.perf_counter()
+    names = parse_metrics(metrics)
+    cfg = (cfg or EvalConfig()).validate()
+    dev = select_device(device)
+    extractor = feature_extractor_for(names, dev, cfg.batch, inception_weights, feature_extractor)
+    file = resolve_checkpoint(checkpoint if checkpoint is not None else run)
+    config, model, step = load_model(file, dev)
+    m, cylindrical = config.model, config.model.coords == "cylindrical"
+    dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
+                            celeba_crop=config.train.celeba_crop)
+    fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
+                                      config.train.celeba_crop, cylindrical=cylindrical) \
+        if use_cache else None
+    ref = build_reference(names, dataset, model.coords, cfg, extractor=extractor,
+                          fingerprint=fingerprint)
+    result = evaluate(ref, cfg, sample=cocogan_sampler(model, raw=raw),
+                      predictor=discriminator_predictor(model.discriminator),
+                      extractor=extractor)
+    record = {
+        "metrics": result.values, "requested": list(names),
+        "n": {"generated": result.generated, "real": result.real},
+        "checkpoint": str(file), "step": step, "real": real, "preset": config.name,
+        "generator": "raw" if raw else "ema", "seed": cfg.seed, "device": str(dev),
+        "feature_extractor": extractor.name if extractor is not None else None,
+        "real_stats_cached": ref.cache_hit, "seconds": round(time.perf_counter() - start, 2),
+        "version": __version__,
+    }
+    path = None
+    run_dir = Path(run)
+    if write and run_dir.is_dir():
+        path = run_dir / EVAL_FILE
+        path.write_text(json.dumps(_finite(record), indent=2) + "\n")
+    return RunEvaluation(values=result.values, record=record, path=path)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats become null (e.g. seams of a flat image set)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+# Rows of the table: (label, generated-side key, real-side key); "-" where none applies.
+_ROWS: dict[str, list[tuple[str, str | None, str | None]]] = {
+    "fid": [("fid", "fid", None)],
+    "kid": [("kid", "kid", None)],
+    "swd": [("swd (x1e3)", "swd", None)],
+    "seams": [("seams", "seams", "seams_real")],
+    "wrap": [("wrap", "wrap", "wrap_real")],
+    "spatial": [("spatial accuracy", None, "spatial_acc"), ("spatial error (grid units)",
+                                                            None, "spatial_err")],
+}
+
+
+def format_table(evaluation: RunEvaluation) -> str:
+    """Plain-text table: metric, generated value, real-image value, image counts."""
+    values, counts = evaluation.values, evaluation.record["n"]
+    lines: list[tuple[str, ...]] = [("metric", "generated", "real", "n gen", "n real")]
+    for name in evaluation.record["requested"]:
+        rows = list(_ROWS[name])
+        if name == "swd":
+            rows += [(f"  swd level {k[4:]}px", k, None) for k in values if k.startswith("swd_")]
+        for label, gen_key, real_key in rows:
+            gen = _fmt(values, gen_key)
+            if name == "kid" and gen_key == "kid":
+                gen = f"{values['kid']:.5f} ± {values['kid_std']:.5f}"
+            lines.append((label, gen, _fmt(values, real_key),
+                          str(counts["generated"].get(name, "-")),
+                          str(counts["real"].get(name, "-"))))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def _fmt(values: dict[str, float], key: str | None) -> str:
+    if key is None or key not in values:
+        return "-"
+    return f"{values[key]:.4g}"

@@ -1,0 +1,72 @@
+"""Image streams for evaluation: generated full images in batches, and a fixed real subset.
+
+The generator side renders full images with `cocogan.apps.full` (every micro patch of a batch
+at once, assembled without blending, as the paper generates full images, Sec. 2). The real side
+reads a seeded permutation of the dataset, so every metric sees prefixes of the same real sample
+and cached statistics stay valid.
+
+Shapes: B batch, C/H/W image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from cocogan.apps.full import full_images
+from cocogan.data.loader import default_num_workers
+from cocogan.model import CocoGAN
+
+REAL_ORDER_SEED = 0  # fixed, so the real subset (and its cache key) do not depend on --seed
+
+# A sampler maps (count, torch RNG) to `count` images (B, 3, H, W) in [-1, 1].
+Sampler = Callable[[int, torch.Generator], Tensor]
+
+
+def cocogan_sampler(model: CocoGAN, *, raw: bool = False) -> Sampler:
+    """Sampler of full images from the EMA generator (or the raw one), in eval mode.
+
+    Eval mode matters: CBN then uses running statistics, so an image does not depend on the
+    other images of its batch. Rendering is `cocogan.apps.full.full_images` (all micro patches
+    of a batch in few forward passes, assembled by T(m->M) with no blending).
+    """
+
+    @torch.no_grad()
+    def sample(count: int, rng: torch.Generator) -> Tensor:
+        return full_images(model, model.sample_z(count, rng), raw=raw)
+
+    return sample
+
+
+def generated_batches(sample: Sampler, count: int, batch: int, seed: int) -> Iterator[Tensor]:
+    """`count` generated images in batches of at most `batch`, float32 on CPU.
+
+    The latents come from one CPU RNG seeded with `seed`, so a given seed gives the same images
+    whatever the device.
+    """
+    rng = torch.Generator().manual_seed(seed)
+    done = 0
+    while done < count:
+        take = min(batch, count - done)
+        yield sample(take, rng).float().cpu()
+        done += take
+
+
+def real_subset(dataset: Dataset[Tensor], count: int) -> Dataset[Tensor]:
+    """The first `count` images of a fixed random permutation of `dataset` (all if fewer)."""
+    size = len(dataset)  # type: ignore[arg-type]
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(REAL_ORDER_SEED))
+    return Subset(dataset, order[: min(count, size)].tolist())
+
+
+def real_batches(dataset: Dataset[Tensor], count: int, batch: int,
+                 num_workers: int | None = None) -> Iterator[Tensor]:
+    """Batches of the fixed real subset of `count` images, decoded by worker processes."""
+    subset = real_subset(dataset, count)
+    workers = default_num_workers() if num_workers is None else num_workers
+    loader = DataLoader(subset, batch_size=batch, shuffle=False, num_workers=workers)
+    for images in loader:
+        yield images.float()

@@ -1,0 +1,114 @@
+"""The `spatial` metric: does D's spatial head know where a real macro patch comes from?
+
+The spatial consistency loss L_S (paper eq. 3) trains D's auxiliary head to regress the macro
+coordinate of real patches; G is then pushed to produce patches that the head places correctly.
+If the head cannot tell positions apart on *real* data, L_S gives G no positional signal. This
+module crops every real image at every discrete macro position (T(X->M)), asks the head for the
+coordinate, and reports:
+- accuracy: fraction whose nearest discrete macro position is the true one,
+- error: mean Euclidean distance between decoded and true positions, in micro-patch grid
+  units (horizontal distance taken around the cylinder for panoramas).
+
+Shapes: B images, M macro positions per image, C/H/W image, D coordinate dims.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from cocogan.apps.render import evaluating
+from cocogan.coords import CoordinateSystem
+from cocogan.nn import Discriminator
+from cocogan.patches import crop
+
+# Maps macro patches (N, C, mh, mw) to predicted macro coordinates (N, D).
+Predictor = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class SpatialResult:
+    accuracy: float  # fraction of patches placed at the right discrete macro position, [0, 1]
+    error: float  # mean distance of the decoded position from the truth, grid units, >= 0
+    patches: int  # macro patches evaluated
+
+
+def discriminator_predictor(discriminator: Discriminator) -> Predictor:
+    """D's spatial head on D's features, with the head's batch norm on batch statistics.
+
+    Batch statistics, as in training: L_S is always computed that way, while the head's
+    running statistics also absorb fake features (G's step runs the head on fakes), which
+    biases eval-mode predictions on real patches. The trunk runs in eval mode (spectral norm
+    does no power iteration), and the head runs as a throwaway copy, so evaluation never
+    changes D's state. Batches hold every macro position of each image, like the uniform
+    positions of training batches.
+    """
+    device = next(discriminator.parameters()).device
+
+    @torch.no_grad()
+    def predict(patches: Tensor) -> Tensor:
+        with evaluating(discriminator):
+            h = discriminator.features(patches.to(device))  # (N, F)
+        head = copy.deepcopy(discriminator.spatial)
+        head.train(h.shape[0] > 1)  # batch norm needs two samples for batch statistics
+        return head(h).float()
+
+    return predict
+
+
+def all_macro_patches(images: Tensor, coords: CoordinateSystem) -> tuple[Tensor, Tensor, Tensor]:
+    """Every discrete macro patch of every image.
+
+    Returns:
+        patches (B * M, C, mh, mw), image-major; rows and cols (B * M,) of their positions.
+    """
+    rows, cols = coords.macro_grid()  # (M,)
+    top, left = coords.pixel_offset(rows.float(), cols.float())
+    b, m = images.shape[0], rows.numel()
+    tiled = images[:, None].expand(b, m, *images.shape[1:]).reshape(b * m, *images.shape[1:])
+    height, width = coords.macro_h * coords.micro, coords.macro_w * coords.micro
+    patches = crop(tiled, top.repeat(b), left.repeat(b), height, width, wrap=coords.cyclic)
+    return patches, rows.repeat(b), cols.repeat(b)
+
+
+def position_errors(predicted: Tensor, rows: Tensor, cols: Tensor,
+                    coords: CoordinateSystem) -> tuple[Tensor, Tensor]:
+    """(correct (N,) bool, distance (N,) in grid units) of predicted coordinates (N, D)."""
+    near_rows, near_cols = coords.nearest_macro(predicted)
+    correct = (near_rows == rows) & (near_cols == cols)
+    frac_rows, frac_cols = coords.decode_macro(predicted)
+    d_rows = frac_rows - rows.to(frac_rows)
+    d_cols = frac_cols - cols.to(frac_cols)
+    if coords.cyclic:  # the shorter way around the cylinder
+        half = coords.grid_w / 2.0
+        d_cols = torch.remainder(d_cols + half, coords.grid_w) - half
+    return correct, torch.sqrt(d_rows**2 + d_cols**2)
+
+
+def spatial_accuracy(predict: Predictor, coords: CoordinateSystem,
+                     batches: Iterable[Tensor]) -> SpatialResult:
+    """Accuracy and mean position error of `predict` on all macro patches of real images.
+
+    Args:
+        predict: patches -> coordinates, e.g. `discriminator_predictor(model.discriminator)`.
+        coords: the run's coordinate system (grid, macro size, cyclic).
+        batches: real full images (B, C, H, W) in [-1, 1].
+    """
+    correct_sum, error_sum, count = 0, 0.0, 0
+    for images in batches:
+        patches, rows, cols = all_macro_patches(images, coords)
+        predicted = predict(patches).float().cpu()  # (B * M, D)
+        assert predicted.shape == (patches.shape[0], coords.coord_dim), \
+            f"spatial head: got {tuple(predicted.shape)}, expected ({patches.shape[0]}, " \
+            f"{coords.coord_dim})"
+        correct, error = position_errors(predicted, rows, cols, coords)
+        correct_sum += int(correct.sum())
+        error_sum += float(error.double().sum())
+        count += patches.shape[0]
+    if count == 0:
+        raise ValueError("the spatial metric needs at least one real image")
+    return SpatialResult(accuracy=correct_sum / count, error=error_sum / count, patches=count)

@@ -1,0 +1,105 @@
+"""Full-image baseline GAN: a plain SN-ResNet WGAN-GP generator and critic for the whole image.
+
+This is what a user would train instead of COCO-GAN: no coordinates, no patches, one forward
+pass per full image. It exists to measure what generation by parts costs or gains (the paper's
+Table 1 compares against such full-image GANs). Widths follow COCO-GAN's networks for the same
+preset (G: 16, 8, 4, 2, 1 x ngf; D: the discriminator_widths of the full size), so the two have
+similar capacity: the baseline G has no CBN layers but up-samples from 4x4 instead of 2x2, and
+the baseline D sees the full image instead of a macro patch.
+
+Shapes: B batch, Z latent dims, H/W full image height/width, F final critic features.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cocogan.nn.discriminator import DiscriminatorBlock, discriminator_widths
+from cocogan.nn.layers import sn_conv, sn_linear
+
+BASE_SIDE = 4  # the generator's first feature map has this many pixels on its shorter side
+
+
+def _up_steps(height: int, width: int) -> int:
+    """Number of x2 up-samplings from a BASE_SIDE map to (height, width); validates the size."""
+    short = min(height, width)
+    steps = int(math.log2(short // BASE_SIDE)) if short >= BASE_SIDE else -1
+    if steps < 1 or short != BASE_SIDE << steps or height % short or width % short:
+        raise ValueError(f"baseline needs a power-of-two shorter side >= 8 that divides the "
+                         f"other side, got {height}x{width}")
+    return steps
+
+
+class BaselineBlock(nn.Module):
+    """Residual up-block with plain batch norm: BN, ReLU, x2, conv3x3, BN, ReLU, conv3x3."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = sn_conv(in_channels, out_channels, 3)
+        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.conv2 = sn_conv(out_channels, out_channels, 3)
+        self.shortcut = sn_conv(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.interpolate(F.relu(self.norm1(x)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.norm2(self.conv1(h))))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class BaselineGenerator(nn.Module):
+    """G(z): a full (B, 3, H, W) image in [-1, 1] from a latent z (B, Z).
+
+    Args:
+        z_dim: latent size Z (z ~ U[-1, 1]^Z, as for COCO-GAN).
+        height, width: output size; the shorter side a power of two >= 8 dividing the longer.
+        ngf: base width; blocks go 16 -> 8 -> 4 -> 2 -> 1 x ngf (never below ngf).
+    """
+
+    def __init__(self, z_dim: int, height: int, width: int, ngf: int = 64) -> None:
+        super().__init__()
+        steps = _up_steps(height, width)
+        self.z_dim = z_dim
+        self.base = (height >> steps, width >> steps)  # (h0, w0), the first feature map
+        self.stem_channels = 16 * ngf
+        self.stem = sn_linear(z_dim, self.base[0] * self.base[1] * self.stem_channels)
+        widths = [self.stem_channels] + [max(ngf, 8 * ngf >> i) for i in range(steps)]
+        self.blocks = nn.Sequential(*(BaselineBlock(a, b) for a, b in itertools.pairwise(widths)))
+        self.tail_norm = nn.BatchNorm2d(widths[-1])
+        self.tail_conv = sn_conv(widths[-1], 3, 3)
+
+    def forward(self, z: Tensor) -> Tensor:
+        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z: got {tuple(z.shape)}"
+        x = self.stem(z).view(-1, self.stem_channels, *self.base)  # (B, 16 ngf, h0, w0)
+        x = self.blocks(x)
+        return self.tail_conv(F.relu(self.tail_norm(x))).tanh()
+
+
+class BaselineDiscriminator(nn.Module):
+    """Critic D(x) -> score (B,) on full images: COCO-GAN's residual down-blocks, ReLU, sum pool,
+    SN-linear; no coordinate projection and no auxiliary heads.
+
+    Args:
+        height: full image height (block count follows it, as COCO-GAN's D follows the macro).
+        ndf: base width.
+    """
+
+    def __init__(self, height: int, ndf: int = 64) -> None:
+        super().__init__()
+        widths = [m * ndf for m in discriminator_widths(height)]
+        blocks, channels = [], 3
+        for index, width in enumerate(widths):
+            blocks.append(DiscriminatorBlock(channels, width, first=index == 0,
+                                             downsample=index < len(widths) - 1))
+            channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.score = sn_linear(channels, 1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        assert images.ndim == 4 and images.shape[1] == 3, f"images: got {tuple(images.shape)}"
+        h = F.relu(self.blocks(images)).sum(dim=(2, 3))  # (B, F)
+        return self.score(h).squeeze(1)

@@ -1,0 +1,124 @@
+"""A resumable stream of training batches: the data order is a pure function of (seed, position).
+
+Epoch e shuffles the dataset with a torch.Generator seeded from (seed, e); batch k of the run is
+batch k mod n of epoch k // n (n full batches per epoch, the short tail dropped). The position
+saved with a checkpoint is therefore enough to continue with exactly the batches an
+uninterrupted run would have seen. Decoding runs in DataLoader workers; randomness that used to
+live in workers (the panorama roll) is done on whole batches in the main process with the
+step RNG, so it resumes exactly too.
+
+Shapes: B batch, C/H/W image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cocogan.data import DataError
+from cocogan.data.loader import default_num_workers
+from cocogan.training.signals import ignore_stop_signals
+
+MAX_AUTO_WORKERS = 4  # train.num_workers = -1 picks min(this, cores - 1)
+
+
+def epoch_permutation(size: int, seed: int, epoch: int) -> Tensor:
+    """The shuffled order of epoch ``epoch``: a (size,) permutation fixed by (seed, epoch)."""
+    key = int(np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch])
+              .generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(key))
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Endless batches of dataset indices, starting at run batch ``start`` (see module doc)."""
+
+    def __init__(self, size: int, batch: int, seed: int, start: int = 0) -> None:
+        if size < batch:
+            raise DataError(f"the dataset has {size} usable images, fewer than one batch of "
+                            f"{batch}: lower --batch or add images")
+        self.size, self.batch, self.seed, self.start = size, batch, seed, start
+        self.per_epoch = size // batch
+
+    def position(self, index: int) -> tuple[int, int]:
+        """(epoch, batch offset within the epoch) of run batch ``index``."""
+        return divmod(index, self.per_epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, offset = self.position(self.start)
+        while True:
+            order = epoch_permutation(self.size, self.seed, epoch)
+            for j in range(offset, self.per_epoch):
+                yield order[j * self.batch:(j + 1) * self.batch].tolist()
+            epoch, offset = epoch + 1, 0
+
+
+class BatchStream:
+    """Iterator of (B, 3, H, W) batches on ``device`` that knows its own position.
+
+    Args:
+        dataset: map-style dataset of (3, H, W) tensors in [-1, 1].
+        batch: images per batch.
+        seed: the run seed (fixes the order of every epoch).
+        start: run batches already consumed (0 for a new run; the step count when resuming).
+        num_workers: decoder processes; -1 picks min(4, cores - 1); 0 decodes inline.
+        device: where batches are delivered.
+    """
+
+    def __init__(self, dataset: Dataset[Tensor], batch: int, seed: int, *, start: int = 0,
+                 num_workers: int = -1, device: torch.device | None = None) -> None:
+        if not isinstance(dataset, Sized) or len(dataset) == 0:
+            raise DataError("the dataset is empty: point --data at a folder with images")
+        self.sampler = ResumableBatchSampler(len(dataset), batch, seed, start)
+        self.consumed = start
+        self.device = device or torch.device("cpu")
+        workers = min(MAX_AUTO_WORKERS, default_num_workers()) if num_workers < 0 else num_workers
+        # Own generator: worker seeds must not consume (and so shift) the global torch RNG.
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
+                                 generator=torch.Generator().manual_seed(seed),
+                                 pin_memory=self.device.type == "cuda",
+                                 worker_init_fn=ignore_stop_signals if workers else None)
+        self._iterator: Iterator[Tensor] | None = None
+
+    @property
+    def position(self) -> dict[str, int]:
+        """What a checkpoint records: batches consumed, and the same as (epoch, offset)."""
+        epoch, offset = self.sampler.position(self.consumed)
+        return {"batches": self.consumed, "epoch": epoch, "offset": offset}
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> Tensor:
+        if self._iterator is None:
+            self.sampler.start = self.consumed  # (re)start where the run is, e.g. after close()
+            self._iterator = iter(self.loader)
+        images = next(self._iterator)
+        self.consumed += 1
+        return images.to(self.device, non_blocking=True)
+
+    def close(self) -> None:
+        """Stop the worker processes (they also stop with the process)."""
+        self._iterator = None
+
+
+def roll_panoramas(images: Tensor, rng: torch.Generator) -> Tensor:
+    """Random horizontal roll of each 360-degree panorama (the authors' augmentation).
+
+    Any roll of a cyclic panorama is another valid panorama. Shifts come from ``rng`` (the step
+    RNG, saved with checkpoints) so resumed runs roll identically.
+
+    Args:
+        images: (B, C, H, W).
+    Returns:
+        (B, C, H, W), row b rolled right by a uniform shift in [0, W).
+    """
+    batch, channels, height, width = images.shape
+    shifts = torch.randint(width, (batch,), generator=rng).to(images.device)  # (B,)
+    cols = torch.remainder(torch.arange(width, device=images.device)[None, :] - shifts[:, None],
+                           width)  # (B, W): source column of each output column
+    index = cols[:, None, None, :].expand(batch, channels, height, width)
+    return torch.gather(images, 3, index)

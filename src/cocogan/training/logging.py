@@ -1,0 +1,137 @@
+"""What a run reports while it trains: metrics.jsonl, TensorBoard scalars and images, a progress
+bar (quiet off a terminal, where a short line per sample interval is printed instead).
+
+Each logged record averages the loss terms over the steps since the previous record, so a
+record summarises its whole interval instead of one noisy batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cocogan.plotting import read_jsonl
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+# Loss terms in the order they are reported (train_step's keys); L_W is the Wasserstein estimate.
+LOSS_TERMS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "loss_D", "loss_G", "loss_Q")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl (skips a torn last line left by a killed process)."""
+    return read_jsonl(path) if Path(path).is_file() else []
+
+
+class MetricsLog:
+    """Accumulates per-step losses and writes one record per ``log_every`` steps.
+
+    Args:
+        run_dir: the run directory (metrics.jsonl and tensorboard/ go there).
+        start_step: first step of this session; records after it (left by a session that died
+            after its last checkpoint) are dropped so the log never holds a step twice.
+        tensorboard: also write TensorBoard event files.
+    """
+
+    def __init__(self, run_dir: Path, start_step: int, *, tensorboard: bool = True) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= start_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._file: TextIO = self.path.open("a")
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
+
+            self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR),
+                                        purge_step=start_step)
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._since = time.perf_counter()
+        self.last: dict[str, Any] = {}
+
+    def accumulate(self, losses: dict[str, float]) -> None:
+        for name, value in losses.items():
+            self._sums[name] = self._sums.get(name, 0.0) + value
+        self._count += 1
+
+    def write(self, step: int, batch: int, lrs: dict[str, float], elapsed: float) -> dict:
+        """Write the record of the steps accumulated since the last call; returns it."""
+        now = time.perf_counter()
+        seconds = max(now - self._since, 1e-9)
+        record: dict[str, Any] = {"step": step, "time": time.time(), "elapsed_s": elapsed}
+        record.update({k: self._sums[k] / self._count for k in LOSS_TERMS if k in self._sums})
+        record.update(lrs)
+        record["images_per_s"] = batch * self._count / seconds
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "time", "elapsed_s"):
+                    group = "loss" if key in LOSS_TERMS else "lr" if key.startswith("lr") \
+                        else "speed"
+                    self.writer.add_scalar(f"{group}/{key}", value, step)
+        self._sums, self._count, self._since = {}, 0, now
+        self.last = record
+        return record
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        """A (3, H, W) image in [0, 1] to TensorBoard."""
+        if self.writer is not None:
+            self.writer.add_image(tag, grid, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def format_record(record: dict[str, Any], total: int) -> str:
+    """One line for logs: step, the main losses, speed."""
+    parts = [f"step {record['step']}/{total}"]
+    for key in ("L_W", "L_GP", "L_S_real", "loss_D", "loss_G"):
+        if key in record and math.isfinite(record[key]):
+            parts.append(f"{key} {record[key]:.3g}")
+    parts.append(f"{record['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+class Progress:
+    """tqdm bar on a terminal; otherwise a plain line now and then (``note``)."""
+
+    def __init__(self, start: int, total: int, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.total = total
+        self.bar = tqdm(total=total, initial=start, file=self.stream, unit="step",
+                        dynamic_ncols=True, disable=not self.interactive)
+
+    def update(self, record: dict[str, Any] | None = None) -> None:
+        self.bar.update(1)
+        if record is not None and self.interactive:
+            self.bar.set_postfix_str(format_record(record, self.total).split("  ", 1)[-1])
+
+    def note(self, message: str) -> None:
+        """A message that must not garble the bar."""
+        if self.interactive:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def first_non_finite(losses: dict[str, float]) -> str | None:
+    """The first non-finite loss term's name, or None."""
+    for name in LOSS_TERMS:
+        if name in losses and not np.isfinite(losses[name]):
+            return name
+    return None

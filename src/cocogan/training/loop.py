@@ -1,0 +1,184 @@
+"""The training loop: a short driver over named steps (paper Section 2's alternating updates).
+
+Per iteration: next_batch -> optimise (D, Q, G updates of :func:`train_step`) -> check the losses
+are finite -> update_ema -> log -> hooks every K steps (sample grids; evaluation can add its own)
+-> save_checkpoint at ``train.checkpoint_every``, at the last step and after a stop signal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from cocogan.checkpoint import checkpoint_paths, prune_checkpoints, save_model, save_state
+from cocogan.config import Config
+from cocogan.model import CocoGAN
+from cocogan.training.datastream import BatchStream, roll_panoramas
+from cocogan.training.grid import full_images, save_png, tile
+from cocogan.training.logging import MetricsLog, Progress, first_non_finite, format_record
+from cocogan.training.signals import StopFlag
+from cocogan.training.state import TrainState, state_payload
+from cocogan.training.step import Optimizers, train_step, update_ema
+
+SAMPLES_DIR = "samples"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term became NaN or infinite; nothing of the broken state was saved."""
+
+
+class Hook(Protocol):
+    """Work done every ``every`` steps, after the step's update and logging (e.g. evaluation)."""
+
+    every: int
+
+    def __call__(self, trainer: Trainer) -> None: ...
+
+
+@dataclass
+class SampleGrid:
+    """Writes ``samples/step-XXXXXXXX.png`` (and a TensorBoard image) from the fixed latents
+    with the EMA generator."""
+
+    every: int
+
+    def __call__(self, trainer: Trainer) -> None:
+        grid = tile(trainer.sample_images())
+        path = trainer.run_dir / SAMPLES_DIR / f"step-{trainer.state.step:08d}.png"
+        save_png(grid, path)
+        trainer.log.image("samples", grid, trainer.state.step)
+
+
+@dataclass
+class Trainer:
+    """Everything a running training needs; built by :mod:`cocogan.training.run`.
+
+    Attributes:
+        run_dir: where checkpoints, logs and samples go.
+        config: the resolved config (train.steps is the total to reach).
+        model: G, D and EMA G on ``device``.
+        optimizers: TTUR Adam optimisers of G, D and Q.
+        state: step counter, RNGs and fixed sample latents.
+        stream: the resumable batch stream.
+        log: metrics.jsonl + TensorBoard writer.
+        hooks: every-K-steps work; a SampleGrid is added by default.
+        amp: bf16 autocast (CUDA only).
+        notify: prints a line without garbling the progress bar (set by fit).
+    """
+
+    run_dir: Path
+    config: Config
+    model: CocoGAN
+    optimizers: Optimizers
+    state: TrainState
+    stream: BatchStream
+    log: MetricsLog
+    hooks: list[Hook] = field(default_factory=list)
+    amp: bool = False
+    notify: Callable[[str], None] = print
+    _session_start: float = field(default=0.0, init=False)
+    _elapsed_at_start: float = field(default=0.0, init=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def cylindrical(self) -> bool:
+        return self.model.coords.cyclic
+
+    # ---- the named steps --------------------------------------------------------------------
+    def next_batch(self) -> Tensor:
+        images = next(self.stream)  # (B, 3, H, W)
+        if self.cylindrical:
+            images = roll_panoramas(images, self.state.step_rng)
+        return images
+
+    def optimise(self, images: Tensor) -> dict[str, float]:
+        losses = train_step(self.model, self.optimizers, images, self.config.train,
+                            self.state.step_rng, amp=self.amp)
+        bad = first_non_finite(losses)
+        if bad is not None:
+            raise TrainingDiverged(
+                f"loss {bad} became {losses[bad]} at step {self.state.step + 1}; stopped "
+                f"without saving this state (the last good checkpoint is kept): lower the "
+                f"learning rates (--set train.lr_d=...) or raise train.w_gp")
+        return losses
+
+    def update_ema(self) -> None:
+        train = self.config.train
+        update_ema(self.model, self.state.step, train.ema_decay, train.ema_warmup)
+
+    def log_step(self, losses: dict[str, float]) -> dict | None:
+        """Accumulate this step; every ``log_every`` steps write a record and return it."""
+        self.log.accumulate(losses)
+        if self.state.step % self.config.train.log_every:
+            return None
+        lrs = {f"lr_{name}": getattr(self.optimizers, name).param_groups[0]["lr"]
+               for name in ("g", "d", "q")}
+        return self.log.write(self.state.step, self.config.train.batch, lrs, self.elapsed())
+
+    def run_hooks(self, final: bool = False) -> None:
+        for hook in self.hooks:
+            if final or self.state.step % hook.every == 0:
+                hook(self)
+
+    def save_checkpoint(self) -> Path:
+        """Weights then state, each atomic; older checkpoints beyond keep_checkpoints go."""
+        self.state.elapsed = self.elapsed()
+        weights, state_file = checkpoint_paths(self.run_dir, self.state.step)
+        save_model(weights, self.config, self.model, self.state.step)
+        save_state(state_file, state_payload(self.state, self.optimizers, self.stream.position))
+        prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        return weights
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Training seconds of this run so far, including earlier sessions."""
+        return self._elapsed_at_start + time.perf_counter() - self._session_start
+
+    def sample_images(self, z: Tensor | None = None) -> Tensor:
+        """Full images (N, 3, H, W) from the EMA generator for z (default: the fixed latents)."""
+        z = self.state.sample_z if z is None else z
+        return full_images(self.model.generator_ema, self.model.coords, z.to(self.device))
+
+    # ---- the driver -------------------------------------------------------------------------
+    def fit(self, stop: StopFlag | None = None, progress: Progress | None = None) -> str | None:
+        """Train until ``train.steps``; returns None when done, else the stop signal's name.
+
+        Raises:
+            TrainingDiverged: a non-finite loss (no checkpoint of that state is written).
+        """
+        total = self.config.train.steps
+        stop = stop or StopFlag()
+        progress = progress or Progress(self.state.step, total)
+        self.notify = progress.note
+        self._session_start, self._elapsed_at_start = time.perf_counter(), self.state.elapsed
+        sampler = next((h for h in self.hooks if isinstance(h, SampleGrid)), None)
+        if self.state.step == 0 and sampler is not None:
+            sampler(self)  # what the untrained generator draws, for comparison
+        try:
+            while self.state.step < total and not stop.requested:
+                losses = self.optimise(self.next_batch())
+                self.update_ema()
+                self.state.step += 1
+                record = self.log_step(losses)
+                progress.update(record)
+                if record is not None and not progress.interactive and \
+                        self.state.step % self.config.train.sample_every == 0:
+                    progress.note(format_record(record, total))
+                self.run_hooks(final=self.state.step == total)
+                if self.state.step % self.config.train.checkpoint_every == 0 or \
+                        self.state.step == total or stop.requested:
+                    self.save_checkpoint()
+        finally:
+            progress.close()
+            self.stream.close()
+            self.log.close()
+        return stop.signal_name if self.state.step < total else None

@@ -1,0 +1,193 @@
+"""Creating and resuming run directories, and building the Trainer for them.
+
+A run directory holds ``config.yaml`` (the resolved Config plus the package version, written
+before step 0), ``run.yaml`` (what the Config does not say: data source, seed, device, the
+checkpoint a fine-tune started from), ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and
+``samples/``. Everything needed to resume is in that folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import Dataset
+
+from cocogan.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    atomic_write,
+    checkpoint_paths,
+    load_model,
+    load_state,
+    read_weights,
+    resumable_steps,
+)
+from cocogan.config import Config, ConfigError
+from cocogan.data import ImageFolderDataset, build_dataset
+from cocogan.model import CocoGAN
+from cocogan.training.datastream import BatchStream
+from cocogan.training.device import configure_threads, select_device
+from cocogan.training.logging import MetricsLog
+from cocogan.training.loop import SampleGrid, Trainer
+from cocogan.training.state import TrainState, restore_payload, seed_globals
+from cocogan.training.step import Optimizers, build_optimizers
+
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.yaml"
+
+
+@dataclass
+class RunSpec:
+    """What a run trains on besides its Config (stored in run.yaml)."""
+
+    data: str  # --data: a folder or builtin:NAME
+    seed: int = 0  # fixes initial weights, data order, latents and sample z
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    init_from: str | None = None  # weights a fine-tune started from (run dir or .safetensors)
+
+
+def write_config(run_dir: Path, config: Config) -> None:
+    """config.yaml: the resolved config with the package version (atomic)."""
+    from cocogan import __version__
+
+    text = yaml.safe_dump({**config.to_dict(), "version": __version__}, sort_keys=False)
+    atomic_write(Path(run_dir) / CONFIG_FILE, lambda tmp: tmp.write_text(text))
+
+
+def write_run_spec(run_dir: Path, spec: RunSpec, **extra: object) -> None:
+    fields = {**dataclasses.asdict(spec), **extra,
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    text = yaml.safe_dump(fields, sort_keys=False)
+    atomic_write(Path(run_dir) / RUN_FILE, lambda tmp: tmp.write_text(text))
+
+
+def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
+    """Config and RunSpec of an existing run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / RUN_FILE).is_file():
+        raise CheckpointError(f"{run_dir} is not a cocogan run directory (no {CONFIG_FILE} and "
+                              f"{RUN_FILE}); pass the --out folder of a cocogan train run")
+    config = Config.from_yaml((run_dir / CONFIG_FILE).read_text()).validate()
+    raw = yaml.safe_load((run_dir / RUN_FILE).read_text()) or {}
+    names = {f.name for f in dataclasses.fields(RunSpec)}
+    try:
+        spec = RunSpec(**{k: v for k, v in raw.items() if k in names})
+    except TypeError as error:
+        raise CheckpointError(f"{run_dir / RUN_FILE} is invalid ({error})") from None
+    return config, spec
+
+
+def open_dataset(config: Config, data: str, seed: int) -> Dataset[torch.Tensor]:
+    """The training images at the preset's full size; raises DataError before any training."""
+    model = config.model
+    dataset = build_dataset(data, model.full_height, model.full_width,
+                            cylindrical=model.coords == "cylindrical",
+                            celeba_crop=config.train.celeba_crop, seed=seed)
+    if isinstance(dataset, ImageFolderDataset):
+        dataset.roll = False  # the batch stream rolls panoramas with the step RNG (exact resume)
+    return dataset
+
+
+def describe_dataset(dataset: Dataset[torch.Tensor], data: str) -> str:
+    skipped = len(getattr(dataset, "skipped", []))
+    note = f" ({skipped} unreadable file(s) skipped)" if skipped else ""
+    return f"data: {data}: {len(dataset)} images{note}"  # type: ignore[arg-type]
+
+
+def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec
+                    ) -> tuple[Dataset[torch.Tensor], str]:
+    """Check the output folder and the data, then write config.yaml and run.yaml.
+
+    Returns the dataset and a one-line description of it.
+    """
+    run_dir = Path(run_dir)
+    if resumable_steps(run_dir) or any((run_dir / CHECKPOINT_DIR).glob("step-*")):
+        raise ConfigError(f"{run_dir} already holds a run with checkpoints: continue it with "
+                          f"`cocogan train --resume {run_dir}` or choose another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} exists and is not a folder")
+    config.validate()
+    select_device(spec.device)  # fail on a missing GPU before writing anything
+    dataset = open_dataset(config, spec.data, spec.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
+    skipped = len(getattr(dataset, "skipped", []))
+    write_run_spec(run_dir, spec, images=len(dataset), skipped_files=skipped)  # type: ignore
+    return dataset, describe_dataset(dataset, spec.data)
+
+
+def _trainer(run_dir: Path, config: Config, model: CocoGAN, optimizers: Optimizers,
+             state: TrainState, dataset: Dataset[torch.Tensor], seed: int, start_batch: int
+             ) -> Trainer:
+    """Shared assembly of new and resumed trainers (model already on its device)."""
+    device = model.device
+    stream = BatchStream(dataset, config.train.batch, seed, start=start_batch,
+                         num_workers=config.train.num_workers, device=device)
+    return Trainer(run_dir=Path(run_dir), config=config, model=model, optimizers=optimizers,
+                   state=state, stream=stream, log=MetricsLog(run_dir, state.step),
+                   hooks=[SampleGrid(config.train.sample_every)],
+                   amp=config.train.amp and device.type == "cuda")
+
+
+def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
+                dataset: Dataset[torch.Tensor]) -> Trainer:
+    """A Trainer at step 0 (after :func:`prepare_new_run`); ``spec.init_from`` loads weights."""
+    device = select_device(spec.device)
+    configure_threads(device)
+    seed_globals(spec.seed)  # initial weights follow the seed
+    model = CocoGAN(config.model)
+    if spec.init_from:
+        _, source, _ = load_model(spec.init_from, "cpu")
+        if source.config != config.model:
+            raise CheckpointError(f"--init-from {spec.init_from} has a different model config "
+                                  f"than this run: use the preset it was trained with")
+        model.load_state_dict(source.state_dict())
+    model.to(device)
+    optimizers = build_optimizers(model, config.train)
+    state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim)
+    return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0)
+
+
+def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | None = None,
+                   data: str | None = None) -> tuple[Trainer, str]:
+    """A Trainer continuing a run from its newest complete checkpoint.
+
+    Args:
+        steps: new total step count (extends a finished run); None keeps config.yaml's.
+        device: overrides the device of run.yaml.
+        data: overrides the data source (e.g. a moved folder); the order stays seeded.
+
+    Returns:
+        The trainer and a one-line description of the data.
+    """
+    run_dir = Path(run_dir)
+    config, spec = read_run(run_dir)
+    steps_done = resumable_steps(run_dir)
+    if not steps_done:
+        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from (no "
+                              f"{CHECKPOINT_DIR}/step-*.safetensors with its .state.pt)")
+    if steps is not None:
+        config.train.steps = steps
+        config.validate()
+    target = select_device(device or spec.device)
+    configure_threads(target)
+    weights, state_file = checkpoint_paths(run_dir, steps_done[-1])
+    model = CocoGAN(config.model)
+    step = read_weights(weights, config, model)
+    payload = load_state(state_file)
+    model.to(target)
+    optimizers = build_optimizers(model, config.train)
+    state = restore_payload(payload, optimizers, step)
+    source = data or spec.data
+    dataset = open_dataset(config, source, spec.seed)
+    start_batch = int(payload.get("data", {}).get("batches", step))
+    trainer = _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed,
+                       start_batch)
+    if steps is not None:
+        write_config(run_dir, config)
+    return trainer, describe_dataset(dataset, source)

@@ -1,0 +1,64 @@
+"""Graceful stop on SIGINT/SIGTERM: the handler only raises a flag; the loop finishes the current
+step, writes a checkpoint and exits, so an interrupted run can always be resumed.
+
+A second signal while stopping raises KeyboardInterrupt (quit now, without a checkpoint).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType, TracebackType
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopFlag:
+    """Context manager installing the handlers; ``signal_name`` is set once a stop is requested.
+
+    Installs nothing outside the main thread (Python only delivers signals there).
+    """
+
+    def __init__(self, on_request: Callable[[str], None] | None = None) -> None:
+        self.signal_name: str | None = None
+        self._on_request = on_request  # called once, e.g. to print how the run will stop
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def request(self, name: str) -> None:
+        """Ask the loop to stop after the current step (also used by tests)."""
+        if self.signal_name is None:
+            self.signal_name = name
+            if self._on_request is not None:
+                self._on_request(name)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt  # second signal: the user wants out now
+        self.request(signal.Signals(signum).name)
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in HANDLED:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers leave SIGINT/SIGTERM to the main process.
+
+    A Ctrl-C goes to the whole process group; a worker killed by it would make the main process
+    fail with "DataLoader worker exited unexpectedly" before it could write its checkpoint.
+    """
+    for sig in HANDLED:
+        signal.signal(sig, signal.SIG_IGN)

@@ -1,0 +1,114 @@
+"""Resume state of a run: everything beside the weights that an exact resume needs.
+
+A checkpoint's ``.state.pt`` holds the step, the optimisers, the data position, the fixed latents
+of the sample grids, the step RNG (z, macro positions, gradient-penalty factors, panorama rolls)
+and the global torch / CUDA / NumPy / Python RNG states, all as tensors, numbers and tuples so
+that it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cocogan.checkpoint import CheckpointError
+from cocogan.training.step import Optimizers
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """An independent 63-bit seed per purpose ("init", "steps", "samples") from the run seed,
+    so that e.g. changing the number of sample images never changes the training stream."""
+    entropy = [seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, zlib.crc32(purpose.encode())]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def seed_globals(seed: int) -> None:
+    """Seed torch (CPU and CUDA), NumPy and Python's global RNGs from the run seed.
+
+    Training draws only from the step RNG, but libraries may use the global ones; seeding them
+    (and saving them with checkpoints) keeps a resumed run identical in every state.
+    """
+    torch.manual_seed(derive_seed(seed, "init"))
+    np.random.seed(derive_seed(seed, "numpy") % 2**32)
+    random.seed(derive_seed(seed, "python"))
+
+
+@dataclass
+class TrainState:
+    """The mutable bookkeeping of a run (weights and optimisers live elsewhere)."""
+
+    step: int  # optimisation steps completed
+    step_rng: torch.Generator  # RNG handed to train_step and the panorama roll
+    sample_z: Tensor  # (N, Z) latents of every sample grid, fixed for the whole run
+    elapsed: float = 0.0  # training wall seconds so far, summed over resumes
+
+    @classmethod
+    def fresh(cls, seed: int, n_samples: int, z_dim: int) -> TrainState:
+        sample_rng = torch.Generator().manual_seed(derive_seed(seed, "samples"))
+        sample_z = torch.rand(n_samples, z_dim, generator=sample_rng) * 2.0 - 1.0  # U[-1, 1]
+        return cls(step=0, step_rng=torch.Generator().manual_seed(derive_seed(seed, "steps")),
+                   sample_z=sample_z)
+
+
+def capture_global_rng() -> dict[str, Any]:
+    """Global RNG states as weights_only-loadable values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "cached_gaussian": cached},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_global_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32),
+                         np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"]))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"][:torch.cuda.device_count()]
+        for index, cuda_state in enumerate(cuda_states):
+            torch.cuda.set_rng_state(cuda_state, index)
+
+
+def state_payload(state: TrainState, optimizers: Optimizers,
+                  data_position: dict[str, int]) -> dict[str, Any]:
+    """The dict written to ``step-XXXXXXXX.state.pt``."""
+    return {
+        "step": state.step,
+        "elapsed": state.elapsed,
+        "optimizers": optimizers.state_dict(),
+        "data": dict(data_position),
+        "sample_z": state.sample_z.cpu(),
+        "rng": {"step": state.step_rng.get_state(), **capture_global_rng()},
+    }
+
+
+def restore_payload(payload: dict[str, Any], optimizers: Optimizers,
+                    expected_step: int) -> TrainState:
+    """Load optimisers and RNGs from a state file's dict; returns the run's TrainState."""
+    try:
+        if int(payload["step"]) != expected_step:
+            raise CheckpointError(f"state file is for step {payload['step']}, weights for "
+                                  f"step {expected_step}")
+        optimizers.load_state_dict(payload["optimizers"])
+        step_rng = torch.Generator()
+        step_rng.set_state(payload["rng"]["step"])
+        restore_global_rng(payload["rng"])
+        return TrainState(step=expected_step, step_rng=step_rng,
+                          sample_z=payload["sample_z"], elapsed=float(payload["elapsed"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"state file does not match this run ({error!r})") from None

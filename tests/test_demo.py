@@ -1,0 +1,33 @@
+"""`cocogan demo --fast`: the whole demo pipeline in seconds (it learns nothing at this length;
+the full demo's quality claim is checked by running it, see docs/training.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cocogan.cli import main
+
+
+def test_fast_demo_writes_every_output(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--fast", "--out", str(out)]) == 0
+    for name in ("blobs", "skyline"):
+        folder = out / name
+        for picture in ("final.png", "real.png", "losses.png"):
+            assert Image.open(folder / picture).size[0] > 0, picture
+        assert len(list((folder / "run" / "samples").glob("step-*.png"))) >= 3
+        assert (folder / "run" / "metrics.jsonl").stat().st_size > 0
+    # Each panorama is pasted twice side by side (0-720 degrees): the halves of a row agree.
+    panorama = np.asarray(Image.open(out / "skyline" / "panorama-720.png"))
+    row = panorama[2:2 + 8, 2:-2]  # top rows of the first panorama, (8, 2W', 3)
+    half = row.shape[1] // 2
+    assert panorama.shape[1] > 2 * 96 and np.array_equal(row[:, :half], row[:, half:])
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["dataset"] for r in summary] == ["builtin:blobs", "builtin:skyline"]
+    for result in summary:
+        for key in ("step0", "final", "real_vs_real"):
+            assert result[key]["swd"] >= 0 and result[key]["colour"] >= 0

@@ -1,0 +1,290 @@
+"""End-to-end tests of `cocogan train`: run directories, exact resume, atomic checkpoints,
+signals, untrusted checkpoints, bad input and divergence. Tiny widths keep each run to seconds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from cocogan import checkpoint
+from cocogan.checkpoint import CheckpointError, load_model, load_state, resumable_steps
+from cocogan.cli import main
+from cocogan.config import Config
+from cocogan.plotting import plot_metrics
+from cocogan.training import loop
+from cocogan.training.datastream import ResumableBatchSampler, roll_panoramas
+
+# Shrinks the tiny presets further and makes every interval small, so a run takes seconds.
+SMALL = ["--set", "model.z_dim=8", "model.ngf=8", "model.ndf=8", "model.aux_hidden=16",
+         "train.batch=4", "train.log_every=1", "train.sample_every=2", "train.checkpoint_every=2",
+         "train.num_workers=0", "train.n_samples=4", "train.ema_warmup=1"]
+
+
+def train(*args: str | Path) -> int:
+    return main(["train", *map(str, args)])
+
+
+def new_run(out: Path, *extra: str, preset: str = "tiny", data: str = "builtin:blobs",
+            steps: int = 2) -> int:
+    return train("--preset", preset, "--data", data, "--out", out, "--steps", steps, *SMALL,
+                 *extra)
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err), err
+    return errors[0]
+
+
+def states_equal(a: object, b: object) -> bool:
+    """Deep equality of checkpoint trees with torch.equal on tensors."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            states_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(states_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 real emoji (two levels deep), a corrupt PNG and a half-transparent RGBA PNG."""
+    source = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emoji-noto-64"
+    if not source.is_dir():
+        pytest.skip(f"{source} not present")
+    root = tmp_path_factory.mktemp("images")
+    (root / "sub").mkdir()
+    for index, path in enumerate(sorted(source.glob("*.png"))[::90][:40]):
+        shutil.copy(path, root / ("sub" if index % 2 else ".") / path.name)
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    rgba = np.zeros((48, 48, 4), dtype=np.uint8)
+    rgba[8:40, 8:40] = (200, 30, 30, 128)
+    Image.fromarray(rgba, mode="RGBA").save(root / "alpha.png")
+    return root
+
+
+def test_train_from_folder_writes_a_complete_run(image_folder: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert new_run(run, "train.num_workers=1", data=str(image_folder), steps=3) == 0
+    out = capsys.readouterr()
+    assert "broken.png" in out.err and "warning" in out.err  # skipped, said once, no traceback
+    assert "41 images (1 unreadable file(s) skipped)" in out.out
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["version"] and Config.from_dict(saved).train.steps == 3
+    assert yaml.safe_load((run / "run.yaml").read_text())["skipped_files"] == 1
+    assert resumable_steps(run) == [2, 3]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for key in ("time", "L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "loss_D", "loss_G",
+                "lr_g", "lr_d", "lr_q", "images_per_s"):
+        assert all(np.isfinite(r[key]) for r in records), key
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
+        "step-00000000.png", "step-00000002.png", "step-00000003.png"]
+    assert any((run / "tensorboard").iterdir())
+    config, _, step = load_model(run)  # the applications' loader reads our checkpoints
+    assert step == 3 and config.model.ngf == 8
+    plot_metrics(run / "metrics.jsonl", tmp_path / "losses.png")
+    assert Image.open(tmp_path / "losses.png").size[0] > 100
+
+
+@pytest.mark.parametrize(("preset", "data"), [("tiny", "builtin:blobs"),
+                                              ("tiny-panorama", "builtin:skyline")])
+def test_train_on_builtin_datasets(preset: str, data: str, tmp_path: Path) -> None:
+    assert new_run(tmp_path / "run", preset=preset, data=data) == 0
+    grid = Image.open(tmp_path / "run" / "samples" / "step-00000002.png")
+    width = 96 if preset == "tiny-panorama" else 32
+    assert grid.width > 2 * width  # a grid of full images, not single patches
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    """4 steps in one go == 2 steps, stop, resume to 4: every tensor and RNG state equal."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    args = {"preset": "tiny-panorama", "data": "builtin:skyline"}  # also covers the roll
+    assert new_run(straight, "train.checkpoint_every=4", steps=4, **args) == 0
+    assert new_run(split, steps=2, **args) == 0
+    assert train("--resume", split, "--steps", 4) == 0
+    a = load_file(straight / "checkpoints" / "step-00000004.safetensors")
+    b = load_file(split / "checkpoints" / "step-00000004.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = load_state(straight / "checkpoints" / "step-00000004.state.pt")
+    sb = load_state(split / "checkpoints" / "step-00000004.state.pt")
+    sa.pop("elapsed"), sb.pop("elapsed")
+    assert states_equal(sa, sb)
+    steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").open()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_batch_order_resumes_across_epochs() -> None:
+    full = ResumableBatchSampler(10, 3, seed=5)
+    expected = [b for _, b in zip(range(8), iter(full), strict=False)]
+    later = ResumableBatchSampler(10, 3, seed=5, start=4)
+    assert [b for _, b in zip(range(4), iter(later), strict=False)] == expected[4:]
+    assert expected[0] != expected[3]  # epoch 1 is shuffled differently from epoch 0
+
+
+def test_roll_panoramas_is_a_cyclic_shift() -> None:
+    images = torch.arange(2 * 3 * 4 * 8, dtype=torch.float32).view(2, 3, 4, 8)
+    rolled = roll_panoramas(images, torch.Generator().manual_seed(0))
+    for original, shifted in zip(images, rolled, strict=True):
+        assert any(torch.equal(torch.roll(original, s, dims=2), shifted) for s in range(8))
+
+
+def test_interrupted_checkpoint_write_keeps_the_last_good_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    assert new_run(run) == 0
+    good = load_file(run / "checkpoints" / "step-00000002.safetensors")
+
+    def torn_write(payload: object, path: object) -> None:  # dies half-way through the file
+        Path(path).write_bytes(b"PK\x03\x04partial")
+        raise OSError("killed")
+
+    monkeypatch.setattr(checkpoint.torch, "save", torn_write)
+    with pytest.raises(OSError, match="killed"):
+        train("--resume", run, "--steps", 4)
+    monkeypatch.undo()
+    files = sorted(p.name for p in (run / "checkpoints").iterdir())
+    # The weights of step 4 were written, its state was not: step 2 stays the resume point.
+    assert files == ["step-00000002.safetensors", "step-00000002.state.pt",
+                     "step-00000004.safetensors"]
+    assert resumable_steps(run) == [2]
+    assert all(torch.equal(v, load_file(run / "checkpoints" / "step-00000002.safetensors")[k])
+               for k, v in good.items())
+    assert train("--resume", run, "--steps", 4) == 0
+    assert resumable_steps(run) == [2, 4]
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    command = [sys.executable, "-c", "import sys; from cocogan.cli import main; sys.exit(main())",
+               "train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(run),
+               "--steps", "100000", *SMALL, "train.checkpoint_every=100000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 120
+    metrics = run / "metrics.jsonl"
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.is_file() and metrics.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "Resume with: cocogan train --resume" in out and "Traceback" not in err
+    steps = resumable_steps(run)
+    assert len(steps) == 1 and steps[0] >= 2
+
+
+def test_pickled_and_foreign_checkpoints_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert new_run(run) == 0
+    state_file = run / "checkpoints" / "step-00000002.state.pt"
+    honest = state_file.read_bytes()
+    torch.save({"format": "cocogan-train-state", "step": 2, "payload": Exploit()}, state_file)
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        load_state(state_file)
+    capsys.readouterr()
+    assert train("--resume", run, "--steps", 3) == 2
+    assert "pickled Python objects" in one_error_line(capsys)
+
+    state_file.write_bytes(honest)
+    weights = run / "checkpoints" / "step-00000002.safetensors"
+    save_file({"weight": torch.zeros(3)}, str(weights))  # a safetensors file, but not ours
+    assert train("--resume", run, "--steps", 3) == 2
+    assert "not a cocogan checkpoint" in one_error_line(capsys)
+    with pytest.raises(CheckpointError):
+        load_model(weights)
+
+
+class Exploit:
+    """Stands for any pickled object: loading it would run code chosen by the file's author."""
+
+
+@pytest.mark.parametrize("case", ["empty folder", "unknown preset", "no checkpoints",
+                                  "resume with preset", "bad --set key", "missing --data"])
+def test_bad_input_is_one_clear_line(case: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "run"
+    if case == "no checkpoints":
+        assert new_run(out, "--dry-run") == 0
+        capsys.readouterr()
+    args = {
+        "empty folder": ["--preset", "tiny", "--data", empty, "--out", out],
+        "unknown preset": ["--preset", "tiny2", "--data", "builtin:blobs", "--out", out],
+        "no checkpoints": ["--resume", out],
+        "resume with preset": ["--resume", out, "--preset", "tiny"],
+        "bad --set key": ["--preset", "tiny", "--data", "builtin:blobs", "--out", out,
+                          "--set", "train.learning_rate=1"],
+        "missing --data": ["--preset", "tiny", "--out", out],
+    }[case]
+    assert train(*args) == 2
+    line = one_error_line(capsys)
+    expected = {"empty folder": "no usable images", "unknown preset": "unknown preset 'tiny2'",
+                "no checkpoints": "no complete checkpoint", "resume with preset": "--preset",
+                "bad --set key": "train.learning_rate", "missing --data": "--data"}[case]
+    assert expected in line
+    if case != "no checkpoints":
+        assert not (out / "checkpoints").exists()
+
+
+def test_dry_run_writes_only_the_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert new_run(run, "--dry-run") == 0
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "run.yaml"]
+
+
+def test_non_finite_loss_stops_without_saving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    real_step = loop.train_step
+    calls = []
+
+    def exploding_step(*args: object, **kwargs: object) -> dict[str, float]:
+        losses = real_step(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            losses["L_GP"] = float("nan")
+        return losses
+
+    monkeypatch.setattr(loop, "train_step", exploding_step)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert new_run(run, steps=6) == 1
+    line = one_error_line(capsys)
+    assert "L_GP" in line and "step 3" in line
+    assert resumable_steps(run) == [2]
+
+
+def test_init_from_fine_tunes_beyond_the_boundary(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    assert new_run(base) == 0
+    tuned = tmp_path / "tuned"
+    assert train("--init-from", base, "--extrapolate", "1", "--data", "builtin:blobs",
+                 "--out", tuned, "--steps", 1, "--set", "train.num_workers=0") == 0
+    config = Config.from_yaml((tuned / "config.yaml").read_text())
+    assert config.train.extrapolate == 1 and config.model.ngf == 8  # the base run's model
+
+
+def test_prune_keeps_the_newest(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert new_run(run, "train.checkpoint_every=1", "train.keep_checkpoints=2", steps=4) == 0
+    assert resumable_steps(run) == [3, 4]
+    assert len(list((run / "checkpoints").iterdir())) == 4
