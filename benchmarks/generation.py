@@ -6,10 +6,12 @@
 Reported, each as a ratio measured in the same run so machines compare:
 - full images: images/s, megapixels/s, achieved FLOP/s over this device's dense matmul FLOP/s,
   and the speed-up of batching all (image, position) pairs over one forward pass per coordinate
-  (what the authors' release did), at the same number of images;
+  (what the authors' release did), for the same batch of images and for a single image;
 - viewport: time for a quarter of the image (the top-left quadrant) over the full image's time;
 - huge: peak resident memory and time of ``write_huge`` (tiled BigTIFF) for square outputs of
-  increasing size, each in a fresh subprocess so ru_maxrss is that size's own peak.
+  increasing size, each in a fresh subprocess. The peak is sampled from /proc every 5 ms during
+  generation: ru_maxrss is no use here, because Linux carries it across fork and exec, so a
+  worker would report its parent's peak.
 Untrained weights are used: speed does not depend on training.
 """
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,10 @@ def bench_full(preset: str, device: torch.device, matmul: float, chunk: int,
     seconds = time_call(lambda: full_images(model, z, chunk=chunk), device, warmup=1,
                         repeats=repeats)
     loop = time_call(lambda: authors_loop(model, z), device, warmup=1, repeats=repeats)
+    one = z[:1]  # a single image: P passes of one patch against one pass of P patches
+    single = (time_call(lambda: authors_loop(model, one), device, warmup=1, repeats=repeats)
+              / time_call(lambda: full_images(model, one, chunk=chunk), device, warmup=1,
+                          repeats=repeats))
     half_h, half_w = model.config.full_height // 2, model.config.full_width // 2
     box = cartesian_box(model.coords, 0, 0, half_h, half_w)
     quarter = time_call(lambda: viewport(model, z, box, chunk=chunk), device, warmup=1,
@@ -66,11 +71,13 @@ def bench_full(preset: str, device: torch.device, matmul: float, chunk: int,
             "gflop_per_image": flops / batch / 1e9,
             "achieved_over_matmul": flops / seconds / matmul,
             "speedup_over_per_coordinate": loop / seconds,
+            "speedup_over_per_coordinate_one_image": single,
             "viewport_quarter_over_full": quarter / seconds}
 
 
 def current_rss_mb() -> float:
-    """Resident set size now (Linux /proc), unlike ru_maxrss, which is the high-water mark."""
+    """Resident set size now (Linux /proc); ru_maxrss would be a high-water mark inherited from
+    the parent process."""
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -106,7 +113,6 @@ def huge_worker(size: int, preset: str, ngf: int, chunk: int, tile: int) -> dict
     sampler.done.set()
     sampler.join()
     return {"size": size, "seconds": seconds, "file_mb": file_mb,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_before_generation_mb": before, "peak_rss_during_generation_mb": sampler.peak,
             "us_per_pixel": seconds / size**2 * 1e6}
 
@@ -114,7 +120,7 @@ def huge_worker(size: int, preset: str, ngf: int, chunk: int, tile: int) -> dict
 def bench_huge(sizes: list[int], preset: str, ngf: int, chunk: int, tile: int,
                threads: int | None) -> list[dict]:
     rows = []
-    for size in sizes:  # a fresh process per size, so ru_maxrss is that size's own peak
+    for size in sizes:  # a fresh process per size: no allocator state from the other sizes
         command = [sys.executable, "-m", "benchmarks.generation", "--huge-worker", str(size),
                    "--huge-preset", preset, "--huge-ngf", str(ngf), "--chunk", str(chunk),
                    "--tile", str(tile), *(["--threads", str(threads)] if threads else [])]
@@ -132,24 +138,24 @@ def print_tables(device: torch.device, matmul: float, full: list[dict], huge: li
           f"load average {os.getloadavg()[0]:.1f}; dense fp32 matmul {matmul / 1e9:.1f} GFLOP/s")
     if full:
         print("\n| preset | images/call | images/s | megapixels/s | GFLOP/image | "
-              "achieved / matmul FLOP/s | speed-up over per-coordinate loop | "
-              "viewport 1/4 time / full time |")
-        print("|---|---|---|---|---|---|---|---|")
+              "achieved / matmul FLOP/s | speed-up over per-coordinate loop (same images) | "
+              "same, one image | viewport 1/4 time / full time |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in full:
             print(f"| {r['preset']} | {r['batch']} | {r['images_per_s']:.1f} | "
                   f"{r['megapixels_per_s']:.3f} | {r['gflop_per_image']:.2f} | "
                   f"{r['achieved_over_matmul']:.2f} | {r['speedup_over_per_coordinate']:.2f}x | "
+                  f"{r['speedup_over_per_coordinate_one_image']:.2f}x | "
                   f"{r['viewport_quarter_over_full']:.2f} |")
     if huge:
         print(f"\nhuge ({huge_model}), tiled BigTIFF, one process per size:\n")
         print("| size | megapixels | seconds | us/pixel | RSS before MB | peak RSS during "
-              "generation MB | process peak RSS (ru_maxrss) MB | file MB |")
-        print("|---|---|---|---|---|---|---|---|")
+              "generation MB | file MB |")
+        print("|---|---|---|---|---|---|---|")
         for r in huge:
             print(f"| {r['size']}x{r['size']} | {r['size'] ** 2 / 1e6:.1f} | {r['seconds']:.1f} "
                   f"| {r['us_per_pixel']:.2f} | {r['rss_before_generation_mb']:.0f} | "
-                  f"{r['peak_rss_during_generation_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-                  f"{r['file_mb']:.0f} |")
+                  f"{r['peak_rss_during_generation_mb']:.0f} | {r['file_mb']:.0f} |")
         first, last = huge[0], huge[-1]
         peaks = [r["peak_rss_during_generation_mb"] for r in (first, last)]
         growth = [peaks[0] - first["rss_before_generation_mb"],

@@ -17,7 +17,7 @@ def test_fast_demo_writes_every_output(tmp_path: Path) -> None:
     assert main(["demo", "--fast", "--out", str(out)]) == 0
     for name in ("blobs", "skyline"):
         folder = out / name
-        for picture in ("final.png", "real.png", "losses.png"):
+        for picture in ("final.png", "real.png", "losses.png", "training.png"):
             assert Image.open(folder / picture).size[0] > 0, picture
         assert len(list((folder / "run" / "samples").glob("step-*.png"))) >= 3
         assert (folder / "run" / "metrics.jsonl").stat().st_size > 0

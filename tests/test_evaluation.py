@@ -202,9 +202,12 @@ def test_spatial_oracle_scores_one_and_constant_head_one_over_m(
 def test_spatial_metric_of_untrained_model_is_in_range() -> None:
     model = CocoGAN(get_preset("tiny").model).eval()
     real = torch.stack([build_dataset("builtin:blobs", 32, 32)[i] for i in range(4)])
+    before = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
     result = spatial_accuracy(discriminator_predictor(model.discriminator), model.coords,
                               real.split(2))
     assert 0.0 <= result.accuracy <= 1.0 and result.error >= 0.0
+    after = model.discriminator.state_dict()  # no BN statistics or power-iteration updates
+    assert all(torch.equal(before[k], after[k]) for k in before)
     assert result.patches == 4 * model.coords.macro_rows * model.coords.macro_cols
 
 

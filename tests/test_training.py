@@ -273,7 +273,8 @@ def test_non_finite_loss_stops_without_saving(tmp_path: Path, monkeypatch: pytes
     assert resumable_steps(run) == [2]
 
 
-def test_init_from_fine_tunes_beyond_the_boundary(tmp_path: Path) -> None:
+def test_init_from_fine_tunes_beyond_the_boundary(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     base = tmp_path / "base"
     assert new_run(base) == 0
     tuned = tmp_path / "tuned"
@@ -281,6 +282,13 @@ def test_init_from_fine_tunes_beyond_the_boundary(tmp_path: Path) -> None:
                  "--out", tuned, "--steps", 1, "--set", "train.num_workers=0") == 0
     config = Config.from_yaml((tuned / "config.yaml").read_text())
     assert config.train.extrapolate == 1 and config.model.ngf == 8  # the base run's model
+    capsys.readouterr()
+    other = tmp_path / "other"  # the plain tiny preset is wider than the base run
+    assert train("--init-from", base, "--preset", "tiny", "--data", "builtin:blobs",
+                 "--out", other) == 2
+    assert "model.ngf" in one_error_line(capsys) and not other.exists()
+    assert train("--resume", base, "--steps", 1) == 2
+    assert "below the step" in one_error_line(capsys)
 
 
 def test_prune_keeps_the_newest(tmp_path: Path) -> None:

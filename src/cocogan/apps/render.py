@@ -118,6 +118,8 @@ def render_patches(generator: Generator, coords: CoordinateSystem, z: Tensor, ro
     """
     if chunk < 1:
         raise ValueError(f"--chunk must be >= 1 micro patch per forward pass, got {chunk}")
+    assert z.ndim == 2, f"z: got {tuple(z.shape)}, expected (B, Z)"
+    assert rows.shape == cols.shape, f"rows {tuple(rows.shape)} != cols {tuple(cols.shape)}"
     rows = rows.to(torch.float32).reshape(-1)
     cols = cols.to(torch.float32).reshape(-1)
     if coords.cyclic:

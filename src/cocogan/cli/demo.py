@@ -10,6 +10,9 @@ are from held-out real ones at step 0 and at the end, on two honest measures:
 - colour statistics: L2 distance between the per-channel (mean, std) of the two sets;
 - SWD: PGGAN's multi-scale sliced Wasserstein distance on 7x7 Laplacian-pyramid patches (x1e3),
   with a real-vs-real value as the floor that a perfect generator would reach.
+
+The training is capped in wall-clock time per dataset, so the demo ends in time on a slow or
+busy machine; it then reports how many steps it managed.
 """
 
 from __future__ import annotations
@@ -23,10 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
+from cocogan.checkpoint import atomic_write
 from cocogan.cli.train import plain_warnings
+from cocogan.config import Config
+from cocogan.data import BuiltinDataset
+from cocogan.plotting import plot_metrics
+from cocogan.presets import get_preset
 from cocogan.training.grid import save_png, tile
-from cocogan.training.loop import Trainer
+from cocogan.training.logging import Progress
+from cocogan.training.loop import SAMPLES_DIR, Trainer
+from cocogan.training.run import RunSpec, new_trainer, prepare_new_run
+from cocogan.training.signals import StopFlag
 
 DEFAULT_OUT = Path("demo-output")
 EVAL_IMAGES = 256  # generated and held-out real images per measurement
@@ -46,9 +58,9 @@ class DemoStage:
 
 
 STAGES = (
-    DemoStage("blobs", "tiny", "builtin:blobs", steps=1200, fast_steps=6, minutes=3.5),
-    DemoStage("skyline", "tiny-panorama", "builtin:skyline", steps=800, fast_steps=6,
-              minutes=3.0),
+    DemoStage("blobs", "tiny", "builtin:blobs", steps=1200, fast_steps=6, minutes=3.3),
+    DemoStage("skyline", "tiny-panorama", "builtin:skyline", steps=900, fast_steps=6,
+              minutes=2.7),
 )
 
 
@@ -65,17 +77,18 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 class TimeLimit:
-    """Hook that asks the loop to stop (with a checkpoint) once ``seconds`` have passed."""
+    """Hook that asks the loop to stop (with a checkpoint) once ``seconds`` have passed, so
+    the demo keeps its time budget on a slow or busy machine."""
 
     every = 1
 
-    def __init__(self, seconds: float, stop: object) -> None:
+    def __init__(self, seconds: float, stop: StopFlag) -> None:
         self.deadline = time.perf_counter() + seconds
         self.stop = stop
 
-    def __call__(self, trainer: object) -> None:
-        if time.perf_counter() > self.deadline and not self.stop.requested:  # type: ignore
-            self.stop.request("time limit")  # type: ignore[attr-defined]
+    def __call__(self, trainer: Trainer) -> None:
+        if time.perf_counter() > self.deadline:
+            self.stop.request("time limit")
 
 
 def colour_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
@@ -95,44 +108,34 @@ def distances(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
     return {"colour": colour_distance(real, fake), "swd": float(swd["mean"])}
 
 
-def real_images(data: str, height: int, width: int, count: int, seed: int) -> torch.Tensor:
-    """``count`` real images of a built-in dataset family member ``seed``: (N, 3, H, W)."""
-    from cocogan.data import build_dataset
-
-    dataset = build_dataset(data, height, width, cylindrical=data.endswith("skyline"), seed=seed)
-    return torch.stack([dataset[i] for i in range(count)])
+def demo_config(stage: DemoStage, fast: bool) -> Config:
+    """The stage's preset with the demo's step count and intervals."""
+    config = get_preset(stage.preset)
+    train = config.train
+    train.steps = stage.fast_steps if fast else stage.steps
+    train.sample_every = max(1, train.steps // 6)
+    train.log_every = max(1, min(train.log_every, train.steps // 3))
+    train.checkpoint_every = train.steps
+    if fast:
+        train.num_workers, train.n_samples = 0, 4
+    return config
 
 
 def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int) -> dict:
-    """Train one stage and write its pictures; returns the measurements."""
-    from cocogan.plotting import plot_metrics
-    from cocogan.presets import get_preset
-    from cocogan.training.logging import Progress
-    from cocogan.training.run import RunSpec, new_trainer, prepare_new_run
-    from cocogan.training.signals import StopFlag
-
-    folder = out / stage.name
+    """Train one stage, measure it before and after, write its pictures; returns the figures."""
+    folder, config = out / stage.name, demo_config(stage, fast)
     run_dir = folder / "run"
     if (run_dir / "run.yaml").is_file():  # a previous demo's run: the demo owns this folder
         shutil.rmtree(run_dir)
-    config = get_preset(stage.preset)
-    steps = stage.fast_steps if fast else stage.steps
-    train = config.train
-    train.steps = steps
-    train.sample_every = max(1, steps // 6)
-    train.log_every = max(1, min(train.log_every, steps // 3))
-    train.checkpoint_every = steps
-    if fast:
-        train.num_workers, train.n_samples = 0, 4
     spec = RunSpec(data=stage.data, seed=seed, device="auto")
+    steps = config.train.steps
     print(f"\n== {stage.name}: preset {stage.preset} on {stage.data}, {steps} steps ==")
     dataset, data_line = prepare_new_run(run_dir, config, spec)
     trainer = new_trainer(run_dir, config, spec, dataset)
-    model = config.model
-    count = 32 if fast else EVAL_IMAGES
-    held_out = real_images(stage.data, model.full_height, model.full_width, count,
-                           HELD_OUT_SEED + seed)
-    train_set = torch.stack([dataset[i] for i in range(count)])
+    count, model = (32 if fast else EVAL_IMAGES), config.model
+    held_out = BuiltinDataset(stage.data.removeprefix("builtin:"), model.full_height,
+                              model.full_width, seed=HELD_OUT_SEED + seed)
+    held_out = torch.stack([held_out[i] for i in range(count)])  # never trained on
     eval_z = trainer.model.sample_z(count, torch.Generator().manual_seed(seed + 7))
     before = distances(held_out, trainer.sample_images(eval_z).cpu())
 
@@ -145,14 +148,12 @@ def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int) -> dict:
         raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     fake = trainer.sample_images(eval_z).cpu()
-    after = distances(held_out, fake)
-    floor = distances(held_out, train_set)
-
+    result = {"dataset": stage.data, "preset": stage.preset, "steps": trainer.state.step,
+              "seconds": round(seconds, 1), "step0": before, "final": distances(held_out, fake),
+              "real_vs_real": distances(held_out, torch.stack([dataset[i] for i in range(count)])),
+              "stopped_early": stopped is not None}
     _write_pictures(folder, trainer, fake, held_out)
     plot_metrics(run_dir / "metrics.jsonl", folder / "losses.png")
-    result = {"dataset": stage.data, "preset": stage.preset, "steps": trainer.state.step,
-              "seconds": round(seconds, 1), "step0": before, "final": after,
-              "real_vs_real": floor, "stopped_early": stopped is not None}
     print(data_line)
     print(f"trained {trainer.state.step} steps in {seconds:.0f} s"
           + (" (time limit reached)" if stopped else ""))
@@ -162,7 +163,8 @@ def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int) -> dict:
 
 def _write_pictures(folder: Path, trainer: Trainer, fake: torch.Tensor, real: torch.Tensor
                     ) -> None:
-    """final.png (generated), real.png (held-out real), panorama-720.png for panoramas."""
+    """final.png (generated), real.png (held-out real), training.png (grids over training),
+    and for panoramas panorama-720.png."""
     scale = 4  # tiny images: enlarge (nearest) so they can be seen
 
     def big(images: torch.Tensor) -> torch.Tensor:
@@ -175,6 +177,20 @@ def _write_pictures(folder: Path, trainer: Trainer, fake: torch.Tensor, real: to
     if trainer.model.coords.cyclic:
         twice = torch.cat([fake[:8], fake[:8]], dim=-1)  # (8, 3, H, 2W): 0-720 degrees
         save_png(tile(big(twice), 1), folder / "panorama-720.png")
+    _training_strip(trainer.run_dir / SAMPLES_DIR, folder / "training.png")
+
+
+def _training_strip(samples: Path, out: Path) -> None:
+    """The sample grids over training side by side, 2x enlarged, oldest left."""
+    grids = [Image.open(path).convert("RGB") for path in sorted(samples.glob("step-*.png"))]
+    if not grids:
+        return
+    gap, width, height = 8, grids[0].width, grids[0].height
+    strip = Image.new("RGB", (len(grids) * (width + gap) - gap, height), "white")
+    for index, grid in enumerate(grids):
+        strip.paste(grid, (index * (width + gap), 0))
+    strip = strip.resize((strip.width * 2, strip.height * 2), Image.Resampling.NEAREST)
+    atomic_write(out, lambda tmp: strip.save(tmp, format="PNG"))
 
 
 def _table(result: dict) -> str:

@@ -41,8 +41,12 @@ class Context:
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    parser = sub.add_parser(name, help="generate images with a trained run (see apps below)",
-                            description=__doc__.split("\n\n")[1])
+    parser = sub.add_parser(
+        name, help="generate images with a trained run (full, viewport, panorama, ...)",
+        description="Generate with a trained run. Each APP samples from the EMA generator in "
+        "eval mode (--raw: the raw one) and writes PNG/GIF files, each with a JSON sidecar "
+        "(checkpoint, step, seed, coordinates), to --out (default RUN/generated/APP). "
+        "See docs/applications.md.")
     apps = parser.add_subparsers(dest="app", required=True, metavar="APP")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--run", required=True, metavar="RUN",

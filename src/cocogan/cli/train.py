@@ -176,9 +176,11 @@ def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:
 
     total = trainer.config.train.steps
     print(data_line)
-    threads = f" ({torch.get_num_threads()} threads)" if trainer.device.type == "cpu" else ""
+    count = torch.get_num_threads()
+    threads = f" ({count} thread{'s' * (count > 1)})" if trainer.device.type == "cpu" else ""
     print(f"device: {trainer.device}{threads}; training steps {trainer.state.step} -> {total}")
     if trainer.state.step >= total:
+        trainer.close()
         print(f"{run_dir} is already at step {trainer.state.step} of {total}: pass --steps N "
               f"with N > {trainer.state.step} to train further")
         return 0

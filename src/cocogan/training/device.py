@@ -6,7 +6,9 @@ on that other processes leave idle, unless the user chose a count with ``OMP_NUM
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 
 import torch
 
@@ -37,18 +39,47 @@ def select_device(name: str) -> torch.device:
     raise ConfigError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {name!r}")
 
 
-def configure_threads(device: torch.device) -> int:
-    """Set torch's intra-op threads for a CPU run; returns the count in use.
+def busy_cores(seconds: float = 0.3) -> float:
+    """How many of our usable cores other processes keep busy right now (Linux /proc/stat,
+    sampled over ``seconds``; elsewhere the 1-minute load average)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        before = _cpu_times(cpus)
+        time.sleep(seconds)
+        after = _cpu_times(cpus)
+    except (AttributeError, OSError, ValueError):
+        try:
+            return min(float(available_cores()), os.getloadavg()[0])
+        except (AttributeError, OSError):  # Windows
+            return 0.0
+    busy = 0.0
+    for cpu, (idle, total) in after.items():
+        if cpu in before and total > before[cpu][1]:
+            busy += 1.0 - (idle - before[cpu][0]) / (total - before[cpu][1])
+    return busy
 
-    One thread per usable core, minus the cores other processes keep busy (the 1-minute load
-    average): oversubscribed OpenMP threads spin against each other and made small
-    convolutions 15-30x slower on a shared 2-core machine. ``OMP_NUM_THREADS`` wins if set.
+
+def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
+    """(idle + iowait, total) jiffies of each of ``cpus``."""
+    times = {}
+    with open("/proc/stat") as handle:
+        for line in handle:
+            name, *values = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                counts = [int(v) for v in values[:8]]
+                times[int(name[3:])] = (counts[3] + counts[4], sum(counts))
+    return times
+
+
+@functools.cache
+def configure_threads(device: torch.device) -> int:
+    """Set torch's intra-op threads for a CPU run, once per process; returns the count.
+
+    One thread per usable core that other processes leave idle: oversubscribed OpenMP threads
+    spin against each other, and made a tiny training step 15-30x slower on a 2-core machine
+    shared with one busy process. Decided once, so a second run in the same process (the demo)
+    does not count the first one's load as someone else's. ``OMP_NUM_THREADS`` wins if set.
     """
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        cores = available_cores()
-        try:
-            busy = int(os.getloadavg()[0] + 0.5)
-        except (AttributeError, OSError):  # Windows has no load average
-            busy = 0
-        torch.set_num_threads(max(1, cores - busy))
+        torch.set_num_threads(max(1, available_cores() - int(busy_cores() + 0.5)))
     return torch.get_num_threads()

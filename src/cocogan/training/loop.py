@@ -168,17 +168,20 @@ class Trainer:
                 losses = self.optimise(self.next_batch())
                 self.update_ema()
                 self.state.step += 1
-                record = self.log_step(losses)
-                progress.update(record)
-                if record is not None and not progress.interactive and \
+                progress.update(self.log_step(losses))
+                if not progress.interactive and self.log.last and \
                         self.state.step % self.config.train.sample_every == 0:
-                    progress.note(format_record(record, total))
+                    progress.note(format_record(self.log.last, total))  # a line now and then
                 self.run_hooks(final=self.state.step == total)
                 if self.state.step % self.config.train.checkpoint_every == 0 or \
                         self.state.step == total or stop.requested:
                     self.save_checkpoint()
         finally:
             progress.close()
-            self.stream.close()
-            self.log.close()
+            self.close()
         return stop.signal_name if self.state.step < total else None
+
+    def close(self) -> None:
+        """Stop the data workers and close the log files (fit does this when it returns)."""
+        self.stream.close()
+        self.log.close()

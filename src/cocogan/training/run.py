@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +25,13 @@ from cocogan.checkpoint import (
     checkpoint_paths,
     load_model,
     load_state,
+    read_metadata,
     read_weights,
+    resolve_checkpoint,
     resumable_steps,
 )
 from cocogan.config import Config, ConfigError
-from cocogan.data import ImageFolderDataset, build_dataset
+from cocogan.data import DataError, ImageFolderDataset, build_dataset
 from cocogan.model import CocoGAN
 from cocogan.training.datastream import BatchStream
 from cocogan.training.device import configure_threads, select_device
@@ -113,12 +116,32 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec
         raise ConfigError(f"--out {run_dir} exists and is not a folder")
     config.validate()
     select_device(spec.device)  # fail on a missing GPU before writing anything
+    if spec.init_from:
+        _check_init_from(spec.init_from, config)
     dataset = open_dataset(config, spec.data, spec.seed)
+    if len(dataset) < config.train.batch:  # type: ignore[arg-type]
+        raise DataError(f"{spec.data} has {len(dataset)} usable images, fewer than one batch "
+                        f"of {config.train.batch}: lower --batch or add images")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
     skipped = len(getattr(dataset, "skipped", []))
     write_run_spec(run_dir, spec, images=len(dataset), skipped_files=skipped)  # type: ignore
     return dataset, describe_dataset(dataset, spec.data)
+
+
+def _check_init_from(source: str, config: Config) -> None:
+    """--init-from must name our checkpoint of the same model config (read from its metadata)."""
+    metadata = read_metadata(resolve_checkpoint(source))
+    try:
+        saved = Config.from_dict(json.loads(metadata["config"])).model
+    except (KeyError, json.JSONDecodeError, ConfigError) as error:
+        raise CheckpointError(f"--init-from {source} has an invalid config: {error}") from None
+    if saved != config.model:
+        changed = [f"model.{k}" for k, v in dataclasses.asdict(saved).items()
+                   if getattr(config.model, k) != v]
+        raise CheckpointError(f"--init-from {source} was trained with another model config "
+                              f"({', '.join(changed)} differ): use the preset it was trained "
+                              "with, or leave --preset out to take its config")
 
 
 def _trainer(run_dir: Path, config: Config, model: CocoGAN, optimizers: Optimizers,
@@ -142,11 +165,8 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
     seed_globals(spec.seed)  # initial weights follow the seed
     model = CocoGAN(config.model)
     if spec.init_from:
-        _, source, _ = load_model(spec.init_from, "cpu")
-        if source.config != config.model:
-            raise CheckpointError(f"--init-from {spec.init_from} has a different model config "
-                                  f"than this run: use the preset it was trained with")
-        model.load_state_dict(source.state_dict())
+        _check_init_from(spec.init_from, config)
+        model.load_state_dict(load_model(spec.init_from, "cpu")[1].state_dict())
     model.to(device)
     optimizers = build_optimizers(model, config.train)
     state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim)
@@ -172,6 +192,9 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
         raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from (no "
                               f"{CHECKPOINT_DIR}/step-*.safetensors with its .state.pt)")
     if steps is not None:
+        if steps < steps_done[-1]:
+            raise ConfigError(f"--steps {steps} is below the step of {run_dir}'s newest "
+                              f"checkpoint ({steps_done[-1]}); pass a larger total")
         config.train.steps = steps
         config.validate()
     target = select_device(device or spec.device)
