@@ -23,11 +23,16 @@ from pathlib import Path
 
 import torch
 
-from cocogan.checkpoint import save_model
+from cocogan.checkpoint import load_model, save_model
 from cocogan.config import Config, apply_overrides
 from cocogan.data import build_dataset, infinite, make_loader
 from cocogan.evaluation import EvalConfig, build_reference, evaluate
-from cocogan.evaluation.baseline_train import baseline_sampler, load_baseline, train_baseline
+from cocogan.evaluation.baseline_train import (
+    BASELINE_FILE,
+    baseline_sampler,
+    load_baseline,
+    train_baseline,
+)
 from cocogan.evaluation.sampling import cocogan_sampler
 from cocogan.evaluation.spatial import discriminator_predictor
 from cocogan.model import CocoGAN
@@ -64,6 +69,74 @@ def train_cocogan(config: Config, data: str, steps: int, out: Path, seed: int,
     return model.eval(), seconds
 
 
+DIVERSITY_IMAGES = 256  # images whose per-pixel spread measures sample diversity
+
+
+def diversity(images: torch.Tensor) -> float:
+    """Mean over pixels of the standard deviation across images: ~0 for a collapsed generator
+    (every z gives the same image), the real data's figure for a diverse one."""
+    return float(images.float().std(dim=0).mean())
+
+
+def train_both(config: Config, args: argparse.Namespace, out: Path,
+               device: torch.device) -> dict[str, float]:
+    """Train COCO-GAN then the baseline on the same stream; returns training seconds."""
+    _, coco_s = train_cocogan(config, args.data, args.steps, out / "cocogan", args.seed, device)
+    print(f"COCO-GAN: {args.steps} steps in {coco_s:.0f} s", file=sys.stderr)
+    base = train_baseline(config, args.data, args.steps, out / "baseline", seed=args.seed,
+                          device=device, num_workers=0)
+    print(f"baseline: {args.steps} steps in {base.seconds:.0f} s", file=sys.stderr)
+    return {"cocogan": round(coco_s, 1), "baseline": round(base.seconds, 1)}
+
+
+def measure(config: Config, args: argparse.Namespace, out: Path,
+            device: torch.device) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+    """SWD, seams (and wrap) of both models against one real reference; spatial and
+    diversity too. Returns (metrics per model, parameter counts per model)."""
+    m = config.model
+    _, coco, _ = load_model(out / "cocogan", device)
+    _, base, _ = load_baseline(out / "baseline" / BASELINE_FILE, device)
+    cfg = EvalConfig(n=args.n, batch=64, seed=args.seed)
+    dataset = build_dataset(args.data, m.full_height, m.full_width,
+                            cylindrical=m.coords == "cylindrical",
+                            celeba_crop=config.train.celeba_crop)
+    metrics = ("swd", "seams", "wrap", "spatial") if coco.coords.cyclic else \
+        ("swd", "seams", "spatial")
+    ref = build_reference(metrics, dataset, coco.coords, cfg)
+    samplers = {"cocogan": cocogan_sampler(coco), "baseline": baseline_sampler(base)}
+    results = {"cocogan": evaluate(ref, cfg, sample=samplers["cocogan"], predictor=(
+        discriminator_predictor(coco.discriminator))).values}
+    results["baseline"] = evaluate(ref, cfg, sample=samplers["baseline"],
+                                   only=metrics[:-1]).values  # no D head to test
+    count = min(DIVERSITY_IMAGES, args.n)
+    for name, sample in samplers.items():
+        results[name]["diversity"] = diversity(sample(count, torch.Generator().manual_seed(0)))
+        results[name]["diversity_real"] = diversity(ref.images[:count])
+    counts = parameter_counts(config)
+    params = {"cocogan": {"G": counts["g_params"], "D": counts["d_params"]},
+              "baseline": {"G": sum(p.numel() for p in base.generator.parameters()),
+                           "D": sum(p.numel() for p in base.discriminator.parameters())}}
+    return results, params
+
+
+def print_table(report: dict) -> None:
+    results, params, seconds = report["metrics"], report["params"], report["train_seconds"]
+    coco = results["cocogan"]
+    order = ["swd", *sorted((k for k in coco if k.startswith("swd_")), key=lambda k: -int(k[4:])),
+             "seams", "seams_real", "wrap", "wrap_real", "diversity", "diversity_real"]
+    print(f"{report['preset']} on {report['data']}, {report['steps']} steps, "
+          f"{report['n']} images per side")
+    print(f"{'metric':<15}{'COCO-GAN':>12}{'baseline':>12}")
+    for key in (k for k in order if k in coco and k in results["baseline"]):
+        print(f"{key:<15}{coco[key]:>12.4g}{results['baseline'][key]:>12.4g}")
+    for key in ("spatial_acc", "spatial_err"):
+        print(f"{key:<15}{coco[key]:>12.4g}{'-':>12}")
+    print(f"{'G params':<15}{params['cocogan']['G']:>12,}{params['baseline']['G']:>12,}")
+    print(f"{'D params':<15}{params['cocogan']['D']:>12,}{params['baseline']['D']:>12,}")
+    if seconds:
+        print(f"{'train s':<15}{seconds['cocogan']:>12}{seconds['baseline']:>12}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny")
@@ -76,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--out", default="benchmark-output/quality-baseline")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="skip training; measure the two models already under --out")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -83,53 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     device = select_device(args.device)
     config = apply_overrides(get_preset(args.preset), args.set).validate()
     out = Path(args.out)
-    m = config.model
-
-    coco, coco_s = train_cocogan(config, args.data, args.steps, out / "cocogan", args.seed,
-                                 device)
-    print(f"COCO-GAN: {args.steps} steps in {coco_s:.0f} s", file=sys.stderr)
-    base_run = train_baseline(config, args.data, args.steps, out / "baseline", seed=args.seed,
-                              device=device, num_workers=0)
-    print(f"baseline: {args.steps} steps in {base_run.seconds:.0f} s", file=sys.stderr)
-    _, base, _ = load_baseline(base_run.path, device)
-
-    cfg = EvalConfig(n=args.n, batch=64, seed=args.seed)
-    dataset = build_dataset(args.data, m.full_height, m.full_width,
-                            cylindrical=m.coords == "cylindrical",
-                            celeba_crop=config.train.celeba_crop)
-    metrics = ("swd", "seams", "wrap") if coco.coords.cyclic else ("swd", "seams")
-    ref = build_reference(metrics, dataset, coco.coords, cfg)
-    results = {
-        "cocogan": evaluate(ref, cfg, sample=cocogan_sampler(coco)).values,
-        "baseline": evaluate(ref, cfg, sample=baseline_sampler(base)).values,
-    }
-    spatial = build_reference(("spatial",), dataset, coco.coords, cfg)
-    results["cocogan"].update(evaluate(spatial, cfg, predictor=discriminator_predictor(
-        coco.discriminator)).values)
-    counts = parameter_counts(config)
-    params = {"cocogan": {"G": counts["g_params"], "D": counts["d_params"]},
-              "baseline": {"G": sum(p.numel() for p in base.generator.parameters()),
-                           "D": sum(p.numel() for p in base.discriminator.parameters())}}
-    seconds = {"cocogan": round(coco_s, 1), "baseline": round(base_run.seconds, 1)}
+    report_file = out / "quality_baseline.json"
+    if args.evaluate_only:
+        seconds = json.loads(report_file.read_text()).get("train_seconds") \
+            if report_file.is_file() else None
+    else:
+        seconds = train_both(config, args, out, device)
+    results, params = measure(config, args, out, device)
     report = {"preset": config.name, "overrides": args.set, "data": args.data,
               "steps": args.steps, "n": args.n, "seed": args.seed, "device": str(device),
               "threads": torch.get_num_threads(), "train_seconds": seconds, "params": params,
               "metrics": results}
-    (out / "quality_baseline.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    order = ["swd", *sorted((k for k in results["cocogan"] if k.startswith("swd_")),
-                            key=lambda k: -int(k[4:])),
-             "seams", "seams_real", "wrap", "wrap_real"]
-    keys = [k for k in order if k in results["cocogan"] and k in results["baseline"]]
-    print(f"{config.name} on {args.data}, {args.steps} steps, {args.n} images per side")
-    print(f"{'metric':<12}{'COCO-GAN':>12}{'baseline':>12}")
-    for key in keys:
-        print(f"{key:<12}{results['cocogan'][key]:>12.4g}{results['baseline'][key]:>12.4g}")
-    for key in ("spatial_acc", "spatial_err"):
-        print(f"{key:<12}{results['cocogan'][key]:>12.4g}{'-':>12}")
-    print(f"{'G params':<12}{params['cocogan']['G']:>12,}{params['baseline']['G']:>12,}")
-    print(f"{'D params':<12}{params['cocogan']['D']:>12,}{params['baseline']['D']:>12,}")
-    print(f"{'train s':<12}{seconds['cocogan']:>12}{seconds['baseline']:>12}")
+    report_file.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
     return 0
 
 

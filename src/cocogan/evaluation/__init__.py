@@ -10,7 +10,6 @@ Real-data FID statistics are cached on disk (see `cocogan.evaluation.cache`).
 
 from cocogan.evaluation.cache import stats_dir
 from cocogan.evaluation.callback import (
-    TRAINING_EVAL,
     BestTracker,
     EvalCallback,
     EvalHook,
@@ -19,7 +18,7 @@ from cocogan.evaluation.callback import (
 from cocogan.evaluation.pipeline import Evaluation, Reference, build_reference, evaluate
 from cocogan.evaluation.run import EVAL_FILE, RunEvaluation, evaluate_run, format_table
 from cocogan.evaluation.sampling import cocogan_sampler, generated_batches
-from cocogan.evaluation.settings import EvalConfig, parse_metrics
+from cocogan.evaluation.settings import TRAINING_EVAL, EvalConfig, parse_metrics
 from cocogan.evaluation.spatial import SpatialResult, discriminator_predictor, spatial_accuracy
 
 __all__ = [

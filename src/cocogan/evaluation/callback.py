@@ -26,15 +26,12 @@ from cocogan.data import build_dataset, dataset_fingerprint
 from cocogan.evaluation.pipeline import build_reference, evaluate
 from cocogan.evaluation.run import feature_extractor_for
 from cocogan.evaluation.sampling import cocogan_sampler
-from cocogan.evaluation.settings import LOWER_IS_BETTER, EvalConfig, parse_metrics
+from cocogan.evaluation.settings import TRAINING_EVAL, EvalConfig, parse_metrics
 from cocogan.evaluation.spatial import discriminator_predictor
 from cocogan.metrics import FeatureExtractor
 from cocogan.model import CocoGAN
 
 PREFIX = "eval/"
-# Small subset: seconds per evaluation of the tiny presets on a CPU (FID needs more to be
-# meaningful; raise n for it).
-TRAINING_EVAL = EvalConfig(n=1_000, swd_images=1_000, seam_images=500, spatial_images=250)
 
 
 def best_score(metric: str, values: dict[str, float]) -> float | None:
@@ -50,10 +47,8 @@ def best_score(metric: str, values: dict[str, float]) -> float | None:
     elif metric == "spatial":
         acc = get(f"{PREFIX}spatial_acc")
         score = None if acc is None else -acc
-    else:
+    else:  # fid, kid, swd: lower is better
         score = get(f"{PREFIX}{metric}")
-        if score is not None and not LOWER_IS_BETTER[metric]:
-            score = -score
     return None if score is None or not math.isfinite(score) else float(score)
 
 

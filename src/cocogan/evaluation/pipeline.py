@@ -154,8 +154,8 @@ class Evaluation:
 
 
 def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
-             predictor: Predictor | None = None,
-             extractor: FeatureExtractor | None = None) -> Evaluation:
+             predictor: Predictor | None = None, extractor: FeatureExtractor | None = None,
+             only: tuple[str, ...] | None = None) -> Evaluation:
     """Generated-side stages and the final numbers, against a prepared reference.
 
     Args:
@@ -164,9 +164,10 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         sample: generator of full images; needed for every metric but spatial.
         predictor: D's spatial head; needed for spatial.
         extractor: the same feature extractor as the reference's.
+        only: a subset of the reference's metrics (e.g. no spatial for a model without D).
     """
-    metrics = ref.metrics
-    values: dict[str, float] = dict(ref.values)
+    metrics = tuple(m for m in ref.metrics if only is None or m in only)
+    values = {k: v for k, v in ref.values.items() if k.removesuffix("_real") in metrics}
     generated: dict[str, int] = {}
     feature_sink = _feature_sink(extractor, cfg.n, cfg) \
         if any(m in FEATURE_METRICS for m in metrics) else None
@@ -205,7 +206,8 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         result = spatial_accuracy(predictor, ref.coords,
                                   ref.images[: _spatial_count(cfg)].split(cfg.batch))
         values["spatial_acc"], values["spatial_err"] = result.accuracy, result.error
-    return Evaluation(values=values, generated=generated, real=dict(ref.counts))
+    real = {k: v for k, v in ref.counts.items() if k in metrics}
+    return Evaluation(values=values, generated=generated, real=real)
 
 
 def _feature_values(values: dict[str, float], generated: dict[str, int], sink: FeatureSink,
