@@ -47,8 +47,9 @@ _SMALL_TRAIN = {"sample_every": 100, "checkpoint_every": 200, "log_every": 10,
                 "ema_warmup": 20, "ema_decay": 0.99}
 # The tiny models must show structure after ~1000 CPU steps (the demo). With the paper's
 # L_S weight of 100 and TTUR 1e-4/4e-4, G spent those steps on position-coding textures and
-# drew noise (SWD did not improve in 900 steps); L_S weight 10, equal lr 5e-4 and Adam
-# beta2 0.9 (as WGAN-GP) give objects and sky gradients within 300-600 steps.
+# drew noise (SWD did not improve in 600 steps); L_S weight 10, equal lr 5e-4 and Adam
+# beta2 0.9 (as WGAN-GP) give objects and sky gradients within 300-600 steps
+# (docs/training.md, "The demo").
 _TINY_TRAIN = {**_SMALL_TRAIN, "lr_g": 5e-4, "lr_d": 5e-4, "beta2": 0.9, "w_spatial": 10.0}
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (

@@ -6,7 +6,6 @@ on that other processes leave idle, unless the user chose a count with ``OMP_NUM
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -71,15 +70,19 @@ def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
     return times
 
 
-@functools.cache
-def configure_threads(device: torch.device) -> int:
-    """Set torch's intra-op threads for a CPU run, once per process; returns the count.
+def configure_threads(device: torch.device, threads: int | None = None) -> int:
+    """Set torch's intra-op threads for a CPU run; returns the count in use.
 
-    One thread per usable core that other processes leave idle: oversubscribed OpenMP threads
-    spin against each other, and made a tiny training step 15-30x slower on a 2-core machine
-    shared with one busy process. Decided once, so a second run in the same process (the demo)
-    does not count the first one's load as someone else's. ``OMP_NUM_THREADS`` wins if set.
+    Args:
+        device: nothing is changed for GPU runs.
+        threads: a run's recorded count (results differ bitwise between thread counts, so a
+            resumed run must use the count it started with); None picks one per usable core
+            that other processes leave idle: oversubscribed OpenMP threads spin against each
+            other, and made a tiny training step 12-30x slower on a 2-core machine shared with
+            one busy process. ``OMP_NUM_THREADS`` wins over both.
     """
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, available_cores() - int(busy_cores() + 0.5)))
+        if threads is None:
+            threads = max(1, available_cores() - int(busy_cores() + 0.5))
+        torch.set_num_threads(threads)
     return torch.get_num_threads()

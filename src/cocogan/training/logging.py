@@ -111,7 +111,7 @@ class Progress:
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self.total = total
         self.bar = tqdm(total=total, initial=start, file=self.stream, unit="step",
-                        dynamic_ncols=True, disable=not self.interactive)
+                        disable=not self.interactive)
 
     def update(self, record: dict[str, Any] | None = None) -> None:
         self.bar.update(1)

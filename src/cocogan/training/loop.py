@@ -161,9 +161,9 @@ class Trainer:
         self.notify = progress.note
         self._session_start, self._elapsed_at_start = time.perf_counter(), self.state.elapsed
         sampler = next((h for h in self.hooks if isinstance(h, SampleGrid)), None)
-        if self.state.step == 0 and sampler is not None:
-            sampler(self)  # what the untrained generator draws, for comparison
         try:
+            if self.state.step == 0 and sampler is not None:
+                sampler(self)  # what the untrained generator draws, for comparison
             while self.state.step < total and not stop.requested:
                 losses = self.optimise(self.next_batch())
                 self.update_ema()
@@ -176,6 +176,9 @@ class Trainer:
                 if self.state.step % self.config.train.checkpoint_every == 0 or \
                         self.state.step == total or stop.requested:
                     self.save_checkpoint()
+            if stop.requested and not all(p.is_file() for p in
+                                          checkpoint_paths(self.run_dir, self.state.step)):
+                self.save_checkpoint()  # stopped before the first step: still resumable
         finally:
             progress.close()
             self.close()

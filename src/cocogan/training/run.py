@@ -52,6 +52,7 @@ class RunSpec:
     seed: int = 0  # fixes initial weights, data order, latents and sample z
     device: str = "auto"  # auto | cpu | cuda[:N]
     init_from: str | None = None  # weights a fine-tune started from (run dir or .safetensors)
+    threads: int | None = None  # CPU threads, fixed per run: results depend on the count
 
 
 def write_config(run_dir: Path, config: Config) -> None:
@@ -115,7 +116,9 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} exists and is not a folder")
     config.validate()
-    select_device(spec.device)  # fail on a missing GPU before writing anything
+    device = select_device(spec.device)  # fail on a missing GPU before writing anything
+    if device.type == "cpu":
+        spec.threads = configure_threads(device, spec.threads)
     if spec.init_from:
         _check_init_from(spec.init_from, config)
     dataset = open_dataset(config, spec.data, spec.seed)
@@ -161,7 +164,7 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
                 dataset: Dataset[torch.Tensor]) -> Trainer:
     """A Trainer at step 0 (after :func:`prepare_new_run`); ``spec.init_from`` loads weights."""
     device = select_device(spec.device)
-    configure_threads(device)
+    configure_threads(device, spec.threads)
     seed_globals(spec.seed)  # initial weights follow the seed
     model = CocoGAN(config.model)
     if spec.init_from:
@@ -198,7 +201,7 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
         config.train.steps = steps
         config.validate()
     target = select_device(device or spec.device)
-    configure_threads(target)
+    configure_threads(target, spec.threads)
     weights, state_file = checkpoint_paths(run_dir, steps_done[-1])
     model = CocoGAN(config.model)
     step = read_weights(weights, config, model)
