@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (
+    count_flops,
     matmul_flops_per_second,
     pick_device,
     time_call,
@@ -38,27 +37,6 @@ SMALL_PRESETS = ("tiny", "tiny-panorama", "small64")
 PAPER_PRESETS = ("celeba64", "lsun64", "celeba128", "lsun256", "matterport")
 
 
-class _GlobalOnly:
-    """Stand-in for FlopCounterMode's module tracker, which installs autograd hooks that fail
-    inside the gradient penalty's autograd.grad(create_graph=True) (torch 2.13); the benchmark
-    needs only the global total, which the tracker's single "Global" parent gives."""
-
-    parents = frozenset({"Global"})
-
-    def __enter__(self) -> _GlobalOnly:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call (forward, backward and double backward), like benchmarks.common's."""
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _GlobalOnly()
-    with counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def measure(name: str, batch: int | None, device: torch.device, repeats: int,

@@ -38,9 +38,9 @@ from cocogan.apps import (
 )
 from cocogan.apps.inspire import check_patch, content_warning
 from cocogan.apps.io import parse_seeds, to_uint8
-from cocogan.apps.render import evaluating
 from cocogan.apps.viewport import covering_rect
 from cocogan.patches import crop
+from cocogan.render import evaluating
 from cocogan.training.step import build_optimizers, train_step
 
 ATOL = 1e-5

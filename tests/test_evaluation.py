@@ -344,3 +344,17 @@ def test_baseline_trains_samples_and_round_trips(tmp_path: Path) -> None:
     assert step == 2
     again = baseline_sampler(loaded)(3, torch.Generator().manual_seed(0))
     assert torch.allclose(images, again, atol=1e-6)
+
+
+def test_train_cli_eval_every_logs_metrics_and_keeps_best(tmp_path: Path) -> None:
+    from cocogan.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(run),
+                 "--steps", "4", "--batch", "4", "--eval-every", "2", "--eval-n", "8",
+                 "--eval-metrics", "swd,spatial", "--set", "train.sample_every=4"])
+    assert code == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r["step"] for r in records if "eval/swd" in r]
+    assert evaluated == [2, 4]
+    assert (run / "checkpoints" / "best.safetensors").is_file()

@@ -17,8 +17,8 @@ from cocogan.apps.interpolate import (
     spatial_interpolation,
 )
 from cocogan.apps.panorama import panoramas, wrap_view
-from cocogan.apps.render import DEFAULT_CHUNK, latents, render_patches
 from cocogan.apps.viewport import PixelBox, cartesian_box, cylindrical_box, viewport
+from cocogan.render import DEFAULT_CHUNK, latents, render_patches
 
 # name -> one line of help; `cocogan generate` offers exactly these.
 APPLICATIONS: dict[str, str] = {

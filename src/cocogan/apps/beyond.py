@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from cocogan.apps.io import parse_numbers
-from cocogan.apps.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
+from cocogan.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
 
 
 @dataclass(frozen=True)

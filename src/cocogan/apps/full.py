@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from cocogan.apps.render import (
+from cocogan.model import CocoGAN
+from cocogan.render import (
     DEFAULT_CHUNK,
     evaluating,
     pick_generator,
     render_rect,
     trained_rect,
 )
-from cocogan.model import CocoGAN
 
 
 def full_images(model: CocoGAN, z: Tensor, *, raw: bool = False,
@@ -27,7 +27,7 @@ def full_images(model: CocoGAN, z: Tensor, *, raw: bool = False,
 
     Args:
         model: the bundle; its EMA generator is used unless ``raw``.
-        z: (B, Z) latents on the model's device (see :func:`cocogan.apps.render.latents`).
+        z: (B, Z) latents on the model's device (see :func:`cocogan.render.latents`).
         raw: use the raw generator instead of the EMA one.
         chunk: maximum micro patches per forward pass (memory bound).
 

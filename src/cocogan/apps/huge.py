@@ -35,10 +35,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from cocogan.apps.io import to_uint8
-from cocogan.apps.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
 from cocogan.nn import Generator
+from cocogan.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
 
 DEFAULT_TILE = 256  # pixels; TIFF tiles must be multiples of 16
 FORMATS = (".tif", ".tiff", ".png")

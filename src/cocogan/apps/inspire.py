@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from cocogan.apps.full import full_images
-from cocogan.apps.render import DEFAULT_CHUNK, evaluating
 from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.patches import crop
+from cocogan.render import DEFAULT_CHUNK, evaluating
 
 
 @dataclass

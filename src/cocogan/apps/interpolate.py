@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from cocogan.apps.full import full_images
-from cocogan.apps.render import DEFAULT_CHUNK, evaluating, pick_generator, render_patches
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
+from cocogan.render import DEFAULT_CHUNK, evaluating, pick_generator, render_patches
 
 PARALLEL_EPS = 1e-6  # below this angle between latents, slerp falls back to lerp
 

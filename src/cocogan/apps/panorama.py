@@ -4,7 +4,7 @@ A cylindrical run's full image is a 360-degree panorama: column j sits at theta 
 the network sees (cos pi theta, sin pi theta), so the column after K - 1 is column 0 again.
 Pasting the panorama twice (0 to 720 degrees) shows the wrap; any other angular width of view is
 cut with wrap-around from the same panorama, which is exactly what generating those columns
-would give (see :mod:`cocogan.apps.render`).
+would give (see :mod:`cocogan.render`).
 
 Shapes: B batch, Z latent dims, H/W panorama height/width, w view width.
 """
@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from cocogan.apps.full import full_images
-from cocogan.apps.render import DEFAULT_CHUNK
 from cocogan.model import CocoGAN
 from cocogan.patches import crop
+from cocogan.render import DEFAULT_CHUNK
 
 
 def require_cylindrical(model: CocoGAN, what: str) -> None:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from cocogan.apps.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
+from cocogan.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
 
 
 @dataclass(frozen=True)

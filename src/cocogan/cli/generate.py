@@ -34,7 +34,7 @@ class Context:
     chunk: int
 
     def seeds(self, text: str, flag: str = "--seeds") -> tuple[list[int], torch.Tensor]:
-        from cocogan.apps.render import latents
+        from cocogan.render import latents
 
         seeds = parse_seeds(text, flag)
         return seeds, latents(seeds, self.config.model.z_dim, self.model.device)
@@ -112,7 +112,7 @@ def _add_full(parser: argparse.ArgumentParser) -> None:
 def _run_full(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import full_images
     from cocogan.apps.io import image_grid, save_png, write_sidecar
-    from cocogan.apps.render import axis_coordinates, trained_rect
+    from cocogan.render import axis_coordinates, trained_rect
 
     seeds, z = ctx.seeds(args.seeds)
     images = []
@@ -146,8 +146,8 @@ def _add_viewport(parser: argparse.ArgumentParser) -> None:
 def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import cartesian_box, cylindrical_box, viewport
     from cocogan.apps.io import save_png, write_sidecar
-    from cocogan.apps.render import axis_coordinates
     from cocogan.apps.viewport import covering_rect
+    from cocogan.render import axis_coordinates
 
     coords = ctx.model.coords
     if coords.cyclic:
@@ -189,7 +189,7 @@ def _add_panorama(parser: argparse.ArgumentParser) -> None:
 def _run_panorama(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import panoramas, wrap_view
     from cocogan.apps.io import save_png, write_sidecar
-    from cocogan.apps.render import axis_coordinates, trained_rect
+    from cocogan.render import axis_coordinates, trained_rect
 
     seeds, z = ctx.seeds(args.seeds)
     full = panoramas(ctx.model, z, raw=ctx.raw, chunk=ctx.chunk)
@@ -320,7 +320,7 @@ def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import Extension, beyond
     from cocogan.apps.beyond import extended_rect
     from cocogan.apps.io import save_png, write_sidecar
-    from cocogan.apps.render import axis_coordinates
+    from cocogan.render import axis_coordinates
 
     extension = Extension.parse(args.extend)
     rect = extended_rect(ctx.model.coords, extension)
@@ -363,7 +363,7 @@ def _add_huge(parser: argparse.ArgumentParser) -> None:
 def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import plan_huge, write_huge
     from cocogan.apps.io import write_sidecar
-    from cocogan.apps.render import axis_coordinates
+    from cocogan.render import axis_coordinates
 
     size = parse_numbers(args.size, "--size", (1, 2))
     height, width = (size * 2) if len(size) == 1 else size

@@ -58,6 +58,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help="start from the weights of a trained run or .safetensors file")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the config and data, write RUN_DIR/config.yaml, stop")
+    parser.add_argument("--eval-every", type=int, metavar="K",
+                        help="every K steps evaluate --eval-metrics on a subset; logs eval/<key> "
+                             "to metrics.jsonl and TensorBoard, keeps checkpoints/best.safetensors "
+                             "by the first metric")
+    parser.add_argument("--eval-metrics", default="swd,seams,spatial", metavar="LIST",
+                        help="metrics for --eval-every, from fid,kid,swd,seams,wrap,spatial")
+    parser.add_argument("--eval-n", type=int, metavar="N",
+                        help="generated images per evaluation (default 1000)")
+    parser.add_argument("--inception-weights", metavar="PATH",
+                        help="FID Inception weights file, for fid/kid during training")
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -164,7 +174,22 @@ def run(args: argparse.Namespace) -> int:
                 print("dry run: stopping before step 0")
                 return 0
             trainer = new_trainer(args.out, config, spec, dataset)
+        if args.eval_every:
+            trainer.hooks.append(_eval_hook(args, trainer, run_dir))
         return train(trainer, run_dir, data_line)
+
+
+def _eval_hook(args: argparse.Namespace, trainer: Trainer, run_dir: Path) -> object:
+    """The evaluation hook for --eval-every (metrics on a subset, best checkpoint)."""
+    from cocogan.evaluation import TRAINING_EVAL, EvalCallback, EvalHook
+    from cocogan.training.run import read_run
+
+    data = args.data or read_run(run_dir)[1].data
+    settings = TRAINING_EVAL.with_n(args.eval_n) if args.eval_n else TRAINING_EVAL
+    callback = EvalCallback(trainer.config, data, args.eval_metrics, every=args.eval_every,
+                            settings=settings, device=trainer.device,
+                            inception_weights=args.inception_weights)
+    return EvalHook(callback, run_dir)
 
 
 def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:

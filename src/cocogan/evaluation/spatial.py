@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from cocogan.apps.render import evaluating
 from cocogan.coords import CoordinateSystem
 from cocogan.nn import Discriminator
 from cocogan.patches import crop
+from cocogan.render import evaluating
 
 # Maps macro patches (N, C, mh, mw) to predicted macro coordinates (N, D).
 Predictor = Callable[[Tensor], Tensor]

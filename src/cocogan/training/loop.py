@@ -19,8 +19,9 @@ from torch import Tensor
 from cocogan.checkpoint import checkpoint_paths, prune_checkpoints, save_model, save_state
 from cocogan.config import Config
 from cocogan.model import CocoGAN
+from cocogan.render import evaluating, render_rect, trained_rect
 from cocogan.training.datastream import BatchStream, roll_panoramas
-from cocogan.training.grid import full_images, save_png, tile
+from cocogan.training.grid import save_png, tile
 from cocogan.training.logging import MetricsLog, Progress, first_non_finite, format_record
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
@@ -146,7 +147,9 @@ class Trainer:
     def sample_images(self, z: Tensor | None = None) -> Tensor:
         """Full images (N, 3, H, W) from the EMA generator for z (default: the fixed latents)."""
         z = self.state.sample_z if z is None else z
-        return full_images(self.model.generator_ema, self.model.coords, z.to(self.device))
+        generator, coords = self.model.generator_ema, self.model.coords
+        with evaluating(generator):
+            return render_rect(generator, coords, z.to(self.device), trained_rect(coords))
 
     # ---- the driver -------------------------------------------------------------------------
     def fit(self, stop: StopFlag | None = None, progress: Progress | None = None) -> str | None:
