@@ -18,7 +18,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cocogan.nn.discriminator import DiscriminatorBlock, discriminator_widths
+from cocogan.nn.discriminator import discriminator_trunk
 from cocogan.nn.layers import sn_conv, sn_linear
 
 BASE_SIDE = 4  # the generator's first feature map has this many pixels on its shorter side
@@ -90,13 +90,7 @@ class BaselineDiscriminator(nn.Module):
 
     def __init__(self, height: int, ndf: int = 64) -> None:
         super().__init__()
-        widths = [m * ndf for m in discriminator_widths(height)]
-        blocks, channels = [], 3
-        for index, width in enumerate(widths):
-            blocks.append(DiscriminatorBlock(channels, width, first=index == 0,
-                                             downsample=index < len(widths) - 1))
-            channels = width
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks, channels = discriminator_trunk(height, ndf)
         self.score = sn_linear(channels, 1)
 
     def forward(self, images: Tensor) -> Tensor:

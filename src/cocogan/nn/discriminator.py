@@ -29,6 +29,17 @@ def discriminator_widths(macro: int) -> list[int]:
     return [1, *tail[len(tail) - (count - 1):]]
 
 
+def discriminator_trunk(size: int, ndf: int) -> tuple[nn.Sequential, int]:
+    """D's residual down-blocks for ``size``-pixel-high inputs, and their output channels."""
+    widths = [m * ndf for m in discriminator_widths(size)]
+    blocks, channels = [], 3
+    for index, width in enumerate(widths):
+        blocks.append(DiscriminatorBlock(channels, width, first=index == 0,
+                                         downsample=index < len(widths) - 1))
+        channels = width
+    return nn.Sequential(*blocks), channels
+
+
 class DiscriminatorBlock(nn.Module):
     """Residual down-block: [ReLU], conv3x3, ReLU, conv3x3, [avg-pool]; shortcut conv1x1, pool."""
 
@@ -80,13 +91,7 @@ class Discriminator(nn.Module):
     def __init__(self, coord_dim: int, z_dim: int, macro: int, ndf: int = 64,
                  aux_hidden: int = 128) -> None:
         super().__init__()
-        widths = [m * ndf for m in discriminator_widths(macro)]
-        blocks, channels = [], 3
-        for index, width in enumerate(widths):
-            blocks.append(DiscriminatorBlock(channels, width, first=index == 0,
-                                             downsample=index < len(widths) - 1))
-            channels = width
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks, channels = discriminator_trunk(macro, ndf)
         self.features_dim = channels
         self.score = sn_linear(channels, 1)
         self.projection = sn_linear(coord_dim, channels, bias=False)
