@@ -41,12 +41,16 @@ class Inspiration:
 
 
 def content_warning(config: Config) -> str | None:
-    """A warning when the run's content head Q was never trained (train.w_content == 0)."""
+    """A warning when the run trained without L_C in G's objective (train.w_content == 0).
+
+    Q itself is trained every step either way, but only L_C in G's objective makes G keep z
+    recoverable from a single macro patch, which is what inspiration relies on.
+    """
     if config.train.w_content > 0:
         return None
-    return (f"run {config.name!r} was trained with train.w_content=0, so D's content head never "
-            "learnt to estimate z; use a patch-inspired preset (e.g. tiny-inspired, "
-            "celeba128-inspired) for meaningful results")
+    return (f"run {config.name!r} was trained with train.w_content=0, so G was never pushed to "
+            "keep z recoverable from a patch and the estimate is weak; use a patch-inspired "
+            "preset (e.g. tiny-inspired, celeba128-inspired) for meaningful results")
 
 
 def macro_size(model: CocoGAN) -> tuple[int, int]:
