@@ -120,3 +120,16 @@ def test_crop_wraps_for_panoramas() -> None:
 def test_assemble_rejects_incomplete_rectangles() -> None:
     with pytest.raises(ValueError, match="rectangle"):
         assemble(torch.zeros(1, 3, 3, 4, 4), torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0]))
+
+
+def test_tile_images_matches_a_direct_layout() -> None:
+    from cocogan.patches import tile_images
+
+    images = torch.rand(5, 3, 4, 6)
+    grid = tile_images(images, columns=2, pad=1, fill=-1.0)
+    assert grid.shape == (3, 3 * 5 + 1, 2 * 7 + 1)
+    expected = torch.full_like(grid, -1.0)
+    for index in range(5):  # the obvious per-image copy, as a reference
+        top, left = 1 + (index // 2) * 5, 1 + (index % 2) * 7
+        expected[:, top:top + 4, left:left + 6] = images[index]
+    assert torch.equal(grid, expected)

@@ -94,3 +94,15 @@ def assemble(patches: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     ordered = torch.empty_like(patches)
     ordered[:, slot] = patches
     return merge(ordered, n_rows, n_cols)
+
+
+def tile_images(images: Tensor, columns: int, pad: int = 2, fill: float = 1.0) -> Tensor:
+    """Lay (N, C, H, W) images out ``columns`` per row, ``pad`` pixels of ``fill`` between and
+    around them (a picture grid is a merge of padded images): returns (C, H', W')."""
+    count, channels, height, width = images.shape
+    rows = -(-count // columns)
+    padded = torch.full((rows * columns, channels, height + pad, width + pad), fill,
+                        dtype=images.dtype, device=images.device)
+    padded[:count, :, pad:, pad:] = images
+    grid = merge(padded.unsqueeze(0), rows, columns)[0]  # (C, rows * (H + pad), cols * (W + pad))
+    return torch.nn.functional.pad(grid, (0, pad, 0, pad), value=fill)

@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from cocogan.patches import tile_images
+
 MAX_SEEDS = 1_000_000  # a guard against typos such as 0-1000000000
 
 
@@ -97,16 +99,9 @@ def load_image(path: str | Path) -> Tensor:
 def image_grid(images: Tensor, columns: int | None = None, pad: int = 2,
                fill: float = 1.0) -> Tensor:
     """Tile (B, 3, H, W) images into one (3, H', W') picture, ``pad`` pixels of ``fill`` apart."""
-    batch, channels, height, width = images.shape
+    batch = images.shape[0]
     columns = max(1, min(columns or math.ceil(math.sqrt(batch)), batch))
-    rows = math.ceil(batch / columns)
-    canvas = torch.full((channels, rows * (height + pad) + pad, columns * (width + pad) + pad),
-                        fill, dtype=images.dtype, device=images.device)
-    for index in range(batch):  # one copy per image (not per patch)
-        top = pad + (index // columns) * (height + pad)
-        left = pad + (index % columns) * (width + pad)
-        canvas[:, top:top + height, left:left + width] = images[index]
-    return canvas
+    return tile_images(images, columns, pad, fill)
 
 
 def draw_box(image: np.ndarray, top: int, left: int, height: int, width: int,

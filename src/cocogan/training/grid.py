@@ -8,24 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor
 
 from cocogan.checkpoint import atomic_write
+from cocogan.patches import tile_images
 
 
 def tile(images: Tensor, columns: int | None = None, pad: int = 2) -> Tensor:
     """Tile (N, 3, H, W) images in [-1, 1] into one (3, H', W') image in [0, 1] on white."""
-    count, channels, height, width = images.shape
+    count, _, height, width = images.shape
     columns = columns or max(1, int(np.ceil(np.sqrt(count * height / width))))
-    rows = int(np.ceil(count / columns))
-    canvas = torch.ones(channels, rows * (height + pad) + pad, columns * (width + pad) + pad)
-    for index, image in enumerate(images.detach().float().cpu()):
-        r, c = divmod(index, columns)
-        top, left = pad + r * (height + pad), pad + c * (width + pad)
-        canvas[:, top:top + height, left:left + width] = (image.clamp(-1, 1) + 1) / 2
-    return canvas
+    return tile_images((images.detach().float().cpu().clamp(-1, 1) + 1) / 2, columns, pad)
 
 
 def save_png(image: Tensor, path: Path) -> None:
