@@ -21,10 +21,6 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-class UserError(Exception):
-    """A problem with the user's input; its message says what is wrong and how to fix it."""
-
-
 def _available() -> dict[str, object]:
     modules = {}
     for name, module in SUBCOMMANDS.items():
@@ -52,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
-    except (UserError, ConfigError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, FileNotFoundError, ValueError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"cocogan {args.command}: error: {message}", file=sys.stderr)
         return 2
