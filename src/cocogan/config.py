@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 COORDINATE_SYSTEMS = ("cartesian", "cylindrical")
+G_PADDINGS = ("zeros", "replicate", "reflect")
 SAMPLING_MODES = ("discrete", "continuous")
 
 
@@ -39,6 +40,12 @@ class ModelConfig:
     ngf: int = 64  # generator base width; block widths are 16, 8, 4, 2, 1 x ngf
     ndf: int = 64  # discriminator base width
     aux_hidden: int = 128  # hidden width of D's spatial and content heads
+    # Options beyond the paper against patch seams (docs/seams.md); the defaults are the paper's.
+    pixel_coords: bool = False  # feed G's convs per-pixel global coordinates (CoordConv/CIPS)
+    pixel_fourier: int = 0  # octaves of sin/cos pixel-coordinate features (needs pixel_coords)
+    g_padding: str = "zeros"  # padding of G's 3x3 convs: zeros (paper) | replicate | reflect
+    g_margin: bool = False  # G draws a 1.5x canvas and keeps the centre micro patch
+    g_field: bool = False  # position only via the pixel-coordinate field (needs pixel_coords)
 
     @property
     def macro_w(self) -> int:
@@ -62,6 +69,18 @@ class ModelConfig:
         if self.sampling not in SAMPLING_MODES:
             raise ConfigError(f"model.sampling must be one of {', '.join(SAMPLING_MODES)}, "
                               f"got {self.sampling!r}")
+        if self.g_padding not in G_PADDINGS:
+            raise ConfigError(f"model.g_padding must be one of {', '.join(G_PADDINGS)}, "
+                              f"got {self.g_padding!r}")
+        if not isinstance(self.pixel_fourier, int) or not 0 <= self.pixel_fourier <= 8:
+            raise ConfigError(f"model.pixel_fourier must be an integer from 0 to 8, "
+                              f"got {self.pixel_fourier!r}")
+        if self.pixel_fourier and not self.pixel_coords:
+            raise ConfigError("model.pixel_fourier needs model.pixel_coords=true "
+                              "(Fourier features are features of the pixel coordinates)")
+        if self.g_field and not self.pixel_coords:
+            raise ConfigError("model.g_field needs model.pixel_coords=true (the field is made "
+                              "of per-pixel coordinates)")
         if self.micro < 4 or not _is_power_of_two(self.micro):
             raise ConfigError(f"model.micro must be a power of two >= 4, got {self.micro}")
         for axis, full in (("full_height", self.full_height), ("full_width", self.full_width)):

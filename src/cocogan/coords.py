@@ -65,6 +65,17 @@ class CoordinateSystem:
         """Number of discrete macro positions horizontally (every column when cyclic)."""
         return self.grid_w if self.cyclic else self.grid_w - self.macro_w + 1
 
+    @property
+    def micro_step(self) -> tuple[float, float]:
+        """Coordinate distance between adjacent micro patches (vertical, horizontal).
+
+        Horizontal is in theta units when cyclic; 0 on an axis with a single position.
+        """
+        step_y = 2.0 / (self.grid_h - 1) if self.grid_h > 1 else 0.0
+        if self.cyclic:
+            return step_y, 2.0 / self.grid_w
+        return step_y, 2.0 / (self.grid_w - 1) if self.grid_w > 1 else 0.0
+
     # ---- normalisation -----------------------------------------------------------------------
     def micro_coords(self, rows: Tensor, cols: Tensor) -> Tensor:
         """Coordinates of micro patches at grid positions ``rows``/``cols`` (any shape S).

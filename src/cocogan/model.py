@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from cocogan.config import ModelConfig
 from cocogan.coords import CoordinateSystem, coordinate_system
 from cocogan.nn import Discriminator, Generator
+from cocogan.nn.pixel_coords import PixelGeometry
 from cocogan.patches import merge
 
 
@@ -28,7 +29,7 @@ class CocoGAN(nn.Module):
         self.config = config
         self.coords: CoordinateSystem = coordinate_system(config)
         dim = self.coords.coord_dim
-        self.generator = Generator(config.z_dim, dim, config.micro, config.ngf)
+        self.generator = build_generator(config, self.coords)
         self.discriminator = Discriminator(dim, config.z_dim, config.macro, config.ndf,
                                            config.aux_hidden)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
@@ -41,6 +42,16 @@ class CocoGAN(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def build_generator(config: ModelConfig, coords: CoordinateSystem) -> Generator:
+    """The generator a model config describes, with its options beyond the paper."""
+    pixel = None
+    if config.pixel_coords:
+        step_y, step_x = coords.micro_step
+        pixel = PixelGeometry(step_y, step_x, coords.cyclic, config.pixel_fourier)
+    return Generator(config.z_dim, coords.coord_dim, config.micro, config.ngf, pixel=pixel,
+                     padding=config.g_padding, margin=config.g_margin, field=config.g_field)
 
 
 def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,

@@ -8,15 +8,17 @@ import torch
 
 from cocogan.config import Config
 from cocogan.coords import coordinate_system
-from cocogan.nn import Discriminator, Generator
+from cocogan.model import build_generator
+from cocogan.nn import Discriminator
 from cocogan.presets import PRESETS
 
 
 def parameter_counts(config: Config) -> dict[str, int]:
     """Parameters of G, of D without its heads, and of each head."""
     model = config.model
-    dim = coordinate_system(model).coord_dim
-    generator = Generator(model.z_dim, dim, model.micro, model.ngf)
+    system = coordinate_system(model)
+    dim = system.coord_dim
+    generator = build_generator(model, system)
     disc = Discriminator(dim, model.z_dim, model.macro, model.ndf, model.aux_hidden)
 
     def count(module: torch.nn.Module) -> int:

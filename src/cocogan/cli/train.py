@@ -63,7 +63,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                              "to metrics.jsonl and TensorBoard, keeps checkpoints/best.safetensors "
                              "by the first metric")
     parser.add_argument("--eval-metrics", default="swd,seams,spatial", metavar="LIST",
-                        help="metrics for --eval-every, from fid,kid,swd,seams,wrap,spatial")
+                        help="metrics for --eval-every, from fid,kid,swd,seams,wrap,spatial; "
+                             "seams (and wrap for panoramas) are always added")
     parser.add_argument("--eval-n", type=int, metavar="N",
                         help="generated images per evaluation (default 1000)")
     parser.add_argument("--inception-weights", metavar="PATH",
@@ -186,10 +187,20 @@ def _eval_hook(args: argparse.Namespace, trainer: Trainer, run_dir: Path) -> obj
 
     data = args.data or read_run(run_dir)[1].data
     settings = TRAINING_EVAL.with_n(args.eval_n) if args.eval_n else TRAINING_EVAL
-    callback = EvalCallback(trainer.config, data, args.eval_metrics, every=args.eval_every,
+    callback = EvalCallback(trainer.config, data, with_seam_indicators(args.eval_metrics,
+                                                                       trainer.config),
+                            every=args.eval_every,
                             settings=settings, device=trainer.device,
                             inception_weights=args.inception_weights)
     return EvalHook(callback, run_dir)
+
+
+def with_seam_indicators(metrics: str, config: Config) -> str:
+    """--eval-metrics plus seams (and wrap for panoramas): cheap indicators that every run
+    logs, since visible patch borders are COCO-GAN's typical artefact."""
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    wanted = ["seams"] + (["wrap"] if config.model.coords == "cylindrical" else [])
+    return ",".join(names + [m for m in wanted if m not in names])
 
 
 def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:

@@ -167,7 +167,7 @@ class EvalHook:
             for key, value in values.items():
                 trainer.log.writer.add_scalar(key, value, step)
         shown = "  ".join(f"{k[len(PREFIX):]} {v:.4g}" for k, v in values.items()
-                          if not k.startswith(f"{PREFIX}swd_"))
+                          if not k.startswith((f"{PREFIX}swd_", f"{PREFIX}seams_")))
         trainer.notify(f"eval at step {step}: {shown}")
         if self.callback.best.update(values, step):
             save_model(self.folder / BEST_WEIGHTS, trainer.config, trainer.model, step)

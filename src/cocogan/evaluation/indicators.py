@@ -4,8 +4,9 @@ metric over training steps, drawn from a run's metrics.jsonl into one PNG.
 Training records carry the loss terms (`L_W`, ...); evaluation records carry `eval/<key>`
 values (see `cocogan.evaluation.callback`). This module only chooses which series to show;
 `cocogan.plotting.plot_metrics` draws them, one panel each. The real-image figures of seams and
-wrap (`eval/seams_real`, `eval/wrap_real`) follow their metric's panel; SWD's per-level values
-and KID's standard deviation are left out (they are in metrics.jsonl and TensorBoard).
+wrap (`eval/seams_real`, `eval/wrap_real`) follow their metric's panel; SWD's per-level values,
+the per-border seam ratios and KID's standard deviation are left out (they are in metrics.jsonl
+and TensorBoard).
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ INDICATOR_FILE = "training-indicators.png"
 def indicator_keys(records: list[dict[str, Any]]) -> list[str]:
     """L_W first (if logged), then every evaluated metric in first-logged order."""
     keys = list(dict.fromkeys(k for r in records for k in r))
-    evals = [k for k in keys if k.startswith(EVAL_PREFIX)
-             and not k.startswith(f"{EVAL_PREFIX}swd_") and not k.endswith("_std")]
+    evals = [k for k in keys if k.startswith(EVAL_PREFIX) and not _detail(k)]
     # a metric's real-image figure goes right after the metric
     ordered = [k for k in evals if not k.endswith("_real")]
     for real in (k for k in evals if k.endswith("_real")):
         metric = real.removesuffix("_real")
         ordered.insert(ordered.index(metric) + 1 if metric in ordered else len(ordered), real)
     return (["L_W"] if "L_W" in keys else []) + ordered
+
+
+def _detail(key: str) -> bool:
+    """Per-level SWD, per-border seams and KID's std: in metrics.jsonl, not in the plot."""
+    name = key.removeprefix(EVAL_PREFIX)
+    return name.startswith(("swd_", "seams_x", "seams_y")) or name.endswith("_std")
 
 
 def plot_indicators(metrics_jsonl: str | Path, out_png: str | Path) -> Path:

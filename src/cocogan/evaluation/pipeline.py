@@ -5,6 +5,8 @@ Metric keys of the flat result dict (all floats):
 - fid; kid, kid_std (mean and std over subsets, raw MMD^2 units)
 - swd (average over levels, x1e3, PGGAN) and swd_<height> per pyramid level
 - seams, seams_real: micro-patch border ratio of generated and of real images (1 = seamless)
+- seams_x<p>, seams_y<p> (and _real): the same ratio for each border line on its own (the vertical
+  line at pixel column p, the horizontal line at row p), to tell one bad border from a grid
 - wrap, wrap_real: 360-degree seam ratio of generated and of real panoramas (cylindrical only)
 - spatial_acc, spatial_err: D's spatial head on real macro patches (see `spatial`)
 
@@ -35,6 +37,7 @@ from cocogan.metrics import (
     FeatureStats,
     fid_from_stats,
     kernel_inception_distance,
+    seam_profile,
     seam_ratio,
     sliced_wasserstein_from_descriptors,
     wrap_ratio,
@@ -62,6 +65,11 @@ def _check_metrics(metrics: tuple[str, ...], coords: CoordinateSystem,
                          "cartesian coordinates: drop wrap")
     if any(m in FEATURE_METRICS for m in metrics) and extractor is None:
         raise ValueError("fid/kid need a feature extractor (the Inception network)")
+
+
+def _metric_of(key: str) -> str:
+    """The metric a value key belongs to: seams_x16_real -> seams, wrap_real -> wrap."""
+    return key.removesuffix("_real").split("_")[0]
 
 
 def _seam_count(cfg: EvalConfig) -> int:
@@ -136,6 +144,8 @@ def _real_seam_values(ref: Reference, cfg: EvalConfig) -> None:
     subset = ref.images[: _seam_count(cfg)]
     if "seams" in ref.metrics:
         ref.values["seams_real"] = seam_ratio(subset, ref.coords.micro)
+        ref.values.update({f"seams_{k}_real": v
+                           for k, v in seam_profile(subset, ref.coords.micro).items()})
         ref.counts["seams"] = subset.shape[0]
     if "wrap" in ref.metrics:
         ref.values["wrap_real"] = wrap_ratio(subset)
@@ -167,7 +177,7 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         only: a subset of the reference's metrics (e.g. no spatial for a model without D).
     """
     metrics = tuple(m for m in ref.metrics if only is None or m in only)
-    values = {k: v for k, v in ref.values.items() if k.removesuffix("_real") in metrics}
+    values = {k: v for k, v in ref.values.items() if _metric_of(k) in metrics}
     generated: dict[str, int] = {}
     feature_sink = _feature_sink(extractor, cfg.n, cfg) \
         if any(m in FEATURE_METRICS for m in metrics) else None
@@ -196,6 +206,8 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         images = image_sink.images()
         if "seams" in metrics:
             values["seams"] = seam_ratio(images, ref.coords.micro)
+            values.update({f"seams_{k}": v
+                           for k, v in seam_profile(images, ref.coords.micro).items()})
             generated["seams"] = images.shape[0]
         if "wrap" in metrics:
             values["wrap"] = wrap_ratio(images)

@@ -135,6 +135,9 @@ def format_table(evaluation: RunEvaluation) -> str:
         rows = list(_ROWS[name])
         if name == "swd":
             rows += [(f"  swd level {k[4:]}px", k, None) for k in values if k.startswith("swd_")]
+        if name == "seams":
+            rows += [(f"  {_border_label(k[6:])}", k, f"{k}_real") for k in values
+                     if k[:7] in ("seams_x", "seams_y") and not k.endswith("_real")]
         for label, gen_key, real_key in rows:
             gen = _fmt(values, gen_key)
             if name == "kid" and gen_key == "kid":
@@ -147,6 +150,12 @@ def format_table(evaluation: RunEvaluation) -> str:
             for row in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
+
+
+def _border_label(key: str) -> str:
+    """'x16' -> 'border x=16 px (vertical line)'."""
+    line = "vertical" if key[0] == "x" else "horizontal"
+    return f"border {key[0]}={key[1:]} px ({line} line)"
 
 
 def _fmt(values: dict[str, float], key: str | None) -> str:

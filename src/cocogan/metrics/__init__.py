@@ -22,7 +22,7 @@ from cocogan.metrics.inception import (
     load_fid_inception,
     resolve_inception_weights,
 )
-from cocogan.metrics.seams import seam_ratio, wrap_ratio
+from cocogan.metrics.seams import seam_profile, seam_ratio, wrap_ratio
 from cocogan.metrics.swd import (
     sliced_wasserstein,
     sliced_wasserstein_from_descriptors,
@@ -55,6 +55,7 @@ __all__ = [
     "load_fid_inception",
     "mmd2_unbiased",
     "resolve_inception_weights",
+    "seam_profile",
     "seam_ratio",
     "sliced_wasserstein",
     "sliced_wasserstein_from_descriptors",

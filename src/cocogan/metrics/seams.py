@@ -24,6 +24,25 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> float:
     return float(num / den) if den > 0 else float("nan")
 
 
+def _border_jumps(x: torch.Tensor, mh: int, mw: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean |jump| per column step (W-1,) and per row step (H-1,), and which steps cross a
+    micro-patch border: step j goes from pixel j to j+1, a border when j+1 starts a patch."""
+    h, w = x.shape[-2:]
+    if min(mh, mw) < 2 or (mh >= h and mw >= w):
+        raise ValueError(f"micro {(mh, mw)} leaves no interior borders (and non-borders) in "
+                         f"{h}x{w}")
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((0, 1, 2))  # (W-1,)
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((0, 1, 3))  # (H-1,)
+    col_seam = (torch.arange(1, w, device=x.device) % mw) == 0  # (W-1,)
+    row_seam = (torch.arange(1, h, device=x.device) % mh) == 0  # (H-1,)
+    return dx, dy, col_seam, row_seam
+
+
+def _micro_hw(micro: int | tuple[int, int]) -> tuple[int, int]:
+    return (micro, micro) if isinstance(micro, int) else micro
+
+
 def seam_ratio(images: torch.Tensor, micro: int | tuple[int, int]) -> float:
     """Mean |jump| across interior micro-patch borders / mean |jump| between other neighbours.
 
@@ -33,22 +52,36 @@ def seam_ratio(images: torch.Tensor, micro: int | tuple[int, int]) -> float:
     Returns:
         ~1 for seamless images; > 1 when borders are visible. nan for flat images.
     """
+    mh, mw = _micro_hw(micro)
     x = _check(images)
-    mh, mw = (micro, micro) if isinstance(micro, int) else micro
     h, w = x.shape[-2:]
-    if min(mh, mw) < 2 or (mh >= h and mw >= w):
-        raise ValueError(f"micro {micro} leaves no interior borders (and non-borders) in {h}x{w}")
-    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().sum((0, 1, 2))  # (W-1,): jump col j -> j+1
-    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().sum((0, 1, 3))  # (H-1,): jump row i -> i+1
-    col_seam = (torch.arange(1, w, device=x.device) % mw) == 0  # (W-1,) j+1 starts a patch
-    row_seam = (torch.arange(1, h, device=x.device) % mh) == 0  # (H-1,)
-    per_col = x.shape[0] * x.shape[1] * h  # differences summed into each dx entry
-    per_row = x.shape[0] * x.shape[1] * w
-    seam = dx[col_seam].sum() + dy[row_seam].sum()
-    rest = dx[~col_seam].sum() + dy[~row_seam].sum()
-    n_seam = col_seam.sum() * per_col + row_seam.sum() * per_row
-    n_rest = (~col_seam).sum() * per_col + (~row_seam).sum() * per_row
+    dx, dy, col_seam, row_seam = _border_jumps(x, mh, mw)
+    # every column step averages H pixels, every row step W: weight the means accordingly
+    seam = dx[col_seam].sum() * h + dy[row_seam].sum() * w
+    rest = dx[~col_seam].sum() * h + dy[~row_seam].sum() * w
+    n_seam = col_seam.sum() * h + row_seam.sum() * w
+    n_rest = (~col_seam).sum() * h + (~row_seam).sum() * w
     return _ratio(seam / n_seam, rest / n_rest)
+
+
+def seam_profile(images: torch.Tensor, micro: int | tuple[int, int]) -> dict[str, float]:
+    """The seam ratio of each interior border line on its own, so one bad border can be told
+    from a grid-wide artefact.
+
+    Keys ``x<p>`` are the vertical lines between pixel columns p-1 and p (jumps along x), ``y<p>``
+    the horizontal lines between rows p-1 and p. Each value is that line's mean |jump| over
+    the mean |jump| of the non-border steps of the same direction (1 = invisible).
+    """
+    mh, mw = _micro_hw(micro)
+    dx, dy, col_seam, row_seam = _border_jumps(_check(images), mh, mw)
+    profile: dict[str, float] = {}
+    for axis, jumps, seam in (("x", dx, col_seam), ("y", dy, row_seam)):
+        if seam.all() or not seam.any():
+            continue
+        rest = jumps[~seam].mean()
+        for step in torch.nonzero(seam).flatten().tolist():
+            profile[f"{axis}{step + 1}"] = _ratio(jumps[step], rest)
+    return profile
 
 
 def wrap_ratio(images: torch.Tensor) -> float:

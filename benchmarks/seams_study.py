@@ -1,0 +1,227 @@
+"""Seam study: how fast does each generator option make the micro-patch grid disappear?
+
+For one built-in dataset and one small preset, trains the paper's method and each option of
+``VARIANTS`` from the same seed for the largest budget, and at every budget measures, with the
+`cocogan eval` pipeline against one real reference:
+- seams: micro-patch border ratio of generated images over that of real images (1 = as seamless
+  as the data; ``cocogan.metrics.seams``), and wrap likewise for panoramas;
+- SWD x1e3 (PGGAN's multi-scale sliced Wasserstein distance; real vs real is the floor);
+and writes one picture per (variant, budget) cell, each variant's final weights
+(VARIANT.safetensors, for `cocogan generate`/`eval` and benchmarks/bn_statistics.py), results.json
+and a Markdown table.
+
+    python -m benchmarks.seams_study --data builtin:blobs --preset tiny --budgets 300,1000
+    python -m benchmarks.seams_study --data builtin:skyline --preset tiny-panorama \
+        --variants paper,pixel --budgets 300,1000,3000
+
+Each variant is an override of the preset (``--set`` syntax); the options are off in every
+paper preset. A variant's steps are the same whatever the machine's speed; seconds are reported
+for information only (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cocogan.checkpoint import save_model
+from cocogan.config import Config, apply_overrides
+from cocogan.data import BuiltinDataset, build_dataset
+from cocogan.evaluation import EvalConfig, build_reference, evaluate
+from cocogan.evaluation.sampling import cocogan_sampler
+from cocogan.model import CocoGAN
+from cocogan.presets import get_preset
+from cocogan.render import evaluating, render_rect, trained_rect
+from cocogan.training.grid import save_png, tile
+from cocogan.training.state import seed_globals
+from cocogan.training.step import build_optimizers, train_step, update_ema
+
+# the paper's G, whatever the preset adopts
+PAPER_SETTINGS = ["model.pixel_coords=false", "model.pixel_fourier=0", "model.g_padding=zeros",
+                  "model.g_margin=false", "model.g_field=false"]
+VARIANTS: dict[str, list[str]] = {
+    "paper": [],
+    "pixel": ["model.pixel_coords=true"],
+    "fourier": ["model.pixel_coords=true", "model.pixel_fourier=2"],
+    "replicate": ["model.g_padding=replicate"],
+    "margin": ["model.g_margin=true"],
+    "pixel+replicate": ["model.pixel_coords=true", "model.g_padding=replicate"],
+    "pixel+margin": ["model.pixel_coords=true", "model.g_margin=true"],
+    "pixel+margin+replicate": ["model.pixel_coords=true", "model.g_margin=true",
+                               "model.g_padding=replicate"],
+    "field": ["model.pixel_coords=true", "model.g_field=true"],
+    "field+fourier": ["model.pixel_coords=true", "model.g_field=true", "model.pixel_fourier=2"],
+    "field+margin": ["model.pixel_coords=true", "model.g_field=true", "model.g_margin=true"],
+    "all": ["model.pixel_coords=true", "model.pixel_fourier=2", "model.g_padding=replicate",
+            "model.g_margin=true"],
+}
+
+
+def variant_config(preset: str, variant: str, extra: list[str]) -> Config:
+    return apply_overrides(get_preset(preset), [*PAPER_SETTINGS, *VARIANTS[variant], *extra])
+
+
+def train_variant(config: Config, data: str, budgets: list[int], seed: int,
+                  measure: Callable[[CocoGAN, int], dict]) -> tuple[list[dict], CocoGAN]:
+    """Train to max(budgets) on one seeded stream, calling ``measure(model, step)`` at each."""
+    m, train = config.model, config.train
+    seed_globals(seed)
+    model = CocoGAN(m)
+    optimizers = build_optimizers(model, train)
+    dataset = BuiltinDataset(data.removeprefix("builtin:"), m.full_height, m.full_width,
+                             seed=seed)
+    rng = torch.Generator().manual_seed(seed)
+    order = torch.Generator().manual_seed(seed + 1)
+    rows, start = [], time.perf_counter()
+    for step in range(1, max(budgets) + 1):
+        index = torch.randint(0, len(dataset), (train.batch,), generator=order)
+        images = torch.stack([dataset[int(i)] for i in index])
+        if model.coords.cyclic:  # random roll, as the training loop does for panoramas
+            shift = int(torch.randint(0, m.full_width, (1,), generator=order))
+            images = torch.roll(images, shift, dims=-1)
+        train_step(model, optimizers, images, train, rng)
+        update_ema(model, step - 1, train.ema_decay, train.ema_warmup)
+        if step in budgets:
+            seconds = time.perf_counter() - start
+            rows.append({"steps": step, "seconds": round(seconds, 1), **measure(model, step)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows, model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="builtin:blobs")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--budgets", default="300,1000")
+    parser.add_argument("--set", action="append", default=[], help="extra override, all variants")
+    parser.add_argument("--n", type=int, default=500, help="images per side for the metrics")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("runs/seams-study"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    name = args.data.removeprefix("builtin:")
+    out = args.out / f"{name}-{args.preset}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    base = get_preset(args.preset).model
+    cyclic = base.coords == "cylindrical"
+    metrics = ("swd", "seams", "wrap") if cyclic else ("swd", "seams")
+    settings = EvalConfig(n=args.n, batch=64, seed=args.seed, swd_images=args.n,
+                          seam_images=args.n)
+    real = build_dataset(args.data, base.full_height, base.full_width, cylindrical=cyclic,
+                         seed=1_000_003)  # held out: another seed than training
+    config0 = variant_config(args.preset, "paper", args.set)
+    reference = build_reference(metrics, real, CocoGAN(config0.model).coords, settings)
+    train_set = BuiltinDataset(name, base.full_height, base.full_width, seed=args.seed)
+
+    def real_sample(count: int, rng: torch.Generator) -> torch.Tensor:  # training images
+        index = torch.randint(0, len(train_set), (count,), generator=rng)
+        return torch.stack([train_set[int(i)] for i in index])
+
+    floor = evaluate(reference, settings, sample=real_sample)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results["_real"] = {k: floor.values[k] for k in ("swd", "seams_real", "wrap_real")
+                        if k in floor.values}
+    print("real:", results["_real"], flush=True)
+
+    for variant in variants:
+        config = variant_config(args.preset, variant, args.set)
+
+        def measure(model: CocoGAN, step: int, variant: str = variant) -> dict:
+            values = evaluate(reference, settings, sample=cocogan_sampler(model)).values
+            with evaluating(model.generator_ema):
+                pictures = render_rect(model.generator_ema, model.coords,
+                                       model.sample_z(16, torch.Generator().manual_seed(7)),
+                                       trained_rect(model.coords))
+            big = pictures.repeat_interleave(3, -1).repeat_interleave(3, -2)
+            if cyclic:
+                big = torch.cat([big[:8], big[:8]], dim=-1)  # 0-720 degrees
+            save_png(tile(big, 2 if cyclic else 4), out / f"{variant}-{step:05d}.png")
+            row = {"swd": values["swd"], "seams": values["seams"] / values["seams_real"],
+                   "seams_raw": values["seams"]}
+            if cyclic:
+                row["wrap"] = values["wrap"] / values["wrap_real"]
+            return row
+
+        print(f"== {variant}: {VARIANTS[variant]}", flush=True)
+        rows, model = train_variant(config, args.data, budgets, args.seed, measure)
+        results[variant] = {"overrides": VARIANTS[variant], "rows": rows}
+        save_model(out / f"{variant}.safetensors", config, model, budgets[-1])
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+    (out / "table.md").write_text(markdown_table(results, budgets, cyclic))
+    compose_figure(out, [v for v in results if not v.startswith("_")], budgets, cyclic)
+    print(markdown_table(results, budgets, cyclic))
+    return 0
+
+
+def compose_figure(out: Path, variants: list[str], budgets: list[int], cyclic: bool) -> Path:
+    """figure.png: one row per variant, one column per budget, each cell the first row of that
+    cell's samples (the first panorama, 0-720 degrees, for cylindrical runs), labelled."""
+    from PIL import Image, ImageDraw
+
+    def first_row(path: Path) -> Image.Image:
+        grid = Image.open(path).convert("RGB")
+        columns = 2 if cyclic else 4
+        cell = (grid.width - 2) // columns  # tile(): 2-px gaps, 2-px border
+        height = cell if not cyclic else (grid.height - 2) // 4
+        width = cell if cyclic else grid.width
+        return grid.crop((0, 0, width, height + 2))
+
+    cells = {(v, b): out / f"{v}-{b:05d}.png" for v in variants for b in budgets}
+    sample = next((first_row(p) for p in cells.values() if p.is_file()), None)
+    if sample is None:
+        raise FileNotFoundError(f"no sample pictures in {out}")
+    label_w, head_h = 150, 18
+    figure = Image.new("RGB", (label_w + len(budgets) * sample.width,
+                               head_h + len(variants) * sample.height), "white")
+    draw = ImageDraw.Draw(figure)
+    for j, budget in enumerate(budgets):
+        draw.text((label_w + j * sample.width + 4, 3), f"{budget} steps", fill="black")
+    for i, variant in enumerate(variants):
+        top = head_h + i * sample.height
+        draw.text((4, top + sample.height // 2 - 6), variant, fill="black")
+        for j, budget in enumerate(budgets):
+            if cells[variant, budget].is_file():
+                figure.paste(first_row(cells[variant, budget]), (label_w + j * sample.width, top))
+    figure.save(out / "figure.png")
+    return out / "figure.png"
+
+
+def markdown_table(results: dict, budgets: list[int], cyclic: bool) -> str:
+    head = "| variant | " + " | ".join(f"{b} steps: seams / SWD" + (" / wrap" if cyclic else "")
+                                      for b in budgets) + " |"
+    lines = [head, "|---" * (len(budgets) + 1) + "|"]
+    for variant, entry in results.items():
+        if variant.startswith("_"):
+            continue
+        cells = {row["steps"]: row for row in entry["rows"]}
+        text = []
+        for b in budgets:
+            row = cells.get(b)
+            if row is None:
+                text.append("-")
+                continue
+            cell = f"{row['seams']:.2f} / {row['swd']:.0f}"
+            text.append(cell + (f" / {row['wrap']:.2f}" if cyclic else ""))
+        lines.append(f"| {variant} | " + " | ".join(text) + " |")
+    real = results.get("_real", {})
+    lines.append(f"\nreal vs real SWD {real.get('swd', float('nan')):.0f}; "
+                 f"real seam ratio {real.get('seams_real', float('nan')):.3f}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""Generation by parts without seams: the seam diagnostics, the pipeline checks that rule out
+our own causes of seams (issue: "Seamless generation by parts"), and the generator options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cocogan import CocoGAN, apply_overrides, generate_macro, get_preset
+from cocogan.metrics import seam_profile, seam_ratio
+from cocogan.nn.pixel_coords import PixelGeometry
+from cocogan.patches import assemble, crop, merge, split
+from cocogan.presets import PRESETS
+from cocogan.render import evaluating, render_rect, trained_rect
+from cocogan.summary import parameter_counts
+
+OPTIONS = ["model.pixel_coords=true", "model.pixel_fourier=2", "model.g_padding=replicate",
+           "model.g_margin=true", "model.g_field=true"]
+
+
+def stepped(size: int, micro: int, slope: float, step: float, only: int | None = None
+            ) -> torch.Tensor:
+    """An image whose neighbour jumps are known: ``slope`` everywhere, plus ``step`` across
+    every micro border (or only across the vertical border at column ``only``)."""
+    x = torch.arange(size, dtype=torch.float64)
+    if only is None:
+        ramp_x = slope * x + step * torch.div(x, micro, rounding_mode="floor")
+        ramp_y = ramp_x
+    else:
+        ramp_x = slope * x + step * (x >= only)
+        ramp_y = slope * x
+    return (ramp_y[:, None] + ramp_x[None, :]).expand(2, 3, size, size).clone()
+
+
+def test_seam_ratio_and_profile_of_known_seams() -> None:
+    image = stepped(32, 8, slope=0.01, step=0.03)
+    assert seam_ratio(image, 8) == pytest.approx(4.0)  # (slope + step) / slope
+    profile = seam_profile(image, 8)
+    assert set(profile) == {"x8", "x16", "x24", "y8", "y16", "y24"}
+    assert all(v == pytest.approx(4.0) for v in profile.values())
+
+    one = seam_profile(stepped(32, 8, slope=0.01, step=0.02, only=16), 8)
+    assert one["x16"] == pytest.approx(3.0)
+    assert all(one[k] == pytest.approx(1.0) for k in ("x8", "x24", "y8", "y16", "y24"))
+    # the overall ratio dilutes one bad line among the six: (3 + 5 * 1) / 6 of jumps
+    assert seam_ratio(stepped(32, 8, 0.01, 0.02, only=16), 8) == pytest.approx(8 / 6)
+
+
+def test_real_images_round_trip_exactly(emoji_image: torch.Tensor) -> None:
+    patches = split(emoji_image, 16)  # (1, 16, 3, 16, 16)
+    rows, cols = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
+    order = torch.randperm(16)
+    shuffled = assemble(patches[:, order], rows.reshape(-1)[order], cols.reshape(-1)[order])
+    assert torch.equal(shuffled, emoji_image)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-panorama"])
+@pytest.mark.parametrize("options", [[], OPTIONS], ids=["paper", "options"])
+def test_training_macro_patches_are_crops_of_the_assembled_image(preset: str,
+                                                                  options: list[str]) -> None:
+    """What D sees in training (generate_macro) is exactly the crop of the full image that the
+    applications assemble, at every macro position, across the panorama seam too."""
+    model = CocoGAN(apply_overrides(get_preset(preset), options).model)
+    system, generator = model.coords, model.generator
+    z = model.sample_z(2)
+    with evaluating(generator):
+        full = render_rect(generator, system, z, trained_rect(system))  # (2, 3, H, W)
+        rows, cols = system.macro_grid()  # every macro position, both latents at each
+        count = rows.numel()
+        z_all, full_all = z.repeat_interleave(count, 0), full.repeat_interleave(count, 0)
+        rows, cols = rows.float().repeat(2), cols.float().repeat(2)
+        macro = generate_macro(generator, system, z_all, rows, cols)
+    top, left = system.pixel_offset(rows, cols)
+    expected = crop(full_all, top, left, macro.shape[-2], macro.shape[-1], wrap=system.cyclic)
+    torch.testing.assert_close(macro, expected, atol=1e-6, rtol=0)
+
+
+def test_gradient_reaches_every_pixel_of_every_micro_patch() -> None:
+    model = CocoGAN(get_preset("tiny").model)
+    system, disc = model.coords, model.discriminator
+    micro = torch.rand(3, system.patches_per_macro, 3, 8, 8, requires_grad=True)
+    macro = merge(micro, system.macro_h, system.macro_w)
+    coords = system.macro_coords(torch.zeros(3), torch.zeros(3))
+    disc.adversarial(disc.features(macro), coords).sum().backward()
+    grad = micro.grad.abs()  # (B, P, 3, 8, 8)
+    assert (grad.amax(dim=2) > 0).all(), "some micro-patch pixel gets no gradient from D"
+    per_patch = grad.mean(dim=(2, 3, 4))  # (B, P): no patch is starved
+    assert (per_patch > 0.05 * per_patch.mean()).all()
+
+
+def test_pixel_coordinates_continue_across_borders_and_wrap() -> None:
+    """Per-pixel coordinates of neighbouring patches step by one pixel across their border,
+    and the cylindrical ones wrap around 360 degrees exactly."""
+    model = CocoGAN(apply_overrides(get_preset("tiny-panorama"), OPTIONS[:1]).model)
+    system = model.coords
+    geometry = model.generator.pixel
+    rows, cols = torch.zeros(system.grid_w), torch.arange(system.grid_w).float()
+    feats = geometry.features(system.micro_coords(rows, cols), 8)  # (K, F, 8, 8)
+    strip = torch.cat(list(feats), dim=-1)  # (F, 8, 8 K): one row of patches, side by side
+    strip = torch.cat([strip, strip[..., :1]], dim=-1)  # and the first column again at 360
+    cos, sin = strip[1, 0], strip[2, 0]
+    theta = torch.atan2(sin, cos)
+    step = torch.remainder(theta[1:] - theta[:-1], 2 * math.pi)
+    torch.testing.assert_close(step, torch.full_like(step, 2 * math.pi / (8 * system.grid_w)))
+    y = strip[0, :, 0]  # rows of the top patch row: one pixel apart in coordinate units
+    torch.testing.assert_close(y[1:] - y[:-1], torch.full((7,), system.micro_step[0] / 8))
+
+
+def test_pixel_geometry_channels_match_features() -> None:
+    for cyclic, dim in ((False, 2), (True, 3)):
+        geometry = PixelGeometry(0.5, 0.25, cyclic, fourier=3)
+        coords = torch.rand(4, dim) * 2 - 1
+        assert geometry.features(coords, 4).shape == (4, geometry.channels, 4, 4)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-panorama", "small64"])
+def test_generator_options_shapes_and_determinism(preset: str) -> None:
+    config = apply_overrides(get_preset(preset), OPTIONS)
+    config.model.ngf = config.model.ndf = 8
+
+    def sample() -> torch.Tensor:
+        torch.manual_seed(3)
+        model = CocoGAN(config.model).eval()
+        z = model.sample_z(2, torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            return render_rect(model.generator, model.coords, z, trained_rect(model.coords))
+
+    first = sample()
+    m = config.model
+    assert first.shape == (2, 3, m.full_height, m.full_width)
+    assert first.abs().max() <= 1
+    assert torch.equal(first, sample())
+
+
+PAPER_PRESETS = [n for n in PRESETS if not n.startswith(("tiny", "small"))]
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_keep_the_paper_generator(name: str) -> None:
+    m = get_preset(name).model
+    assert (m.pixel_coords, m.pixel_fourier, m.g_padding, m.g_margin, m.g_field) == \
+        (False, 0, "zeros", False, False)
+
+
+def test_paper_generator_unchanged_for_a_fixed_seed() -> None:
+    """celeba64's G: parameter count of the release, and the same output as the paper's
+    architecture gives for a fixed seed (a fingerprint recorded before the options existed)."""
+    config = get_preset("celeba64")
+    assert parameter_counts(config)["g_params"] == 11_225_091
+    config.model.ngf = 4
+    torch.manual_seed(0)
+    model = CocoGAN(config.model).eval()
+    z = torch.linspace(-1, 1, 128)[None]
+    with torch.no_grad():
+        patch = model.generator(z, torch.tensor([[-1.0, 1.0 / 3.0]]))
+    assert patch.shape == (1, 3, 16, 16)
+    assert float(patch.double().sum()) == pytest.approx(73.84684361726977, abs=1e-4)
+
+
+def test_bad_option_values_are_clear() -> None:
+    with pytest.raises(ValueError, match="g_padding"):
+        apply_overrides(get_preset("tiny"), ["model.g_padding=circular"]).validate()
+    with pytest.raises(ValueError, match="pixel_coords"):
+        apply_overrides(get_preset("tiny"), ["model.pixel_fourier=2"]).validate()
+    with pytest.raises(ValueError, match="pixel_coords"):
+        apply_overrides(get_preset("tiny"), ["model.g_field=true"]).validate()
