@@ -43,7 +43,7 @@ from cocogan.training.step import build_optimizers, train_step, update_ema
 
 # the paper's G, whatever the preset adopts
 PAPER_SETTINGS = ["model.pixel_coords=false", "model.pixel_fourier=0", "model.g_padding=zeros",
-                  "model.g_margin=false", "model.g_field=false"]
+                  "model.g_margin=false", "model.g_field=false", "train.w_overlap=0"]
 VARIANTS: dict[str, list[str]] = {
     "paper": [],
     "pixel": ["model.pixel_coords=true"],
@@ -57,6 +57,13 @@ VARIANTS: dict[str, list[str]] = {
     "field": ["model.pixel_coords=true", "model.g_field=true"],
     "field+fourier": ["model.pixel_coords=true", "model.g_field=true", "model.pixel_fourier=2"],
     "field+margin": ["model.pixel_coords=true", "model.g_field=true", "model.g_margin=true"],
+    "margin+overlap": ["model.g_margin=true", "train.w_overlap=10"],
+    "pixel+margin+overlap": ["model.pixel_coords=true", "model.g_margin=true",
+                             "train.w_overlap=10"],
+    "field+margin+overlap": ["model.pixel_coords=true", "model.g_field=true",
+                             "model.g_margin=true", "train.w_overlap=10"],
+    "margin+overlap30": ["model.g_margin=true", "train.w_overlap=30"],
+    "margin+overlap100": ["model.g_margin=true", "train.w_overlap=100"],
     "all": ["model.pixel_coords=true", "model.pixel_fourier=2", "model.g_padding=replicate",
             "model.g_margin=true"],
 }
@@ -140,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         config = variant_config(args.preset, variant, args.set)
 
-        def measure(model: CocoGAN, step: int, variant: str = variant) -> dict:
+        def measure(model: CocoGAN, step: int, batch: int = config.train.batch,
+                    variant: str = variant) -> dict:
+            model.recalibrate_ema(batch, seed=step)  # as training checkpoints do
             values = evaluate(reference, settings, sample=cocogan_sampler(model)).values
             with evaluating(model.generator_ema):
                 pictures = render_rect(model.generator_ema, model.coords,

@@ -3,6 +3,7 @@ our own causes of seams (issue: "Seamless generation by parts"), and the generat
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -166,3 +167,55 @@ def test_bad_option_values_are_clear() -> None:
         apply_overrides(get_preset("tiny"), ["model.pixel_fourier=2"]).validate()
     with pytest.raises(ValueError, match="pixel_coords"):
         apply_overrides(get_preset("tiny"), ["model.g_field=true"]).validate()
+
+
+def test_overlap_loss_is_zero_for_canvases_cut_from_one_image_and_exact_otherwise() -> None:
+    from cocogan.losses import overlap_consistency
+
+    micro, margin = 8, 2
+    image = torch.rand(3, 3, 2 * micro + 2 * margin, 2 * micro + 2 * margin)
+    # canvases of a 2x2 macro patch, each micro patch with its margin, cut from one image
+    canvases = torch.stack([image[..., r * micro: r * micro + micro + 2 * margin,
+                                  c * micro: c * micro + micro + 2 * margin]
+                            for r in range(2) for c in range(2)], dim=1)  # (B, 4, 3, 12, 12)
+    assert float(overlap_consistency(canvases, 2, 2, margin)) == pytest.approx(0.0, abs=1e-7)
+    # shift the top-right patch by +0.5: its two overlaps (left, below) each differ by 0.5
+    # over the whole strip; horizontal: 1 of 2 pairs, vertical: 1 of 2 pairs
+    canvases[:, 1] += 0.5
+    assert float(overlap_consistency(canvases, 2, 2, margin)) == pytest.approx(0.25)
+
+
+def test_overlap_training_step_and_config_checks() -> None:
+    from cocogan.training.step import build_optimizers, train_step
+
+    config = apply_overrides(get_preset("tiny"), ["model.g_margin=true", "train.w_overlap=10"])
+    model = CocoGAN(config.validate().model)
+    losses = train_step(model, build_optimizers(model, config.train), torch.rand(4, 3, 32, 32),
+                        config.train, torch.Generator().manual_seed(0))
+    assert losses["L_O"] > 0 and math.isfinite(losses["loss_G"])
+    with pytest.raises(ValueError, match="g_margin"):
+        apply_overrides(get_preset("tiny"), ["train.w_overlap=10"]).validate()
+
+
+def test_recalibrated_ema_statistics_are_the_batch_statistics() -> None:
+    """With one batch, the recalibrated running mean of G's last BN is the mean of that
+    batch's features, drawn exactly as a training step draws z and positions."""
+    model = CocoGAN(get_preset("tiny").model)
+    probe = copy.deepcopy(model.generator_ema)  # eval: spectral norm fixed; BN: batch stats
+    for module in probe.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.train()
+    weights = {k: v.clone() for k, v in model.generator_ema.state_dict().items()
+               if "running" not in k and "num_batches" not in k}
+    model.recalibrate_ema(batch=6, batches=1, seed=5)
+    after = model.generator_ema.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in weights.items())  # only BN statistics move
+    captured = []
+    probe.tail_norm.register_forward_hook(lambda m, i, o: captured.append(i[0]))
+    rng = torch.Generator().manual_seed(5)
+    rows, cols = model.coords.sample_macro(6, generator=rng)
+    with torch.no_grad():
+        generate_macro(probe, model.coords, model.sample_z(6, rng), rows, cols)
+    expected = captured[0].mean(dim=(0, 2, 3))
+    torch.testing.assert_close(model.generator_ema.tail_norm.running_mean, expected)
+    assert not model.generator_ema.training and model.generator_ema.tail_norm.momentum == 0.1

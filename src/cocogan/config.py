@@ -115,6 +115,8 @@ class TrainConfig:
     w_gp: float = 10.0  # weight of the gradient penalty L_GP (eq. 2)
     w_spatial: float = 100.0  # weight of the spatial consistency loss L_S (eq. 3)
     w_content: float = 0.0  # weight of L_C (eq. 4) in G's and D's objectives; 100 for inspiration
+    w_overlap: float = 0.0  # weight of L_O in G's objective: margins agree with the neighbours
+    #   (beyond the paper; needs model.g_margin; 0 = off, docs/seams.md)
     ema_decay: float = 0.999  # EMA of G's weights used for sampling; 0 disables averaging
     ema_warmup: int = 100  # steps during which the EMA follows G exactly (decay ramps up)
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalars
@@ -140,7 +142,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {value!r}")
-        for name in ("w_gp", "w_spatial", "w_content"):
+        for name in ("w_gp", "w_spatial", "w_content", "w_overlap"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.extrapolate < 0:
@@ -158,6 +160,9 @@ class Config:
     def validate(self) -> Config:
         self.model.validate()
         self.train.validate()
+        if self.train.w_overlap and not self.model.g_margin:
+            raise ConfigError("train.w_overlap needs model.g_margin=true (the overlap is between "
+                              "the margins G draws around each micro patch)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -49,3 +49,32 @@ def spatial_consistency(predicted: Tensor, target: Tensor) -> Tensor:
 def content_consistency(predicted: Tensor, target: Tensor) -> Tensor:
     """L_C (eq. 4): L1 error between the estimated latent z~ and the true z (mean)."""
     return (predicted - target).abs().mean()
+
+
+def overlap_consistency(canvases: Tensor, rows: int, cols: int, margin: int) -> Tensor:
+    """L_O (beyond the paper): neighbouring micro patches must agree where their canvases overlap.
+
+    With ``model.g_margin`` G draws each micro patch with ``margin`` extra pixels per side, which
+    cover the neighbours' outer pixels; the margins are cropped away, but this loss asks that
+    a patch's margin equal what its neighbour draws there, so the content of one patch continues
+    into the next instead of stopping at a seam. Mean |difference| over every horizontally and
+    vertically adjacent pair of a macro patch (overlap 2 * margin wide).
+
+    Args:
+        canvases: (B, P, C, S, S) canvases of a macro patch's P = rows * cols micro patches,
+            row-major, S = micro + 2 * margin.
+        rows, cols: micro patches per column / row of the macro patch.
+        margin: pixels per side beyond the micro patch.
+    """
+    batch, count, channels, size, _ = canvases.shape
+    assert count == rows * cols and margin > 0, f"got {count} patches, {rows}x{cols}, {margin}"
+    micro = size - 2 * margin
+    grid = canvases.view(batch, rows, cols, channels, size, size)
+    terms = []
+    if cols > 1:  # left patch's columns [micro, micro + 2m) == right patch's [0, 2m)
+        terms.append((grid[:, :, :-1, ..., micro:] - grid[:, :, 1:, ..., : 2 * margin]).abs()
+                     .mean())
+    if rows > 1:
+        terms.append((grid[:, :-1, :, :, micro:, :] - grid[:, 1:, :, :, : 2 * margin, :]).abs()
+                     .mean())
+    return torch.stack(terms).mean() if terms else canvases.new_zeros(())

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from cocogan.config import ModelConfig
 from cocogan.coords import CoordinateSystem, coordinate_system
 from cocogan.nn import Discriminator, Generator
+from cocogan.nn.generator import crop_margin
 from cocogan.nn.pixel_coords import PixelGeometry
 from cocogan.patches import merge
 
@@ -43,6 +44,37 @@ class CocoGAN(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @torch.no_grad()
+    def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0) -> None:
+        """Recompute the EMA generator's batch-norm running statistics for its own weights.
+
+        The EMA generator averages G's weights, but its running statistics would otherwise be
+        the live G's, measured on other weights (docs/seams.md: SWD 139 -> 112 on a 1,000-step
+        tiny run). This runs it in training mode over ``batches`` training-like batches (z and
+        macro positions drawn as in a training step, from a private RNG seeded with ``seed``)
+        and keeps the cumulative average, so sampling is deterministic and the training RNG
+        is untouched. Only the BN layers run in training mode: spectral norm's power iteration
+        does not advance, so nothing but the running statistics changes.
+        """
+        generator = self.generator_ema
+        norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for module in norms:
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the batches below
+        rng = torch.Generator().manual_seed(seed)
+        generator.eval()
+        try:
+            for module in norms:
+                module.train()
+            for _ in range(batches):
+                rows, cols = self.coords.sample_macro(batch, generator=rng)
+                generate_macro(generator, self.coords, self.sample_z(batch, rng), rows, cols)
+        finally:
+            generator.eval()
+            for module, momentum in zip(norms, momenta, strict=True):
+                module.momentum = momentum
+
 
 def build_generator(config: ModelConfig, coords: CoordinateSystem) -> Generator:
     """The generator a model config describes, with its options beyond the paper."""
@@ -55,21 +87,33 @@ def build_generator(config: ModelConfig, coords: CoordinateSystem) -> Generator:
 
 
 def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,
-                   cols: Tensor) -> Tensor:
+                   cols: Tensor, *, keep_margin: bool = False) -> Tensor:
     """Micro patches for each latent at each of its grid positions, in one forward pass.
 
     Args:
         z: (B, Z) latents.
         rows, cols: (B, P) grid positions (fractional and out-of-range positions allowed).
+        keep_margin: return G's whole canvases (with ``model.g_margin``), not just the patches.
 
     Returns:
-        (B, P, 3, micro, micro).
+        (B, P, 3, micro, micro), or (B, P, 3, S, S) canvases with ``keep_margin``.
     """
     batch, count = rows.shape
     c = coords.micro_coords(rows, cols).to(z.device)  # (B, P, D)
     z_rep = z[:, None, :].expand(batch, count, z.shape[1])  # same z for all patches of a sample
-    patches = generator(z_rep.reshape(batch * count, -1), c.reshape(batch * count, -1))
+    patches = generator(z_rep.reshape(batch * count, -1), c.reshape(batch * count, -1),
+                        keep_margin=keep_margin)
     return patches.view(batch, count, *patches.shape[1:])
+
+
+def generate_macro_canvases(generator: Generator, coords: CoordinateSystem, z: Tensor,
+                            rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+    """Fake macro patches (as :func:`generate_macro`) and the canvases their micro patches were
+    cut from, (B, P, 3, S, S) (S = micro without ``model.g_margin``), for L_O."""
+    micro_rows, micro_cols = coords.micro_in_macro(rows, cols)  # (B, P)
+    canvases = generate_micro(generator, coords, z, micro_rows, micro_cols, keep_margin=True)
+    micro = crop_margin(canvases, generator.margin)
+    return merge(micro, coords.macro_h, coords.macro_w), canvases
 
 
 def generate_macro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,

@@ -160,6 +160,7 @@ class EvalHook:
     def __call__(self, trainer: Any) -> None:
         """`trainer`: a `cocogan.training.loop.Trainer` (model, config, state.step, log, notify)."""
         step = trainer.state.step
+        trainer.refresh_ema()  # the EMA generator's own BN statistics, as checkpoints hold
         values = self.callback(trainer.model, trainer.config, step)
         with Path(trainer.log.path).open("a") as handle:  # same file as the loss records
             handle.write(json.dumps({"step": step, **values}) + "\n")

@@ -137,7 +137,14 @@ class Generator(nn.Module):
         self.tail_norm = nn.BatchNorm2d(last)
         self.tail_conv = sn_conv(last + extra, 3, 3, padding)
 
-    def forward(self, z: Tensor, coords: Tensor) -> Tensor:
+    @property
+    def margin(self) -> int:
+        """Pixels drawn beyond each side of the micro patch (0 without ``margin``)."""
+        return self.micro // 4 if self.stem_size == 3 else 0
+
+    def forward(self, z: Tensor, coords: Tensor, *, keep_margin: bool = False) -> Tensor:
+        """Micro patches (B, 3, micro, micro); with ``keep_margin`` the whole canvas
+        (B, 3, micro + 2 margin, ...), whose margins overlap the neighbouring patches."""
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z: got {tuple(z.shape)}"
         assert coords.shape == (z.shape[0], self.coord_dim), \
             f"coords: got {tuple(coords.shape)}, expected ({z.shape[0]}, {self.coord_dim})"
@@ -155,7 +162,13 @@ class Generator(nn.Module):
         for block in self.blocks:
             x = block(x, cond, pixels)
         x = torch.tanh(self.tail_conv(_with_pixels(F.relu(self.tail_norm(x)), pixels)))
-        if self.stem_size == 2:
+        if keep_margin or not self.margin:
             return x
-        start = (x.shape[-1] - self.micro) // 2  # keep the centre micro x micro
-        return x[..., start:start + self.micro, start:start + self.micro]
+        return crop_margin(x, self.margin)
+
+
+def crop_margin(canvas: Tensor, margin: int) -> Tensor:
+    """The micro patch at the centre of a canvas (..., S, S) with ``margin`` pixels per side."""
+    if not margin:
+        return canvas
+    return canvas[..., margin:-margin, margin:-margin]

@@ -85,6 +85,7 @@ class Trainer:
     notify: Callable[[str], None] = print
     _session_start: float = field(default=0.0, init=False)
     _elapsed_at_start: float = field(default=0.0, init=False)
+    _ema_refreshed: int = field(default=-1, init=False)  # step of the last refresh_ema
 
     @property
     def device(self) -> torch.device:
@@ -113,6 +114,7 @@ class Trainer:
         return losses
 
     def update_ema(self) -> None:
+        """Average G's weights into the EMA generator (its BN statistics: refresh_ema)."""
         train = self.config.train
         update_ema(self.model, self.state.step, train.ema_decay, train.ema_warmup)
 
@@ -130,8 +132,16 @@ class Trainer:
             if final or self.state.step % hook.every == 0:
                 hook(self)
 
+    def refresh_ema(self) -> None:
+        """Give the EMA generator batch-norm statistics of its own weights before it is saved
+        or sampled (once per step; the training itself never uses them)."""
+        if self._ema_refreshed != self.state.step:
+            self.model.recalibrate_ema(self.config.train.batch, seed=self.state.step)
+            self._ema_refreshed = self.state.step
+
     def save_checkpoint(self) -> Path:
         """Weights then state, each atomic; older checkpoints beyond keep_checkpoints go."""
+        self.refresh_ema()
         self.state.elapsed = self.elapsed()
         weights, state_file = checkpoint_paths(self.run_dir, self.state.step)
         save_model(weights, self.config, self.model, self.state.step)
@@ -147,6 +157,7 @@ class Trainer:
     def sample_images(self, z: Tensor | None = None) -> Tensor:
         """Full images (N, 3, H, W) from the EMA generator for z (default: the fixed latents)."""
         z = self.state.sample_z if z is None else z
+        self.refresh_ema()
         generator, coords = self.model.generator_ema, self.model.coords
         with evaluating(generator):
             return render_rect(generator, coords, z.to(self.device), trained_rect(coords))

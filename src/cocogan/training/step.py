@@ -2,7 +2,7 @@
 
 Objectives (weights from TrainConfig):
 - D: -L_W + w_gp L_GP + w_spatial L_S(real) + w_content L_C(fake)
-- G: -E[D(fake)] + w_spatial L_S(fake) + w_content L_C(fake)
+- G: -E[D(fake)] + w_spatial L_S(fake) + w_content L_C(fake) + w_overlap L_O (beyond the paper)
 - Q (the content head, own optimiser): L_C(fake)
 The returned dict holds plain floats for logging: L_W is the Wasserstein estimate.
 """
@@ -19,10 +19,11 @@ from cocogan.config import TrainConfig
 from cocogan.losses import (
     content_consistency,
     gradient_penalty,
+    overlap_consistency,
     spatial_consistency,
     wasserstein_estimate,
 )
-from cocogan.model import CocoGAN, generate_macro
+from cocogan.model import CocoGAN, generate_macro, generate_macro_canvases
 from cocogan.patches import crop
 
 
@@ -141,7 +142,7 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
 
     # ---- G step ---------------------------------------------------------------------------
     with autocast:
-        fake = generate_macro(G, model.coords, step.z, step.rows, step.cols)
+        fake, canvases = generate_macro_canvases(G, model.coords, step.z, step.rows, step.cols)
         h_fake = D.features(fake)
         loss_adv = -D.adversarial(h_fake, step.fake_coords).mean()
         spatial_error = ((D.spatial(h_fake) - step.fake_coords) ** 2).mean(dim=1)  # (B,)
@@ -149,6 +150,10 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
         l_s_fake = (spatial_error * inside).sum() / inside.sum().clamp(min=1)
         l_c_g = content_consistency(D.content(h_fake), step.z)
     loss_g = loss_adv + train.w_spatial * l_s_fake + train.w_content * l_c_g
+    if train.w_overlap:
+        l_overlap = overlap_consistency(canvases.float(), model.coords.macro_h,
+                                        model.coords.macro_w, G.margin)
+        loss_g = loss_g + train.w_overlap * l_overlap
     optimizers.g.zero_grad(set_to_none=True)
     loss_g.backward()
     optimizers.g.step()
@@ -156,6 +161,8 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
 
     values = {"L_W": l_w, "L_GP": l_gp, "L_S_real": l_s_real, "L_S_fake": l_s_fake,
               "L_C": l_c_q, "loss_D": loss_d, "loss_G": loss_g, "loss_Q": l_c_q}
+    if train.w_overlap:
+        values["L_O"] = l_overlap
     return {name: value.detach().item() for name, value in values.items()}
 
 
