@@ -13,6 +13,7 @@ and a Markdown table.
     python -m benchmarks.seams_study --data builtin:blobs --preset tiny --budgets 300,1000
     python -m benchmarks.seams_study --data builtin:skyline --preset tiny-panorama \
         --variants paper,pixel --budgets 300,1000,3000
+    python -m benchmarks.seams_study --preset tiny --cost 20 --variants paper,margin+overlap30
 
 Each variant is an override of the preset (``--set`` syntax); the options are off in every
 paper preset. A variant's steps are the same whatever the machine's speed; seconds are reported
@@ -64,6 +65,9 @@ VARIANTS: dict[str, list[str]] = {
                              "model.g_margin=true", "train.w_overlap=10"],
     "margin+overlap30": ["model.g_margin=true", "train.w_overlap=30"],
     "margin+overlap100": ["model.g_margin=true", "train.w_overlap=100"],
+    "margin+overlap20": ["model.g_margin=true", "train.w_overlap=20"],
+    "pixel+margin+overlap30": ["model.pixel_coords=true", "model.g_margin=true",
+                               "train.w_overlap=30"],
     "all": ["model.pixel_coords=true", "model.pixel_fourier=2", "model.g_padding=replicate",
             "model.g_margin=true"],
 }
@@ -100,6 +104,27 @@ def train_variant(config: Config, data: str, budgets: list[int], seed: int,
     return rows, model
 
 
+def step_costs(preset: str, variants: list[str], steps: int, extra: list[str]) -> dict[str, float]:
+    """Seconds per training step of each variant, timed round-robin (one step of each in
+    turn, after a warm-up step) so a shared machine's load falls on all of them alike."""
+    states = []
+    for variant in variants:
+        config = variant_config(preset, variant, extra)
+        model = CocoGAN(config.model)
+        images = torch.rand(config.train.batch, 3, config.model.full_height,
+                            config.model.full_width) * 2 - 1
+        states.append((model, build_optimizers(model, config.train), images, config.train,
+                       torch.Generator().manual_seed(0)))
+    totals = [0.0] * len(variants)
+    for repeat in range(steps + 1):
+        for index, (model, optimizers, images, train, rng) in enumerate(states):
+            start = time.perf_counter()
+            train_step(model, optimizers, images, train, rng)
+            if repeat:  # the first round warms up
+                totals[index] += time.perf_counter() - start
+    return {v: t / steps for v, t in zip(variants, totals, strict=True)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="builtin:blobs")
@@ -111,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/seams-study"))
+    parser.add_argument("--cost", type=int, metavar="STEPS",
+                        help="only time STEPS training steps of each variant (round-robin) and "
+                             "print seconds per step and the ratio to the first variant")
+    parser.add_argument("--copied-bn-stats", action="store_true",
+                        help="sample the EMA generator with the live G's BN statistics (as "
+                             "before the EMA recalibration; for comparison with older tables)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     budgets = sorted(int(b) for b in args.budgets.split(","))
@@ -118,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.cost:
+        costs = step_costs(args.preset, variants, args.cost, args.set)
+        first = next(iter(costs.values()))
+        for variant, seconds in costs.items():
+            print(f"{variant:<28}{seconds * 1000:8.1f} ms/step{seconds / first:8.2f}x")
+        return 0
     name = args.data.removeprefix("builtin:")
     out = args.out / f"{name}-{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def measure(model: CocoGAN, step: int, batch: int = config.train.batch,
                     variant: str = variant) -> dict:
-            model.recalibrate_ema(batch, seed=step)  # as training checkpoints do
+            if not args.copied_bn_stats:
+                model.recalibrate_ema(batch, seed=step)  # as training checkpoints do
             values = evaluate(reference, settings, sample=cocogan_sampler(model)).values
             with evaluating(model.generator_ema):
                 pictures = render_rect(model.generator_ema, model.coords,

@@ -94,7 +94,9 @@ def test_gradient_reaches_every_pixel_of_every_micro_patch() -> None:
 def test_pixel_coordinates_continue_across_borders_and_wrap() -> None:
     """Per-pixel coordinates of neighbouring patches step by one pixel across their border,
     and the cylindrical ones wrap around 360 degrees exactly."""
-    model = CocoGAN(apply_overrides(get_preset("tiny-panorama"), OPTIONS[:1]).model)
+    config = apply_overrides(get_preset("tiny-panorama"), ["model.pixel_coords=true",
+                                                           "model.g_margin=false"])
+    model = CocoGAN(config.model)
     system = model.coords
     geometry = model.generator.pixel
     rows, cols = torch.zeros(system.grid_w), torch.arange(system.grid_w).float()
@@ -140,9 +142,17 @@ PAPER_PRESETS = [n for n in PRESETS if not n.startswith(("tiny", "small"))]
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_paper_presets_keep_the_paper_generator(name: str) -> None:
-    m = get_preset(name).model
+    config = get_preset(name)
+    m = config.model
     assert (m.pixel_coords, m.pixel_fourier, m.g_padding, m.g_margin, m.g_field) == \
         (False, 0, "zeros", False, False)
+    assert config.train.w_overlap == 0
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-panorama", "small64"])
+def test_small_presets_adopt_the_seam_options(name: str) -> None:
+    config = get_preset(name)
+    assert config.model.g_margin and config.train.w_overlap > 0
 
 
 def test_paper_generator_unchanged_for_a_fixed_seed() -> None:
@@ -188,13 +198,16 @@ def test_overlap_loss_is_zero_for_canvases_cut_from_one_image_and_exact_otherwis
 def test_overlap_training_step_and_config_checks() -> None:
     from cocogan.training.step import build_optimizers, train_step
 
-    config = apply_overrides(get_preset("tiny"), ["model.g_margin=true", "train.w_overlap=10"])
+    config = apply_overrides(get_preset("celeba64"), [
+        "model.full_height=32", "model.full_width=32", "model.micro=8", "model.macro=16",
+        "model.ngf=8", "model.ndf=8", "model.z_dim=8", "model.g_margin=true",
+        "train.w_overlap=10"])
     model = CocoGAN(config.validate().model)
     losses = train_step(model, build_optimizers(model, config.train), torch.rand(4, 3, 32, 32),
                         config.train, torch.Generator().manual_seed(0))
     assert losses["L_O"] > 0 and math.isfinite(losses["loss_G"])
     with pytest.raises(ValueError, match="g_margin"):
-        apply_overrides(get_preset("tiny"), ["train.w_overlap=10"]).validate()
+        apply_overrides(get_preset("celeba64"), ["train.w_overlap=10"]).validate()
 
 
 def test_recalibrated_ema_statistics_are_the_batch_statistics() -> None:

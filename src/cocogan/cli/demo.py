@@ -60,9 +60,9 @@ class DemoStage:
 
 
 STAGES = (
-    DemoStage("blobs", "tiny", "builtin:blobs", steps=1200, fast_steps=6, minutes=3.0),
-    DemoStage("skyline", "tiny-panorama", "builtin:skyline", steps=800, fast_steps=6,
-              minutes=2.5),
+    DemoStage("blobs", "tiny", "builtin:blobs", steps=1000, fast_steps=6, minutes=3.5),
+    DemoStage("skyline", "tiny-panorama", "builtin:skyline", steps=1000, fast_steps=6,
+              minutes=3.5),
 )
 
 

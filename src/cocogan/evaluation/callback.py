@@ -167,8 +167,11 @@ class EvalHook:
         if trainer.log.writer is not None:
             for key, value in values.items():
                 trainer.log.writer.add_scalar(key, value, step)
-        shown = "  ".join(f"{k[len(PREFIX):]} {v:.4g}" for k, v in values.items()
-                          if not k.startswith((f"{PREFIX}swd_", f"{PREFIX}seams_")))
+        shown = "  ".join(
+            f"{k[len(PREFIX):]} {v:.4g}" + (f" (real {values[k + '_real']:.4g})"
+                                            if k + "_real" in values else "")
+            for k, v in values.items()
+            if not k.startswith((f"{PREFIX}swd_", f"{PREFIX}seams_")) and not k.endswith("_real"))
         trainer.notify(f"eval at step {step}: {shown}")
         if self.callback.best.update(values, step):
             save_model(self.folder / BEST_WEIGHTS, trainer.config, trainer.model, step)
