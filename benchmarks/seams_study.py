@@ -66,6 +66,8 @@ VARIANTS: dict[str, list[str]] = {
     "margin+overlap30": ["model.g_margin=true", "train.w_overlap=30"],
     "margin+overlap100": ["model.g_margin=true", "train.w_overlap=100"],
     "margin+overlap20": ["model.g_margin=true", "train.w_overlap=20"],
+    "fourier+margin+overlap30": ["model.pixel_coords=true", "model.pixel_fourier=2",
+                                 "model.g_margin=true", "train.w_overlap=30"],
     "pixel+margin+overlap30": ["model.pixel_coords=true", "model.g_margin=true",
                                "train.w_overlap=30"],
     "all": ["model.pixel_coords=true", "model.pixel_fourier=2", "model.g_padding=replicate",
