@@ -31,3 +31,27 @@ def test_fast_demo_writes_every_output(tmp_path: Path) -> None:
     for result in summary:
         for key in ("step0", "final", "real_vs_real"):
             assert result[key]["swd"] >= 0 and result[key]["colour"] >= 0
+            assert result[key]["seams"] > 0
+            assert ("wrap" in result[key]) == (result["dataset"] == "builtin:skyline")
+
+
+def test_forecast_warns_only_when_far_beyond_the_plan() -> None:
+    from types import SimpleNamespace
+
+    from cocogan.cli.demo import Forecast
+
+    lines: list[str] = []
+    trainer = SimpleNamespace(state=SimpleNamespace(step=0), notify=lines.append,
+                              config=SimpleNamespace(train=SimpleNamespace(steps=1000)))
+    forecast = Forecast(planned_minutes=1e-6, after=2)
+    for step in range(5):
+        trainer.state.step = step
+        forecast(trainer)
+    assert len(lines) == 1 and "ms per step" in lines[0]
+    assert "planned" in lines[0] and "Ctrl-C" in lines[0]  # far beyond a microsecond budget
+    lines.clear()
+    relaxed = Forecast(planned_minutes=1e6, after=2)
+    for step in range(5):
+        trainer.state.step = step
+        relaxed(trainer)
+    assert len(lines) == 1 and "planned" not in lines[0]
