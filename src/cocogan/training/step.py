@@ -150,16 +150,16 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
             l_w = wasserstein_estimate(real_score, fake_score)
             l_s_real = spatial_consistency(D.spatial(h_real), step.real_coords)
             l_c_d = content_consistency(D.content(h_fake), step.z)
-        l_gp = gradient_penalty(
+        l_gp = gradient_penalty(  # in the images' precision (fp32), also under autocast
             lambda x: D.adversarial(D.features(x, eager=True), step.real_coords),
-            step.real.float(), fake.float(), generator=rng)
+            step.real, fake.to(step.real.dtype), generator=rng)
         loss_d = -l_w + train.w_gp * l_gp + train.w_spatial * l_s_real + train.w_content * l_c_d
         optimizers.d.zero_grad(set_to_none=True)
         loss_d.backward()
     optimizers.d.step()
 
     # ---- Q step: the content head alone, on the D step's fake features -----------------
-    l_c_q = content_consistency(D.content(h_fake.detach().float()), step.z)
+    l_c_q = content_consistency(D.content(h_fake.detach().to(step.real.dtype)), step.z)
     optimizers.q.zero_grad(set_to_none=True)
     l_c_q.backward()
     optimizers.q.step()
