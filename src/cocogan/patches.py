@@ -86,8 +86,7 @@ def assemble(patches: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     Returns:
         (B, C, n_rows * h, n_cols * w).
     """
-    rows = rows.to(patches.device).long()
-    cols = cols.to(patches.device).long()
+    rows, cols = rows.long().cpu(), cols.long().cpu()  # geometry on the host: no device reads
     row0, col0 = int(rows.min()), int(cols.min())
     n_rows, n_cols = int(rows.max()) - row0 + 1, int(cols.max()) - col0 + 1
     slot = (rows - row0) * n_cols + (cols - col0)  # (P,) row-major slot of each patch
@@ -95,7 +94,7 @@ def assemble(patches: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
         raise ValueError(f"assemble: {slot.numel()} positions do not tile a "
                          f"{n_rows}x{n_cols} rectangle exactly once")
     ordered = torch.empty_like(patches)
-    ordered[:, slot] = patches
+    ordered[:, slot.to(patches.device)] = patches
     return merge(ordered, n_rows, n_cols)
 
 
