@@ -208,3 +208,36 @@ def test_cached_stream_gives_the_loaders_batches_and_resumes(folder: Path) -> No
     resumed = BatchStream(cached, 5, seed=3, start=3, num_workers=0)
     assert torch.equal(next(resumed), batches[3])
     assert fast.position == plain.position
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_steady_state_step_never_waits_for_the_host(folder: Path) -> None:
+    """A step, its batch from a device cache and its loss log make no synchronising call."""
+    torch.set_default_dtype(torch.float32)
+    config = tiny_config(sn_once=True, channels_last=True)
+    device = torch.device("cuda")
+    model = prepare_model(CocoGAN(config.model).to(device), config.train)
+    optimizers = build_optimizers(model, config.train)
+    cached = CachedImages.decode(ImageFolderDataset(folder, 32, 32), 32, 32, device=device)
+    stream = BatchStream(cached, 4, seed=0, num_workers=0, device=device)
+    rng = step_generator(device).manual_seed(0)
+    log = MetricsLog(folder, 0, tensorboard=False)
+
+    def step(index: int) -> None:
+        images = next(stream).contiguous(memory_format=torch.channels_last)
+        losses = train_step(model, optimizers, images, config.train, rng, amp=True,
+                            sn_once=True)
+        update_ema(model, index, 0.999, 1)
+        log.accumulate(losses, index)
+
+    for index in range(1, 3):  # first steps allocate, autotune and create the log's sums
+        step(index)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for index in range(3, 6):
+            step(index)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert log.first_non_finite() is None
+    log.close()
