@@ -1,8 +1,8 @@
 """The fast training step computes what the plain eager step computes (CPU reference tests).
 
-- channels-last tensors and a compiled G and D trunk (``aot_eager``: the same graph capture and
-  autograd as inductor, without code generation) give the plain step's losses and weights,
-  including the gradient penalty's double backward, over several steps;
+- channels-last tensors, and (``--runslow``: compiling takes minutes here) a compiled G and D
+  trunk, give the plain step's losses and weights, including the gradient penalty's double
+  backward, over several steps;
 - ``sn_once`` (one spectral-norm power iteration per D update) equals the plain step where the
   power iteration has converged (its fixed point: further iterations change nothing);
 - the uint8 image cache returns the decoded images bit for bit, in the stream's order.
@@ -102,13 +102,14 @@ def max_weight_difference(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def test_channels_last_and_compiled_step_equal_the_plain_step() -> None:
-    plain = run_steps(tiny_config())
-    fast = run_steps(tiny_config(channels_last=True, compile="aot_eager"))
+@pytest.mark.parametrize("sn_once", [False, True])
+def test_channels_last_step_equals_the_plain_step(sn_once: bool) -> None:
+    plain = run_steps(tiny_config(), sn_once=sn_once)
+    fast = run_steps(tiny_config(channels_last=True), sn_once=sn_once)
     assert_same(fast, plain)
     # The tolerance is tight enough to see the penalty's double backward: without L_GP the
     # weights move by far more than WEIGHT_ATOL.
-    no_gp = run_steps(tiny_config(w_gp=0.0))
+    no_gp = run_steps(tiny_config(w_gp=0.0), sn_once=sn_once)
     assert max_weight_difference(no_gp[1], plain[1]) > 100 * WEIGHT_ATOL
     assert plain[0][0]["L_GP"] > 1e-3
 
@@ -151,9 +152,14 @@ def test_sn_once_runs_one_power_iteration_per_d_update() -> None:
 
 
 @pytest.mark.slow
-def test_inductor_compiled_step_equals_the_plain_step() -> None:
-    """The code-generating backend (minutes to compile on a CPU)."""
-    assert_same(run_steps(tiny_config(compile="default")), run_steps(tiny_config()))
+@pytest.mark.parametrize(("mode", "sn_once"), [("aot_eager", False), ("aot_eager", True),
+                                               ("default", True)])
+def test_compiled_step_equals_the_plain_step(mode: str, sn_once: bool) -> None:
+    """A compiled G and D trunk with channels-last tensors. ``aot_eager`` is the graph capture
+    and AOTAutograd of every backend without code generation; ``default`` is inductor (minutes
+    to compile on a CPU). The penalty's double backward runs the eager trunk."""
+    fast = run_steps(tiny_config(channels_last=True, compile=mode), sn_once=sn_once)
+    assert_same(fast, run_steps(tiny_config(), sn_once=sn_once))
 
 
 def test_losses_stay_on_device_until_a_record_is_written(tmp_path: Path) -> None:
