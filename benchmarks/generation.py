@@ -33,6 +33,7 @@ from benchmarks.common import count_flops, matmul_flops_per_second, pick_device,
 from cocogan import CocoGAN, generate_micro, get_preset
 from cocogan.apps import DEFAULT_CHUNK, cartesian_box, full_images, latents, viewport
 from cocogan.apps.huge import plan_huge, write_huge
+from cocogan.render import GPU_CHUNK, default_chunk
 
 BATCH = {"tiny": 64, "small64": 16, "celeba128": 4}  # images per call on CPU
 
@@ -50,7 +51,9 @@ def authors_loop(model: CocoGAN, z: torch.Tensor) -> torch.Tensor:
 def bench_full(preset: str, device: torch.device, matmul: float, chunk: int,
                repeats: int) -> dict:
     model = CocoGAN(get_preset(preset).model).to(device).eval()
-    batch = BATCH.get(preset, 8) * (8 if device.type == "cuda" else 1)
+    batch = BATCH.get(preset, 8)
+    if device.type == "cuda":  # a GPU needs large passes: at least one full chunk per call
+        batch = max(8 * batch, chunk // (model.coords.grid_h * model.coords.grid_w))
     z = latents(list(range(batch)), model.config.z_dim, device)
     flops = count_flops(lambda: full_images(model, z, chunk=chunk))
     seconds = time_call(lambda: full_images(model, z, chunk=chunk), device, warmup=1,
@@ -171,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--presets", default="tiny,small64,celeba128")
-    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
+    parser.add_argument("--chunk", type=int, default=None,
+                        help=f"micro patches per pass (default {DEFAULT_CHUNK} on a CPU, "
+                        f"{GPU_CHUNK} on a GPU)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice); 1 is steadier when "
@@ -191,9 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.huge_worker:
         print(json.dumps(huge_worker(args.huge_worker, args.huge_preset, args.huge_ngf,
-                                     args.chunk, args.tile)))
+                                     args.chunk or DEFAULT_CHUNK, args.tile)))
         return 0
     device = pick_device(args.device)
+    args.chunk = args.chunk or default_chunk(device)
     matmul = matmul_flops_per_second(device)
     full = [] if args.skip_full else [bench_full(p, device, matmul, args.chunk, args.repeats)
                                       for p in args.presets.split(",")]

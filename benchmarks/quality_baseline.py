@@ -60,6 +60,7 @@ def train_cocogan(config: Config, data: str, steps: int, out: Path, seed: int,
     with (out / "metrics.jsonl").open("w") as log:
         for step in range(steps):
             losses = train_step(model, optimizers, next(batches).to(device), train, rng)
+            losses = {name: value.item() for name, value in losses.items()}
             update_ema(model, step, train.ema_decay, train.ema_warmup)
             if (step + 1) % train.log_every == 0:
                 log.write(json.dumps({"step": step + 1, **losses}) + "\n")

@@ -8,6 +8,10 @@ minutes; images/s scales with the batch until the device saturates.
 
     python benchmarks/train_throughput.py                  # small + paper presets
     python benchmarks/train_throughput.py --presets tiny celeba64 --batch 8
+    python benchmarks/train_throughput.py --device cuda --batch 64 --presets celeba64 \
+        --amp --sn-once --channels-last --compile reduce-overhead   # the GPU options
+
+On CUDA the table also gives achieved FLOP/s over the measured bf16 matmul rate.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from benchmarks.common import (
     time_call,
 )
 from cocogan import CocoGAN, get_preset
+from cocogan.config import COMPILE_MODES
 from cocogan.presets import PRESETS
 from cocogan.training.device import configure_threads
+from cocogan.training.speed import prepare_model
+from cocogan.training.state import step_generator
 from cocogan.training.step import build_optimizers, train_step
 
 SMALL_PRESETS = ("tiny", "tiny-panorama", "small64")
@@ -40,24 +47,30 @@ PAPER_PRESETS = ("celeba64", "lsun64", "celeba128", "lsun256", "matterport")
 
 
 def measure(name: str, batch: int | None, device: torch.device, repeats: int,
-            amp: bool) -> dict:
+            options: argparse.Namespace) -> dict:
     """Seconds per step, FLOPs per step and images/s of one preset."""
     config = get_preset(name)
     if batch is not None:
         config.train.batch = batch
+    config.train.channels_last, config.train.compile = options.channels_last, options.compile
     torch.manual_seed(0)
     model = CocoGAN(config.model).to(device)
     optimizers = build_optimizers(model, config.train)
     m = config.model
     images = torch.rand(config.train.batch, 3, m.full_height, m.full_width, device=device)
     images = images * 2 - 1  # (B, 3, H, W) in [-1, 1]
-    rng = torch.Generator().manual_seed(0)
+    rng = step_generator(device).manual_seed(0)
 
     def step() -> None:
-        train_step(model, optimizers, images, config.train, rng, amp=amp)
+        train_step(model, optimizers, images, config.train, rng, amp=options.amp,
+                   sn_once=options.sn_once)
 
-    flops = count_flops(step)
-    seconds = time_call(step, device, warmup=1, repeats=repeats)
+    flops = count_flops(step)  # eager, before compiling: the counter cannot see fused kernels
+    prepare_model(model, config.train)
+    if options.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    warmup = 1 if options.compile == "off" else 5  # compilation, then CUDA-graph recording
+    seconds = time_call(step, device, warmup=warmup, repeats=repeats)
     return {"preset": name, "size": f"{m.full_height}x{m.full_width}",
             "patches": f"{m.micro}/{m.macro}", "batch": config.train.batch,
             "seconds": seconds, "images_per_s": config.train.batch / seconds,
@@ -75,6 +88,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per preset")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--sn-once", action="store_true", help="train.sn_once")
+    parser.add_argument("--channels-last", action="store_true", help="train.channels_last")
+    parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="train.compile")
     args = parser.parse_args()
 
     device = pick_device(args.device)
@@ -85,18 +101,26 @@ def main() -> None:
         batch = args.batch
         if batch is None and device.type == "cpu" and name not in SMALL_PRESETS:
             batch = args.paper_batch
-        rows.append(measure(name, batch, device, args.repeats, args.amp))
+        rows.append(measure(name, batch, device, args.repeats, args))
     peak = max(peak, matmul_flops_per_second(device))  # re-measured: the better of the two
+    bf16 = (max(matmul_flops_per_second(device, dtype=torch.bfloat16) for _ in range(2))
+            if device.type == "cuda" else None)
     what = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    options = [f"--{k.replace('_', '-')}" for k in ("amp", "sn_once", "channels_last")
+               if getattr(args, k)] + ([f"--compile {args.compile}"] if args.compile != "off"
+                                       else [])
     print(f"device: {device} ({what or platform.machine()}), {threads} threads, torch "
-          f"{torch.__version__}; dense float32 matmul: {peak / 1e9:.1f} GFLOP/s\n")
+          f"{torch.__version__}; dense float32 matmul: {peak / 1e9:.1f} GFLOP/s"
+          + (f", bfloat16: {bf16 / 1e9:.1f} GFLOP/s" if bf16 else "")
+          + f"; options: {' '.join(options) or 'none'}\n")
     print("| preset | full | micro/macro | batch | s/step | images/s | GFLOP/step "
-          "| GFLOP/s | of matmul |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+          "| GFLOP/s | of matmul |" + (" of bf16 matmul |" if bf16 else ""))
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if bf16 else ""))
     for r in rows:
         print(f"| {r['preset']} | {r['size']} | {r['patches']} | {r['batch']} "
               f"| {r['seconds']:.3f} | {r['images_per_s']:.1f} | {r['flops'] / 1e9:.2f} "
-              f"| {r['flops_per_s'] / 1e9:.1f} | {100 * r['flops_per_s'] / peak:.0f}% |")
+              f"| {r['flops_per_s'] / 1e9:.1f} | {100 * r['flops_per_s'] / peak:.0f}% |"
+              + (f" {100 * r['flops_per_s'] / bf16:.1f}% |" if bf16 else ""))
 
 
 if __name__ == "__main__":

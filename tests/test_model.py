@@ -100,7 +100,7 @@ def test_train_step_updates_g_d_and_q_with_finite_losses() -> None:
     images = torch.rand(8, 3, 32, 32) * 2 - 1
     losses = train_step(model, optimizers, images, config.train, torch.Generator().manual_seed(0))
     assert set(losses) >= {"L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "loss_D", "loss_G"}
-    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    assert all(torch.isfinite(v) for v in losses.values())
     after = model.state_dict()
     for prefix in ("generator.", "discriminator.blocks", "discriminator.spatial",
                    "discriminator.content"):
@@ -116,7 +116,8 @@ def test_same_seed_same_result() -> None:
         rng = torch.Generator().manual_seed(11)
         for _ in range(2):
             losses = train_step(model, optimizers, images, config.train, rng)
-        results.append((losses, model.generator.stem.parametrizations.weight.original.clone()))
+        results.append(({k: v.item() for k, v in losses.items()},
+                        model.generator.stem.parametrizations.weight.original.clone()))
     assert results[0][0] == results[1][0]
     assert torch.equal(results[0][1], results[1][1])
 
@@ -128,7 +129,7 @@ def test_cylindrical_train_step_and_macro_generation() -> None:
     optimizers = build_optimizers(model, config.train)
     losses = train_step(model, optimizers, torch.rand(4, 3, 32, 96) * 2 - 1, config.train,
                         torch.Generator().manual_seed(0))
-    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    assert all(torch.isfinite(v) for v in losses.values())
     macro = generate_macro(model.generator_ema, model.coords, model.sample_z(2),
                            torch.tensor([0.0, 3.0]), torch.tensor([11.0, 5.0]))
     assert macro.shape == (2, 3, 16, 16)

@@ -19,6 +19,10 @@ import yaml
 COORDINATE_SYSTEMS = ("cartesian", "cylindrical")
 G_PADDINGS = ("zeros", "replicate", "reflect")
 SAMPLING_MODES = ("discrete", "continuous")
+# torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs; "aot_eager" traces
+# without generating code, to check that a model compiles) and train.cache_images choices.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "aot_eager")
+CACHE_MODES = ("auto", "off", "cpu", "device")
 
 
 class ConfigError(ValueError):
@@ -124,8 +128,13 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints
     keep_checkpoints: int = 3  # how many recent checkpoints to keep
     n_samples: int = 16  # images in each sample grid (fixed z)
-    amp: bool = False  # bfloat16/float16 autocast on CUDA (ignored on CPU)
+    amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = False  # NHWC images and conv weights (faster cuDNN convolutions)
+    sn_once: bool = False  # one D spectral-norm power iteration per D update, real+fake batched
+    compile: str = "off"  # torch.compile G and D's trunk: one of COMPILE_MODES; off on CPU
     num_workers: int = -1  # DataLoader workers; -1 picks min(4, cores - 1)
+    cache_images: str = "auto"  # folders decoded once into uint8: auto | off | cpu | device
+    cache_max_mb: int = 4096  # auto caches only datasets up to this size
     extrapolate: int = 0  # beyond-boundary fine-tune: grid steps sampled past [-1, 1] per side
     celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
 
@@ -147,6 +156,12 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.extrapolate < 0:
             raise ConfigError(f"train.extrapolate must be >= 0, got {self.extrapolate!r}")
+        for name, choices in (("compile", COMPILE_MODES), ("cache_images", CACHE_MODES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"train.{name} must be one of {', '.join(choices)}, "
+                                  f"got {getattr(self, name)!r}")
+        if self.cache_max_mb < 0:
+            raise ConfigError(f"train.cache_max_mb must be >= 0, got {self.cache_max_mb!r}")
 
 
 @dataclass

@@ -143,8 +143,8 @@ class CoordinateSystem:
         :func:`cocogan.patches.merge` expects). Columns are not wrapped: cos/sin wrap by
         themselves and :meth:`wrap_cols` maps them to pixel columns.
         """
-        dy, dx = torch.meshgrid(torch.arange(self.macro_h), torch.arange(self.macro_w),
-                                indexing="ij")
+        dy, dx = torch.meshgrid(torch.arange(self.macro_h, device=rows.device),
+                                torch.arange(self.macro_w, device=rows.device), indexing="ij")
         dy = dy.reshape(1, -1).to(rows.dtype)
         dx = dx.reshape(1, -1).to(cols.dtype)
         return rows.unsqueeze(1) + dy, cols.unsqueeze(1) + dx  # (B, P)
@@ -167,17 +167,20 @@ class CoordinateSystem:
                 then fractional grid units (offset / micro), so real crops stay exact.
             extend: beyond-boundary fine-tuning: also sample up to ``extend`` grid steps past
                 each border of the Cartesian axes (the cylindrical horizontal axis has no border).
-            generator: torch RNG for reproducibility.
+            generator: torch RNG for reproducibility; positions are drawn on its device.
 
         Returns:
             (rows, cols) float tensors (B,) in grid units.
         """
+        device = generator.device if generator is not None else None  # draw where it lives
+
         def draw(count: int, low: int) -> Tensor:
             if continuous:
                 pixels = torch.randint(0, (count - 1) * self.micro + 1, (batch,),
-                                       generator=generator)
+                                       generator=generator, device=device)
                 return low + pixels.to(torch.float32) / self.micro
-            return (low + torch.randint(0, count, (batch,), generator=generator)).float()
+            return (low + torch.randint(0, count, (batch,), generator=generator,
+                                        device=device)).float()
 
         rows = draw(self.macro_rows + 2 * extend, -extend)
         cols = draw(self.macro_cols, 0) if self.cyclic else draw(self.macro_cols + 2 * extend,

@@ -31,9 +31,11 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     Args:
         critic: maps macro patches (B, C, H, W) to scores (B,); coordinates are bound in it.
         real, fake: (B, C, H, W) macro patches at the same coordinates.
-        generator: RNG for the interpolation factors.
+        generator: RNG for the interpolation factors (drawn on its device).
     """
-    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real)  # (B, 1, 1, 1)
+    device = generator.device if generator is not None else None
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator,
+                       device=device).to(real)  # (B, 1, 1, 1)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     scores = critic(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)

@@ -36,8 +36,10 @@ class CocoGAN(nn.Module):
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
 
     def sample_z(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
-        """Latents z ~ U[-1, 1]^Z, (B, Z), on the model's device."""
-        z = torch.rand(batch, self.config.z_dim, generator=generator) * 2.0 - 1.0
+        """Latents z ~ U[-1, 1]^Z, (B, Z), on the model's device (drawn on the generator's
+        device, so a CUDA generator needs no copy from the host)."""
+        device = generator.device if generator is not None else None
+        z = torch.rand(batch, self.config.z_dim, generator=generator, device=device) * 2.0 - 1.0
         return z.to(self.device)
 
     @property

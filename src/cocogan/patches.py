@@ -42,7 +42,7 @@ def split(images: Tensor, patch: int) -> Tensor:
 
 
 def crop(images: Tensor, top: Tensor, left: Tensor, height: int, width: int,
-         *, wrap: bool = False) -> Tensor:
+         *, wrap: bool = False, check: bool = True) -> Tensor:
     """T(X->M): cut a (height, width) window at a per-sample pixel offset.
 
     Args:
@@ -50,6 +50,9 @@ def crop(images: Tensor, top: Tensor, left: Tensor, height: int, width: int,
         top, left: (B,) integer pixel offsets of each window's top-left corner.
         height, width: window size in pixels.
         wrap: wrap columns around the horizontal seam (cylindrical panoramas).
+        check: raise on windows that leave the image; False skips the test, which reads the
+            offsets back to the host (a GPU sync), for callers whose offsets are valid by
+            construction.
 
     Returns:
         (B, C, height, width).
@@ -57,9 +60,9 @@ def crop(images: Tensor, top: Tensor, left: Tensor, height: int, width: int,
     batch, _, full_h, full_w = images.shape
     top = top.to(images.device).long()
     left = left.to(images.device).long()
-    if not wrap and bool(((left < 0) | (left + width > full_w)).any()):
+    if check and not wrap and bool(((left < 0) | (left + width > full_w)).any()):
         raise ValueError(f"crop: window of width {width} leaves the {full_w}-pixel-wide image")
-    if bool(((top < 0) | (top + height > full_h)).any()):
+    if check and bool(((top < 0) | (top + height > full_h)).any()):
         raise ValueError(f"crop: window of height {height} leaves the {full_h}-pixel-high image")
     row_index = top[:, None] + torch.arange(height, device=images.device)  # (B, height)
     col_index = left[:, None] + torch.arange(width, device=images.device)  # (B, width)
@@ -83,8 +86,7 @@ def assemble(patches: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     Returns:
         (B, C, n_rows * h, n_cols * w).
     """
-    rows = rows.to(patches.device).long()
-    cols = cols.to(patches.device).long()
+    rows, cols = rows.long().cpu(), cols.long().cpu()  # geometry on the host: no device reads
     row0, col0 = int(rows.min()), int(cols.min())
     n_rows, n_cols = int(rows.max()) - row0 + 1, int(cols.max()) - col0 + 1
     slot = (rows - row0) * n_cols + (cols - col0)  # (P,) row-major slot of each patch
@@ -92,7 +94,7 @@ def assemble(patches: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
         raise ValueError(f"assemble: {slot.numel()} positions do not tile a "
                          f"{n_rows}x{n_cols} rectangle exactly once")
     ordered = torch.empty_like(patches)
-    ordered[:, slot] = patches
+    ordered[:, slot.to(patches.device)] = patches
     return merge(ordered, n_rows, n_cols)
 
 

@@ -30,6 +30,12 @@ from cocogan.nn import Generator
 from cocogan.patches import assemble
 
 DEFAULT_CHUNK = 1024  # micro patches per forward pass: fast on CPU, a few hundred MB on GPU
+GPU_CHUNK = 4096  # on a GPU a pass must be large to outweigh its ~100 kernel launches
+
+
+def default_chunk(device: torch.device | str) -> int:
+    """Micro patches per forward pass for ``--chunk`` when not given: larger on a GPU."""
+    return GPU_CHUNK if torch.device(device).type == "cuda" else DEFAULT_CHUNK
 
 
 @dataclass(frozen=True)
@@ -120,8 +126,10 @@ def render_patches(generator: Generator, coords: CoordinateSystem, z: Tensor, ro
         raise ValueError(f"--chunk must be >= 1 micro patch per forward pass, got {chunk}")
     assert z.ndim == 2, f"z: got {tuple(z.shape)}, expected (B, Z)"
     assert rows.shape == cols.shape, f"rows {tuple(rows.shape)} != cols {tuple(cols.shape)}"
-    rows = rows.to(torch.float32).reshape(-1)
-    cols = cols.to(torch.float32).reshape(-1)
+    # Positions and indices live on z's device: a pass then needs no copy from the host, and
+    # the passes of a call queue up on a GPU without waiting for each other.
+    rows = rows.to(z.device, torch.float32).reshape(-1)
+    cols = cols.to(z.device, torch.float32).reshape(-1)
     if coords.cyclic:
         cols = torch.remainder(cols, coords.grid_w)
     batch, count = z.shape[0], rows.numel()
@@ -131,11 +139,10 @@ def render_patches(generator: Generator, coords: CoordinateSystem, z: Tensor, ro
     cache = contextlib.nullcontext() if generator.training else parametrize.cached()
     with cache:
         for start in range(0, total, chunk):  # one pass per chunk of (image, position) pairs
-            index = torch.arange(start, min(start + chunk, total))
+            index = torch.arange(start, min(start + chunk, total), device=z.device)
             pos = index % count  # sample-major flattening: pair i = (image i // P, position i % P)
             out[start:start + index.numel()] = generate_micro(
-                generator, coords, z[index.to(z.device) // count], rows[pos, None],
-                cols[pos, None])[:, 0]
+                generator, coords, z[index // count], rows[pos, None], cols[pos, None])[:, 0]
     return out.view(batch, count, 3, coords.micro, coords.micro)
 
 

@@ -20,6 +20,7 @@ from cocogan.apps import APPLICATIONS, DEFAULT_CHUNK
 from cocogan.apps.io import Provenance, parse_numbers, parse_seeds
 from cocogan.config import Config
 from cocogan.model import CocoGAN
+from cocogan.render import GPU_CHUNK, default_chunk
 
 
 @dataclass
@@ -56,8 +57,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     common.add_argument("--raw", action="store_true",
                         help="sample from the raw generator instead of its EMA")
     common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    common.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
-                        help=f"micro patches per forward pass (default {DEFAULT_CHUNK}); lower "
+    common.add_argument("--chunk", type=int, default=None,
+                        help=f"micro patches per forward pass (default {DEFAULT_CHUNK} on a CPU, "
+                        f"{GPU_CHUNK} on a GPU); lower "
                         "it if memory runs out")
     for app, help_line in APPLICATIONS.items():
         app_parser = apps.add_parser(app, parents=[common], help=help_line,
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         config=config, model=model, out=args.out or base / "generated" / args.app,
         provenance=Provenance(str(checkpoint.resolve()), step, config.name,
                               "raw" if args.raw else "ema"),
-        raw=args.raw, chunk=args.chunk)
+        raw=args.raw, chunk=default_chunk(device) if args.chunk is None else args.chunk)
     written = _RUNNERS[args.app](args, ctx)
     print(f"cocogan generate {args.app}: wrote {len(written)} file(s) to {ctx.out}"
           + (f" (e.g. {written[0].name})" if written else ""))

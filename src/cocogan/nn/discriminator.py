@@ -98,10 +98,15 @@ class Discriminator(nn.Module):
         self.spatial = AuxiliaryHead(channels, aux_hidden, coord_dim)
         self.content = AuxiliaryHead(channels, aux_hidden, z_dim)
 
-    def features(self, patches: Tensor) -> Tensor:
-        """h: ReLU then global sum pooling of the last feature map, (B, F)."""
+    def features(self, patches: Tensor, *, eager: bool = False) -> Tensor:
+        """h: ReLU then global sum pooling of the last feature map, (B, F).
+
+        ``eager`` bypasses a compiled trunk (``self.blocks.compile()``): the gradient penalty
+        differentiates twice, which compiled graphs do not support.
+        """
         assert patches.ndim == 4 and patches.shape[1] == 3, f"patches: got {tuple(patches.shape)}"
-        return F.relu(self.blocks(patches)).sum(dim=(2, 3))
+        trunk = self.blocks.forward if eager else self.blocks
+        return F.relu(trunk(patches)).sum(dim=(2, 3))
 
     def adversarial(self, h: Tensor, coords: Tensor) -> Tensor:
         """Projection-discriminator score (B,) from features h and macro coordinates c_M."""

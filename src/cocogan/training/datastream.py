@@ -5,7 +5,9 @@ batch k mod n of epoch k // n (n full batches per epoch, the short tail dropped)
 saved with a checkpoint is therefore enough to continue with exactly the batches an
 uninterrupted run would have seen. Decoding runs in DataLoader workers; randomness that used to
 live in workers (the panorama roll) is done on whole batches in the main process with the
-step RNG, so it resumes exactly too.
+step RNG, so it resumes exactly too. A folder that fits ``train.cache_max_mb`` is decoded once
+into a uint8 tensor (:mod:`cocogan.data.cache`, on the GPU when training there) and batches are
+gathered from it in the same order, bit for bit the same images.
 
 Shapes: B batch, C/H/W image.
 """
@@ -19,7 +21,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cocogan.data import DataError
+from cocogan.data import DataError, ImageFolderDataset
+from cocogan.data.cache import CachedImages, cache_bytes
 from cocogan.data.loader import default_num_workers
 from cocogan.training.signals import ignore_stop_signals
 
@@ -75,7 +78,9 @@ class BatchStream:
         self.sampler = ResumableBatchSampler(len(dataset), batch, seed, start)
         self.consumed = start
         self.device = device or torch.device("cpu")
-        workers = min(MAX_AUTO_WORKERS, default_num_workers()) if num_workers < 0 else num_workers
+        self.cached = dataset if isinstance(dataset, CachedImages) else None
+        self._order: tuple[int, Tensor] | None = None  # (epoch, permutation on the cache device)
+        workers = 0 if self.cached is not None else resolve_workers(num_workers)
         # Own generator: worker seeds must not consume (and so shift) the global torch RNG.
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
                                  generator=torch.Generator().manual_seed(seed),
@@ -93,6 +98,10 @@ class BatchStream:
         return self
 
     def __next__(self) -> Tensor:
+        if self.cached is not None:
+            images = self._gather(self.cached)
+            self.consumed += 1
+            return images.to(self.device, non_blocking=True)
         if self._iterator is None:
             self.sampler.start = self.consumed  # (re)start where the run is, e.g. after close()
             self._iterator = iter(self.loader)
@@ -100,9 +109,38 @@ class BatchStream:
         self.consumed += 1
         return images.to(self.device, non_blocking=True)
 
+    def _gather(self, cached: CachedImages) -> Tensor:
+        """The sampler's next batch, gathered from the cache: the permutation is moved to the
+        cache's device once per epoch, so a step needs no index copy."""
+        epoch, offset = self.sampler.position(self.consumed)
+        if self._order is None or self._order[0] != epoch:
+            order = epoch_permutation(self.sampler.size, self.sampler.seed, epoch)
+            self._order = epoch, order.to(cached.images.device)
+        batch = self.sampler.batch
+        return cached.batch(self._order[1][offset * batch:(offset + 1) * batch])
+
     def close(self) -> None:
         """Stop the worker processes (they also stop with the process)."""
         self._iterator = None
+
+
+def resolve_workers(num_workers: int) -> int:
+    """``train.num_workers``: -1 picks min(4, cores - 1)."""
+    return min(MAX_AUTO_WORKERS, default_num_workers()) if num_workers < 0 else num_workers
+
+
+def cache_device(dataset: Dataset[Tensor], mode: str, max_mb: int, height: int, width: int,
+                 device: torch.device) -> torch.device | None:
+    """Where ``train.cache_images`` puts the decoded images, or None to decode every epoch.
+
+    Only image folders are cached (built-in datasets are rendered in floats, not decoded from
+    8-bit files). auto: when the cache fits ``max_mb``, on the training device.
+    """
+    if mode == "off" or not isinstance(dataset, ImageFolderDataset):
+        return None
+    if mode == "auto" and cache_bytes(dataset, height, width) > max_mb * 2**20:
+        return None
+    return torch.device("cpu") if mode == "cpu" else device
 
 
 def roll_panoramas(images: Tensor, rng: torch.Generator) -> Tensor:
@@ -117,7 +155,8 @@ def roll_panoramas(images: Tensor, rng: torch.Generator) -> Tensor:
         (B, C, H, W), row b rolled right by a uniform shift in [0, W).
     """
     batch, channels, height, width = images.shape
-    shifts = torch.randint(width, (batch,), generator=rng).to(images.device)  # (B,)
+    shifts = torch.randint(width, (batch,), generator=rng,
+                           device=rng.device).to(images.device)  # (B,)
     cols = torch.remainder(torch.arange(width, device=images.device)[None, :] - shifts[:, None],
                            width)  # (B, W): source column of each output column
     index = cols[:, None, None, :].expand(batch, channels, height, width)

@@ -2,7 +2,10 @@
 bar (quiet off a terminal, where a short line per sample interval is printed instead).
 
 Each logged record averages the loss terms over the steps since the previous record, so a
-record summarises its whole interval instead of one noisy batch.
+record summarises its whole interval instead of one noisy batch. The sums stay on the training
+device and are read once per record: a GPU step never waits for the host to see its losses.
+Non-finite losses are tracked on the device too (the first step and term where one appeared)
+and checked by the loop whenever it is about to write anything.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -52,24 +54,58 @@ class MetricsLog:
 
             self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR),
                                         purge_step=start_step)
-        self._sums: dict[str, float] = {}
+        self._names: tuple[str, ...] = ()
+        self._sums: torch.Tensor | None = None  # (T,) loss sums on the training device
+        self._first_bad: torch.Tensor | None = None  # (T,) step of the first non-finite value
         self._count = 0
         self._since = time.perf_counter()
+        self.data_wait = 0.0  # seconds the loop waited for batches since the last record
         self.last: dict[str, Any] = {}
 
-    def accumulate(self, losses: dict[str, float]) -> None:
-        for name, value in losses.items():
-            self._sums[name] = self._sums.get(name, 0.0) + value
+    def accumulate(self, losses: dict[str, torch.Tensor | float], step: int = 0) -> None:
+        """Add one step's losses (0-dim tensors or floats) without reading them back."""
+        names = tuple(losses)
+        if names != self._names or self._sums is None:
+            self._reset_terms(names)
+        tensors = [v for v in losses.values() if isinstance(v, torch.Tensor)]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device)
+                              for v in losses.values()])  # (T,)
+        assert self._sums is not None and self._first_bad is not None
+        self._sums = self._sums.to(device) + values
+        self._first_bad = torch.where((self._first_bad.to(device) == 0) & ~values.isfinite(),
+                                      step, self._first_bad.to(device))
         self._count += 1
+
+    def _reset_terms(self, names: tuple[str, ...]) -> None:
+        if self._names and self._count:
+            raise AssertionError(f"loss terms changed within a record: {self._names} -> {names}")
+        self._names = names
+        self._sums = torch.zeros(len(names))
+        self._first_bad = torch.zeros(len(names), dtype=torch.long)
+
+    def first_non_finite(self) -> tuple[str, int] | None:
+        """(term, step) of the earliest non-finite loss seen so far, or None (reads the device)."""
+        if self._first_bad is None:
+            return None
+        bad = self._first_bad.tolist()
+        steps = [(step, index) for index, step in enumerate(bad) if step > 0]
+        if not steps:
+            return None
+        step, index = min(steps)
+        return self._names[index], step
 
     def write(self, step: int, batch: int, lrs: dict[str, float], elapsed: float) -> dict:
         """Write the record of the steps accumulated since the last call; returns it."""
+        sums = dict(zip(self._names, (self._sums.tolist() if self._sums is not None else []),
+                        strict=True))  # the one read of the device per record
         now = time.perf_counter()
         seconds = max(now - self._since, 1e-9)
         record: dict[str, Any] = {"step": step, "time": time.time(), "elapsed_s": elapsed}
-        record.update({k: self._sums[k] / self._count for k in LOSS_TERMS if k in self._sums})
+        record.update({k: sums[k] / self._count for k in LOSS_TERMS if k in sums})
         record.update(lrs)
         record["images_per_s"] = batch * self._count / seconds
+        record["data_wait_fraction"] = min(1.0, self.data_wait / seconds)
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self.writer is not None:
@@ -78,7 +114,9 @@ class MetricsLog:
                     group = "loss" if key in LOSS_TERMS else "lr" if key.startswith("lr") \
                         else "speed"
                     self.writer.add_scalar(f"{group}/{key}", value, step)
-        self._sums, self._count, self._since = {}, 0, now
+        if self._sums is not None:
+            self._sums = torch.zeros_like(self._sums)
+        self._count, self._since, self.data_wait = 0, now, 0.0
         self.last = record
         return record
 
@@ -127,11 +165,3 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def first_non_finite(losses: dict[str, float]) -> str | None:
-    """The first non-finite loss term's name, or None."""
-    for name in LOSS_TERMS:
-        if name in losses and not np.isfinite(losses[name]):
-            return name
-    return None

@@ -1,8 +1,10 @@
 """The training loop: a short driver over named steps (paper Section 2's alternating updates).
 
-Per iteration: next_batch -> optimise (D, Q, G updates of :func:`train_step`) -> check the losses
-are finite -> update_ema -> log -> hooks every K steps (sample grids; evaluation can add its own)
--> save_checkpoint at ``train.checkpoint_every``, at the last step and after a stop signal.
+Per iteration: next_batch -> optimise (D, Q, G updates of :func:`train_step`) -> update_ema ->
+log -> hooks every K steps (sample grids; evaluation can add its own) -> save_checkpoint at
+``train.checkpoint_every``, at the last step and after a stop signal. The losses stay on the
+device; whenever the loop is about to write anything (a record, a hook, a checkpoint) it first
+checks that none became NaN or infinite, so a GPU runs steps back to back in between.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cocogan.model import CocoGAN
 from cocogan.render import evaluating, render_rect, trained_rect
 from cocogan.training.datastream import BatchStream, roll_panoramas
 from cocogan.training.grid import save_png, tile
-from cocogan.training.logging import MetricsLog, Progress, first_non_finite, format_record
+from cocogan.training.logging import MetricsLog, Progress, format_record
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
 from cocogan.training.step import Optimizers, train_step, update_ema
@@ -97,32 +99,40 @@ class Trainer:
 
     # ---- the named steps --------------------------------------------------------------------
     def next_batch(self) -> Tensor:
+        waiting = time.perf_counter()
         images = next(self.stream)  # (B, 3, H, W)
+        self.log.data_wait += time.perf_counter() - waiting
         if self.cylindrical:
             images = roll_panoramas(images, self.state.step_rng)
+        if self.config.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return images
 
-    def optimise(self, images: Tensor) -> dict[str, float]:
-        losses = train_step(self.model, self.optimizers, images, self.config.train,
-                            self.state.step_rng, amp=self.amp)
-        bad = first_non_finite(losses)
+    def optimise(self, images: Tensor) -> dict[str, Tensor]:
+        return train_step(self.model, self.optimizers, images, self.config.train,
+                          self.state.step_rng, amp=self.amp, sn_once=self.config.train.sn_once)
+
+    def check_finite(self) -> None:
+        """Raise TrainingDiverged if any loss so far was NaN or infinite (reads the device)."""
+        bad = self.log.first_non_finite()
         if bad is not None:
+            term, step = bad
             raise TrainingDiverged(
-                f"loss {bad} became {losses[bad]} at step {self.state.step + 1}; stopped "
-                f"without saving this state (the last good checkpoint is kept): lower the "
-                f"learning rates (--set train.lr_d=...) or raise train.w_gp")
-        return losses
+                f"loss {term} became non-finite at step {step}; stopped without saving this "
+                f"state (the last good checkpoint is kept): lower the learning rates "
+                f"(--set train.lr_d=...) or raise train.w_gp")
 
     def update_ema(self) -> None:
         """Average G's weights into the EMA generator (its BN statistics: refresh_ema)."""
         train = self.config.train
         update_ema(self.model, self.state.step, train.ema_decay, train.ema_warmup)
 
-    def log_step(self, losses: dict[str, float]) -> dict | None:
+    def log_step(self, losses: dict[str, Tensor]) -> dict | None:
         """Accumulate this step; every ``log_every`` steps write a record and return it."""
-        self.log.accumulate(losses)
+        self.log.accumulate(losses, self.state.step)
         if self.state.step % self.config.train.log_every:
             return None
+        self.check_finite()
         lrs = {f"lr_{name}": getattr(self.optimizers, name).param_groups[0]["lr"]
                for name in ("g", "d", "q")}
         return self.log.write(self.state.step, self.config.train.batch, lrs, self.elapsed())
@@ -130,6 +140,7 @@ class Trainer:
     def run_hooks(self, final: bool = False) -> None:
         for hook in self.hooks:
             if final or self.state.step % hook.every == 0:
+                self.check_finite()
                 hook(self)
 
     def refresh_ema(self) -> None:
@@ -141,6 +152,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Weights then state, each atomic; older checkpoints beyond keep_checkpoints go."""
+        self.check_finite()
         self.refresh_ema()
         self.state.elapsed = self.elapsed()
         weights, state_file = checkpoint_paths(self.run_dir, self.state.step)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +33,13 @@ from cocogan.checkpoint import (
 )
 from cocogan.config import Config, ConfigError
 from cocogan.data import DataError, ImageFolderDataset, build_dataset
+from cocogan.data.cache import CachedImages, cache_bytes
 from cocogan.model import CocoGAN
-from cocogan.training.datastream import BatchStream
+from cocogan.training.datastream import BatchStream, cache_device, resolve_workers
 from cocogan.training.device import configure_threads, select_device
 from cocogan.training.logging import MetricsLog
 from cocogan.training.loop import SampleGrid, Trainer
+from cocogan.training.speed import prepare_model
 from cocogan.training.state import TrainState, restore_payload, seed_globals
 from cocogan.training.step import Optimizers, build_optimizers
 
@@ -147,11 +150,29 @@ def _check_init_from(source: str, config: Config) -> None:
                               "with, or leave --preset out to take its config")
 
 
+def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
+                  device: torch.device) -> Dataset[torch.Tensor]:
+    """The dataset decoded once into memory when ``train.cache_images`` says so (a note on
+    stderr says where and how big); otherwise ``dataset`` itself."""
+    train, model = config.train, config.model
+    where = cache_device(dataset, train.cache_images, train.cache_max_mb, model.full_height,
+                         model.full_width, device)
+    if where is None:
+        return dataset
+    size = cache_bytes(dataset, model.full_height, model.full_width) / 2**20
+    count = len(dataset)  # type: ignore[arg-type]
+    print(f"caching {count} decoded images ({size:.0f} MB, uint8) on {where}; "
+          "--set train.cache_images=off to decode every epoch instead", file=sys.stderr)
+    return CachedImages.decode(dataset, model.full_height, model.full_width,
+                               num_workers=resolve_workers(train.num_workers), device=where)
+
+
 def _trainer(run_dir: Path, config: Config, model: CocoGAN, optimizers: Optimizers,
              state: TrainState, dataset: Dataset[torch.Tensor], seed: int, start_batch: int
              ) -> Trainer:
     """Shared assembly of new and resumed trainers (model already on its device)."""
     device = model.device
+    dataset = cache_dataset(dataset, config, device)
     stream = BatchStream(dataset, config.train.batch, seed, start=start_batch,
                          num_workers=config.train.num_workers, device=device)
     return Trainer(run_dir=Path(run_dir), config=config, model=model, optimizers=optimizers,
@@ -170,9 +191,9 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
     if spec.init_from:
         _check_init_from(spec.init_from, config)
         model.load_state_dict(load_model(spec.init_from, "cpu")[1].state_dict())
-    model.to(device)
+    prepare_model(model.to(device), config.train)
     optimizers = build_optimizers(model, config.train)
-    state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim)
+    state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim, device)
     return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0)
 
 
@@ -206,9 +227,9 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
     model = CocoGAN(config.model)
     step = read_weights(weights, config, model)
     payload = load_state(state_file)
-    model.to(target)
+    prepare_model(model.to(target), config.train)
     optimizers = build_optimizers(model, config.train)
-    state = restore_payload(payload, optimizers, step)
+    state = restore_payload(payload, optimizers, step, target)
     source = data or spec.data
     dataset = open_dataset(config, source, spec.seed)
     start_batch = int(payload.get("data", {}).get("batches", step))

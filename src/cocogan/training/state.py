@@ -8,6 +8,7 @@ that it loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import zlib
 from dataclasses import dataclass
@@ -49,11 +50,34 @@ class TrainState:
     elapsed: float = 0.0  # training wall seconds so far, summed over resumes
 
     @classmethod
-    def fresh(cls, seed: int, n_samples: int, z_dim: int) -> TrainState:
+    def fresh(cls, seed: int, n_samples: int, z_dim: int,
+              device: torch.device | str = "cpu") -> TrainState:
+        """Step 0; the step RNG lives on the training ``device`` (see :func:`step_generator`)."""
         sample_rng = torch.Generator().manual_seed(derive_seed(seed, "samples"))
         sample_z = torch.rand(n_samples, z_dim, generator=sample_rng) * 2.0 - 1.0  # U[-1, 1]
-        return cls(step=0, step_rng=torch.Generator().manual_seed(derive_seed(seed, "steps")),
-                   sample_z=sample_z)
+        step_rng = step_generator(device).manual_seed(derive_seed(seed, "steps"))
+        return cls(step=0, step_rng=step_rng, sample_z=sample_z)
+
+
+def step_generator(device: torch.device | str) -> torch.Generator:
+    """The step RNG on the training device: a CUDA step draws z, positions and GP factors
+    where they are used, with no copy from the host. The CPU stream is the one every earlier
+    version drew; a CUDA (Philox) stream is another stream, saved and restored exactly too."""
+    device = torch.device(device)
+    return torch.Generator(device) if device.type == "cuda" else torch.Generator()
+
+
+def restore_step_generator(saved: Tensor, device: torch.device | str) -> torch.Generator:
+    """The saved step RNG on ``device``. A run resumed on another kind of device (CPU <-> CUDA)
+    cannot continue the saved stream (the state layouts differ); it continues with a stream
+    seeded from a hash of the saved state, so that resume is still deterministic."""
+    generator = step_generator(device)
+    try:
+        generator.set_state(saved)
+    except RuntimeError:
+        digest = hashlib.sha256(saved.numpy().tobytes()).digest()
+        generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return generator
 
 
 def capture_global_rng() -> dict[str, Any]:
@@ -95,16 +119,16 @@ def state_payload(state: TrainState, optimizers: Optimizers,
     }
 
 
-def restore_payload(payload: dict[str, Any], optimizers: Optimizers,
-                    expected_step: int) -> TrainState:
-    """Load optimisers and RNGs from a state file's dict; returns the run's TrainState."""
+def restore_payload(payload: dict[str, Any], optimizers: Optimizers, expected_step: int,
+                    device: torch.device | str = "cpu") -> TrainState:
+    """Load optimisers and RNGs from a state file's dict; returns the run's TrainState with
+    its step RNG on ``device``."""
     try:
         if int(payload["step"]) != expected_step:
             raise CheckpointError(f"state file is for step {payload['step']}, weights for "
                                   f"step {expected_step}")
         optimizers.load_state_dict(payload["optimizers"])
-        step_rng = torch.Generator()
-        step_rng.set_state(payload["rng"]["step"])
+        step_rng = restore_step_generator(payload["rng"]["step"], device)
         restore_global_rng(payload["rng"])
         return TrainState(step=expected_step, step_rng=step_rng,
                           sample_z=payload["sample_z"], elapsed=float(payload["elapsed"]))

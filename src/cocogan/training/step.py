@@ -4,7 +4,15 @@ Objectives (weights from TrainConfig):
 - D: -L_W + w_gp L_GP + w_spatial L_S(real) + w_content L_C(fake)
 - G: -E[D(fake)] + w_spatial L_S(fake) + w_content L_C(fake) + w_overlap L_O (beyond the paper)
 - Q (the content head, own optimiser): L_C(fake)
-The returned dict holds plain floats for logging: L_W is the Wasserstein estimate.
+The returned dict holds 0-dim tensors on the training device (L_W is the Wasserstein estimate):
+nothing in a step reads a value back to the host, so a GPU never waits for Python; the log
+reads them when it writes a record.
+
+Speed options that leave the maths unchanged (``tests/test_step_equivalence.py`` compares them
+with the plain step): randomness drawn on the device of ``rng``, bf16 autocast, channels-last
+tensors and compiled G and D trunks (set up by the trainer; the gradient penalty's double
+backward always runs the eager trunk, which AOTAutograd cannot differentiate twice). One option
+changes it slightly: ``sn_once``.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.utils import parametrize
 
 from cocogan.config import TrainConfig
 from cocogan.losses import (
@@ -45,16 +54,18 @@ class Optimizers:
 
 
 def build_optimizers(model: CocoGAN, train: TrainConfig) -> Optimizers:
-    """Adam(beta1, beta2) with the TTUR learning rates."""
+    """Adam(beta1, beta2) with the TTUR learning rates (build after moving the model)."""
     betas = (train.beta1, train.beta2)
     disc = model.discriminator
     q_params = list(disc.content.parameters())
     q_ids = {id(p) for p in q_params}
     d_params = [p for p in disc.parameters() if id(p) not in q_ids]
+    # CUDA: the fused kernel updates every tensor of an optimiser in one launch.
+    fused = {"fused": True} if model.device.type == "cuda" else {}
     return Optimizers(
-        g=torch.optim.Adam(model.generator.parameters(), lr=train.lr_g, betas=betas),
-        d=torch.optim.Adam(d_params, lr=train.lr_d, betas=betas),
-        q=torch.optim.Adam(q_params, lr=train.lr_q, betas=betas),
+        g=torch.optim.Adam(model.generator.parameters(), lr=train.lr_g, betas=betas, **fused),
+        d=torch.optim.Adam(d_params, lr=train.lr_d, betas=betas, **fused),
+        q=torch.optim.Adam(q_params, lr=train.lr_q, betas=betas, **fused),
     )
 
 
@@ -84,7 +95,8 @@ def sample_step(model: CocoGAN, images: Tensor, train: TrainConfig,
     real_rows = rows.clamp(0, system.macro_rows - 1)
     real_cols = cols if system.cyclic else cols.clamp(0, system.macro_cols - 1)
     top, left = system.pixel_offset(real_rows, real_cols)
-    real = crop(images, top, left, cfg.macro, cfg.macro_w, wrap=system.cyclic)
+    # Valid by construction (clamped or wrapped), so the host-side range check is skipped.
+    real = crop(images, top, left, cfg.macro, cfg.macro_w, wrap=system.cyclic, check=False)
     device = images.device
     return StepBatch(
         z=z, rows=rows, cols=cols, real=real,
@@ -94,7 +106,8 @@ def sample_step(model: CocoGAN, images: Tensor, train: TrainConfig,
 
 
 def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: TrainConfig,
-               rng: torch.Generator, *, amp: bool = False) -> dict[str, float]:
+               rng: torch.Generator, *, amp: bool = False, sn_once: bool = False
+               ) -> dict[str, Tensor]:
     """One full iteration on a batch of real full images (B, 3, H, W) in [-1, 1].
 
     Args:
@@ -102,11 +115,16 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
         optimizers: from :func:`build_optimizers`.
         images: real full images on the model's device.
         train: loss weights and extrapolation settings.
-        rng: RNG for z, positions and GP factors (saved with checkpoints for exact resume).
+        rng: RNG for z, positions and GP factors (saved with checkpoints for exact resume); a
+            generator on the model's device keeps the step free of host-to-device copies.
         amp: bfloat16 autocast for the forward passes (CUDA only).
+        sn_once: D's spectrally normalised weights are computed once for the D update (one
+            power iteration, as in Miyato et al.'s Algorithm 1) and real and fake patches go
+            through D's trunk in one call; off, every call of D runs its own power iteration
+            (3 per D update), which is the paper presets' reference behaviour.
 
     Returns:
-        Floats: L_W, L_GP, L_S_real, L_S_fake, L_C, loss_D, loss_G, loss_Q.
+        0-dim tensors on the device: L_W, L_GP, L_S_real, L_S_fake, L_C, loss_D, loss_G, loss_Q.
     """
     G, D = model.generator, model.discriminator
     G.train()
@@ -117,25 +135,31 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
     inside = model.coords.in_bounds(step.rows, step.cols).to(images.device)  # (B,)
 
     # ---- D step ---------------------------------------------------------------------------
-    with autocast:
-        with torch.no_grad():
-            fake = generate_macro(G, model.coords, step.z, step.rows, step.cols)
-        h_real = D.features(step.real)
-        h_fake = D.features(fake)
-        real_score = D.adversarial(h_real, step.real_coords)
-        fake_score = D.adversarial(h_fake, step.fake_coords)
-        l_w = wasserstein_estimate(real_score, fake_score)
-        l_s_real = spatial_consistency(D.spatial(h_real), step.real_coords)
-        l_c_d = content_consistency(D.content(h_fake), step.z)
-    l_gp = gradient_penalty(lambda x: D.adversarial(D.features(x), step.real_coords),
-                            step.real.float(), fake.float(), generator=rng)
-    loss_d = -l_w + train.w_gp * l_gp + train.w_spatial * l_s_real + train.w_content * l_c_d
-    optimizers.d.zero_grad(set_to_none=True)
-    loss_d.backward()
+    with parametrize.cached() if sn_once else contextlib.nullcontext():
+        with autocast:
+            with torch.no_grad():
+                fake = generate_macro(G, model.coords, step.z, step.rows, step.cols)
+            if sn_once:  # same weights for both halves: one trunk call
+                h_real, h_fake = D.features(torch.cat([step.real, fake.to(step.real.dtype)])
+                                            ).chunk(2)
+            else:
+                h_real = D.features(step.real)
+                h_fake = D.features(fake)
+            real_score = D.adversarial(h_real, step.real_coords)
+            fake_score = D.adversarial(h_fake, step.fake_coords)
+            l_w = wasserstein_estimate(real_score, fake_score)
+            l_s_real = spatial_consistency(D.spatial(h_real), step.real_coords)
+            l_c_d = content_consistency(D.content(h_fake), step.z)
+        l_gp = gradient_penalty(  # in the images' precision (fp32), also under autocast
+            lambda x: D.adversarial(D.features(x, eager=True), step.real_coords),
+            step.real, fake.to(step.real.dtype), generator=rng)
+        loss_d = -l_w + train.w_gp * l_gp + train.w_spatial * l_s_real + train.w_content * l_c_d
+        optimizers.d.zero_grad(set_to_none=True)
+        loss_d.backward()
     optimizers.d.step()
 
     # ---- Q step: the content head alone, on the D step's fake features -----------------
-    l_c_q = content_consistency(D.content(h_fake.detach().float()), step.z)
+    l_c_q = content_consistency(D.content(h_fake.detach().to(step.real.dtype)), step.z)
     optimizers.q.zero_grad(set_to_none=True)
     l_c_q.backward()
     optimizers.q.step()
@@ -163,7 +187,7 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
               "L_C": l_c_q, "loss_D": loss_d, "loss_G": loss_g, "loss_Q": l_c_q}
     if train.w_overlap:
         values["L_O"] = l_overlap
-    return {name: value.detach().item() for name, value in values.items()}
+    return {name: value.detach().float() for name, value in values.items()}
 
 
 @torch.no_grad()
@@ -174,8 +198,7 @@ def update_ema(model: CocoGAN, step: int, decay: float, warmup: int) -> None:
     dominated by the random initialisation.
     """
     beta = 0.0 if step < warmup else decay
-    for ema, live in zip(model.generator_ema.parameters(), model.generator.parameters(),
-                         strict=True):
-        ema.lerp_(live, 1.0 - beta)
-    for ema, live in zip(model.generator_ema.buffers(), model.generator.buffers(), strict=True):
-        ema.copy_(live)
+    # Multi-tensor kernels: two launches per step instead of two per tensor.
+    torch._foreach_lerp_(list(model.generator_ema.parameters()),
+                         list(model.generator.parameters()), 1.0 - beta)
+    torch._foreach_copy_(list(model.generator_ema.buffers()), list(model.generator.buffers()))

@@ -1,0 +1,33 @@
+"""Options that make a step faster without changing what it computes (docs/training.md, "Speed").
+
+:func:`prepare_model` applies the ``train`` options that act on the model once, before the
+optimisers are built: channels-last memory format, ``torch.compile`` of G and D's trunk, and
+cuDNN's autotuner on CUDA. The per-step options (bf16 autocast, ``sn_once``) are arguments of
+:func:`cocogan.training.step.train_step`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cocogan.config import TrainConfig
+from cocogan.model import CocoGAN
+
+
+def prepare_model(model: CocoGAN, train: TrainConfig) -> CocoGAN:
+    """Apply ``train.channels_last`` and ``train.compile`` to ``model`` in place; returns it.
+
+    Compilation wraps ``forward`` of G and of D's residual trunk (``Module.compile``, so
+    parameter names and checkpoints are unchanged); the gradient penalty calls the eager trunk,
+    because compiled graphs cannot be differentiated twice. Graphs are built at the first step.
+    """
+    if model.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
+    if train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if train.compile != "off":
+        options = ({"backend": "aot_eager"} if train.compile == "aot_eager"
+                   else {"mode": train.compile})
+        model.generator.compile(**options)
+        model.discriminator.blocks.compile(**options)
+    return model
