@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-DEFAULT_KEYS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "loss_D", "loss_G",
+DEFAULT_KEYS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "L_O", "loss_D", "loss_G",
                 "images_per_s")
 
 

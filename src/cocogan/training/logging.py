@@ -25,7 +25,8 @@ from cocogan.plotting import read_jsonl
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 # Loss terms in the order they are reported (train_step's keys); L_W is the Wasserstein estimate.
-LOSS_TERMS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "loss_D", "loss_G", "loss_Q")
+LOSS_TERMS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "L_O", "loss_D", "loss_G",
+              "loss_Q")  # L_O only when train.w_overlap > 0
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
