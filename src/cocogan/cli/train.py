@@ -75,6 +75,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help="FID Inception weights file, for fid/kid during training")
     parser.add_argument("--dist-backend", choices=BACKENDS, default="auto", metavar="NAME",
                         help="under torchrun: auto (NCCL on GPUs, gloo on CPUs) | nccl | gloo")
+    parser.add_argument("--dist-norm", choices=("sync", "per-rank"), default="sync",
+                        help="under torchrun: batch-norm statistics over the global batch "
+                             "(sync, default: N processes compute what one process computes) or "
+                             "over each rank's share (per-rank: no extra communication)")
     parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                         help="under torchrun: seconds a rank waits for the others (e.g. while "
                              f"rank 0 evaluates) before it stops with an error "
@@ -173,15 +177,16 @@ def run(args: argparse.Namespace) -> int:
 
     check_flags(args)
     device = args.device or (read_run(args.resume)[1].device if args.resume else "auto")
-    world = distributed.init(select_device(device), args.dist_backend, args.dist_timeout)
+    world = distributed.init(select_device(device), args.dist_backend, args.dist_timeout,
+                             sync_norm=args.dist_norm == "sync")
     quiet = contextlib.nullcontext() if world.is_main else contextlib.redirect_stdout(io.StringIO())
     try:
         with quiet, plain_warnings("train", shown=world.is_main):
             return _run(args, world)
     except distributed.PeerLost as error:
         resume = args.resume or args.out
-        print(f"cocogan train: error: {error}; the newest checkpoint is kept: resume with "
-              f"cocogan train --resume {resume}", file=sys.stderr)
+        print(f"cocogan train: error: {error}; checkpoints written so far are kept (resume "
+              f"with: cocogan train --resume {resume})", file=sys.stderr)
         return 1
     finally:
         distributed.shutdown()

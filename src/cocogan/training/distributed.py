@@ -7,9 +7,10 @@ each optimiser step the gradients of that optimiser's parameters are averaged ac
 (flattened into buckets, one all-reduce per bucket), so all ranks apply the same update and
 their weights stay identical. An explicit all-reduce rather than DDP's wrapper: the gradient
 penalty's double backward and the three optimisers of one step (D, Q, G over shared features)
-do not fit DDP's one-backward-per-forward model. Batch-norm layers normalise with per-rank
-batch statistics; their running statistics are averaged after every step (see
-docs/multi-gpu.md for the measurement behind that choice).
+do not fit DDP's one-backward-per-forward model. Batch-norm layers normalise with statistics
+of the global batch (:mod:`cocogan.training.sync_norm`) unless ``sync_norm`` is off, when each
+rank uses its own; running statistics are averaged after every step either way (see
+docs/multi-gpu.md for the measurement behind the default).
 
 Every collective goes through this module, which turns a failed one (a peer died, the network
 broke, a timeout passed) into :class:`PeerLost` with a one-line message.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -47,6 +49,7 @@ class World:
     size: int = 1  # number of processes (WORLD_SIZE)
     local_rank: int = 0  # rank on this node: picks the GPU
     timeout_s: float = DEFAULT_TIMEOUT_S  # how long a collective waits before PeerLost
+    sync_norm: bool = True  # batch-norm statistics over the global batch (False: per rank)
 
     @property
     def enabled(self) -> bool:
@@ -74,10 +77,10 @@ class World:
 SINGLE = World()
 
 
-def world_from_env(timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
-    """The World that RANK / WORLD_SIZE / LOCAL_RANK describe (SINGLE when they are unset)."""
+def world_from_env(timeout_s: float = DEFAULT_TIMEOUT_S, sync_norm: bool = True) -> World:
+    """The World that RANK / WORLD_SIZE / LOCAL_RANK describe (one process when unset)."""
     if "WORLD_SIZE" not in os.environ:
-        return World(timeout_s=timeout_s)
+        return World(timeout_s=timeout_s, sync_norm=sync_norm)
     try:
         rank, size, local = (int(os.environ.get(name, "0")) for name in _ENV)
     except ValueError:
@@ -86,7 +89,8 @@ def world_from_env(timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
     if size < 1 or not 0 <= rank < size or local < 0:
         raise ConfigError(f"invalid process placement RANK={rank} WORLD_SIZE={size} "
                           f"LOCAL_RANK={local}: launch with torchrun")
-    return World(rank=rank, size=size, local_rank=local, timeout_s=timeout_s)
+    return World(rank=rank, size=size, local_rank=local, timeout_s=timeout_s,
+                  sync_norm=sync_norm)
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
@@ -100,21 +104,22 @@ def pick_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def init(device: torch.device, backend: str = "auto",
-         timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
+def init(device: torch.device, backend: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S,
+         sync_norm: bool = True) -> World:
     """Join the process group that the launcher's environment describes.
 
     Args:
         device: the device the run asked for (``cuda`` is refined to this rank's GPU).
         backend: auto | nccl | gloo.
         timeout_s: seconds a collective waits for the other ranks before failing.
+        sync_norm: batch-norm statistics over the global batch (False: each rank's own).
 
     Returns:
         SINGLE-like World of size 1 when not launched by torchrun (nothing is initialised).
     """
     if timeout_s <= 0:
         raise ConfigError(f"--dist-timeout must be positive seconds, got {timeout_s}")
-    world = world_from_env(timeout_s)
+    world = world_from_env(timeout_s, sync_norm)
     if not world.enabled or dist.is_initialized():
         return world
     device = world.place(device)
@@ -137,12 +142,15 @@ def shutdown() -> None:
 
 
 def _first_line(error: BaseException) -> str:
+    """The error's first sentence, without gloo's leading [source:line] tag."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    line = text.splitlines()[0] if text else type(error).__name__
+    line = re.sub(r"^\[[^\]]*\]\s*", "", line)
+    return line.split(". ")[0].rstrip(".")
 
 
 @contextlib.contextmanager
-def _collective(world: World, what: str) -> Iterator[None]:
+def collective(world: World, what: str) -> Iterator[None]:
     """Turns a failed collective into PeerLost with the reason in one line."""
     try:
         yield
@@ -171,7 +179,7 @@ def _buckets(tensors: list[Tensor], limit: int) -> Iterator[list[Tensor]]:
 def all_reduce_mean(world: World, tensors: list[Tensor], what: str,
                     bucket_bytes: int = BUCKET_BYTES) -> None:
     """Replace each tensor by its mean over the ranks, in place, one all-reduce per bucket."""
-    with _collective(world, what):
+    with collective(world, what):
         for bucket in _buckets(tensors, bucket_bytes):
             flat = torch.cat([t.reshape(-1) for t in bucket])  # (sum of numel,)
             dist.all_reduce(flat)
@@ -219,7 +227,7 @@ def broadcast_module(world: World, module: nn.Module) -> None:
     """Copy rank 0's parameters and buffers to every rank (a safety net at start-up)."""
     if not world.enabled:
         return
-    with _collective(world, "the start-up weight broadcast"), torch.no_grad():
+    with collective(world, "the start-up weight broadcast"), torch.no_grad():
         for tensor in [*module.parameters(), *module.buffers()]:
             dist.broadcast(tensor.data, src=0)
 
@@ -240,7 +248,7 @@ def any_rank(world: World, flag: bool, device: torch.device, what: str) -> bool:
     if not world.enabled:
         return flag
     value = torch.tensor([float(flag)], device=device)
-    with _collective(world, what):
+    with collective(world, what):
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
 
@@ -253,7 +261,7 @@ def gather_rng_states(world: World, rng: torch.Generator, device: torch.device
         return [state]
     local = state.to(device)
     parts = [torch.empty_like(local) for _ in range(world.size)]
-    with _collective(world, "the RNG-state gather of a checkpoint"):
+    with collective(world, "the RNG-state gather of a checkpoint"):
         dist.all_gather(parts, local)
     return [part.cpu() for part in parts]
 

@@ -46,6 +46,7 @@ from cocogan.training.logging import MetricsLog
 from cocogan.training.loop import SampleGrid, Trainer
 from cocogan.training.state import TrainState, restore_payload, seed_globals
 from cocogan.training.step import Optimizers, build_optimizers
+from cocogan.training.sync_norm import synchronise_batch_norm
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.yaml"
@@ -176,6 +177,14 @@ def _trainer(run_dir: Path, config: Config, model: CocoGAN, optimizers: Optimize
                    amp=config.train.amp and device.type == "cuda", world=world)
 
 
+def _synchronise(model: CocoGAN, world: World) -> None:
+    """Global-batch statistics in the trained networks' batch norms (before the optimisers
+    collect their parameters); the EMA generator only runs in eval mode."""
+    if world.enabled and world.sync_norm:
+        synchronise_batch_norm(model.generator, world)
+        synchronise_batch_norm(model.discriminator, world)
+
+
 def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
                 dataset: Dataset[torch.Tensor], world: World = SINGLE) -> Trainer:
     """A Trainer at step 0 (after :func:`prepare_new_run`); ``spec.init_from`` loads weights."""
@@ -187,6 +196,7 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
         _check_init_from(spec.init_from, config)
         model.load_state_dict(load_model(spec.init_from, "cpu")[1].state_dict())
     model.to(device)
+    _synchronise(model, world)
     optimizers = build_optimizers(model, config.train)
     state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim, world.rank)
     return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0, world)
@@ -224,6 +234,7 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
     step = read_weights(weights, config, model)
     payload = load_state(state_file)
     model.to(target)
+    _synchronise(model, world)
     optimizers = build_optimizers(model, config.train)
     state = restore_payload(payload, optimizers, step, world.rank, spec.seed)
     source = data or spec.data
