@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.test_training import SMALL, train
+from safetensors.torch import load_file
+from tests.test_training import SMALL, states_equal, train
 
 from cocogan.checkpoint import load_state, resumable_steps
 from cocogan.config import ConfigError
@@ -108,6 +109,22 @@ def test_torchrun_ranks_stay_identical_rank0_writes_and_one_process_resumes(
     assert resumable_steps(run)[-1] == 5
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
     assert steps == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+def test_two_process_resume_is_exact(tmp_path: Path) -> None:
+    """4 steps on 2 ranks == 2 steps, stop, 2 more on 2 ranks: every tensor and RNG equal."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    for run, steps in ((straight, 4), (split, 2)):
+        torchrun("-m", "cocogan", "train", *TRAIN, "--out", run, "--steps", steps)
+    torchrun("-m", "cocogan", "train", "--resume", split, "--steps", 4)
+    a = load_state(straight / "checkpoints" / "step-00000004.state.pt")
+    b = load_state(split / "checkpoints" / "step-00000004.state.pt")
+    a.pop("elapsed"), b.pop("elapsed")
+    assert states_equal(a, b)
+    weights = [load_file(run / "checkpoints" / "step-00000004.safetensors")
+               for run in (straight, split)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_two_half_batches_match_one_full_batch(tmp_path: Path) -> None:
