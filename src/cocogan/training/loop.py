@@ -39,6 +39,7 @@ from cocogan.training.logging import MetricsLog, Progress, first_non_finite, for
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
 from cocogan.training.step import Optimizers, train_step, update_ema
+from cocogan.training.sync_norm import paused
 
 SAMPLES_DIR = "samples"
 STOPPED_BY_PEER = "a stop signal on another rank"
@@ -153,7 +154,8 @@ class Trainer:
             return
         for hook in self.hooks:
             if final or self.state.step % hook.every == 0:
-                hook(self)
+                with paused(self.model):
+                    hook(self)
 
     def refresh_ema(self) -> None:
         """Give the EMA generator batch-norm statistics of its own weights before it is saved

@@ -13,6 +13,9 @@ Shapes: N batch, C channels, then any spatial dims; statistics are per channel.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -71,12 +74,13 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.load_state_dict(layer.state_dict())
         self.to(next(iter(layer.state_dict().values())).device)
         self.world = world
+        self.synchronise = True  # False while one rank works alone (see paused)
 
     def _check_input_dim(self, x: Tensor) -> None:
         assert x.dim() >= 2, f"batch norm expects (N, C, ...), got {tuple(x.shape)}"
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and self.world.enabled):
+        if not (self.training and self.world.enabled and self.synchronise):
             return super().forward(x)
         x_hat, mean, var, total = _GlobalNorm.apply(x, self.eps, self.world)
         if self.track_running_stats:
@@ -106,3 +110,18 @@ def synchronise_batch_norm(module: nn.Module, world: World) -> int:
                 setattr(parent, name, SyncBatchNorm(child, world))
                 replaced += 1
     return replaced
+
+
+@contextlib.contextmanager
+def paused(module: nn.Module) -> Iterator[None]:
+    """Local statistics in ``module``'s synchronised layers (and copies made meanwhile) while
+    one rank works alone, e.g. rank 0's evaluation hooks: a collective there would wait for
+    ranks that are not calling it."""
+    layers = [m for m in module.modules() if isinstance(m, SyncBatchNorm)]
+    for layer in layers:
+        layer.synchronise = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.synchronise = True
