@@ -1,10 +1,12 @@
 """`cocogan train`: start a run from a preset or config on a folder or built-in dataset, or
-resume one (`--resume RUN_DIR`). Stops cleanly on Ctrl-C / SIGTERM with a checkpoint."""
+resume one (`--resume RUN_DIR`). Stops cleanly on Ctrl-C / SIGTERM with a checkpoint. Under
+`torchrun --nproc-per-node N` it trains data-parallel (docs/multi-gpu.md)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import signal
 import sys
@@ -18,8 +20,10 @@ import yaml
 from cocogan.config import Config, ConfigError, apply_overrides
 from cocogan.presets import PRESETS, get_preset
 from cocogan.training.device import DEVICE_CHOICES
+from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from cocogan.training.distributed import World
     from cocogan.training.loop import Trainer
 
 # Flags that describe a new run; with --resume the run's own config.yaml and run.yaml decide.
@@ -69,6 +73,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help="generated images per evaluation (default 1000)")
     parser.add_argument("--inception-weights", metavar="PATH",
                         help="FID Inception weights file, for fid/kid during training")
+    parser.add_argument("--dist-backend", choices=BACKENDS, default="auto", metavar="NAME",
+                        help="under torchrun: auto (NCCL on GPUs, gloo on CPUs) | nccl | gloo")
+    parser.add_argument("--dist-norm", choices=("sync", "per-rank"), default="sync",
+                        help="under torchrun: batch-norm statistics over the global batch "
+                             "(sync, default: N processes compute what one process computes) or "
+                             "over each rank's share (per-rank: no extra communication)")
+    parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                        help="under torchrun: seconds a rank waits for the others (e.g. while "
+                             f"rank 0 evaluates) before it stops with an error "
+                             f"(default {DEFAULT_TIMEOUT_S:g})")
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -123,11 +137,13 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 @contextlib.contextmanager
-def plain_warnings(command: str) -> Iterator[None]:
-    """Show warnings (skipped files, dataset mismatches) as one line each, no source lines."""
+def plain_warnings(command: str, shown: bool = True) -> Iterator[None]:
+    """Show warnings (skipped files, dataset mismatches) as one line each, no source lines
+    (none at all when not ``shown``: ranks other than 0)."""
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
              file: object = None, line: str | None = None) -> None:
-        print(f"cocogan {command}: warning: {message}", file=sys.stderr)
+        if shown:
+            print(f"cocogan {command}: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show
@@ -154,30 +170,51 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocogan.training.run import RunSpec, new_trainer, prepare_new_run, resume_trainer
+    """Single process, or one rank of a torchrun launch (rank 0 alone prints and writes)."""
+    from cocogan.training import distributed
+    from cocogan.training.device import select_device
+    from cocogan.training.run import read_run
 
     check_flags(args)
-    with plain_warnings("train"):
-        if args.resume is not None:
-            trainer, data_line = resume_trainer(args.resume, steps=args.steps, device=args.device,
-                                                data=args.data)
-            run_dir = args.resume
-            print(f"resuming {run_dir} at step {trainer.state.step}")
-        else:
-            config = resolve_config(args)
-            spec = RunSpec(data=args.data, seed=args.seed or 0, device=args.device or "auto",
-                           init_from=args.init_from)
-            dataset, data_line = prepare_new_run(args.out, config, spec)
-            run_dir = args.out
-            print(f"wrote {run_dir / 'config.yaml'} (preset {config.name})")
-            if args.dry_run:
-                print(data_line)
-                print("dry run: stopping before step 0")
-                return 0
-            trainer = new_trainer(args.out, config, spec, dataset)
-        if args.eval_every:
-            trainer.hooks.append(_eval_hook(args, trainer, run_dir))
-        return train(trainer, run_dir, data_line)
+    device = args.device or (read_run(args.resume)[1].device if args.resume else "auto")
+    world = distributed.init(select_device(device), args.dist_backend, args.dist_timeout,
+                             sync_norm=args.dist_norm == "sync")
+    quiet = contextlib.nullcontext() if world.is_main else contextlib.redirect_stdout(io.StringIO())
+    try:
+        with quiet, plain_warnings("train", shown=world.is_main):
+            return _run(args, world)
+    except distributed.PeerLost as error:
+        resume = args.resume or args.out
+        print(f"cocogan train: error: {error}; checkpoints written so far are kept (resume "
+              f"with: cocogan train --resume {resume})", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
+
+
+def _run(args: argparse.Namespace, world: World) -> int:
+    from cocogan.training.run import RunSpec, new_trainer, prepare_new_run, resume_trainer
+
+    if args.resume is not None:
+        trainer, data_line = resume_trainer(args.resume, steps=args.steps, device=args.device,
+                                            data=args.data, world=world)
+        run_dir = args.resume
+        print(f"resuming {run_dir} at step {trainer.state.step}")
+    else:
+        config = resolve_config(args)
+        spec = RunSpec(data=args.data, seed=args.seed or 0, device=args.device or "auto",
+                       init_from=args.init_from)
+        dataset, data_line = prepare_new_run(args.out, config, spec, world)
+        run_dir = args.out
+        print(f"wrote {run_dir / 'config.yaml'} (preset {config.name})")
+        if args.dry_run:
+            print(data_line)
+            print("dry run: stopping before step 0")
+            return 0
+        trainer = new_trainer(args.out, config, spec, dataset, world)
+    if args.eval_every and world.is_main:  # the other ranks wait at the next collective
+        trainer.hooks.append(_eval_hook(args, trainer, run_dir))
+    return train(trainer, run_dir, data_line)
 
 
 def _eval_hook(args: argparse.Namespace, trainer: Trainer, run_dir: Path) -> object:
@@ -214,7 +251,11 @@ def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:
     print(data_line)
     count = torch.get_num_threads()
     threads = f" ({count} thread{'s' * (count > 1)})" if trainer.device.type == "cpu" else ""
-    print(f"device: {trainer.device}{threads}; training steps {trainer.state.step} -> {total}")
+    world = trainer.world
+    ranks = (f"; {world.size} processes x {world.local_batch(trainer.config.train.batch)} "
+             "images per step" if world.enabled else "")
+    print(f"device: {trainer.device}{threads}{ranks}; training steps {trainer.state.step} -> "
+          f"{total}")
     if trainer.state.step >= total:
         trainer.close()
         print(f"{run_dir} is already at step {trainer.state.step} of {total}: pass --steps N "
@@ -225,7 +266,7 @@ def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:
         trainer.notify(f"received {name}: finishing step {trainer.state.step + 1}, then "
                        "writing a checkpoint (send it again to quit without saving)")
 
-    with StopFlag(on_request=announce) as stop:
+    with StopFlag(on_request=announce, repeat_window_s=2.0 * trainer.world.enabled) as stop:
         try:
             stopped = trainer.fit(stop)
         except TrainingDiverged as error:

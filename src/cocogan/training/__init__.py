@@ -3,7 +3,8 @@
 Modules, one job each: ``step`` (one D/Q/G iteration, EMA), ``loop`` (the Trainer driver and
 its hooks), ``run`` (creating and resuming run directories), ``state`` (resume state and RNGs),
 ``datastream`` (resumable batch order), ``logging`` (metrics.jsonl, TensorBoard, progress),
-``grid`` (sample grids), ``signals`` (graceful stop), ``device`` (device and threads).
+``grid`` (sample grids), ``signals`` (graceful stop), ``device`` (device and threads),
+``distributed`` (torchrun process groups, gradient averaging), ``sync_norm`` (global-batch BN).
 """
 
 from cocogan.training.loop import Hook, SampleGrid, Trainer, TrainingDiverged

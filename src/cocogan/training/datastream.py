@@ -3,11 +3,14 @@
 Epoch e shuffles the dataset with a torch.Generator seeded from (seed, e); batch k of the run is
 batch k mod n of epoch k // n (n full batches per epoch, the short tail dropped). The position
 saved with a checkpoint is therefore enough to continue with exactly the batches an
-uninterrupted run would have seen. Decoding runs in DataLoader workers; randomness that used to
-live in workers (the panorama roll) is done on whole batches in the main process with the
-step RNG, so it resumes exactly too. A folder that fits ``train.cache_max_mb`` is decoded once
-into a uint8 tensor (:mod:`cocogan.data.cache`, on the GPU when training there) and batches are
-gathered from it in the same order, bit for bit the same images.
+uninterrupted run would have seen. In a multi-process run the batch is the global one and
+rank r of R loads its r-th contiguous slice, so the ranks read disjoint shards of every epoch
+and the position means the same for any number of processes. Decoding runs in DataLoader
+workers; randomness that used to live in workers (the panorama roll) is done on whole batches
+in the main process with the step RNG, so it resumes exactly too. A folder that fits
+``train.cache_max_mb`` is decoded once into a uint8 tensor (:mod:`cocogan.data.cache`, on the
+GPU when training there) and batches are gathered from it in the same order, bit for bit the
+same images.
 
 Shapes: B batch, C/H/W image.
 """
@@ -37,14 +40,22 @@ def epoch_permutation(size: int, seed: int, epoch: int) -> Tensor:
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
-    """Endless batches of dataset indices, starting at run batch ``start`` (see module doc)."""
+    """Endless batches of dataset indices, starting at run batch ``start`` (see module doc).
 
-    def __init__(self, size: int, batch: int, seed: int, start: int = 0) -> None:
+    ``shard`` = (rank, ranks): yield only this rank's slice of each (global) batch.
+    """
+
+    def __init__(self, size: int, batch: int, seed: int, start: int = 0,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         if size < batch:
             raise DataError(f"the dataset has {size} usable images, fewer than one batch of "
                             f"{batch}: lower --batch or add images")
+        rank, ranks = shard
+        assert batch % ranks == 0 and 0 <= rank < ranks, f"batch {batch}, shard {shard}"
         self.size, self.batch, self.seed, self.start = size, batch, seed, start
         self.per_epoch = size // batch
+        local = batch // ranks
+        self.shard_slice = slice(rank * local, (rank + 1) * local)
 
     def position(self, index: int) -> tuple[int, int]:
         """(epoch, batch offset within the epoch) of run batch ``index``."""
@@ -55,7 +66,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         while True:
             order = epoch_permutation(self.size, self.seed, epoch)
             for j in range(offset, self.per_epoch):
-                yield order[j * self.batch:(j + 1) * self.batch].tolist()
+                yield order[j * self.batch:(j + 1) * self.batch][self.shard_slice].tolist()
             epoch, offset = epoch + 1, 0
 
 
@@ -69,13 +80,15 @@ class BatchStream:
         start: run batches already consumed (0 for a new run; the step count when resuming).
         num_workers: decoder processes; -1 picks min(4, cores - 1); 0 decodes inline.
         device: where batches are delivered.
+        shard: (rank, ranks) of a multi-process run: deliver this rank's slice of each batch.
     """
 
     def __init__(self, dataset: Dataset[Tensor], batch: int, seed: int, *, start: int = 0,
-                 num_workers: int = -1, device: torch.device | None = None) -> None:
+                 num_workers: int = -1, device: torch.device | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         if not isinstance(dataset, Sized) or len(dataset) == 0:
             raise DataError("the dataset is empty: point --data at a folder with images")
-        self.sampler = ResumableBatchSampler(len(dataset), batch, seed, start)
+        self.sampler = ResumableBatchSampler(len(dataset), batch, seed, start, shard)
         self.consumed = start
         self.device = device or torch.device("cpu")
         self.cached = dataset if isinstance(dataset, CachedImages) else None
@@ -117,7 +130,8 @@ class BatchStream:
             order = epoch_permutation(self.sampler.size, self.sampler.seed, epoch)
             self._order = epoch, order.to(cached.images.device)
         batch = self.sampler.batch
-        return cached.batch(self._order[1][offset * batch:(offset + 1) * batch])
+        indices = self._order[1][offset * batch:(offset + 1) * batch]
+        return cached.batch(indices[self.sampler.shard_slice])  # this rank's slice
 
     def close(self) -> None:
         """Stop the worker processes (they also stop with the process)."""

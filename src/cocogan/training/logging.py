@@ -42,15 +42,19 @@ class MetricsLog:
         start_step: first step of this session; records after it (left by a session that died
             after its last checkpoint) are dropped so the log never holds a step twice.
         tensorboard: also write TensorBoard event files.
+        quiet: compute records but write nothing (ranks other than 0 of a multi-process run).
     """
 
-    def __init__(self, run_dir: Path, start_step: int, *, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, start_step: int, *, tensorboard: bool = True,
+                 quiet: bool = False) -> None:
         self.path = Path(run_dir) / METRICS_FILE
-        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= start_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self._file: TextIO = self.path.open("a")
+        self._file: TextIO | None = None
         self.writer = None
-        if tensorboard:
+        if not quiet:
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= start_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self._file = self.path.open("a")
+        if tensorboard and not quiet:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
 
             self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR),
@@ -107,8 +111,9 @@ class MetricsLog:
         record.update(lrs)
         record["images_per_s"] = batch * self._count / seconds
         record["data_wait_fraction"] = min(1.0, self.data_wait / seconds)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self.writer is not None:
             for key, value in record.items():
                 if key not in ("step", "time", "elapsed_s"):
@@ -127,7 +132,8 @@ class MetricsLog:
             self.writer.add_image(tag, grid, step)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self.writer is not None:
             self.writer.close()
 

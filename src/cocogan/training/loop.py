@@ -5,10 +5,14 @@ log -> hooks every K steps (sample grids; evaluation can add its own) -> save_ch
 ``train.checkpoint_every``, at the last step and after a stop signal. The losses stay on the
 device; whenever the loop is about to write anything (a record, a hook, a checkpoint) it first
 checks that none became NaN or infinite, so a GPU runs steps back to back in between.
+In a multi-process run (:mod:`cocogan.training.distributed`) every rank runs this loop in
+lockstep; rank 0 alone writes files and prints, and a stop signal on any rank stops all of them
+after the same step.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,13 +27,24 @@ from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.render import evaluating, render_rect, trained_rect
 from cocogan.training.datastream import BatchStream, roll_panoramas
+from cocogan.training.distributed import (
+    SINGLE,
+    World,
+    any_rank,
+    average_norm_statistics,
+    barrier,
+    gather_rng_states,
+    mean_losses,
+)
 from cocogan.training.grid import save_png, tile
 from cocogan.training.logging import MetricsLog, Progress, format_record
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
 from cocogan.training.step import Optimizers, train_step, update_ema
+from cocogan.training.sync_norm import paused
 
 SAMPLES_DIR = "samples"
+STOPPED_BY_PEER = "a stop signal on another rank"
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,6 +88,7 @@ class Trainer:
         hooks: every-K-steps work; a SampleGrid is added by default.
         amp: bf16 autocast (CUDA only).
         notify: prints a line without garbling the progress bar (set by fit).
+        world: this process's rank among the training processes (SINGLE: a one-process run).
     """
 
     run_dir: Path
@@ -85,6 +101,7 @@ class Trainer:
     hooks: list[Hook] = field(default_factory=list)
     amp: bool = False
     notify: Callable[[str], None] = print
+    world: World = SINGLE
     _session_start: float = field(default=0.0, init=False)
     _elapsed_at_start: float = field(default=0.0, init=False)
     _ema_refreshed: int = field(default=-1, init=False)  # step of the last refresh_ema
@@ -109,8 +126,13 @@ class Trainer:
         return images
 
     def optimise(self, images: Tensor) -> dict[str, Tensor]:
-        return train_step(self.model, self.optimizers, images, self.config.train,
-                          self.state.step_rng, amp=self.amp, sn_once=self.config.train.sn_once)
+        losses = train_step(self.model, self.optimizers, images, self.config.train,
+                            self.state.step_rng, amp=self.amp, sn_once=self.config.train.sn_once)
+        if self.world.enabled:  # gradients were averaged inside the optimisers' step
+            average_norm_statistics(self.world, self.model.generator)
+            average_norm_statistics(self.world, self.model.discriminator)
+            losses = mean_losses(self.world, losses, self.device)
+        return losses
 
     def check_finite(self) -> None:
         """Raise TrainingDiverged if any loss so far was NaN or infinite (reads the device)."""
@@ -138,10 +160,14 @@ class Trainer:
         return self.log.write(self.state.step, self.config.train.batch, lrs, self.elapsed())
 
     def run_hooks(self, final: bool = False) -> None:
+        """Rank 0 only: the other ranks wait for it at the next collective."""
+        if not self.world.is_main:
+            return
         for hook in self.hooks:
             if final or self.state.step % hook.every == 0:
                 self.check_finite()
-                hook(self)
+                with paused(self.model):
+                    hook(self)
 
     def refresh_ema(self) -> None:
         """Give the EMA generator batch-norm statistics of its own weights before it is saved
@@ -151,14 +177,21 @@ class Trainer:
             self._ema_refreshed = self.state.step
 
     def save_checkpoint(self) -> Path:
-        """Weights then state, each atomic; older checkpoints beyond keep_checkpoints go."""
+        """Weights then state, each atomic; older checkpoints beyond keep_checkpoints go.
+
+        Called on every rank: rank 0 writes (with every rank's step-RNG state), all then wait.
+        """
         self.check_finite()
-        self.refresh_ema()
+        self.refresh_ema()  # every rank: the same weights and seed give the same statistics
         self.state.elapsed = self.elapsed()
         weights, state_file = checkpoint_paths(self.run_dir, self.state.step)
-        save_model(weights, self.config, self.model, self.state.step)
-        save_state(state_file, state_payload(self.state, self.optimizers, self.stream.position))
-        prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        rngs = gather_rng_states(self.world, self.state.step_rng, self.device)
+        if self.world.is_main:
+            save_model(weights, self.config, self.model, self.state.step)
+            save_state(state_file, state_payload(self.state, self.optimizers,
+                                                 self.stream.position, rngs))
+            prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        barrier(self.world, self.device, "the checkpoint barrier")
         return weights
 
     # ---- helpers ----------------------------------------------------------------------------
@@ -183,14 +216,16 @@ class Trainer:
         """
         total = self.config.train.steps
         stop = stop or StopFlag()
-        progress = progress or Progress(self.state.step, total)
+        quiet = None if self.world.is_main else open(os.devnull, "w")  # noqa: SIM115
+        progress = progress or Progress(self.state.step, total, stream=quiet)
         self.notify = progress.note
         self._session_start, self._elapsed_at_start = time.perf_counter(), self.state.elapsed
         sampler = next((h for h in self.hooks if isinstance(h, SampleGrid)), None)
         try:
-            if self.state.step == 0 and sampler is not None:
+            if self.state.step == 0 and sampler is not None and self.world.is_main:
                 sampler(self)  # what the untrained generator draws, for comparison
-            while self.state.step < total and not stop.requested:
+            stopping = self.stop_agreed(stop)
+            while self.state.step < total and not stopping:
                 losses = self.optimise(self.next_batch())
                 self.update_ema()
                 self.state.step += 1
@@ -199,16 +234,26 @@ class Trainer:
                         self.state.step % self.config.train.sample_every == 0:
                     progress.note(format_record(self.log.last, total))  # a line now and then
                 self.run_hooks(final=self.state.step == total)
+                stopping = self.stop_agreed(stop)
                 if self.state.step % self.config.train.checkpoint_every == 0 or \
-                        self.state.step == total or stop.requested:
+                        self.state.step == total or stopping:
                     self.save_checkpoint()
-            if stop.requested and not all(p.is_file() for p in
-                                          checkpoint_paths(self.run_dir, self.state.step)):
+            missing = self.world.is_main and not all(
+                p.is_file() for p in checkpoint_paths(self.run_dir, self.state.step))
+            if stopping and any_rank(self.world, missing, self.device, "the final check"):
                 self.save_checkpoint()  # stopped before the first step: still resumable
         finally:
             progress.close()
             self.close()
-        return stop.signal_name if self.state.step < total else None
+            if quiet is not None:
+                quiet.close()
+        if self.state.step >= total:
+            return None
+        return stop.signal_name or STOPPED_BY_PEER
+
+    def stop_agreed(self, stop: StopFlag) -> bool:
+        """Whether a stop was requested on any rank (all ranks get the same answer)."""
+        return any_rank(self.world, stop.requested, self.device, "the stop-signal check")
 
     def close(self) -> None:
         """Stop the data workers and close the log files (fit does this when it returns)."""

@@ -3,7 +3,8 @@
 A run directory holds ``config.yaml`` (the resolved Config plus the package version, written
 before step 0), ``run.yaml`` (what the Config does not say: data source, seed, device, the
 checkpoint a fine-tune started from), ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and
-``samples/``. Everything needed to resume is in that folder.
+``samples/``. Everything needed to resume is in that folder. In a multi-process run every rank
+builds its Trainer here (same checks, same weights); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -37,11 +38,18 @@ from cocogan.data.cache import CachedImages, cache_bytes
 from cocogan.model import CocoGAN
 from cocogan.training.datastream import BatchStream, cache_device, resolve_workers
 from cocogan.training.device import configure_threads, select_device
+from cocogan.training.distributed import (
+    SINGLE,
+    World,
+    average_gradients_before_step,
+    broadcast_module,
+)
 from cocogan.training.logging import MetricsLog
 from cocogan.training.loop import SampleGrid, Trainer
 from cocogan.training.speed import prepare_model
 from cocogan.training.state import TrainState, restore_payload, seed_globals
 from cocogan.training.step import Optimizers, build_optimizers
+from cocogan.training.sync_norm import synchronise_batch_norm
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.yaml"
@@ -106,9 +114,9 @@ def describe_dataset(dataset: Dataset[torch.Tensor], data: str) -> str:
     return f"data: {data}: {len(dataset)} images{note}"  # type: ignore[arg-type]
 
 
-def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec
+def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World = SINGLE
                     ) -> tuple[Dataset[torch.Tensor], str]:
-    """Check the output folder and the data, then write config.yaml and run.yaml.
+    """Check the output folder and the data, then (rank 0) write config.yaml and run.yaml.
 
     Returns the dataset and a one-line description of it.
     """
@@ -119,6 +127,7 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} exists and is not a folder")
     config.validate()
+    world.local_batch(config.train.batch)
     device = select_device(spec.device)  # fail on a missing GPU before writing anything
     if device.type == "cpu":
         spec.threads = configure_threads(device, spec.threads)
@@ -128,6 +137,8 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec
     if len(dataset) < config.train.batch:  # type: ignore[arg-type]
         raise DataError(f"{spec.data} has {len(dataset)} usable images, fewer than one batch "
                         f"of {config.train.batch}: lower --batch or add images")
+    if not world.is_main:
+        return dataset, describe_dataset(dataset, spec.data)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
     skipped = len(getattr(dataset, "skipped", []))
@@ -168,43 +179,61 @@ def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
 
 
 def _trainer(run_dir: Path, config: Config, model: CocoGAN, optimizers: Optimizers,
-             state: TrainState, dataset: Dataset[torch.Tensor], seed: int, start_batch: int
-             ) -> Trainer:
+             state: TrainState, dataset: Dataset[torch.Tensor], seed: int, start_batch: int,
+             world: World) -> Trainer:
     """Shared assembly of new and resumed trainers (model already on its device)."""
     device = model.device
     dataset = cache_dataset(dataset, config, device)
+    world.local_batch(config.train.batch)
     stream = BatchStream(dataset, config.train.batch, seed, start=start_batch,
-                         num_workers=config.train.num_workers, device=device)
+                         num_workers=config.train.num_workers, device=device,
+                         shard=(world.rank, world.size))
+    if world.enabled:
+        broadcast_module(world, model)
+        average_gradients_before_step((optimizers.g, optimizers.d, optimizers.q), world)
     return Trainer(run_dir=Path(run_dir), config=config, model=model, optimizers=optimizers,
-                   state=state, stream=stream, log=MetricsLog(run_dir, state.step),
+                   state=state, stream=stream,
+                   log=MetricsLog(run_dir, state.step, quiet=not world.is_main),
                    hooks=[SampleGrid(config.train.sample_every)],
-                   amp=config.train.amp and device.type == "cuda")
+                   amp=config.train.amp and device.type == "cuda", world=world)
+
+
+def _synchronise(model: CocoGAN, world: World) -> None:
+    """Global-batch statistics in the trained networks' batch norms (before the optimisers
+    collect their parameters); the EMA generator only runs in eval mode."""
+    if world.enabled and world.sync_norm:
+        synchronise_batch_norm(model.generator, world)
+        synchronise_batch_norm(model.discriminator, world)
 
 
 def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
-                dataset: Dataset[torch.Tensor]) -> Trainer:
+                dataset: Dataset[torch.Tensor], world: World = SINGLE) -> Trainer:
     """A Trainer at step 0 (after :func:`prepare_new_run`); ``spec.init_from`` loads weights."""
-    device = select_device(spec.device)
+    device = world.place(select_device(spec.device))
     configure_threads(device, spec.threads)
     seed_globals(spec.seed)  # initial weights follow the seed
     model = CocoGAN(config.model)
     if spec.init_from:
         _check_init_from(spec.init_from, config)
         model.load_state_dict(load_model(spec.init_from, "cpu")[1].state_dict())
-    prepare_model(model.to(device), config.train)
+    model.to(device)
+    _synchronise(model, world)
+    prepare_model(model, config.train)
     optimizers = build_optimizers(model, config.train)
-    state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim, device)
-    return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0)
+    state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim, device,
+                             rank=world.rank)
+    return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0, world)
 
 
 def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | None = None,
-                   data: str | None = None) -> tuple[Trainer, str]:
+                   data: str | None = None, world: World = SINGLE) -> tuple[Trainer, str]:
     """A Trainer continuing a run from its newest complete checkpoint.
 
     Args:
         steps: new total step count (extends a finished run); None keeps config.yaml's.
         device: overrides the device of run.yaml.
         data: overrides the data source (e.g. a moved folder); the order stays seeded.
+        world: this rank of a multi-process run (any process count may resume any run).
 
     Returns:
         The trainer and a one-line description of the data.
@@ -221,20 +250,22 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
                               f"checkpoint ({steps_done[-1]}); pass a larger total")
         config.train.steps = steps
         config.validate()
-    target = select_device(device or spec.device)
+    target = world.place(select_device(device or spec.device))
     configure_threads(target, spec.threads)
     weights, state_file = checkpoint_paths(run_dir, steps_done[-1])
     model = CocoGAN(config.model)
     step = read_weights(weights, config, model)
     payload = load_state(state_file)
-    prepare_model(model.to(target), config.train)
+    model.to(target)
+    _synchronise(model, world)
+    prepare_model(model, config.train)
     optimizers = build_optimizers(model, config.train)
-    state = restore_payload(payload, optimizers, step, target)
+    state = restore_payload(payload, optimizers, step, target, rank=world.rank, seed=spec.seed)
     source = data or spec.data
     dataset = open_dataset(config, source, spec.seed)
     start_batch = int(payload.get("data", {}).get("batches", step))
     trainer = _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed,
-                       start_batch)
-    if steps is not None:
+                       start_batch, world)
+    if steps is not None and world.is_main:
         write_config(run_dir, config)
     return trainer, describe_dataset(dataset, source)

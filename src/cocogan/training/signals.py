@@ -1,13 +1,16 @@
 """Graceful stop on SIGINT/SIGTERM: the handler only raises a flag; the loop finishes the current
 step, writes a checkpoint and exits, so an interrupted run can always be resumed.
 
-A second signal while stopping raises KeyboardInterrupt (quit now, without a checkpoint).
+A second signal while stopping raises KeyboardInterrupt (quit now, without a checkpoint),
+unless it arrives within ``repeat_window_s`` of the first: under torchrun a Ctrl-C reaches each
+worker twice (from the terminal and forwarded by the launcher), which is one request.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
 
@@ -20,8 +23,11 @@ class StopFlag:
     Installs nothing outside the main thread (Python only delivers signals there).
     """
 
-    def __init__(self, on_request: Callable[[str], None] | None = None) -> None:
+    def __init__(self, on_request: Callable[[str], None] | None = None,
+                 repeat_window_s: float = 0.0) -> None:
         self.signal_name: str | None = None
+        self.repeat_window_s = repeat_window_s  # a repeat this soon is the same request
+        self._requested_at = 0.0
         self._on_request = on_request  # called once, e.g. to print how the run will stop
         self._previous: dict[int, object] = {}
 
@@ -33,11 +39,12 @@ class StopFlag:
         """Ask the loop to stop after the current step (also used by tests)."""
         if self.signal_name is None:
             self.signal_name = name
+            self._requested_at = time.monotonic()
             if self._on_request is not None:
                 self._on_request(name)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
+        if self.requested and time.monotonic() - self._requested_at > self.repeat_window_s:
             raise KeyboardInterrupt  # second signal: the user wants out now
         self.request(signal.Signals(signum).name)
 

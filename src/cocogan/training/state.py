@@ -50,13 +50,14 @@ class TrainState:
     elapsed: float = 0.0  # training wall seconds so far, summed over resumes
 
     @classmethod
-    def fresh(cls, seed: int, n_samples: int, z_dim: int,
-              device: torch.device | str = "cpu") -> TrainState:
-        """Step 0; the step RNG lives on the training ``device`` (see :func:`step_generator`)."""
+    def fresh(cls, seed: int, n_samples: int, z_dim: int, device: torch.device | str = "cpu",
+              rank: int = 0) -> TrainState:
+        """Step 0; the step RNG lives on the training ``device`` (see :func:`step_generator`);
+        ``rank`` > 0 (multi-process runs) gets its own stream."""
         sample_rng = torch.Generator().manual_seed(derive_seed(seed, "samples"))
         sample_z = torch.rand(n_samples, z_dim, generator=sample_rng) * 2.0 - 1.0  # U[-1, 1]
-        step_rng = step_generator(device).manual_seed(derive_seed(seed, "steps"))
-        return cls(step=0, step_rng=step_rng, sample_z=sample_z)
+        return cls(step=0, step_rng=rank_step_generator(seed, rank, device=device),
+                   sample_z=sample_z)
 
 
 def step_generator(device: torch.device | str) -> torch.Generator:
@@ -65,6 +66,14 @@ def step_generator(device: torch.device | str) -> torch.Generator:
     version drew; a CUDA (Philox) stream is another stream, saved and restored exactly too."""
     device = torch.device(device)
     return torch.Generator(device) if device.type == "cuda" else torch.Generator()
+
+
+def rank_step_generator(seed: int, rank: int = 0, step: int = 0,
+                        device: torch.device | str = "cpu") -> torch.Generator:
+    """The seeded step RNG of ``rank``: rank 0 of any run draws what a single process draws;
+    other ranks draw independent, reproducible streams (``step`` > 0: re-derived at a resume)."""
+    purpose = "steps" if rank == 0 and step == 0 else f"steps/rank{rank}/from{step}"
+    return step_generator(device).manual_seed(derive_seed(seed, purpose))
 
 
 def restore_step_generator(saved: Tensor, device: torch.device | str) -> torch.Generator:
@@ -106,29 +115,40 @@ def restore_global_rng(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(cuda_state, index)
 
 
-def state_payload(state: TrainState, optimizers: Optimizers,
-                  data_position: dict[str, int]) -> dict[str, Any]:
-    """The dict written to ``step-XXXXXXXX.state.pt``."""
+def state_payload(state: TrainState, optimizers: Optimizers, data_position: dict[str, int],
+                  rank_rngs: list[Tensor] | None = None) -> dict[str, Any]:
+    """The dict written to ``step-XXXXXXXX.state.pt``; ``rank_rngs``: every rank's step-RNG
+    state in a multi-process run (rank 0's is also the ``step`` entry)."""
+    rngs = {"step_ranks": list(rank_rngs)} if rank_rngs and len(rank_rngs) > 1 else {}
     return {
         "step": state.step,
         "elapsed": state.elapsed,
         "optimizers": optimizers.state_dict(),
         "data": dict(data_position),
         "sample_z": state.sample_z.cpu(),
-        "rng": {"step": state.step_rng.get_state(), **capture_global_rng()},
+        "rng": {"step": state.step_rng.get_state(), **rngs, **capture_global_rng()},
     }
 
 
 def restore_payload(payload: dict[str, Any], optimizers: Optimizers, expected_step: int,
-                    device: torch.device | str = "cpu") -> TrainState:
+                    device: torch.device | str = "cpu", rank: int = 0, seed: int = 0
+                    ) -> TrainState:
     """Load optimisers and RNGs from a state file's dict; returns the run's TrainState with
-    its step RNG on ``device``."""
+    its step RNG on ``device``.
+
+    ``rank`` picks that rank's saved step RNG; a rank the checkpoint has none for (it was
+    written by fewer processes) gets a fresh stream derived from (``seed``, rank, step).
+    """
     try:
         if int(payload["step"]) != expected_step:
             raise CheckpointError(f"state file is for step {payload['step']}, weights for "
                                   f"step {expected_step}")
         optimizers.load_state_dict(payload["optimizers"])
-        step_rng = restore_step_generator(payload["rng"]["step"], device)
+        saved = payload["rng"].get("step_ranks") or [payload["rng"]["step"]]
+        if rank < len(saved):
+            step_rng = restore_step_generator(saved[rank], device)
+        else:
+            step_rng = rank_step_generator(seed, rank, expected_step, device)
         restore_global_rng(payload["rng"])
         return TrainState(step=expected_step, step_rng=step_rng,
                           sample_z=payload["sample_z"], elapsed=float(payload["elapsed"]))

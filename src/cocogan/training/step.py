@@ -175,7 +175,7 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
         l_c_g = content_consistency(D.content(h_fake), step.z)
     loss_g = loss_adv + train.w_spatial * l_s_fake + train.w_content * l_c_g
     if train.w_overlap:
-        l_overlap = overlap_consistency(canvases.float(), model.coords.macro_h,
+        l_overlap = overlap_consistency(_at_least_float32(canvases), model.coords.macro_h,
                                         model.coords.macro_w, G.margin)
         loss_g = loss_g + train.w_overlap * l_overlap
     optimizers.g.zero_grad(set_to_none=True)
@@ -187,7 +187,7 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
               "L_C": l_c_q, "loss_D": loss_d, "loss_G": loss_g, "loss_Q": l_c_q}
     if train.w_overlap:
         values["L_O"] = l_overlap
-    return {name: value.detach().float() for name, value in values.items()}
+    return {name: _at_least_float32(value.detach()) for name, value in values.items()}
 
 
 @torch.no_grad()
@@ -202,3 +202,8 @@ def update_ema(model: CocoGAN, step: int, decay: float, warmup: int) -> None:
     torch._foreach_lerp_(list(model.generator_ema.parameters()),
                          list(model.generator.parameters()), 1.0 - beta)
     torch._foreach_copy_(list(model.generator_ema.buffers()), list(model.generator.buffers()))
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """bf16/fp16 autocast outputs in float32 for a loss; float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

@@ -1,0 +1,272 @@
+"""Data-parallel training over several processes started by ``torchrun`` (one per GPU or CPU).
+
+``torchrun`` (or any launcher) sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT;
+:func:`init` reads them and joins the process group (NCCL for GPUs, gloo for CPUs). Every rank
+holds the whole model; ``train.batch`` is the global batch, split evenly across ranks. Before
+each optimiser step the gradients of that optimiser's parameters are averaged across ranks
+(flattened into buckets, one all-reduce per bucket), so all ranks apply the same update and
+their weights stay identical. An explicit all-reduce rather than DDP's wrapper: the gradient
+penalty's double backward and the three optimisers of one step (D, Q, G over shared features)
+do not fit DDP's one-backward-per-forward model. Batch-norm layers normalise with statistics
+of the global batch (:mod:`cocogan.training.sync_norm`) unless ``sync_norm`` is off, when each
+rank uses its own; running statistics are averaged after every step either way (see
+docs/multi-gpu.md for the measurement behind the default).
+
+Every collective goes through this module, which turns a failed one (a peer died, the network
+broke, a timeout passed) into :class:`PeerLost` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from cocogan.config import ConfigError
+
+BACKENDS = ("auto", "nccl", "gloo")
+DEFAULT_TIMEOUT_S = 1800.0  # a collective waits this long for a slow peer (e.g. rank 0's eval)
+BUCKET_BYTES = 32 * 2**20  # gradients are all-reduced in flat buckets of at most this size
+_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+class PeerLost(RuntimeError):
+    """A collective failed: another rank died, the network failed or a timeout passed."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes (a single process: rank 0 of 1)."""
+
+    rank: int = 0  # global rank; rank 0 alone writes files and prints
+    size: int = 1  # number of processes (WORLD_SIZE)
+    local_rank: int = 0  # rank on this node: picks the GPU
+    timeout_s: float = DEFAULT_TIMEOUT_S  # how long a collective waits before PeerLost
+    sync_norm: bool = True  # batch-norm statistics over the global batch (False: per rank)
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def place(self, device: torch.device) -> torch.device:
+        """The device of this rank: ``cuda`` becomes ``cuda:LOCAL_RANK`` when distributed."""
+        if self.enabled and device.type == "cuda" and device.index is None:
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def local_batch(self, batch: int) -> int:
+        """Images per rank and step; ``train.batch`` must split evenly."""
+        if batch % self.size:
+            raise ConfigError(f"train.batch {batch} does not split evenly across {self.size} "
+                              f"processes: use a multiple of {self.size}, e.g. --batch "
+                              f"{(batch // self.size + 1) * self.size}")
+        return batch // self.size
+
+
+SINGLE = World()
+
+
+def world_from_env(timeout_s: float = DEFAULT_TIMEOUT_S, sync_norm: bool = True) -> World:
+    """The World that RANK / WORLD_SIZE / LOCAL_RANK describe (one process when unset)."""
+    if "WORLD_SIZE" not in os.environ:
+        return World(timeout_s=timeout_s, sync_norm=sync_norm)
+    try:
+        rank, size, local = (int(os.environ.get(name, "0")) for name in _ENV)
+    except ValueError:
+        raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers, got "
+                          f"{[os.environ.get(n) for n in _ENV]}: launch with torchrun") from None
+    if size < 1 or not 0 <= rank < size or local < 0:
+        raise ConfigError(f"invalid process placement RANK={rank} WORLD_SIZE={size} "
+                          f"LOCAL_RANK={local}: launch with torchrun")
+    return World(rank=rank, size=size, local_rank=local, timeout_s=timeout_s,
+                  sync_norm=sync_norm)
+
+
+def pick_backend(backend: str, device: torch.device) -> str:
+    """``auto``: NCCL when this rank trains on a GPU, gloo on CPU."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--dist-backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise ConfigError("--dist-backend nccl needs GPUs: use gloo (or auto) with --device cpu")
+    return backend
+
+
+def init(device: torch.device, backend: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S,
+         sync_norm: bool = True) -> World:
+    """Join the process group that the launcher's environment describes.
+
+    Args:
+        device: the device the run asked for (``cuda`` is refined to this rank's GPU).
+        backend: auto | nccl | gloo.
+        timeout_s: seconds a collective waits for the other ranks before failing.
+        sync_norm: batch-norm statistics over the global batch (False: each rank's own).
+
+    Returns:
+        SINGLE-like World of size 1 when not launched by torchrun (nothing is initialised).
+    """
+    if timeout_s <= 0:
+        raise ConfigError(f"--dist-timeout must be positive seconds, got {timeout_s}")
+    world = world_from_env(timeout_s, sync_norm)
+    if not world.enabled or dist.is_initialized():
+        return world
+    device = world.place(device)
+    name = pick_backend(backend, device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    try:
+        dist.init_process_group(name, timeout=datetime.timedelta(seconds=timeout_s))
+    except (RuntimeError, ValueError) as error:
+        raise PeerLost(f"could not join the process group ({name}, MASTER_ADDR="
+                       f"{os.environ.get('MASTER_ADDR')}, MASTER_PORT="
+                       f"{os.environ.get('MASTER_PORT')}): {_first_line(error)}") from None
+    return world
+
+
+def shutdown() -> None:
+    """Leave the process group (no-op in a single process)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _first_line(error: BaseException) -> str:
+    """The error's first sentence, without gloo's leading [source:line] tag."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    line = re.sub(r"^\[[^\]]*\]\s*", "", line)
+    return line.split(". ")[0].rstrip(".")
+
+
+@contextlib.contextmanager
+def collective(world: World, what: str) -> Iterator[None]:
+    """Turns a failed collective into PeerLost with the reason in one line."""
+    try:
+        yield
+    except RuntimeError as error:  # DistBackendError, DistNetworkError and gloo's errors
+        raise PeerLost(f"rank {world.rank} of {world.size} lost the other training processes "
+                       f"during {what} (one died, was killed, or did not answer within "
+                       f"{world.timeout_s:g} s): {_first_line(error)}") from None
+
+
+def _buckets(tensors: list[Tensor], limit: int) -> Iterator[list[Tensor]]:
+    """Consecutive groups of one dtype and device, each at most ``limit`` bytes (or one)."""
+    bucket: list[Tensor] = []
+    size = 0
+    for tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and (size + nbytes > limit or tensor.dtype != bucket[0].dtype
+                       or tensor.device != bucket[0].device):
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(tensor)
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+def all_reduce_mean(world: World, tensors: list[Tensor], what: str,
+                    bucket_bytes: int = BUCKET_BYTES) -> None:
+    """Replace each tensor by its mean over the ranks, in place, one all-reduce per bucket."""
+    with collective(world, what):
+        for bucket in _buckets(tensors, bucket_bytes):
+            flat = torch.cat([t.reshape(-1) for t in bucket])  # (sum of numel,)
+            dist.all_reduce(flat)
+            flat.div_(world.size)
+            offset = 0
+            for tensor in bucket:
+                tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
+                offset += tensor.numel()
+
+
+def average_gradients_before_step(optimizers: Iterable[torch.optim.Optimizer],
+                                  world: World) -> None:
+    """Register a pre-step hook on each optimiser that averages its parameters' gradients.
+
+    The hook runs inside ``optimizer.step()``, after the (double) backward that filled the
+    gradients, so the training step itself needs no change. Parameters without a gradient are
+    skipped; every rank runs the same graph, so the same ones are skipped everywhere.
+    """
+    def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+                 if p.grad is not None]
+        all_reduce_mean(world, grads, "the gradient all-reduce")
+
+    for optimizer in optimizers:
+        optimizer.register_step_pre_hook(hook)
+
+
+def norm_statistics(module: nn.Module) -> list[Tensor]:
+    """The running mean and variance buffers of every batch-norm layer in ``module``."""
+    stats = []
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._NormBase) and layer.track_running_stats:
+            stats += [layer.running_mean, layer.running_var]
+    return [t for t in stats if t is not None]
+
+
+def average_norm_statistics(world: World, module: nn.Module) -> None:
+    """Average batch-norm running statistics across ranks (each rank normalised its own
+    shard with its own batch statistics; the averaged running mean equals the global one)."""
+    if world.enabled:
+        all_reduce_mean(world, norm_statistics(module), "the batch-norm statistics all-reduce")
+
+
+def broadcast_module(world: World, module: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (a safety net at start-up)."""
+    if not world.enabled:
+        return
+    with collective(world, "the start-up weight broadcast"), torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def mean_losses(world: World, losses: dict[str, Tensor], device: torch.device
+                ) -> dict[str, Tensor]:
+    """The per-rank loss values (0-dim tensors) averaged over ranks, on the device (a NaN
+    anywhere is a NaN everywhere)."""
+    if not world.enabled:
+        return losses
+    names = list(losses)
+    values = torch.stack([torch.as_tensor(losses[n], device=device).double() for n in names])
+    all_reduce_mean(world, [values], "the loss all-reduce")
+    return {name: values[index].float() for index, name in enumerate(names)}
+
+
+def any_rank(world: World, flag: bool, device: torch.device, what: str) -> bool:
+    """True when ``flag`` is true on any rank (e.g. a stop signal reached one of them)."""
+    if not world.enabled:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    with collective(world, what):
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def gather_rng_states(world: World, rng: torch.Generator, device: torch.device
+                      ) -> list[Tensor]:
+    """Every rank's step-RNG state, in rank order (for the checkpoint rank 0 writes)."""
+    state = rng.get_state()
+    if not world.enabled:
+        return [state]
+    local = state.to(device)
+    parts = [torch.empty_like(local) for _ in range(world.size)]
+    with collective(world, "the RNG-state gather of a checkpoint"):
+        dist.all_gather(parts, local)
+    return [part.cpu() for part in parts]
+
+
+def barrier(world: World, device: torch.device, what: str) -> None:
+    """Wait for every rank (an all-reduce, which works alike on NCCL and gloo)."""
+    any_rank(world, False, device, what)

@@ -1,0 +1,127 @@
+"""Batch norm with statistics over the global batch of a multi-process run, on any backend.
+
+``torch.nn.SyncBatchNorm`` runs only on GPUs; this one all-reduces through
+``torch.distributed`` (gloo or NCCL), so CPU runs and tests use the same code. In training each
+layer all-reduces [sum x, sum x^2, count] forward and [sum dy, sum dy*x_hat] backward, which
+makes a step of R processes on B/R images each compute what one process computes on B images
+(tests/test_distributed.py). Layers keep their class's state-dict names, so checkpoints are
+unchanged. Only single backward passes go through it (G's conditional BN and D's auxiliary
+heads; the gradient penalty's double backward does not reach them).
+
+Shapes: N batch, C channels, then any spatial dims; statistics are per channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx
+
+from cocogan.training.distributed import World, collective
+
+
+class _GlobalNorm(torch.autograd.Function):
+    """x_hat = (x - mean) / sqrt(var + eps) with mean and (biased) var over every rank's x."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, eps: float, world: World
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        dims = [0, *range(2, x.dim())]
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # float32 under bf16 autocast
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=xf.dtype, device=x.device)
+        sums = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])  # (2C + 1,)
+        with collective(world, "the synchronised batch-norm forward"):
+            dist.all_reduce(sums)
+        channels = x.shape[1]
+        total = sums[-1]
+        mean = sums[:channels] / total
+        var = (sums[channels:2 * channels] / total - mean * mean).clamp(min=0)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        inv_std = torch.rsqrt(var + eps)
+        x_hat = ((xf - mean.view(shape)) * inv_std.view(shape)).to(x.dtype)
+        ctx.save_for_backward(x_hat, inv_std, total)
+        ctx.world = world
+        ctx.mark_non_differentiable(mean, var, total)
+        return x_hat, mean, var, total
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: Tensor, *unused: Tensor
+                 ) -> tuple[Tensor, None, None]:
+        x_hat, inv_std, total = ctx.saved_tensors
+        dims = [0, *range(2, grad.dim())]
+        channels = grad.shape[1]
+        grad_f, x_hat_f = grad.to(inv_std.dtype), x_hat.to(inv_std.dtype)
+        sums = torch.cat([grad_f.sum(dims), (grad_f * x_hat_f).sum(dims)])  # (2C,)
+        with collective(ctx.world, "the synchronised batch-norm backward"):
+            dist.all_reduce(sums)
+        shape = [1, channels] + [1] * (grad.dim() - 2)
+        mean_grad = (sums[:channels] / total).view(shape)
+        mean_grad_x_hat = (sums[channels:] / total).view(shape)
+        grad_x = (grad_f - mean_grad - x_hat_f * mean_grad_x_hat) * inv_std.view(shape)
+        return grad_x.to(grad.dtype), None, None
+
+
+class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm1d/2d whose training statistics span all ranks (same parameters and buffers)."""
+
+    def __init__(self, layer: nn.modules.batchnorm._BatchNorm, world: World) -> None:
+        super().__init__(layer.num_features, layer.eps, layer.momentum, layer.affine,
+                         layer.track_running_stats)
+        self.load_state_dict(layer.state_dict())
+        self.to(next(iter(layer.state_dict().values())).device)
+        self.world = world
+        self.synchronise = True  # False while one rank works alone (see paused)
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        assert x.dim() >= 2, f"batch norm expects (N, C, ...), got {tuple(x.shape)}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and self.world.enabled and self.synchronise):
+            return super().forward(x)
+        x_hat, mean, var, total = _GlobalNorm.apply(x, self.eps, self.world)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                            else self.momentum)
+                unbiased = var * total / (total - 1).clamp(min=1)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        if not self.affine:
+            return x_hat
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        return x_hat * self.weight.view(shape) + self.bias.view(shape)
+
+
+def synchronise_batch_norm(module: nn.Module, world: World) -> int:
+    """Replace every batch-norm layer of ``module`` in place by a SyncBatchNorm; returns how
+    many were replaced (none in a single process)."""
+    if not world.enabled:
+        return 0
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and \
+                    not isinstance(child, SyncBatchNorm):
+                setattr(parent, name, SyncBatchNorm(child, world))
+                replaced += 1
+    return replaced
+
+
+@contextlib.contextmanager
+def paused(module: nn.Module) -> Iterator[None]:
+    """Local statistics in ``module``'s synchronised layers (and copies made meanwhile) while
+    one rank works alone, e.g. rank 0's evaluation hooks: a collective there would wait for
+    ranks that are not calling it."""
+    layers = [m for m in module.modules() if isinstance(m, SyncBatchNorm)]
+    for layer in layers:
+        layer.synchronise = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.synchronise = True
