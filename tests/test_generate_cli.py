@@ -157,7 +157,8 @@ def test_bad_input_is_one_clear_line(runs: dict[str, Path], tmp_path: Path,
     Image.new("RGB", (32, 32)).save(tmp_path / "img.png")
     Image.new("RGB", (64, 48)).save(tmp_path / "big.png")
     argv = [a.format(img=tmp_path / "img.png", big=tmp_path / "big.png") for a in argv]
-    code = generate(argv[0], "--run", str(runs["tiny"]), "--out", str(tmp_path), *argv[1:])
+    code = generate(argv[0], "--run", str(runs["tiny"]), "--out", str(tmp_path / "out"),
+                    *argv[1:])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
 

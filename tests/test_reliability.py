@@ -7,8 +7,10 @@ import contextlib
 import errno
 import os
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -459,3 +461,21 @@ def test_written_checkpoints_still_load(tmp_path: Path) -> None:
     assert new_run(tmp_path / "run") == 0
     config, _, step = load_model(tmp_path / "run")
     assert step == 2 and config.name == "tiny"
+
+
+def test_sigterm_during_generation_leaves_no_partial_file(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "import sys; from cocogan.cli import main; sys.exit(main())",
+               "generate", "huge", "--run", str(run), "--size", "4096", "--tile", "64",
+               "--no-progress", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(p.stat().st_size for p in out.glob(".huge-*.tmp")):  # tiles are being written
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert [p.name for p in out.iterdir()] == [".cocogan"]

@@ -72,12 +72,11 @@ def free_disk(path: Path) -> int:
     return shutil.disk_usage(folder if folder.is_dir() else folder.parent).free
 
 
-def check_budget(budget: Budget, destination: Path, force: bool = False) -> str:
-    """Raise BudgetError when ``budget`` does not fit (unless ``force``); else its description.
+def check_budget(budget: Budget, destination: Path) -> str:
+    """Raise BudgetError when ``budget`` does not fit; else return its description.
 
     Args:
         destination: the output file or folder (its disk is checked).
-        force: run anyway (the estimate is still returned, for printing).
     """
     problems = []
     memory, disk = available_memory(), free_disk(destination)
@@ -85,7 +84,7 @@ def check_budget(budget: Budget, destination: Path, force: bool = False) -> str:
         problems.append(f"only {format_bytes(memory)} of memory is available")
     if budget.disk > disk:
         problems.append(f"only {format_bytes(disk)} is free on the disk of {destination}")
-    if problems and not force:
+    if problems:
         raise BudgetError(f"{budget.describe()}, but {' and '.join(problems)}: choose a smaller "
                           "size (or pass --force to try anyway)")
     return budget.describe()

@@ -44,12 +44,20 @@ class Context:
         seeds = parse_seeds(text, flag)
         return seeds, latents(seeds, self.config.model.z_dim, self.model.device)
 
-    def check_budget(self, budget: Budget, destination: Path | None = None) -> None:
-        """Refuse (unless --force) when memory or disk will not suffice; print the estimate."""
-        from cocogan.apps.budget import check_budget
+    def check_budget(self, budget: Budget, destination: Path | None = None,
+                     announce: bool = False) -> None:
+        """Refuse (unless --force) when memory or disk will not suffice; print the estimate
+        when ``announce`` or when --force overrides a refusal."""
+        from cocogan.apps.budget import BudgetError, check_budget
 
-        line = check_budget(budget, destination or self.out, self.force)
-        print(f"cocogan generate: {line}", file=sys.stderr)
+        try:
+            line = check_budget(budget, destination or self.out)
+        except BudgetError as error:
+            if not self.force:
+                raise
+            line, announce = f"{error} (--force: going on)", True
+        if announce:
+            print(f"cocogan generate: {line}", file=sys.stderr)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -269,6 +277,9 @@ def _run_interpolate(args: argparse.Namespace, ctx: Context) -> list[Path]:
 
     wanted = 1 if args.mode == "spatial" else 2
     seeds, z = ctx.seeds(args.seeds or ("0" if wanted == 1 else "0,1"))
+    if len(seeds) != wanted:
+        raise ValueError(f"--seeds: interpolate {args.mode} takes {wanted} seed(s), "
+                         f"got {len(seeds)}")
     if args.frames < 2:
         raise ValueError(f"--frames must be >= 2 (start and end), got {args.frames}")
     if not math.isfinite(args.fps) or args.fps <= 0:
@@ -277,9 +288,6 @@ def _run_interpolate(args: argparse.Namespace, ctx: Context) -> list[Path]:
     ctx.check_budget(Budget(f"interpolate, {args.frames} frames of {height}x{width}",
                             render_bytes(2 * args.frames, height, width),
                             image_bytes(2 * args.frames, height, width)))
-    if len(seeds) != wanted:
-        raise ValueError(f"--seeds: interpolate {args.mode} takes {wanted} seed(s), "
-                         f"got {len(seeds)}")
     coords, extra = ctx.model.coords, {}
     if args.mode == "micro":
         row, col = (parse_numbers(args.position, "--position", (2,), float) if args.position
@@ -430,7 +438,8 @@ def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
                              f"{output.name!r}")
         claim_file(output, "--output", sidecar=output.with_suffix(".json"))
     ctx.check_budget(huge_budget(plan, output.suffix, patch_seconds(ctx.model, ctx.chunk,
-                                                                    raw=ctx.raw)), output)
+                                                                    raw=ctx.raw)), output,
+                     announce=True)
     path = write_huge(ctx.model, z, output, plan, raw=ctx.raw, chunk=ctx.chunk,
                       progress=not args.no_progress, compress=args.compress)
     rect = plan.rect()
