@@ -470,12 +470,12 @@ def test_sigterm_during_generation_leaves_no_partial_file(run: Path, tmp_path: P
                "--no-progress", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # seconds on an idle machine; generous when shared
     while time.monotonic() < deadline and process.poll() is None:
-        if any(p.stat().st_size for p in out.glob(".huge-*.tmp")):  # tiles are being written
+        if any(p.name.endswith(".tmp") for p in out.glob(".huge-*")):  # tiles being written
             break
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=600)
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert [p.name for p in out.iterdir()] == [".cocogan"]
