@@ -44,20 +44,16 @@ class Context:
         seeds = parse_seeds(text, flag)
         return seeds, latents(seeds, self.config.model.z_dim, self.model.device)
 
-    def check_budget(self, budget: Budget, destination: Path | None = None,
-                     announce: bool = False) -> None:
-        """Refuse (unless --force) when memory or disk will not suffice; print the estimate
-        when ``announce`` or when --force overrides a refusal."""
+    def check_budget(self, budget: Budget, destination: Path | None = None) -> None:
+        """Refuse (unless --force) when memory or disk will not suffice."""
         from cocogan.apps.budget import BudgetError, check_budget
 
         try:
-            line = check_budget(budget, destination or self.out)
+            check_budget(budget, destination or self.out)
         except BudgetError as error:
             if not self.force:
                 raise
-            line, announce = f"{error} (--force: going on)", True
-        if announce:
-            print(f"cocogan generate: {line}", file=sys.stderr)
+            _note(f"{error} (--force: going on)")
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -126,6 +122,10 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
+
+
+def _note(message: str) -> None:
+    print(f"cocogan generate: {message}", file=sys.stderr)
 
 
 def _warn(app: str, message: str) -> None:
@@ -437,9 +437,9 @@ def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
             raise ValueError(f"--output must end in one of {', '.join(FORMATS)}, got "
                              f"{output.name!r}")
         claim_file(output, "--output", sidecar=output.with_suffix(".json"))
-    ctx.check_budget(huge_budget(plan, output.suffix, patch_seconds(ctx.model, ctx.chunk,
-                                                                    raw=ctx.raw)), output,
-                     announce=True)
+    ctx.check_budget(huge_budget(plan, output.suffix), output)  # refuse before timing anything
+    seconds = patch_seconds(ctx.model, ctx.chunk, raw=ctx.raw)
+    _note(f"{huge_budget(plan, output.suffix, seconds).describe()}")
     path = write_huge(ctx.model, z, output, plan, raw=ctx.raw, chunk=ctx.chunk,
                       progress=not args.no_progress, compress=args.compress)
     rect = plan.rect()
