@@ -296,13 +296,19 @@ def test_huge_onto_a_really_full_disk(run: Path, tmp_path: Path,
 def test_read_only_file_system_is_one_line(run: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture) -> None:
     with small_tmpfs(tmp_path / "ro", "4m", read_only=True) as ro:
-        assert new_run(ro / "run") == 2
-        assert "read-only" in one_line(capsys)
-        assert main(["generate", "full", "--run", str(run), "--out", str(ro / "g")]) == 2
-        assert "read-only" in one_line(capsys)
-        assert main(["generate", "huge", "--run", str(run), "--size", "64",
-                     "--output", str(ro / "h.tif")]) == 2
-        assert "read-only" in one_line(capsys)
+        every_writer_fails_in_one_line(run, ro, "read-only", capsys)
+
+
+def every_writer_fails_in_one_line(run: Path, folder: Path, words: str,
+                                   capsys: pytest.CaptureFixture) -> None:
+    """train --out, generate --out and huge --output below ``folder`` end in one line."""
+    assert new_run(folder / "run") == 2
+    assert words in one_line(capsys)
+    assert main(["generate", "full", "--run", str(run), "--out", str(folder / "g")]) == 2
+    assert words in one_line(capsys)
+    assert main(["generate", "huge", "--run", str(run), "--size", "64",
+                 "--output", str(folder / "h.tif")]) == 2
+    assert words in one_line(capsys)
 
 
 # ---- 5. one line instead of a traceback -------------------------------------------------------
@@ -324,13 +330,7 @@ def test_out_below_a_file_is_one_line(run: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
-    assert new_run(afile / "run") == 2
-    assert "not a folder" in one_line(capsys)
-    assert main(["generate", "full", "--run", str(run), "--out", str(afile / "g")]) == 2
-    assert "not a folder" in one_line(capsys)
-    assert main(["generate", "huge", "--run", str(run), "--size", "64",
-                 "--output", str(afile / "h.tif")]) == 2
-    assert "not a folder" in one_line(capsys)
+    every_writer_fails_in_one_line(run, afile, "not a folder", capsys)
 
 
 def test_undecodable_inspire_inputs_are_one_line(run: Path, tmp_path: Path,
