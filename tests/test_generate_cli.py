@@ -48,7 +48,7 @@ def png(path: Path) -> np.ndarray:
 def test_full_writes_images_grid_and_sidecars(runs: dict[str, Path], tmp_path: Path) -> None:
     assert generate("full", "--run", str(runs["tiny"]), "--seeds", "0-2,5", "--grid",
                     "--out", str(tmp_path), "--chunk", "20") == 0
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name != ".cocogan")  # the marker
     assert names == ["grid.json", "grid.png", "seed0000.json", "seed0000.png", "seed0001.json",
                      "seed0001.png", "seed0002.json", "seed0002.png", "seed0005.json",
                      "seed0005.png"]
@@ -157,7 +157,8 @@ def test_bad_input_is_one_clear_line(runs: dict[str, Path], tmp_path: Path,
     Image.new("RGB", (32, 32)).save(tmp_path / "img.png")
     Image.new("RGB", (64, 48)).save(tmp_path / "big.png")
     argv = [a.format(img=tmp_path / "img.png", big=tmp_path / "big.png") for a in argv]
-    code = generate(argv[0], "--run", str(runs["tiny"]), "--out", str(tmp_path), *argv[1:])
+    code = generate(argv[0], "--run", str(runs["tiny"]), "--out", str(tmp_path / "out"),
+                    *argv[1:])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
 

@@ -12,21 +12,22 @@ checkpoint) or one file.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import pickle
 import re
-import tempfile
-from collections.abc import Callable
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from cocogan.config import Config, ConfigError
 from cocogan.model import CocoGAN
+from cocogan.outputs import atomic_write_bytes
 
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.pt"
@@ -39,21 +40,6 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or not a cocogan checkpoint."""
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see partial files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_model(path: Path, config: Config, model: CocoGAN, step: int) -> None:
     """Write every network's weights (G, D with heads, EMA G) and the config to ``path``."""
     from cocogan import __version__
@@ -61,7 +47,8 @@ def save_model(path: Path, config: Config, model: CocoGAN, step: int) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "cocogan", "version": __version__, "step": str(step),
                 "config": json.dumps(config.to_dict())}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    # Serialised in memory first, so a full disk is a plain OSError naming the file.
+    atomic_write_bytes(Path(path), safetensors_bytes(tensors, metadata=metadata))
 
 
 def checkpoint_files(run_dir: Path) -> list[Path]:
@@ -129,22 +116,37 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     from cocogan import __version__
 
     payload = {"format": STATE_FORMAT, "version": __version__, **state}
-    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()  # torch's zip writer reports a full disk as "unexpected pos": avoid it
+    torch.save(payload, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_tensors(path: str | Path, what: str) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors; pickled objects are refused.
+
+    Args:
+        what: the kind of file, for messages ("cocogan state", "Inception weights").
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol notes are not for users
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error) or "Unsupported global" in str(error):
+            raise CheckpointError(f"{path} contains pickled Python objects; refusing to load it "
+                                  f"({what} files hold only tensors and numbers, and unpickling "
+                                  "would run code chosen by the file's author)") from None
+        raise CheckpointError(f"{path} is corrupt or not a {what} file") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as error:
+        if isinstance(error, OSError) and error.errno:
+            raise
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise CheckpointError(f"{path} is not a readable {what} file ({detail})") from None
 
 
 def load_state(path: Path) -> dict[str, Any]:
     """Read a state file with torch's safe loader; anything else is a CheckpointError."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error):
-            raise CheckpointError(f"{path} contains pickled Python objects; refusing to load it "
-                                  "(cocogan state files hold only tensors and numbers)") from None
-        raise CheckpointError(f"{path} is corrupt or not a torch state file") from None
-    except (OSError, RuntimeError, EOFError) as error:
-        raise CheckpointError(f"{path} is not a readable state file "
-                              f"({str(error).splitlines()[0] if str(error) else error!r})"
-                              ) from None
+    state = load_tensors(path, "cocogan state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a cocogan training-state file")
     return state

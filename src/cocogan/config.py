@@ -139,11 +139,18 @@ class TrainConfig:
     celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
 
     def validate(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"train.{item.name} must be a finite number, got {value!r}")
         for name in ("batch", "steps", "log_every", "sample_every", "checkpoint_every",
                      "keep_checkpoints", "n_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"train.{name} must be a positive integer, got {value!r}")
+        if self.batch < 2:  # batch norm and the gradient penalty need two images per step
+            raise ConfigError(f"train.batch must be at least 2 (batch statistics need two "
+                              f"images), got {self.batch}: use --batch 2 or more")
         for name in ("lr_g", "lr_d", "lr_q"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)!r}")
@@ -190,7 +197,7 @@ class Config:
             raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
         unknown = set(data) - {"name", "model", "train", "version"}
         if unknown:
-            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}; "
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}; "
                               "allowed: name, model, train")
         model = _build(ModelConfig, data.get("model") or {}, "model")
         train = _build(TrainConfig, data.get("train") or {}, "train")
@@ -247,7 +254,7 @@ def _coerce(kind: type, key: str, raw: Any, section: str) -> Any:
         if isinstance(default, float):
             return float(raw)
         return str(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         expected = type(default).__name__
         raise ConfigError(f"{section}.{key} expects {expected}, got {raw!r}") from None
 
@@ -268,7 +275,10 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         if section not in _SECTIONS:
             raise ConfigError(f"unknown config section {section!r} in --set {item!r}; "
                               "use model.<key> or train.<key>")
-        value = yaml.safe_load(raw) if raw else raw
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            value = raw  # not YAML: the type check below names the key and the expected type
         part = getattr(config, section)
         if name not in {f.name for f in dataclasses.fields(part)}:
             allowed = ", ".join(f.name for f in dataclasses.fields(part))

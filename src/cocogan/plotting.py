@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from cocogan.outputs import atomic_write
+
 DEFAULT_KEYS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "L_O", "loss_D", "loss_G",
                 "images_per_s")
 
@@ -63,10 +65,7 @@ def plot_metrics(metrics_jsonl: Path, out_png: Path, keys: list[str] | None = No
         axes.set_xlabel("step", fontsize=8)
         axes.tick_params(labelsize=7)
         axes.grid(alpha=0.3)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png, dpi=100)
-    return out_png
+    return atomic_write(Path(out_png), lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
 def _is_number(value: object) -> bool:

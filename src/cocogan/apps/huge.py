@@ -24,6 +24,7 @@ Shapes: Z latent dims, T tile side in pixels, H/W output height/width in pixels.
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,14 +32,24 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from cocogan.apps.budget import TIFF_INDEX_BYTES, Budget, image_bytes, render_bytes
 from cocogan.apps.io import to_uint8
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
 from cocogan.nn import Generator
-from cocogan.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
+from cocogan.outputs import atomic_write
+from cocogan.render import (
+    DEFAULT_CHUNK,
+    GridRect,
+    evaluating,
+    pick_generator,
+    render_patches,
+    render_rect,
+)
 
 DEFAULT_TILE = 256  # pixels; TIFF tiles must be multiples of 16
 FORMATS = (".tif", ".tiff", ".png")
@@ -96,6 +107,46 @@ def plan_huge(coords: CoordinateSystem, height: int, width: int, *, tile: int | 
     return HugePlan(height, width, int(origin[0]), int(origin[1]), tile, m)
 
 
+def huge_budget(plan: HugePlan, suffix: str, seconds_per_patch: float | None = None) -> Budget:
+    """Memory, disk and time of :func:`write_huge` for ``plan``, before any work.
+
+    TIFF holds one tile (plus tifffile's index of every tile's offset); PNG holds one band of
+    ``plan.tile`` rows across the whole width. The disk figure is the uncompressed size.
+    """
+    tile_rows, tile_cols = plan.tiles
+    tiles = tile_rows * tile_cols
+    memory = render_bytes(1, min(plan.tile, plan.height), min(plan.tile, plan.width))
+    if suffix.lower() == ".png":
+        memory += 3 * plan.tile * plan.width * 3 + plan.tile  # band, its filtered copy, lines
+        disk = plan.height * (plan.width * 3 + 1)
+    else:
+        memory += TIFF_INDEX_BYTES * tiles
+        disk = tiles * (image_bytes(1, plan.tile, plan.tile) + 16)  # edge tiles are padded
+    patches = (plan.height // plan.micro) * (plan.width // plan.micro)
+    seconds = None if seconds_per_patch is None else patches * seconds_per_patch
+    return Budget(f"huge {plan.height}x{plan.width} ({tiles} tiles)", memory, disk + 4096,
+                  seconds)
+
+
+@torch.no_grad()
+def patch_seconds(model: CocoGAN, chunk: int = DEFAULT_CHUNK, *, raw: bool = False,
+                  probe: int = 256) -> float:
+    """Measured seconds per micro patch: one forward pass of ``min(chunk, probe)`` patches."""
+    count = max(1, min(chunk, probe))
+    generator = pick_generator(model, raw)
+    z = torch.zeros(1, model.config.z_dim, device=model.device)
+    rows = torch.zeros(count)
+    with evaluating(generator):
+        render_patches(generator, model.coords, z, rows, rows, chunk=count)  # warm-up
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        start = time.perf_counter()
+        render_patches(generator, model.coords, z, rows, rows, chunk=count)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+    return (time.perf_counter() - start) / count
+
+
 def _tile_pixels(generator: Generator, coords: CoordinateSystem, z: Tensor, rect: GridRect,
                  chunk: int) -> np.ndarray:
     return to_uint8(render_rect(generator, coords, z, rect, chunk=chunk)[0])  # (h, w, 3)
@@ -144,21 +195,23 @@ def write_huge(model: CocoGAN, z: Tensor, path: str | Path, plan: HugePlan, *,
         raise ValueError(f"--output must end in one of {', '.join(FORMATS)}, got {path.name!r}")
     if z.ndim != 2 or z.shape[0] != 1:
         raise ValueError(f"huge generates one image at a time; got z of shape {tuple(z.shape)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tile_rows, tile_cols = plan.tiles
-    with tqdm(total=tile_rows * tile_cols, unit="tile", desc=path.name,
-              disable=not progress) as bar:
-        if suffix == ".png":
-            bands = iter_bands(model, z, plan, raw=raw, chunk=chunk, bar=bar)
-            write_png_stream(path, plan.height, plan.width, bands, level=6 if compress else 1)
-        else:
-            import tifffile
 
-            tifffile.imwrite(path, data=iter_tiles(model, z, plan, raw=raw, chunk=chunk, bar=bar),
-                             shape=(plan.height, plan.width, 3), dtype=np.uint8,
-                             tile=(plan.tile, plan.tile), bigtiff=True, photometric="rgb",
-                             compression="zlib" if compress else None)
-    return path
+    def write(tmp: Path) -> None:  # into a temporary file, renamed only when complete
+        with tqdm(total=tile_rows * tile_cols, unit="tile", desc=path.name,
+                  disable=not progress) as bar:
+            if suffix == ".png":
+                bands = iter_bands(model, z, plan, raw=raw, chunk=chunk, bar=bar)
+                write_png_stream(tmp, plan.height, plan.width, bands, level=6 if compress else 1)
+            else:
+                import tifffile
+
+                tiles = iter_tiles(model, z, plan, raw=raw, chunk=chunk, bar=bar)
+                tifffile.imwrite(tmp, data=tiles, shape=(plan.height, plan.width, 3),
+                                 dtype=np.uint8, tile=(plan.tile, plan.tile), bigtiff=True,
+                                 photometric="rgb", compression="zlib" if compress else None)
+
+    return atomic_write(path, write)
 
 
 def write_png_stream(path: Path, height: int, width: int, bands: Iterator[np.ndarray],

@@ -22,9 +22,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from cocogan.outputs import atomic_write
 from cocogan.patches import tile_images
 
 MAX_SEEDS = 1_000_000  # a guard against typos such as 0-1000000000
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ class Provenance:
 
 # ---- parsing ---------------------------------------------------------------------------------
 def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
-    """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11] (order kept, ranges inclusive)."""
-    seeds: list[int] = []
+    """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11] (order kept, ranges inclusive, repeats
+    dropped: a seed names one image)."""
+    seeds: dict[int, None] = {}  # ordered set
     for part in (p.strip() for p in str(text).split(",")):
         low, sep, high = part.partition("-")
         try:
@@ -54,12 +57,13 @@ def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
         except ValueError:
             raise ValueError(f"{flag} expects non-negative integers and ranges like 0-15,20, "
                              f"got {text!r}") from None
-        if start < 0 or stop < start:
-            raise ValueError(f"{flag}: range {part!r} must be LOW-HIGH with 0 <= LOW <= HIGH")
+        if start < 0 or stop < start or stop > MAX_SEED:
+            raise ValueError(f"{flag}: {part!r} must be a seed or a range LOW-HIGH with "
+                             f"0 <= LOW <= HIGH <= {MAX_SEED} (2^63 - 1)")
         if len(seeds) + stop - start + 1 > MAX_SEEDS:
             raise ValueError(f"{flag}: more than {MAX_SEEDS} seeds requested in {text!r}")
-        seeds.extend(range(start, stop + 1))
-    return seeds
+        seeds.update(dict.fromkeys(range(start, stop + 1)))
+    return list(seeds)
 
 
 def parse_numbers(text: str, flag: str, counts: Sequence[int], kind: type = int) -> list:
@@ -89,8 +93,18 @@ def load_image(path: str | Path) -> Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
-    with Image.open(path) as handle:
-        rgba = handle.convert("RGBA")
+    try:
+        with Image.open(path) as handle:
+            rgba = handle.convert("RGBA")
+    except Image.DecompressionBombError:
+        raise ValueError(f"image {path} is too large to decode safely (over "
+                         f"{Image.MAX_IMAGE_PIXELS * 2 // 1_000_000} megapixels): resize it "
+                         "first") from None
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's decode failures
+        if isinstance(error, OSError) and error.errno:
+            raise  # a file-system error (permissions...): the CLI names it
+        raise ValueError(f"image {path} cannot be decoded ({str(error).strip() or 'unknown'}):"
+                         " pass a PNG or JPEG image file") from None
     canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     rgb = np.asarray(Image.alpha_composite(canvas, rgba).convert("RGB"), dtype=np.float32)
     return torch.from_numpy(rgb).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)
@@ -123,35 +137,29 @@ def draw_box(image: np.ndarray, top: int, left: int, height: int, width: int,
 
 # ---- writing ---------------------------------------------------------------------------------
 def save_png(path: str | Path, image: Tensor | np.ndarray) -> Path:
-    """Write one image, (3, H, W) in [-1, 1] or (H, W, 3) uint8, as PNG (parents created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write one image, (3, H, W) in [-1, 1] or (H, W, 3) uint8, as PNG (atomic, parents
+    created)."""
     array = to_uint8(image) if isinstance(image, Tensor) else image
-    Image.fromarray(array).save(path)
-    return path
+    return atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def save_gif(path: str | Path, frames: Tensor, fps: float = 8.0, bounce: bool = False) -> Path:
     """Write (F, 3, H, W) frames in [-1, 1] as a looping GIF; ``bounce`` plays back and forth."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = list(to_uint8(frames))
     if bounce and len(arrays) > 2:
         arrays = arrays + arrays[-2:0:-1]
     images = [Image.fromarray(a) for a in arrays]
     duration = max(20, round(1000.0 / fps))
-    images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0,
-                   optimize=False)
-    return path
+    return atomic_write(Path(path), lambda tmp: images[0].save(
+        tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0,
+        optimize=False))
 
 
 def write_sidecar(image_path: str | Path, provenance: Provenance, **fields: Any) -> Path:
     """Write ``<image>.json`` next to an image: the provenance plus app-specific fields."""
-    path = Path(image_path).with_suffix(".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**provenance.to_dict(), **fields}
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
-    return path
+    text = json.dumps(payload, indent=2, default=_jsonable) + "\n"
+    return atomic_write(Path(image_path).with_suffix(".json"), lambda tmp: tmp.write_text(text))
 
 
 def _jsonable(value: Any) -> Any:

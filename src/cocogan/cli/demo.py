@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cocogan.checkpoint import atomic_write
 from cocogan.cli.train import plain_warnings
 from cocogan.config import Config
 from cocogan.data import BuiltinDataset
+from cocogan.outputs import atomic_write
 from cocogan.plotting import plot_metrics
 from cocogan.presets import get_preset
 from cocogan.training.device import available_cores, busy_cores

@@ -42,14 +42,17 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cocogan.cli.train import plain_warnings
     from cocogan.evaluation.run import evaluate_run, format_table
     from cocogan.training.device import configure_threads, select_device
 
     configure_threads(select_device(args.device))  # CPU: one thread per usable core
     cfg = EvalConfig(n=args.n, batch=args.batch, seed=args.seed)
-    result = evaluate_run(args.run, args.real, args.metrics, checkpoint=args.checkpoint,
-                          cfg=cfg, device=args.device, inception_weights=args.inception_weights,
-                          raw=args.raw, use_cache=not args.no_cache)
+    with plain_warnings("eval"):
+        result = evaluate_run(args.run, args.real, args.metrics, checkpoint=args.checkpoint,
+                              cfg=cfg, device=args.device,
+                              inception_weights=args.inception_weights, raw=args.raw,
+                              use_cache=not args.no_cache)
     record = result.record
     print(f"checkpoint {record['checkpoint']} (step {record['step']}, {record['generator']} "
           f"generator) vs {record['real']}")

@@ -9,6 +9,7 @@ sidecar naming the checkpoint, step, seed and coordinates. Output goes to ``--ou
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from pathlib import Path
 import torch
 
 from cocogan.apps import APPLICATIONS, DEFAULT_CHUNK
+from cocogan.apps.budget import Budget, image_bytes, render_bytes
 from cocogan.apps.io import Provenance, parse_numbers, parse_seeds
 from cocogan.config import Config
 from cocogan.model import CocoGAN
+from cocogan.outputs import claim_file, claim_folder
 from cocogan.render import GPU_CHUNK, default_chunk
 
 
@@ -33,12 +36,24 @@ class Context:
     out: Path
     raw: bool
     chunk: int
+    force: bool = False  # --force: run even when the budget says it will not fit
 
     def seeds(self, text: str, flag: str = "--seeds") -> tuple[list[int], torch.Tensor]:
         from cocogan.render import latents
 
         seeds = parse_seeds(text, flag)
         return seeds, latents(seeds, self.config.model.z_dim, self.model.device)
+
+    def check_budget(self, budget: Budget, destination: Path | None = None) -> None:
+        """Refuse (unless --force) when memory or disk will not suffice."""
+        from cocogan.apps.budget import BudgetError, check_budget
+
+        try:
+            check_budget(budget, destination or self.out)
+        except BudgetError as error:
+            if not self.force:
+                raise
+            _note(f"{error} (--force: going on)")
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -61,6 +76,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"micro patches per forward pass (default {DEFAULT_CHUNK} on a CPU, "
                         f"{GPU_CHUNK} on a GPU); lower "
                         "it if memory runs out")
+    common.add_argument("--force", action="store_true",
+                        help="run even when the up-front estimate says memory or disk will not "
+                        "suffice")
     for app, help_line in APPLICATIONS.items():
         app_parser = apps.add_parser(app, parents=[common], help=help_line,
                                      description=help_line)
@@ -80,9 +98,15 @@ def run(args: argparse.Namespace) -> int:
         config=config, model=model, out=args.out or base / "generated" / args.app,
         provenance=Provenance(str(checkpoint.resolve()), step, config.name,
                               "raw" if args.raw else "ema"),
-        raw=args.raw, chunk=default_chunk(device) if args.chunk is None else args.chunk)
+        raw=args.raw, chunk=default_chunk(device) if args.chunk is None else args.chunk,
+        force=args.force)
+    if ctx.chunk < 1:
+        raise ValueError(f"--chunk must be >= 1 micro patch per forward pass, got {ctx.chunk}")
+    if getattr(args, "output", None) is None:
+        claim_folder(ctx.out, "--out")  # the write rule (cocogan.outputs), before any work
     written = _RUNNERS[args.app](args, ctx)
-    print(f"cocogan generate {args.app}: wrote {len(written)} file(s) to {ctx.out}"
+    folders = sorted({str(p.parent) for p in written})
+    print(f"cocogan generate {args.app}: wrote {len(written)} file(s) to {', '.join(folders)}"
           + (f" (e.g. {written[0].name})" if written else ""))
     return 0
 
@@ -98,6 +122,10 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
+
+
+def _note(message: str) -> None:
+    print(f"cocogan generate: {message}", file=sys.stderr)
 
 
 def _warn(app: str, message: str) -> None:
@@ -119,6 +147,12 @@ def _run_full(args: argparse.Namespace, ctx: Context) -> list[Path]:
     seeds, z = ctx.seeds(args.seeds)
     images = []
     per_pass = max(1, ctx.chunk // ctx.model.coords.grid_h // ctx.model.coords.grid_w)
+    height, width = ctx.config.model.full_height, ctx.config.model.full_width
+    kept = len(seeds) if args.grid else 0  # --grid keeps every image for the grid
+    ctx.check_budget(Budget(f"full, {len(seeds)} image(s) of {height}x{width}",
+                            render_bytes(per_pass, height, width)
+                            + render_bytes(kept, height, width),
+                            image_bytes(len(seeds) + kept, height, width)))
     coordinates = axis_coordinates(ctx.model.coords, trained_rect(ctx.model.coords))
     written = []
     for start in range(0, len(seeds), per_pass):  # bounded memory for long seed lists
@@ -165,6 +199,9 @@ def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
                              "(pixels), not --angles/--rows")
         box = cartesian_box(coords, *parse_numbers(args.box, "--box", (4,)))
     seeds, z = ctx.seeds(args.seeds)
+    ctx.check_budget(Budget(f"viewport, {len(seeds)} view(s) of {box.height}x{box.width}",
+                            render_bytes(len(seeds), box.height, box.width),
+                            image_bytes(len(seeds), box.height, box.width)))
     views = viewport(ctx.model, z, box, raw=ctx.raw, chunk=ctx.chunk)
     rect = covering_rect(coords, box)
     written = []
@@ -194,6 +231,14 @@ def _run_panorama(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.render import axis_coordinates, trained_rect
 
     seeds, z = ctx.seeds(args.seeds)
+    if not (math.isfinite(args.degrees) and math.isfinite(args.start)) or args.degrees <= 0:
+        raise ValueError(f"--start and --degrees must be finite and --degrees positive, got "
+                         f"{args.start:g}, {args.degrees:g}")
+    height, width = ctx.config.model.full_height, ctx.config.model.full_width
+    view = max(1, round(args.degrees / 360.0 * width))
+    ctx.check_budget(Budget(f"panorama, {len(seeds)} view(s) of {height}x{view}",
+                            render_bytes(len(seeds), height, width + view),
+                            image_bytes(len(seeds), height, width + view)))
     full = panoramas(ctx.model, z, raw=ctx.raw, chunk=ctx.chunk)
     views = wrap_view(full, args.start, args.degrees)
     coordinates = axis_coordinates(ctx.model.coords, trained_rect(ctx.model.coords))
@@ -235,6 +280,14 @@ def _run_interpolate(args: argparse.Namespace, ctx: Context) -> list[Path]:
     if len(seeds) != wanted:
         raise ValueError(f"--seeds: interpolate {args.mode} takes {wanted} seed(s), "
                          f"got {len(seeds)}")
+    if args.frames < 2:
+        raise ValueError(f"--frames must be >= 2 (start and end), got {args.frames}")
+    if not math.isfinite(args.fps) or args.fps <= 0:
+        raise ValueError(f"--fps must be a positive number, got {args.fps}")
+    height, width = ctx.config.model.full_height, ctx.config.model.full_width
+    ctx.check_budget(Budget(f"interpolate, {args.frames} frames of {height}x{width}",
+                            render_bytes(2 * args.frames, height, width),
+                            image_bytes(2 * args.frames, height, width)))
     coords, extra = ctx.model.coords, {}
     if args.mode == "micro":
         row, col = (parse_numbers(args.position, "--position", (2,), float) if args.position
@@ -327,12 +380,17 @@ def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
     extension = Extension.parse(args.extend)
     rect = extended_rect(ctx.model.coords, extension)
     seeds, z = ctx.seeds(args.seeds)
+    micro = ctx.model.coords.micro
+    height, width = rect.rows * micro, rect.cols * micro
+    ctx.check_budget(Budget(f"beyond, {len(seeds)} image(s) of {height}x{width}",
+                            render_bytes(1, height, width),
+                            image_bytes(len(seeds), height, width)))
     if not ctx.config.train.extrapolate:
         _warn("beyond", "this run was not fine-tuned for extrapolation (train.extrapolate=0); "
               "see cocogan train --extrapolate")
     written = []
-    for seed, image in zip(seeds, beyond(ctx.model, z, extension, raw=ctx.raw, chunk=ctx.chunk),
-                           strict=True):
+    for index, seed in enumerate(seeds):  # one image at a time: memory of one image
+        image = beyond(ctx.model, z[index:index + 1], extension, raw=ctx.raw, chunk=ctx.chunk)[0]
         path = save_png(ctx.out / f"beyond-seed{seed:04d}.png", image)
         write_sidecar(path, ctx.provenance, app="beyond", seed=seed,
                       extend=vars(extension), trained_box_pixels={
@@ -364,6 +422,7 @@ def _add_huge(parser: argparse.ArgumentParser) -> None:
 
 def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import plan_huge, write_huge
+    from cocogan.apps.huge import FORMATS, huge_budget, patch_seconds
     from cocogan.apps.io import write_sidecar
     from cocogan.render import axis_coordinates
 
@@ -373,6 +432,14 @@ def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
     plan = plan_huge(ctx.model.coords, height, width, tile=args.tile, origin=origin)
     seeds, z = ctx.seeds(str(args.seed), "--seed")
     output = args.output or ctx.out / f"huge-seed{args.seed:04d}-{height}x{width}.tif"
+    if args.output is not None:
+        if output.suffix.lower() not in FORMATS:
+            raise ValueError(f"--output must end in one of {', '.join(FORMATS)}, got "
+                             f"{output.name!r}")
+        claim_file(output, "--output", sidecar=output.with_suffix(".json"))
+    ctx.check_budget(huge_budget(plan, output.suffix), output)  # refuse before timing anything
+    seconds = patch_seconds(ctx.model, ctx.chunk, raw=ctx.raw)
+    _note(f"{huge_budget(plan, output.suffix, seconds).describe()}")
     path = write_huge(ctx.model, z, output, plan, raw=ctx.raw, chunk=ctx.chunk,
                       progress=not args.no_progress, compress=args.compress)
     rect = plan.rect()

@@ -15,10 +15,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cocogan.evaluation.indicators import INDICATOR_FILE, plot_indicators
+    from cocogan.outputs import claim_file
 
     run_dir = Path(args.run)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    out = Path(args.out) if args.out else run_dir / INDICATOR_FILE
+    out = claim_file(Path(args.out), "--out") if args.out else run_dir / INDICATOR_FILE
     print(f"wrote {plot_indicators(run_dir / 'metrics.jsonl', out)}")
     return 0

@@ -167,6 +167,8 @@ def check_flags(args: argparse.Namespace) -> None:
     for flag in ("steps", "batch"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed must be in 0..2^63-1, got {args.seed}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from .errors import DataError
 from .imaging import CELEBA_SIZE, IMAGE_EXTENSIONS, is_image_file, load_image
 
+LARGE_IMAGE_PIXELS = 16_000_000  # larger files get a warning: decoding each takes ~0.1-1 s
 _SHOW_NAMES = 5  # how many offending file names a warning lists
 _FIX_HINT = "point --data at a folder of images or use builtin:blobs / builtin:skyline"
 
@@ -38,12 +39,39 @@ def scan_images(root: str | os.PathLike[str]) -> list[Path]:
     if not base.is_dir():
         raise DataError(f"data path {base} is not a folder: {_FIX_HINT}")
     found: list[Path] = []
+    # Linked folders are followed, but each real folder is scanned once: a link loop
+    # (`ln -s . loop`) would otherwise recurse forever or count the same files many times.
+    seen = {_identity(base)}
+    repeated: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        kept = []
+        for name in dirnames:
+            if name.startswith("."):
+                continue
+            identity = _identity(Path(dirpath, name))
+            if identity is None or identity in seen:
+                repeated.append(Path(dirpath, name))
+                continue
+            seen.add(identity)
+            kept.append(name)
+        dirnames[:] = kept
         found.extend(
             Path(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(Path(f))
         )
+    if repeated:
+        warnings.warn(f"skipped {len(repeated)} linked folder(s) under {base} that lead to a "
+                      f"folder already scanned (a link loop or a duplicate): {_names(repeated)}",
+                      stacklevel=2)
     return sorted(found, key=lambda p: p.relative_to(base).as_posix())
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of the real folder behind ``folder``; None when it cannot be read."""
+    try:
+        stat = folder.stat()
+    except OSError:  # a dangling link or a loop the OS refuses to resolve
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def probe_image(path: Path) -> tuple[int, int] | None:
@@ -51,11 +79,16 @@ def probe_image(path: Path) -> tuple[int, int] | None:
 
     Image.verify() checks headers (and PNG chunk CRCs) without decoding pixels, so it is cheap
     enough to run over tens of thousands of files at start-up.
+
+    Raises:
+        Image.DecompressionBombError: the image is larger than PIL agrees to decode.
     """
     try:
         with Image.open(path) as img:
             size = img.size
             img.verify()
+    except Image.DecompressionBombError:
+        raise
     except Exception:  # PIL raises many unrelated types (OSError, SyntaxError, struct.error...)
         return None
     return size
@@ -111,15 +144,34 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         good: list[Path] = []
         bad: list[Path] = []
         odd_size: list[Path] = []
+        too_large: list[Path] = []
+        large: list[Path] = []
         for path in candidates:
-            size = probe_image(path)
+            try:
+                size = probe_image(path)
+            except Image.DecompressionBombError:
+                too_large.append(path)
+                continue
             if size is None:
                 bad.append(path)
                 continue
             good.append(path)
+            if size[0] * size[1] > LARGE_IMAGE_PIXELS:
+                large.append(path)
             if celeba_crop and size != CELEBA_SIZE:
                 odd_size.append(path)
+        limit = (Image.MAX_IMAGE_PIXELS or 0) * 2 // 1_000_000
+        if too_large:
+            warnings.warn(f"skipping {len(too_large)} image file(s) over {limit} megapixels "
+                          f"(too large to decode safely) under {self.root}: "
+                          f"{_names(too_large)}; resize them to use them", stacklevel=3)
+        if large:
+            warnings.warn(f"{len(large)} image file(s) under {self.root} exceed "
+                          f"{LARGE_IMAGE_PIXELS // 1_000_000} megapixels and are decoded in "
+                          f"full at every draw, which is slow: {_names(large)}; resize them "
+                          "once to a few times the training size", stacklevel=3)
         if not good:
+            bad = bad + too_large
             raise DataError(
                 f"none of the {len(bad)} image files under {self.root} could be read "
                 f"({_names(bad)}): {_FIX_HINT}"
@@ -135,7 +187,7 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
                 f"file(s) differ ({_names(odd_size)}); the fixed face box may miss the face",
                 stacklevel=3,
             )
-        return good, bad
+        return good, bad + too_large
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -23,12 +23,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from cocogan import __version__
-from cocogan.checkpoint import atomic_write
 from cocogan.config import Config, TrainConfig
 from cocogan.data import build_dataset, infinite, make_loader
 from cocogan.evaluation.sampling import Sampler
 from cocogan.losses import gradient_penalty, wasserstein_estimate
 from cocogan.nn.baseline import BaselineDiscriminator, BaselineGenerator
+from cocogan.outputs import atomic_write
 from cocogan.training.step import update_ema
 
 BASELINE_FORMAT = "cocogan-baseline"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cocogan.checkpoint import atomic_write
 from cocogan.metrics import FeatureStats
+from cocogan.outputs import atomic_write
 
 CACHE_ENV = "COCOGAN_CACHE"
 CACHE_VERSION = 1  # bump when the cached content or its meaning changes

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cocogan.checkpoint import CHECKPOINT_DIR, atomic_write, save_model
+from cocogan.checkpoint import CHECKPOINT_DIR, save_model
 from cocogan.config import Config
 from cocogan.coords import coordinate_system
 from cocogan.data import build_dataset, dataset_fingerprint
@@ -30,6 +30,7 @@ from cocogan.evaluation.settings import TRAINING_EVAL, EvalConfig, parse_metrics
 from cocogan.evaluation.spatial import discriminator_predictor
 from cocogan.metrics import FeatureExtractor
 from cocogan.model import CocoGAN
+from cocogan.outputs import atomic_write
 
 PREFIX = "eval/"
 

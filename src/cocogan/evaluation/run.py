@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from cocogan.evaluation.sampling import cocogan_sampler
 from cocogan.evaluation.settings import FEATURE_METRICS, EvalConfig, parse_metrics
 from cocogan.evaluation.spatial import discriminator_predictor
 from cocogan.metrics import FeatureExtractor, InceptionFeatures
+from cocogan.outputs import atomic_write
 from cocogan.training.device import select_device
 
 EVAL_FILE = "eval.json"
+MIN_REAL_IMAGES = 50  # below this, `cocogan eval` warns that its figures are unreliable
 
 
 def feature_extractor_for(metrics: tuple[str, ...], device: torch.device, batch: int,
@@ -79,6 +82,11 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     m, cylindrical = config.model, config.model.coords == "cylindrical"
     dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
                             celeba_crop=config.train.celeba_crop)
+    count = len(dataset)  # type: ignore[arg-type]
+    if count < MIN_REAL_IMAGES:
+        warnings.warn(f"{real} has only {count} image(s): figures from fewer than "
+                      f"{MIN_REAL_IMAGES} real images are unreliable (FID and KID need "
+                      "thousands; seams and SWD of one image may be nan)", stacklevel=2)
     fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
                                       config.train.celeba_crop, cylindrical=cylindrical) \
         if use_cache else None
@@ -100,7 +108,8 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     run_dir = Path(run)
     if write and run_dir.is_dir():
         path = run_dir / EVAL_FILE
-        path.write_text(json.dumps(_finite(record), indent=2) + "\n")
+        text = json.dumps(_finite(record), indent=2) + "\n"
+        atomic_write(path, lambda tmp: tmp.write_text(text))
     return RunEvaluation(values=result.values, record=record, path=path)
 
 

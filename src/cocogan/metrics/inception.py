@@ -262,10 +262,9 @@ class FIDInceptionV3(nn.Module):
 def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
     """Builds the network and loads weights strictly; a wrong file gives a clear error."""
     net = FIDInceptionV3()
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # corrupt file, pickle of a module, ...
-        raise ValueError(f"cannot read Inception weights {path}: {e}") from e
+    from cocogan.checkpoint import load_tensors
+
+    state = load_tensors(path, "Inception weights")  # refuses pickles in one line
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
     state = dict(state)

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from cocogan.checkpoint import atomic_write
+from cocogan.outputs import atomic_write
 from cocogan.patches import tile_images
 
 

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import torch
 from tqdm import tqdm
 
+from cocogan.outputs import atomic_write
 from cocogan.plotting import read_jsonl
 
 METRICS_FILE = "metrics.jsonl"
@@ -52,7 +53,8 @@ class MetricsLog:
         self.writer = None
         if not quiet:
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= start_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            text = "".join(json.dumps(r) + "\n" for r in kept)
+            atomic_write(self.path, lambda tmp: tmp.write_text(text))  # never lose the old log
             self._file = self.path.open("a")
         if tensorboard and not quiet:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used

@@ -22,7 +22,13 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from cocogan.checkpoint import checkpoint_paths, prune_checkpoints, save_model, save_state
+from cocogan.checkpoint import (
+    checkpoint_paths,
+    prune_checkpoints,
+    resumable_steps,
+    save_model,
+    save_state,
+)
 from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.render import evaluating, render_rect, trained_rect
@@ -57,6 +63,16 @@ class Hook(Protocol):
     every: int
 
     def __call__(self, trainer: Trainer) -> None: ...
+
+
+def checkpoint_failure(error: OSError, run_dir: Path, step: int) -> OSError:
+    """The error of a failed checkpoint write, saying what is intact and how to go on."""
+    steps = resumable_steps(run_dir)
+    intact = (f"the step-{steps[-1]} checkpoint is intact: fix this, then cocogan train "
+              f"--resume {run_dir}" if steps else "no earlier checkpoint exists")
+    reason = error.strerror or str(error)
+    return OSError(error.errno, f"{reason} (checkpoint of step {step} not written; {intact})",
+                   error.filename)
 
 
 @dataclass
@@ -187,9 +203,14 @@ class Trainer:
         weights, state_file = checkpoint_paths(self.run_dir, self.state.step)
         rngs = gather_rng_states(self.world, self.state.step_rng, self.device)
         if self.world.is_main:
-            save_model(weights, self.config, self.model, self.state.step)
-            save_state(state_file, state_payload(self.state, self.optimizers,
-                                                 self.stream.position, rngs))
+            try:
+                save_model(weights, self.config, self.model, self.state.step)
+                save_state(state_file, state_payload(self.state, self.optimizers,
+                                                     self.stream.position, rngs))
+            except OSError as error:  # e.g. a full disk: leave no weights without their state
+                if not state_file.exists():
+                    weights.unlink(missing_ok=True)
+                raise checkpoint_failure(error, self.run_dir, self.state.step) from error
             prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
         barrier(self.world, self.device, "the checkpoint barrier")
         return weights

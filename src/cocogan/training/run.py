@@ -23,7 +23,6 @@ from torch.utils.data import Dataset
 from cocogan.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
-    atomic_write,
     checkpoint_paths,
     load_model,
     load_state,
@@ -36,6 +35,7 @@ from cocogan.config import Config, ConfigError
 from cocogan.data import DataError, ImageFolderDataset, build_dataset
 from cocogan.data.cache import CachedImages, cache_bytes
 from cocogan.model import CocoGAN
+from cocogan.outputs import atomic_write, check_folder, claim_folder
 from cocogan.training.datastream import BatchStream, cache_device, resolve_workers
 from cocogan.training.device import configure_threads, select_device
 from cocogan.training.distributed import (
@@ -87,14 +87,32 @@ def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
     if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / RUN_FILE).is_file():
         raise CheckpointError(f"{run_dir} is not a cocogan run directory (no {CONFIG_FILE} and "
                               f"{RUN_FILE}); pass the --out folder of a cocogan train run")
-    config = Config.from_yaml((run_dir / CONFIG_FILE).read_text()).validate()
-    raw = yaml.safe_load((run_dir / RUN_FILE).read_text()) or {}
+    try:
+        config = Config.from_yaml((run_dir / CONFIG_FILE).read_text()).validate()
+    except (yaml.YAMLError, UnicodeDecodeError, ConfigError) as error:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} is unusable ({_first_line(error)}): "
+                              "restore it from a backup or start a new run") from None
+    try:
+        raw = yaml.safe_load((run_dir / RUN_FILE).read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raw = _first_line(error)
     names = {f.name for f in dataclasses.fields(RunSpec)}
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{run_dir / RUN_FILE} is corrupt ({raw!s:.80}): it should be a "
+                              "mapping with data, seed and device; restore it or rewrite those "
+                              "keys by hand")
     try:
         spec = RunSpec(**{k: v for k, v in raw.items() if k in names})
     except TypeError as error:
         raise CheckpointError(f"{run_dir / RUN_FILE} is invalid ({error})") from None
+    if not isinstance(spec.data, str) or not isinstance(spec.seed, int):
+        raise CheckpointError(f"{run_dir / RUN_FILE} is invalid: data must be a string and seed "
+                              f"an integer, got data={spec.data!r}, seed={spec.seed!r}")
     return config, spec
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def open_dataset(config: Config, data: str, seed: int) -> Dataset[torch.Tensor]:
@@ -124,8 +142,7 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World =
     if resumable_steps(run_dir) or any((run_dir / CHECKPOINT_DIR).glob("step-*")):
         raise ConfigError(f"{run_dir} already holds a run with checkpoints: continue it with "
                           f"`cocogan train --resume {run_dir}` or choose another --out")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} exists and is not a folder")
+    check_folder(run_dir, "--out")  # never write into a folder of the user's own files
     config.validate()
     world.local_batch(config.train.batch)
     device = select_device(spec.device)  # fail on a missing GPU before writing anything
@@ -139,7 +156,7 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World =
                         f"of {config.train.batch}: lower --batch or add images")
     if not world.is_main:
         return dataset, describe_dataset(dataset, spec.data)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(run_dir, "--out", mark=False)  # config.yaml and run.yaml identify a run
     write_config(run_dir, config)
     skipped = len(getattr(dataset, "skipped", []))
     write_run_spec(run_dir, spec, images=len(dataset), skipped_files=skipped)  # type: ignore

@@ -1,0 +1,152 @@
+"""The write rule: cocogan never overwrites what a user owns, and never leaves a partial file.
+
+1. The CLI writes only into folders it created (they get a ``.cocogan`` marker file), empty
+   folders, folders holding a cocogan run (``config.yaml`` and ``run.yaml``) and folders inside
+   one. A file named on the command line (``huge --output FILE``) is written only if neither it
+   nor its JSON sidecar exists, or they lie in such a folder, or the sidecar says cocogan wrote
+   them. :func:`claim_folder` and :func:`claim_file` are the checks; the CLI calls them before
+   it computes anything.
+2. Every file is written to a hidden temporary name in its folder and renamed when complete
+   (:func:`atomic_write`): a reader never sees half a file. On failure the temporary file is
+   removed and the error names the final path; the previous version of that file is intact.
+3. Files get the usual permissions (0666 less the umask), like any other program's output.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+MARKER = ".cocogan"  # in every output folder the CLI created or claimed
+RUN_FILES = ("config.yaml", "run.yaml")  # a folder holding both is a cocogan run
+SIDECAR_KEY = "cocogan_version"  # every JSON sidecar written by `cocogan generate` has it
+_SHOW = 3  # names listed when refusing a folder
+NEARLY_FULL = 1 << 20  # bytes: less free space than this after a failed write means "disk full"
+
+
+class OutputError(ValueError):
+    """An output location cocogan refuses to write to (it holds the user's own files)."""
+
+
+def is_run_dir(folder: Path) -> bool:
+    """True when ``folder`` holds a cocogan run (its config.yaml and run.yaml)."""
+    return all((Path(folder) / name).is_file() for name in RUN_FILES)
+
+
+def is_ours(folder: Path) -> bool:
+    """A folder cocogan created or claimed, a run, or a folder up to two levels inside a run."""
+    folder = Path(folder)
+    if (folder / MARKER).is_file() or is_run_dir(folder):
+        return True
+    return any(is_run_dir(parent) for parent in list(folder.resolve().parents)[:2])
+
+
+def check_folder(folder: Path, flag: str) -> Path:
+    """Raise OutputError unless cocogan may write into ``folder`` (see the module docstring).
+
+    Nothing is created: commands check their outputs before computing anything.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{flag} {folder} is a file, not a folder: choose a new folder")
+    if folder.is_dir() and not is_ours(folder):
+        foreign = sorted(p.name for p in folder.iterdir())
+        if foreign:
+            shown = ", ".join(foreign[:_SHOW]) + (", ..." if len(foreign) > _SHOW else "")
+            raise OutputError(
+                f"{flag} {folder} already holds files cocogan did not write ({shown}); cocogan "
+                f"writes only into new or empty folders, its own output folders and run "
+                f"folders, so nothing of yours is overwritten: choose a new {flag} folder")
+    return folder
+
+
+def claim_folder(folder: Path, flag: str, mark: bool = True) -> Path:
+    """:func:`check_folder`, then create ``folder`` and mark it as a cocogan output folder
+    (``mark=False`` for run folders, which their config.yaml and run.yaml identify)."""
+    folder = check_folder(folder, flag)
+    folder.mkdir(parents=True, exist_ok=True)
+    if mark and not (folder / MARKER).exists() and not is_run_dir(folder):
+        atomic_write(folder / MARKER, lambda tmp: tmp.write_text(
+            "This folder holds outputs of cocogan; cocogan may write here again.\n"))
+    return folder
+
+
+def claim_file(path: Path, flag: str, sidecar: Path | None = None) -> Path:
+    """Check that cocogan may write ``path`` (and its ``sidecar``) named by ``flag``.
+
+    Raises:
+        OutputError: the path is a folder, or it or the sidecar is a file cocogan did not write.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a folder: name a file inside it")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{flag} {path}: {parent} is a file, not a folder")
+    if parent.is_dir() and is_ours(parent):
+        return path
+    for existing in (p for p in (path, sidecar) if p is not None and p.exists()):
+        if sidecar is None or not _is_our_sidecar(sidecar):
+            raise OutputError(f"{flag} {path}: {existing} already exists and cocogan did not "
+                              "write it; choose another name (nothing was overwritten)")
+    return path
+
+
+def _is_our_sidecar(path: Path) -> bool:
+    try:
+        return SIDECAR_KEY in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def file_mode() -> int:
+    """0666 less the process umask: what ``open(path, "w")`` would give a new file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_path)``, then rename the complete file onto ``path``.
+
+    On any failure (a full disk, Ctrl-C) the temporary file is removed and ``path`` keeps its
+    previous content; an OSError is re-raised naming ``path`` (not the temporary name).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except OSError as error:
+        # Some writers (numpy's tofile, used by tifffile) report a short write without an
+        # errno; a file system left with no free space is then the cause.
+        code = error.errno or (errno.ENOSPC if _nearly_full(path.parent) else errno.EIO)
+        tmp.unlink(missing_ok=True)
+        raise OSError(code, error.strerror or os.strerror(code), str(path)) from error
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL
+    except OSError:
+        return False
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (serialise first, so a write error is an OSError)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))

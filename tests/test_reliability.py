@@ -1,0 +1,481 @@
+"""Regression tests of issue 10: nothing a user owns is overwritten, no input can exhaust the
+machine, every failure is one clear line. Each test names the failure it guards against."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cocogan import get_preset
+from cocogan.apps import budget
+from cocogan.apps.huge import plan_huge, write_huge
+from cocogan.apps.io import parse_seeds
+from cocogan.checkpoint import CheckpointError, load_model, resumable_steps
+from cocogan.cli import main
+from cocogan.config import ConfigError, apply_overrides
+from cocogan.data.folder import ImageFolderDataset, scan_images
+from cocogan.metrics.inception import load_fid_inception
+from cocogan.outputs import atomic_write
+from test_generate_cli import save_run
+
+SMALL = ["--set", "model.z_dim=8", "model.ngf=8", "model.ndf=8", "model.aux_hidden=16",
+         "train.batch=4", "train.log_every=1", "train.sample_every=2", "train.checkpoint_every=2",
+         "train.num_workers=0", "train.n_samples=4", "train.ema_warmup=1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_run(tmp_path_factory.mktemp("runs"), "tiny")
+
+
+def new_run(out: Path, *extra: str, steps: int = 2) -> int:
+    return main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(out),
+                 "--steps", str(steps), *SMALL, *extra])
+
+
+def one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The single error line of a failed command (no traceback anywhere)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err), err
+    return errors[0]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+# ---- 1. data loss: the write rule -------------------------------------------------------------
+def test_train_never_writes_into_a_folder_of_user_files(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "config.yaml").write_text("my settings\n")
+    (proj / "notes.txt").write_text("notes\n")
+    before = tree(proj)
+    assert new_run(proj, steps=3) == 2
+    line = one_line(capsys)
+    assert "did not write" in line and "config.yaml" in line and "--out" in line
+    assert tree(proj) == before  # nothing overwritten, nothing added
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty folder is fine, and so is a dry-run folder afterwards
+    assert new_run(empty, "--dry-run") == 0 and new_run(empty, "--dry-run") == 0
+    assert (empty / "config.yaml").read_text().startswith("name: tiny")
+
+
+def test_generate_never_overwrites_user_files(run: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    mine = tmp_path / "pictures"
+    mine.mkdir()
+    (mine / "seed0000.png").write_bytes(b"my holiday photo")
+    assert main(["generate", "full", "--run", str(run), "--seeds", "0", "--out", str(mine)]) == 2
+    assert "did not write" in one_line(capsys)
+    assert (mine / "seed0000.png").read_bytes() == b"my holiday photo"
+    mine_tif = mine / "x.tif"
+    mine_tif.write_bytes(b"my scan")
+    huge = ["generate", "huge", "--run", str(run), "--size", "64", "--no-progress"]
+    assert main([*huge, "--output", str(mine_tif)]) == 2
+    assert "already exists" in one_line(capsys) and mine_tif.read_bytes() == b"my scan"
+    # A new file in the user's folder is fine, and so is replacing cocogan's own output; the
+    # message names the folder actually written to.
+    ours = mine / "y.tif"
+    assert main([*huge, "--output", str(ours)]) == 0
+    assert f"to {mine}" in capsys.readouterr().out
+    assert main([*huge, "--output", str(ours)]) == 0
+    assert sorted(p.name for p in mine.iterdir()) == ["seed0000.png", "x.tif", "y.json",
+                                                      "y.tif"]
+
+
+def test_atomic_write_failure_removes_the_temp_and_keeps_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.png"
+    path.write_bytes(b"previous")
+
+    def full_disk(tmp: Path) -> None:
+        tmp.write_bytes(b"half of it")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as raised:
+        atomic_write(path, full_disk)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+    assert path.read_bytes() == b"previous"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        assert new_run(tmp_path / "run") == 0
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    for path in [tmp_path / "run" / "config.yaml",
+                 *(tmp_path / "run" / "checkpoints").iterdir(),
+                 *(tmp_path / "run" / "samples").iterdir()]:
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+# ---- 2. budgets -------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, needs", [
+    (["huge", "--size", "10000000", "--output", "x.tif"], "TB on disk"),
+    (["huge", "--size", "1000000", "--output", "x.png"], "TB on disk"),
+    (["beyond", "--extend", "100000"], "of memory"),
+])
+def test_sizes_beyond_the_machine_are_refused_up_front(
+        run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
+        needs: str) -> None:
+    argv = [a if a not in ("x.tif", "x.png") else str(tmp_path / a) for a in argv]
+    start = time.perf_counter()
+    assert main(["generate", argv[0], "--run", str(run), "--out", str(tmp_path / "o"),
+                 *argv[1:]]) == 2
+    assert time.perf_counter() - start < 20  # refused before any work
+    line = one_line(capsys)
+    assert needs in line and "--force" in line and ("available" in line or "free" in line)
+    assert not list(tmp_path.glob("x.*")) and not list(tmp_path.rglob("*.png"))
+
+
+def test_force_runs_past_the_budget(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(budget, "free_disk", lambda path: 1000)
+    argv = ["generate", "huge", "--run", str(run), "--size", "64", "--no-progress",
+            "--output", str(tmp_path / "h.tif")]
+    assert main(argv) == 2
+    assert "only 1.0 KB is free" in one_line(capsys)
+    assert main([*argv, "--force"]) == 0 and (tmp_path / "h.tif").is_file()
+    assert "needs ~" in capsys.readouterr().err  # the estimate is printed either way
+
+
+def tiff_peak_bytes(model: object, side: int, path: Path) -> int:
+    z = torch.zeros(1, 8)
+    plan = plan_huge(model.coords, side, side, tile=32)  # type: ignore[attr-defined]
+    tracemalloc.start()
+    write_huge(model, z, path, plan, progress=False, chunk=256)  # type: ignore[arg-type]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_huge_memory_is_bounded_by_the_tile(tmp_path: Path) -> None:
+    config = get_preset("tiny")
+    config.model.z_dim = 8
+    from cocogan.model import CocoGAN
+
+    model = CocoGAN(config.model).eval()
+    small = tiff_peak_bytes(model, 128, tmp_path / "a.tif")
+    large = tiff_peak_bytes(model, 512, tmp_path / "b.tif")  # 16x the pixels
+    assert large < 1.5 * small + 200_000, (small, large)
+
+
+# ---- 3. hangs ---------------------------------------------------------------------------------
+def test_symlink_loops_are_scanned_once(tmp_path: Path) -> None:
+    for index in range(20):
+        Image.new("RGB", (8, 8), (index, 0, 0)).save(tmp_path / f"{index:02d}.png")
+    subprocess.run(["ln", "-s", ".", str(tmp_path / "loop1")], check=True)
+    subprocess.run(["ln", "-s", ".", str(tmp_path / "loop2")], check=True)
+    found: list[list[Path]] = []
+    caught: list[list[str]] = []
+
+    def scan() -> None:
+        with pytest.warns(UserWarning, match="link loop") as record:
+            found.append(scan_images(tmp_path))
+        caught.append([str(w.message) for w in record])
+
+    worker = threading.Thread(target=scan, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the scan did not finish"
+    assert len(found[0]) == 20 and "loop1" in caught[0][0] and "loop2" in caught[0][0]
+
+
+# ---- 4. full disk -----------------------------------------------------------------------------
+def test_full_disk_during_a_checkpoint_is_one_line_and_stays_resumable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert new_run(run) == 0
+    write_bytes = Path.write_bytes
+
+    def full_disk(path: Path, data: bytes) -> int:
+        if ".state.pt" in path.name:
+            write_bytes(path, data[:1000])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "4"]) == 2
+    line = one_line(capsys)
+    assert "No space left" in line and "step-2 checkpoint is intact" in line
+    assert "--resume" in line and "step-00000004.state.pt" in line
+    monkeypatch.undo()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step-00000002.safetensors", "step-00000002.state.pt"]  # no orphan, no temp file
+    assert main(["train", "--resume", str(run), "--steps", "4"]) == 0
+    assert resumable_steps(run) == [2, 4]
+
+
+def test_generate_onto_a_full_disk_leaves_no_partial_files(
+        run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    def full_disk(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        Path(str(fp)).write_bytes(b"\x89PNG partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    out = tmp_path / "full"
+    assert main(["generate", "full", "--run", str(run), "--seeds", "0-2", "--out", str(out)]) == 2
+    assert "disk is full" in one_line(capsys)
+    assert [p.name for p in out.iterdir()] == [".cocogan"]
+    monkeypatch.undo()
+
+    def torn_tiles(tmp: Path, *args: object, **kwargs: object) -> None:
+        Path(tmp).write_bytes(b"II*\x00partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    import tifffile
+
+    monkeypatch.setattr(tifffile, "imwrite", torn_tiles)
+    assert main(["generate", "huge", "--run", str(run), "--size", "64", "--no-progress",
+                 "--out", str(out)]) == 2
+    assert "No space left" in one_line(capsys)
+    assert [p.name for p in out.iterdir()] == [".cocogan"]
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str, read_only: bool = False) -> Iterator[Path]:
+    """A real size-limited (or read-only) file system, where the machine allows mounting."""
+    folder.mkdir()
+    options = f"size={size}" + (",ro" if read_only else "")
+    if os.geteuid() != 0 or shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+            capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_huge_onto_a_really_full_disk(run: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    with small_tmpfs(tmp_path / "disk", "256k") as disk:
+        argv = ["generate", "huge", "--run", str(run), "--size", "512", "--no-progress",
+                "--output", str(disk / "h.tif")]
+        assert main(argv) == 2 and "free on the disk" in one_line(capsys)  # the budget
+        assert main([*argv, "--force"]) == 2  # past the budget: the disk really fills up
+        assert "disk is full" in one_line(capsys)
+        assert list(disk.iterdir()) == []
+
+
+def test_read_only_file_system_is_one_line(run: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    with small_tmpfs(tmp_path / "ro", "4m", read_only=True) as ro:
+        every_writer_fails_in_one_line(run, ro, "read-only", capsys)
+
+
+def every_writer_fails_in_one_line(run: Path, folder: Path, words: str,
+                                   capsys: pytest.CaptureFixture) -> None:
+    """train --out, generate --out and huge --output below ``folder`` end in one line."""
+    assert new_run(folder / "run") == 2
+    assert words in one_line(capsys)
+    assert main(["generate", "full", "--run", str(run), "--out", str(folder / "g")]) == 2
+    assert words in one_line(capsys)
+    assert main(["generate", "huge", "--run", str(run), "--size", "64",
+                 "--output", str(folder / "h.tif")]) == 2
+    assert words in one_line(capsys)
+
+
+# ---- 5. one line instead of a traceback -------------------------------------------------------
+@pytest.mark.parametrize("errno_code, words", [(errno.EROFS, "read-only"),
+                                               (errno.EACCES, "permission denied")])
+def test_unwritable_out_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture, errno_code: int,
+                                    words: str) -> None:
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno_code, os.strerror(errno_code), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert new_run(tmp_path / "run") == 2
+    line = one_line(capsys)
+    assert words in line and str(tmp_path / "run") in line
+
+
+def test_out_below_a_file_is_one_line(run: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    every_writer_fails_in_one_line(run, afile, "not a folder", capsys)
+
+
+def test_undecodable_inspire_inputs_are_one_line(run: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    whole = tmp_path / "whole.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(whole)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(whole.read_bytes()[:400])
+    for argv in (["--patch", str(text)], ["--patch", str(truncated)],
+                 ["--image", str(truncated), "--box", "0,0"]):
+        assert main(["generate", "inspire", "--run", str(run), "--out", str(tmp_path / "o"),
+                     *argv]) == 2
+        line = one_line(capsys)
+        assert "cannot be decoded" in line and argv[1] in line
+
+
+def test_corrupt_run_files_on_resume_are_one_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert new_run(run, "--dry-run") == 0
+    (run / "run.yaml").write_text("data: [unclosed\n")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "run.yaml is corrupt" in one_line(capsys)
+    (run / "run.yaml").write_text("data: builtin:blobs\nseed: 0\n")
+    (run / "config.yaml").write_text("model: {micro: [\n")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "config.yaml is unusable" in one_line(capsys)
+
+
+def test_unexpected_errors_keep_the_traceback_and_ask_for_a_report(
+        run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    from cocogan.cli import generate
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(generate._RUNNERS, "full", bug)
+    assert main(["generate", "full", "--run", str(run), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err and "please report" in err
+
+
+# ---- 6. unclear or wrong messages -------------------------------------------------------------
+def test_batch_of_one_is_refused_before_writing(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    assert new_run(tmp_path / "run", "--batch", "1") == 2
+    assert "train.batch must be at least 2" in one_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_pickles_are_refused_in_the_documented_words(tmp_path: Path) -> None:
+    import pickle
+
+    class Exploit:
+        def __reduce__(self) -> tuple:
+            return (print, ("ran code",))
+
+    for protocol in (2, 4):
+        path = tmp_path / f"weights{protocol}.pth"
+        path.write_bytes(pickle.dumps({"w": Exploit()}, protocol=protocol))
+        with pytest.raises(CheckpointError) as raised:
+            load_fid_inception(path)
+        assert "contains pickled Python objects; refusing to load it" in str(raised.value)
+        assert "weights_only" not in str(raised.value)
+
+
+def test_repeated_and_huge_seeds(run: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    assert parse_seeds("1,1,0-2,1") == [1, 0, 2]
+    assert main(["generate", "full", "--run", str(run), "--seeds", "1,1,1",
+                 "--out", str(tmp_path)]) == 0
+    assert "wrote 1 file(s)" in capsys.readouterr().out
+    assert main(["generate", "full", "--run", str(run), "--seeds", str(2**64),
+                 "--out", str(tmp_path)]) == 2
+    assert "2^63 - 1" in one_line(capsys)
+    assert parse_seeds(str(2**63 - 1)) == [2**63 - 1]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", ".inf"])
+def test_non_finite_numbers_are_refused(value: str) -> None:
+    config = apply_overrides(get_preset("tiny"), [f"train.lr_g={value}"])
+    with pytest.raises(ConfigError, match="finite"):
+        config.validate()
+
+
+def png_header(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` (what a decompression bomb does)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b""))
+
+
+def test_huge_data_images_are_named_for_what_they_are(tmp_path: Path) -> None:
+    for index in range(3):
+        Image.new("RGB", (16, 16)).save(tmp_path / f"ok{index}.png")
+    png_header(tmp_path / "bomb.png", 20_000, 20_000)
+    Image.new("L", (4001, 4001)).save(tmp_path / "big.png")  # 16 MP: decoded at every draw
+    with pytest.warns(UserWarning) as record:
+        dataset = ImageFolderDataset(tmp_path, 16, 16)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "over 178 megapixels" in messages and "bomb.png" in messages
+    assert "exceed 16 megapixels" in messages and "big.png" in messages
+    assert "unreadable" not in messages
+    assert len(dataset) == 4 and [p.name for p in dataset.skipped] == ["bomb.png"]
+
+
+def test_eval_warns_about_too_few_real_images(run: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    for index in range(2):
+        Image.new("RGB", (32, 32), (40 * index, 0, 0)).save(real / f"{index}.png")
+    assert main(["eval", "--run", str(run), "--real", str(real), "--metrics", "swd",
+                 "--n", "4", "--batch", "4", "--device", "cpu", "--no-cache"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "only 2 image(s)" in err and "unreliable" in err
+
+
+def test_written_checkpoints_still_load(tmp_path: Path) -> None:
+    """The in-memory serialisation (for clean disk errors) writes the same files as before."""
+    assert new_run(tmp_path / "run") == 0
+    config, _, step = load_model(tmp_path / "run")
+    assert step == 2 and config.name == "tiny"
+
+
+def test_sigterm_during_generation_leaves_no_partial_file(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "import sys; from cocogan.cli import main; sys.exit(main())",
+               "generate", "huge", "--run", str(run), "--size", "4096", "--tile", "64",
+               "--no-progress", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 600  # seconds on an idle machine; generous when shared
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(p.name.endswith(".tmp") for p in out.glob(".huge-*")):  # tiles being written
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert [p.name for p in out.iterdir()] == [".cocogan"]
