@@ -1,0 +1,104 @@
+"""How big is an FID? Reference points on one image set, so users can read the scale.
+
+Splits a folder (seeded permutation) into two disjoint halves A and B and reports FID and KID
+of A against: B (the noise floor: same distribution, finite samples), B blurred (Gaussian,
+sigma in pixels), B with Gaussian noise (std in [-1, 1] units). It also reports how far the
+two preprocessing conventions (`cocogan.metrics.inception.PREPROCESSING`) move the features:
+FID between the same images under "tf" and under "pytorch-fid".
+
+    python benchmarks/fid_scale.py --data ../shared/data/emoji-noto-64 --size 64 \
+        --out benchmark-output/fid-scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cocogan.data import build_dataset
+from cocogan.metrics import (
+    FeatureStats,
+    InceptionFeatures,
+    fid_from_stats,
+    kernel_inception_distance,
+)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (B, C, H, W), reflect-padded, radius 3 sigma."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).to(images)
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def features(ext: InceptionFeatures, images: torch.Tensor, cache: Path) -> np.ndarray:
+    """Features of `images`, cached in `cache` (.npy) so an interrupted run resumes."""
+    if cache.is_file():
+        return np.load(cache)
+    start = time.perf_counter()
+    feats = ext(images).numpy()
+    np.save(cache, feats)
+    print(f"  {cache.stem}: {len(images)} images in {time.perf_counter() - start:.0f} s",
+          flush=True)
+    return feats
+
+
+def compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    kid, kid_std = kernel_inception_distance(a, b, subsets=100, subset_size=1000)
+    fid = fid_from_stats(FeatureStats.from_features(a), FeatureStats.from_features(b))
+    return {"fid": fid, "kid": kid, "kid_std": kid_std}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="image folder")
+    ap.add_argument("--size", type=int, default=64, help="images are loaded at size x size")
+    ap.add_argument("--blur", type=float, default=1.0, help="blur sigma in pixels")
+    ap.add_argument("--noise", type=float, default=0.1, help="noise std in [-1, 1] units")
+    ap.add_argument("--convention-images", type=int, default=1000,
+                    help="images of A also featurised with the pytorch-fid convention")
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    dataset = build_dataset(args.data, args.size, args.size)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+    images = torch.stack([dataset[int(i)] for i in order])  # (N, 3, S, S) in [-1, 1]
+    half = len(images) // 2
+    a, b = images[:half], images[half:]
+    noised = (b + args.noise * torch.randn(b.shape, generator=torch.Generator().manual_seed(1)))
+    tf = InceptionFeatures(batch_size=args.batch, preprocessing="tf")
+    pt = InceptionFeatures(net=tf.net, batch_size=args.batch, preprocessing="pytorch-fid")
+    fa = features(tf, a, args.out / "a-tf.npy")
+    fb = features(tf, b, args.out / "b-tf.npy")
+    results = {"images": len(images), "half_a": len(a), "half_b": len(b),
+               "A vs B": compare(fa, fb)}
+    print(json.dumps(results["A vs B"]), flush=True)
+    fblur = features(tf, gaussian_blur(b, args.blur), args.out / f"b-blur{args.blur}-tf.npy")
+    results[f"A vs B blurred (sigma {args.blur} px)"] = compare(fa, fblur)
+    fnoise = features(tf, noised.clamp(-1, 1), args.out / f"b-noise{args.noise}-tf.npy")
+    results[f"A vs B noised (std {args.noise})"] = compare(fa, fnoise)
+    m = min(args.convention_images, len(a))
+    fpt = features(pt, a[:m], args.out / f"a{m}-pytorch-fid.npy")
+    results[f"A[:{m}] tf vs pytorch-fid convention"] = compare(fa[:m], fpt)
+    results[f"A[:{m}] vs B[:{m}], tf"] = compare(fa[:m], fb[:m])
+    results["max abs feature difference, tf vs pytorch-fid"] = float(np.abs(fa[:m] - fpt).max())
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
