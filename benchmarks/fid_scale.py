@@ -1,13 +1,17 @@
 """How big is an FID? Reference points on one image set, so users can read the scale.
 
-Splits a folder (seeded permutation) into two disjoint halves A and B and reports FID and KID
+Splits a folder (seeded permutation) into two disjoint sets A and B (halves, or `--per-set`
+images each) and reports FID and KID
 of A against: B (the noise floor: same distribution, finite samples), B blurred (Gaussian,
 sigma in pixels), B with Gaussian noise (std in [-1, 1] units). It also reports how far the
 two preprocessing conventions (`cocogan.metrics.inception.PREPROCESSING`) move the features:
 FID between the same images under "tf" and under "pytorch-fid".
 
     python benchmarks/fid_scale.py --data ../shared/data/emoji-noto-64 --size 64 \
-        --out benchmark-output/fid-scale
+        --per-set 300 --out benchmark-output/fid-scale
+
+FID depends on the sample count (it is biased upwards for small sets), so compare figures only
+at the same count; KID is unbiased.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="images are loaded at size x size")
     ap.add_argument("--blur", type=float, default=1.0, help="blur sigma in pixels")
     ap.add_argument("--noise", type=float, default=0.1, help="noise std in [-1, 1] units")
+    ap.add_argument("--per-set", type=int, default=0, help="images in A and in B (0: halves)")
     ap.add_argument("--convention-images", type=int, default=1000,
                     help="images of A also featurised with the pytorch-fid convention")
     ap.add_argument("--batch", type=int, default=50)
@@ -76,15 +81,17 @@ def main() -> None:
 
     dataset = build_dataset(args.data, args.size, args.size)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
-    images = torch.stack([dataset[int(i)] for i in order])  # (N, 3, S, S) in [-1, 1]
-    half = len(images) // 2
+    half = args.per_set or len(dataset) // 2
+    if 2 * half > len(dataset):
+        raise SystemExit(f"--per-set {half}: the folder has only {len(dataset)} images")
+    images = torch.stack([dataset[int(i)] for i in order[: 2 * half]])  # (2 half, 3, S, S)
     a, b = images[:half], images[half:]
     noised = (b + args.noise * torch.randn(b.shape, generator=torch.Generator().manual_seed(1)))
     tf = InceptionFeatures(batch_size=args.batch, preprocessing="tf")
     pt = InceptionFeatures(net=tf.net, batch_size=args.batch, preprocessing="pytorch-fid")
     fa = features(tf, a, args.out / "a-tf.npy")
     fb = features(tf, b, args.out / "b-tf.npy")
-    results = {"images": len(images), "half_a": len(a), "half_b": len(b),
+    results = {"folder_images": len(dataset), "per_set": half,
                "A vs B": compare(fa, fb)}
     print(json.dumps(results["A vs B"]), flush=True)
     fblur = features(tf, gaussian_blur(b, args.blur), args.out / f"b-blur{args.blur}-tf.npy")

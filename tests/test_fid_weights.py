@@ -8,6 +8,8 @@ installs it, so CI runs them) and skip otherwise.
 from __future__ import annotations
 
 import importlib
+import json
+import math
 import pickle
 import sys
 import zipfile
@@ -192,3 +194,25 @@ def test_default_extractor_finds_installed_weights(monkeypatch) -> None:
     assert resolve_inception_weights() == PACKAGED
     ext = InceptionFeatures()
     assert ext.net.fc is None and ext.name == "inception-v3-pool3-tf"
+
+
+@needs_weights
+def test_train_eval_every_and_cli_eval_use_fid_out_of_the_box(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """No weights flag anywhere: `--eval-every` logs FID/KID and `cocogan eval` reports them."""
+    from cocogan.cli import main
+
+    monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("COCOGAN_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(run),
+                 "--steps", "2", "--batch", "4", "--eval-every", "2", "--eval-n", "8",
+                 "--eval-metrics", "fid,kid", "--set", "train.sample_every=2"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "eval/fid" in r]
+    assert [r["step"] for r in logged] == [2]
+    assert logged[0]["eval/fid"] > 0 and math.isfinite(logged[0]["eval/kid"])
+    assert main(["eval", "--run", str(run), "--real", "builtin:blobs", "--metrics", "fid,kid",
+                 "--n", "8", "--batch", "8"]) == 0
+    record = json.loads((run / "eval.json").read_text())
+    assert record["metrics"]["fid"] > 0 and "inception-v3-pool3-tf" in json.dumps(record)

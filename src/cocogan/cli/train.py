@@ -68,7 +68,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--eval-n", type=int, metavar="N",
                         help="generated images per evaluation (default 1000)")
     parser.add_argument("--inception-weights", metavar="PATH",
-                        help="FID Inception weights file, for fid/kid during training")
+                        help="FID Inception weights file, for fid/kid during training "
+                             "(default: found as by cocogan eval)")
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
