@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--per-set", type=int, default=0, help="images in A and in B (0: halves)")
     ap.add_argument("--convention-images", type=int, default=1000,
                     help="images of A also featurised with the pytorch-fid convention")
+    ap.add_argument("--parts", default="floor,blur,noise,conventions",
+                    help="comma list of floor, blur, noise, conventions")
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -86,25 +88,39 @@ def main() -> None:
         raise SystemExit(f"--per-set {half}: the folder has only {len(dataset)} images")
     images = torch.stack([dataset[int(i)] for i in order[: 2 * half]])  # (2 half, 3, S, S)
     a, b = images[:half], images[half:]
-    noised = (b + args.noise * torch.randn(b.shape, generator=torch.Generator().manual_seed(1)))
     tf = InceptionFeatures(batch_size=args.batch, preprocessing="tf")
     pt = InceptionFeatures(net=tf.net, batch_size=args.batch, preprocessing="pytorch-fid")
-    fa = features(tf, a, args.out / "a-tf.npy")
-    fb = features(tf, b, args.out / "b-tf.npy")
-    results = {"folder_images": len(dataset), "per_set": half,
-               "A vs B": compare(fa, fb)}
-    print(json.dumps(results["A vs B"]), flush=True)
-    fblur = features(tf, gaussian_blur(b, args.blur), args.out / f"b-blur{args.blur}-tf.npy")
-    results[f"A vs B blurred (sigma {args.blur} px)"] = compare(fa, fblur)
-    fnoise = features(tf, noised.clamp(-1, 1), args.out / f"b-noise{args.noise}-tf.npy")
-    results[f"A vs B noised (std {args.noise})"] = compare(fa, fnoise)
-    m = min(args.convention_images, len(a))
-    fpt = features(pt, a[:m], args.out / f"a{m}-pytorch-fid.npy")
-    results[f"A[:{m}] tf vs pytorch-fid convention"] = compare(fa[:m], fpt)
-    results[f"A[:{m}] vs B[:{m}], tf"] = compare(fa[:m], fb[:m])
-    results["max abs feature difference, tf vs pytorch-fid"] = float(np.abs(fa[:m] - fpt).max())
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    tag = f"{half}of{len(dataset)}"  # cached features are reused only for the same sets
+    results_file = args.out / f"results-{tag}.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results.update(folder_images=len(dataset), per_set=half)
+
+    def report(name: str, x: np.ndarray, y: np.ndarray) -> None:
+        results[name] = compare(x, y)
+        results_file.write_text(json.dumps(results, indent=2))  # after each: partial runs count
+        print(f"{name}: {json.dumps(results[name])}", flush=True)
+
+    fa = features(tf, a, args.out / f"a-{tag}-tf.npy")
+    fb = features(tf, b, args.out / f"b-{tag}-tf.npy")
+    parts = set(args.parts.split(","))
+    if "floor" in parts:
+        report("A vs B", fa, fb)
+    if "blur" in parts:
+        blurred = gaussian_blur(b, args.blur)
+        report(f"A vs B blurred (sigma {args.blur} px)", fa,
+               features(tf, blurred, args.out / f"b-{tag}-blur{args.blur}-tf.npy"))
+    if "noise" in parts:
+        noise = torch.randn(b.shape, generator=torch.Generator().manual_seed(1))
+        noised = (b + args.noise * noise).clamp(-1, 1)
+        report(f"A vs B noised (std {args.noise})", fa,
+               features(tf, noised, args.out / f"b-{tag}-noise{args.noise}-tf.npy"))
+    if "conventions" in parts:
+        m = min(args.convention_images, len(a))
+        fpt = features(pt, a[:m], args.out / f"a-{tag}-first{m}-pytorch-fid.npy")
+        results[f"max abs feature difference, A[:{m}] tf vs pytorch-fid"] = float(
+            np.abs(fa[:m] - fpt).max())
+        report(f"A[:{m}] tf vs the same images pytorch-fid", fa[:m], fpt)
+        report(f"A[:{m}] vs B[:{m}], tf", fa[:m], fb[:m])
 
 
 if __name__ == "__main__":
