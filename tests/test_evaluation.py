@@ -45,7 +45,7 @@ from cocogan.evaluation.baseline_train import (
 from cocogan.evaluation.cache import CACHE_ENV
 from cocogan.evaluation.indicators import indicator_keys
 from cocogan.evaluation.sampling import real_subset
-from cocogan.metrics import FID_WEIGHTS_NAME, WEIGHTS_ENV, FeatureStats, frechet_distance
+from cocogan.metrics import FID_WEIGHTS_NAME, WEIGHTS_ENV, FeatureStats, frechet_distance, inception
 from cocogan.model import CocoGAN
 from cocogan.presets import get_preset
 from cocogan.summary import parameter_counts
@@ -136,6 +136,7 @@ def test_missing_inception_weights_cli_is_one_line_and_fast(
     for var in ("HOME", "TORCH_HOME", "XDG_CACHE_HOME"):
         monkeypatch.setenv(var, str(tmp_path / "home"))
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(inception, "installed_package_weights", lambda: None)  # not installed
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("evaluation must never touch the network")
@@ -146,6 +147,7 @@ def test_missing_inception_weights_cli_is_one_line_and_fast(
     assert code == 2 and time.perf_counter() - start < 10
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and FID_WEIGHTS_NAME in err and "--inception-weights" in err
+    assert inception.INSTALL_COMMAND in err
     assert str(tmp_path / "home") in err  # says where to put the file
     assert not (run / "eval.json").exists()
 

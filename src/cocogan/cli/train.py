@@ -72,7 +72,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--eval-n", type=int, metavar="N",
                         help="generated images per evaluation (default 1000)")
     parser.add_argument("--inception-weights", metavar="PATH",
-                        help="FID Inception weights file, for fid/kid during training")
+                        help="FID Inception weights file, for fid/kid during training "
+                             "(default: found as by cocogan eval)")
     parser.add_argument("--dist-backend", choices=BACKENDS, default="auto", metavar="NAME",
                         help="under torchrun: auto (NCCL on GPUs, gloo on CPUs) | nccl | gloo")
     parser.add_argument("--dist-norm", choices=("sync", "per-rank"), default="sync",

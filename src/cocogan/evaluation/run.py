@@ -66,7 +66,7 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         checkpoint: a specific .safetensors file.
         cfg: sample counts, batch and seed (defaults: `EvalConfig()`).
         device: "auto", "cpu", "cuda", "cuda:1", ...
-        inception_weights: FID weights file; else $COCOGAN_INCEPTION_WEIGHTS or the torch cache.
+        inception_weights: FID weights file; else found as `resolve_inception_weights` does.
         raw: sample from the raw generator instead of its EMA.
         feature_extractor: replaces Inception for fid/kid (tests, other feature spaces).
         use_cache: read/write cached real statistics.

