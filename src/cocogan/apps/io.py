@@ -90,7 +90,12 @@ def load_image(path: str | Path) -> Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     with Image.open(path) as handle:
-        rgba = handle.convert("RGBA")
+        return image_tensor(handle)
+
+
+def image_tensor(image: Image.Image) -> Tensor:
+    """A decoded image as (3, H, W) in [-1, 1]; transparency is composited onto white."""
+    rgba = image.convert("RGBA")
     canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     rgb = np.asarray(Image.alpha_composite(canvas, rgba).convert("RGB"), dtype=np.float32)
     return torch.from_numpy(rgb).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "evaluate",
     "plot": "plot",
     "demo": "demo",
+    "serve": "serve",
 }
 
 
