@@ -207,7 +207,7 @@ class _HTTPError(Exception):
         self.status = status
 
 
-def _int(query, name: str, default: int | None = ...) -> int | None:  # noqa: ANN001
+def _int(query, name: str, default: int | None = ...) -> int | None:
     if name not in query:
         if default is ...:
             raise _HTTPError(400, f"missing parameter {name} (an integer)")
@@ -218,7 +218,7 @@ def _int(query, name: str, default: int | None = ...) -> int | None:  # noqa: AN
         raise _HTTPError(400, f"{name}={query[name]!r} is not an integer") from None
 
 
-def _float(query, name: str, default: float) -> float:  # noqa: ANN001
+def _float(query, name: str, default: float) -> float:
     if name not in query:
         return default
     try:
@@ -232,8 +232,8 @@ def _float(query, name: str, default: float) -> float:  # noqa: ANN001
 
 def _base64(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except ValueError:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except ValueError:  # binascii.Error is a ValueError
         raise TileError("z must be base64url-encoded float32 values") from None
 
 

@@ -228,7 +228,7 @@ class TileRenderer:
             self._worker = asyncio.create_task(self._drain())
         return await asyncio.shield(future)
 
-    async def run(self, function, *args):  # noqa: ANN001, ANN201 (any model call)
+    async def run(self, function, *args):
         """Run a model call on the render thread (so it never overlaps tile rendering)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
@@ -238,7 +238,7 @@ class TileRenderer:
             jobs, self._queue = self._queue, []
             try:
                 results = await self.run(self.render_batch, [(j.latent, j.box) for j in jobs])
-            except Exception as error:  # noqa: BLE001 (handed to every waiting request)
+            except Exception as error:
                 for job in jobs:
                     self._inflight.pop(job.key, None)
                     job.future.set_exception(error)
