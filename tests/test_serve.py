@@ -22,23 +22,17 @@ httpx = pytest.importorskip("httpx", reason="the API tests need httpx")
 from cocogan.apps import viewport  # noqa: E402
 from cocogan.apps.io import to_uint8  # noqa: E402
 from cocogan.apps.viewport import PixelBox  # noqa: E402
-from cocogan.checkpoint import load_model, resolve_checkpoint  # noqa: E402
 from cocogan.cli import main  # noqa: E402
 from cocogan.cli.serve import bind  # noqa: E402
 from cocogan.coords import CoordinateSystem  # noqa: E402
 from cocogan.render import latents  # noqa: E402
-from cocogan.serve.app import MAX_UPLOAD_BYTES, create_app, served_run  # noqa: E402
+from cocogan.serve.app import MAX_UPLOAD_BYTES, create_app, load_runs  # noqa: E402
 from cocogan.serve.tiles import LRUCache, default_tile  # noqa: E402
 
 
 def serve_runs(paths: list[Path], **options: int) -> tuple:
-    """(app, served runs) for run directories; options go to served_run."""
-    settings = {"chunk": 1024, "cache_bytes": 1 << 20, "max_pending": 64, **options}
-    runs = []
-    for path in paths:
-        checkpoint = resolve_checkpoint(path)
-        config, model, step = load_model(checkpoint, "cpu")
-        runs.append(served_run(path.name, config, model, step, checkpoint, **settings))
+    """(app, served runs) for run directories; options go to load_runs."""
+    runs = load_runs(paths, **{"cache_bytes": 1 << 20, "max_pending": 64, **options})
     return create_app(runs), runs
 
 

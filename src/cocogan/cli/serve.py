@@ -45,25 +45,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from cocogan.serve.app import create_app, served_run
+        from cocogan.serve.app import create_app, load_runs
     except ModuleNotFoundError as error:
         raise ValueError(f"cocogan serve needs {error.name}: pip install 'cocogan[serve]' "
                          "(scripts/setup.sh installs it)") from None
-    from cocogan.checkpoint import load_model, resolve_checkpoint
     from cocogan.cli.generate import _device
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} must be in 0..65535")
     if args.chunk < 1 or args.max_pending < 1 or args.cache_mb < 0:
         raise ValueError("--chunk and --max-pending must be >= 1 and --cache-mb >= 0")
-    device = _device(args.device)
-    runs = []
-    for path in args.run:
-        checkpoint = resolve_checkpoint(path)
-        config, model, step = load_model(checkpoint, device)
-        runs.append(served_run(str(path), config, model, step, checkpoint, raw=args.raw,
-                               chunk=args.chunk, cache_bytes=int(args.cache_mb * (1 << 20)),
-                               max_pending=args.max_pending))
+    runs = load_runs(args.run, _device(args.device), raw=args.raw, chunk=args.chunk,
+                     cache_bytes=int(args.cache_mb * (1 << 20)), max_pending=args.max_pending)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -37,8 +37,10 @@ from starlette.staticfiles import StaticFiles
 
 from cocogan.apps.inspire import check_patch, content_warning, crop_patch, estimate, macro_size
 from cocogan.apps.io import image_tensor
+from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.config import Config
 from cocogan.model import CocoGAN
+from cocogan.render import DEFAULT_CHUNK
 from cocogan.serve.tiles import (
     MAX_BEYOND,
     MAX_TILE,
@@ -93,6 +95,19 @@ def served_run(name: str, config: Config, model: CocoGAN, step: int, checkpoint:
     renderer = TileRenderer(model, raw=raw, chunk=chunk, cache_bytes=cache_bytes,
                             max_pending=max_pending)
     return ServedRun(name, config, model, step, renderer, digest)
+
+
+def load_runs(paths: list[str] | list[Path], device: str | torch.device = "cpu", *,
+              raw: bool = False, chunk: int = DEFAULT_CHUNK, cache_bytes: int = 64 << 20,
+              max_pending: int = 256) -> list[ServedRun]:
+    """Load each run directory or checkpoint file (newest checkpoint) for serving."""
+    runs = []
+    for path in paths:
+        checkpoint = resolve_checkpoint(path)
+        config, model, step = load_model(checkpoint, device)
+        runs.append(served_run(str(path), config, model, step, checkpoint, raw=raw,
+                               chunk=chunk, cache_bytes=cache_bytes, max_pending=max_pending))
+    return runs
 
 
 def create_app(runs: list[ServedRun]) -> Starlette:

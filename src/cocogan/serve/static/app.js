@@ -268,18 +268,19 @@ function zoomStep(delta, cx, cy) {
 
 function bindViewer() {
   const viewer = $("viewer");
-  let last = null;
+  let start = null; // measured from the drag's start, so rounding never accumulates
   viewer.addEventListener("pointerdown", (event) => {
-    last = { x: event.clientX, y: event.clientY };
+    start = { x: event.clientX, y: event.clientY, ox: state.offsetX, oy: state.offsetY };
     viewer.setPointerCapture(event.pointerId);
     viewer.classList.add("dragging");
   });
   viewer.addEventListener("pointermove", (event) => {
-    if (!last) return;
-    panBy(event.clientX - last.x, event.clientY - last.y);
-    last = { x: event.clientX, y: event.clientY };
+    if (!start) return;
+    state.offsetX = start.ox + Math.round(event.clientX - start.x);
+    state.offsetY = start.oy + Math.round(event.clientY - start.y);
+    draw();
   });
-  const stop = () => { last = null; viewer.classList.remove("dragging"); };
+  const stop = () => { start = null; viewer.classList.remove("dragging"); };
   viewer.addEventListener("pointerup", stop);
   viewer.addEventListener("pointercancel", stop);
   viewer.addEventListener("wheel", (event) => {
