@@ -220,6 +220,15 @@ def test_concurrent_tiles_are_batched_into_few_forward_passes(trained_runs: dict
         assert np.abs(pixels(get(alone_app, path)) - pixels(response)).max() <= 1
 
 
+def test_batches_respect_the_pixel_budget(trained_runs: dict,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cocogan.serve.tiles.MAX_BATCH_PIXELS", 4 * 16 * 16)
+    app, runs = serve_runs([trained_runs["tiny-inspired"]])
+    paths = [f"/api/runs/0/tile?y=0&x={x}&size=16&seed=4" for x in range(12)]
+    assert all(r.status_code == 200 for r in fetch(app, *paths))
+    assert runs[0].renderer.stats.tiles == 12 and runs[0].renderer.stats.batches == 3
+
+
 def test_too_many_queued_tiles_get_503(trained_runs: dict) -> None:
     app, _ = serve_runs([trained_runs["tiny-inspired"]], max_pending=2)
     responses = fetch(app, *(f"/api/runs/0/tile?y=0&x={x}&size=8&seed=1" for x in range(8)))

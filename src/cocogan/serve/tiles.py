@@ -42,6 +42,7 @@ MAX_TILE = 512  # largest tile side in pixels a request may ask for
 MAX_BEYOND = 256  # micro patches a tile may reach past each border of the trained grid
 MAX_SEED = 2**31 - 1
 MAX_ABS_Z = 100.0  # an uploaded/explicit latent with larger entries is rejected, not clamped
+MAX_BATCH_PIXELS = 4 << 20  # pixels per batch: bounds the float buffers of one render call
 BATCH_WINDOW_S = 0.004  # how long the batcher waits for more requests before rendering
 TARGET_TILE = 256  # default tile side is the largest fitting multiple of the micro patch
 
@@ -235,7 +236,13 @@ class TileRenderer:
     async def _drain(self) -> None:
         while self._queue:
             await asyncio.sleep(BATCH_WINDOW_S)  # let the browser's parallel requests arrive
-            jobs, self._queue = self._queue, []
+            count, pixels = 0, 0
+            for job in self._queue:  # as many as the pixel budget allows, at least one
+                pixels += job.box.height * job.box.width
+                if count and pixels > MAX_BATCH_PIXELS:
+                    break
+                count += 1
+            jobs, self._queue = self._queue[:count], self._queue[count:]
             try:
                 results = await self.run(self.render_batch, [(j.latent, j.box) for j in jobs])
             except Exception as error:
