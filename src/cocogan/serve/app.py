@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -42,6 +43,7 @@ from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.render import DEFAULT_CHUNK
 from cocogan.serve.tiles import (
+    MAX_ABS_Z,
     MAX_BEYOND,
     MAX_TILE,
     Busy,
@@ -145,7 +147,7 @@ def create_app(runs: list[ServedRun]) -> Starlette:
                              f"{', '.join(sorted(known))}")
         coords = run.model.coords
         y, x = _int(query, "y"), _int(query, "x")
-        size = _int(query, "size", default_tile(coords))
+        size = _optional_int(query, "size", default_tile(coords))
         box = tile_box(coords, y, x, size)
         z_dim = run.config.model.z_dim
         if "z" in query:
@@ -153,11 +155,11 @@ def create_app(runs: list[ServedRun]) -> Starlette:
                 raise _HTTPError(400, "pass either z or seed (with seed2 and t), not both")
             latent = explicit_latent(z_dim, _base64(query["z"]))
         else:
-            seed2 = _int(query, "seed2", None)
+            seed2 = _optional_int(query, "seed2", None)
             t = _float(query, "t", 0.0)
             if seed2 is None and t != 0.0:
                 raise _HTTPError(400, "t needs seed2 (interpolation from seed to seed2)")
-            latent = seed_latent(z_dim, _int(query, "seed", 0), seed2, t)
+            latent = seed_latent(z_dim, _optional_int(query, "seed", 0), seed2, t)
         etag = f'"{run.version}-{hashlib.sha1(repr((latent.key, box)).encode()).hexdigest()[:16]}"'
         headers = {"Cache-Control": TILE_CACHE_CONTROL, "ETag": etag}
         if request.headers.get("if-none-match") == etag:
@@ -173,14 +175,11 @@ def create_app(runs: list[ServedRun]) -> Starlette:
         image = await run.renderer.run(_decode_upload, data, run.config)
         model = run.model
         patch = check_patch(model, crop_patch(model, image, top, left), "the picked patch")
-
-        def read() -> tuple[torch.Tensor, torch.Tensor]:
-            return estimate(model, patch[None])
-
-        z, coords = await run.renderer.run(read)
+        z, coords = await run.renderer.run(estimate, model, patch[None])
         rows, cols = model.coords.nearest_macro(coords.cpu())
         est_top, est_left = model.coords.pixel_offset(rows, cols)
-        z32 = z[0].detach().float().cpu().contiguous()
+        # Within the bound the tile route accepts (an estimate that far out means nothing).
+        z32 = z[0].detach().float().cpu().clamp(-MAX_ABS_Z, MAX_ABS_Z).contiguous()
         return JSONResponse({
             "z": base64.urlsafe_b64encode(z32.numpy().tobytes()).decode().rstrip("="),
             "top": int(est_top[0]), "left": int(est_left[0]),
@@ -194,7 +193,7 @@ def create_app(runs: list[ServedRun]) -> Starlette:
         if isinstance(exc, Busy):
             return JSONResponse({"error": str(exc)}, status_code=503,
                                 headers={"Retry-After": "1"})
-        return error(400, str(exc).strip().splitlines()[0])
+        return error(400, (str(exc).strip().splitlines() or [type(exc).__name__])[0])
 
     routes = [
         Route("/", page),
@@ -222,10 +221,15 @@ class _HTTPError(Exception):
         self.status = status
 
 
-def _int(query, name: str, default: int | None = ...) -> int | None:
+def _int(query: QueryParams, name: str) -> int:
+    """A required integer query parameter."""
     if name not in query:
-        if default is ...:
-            raise _HTTPError(400, f"missing parameter {name} (an integer)")
+        raise _HTTPError(400, f"missing parameter {name} (an integer)")
+    return _optional_int(query, name, 0)
+
+
+def _optional_int(query: QueryParams, name: str, default: int | None) -> int | None:
+    if name not in query:
         return default
     try:
         return int(query[name])
@@ -233,7 +237,7 @@ def _int(query, name: str, default: int | None = ...) -> int | None:
         raise _HTTPError(400, f"{name}={query[name]!r} is not an integer") from None
 
 
-def _float(query, name: str, default: float) -> float:
+def _float(query: QueryParams, name: str, default: float) -> float:
     if name not in query:
         return default
     try:

@@ -23,8 +23,10 @@ import io
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from PIL import Image
@@ -37,6 +39,8 @@ from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
 from cocogan.patches import assemble
 from cocogan.render import DEFAULT_CHUNK, evaluating, latents, pick_generator, render_patches
+
+T = TypeVar("T")
 
 MAX_TILE = 512  # largest tile side in pixels a request may ask for
 MAX_BEYOND = 256  # micro patches a tile may reach past each border of the trained grid
@@ -229,7 +233,7 @@ class TileRenderer:
             self._worker = asyncio.create_task(self._drain())
         return await asyncio.shield(future)
 
-    async def run(self, function, *args):
+    async def run(self, function: Callable[..., T], *args: object) -> T:
         """Run a model call on the render thread (so it never overlaps tile rendering)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
