@@ -18,11 +18,12 @@ import pytest
 from PIL import Image
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 120_000  # generous: CI machines are small and may be busy
 TILES_LOADED = """() => {
   const imgs = [...document.querySelectorAll('#layer img')];
   return imgs.length > 0 && imgs.every((img) => img.complete && img.naturalWidth > 0 &&
@@ -48,7 +49,7 @@ def url(trained_runs: dict[str, Path]) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(create_app(runs), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
@@ -58,25 +59,34 @@ def url(trained_runs: dict[str, Path]) -> Iterator[str]:
     sock.close()
 
 
-@pytest.fixture
-def page(url: str) -> Iterator[Page]:
-    """A fresh page on the viewer; fails the test if the browser logged any error."""
-    errors: list[str] = []
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module (starting it is the slow part)."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=FLAGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
-        wait_tiles(page)
-        yield page
+                                             args=FLAGS, timeout=TIMEOUT_MS)
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, url: str) -> Iterator[Page]:
+    """A fresh page on the viewer; fails the test if the browser logged any error."""
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    wait_tiles(page)
+    yield page
+    context.close()
     assert not errors, f"browser console errors: {errors}"
 
 
 def wait_tiles(page: Page) -> None:
-    page.wait_for_function(TILES_LOADED, timeout=30_000)
+    page.wait_for_function(TILES_LOADED)
 
 
 def shot(page: Page) -> np.ndarray:
@@ -159,7 +169,7 @@ def test_inspire_from_an_uploaded_image(page: Page) -> None:
                                             "buffer": buffer.getvalue()}])
     page.wait_for_function("document.getElementById('source').width > 0")
     page.click("#source", position={"x": 40, "y": 40})
-    page.wait_for_function("!document.getElementById('back').disabled", timeout=30_000)
+    page.wait_for_function("!document.getElementById('back').disabled")
     wait_tiles(page)
     assert all("&z=" in u for u in tile_urls(page))
     assert page.locator("#picked").is_visible()
