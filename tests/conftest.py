@@ -45,3 +45,18 @@ def emoji_image(emoji_dir: Path) -> torch.Tensor:
     canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     rgb = np.asarray(Image.alpha_composite(canvas, rgba).convert("RGB"), dtype=np.float32)
     return torch.from_numpy(rgb).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Run directories trained for a few steps on built-in data: a Cartesian run with the
+    content loss (tiny-inspired on blobs) and a cylindrical one (tiny-panorama on skyline)."""
+    from cocogan.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    runs = {"tiny-inspired": "builtin:blobs", "tiny-panorama": "builtin:skyline"}
+    for preset, data in runs.items():
+        code = main(["train", "--preset", preset, "--data", data, "--steps", "3",
+                     "--out", str(root / preset), "--device", "cpu"])
+        assert code == 0, f"training {preset} failed"
+    return {preset: root / preset for preset in runs}

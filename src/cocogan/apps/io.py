@@ -95,7 +95,7 @@ def load_image(path: str | Path) -> Tensor:
         raise FileNotFoundError(f"image {path} does not exist")
     try:
         with Image.open(path) as handle:
-            rgba = handle.convert("RGBA")
+            return image_tensor(handle)
     except Image.DecompressionBombError:
         raise ValueError(f"image {path} is too large to decode safely (over "
                          f"{Image.MAX_IMAGE_PIXELS * 2 // 1_000_000} megapixels): resize it "
@@ -105,6 +105,11 @@ def load_image(path: str | Path) -> Tensor:
             raise  # a file-system error (permissions...): the CLI names it
         raise ValueError(f"image {path} cannot be decoded ({str(error).strip() or 'unknown'}):"
                          " pass a PNG or JPEG image file") from None
+
+
+def image_tensor(image: Image.Image) -> Tensor:
+    """A decoded image as (3, H, W) in [-1, 1]; transparency is composited onto white."""
+    rgba = image.convert("RGBA")
     canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     rgb = np.asarray(Image.alpha_composite(canvas, rgba).convert("RGB"), dtype=np.float32)
     return torch.from_numpy(rgb).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)

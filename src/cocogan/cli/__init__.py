@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "evaluate",
     "plot": "plot",
     "demo": "demo",
+    "serve": "serve",
 }
 
 

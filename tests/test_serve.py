@@ -1,0 +1,327 @@
+"""API tests of `cocogan serve` (in-process ASGI client) on runs trained for a few steps."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("starlette", reason="cocogan serve needs the serve extra (starlette)")
+httpx = pytest.importorskip("httpx", reason="the API tests need httpx")
+
+from cocogan.apps import viewport  # noqa: E402
+from cocogan.apps.io import to_uint8  # noqa: E402
+from cocogan.apps.viewport import PixelBox  # noqa: E402
+from cocogan.cli import main  # noqa: E402
+from cocogan.cli.serve import bind  # noqa: E402
+from cocogan.coords import CoordinateSystem  # noqa: E402
+from cocogan.render import latents  # noqa: E402
+from cocogan.serve.app import MAX_UPLOAD_BYTES, create_app, load_runs  # noqa: E402
+from cocogan.serve.tiles import LRUCache, default_tile  # noqa: E402
+
+
+def serve_runs(paths: list[Path], **options: int) -> tuple:
+    """(app, served runs) for run directories; options go to load_runs."""
+    runs = load_runs(paths, **{"cache_bytes": 1 << 20, "max_pending": 64, **options})
+    return create_app(runs), runs
+
+
+@pytest.fixture(scope="module")
+def served(trained_runs: dict[str, Path]) -> tuple:
+    return serve_runs([trained_runs["tiny-inspired"], trained_runs["tiny-panorama"]])
+
+
+def fetch(app, *paths: str, method: str = "GET", **kwargs) -> list[httpx.Response]:
+    """Send the requests concurrently to the app (one event loop, like a browser's tiles)."""
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await asyncio.gather(*(client.request(method, p, **kwargs) for p in paths))
+    return asyncio.run(go())
+
+
+def get(app, path: str, **kwargs) -> httpx.Response:
+    return fetch(app, path, **kwargs)[0]
+
+
+def pixels(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
+
+
+def png_file(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def test_runs_are_described(served: tuple) -> None:
+    runs = get(served[0], "/api/runs").json()
+    assert [r["preset"] for r in runs] == ["tiny-inspired", "tiny-panorama"]
+    cart, pano = runs
+    assert (cart["height"], cart["width"], cart["micro"], cart["cyclic"]) == (32, 32, 8, False)
+    assert (pano["height"], pano["width"], pano["cyclic"]) == (32, 96, True)
+    assert cart["content_loss"] and not pano["content_loss"]
+    assert cart["extrapolate"] == 0 and cart["step"] == 3
+    assert pano["width"] % pano["tile"] == 0  # a turn is a whole number of tiles
+    page = get(served[0], "/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert "http" not in get(served[0], "/static/app.js").text.replace("http://test", "")
+
+
+@pytest.mark.parametrize(("grid", "micro", "tile"),
+                         [((4, 4), 8, 32), ((4, 12), 8, 32), ((4, 12), 64, 256),
+                          ((6, 9), 16, 48), ((64, 64), 8, 256), ((3, 5), 300, 300)])
+def test_default_tile_divides_the_image(grid: tuple, micro: int, tile: int) -> None:
+    coords = CoordinateSystem(*grid, 2, 2, micro)
+    assert default_tile(coords) == tile
+
+
+def test_tiles_are_exact_crops_of_generate_full(served: tuple, trained_runs: dict,
+                                                tmp_path: Path) -> None:
+    app = served[0]
+    run = trained_runs["tiny-inspired"]
+    assert main(["generate", "full", "--run", str(run), "--seeds", "5", "--out",
+                 str(tmp_path), "--device", "cpu"]) == 0
+    full = png_file(tmp_path / "seed0005.png")
+    for y in range(2):
+        for x in range(2):
+            tile = pixels(get(app, f"/api/runs/0/tile?y={y}&x={x}&size=16&seed=5"))
+            assert np.abs(tile - full[16 * y:16 * y + 16, 16 * x:16 * x + 16]).max() <= 1
+    whole = pixels(get(app, "/api/runs/0/tile?y=0&x=0&seed=5"))  # default size: the image
+    assert whole.shape == (32, 32, 3) and np.abs(whole - full).max() <= 1
+
+
+def test_tiles_beyond_the_border_are_crops_of_generate_huge(served: tuple, trained_runs: dict,
+                                                            tmp_path: Path) -> None:
+    app = served[0]
+    out = tmp_path / "huge.png"
+    assert main(["generate", "huge", "--run", str(trained_runs["tiny-inspired"]), "--seed", "2",
+                 "--size", "64", "--tile", "16", "--output", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    huge = png_file(out)  # the trained image centred: pixel (0, 0) of the image is huge[16, 16]
+    for y, x in [(-1, -1), (-1, 2), (2, 0), (0, -1), (1, 1)]:
+        tile = pixels(get(app, f"/api/runs/0/tile?y={y}&x={x}&size=16&seed=2"))
+        want = huge[16 + 16 * y:32 + 16 * y, 16 + 16 * x:32 + 16 * x]
+        assert np.abs(tile - want).max() <= 1, (y, x)
+
+
+def test_panorama_tiles_wrap_across_360_degrees(served: tuple, trained_runs: dict,
+                                                tmp_path: Path) -> None:
+    app, runs = served
+    assert main(["generate", "panorama", "--run", str(trained_runs["tiny-panorama"]),
+                 "--seeds", "4", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    full = png_file(tmp_path / "panorama-seed0004.png")  # (32, 96)
+    tiles = [pixels(get(app, f"/api/runs/1/tile?y=0&x={x}&seed=4")) for x in range(-3, 6)]
+    for x, tile in zip(range(-3, 6), tiles, strict=True):
+        col = x % 3
+        assert np.abs(tile - full[:, 32 * col:32 * col + 32]).max() <= 1
+        assert np.array_equal(tile, tiles[col + 3])  # one turn later: the very same tile
+    # A tile that straddles the seam (size 64 at x=1: columns 64..127 -> 64..95, 0..31; its
+    # lower half is beyond the bottom border).
+    seam = pixels(get(app, "/api/runs/1/tile?y=0&x=1&size=64&seed=4"))[:32]
+    assert np.abs(seam - np.concatenate([full[:, 64:], full[:, :32]], axis=1)).max() <= 1
+    assert runs[1].renderer.stats.hits >= 6  # the wrapped tiles came from the cache
+
+
+def test_seed_interpolation_and_explicit_latent(served: tuple) -> None:
+    app = served[0]
+    base = "/api/runs/0/tile?y=0&x=0"
+    a, b = pixels(get(app, f"{base}&seed=1")), pixels(get(app, f"{base}&seed=2"))
+    assert np.abs(a - b).mean() > 1  # another seed is another image
+    assert np.array_equal(pixels(get(app, f"{base}&seed=1&seed2=2&t=0")), a)
+    end = pixels(get(app, f"{base}&seed=1&seed2=2&t=1"))
+    assert np.abs(end - b).max() <= 1  # slerp ends exactly at seed2
+    middle = pixels(get(app, f"{base}&seed=1&seed2=2&t=0.5"))
+    assert np.abs(middle - a).mean() > 0.5 and np.abs(middle - b).mean() > 0.5
+    z = latents([1], 32)[0].numpy().astype("<f4").tobytes()
+    sent = base64.urlsafe_b64encode(z).decode().rstrip("=")
+    assert np.abs(pixels(get(app, f"{base}&z={sent}")) - a).max() <= 1
+
+
+@pytest.mark.parametrize(("query", "status", "words"), [
+    ("y=a&x=0", 400, "not an integer"),
+    ("x=0", 400, "missing parameter y"),
+    ("y=0&x=0&size=12", 400, "multiple of the 8-pixel"),
+    ("y=0&x=0&size=1024", 400, "between 8 and 512"),
+    ("y=0&x=9999&seed=1", 400, "within 256 micro patches"),
+    ("y=-9999&x=0", 400, "within 256 micro patches"),
+    ("y=0&x=0&seed=-3", 400, "seed=-3"),
+    ("y=0&x=0&seed=99999999999", 400, "seed=99999999999"),
+    ("y=0&x=0&seed=1&t=0.5", 400, "t needs seed2"),
+    ("y=0&x=0&seed=1&seed2=3&t=nan", 400, "must be finite"),
+    ("y=0&x=0&seed=1&seed2=3&t=1.5", 400, "must be in [0, 1]"),
+    ("y=0&x=0&z=AAAA", 400, "32 float32 values"),
+    ("y=0&x=0&z=!!", 400, "base64url"),
+    ("y=0&x=0&z=AAAA&seed=1", 400, "either z or seed"),
+    ("y=0&x=0&path=/etc/passwd", 400, "unknown parameter(s) path"),
+])
+def test_bad_tile_requests_get_clear_4xx(served: tuple, query: str, status: int,
+                                         words: str) -> None:
+    response = get(served[0], f"/api/runs/0/tile?{query}")
+    assert response.status_code == status
+    assert words in response.json()["error"]
+
+
+def test_bad_latent_values_and_unknown_run(served: tuple) -> None:
+    app = served[0]
+    z = np.full(32, np.inf, dtype="<f4").tobytes()
+    sent = base64.urlsafe_b64encode(z).decode()
+    assert "finite" in get(app, f"/api/runs/0/tile?y=0&x=0&z={sent}").json()["error"]
+    missing = get(app, "/api/runs/7/tile?y=0&x=0")
+    assert missing.status_code == 404 and "runs 0..1" in missing.json()["error"]
+    assert get(app, "/static/../app.py").status_code == 404
+    assert get(app, "/api/runs/0/tile?y=0&x=0", method="POST").status_code == 405
+
+
+def test_cache_headers_etag_and_not_modified(served: tuple) -> None:
+    app = served[0]
+    first = get(app, "/api/runs/0/tile?y=1&x=-1&seed=11")
+    assert first.headers["cache-control"].startswith("private, max-age=")
+    etag = first.headers["etag"]
+    again = get(app, "/api/runs/0/tile?y=1&x=-1&seed=11", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and not again.content
+    other = get(app, "/api/runs/0/tile?y=1&x=-1&seed=12")
+    assert other.headers["etag"] != etag
+
+
+def test_lru_cache_is_bounded_and_evicts_least_recently_used() -> None:
+    cache = LRUCache(max_bytes=10)
+    for key in "abc":
+        cache.put((key,), b"xxx")  # 9 bytes
+    assert cache.get(("a",)) == b"xxx"  # a is now the most recent
+    cache.put(("d",), b"xxx")  # 12 > 10: evicts b, the least recent
+    assert cache.get(("b",)) is None and cache.get(("a",)) == b"xxx"
+    assert cache.bytes == 9 and len(cache) == 3
+    cache.put(("big",), b"x" * 11)  # larger than the whole cache: not kept
+    assert cache.get(("big",)) is None and cache.bytes <= cache.max_bytes
+
+
+def test_concurrent_tiles_are_batched_into_few_forward_passes(trained_runs: dict) -> None:
+    app, runs = serve_runs([trained_runs["tiny-inspired"]])
+    paths = [f"/api/runs/0/tile?y={y}&x={x}&size=16&seed=3"
+             for y in range(-2, 4) for x in range(-2, 4)]  # 36 tiles, 144 micro patches
+    together = fetch(app, *paths)
+    stats = runs[0].renderer.stats
+    assert all(r.status_code == 200 for r in together)
+    assert stats.tiles == 36 and stats.batches <= 3 and stats.passes <= 3
+    # Batching does not change the pixels: one tile at a time gives the same tiles.
+    alone_app, _ = serve_runs([trained_runs["tiny-inspired"]])
+    for path, response in zip(paths[::7], together[::7], strict=True):
+        assert np.abs(pixels(get(alone_app, path)) - pixels(response)).max() <= 1
+
+
+def test_batches_respect_the_pixel_budget(trained_runs: dict,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cocogan.serve.tiles.MAX_BATCH_PIXELS", 4 * 16 * 16)
+    app, runs = serve_runs([trained_runs["tiny-inspired"]])
+    paths = [f"/api/runs/0/tile?y=0&x={x}&size=16&seed=4" for x in range(12)]
+    assert all(r.status_code == 200 for r in fetch(app, *paths))
+    assert runs[0].renderer.stats.tiles == 12 and runs[0].renderer.stats.batches == 3
+
+
+def test_too_many_queued_tiles_get_503(trained_runs: dict) -> None:
+    app, _ = serve_runs([trained_runs["tiny-inspired"]], max_pending=2)
+    responses = fetch(app, *(f"/api/runs/0/tile?y=0&x={x}&size=8&seed=1" for x in range(8)))
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) >= 2 and 503 in codes
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1" and "queued" in busy.json()["error"]
+
+
+def test_cache_memory_stays_under_its_bound(trained_runs: dict) -> None:
+    app, runs = serve_runs([trained_runs["tiny-inspired"]], cache_bytes=4000)
+    for x in range(-6, 6):
+        assert get(app, f"/api/runs/0/tile?y=0&x={x}&seed=8").status_code == 200
+    cache = runs[0].renderer.cache
+    assert 0 < cache.bytes <= 4000 and len(cache) < 12
+
+
+def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_inspire_estimates_a_latent_that_renders(served: tuple) -> None:
+    app, runs = served
+    model = runs[0].model
+    # An image generated by the run itself, uploaded at twice its size (the server resizes).
+    image = Image.fromarray(np.repeat(np.repeat(to_uint8(
+        viewport(model, latents([6], 32), PixelBox(0, 0, 32, 32))[0]), 2, 0), 2, 1))
+    response = get(app, "/api/runs/0/inspire?top=8&left=16", method="POST",
+                   content=image_bytes(image, "JPEG"))
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["warning"] is None  # tiny-inspired trains with the content loss
+    assert 0 <= result["row"] < model.coords.macro_rows
+    assert (result["top"], result["left"]) == (result["row"] * 8, result["col"] * 8)
+    tile = pixels(get(app, f"/api/runs/0/tile?y=0&x=0&z={result['z']}"))
+    z = torch.frombuffer(bytearray(base64.urlsafe_b64decode(result["z"] + "==")),
+                         dtype=torch.float32)
+    want = to_uint8(viewport(model, z[None], PixelBox(0, 0, 32, 32))[0])
+    assert np.abs(tile - want).max() <= 1
+
+
+def test_inspire_rejects_bad_uploads(served: tuple) -> None:
+    app = served[0]
+    url = "/api/runs/0/inspire?top=0&left=0"
+    small = image_bytes(Image.new("RGB", (32, 32), (10, 200, 30)))
+    cases = [
+        (b"", 400, "empty body"),
+        (b"not an image at all", 415, "not a readable image"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n", 415, "not a readable image"),
+        (image_bytes(Image.new("1", (5000, 5000))), 413, "too large"),
+        (b"x" * (MAX_UPLOAD_BYTES + 1), 413, "larger than 4 MiB"),
+    ]
+    for body, status, words in cases:
+        response = get(app, url, method="POST", content=body)
+        assert response.status_code == status and words in response.json()["error"], body[:20]
+    outside = get(app, "/api/runs/0/inspire?top=24&left=0", method="POST", content=small)
+    assert outside.status_code == 400 and "leaves the 32x32 image" in outside.json()["error"]
+    assert get(app, "/api/runs/0/inspire?top=x&left=0", method="POST",
+               content=small).status_code == 400
+
+
+def test_serve_cli_errors_are_one_line(trained_runs: dict, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    assert main(["serve", "--run", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    held = bind("127.0.0.1", 0)
+    try:
+        port = held.getsockname()[1]
+        with pytest.raises(ValueError, match="pick another --port"):
+            bind("127.0.0.1", port)
+    finally:
+        held.close()
+    assert main(["serve", "--run", str(trained_runs["tiny-panorama"]), "--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
+
+
+def test_serve_command_prints_the_url_and_serves(trained_runs: dict) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = "import sys; from cocogan.cli import main; sys.exit(main())"
+    process = subprocess.Popen(
+        [sys.executable, "-c", command, "serve", "--run", str(trained_runs["tiny-panorama"]),
+         "--port", "0", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("cocogan serve: 1 run(s) at http://127.0.0.1:"), line
+        url = line.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(url + "api/runs", timeout=30) as response:
+            assert b'"tiny-panorama"' in response.read()
+        with urllib.request.urlopen(url + "api/runs/0/tile?y=0&x=5&seed=1", timeout=30) as r:
+            assert r.headers["Content-Type"] == "image/png"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
