@@ -32,7 +32,7 @@ from PIL import Image
 from cocogan.cli.train import plain_warnings
 from cocogan.config import Config
 from cocogan.data import BuiltinDataset
-from cocogan.outputs import atomic_write
+from cocogan.outputs import atomic_write, claim_folder
 from cocogan.plotting import plot_metrics
 from cocogan.presets import get_preset
 from cocogan.training.device import available_cores, busy_cores
@@ -251,13 +251,17 @@ def _table(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    if (out / "summary.json").is_file():  # an earlier demo's folder (maybe from before markers)
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        claim_folder(out, "--out")  # never write into a folder of the user's own files
     start = time.perf_counter()
     results = []
     with plain_warnings("demo"):
         for stage in STAGES:
             results.append(run_stage(stage, out, args.fast, args.seed))
-    (out / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = json.dumps(results, indent=2) + "\n"
+    atomic_write(out / "summary.json", lambda tmp: tmp.write_text(text))
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; results in {out}/")
     better = all(r["final"]["swd"] < r["step0"]["swd"] and
                  r["final"]["colour"] < r["step0"]["colour"] for r in results)
