@@ -23,12 +23,11 @@ import copy
 import json
 
 import torch
-from torch import nn
 
 from cocogan.checkpoint import load_model
 from cocogan.data import build_dataset
 from cocogan.evaluation import EvalConfig, build_reference, evaluate
-from cocogan.model import CocoGAN, generate_macro
+from cocogan.model import CocoGAN
 from cocogan.nn import Generator
 from cocogan.render import render_rect, trained_rect
 
@@ -36,17 +35,9 @@ from cocogan.render import render_rect, trained_rect
 def recalibrated(generator: Generator, model: CocoGAN, batches: int, batch: int) -> Generator:
     """A copy of ``generator`` whose BN running statistics are the cumulative average over
     ``batches`` training-like batches (random z and macro positions, as in training)."""
-    copy_ = copy.deepcopy(generator).train()
-    for module in copy_.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative moving average
-    rng = torch.Generator().manual_seed(99)
-    with torch.no_grad():
-        for _ in range(batches):
-            rows, cols = model.coords.sample_macro(batch, generator=rng)
-            generate_macro(copy_, model.coords, model.sample_z(batch, rng), rows, cols)
-    return copy_.eval()
+    copy_ = copy.deepcopy(generator)
+    model.recalibrate_statistics(copy_, batch, batches, seed=99)
+    return copy_
 
 
 def render(generator: Generator, model: CocoGAN, z: torch.Tensor, train: bool) -> torch.Tensor:

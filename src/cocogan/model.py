@@ -58,7 +58,12 @@ class CocoGAN(nn.Module):
         is untouched. Only the BN layers run in training mode: spectral norm's power iteration
         does not advance, so nothing but the running statistics changes.
         """
-        generator = self.generator_ema
+        self.recalibrate_statistics(self.generator_ema, batch, batches, seed)
+
+    @torch.no_grad()
+    def recalibrate_statistics(self, generator: Generator, batch: int, batches: int = 32,
+                               seed: int = 0) -> None:
+        """:meth:`recalibrate_ema` for any generator of this model's geometry (e.g. a copy)."""
         norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in norms]
         for module in norms:
