@@ -285,3 +285,16 @@ def test_a_repeated_signal_within_the_window_is_one_request() -> None:
     impatient._handle(signal.SIGTERM, None)
     with pytest.raises(KeyboardInterrupt):
         impatient._handle(signal.SIGTERM, None)
+
+
+def test_start_up_checks_pass_or_fail_on_all_ranks_together(tmp_path: Path) -> None:
+    """A folder of the user's own files is refused by both ranks at once (no rank is left
+    waiting for a peer), and nothing in it changes."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    ranks = start_ranks(run)
+    outputs = [rank.communicate(timeout=120) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [2, 2], outputs
+    assert all("already holds files cocogan did not write" in err for _, err in outputs)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]

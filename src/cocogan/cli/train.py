@@ -183,16 +183,19 @@ def run(args: argparse.Namespace) -> int:
     world = distributed.init(select_device(device), args.dist_backend, args.dist_timeout,
                              sync_norm=args.dist_norm == "sync")
     quiet = contextlib.nullcontext() if world.is_main else contextlib.redirect_stdout(io.StringIO())
+    ended_normally = False
     try:
         with quiet, plain_warnings("train", shown=world.is_main):
-            return _run(args, world)
+            code = _run(args, world)
+        ended_normally = True
+        return code
     except distributed.PeerLost as error:
         resume = args.resume or args.out
         print(f"cocogan train: error: {error}; checkpoints written so far are kept (resume "
               f"with: cocogan train --resume {resume})", file=sys.stderr)
         return 1
     finally:
-        distributed.shutdown()
+        distributed.shutdown(together=ended_normally)
 
 
 def _run(args: argparse.Namespace, world: World) -> int:

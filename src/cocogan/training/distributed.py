@@ -135,10 +135,18 @@ def init(device: torch.device, backend: str = "auto", timeout_s: float = DEFAULT
     return world
 
 
-def shutdown() -> None:
-    """Leave the process group (no-op in a single process)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(together: bool = False) -> None:
+    """Leave the process group (no-op in a single process).
+
+    ``together``: wait for the other ranks first (after a normal end), so no rank tears down its
+    connections while a peer is still finishing a collective with it.
+    """
+    if not dist.is_initialized():
+        return
+    if together:
+        with contextlib.suppress(RuntimeError):
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 def _first_line(error: BaseException) -> str:
@@ -252,6 +260,19 @@ def any_rank(world: World, flag: bool, device: torch.device, what: str) -> bool:
     with collective(world, what):
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def agree_or_raise(world: World, error: Exception | None, device: torch.device,
+                   what: str) -> None:
+    """Raise on every rank when ``what`` failed on any of them (its own error where it failed).
+
+    Also a barrier: no rank goes past it before all have finished ``what``.
+    """
+    failed_somewhere = any_rank(world, error is not None, device, what)
+    if error is not None:
+        raise error
+    if failed_somewhere:
+        raise ConfigError(f"rank {world.rank}: another rank failed {what} (rank 0 prints why)")
 
 
 def gather_rng_states(world: World, rng: torch.Generator, device: torch.device

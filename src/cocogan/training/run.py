@@ -41,6 +41,7 @@ from cocogan.training.device import configure_threads, select_device
 from cocogan.training.distributed import (
     SINGLE,
     World,
+    agree_or_raise,
     average_gradients_before_step,
     broadcast_module,
 )
@@ -139,13 +140,34 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World =
     Returns the dataset and a one-line description of it.
     """
     run_dir = Path(run_dir)
+    device = world.place(select_device(spec.device))  # a missing GPU fails before any write
+    try:
+        dataset = _check_new_run(run_dir, config, spec, world, device)
+        refusal: Exception | None = None
+    except (ConfigError, DataError, CheckpointError) as error:
+        refusal, dataset = error, None
+    # Rank 0 writes only after every rank has checked the folder (else a peer sees rank 0's
+    # files as the user's), and a check failing on one rank fails all (none waits forever).
+    agree_or_raise(world, refusal, device, "the start-up checks")
+    assert dataset is not None
+    if not world.is_main:
+        return dataset, describe_dataset(dataset, spec.data)
+    claim_folder(run_dir, "--out", mark=False)  # config.yaml and run.yaml identify a run
+    write_config(run_dir, config)
+    skipped = len(getattr(dataset, "skipped", []))
+    write_run_spec(run_dir, spec, images=len(dataset), skipped_files=skipped)  # type: ignore
+    return dataset, describe_dataset(dataset, spec.data)
+
+
+def _check_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World,
+                   device: torch.device) -> Dataset[torch.Tensor]:
+    """Everything a new run must pass before a file is written; returns the dataset."""
     if resumable_steps(run_dir) or any((run_dir / CHECKPOINT_DIR).glob("step-*")):
         raise ConfigError(f"{run_dir} already holds a run with checkpoints: continue it with "
                           f"`cocogan train --resume {run_dir}` or choose another --out")
     check_folder(run_dir, "--out")  # never write into a folder of the user's own files
     config.validate()
     world.local_batch(config.train.batch)
-    device = select_device(spec.device)  # fail on a missing GPU before writing anything
     if device.type == "cpu":
         spec.threads = configure_threads(device, spec.threads)
     if spec.init_from:
@@ -154,13 +176,7 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World =
     if len(dataset) < config.train.batch:  # type: ignore[arg-type]
         raise DataError(f"{spec.data} has {len(dataset)} usable images, fewer than one batch "
                         f"of {config.train.batch}: lower --batch or add images")
-    if not world.is_main:
-        return dataset, describe_dataset(dataset, spec.data)
-    claim_folder(run_dir, "--out", mark=False)  # config.yaml and run.yaml identify a run
-    write_config(run_dir, config)
-    skipped = len(getattr(dataset, "skipped", []))
-    write_run_spec(run_dir, spec, images=len(dataset), skipped_files=skipped)  # type: ignore
-    return dataset, describe_dataset(dataset, spec.data)
+    return dataset
 
 
 def _check_init_from(source: str, config: Config) -> None:
