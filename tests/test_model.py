@@ -48,6 +48,22 @@ def test_paper_parameter_counts_match_the_release(name: str) -> None:
     assert 9.4e6 <= counts["d_params"] <= 10.1e6
 
 
+
+@pytest.mark.parametrize("name", ["tiny-panorama", "small64", "celeba64"])
+def test_shape_only_counts_equal_the_real_networks(name: str) -> None:
+    """`cocogan presets` counts on shape-only networks (meta tensors, no spectral norm): the
+    same numbers as the networks training builds, which stay spectrally normalised after."""
+    config = get_preset(name)
+    model = CocoGAN(config.model)
+    real = {"g_params": sum(p.numel() for p in model.generator.parameters()),
+            "d_params": sum(p.numel() for p in model.discriminator.parameters())}
+    counts = parameter_counts(config)
+    assert counts["g_params"] == real["g_params"]
+    heads = counts["spatial_head_params"] + counts["q_params"]
+    assert counts["d_params"] + heads == real["d_params"]
+    assert hasattr(CocoGAN(get_preset("tiny").model).generator.blocks[0].conv1,
+                   "parametrizations")
+
 def test_coordinate_changes_generator_output() -> None:
     generator = Generator(8, 2, 8, ngf=8).eval()
     z = torch.rand(1, 8).repeat(2, 1)

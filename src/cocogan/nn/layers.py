@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+_shapes_only = False  # set by shapes_only(): layers without spectral norm, on the meta device
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Build networks for their shapes and parameter counts only: tensors on the meta device
+    (no memory, no initialisation) and no spectral-norm parametrization (its power iterations
+    are most of a build's time; it adds buffers, not parameters, so counts are unchanged)."""
+    global _shapes_only
+    previous, _shapes_only = _shapes_only, True
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        _shapes_only = previous
+
+
+def _spectral_norm(module: nn.Module) -> nn.Module:
+    return module if _shapes_only else spectral_norm(module)
 
 
 def sn_conv(in_channels: int, out_channels: int, kernel: int,
@@ -13,13 +37,13 @@ def sn_conv(in_channels: int, out_channels: int, kernel: int,
     ``padding_mode`` zeros is the paper's; replicate/reflect keep patch borders from being
     pulled towards zero (an option of the generator, see ModelConfig.g_padding).
     """
-    return spectral_norm(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2,
+    return _spectral_norm(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2,
                                    padding_mode=padding_mode))
 
 
 def sn_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Module:
     """Spectrally normalised linear layer."""
-    return spectral_norm(nn.Linear(in_features, out_features, bias=bias))
+    return _spectral_norm(nn.Linear(in_features, out_features, bias=bias))
 
 
 class ConditionalBatchNorm(nn.Module):
