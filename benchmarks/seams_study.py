@@ -6,6 +6,10 @@ For one built-in dataset and one small preset, trains the paper's method and eac
 - seams: micro-patch border ratio of generated images over that of real images (1 = as seamless
   as the data; ``cocogan.metrics.seams``), and wrap likewise for panoramas;
 - SWD x1e3 (PGGAN's multi-scale sliced Wasserstein distance; real vs real is the floor);
+- spread: how far the content moves from image to image, generated over real
+  (``cocogan.metrics.layout``; below 1: objects stuck in one place);
+- repeat: correlation of the image with itself one micro patch to the right (real: ~0; a strip
+  of identical tiles: 1);
 and writes one picture per (variant, budget) cell, each variant's final weights
 (VARIANT.safetensors, for `cocogan generate`/`eval` and benchmarks/bn_statistics.py), results.json
 and a Markdown table.
@@ -35,6 +39,7 @@ from cocogan.config import Config, apply_overrides
 from cocogan.data import BuiltinDataset, build_dataset
 from cocogan.evaluation import EvalConfig, build_reference, evaluate
 from cocogan.evaluation.sampling import cocogan_sampler
+from cocogan.metrics.layout import content_spread, repetition
 from cocogan.model import CocoGAN
 from cocogan.presets import get_preset
 from cocogan.render import evaluating, render_rect, trained_rect
@@ -70,6 +75,8 @@ VARIANTS: dict[str, list[str]] = {
                                  "model.g_margin=true", "train.w_overlap=30"],
     "pixel+margin+overlap30": ["model.pixel_coords=true", "model.g_margin=true",
                                "train.w_overlap=30"],
+    "fourier4+margin+overlap30": ["model.pixel_coords=true", "model.pixel_fourier=4",
+                                  "model.g_margin=true", "train.w_overlap=30"],
     "all": ["model.pixel_coords=true", "model.pixel_fourier=2", "model.g_padding=replicate",
             "model.g_margin=true"],
 }
@@ -177,10 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         return torch.stack([train_set[int(i)] for i in index])
 
     floor = evaluate(reference, settings, sample=real_sample)
+    real_images = torch.stack([real[i] for i in range(min(args.n, len(real)))])
+    real_spread = content_spread(real_images)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results["_real"] = {k: floor.values[k] for k in ("swd", "seams_real", "wrap_real")
                         if k in floor.values}
+    results["_real"].update(spread=real_spread, repeat=repetition(real_images, base.micro))
     print("real:", results["_real"], flush=True)
 
     for variant in variants:
@@ -199,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             if cyclic:
                 big = torch.cat([big[:8], big[:8]], dim=-1)  # 0-720 degrees
             save_png(tile(big, 2 if cyclic else 4), out / f"{variant}-{step:05d}.png")
+            fake = cocogan_sampler(model)(args.n, torch.Generator().manual_seed(args.seed + 5))
             row = {"swd": values["swd"], "seams": values["seams"] / values["seams_real"],
-                   "seams_raw": values["seams"]}
+                   "seams_raw": values["seams"], "spread": content_spread(fake) / real_spread,
+                   "repeat": repetition(fake, base.micro)}
             if cyclic:
                 row["wrap"] = values["wrap"] / values["wrap_real"]
             return row
@@ -250,8 +262,9 @@ def compose_figure(out: Path, variants: list[str], budgets: list[int], cyclic: b
 
 
 def markdown_table(results: dict, budgets: list[int], cyclic: bool) -> str:
-    head = "| variant | " + " | ".join(f"{b} steps: seams / SWD" + (" / wrap" if cyclic else "")
-                                      for b in budgets) + " |"
+    nan = float("nan")
+    figures = "seams / SWD / spread / repeat" + (" / wrap" if cyclic else "")
+    head = "| variant | " + " | ".join(f"{b} steps: {figures}" for b in budgets) + " |"
     lines = [head, "|---" * (len(budgets) + 1) + "|"]
     for variant, entry in results.items():
         if variant.startswith("_"):
@@ -263,7 +276,8 @@ def markdown_table(results: dict, budgets: list[int], cyclic: bool) -> str:
             if row is None:
                 text.append("-")
                 continue
-            cell = f"{row['seams']:.2f} / {row['swd']:.0f}"
+            cell = (f"{row['seams']:.2f} / {row['swd']:.0f} / {row.get('spread', nan):.2f} / "
+                    f"{row.get('repeat', nan):.2f}")
             text.append(cell + (f" / {row['wrap']:.2f}" if cyclic else ""))
         lines.append(f"| {variant} | " + " | ".join(text) + " |")
     real = results.get("_real", {})

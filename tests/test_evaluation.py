@@ -44,7 +44,7 @@ from cocogan.evaluation.baseline_train import (
 )
 from cocogan.evaluation.cache import CACHE_ENV
 from cocogan.evaluation.indicators import indicator_keys
-from cocogan.evaluation.sampling import real_subset
+from cocogan.evaluation.sampling import generated_batches, real_subset
 from cocogan.metrics import FID_WEIGHTS_NAME, WEIGHTS_ENV, FeatureStats, frechet_distance, inception
 from cocogan.model import CocoGAN
 from cocogan.presets import get_preset
@@ -236,6 +236,24 @@ def test_cli_reports_seams_and_wrap_beside_real(tmp_path: Path,
     assert main(["eval", "--run", str(cart), "--real", "builtin:blobs", "--metrics", "wrap"]) == 2
     assert "cylindrical" in capsys.readouterr().err
 
+
+
+def test_spread_and_repeat_agree_with_the_layout_functions(tmp_path: Path) -> None:
+    """`cocogan eval --metrics spread,repeat`: the generated and real figures are the layout
+    functions applied to the same generated images and real images (a second path)."""
+    from cocogan.metrics.layout import content_spread, repetition
+
+    run, _, model = make_run(tmp_path / "pano", "tiny-panorama")
+    assert main(["eval", "--run", str(run), "--real", "builtin:skyline", "--metrics",
+                 "spread,repeat", "--n", "16", "--batch", "8", "--device", "cpu",
+                 "--seed", "3"]) == 0
+    record = json.loads((run / "eval.json").read_text())["metrics"]
+    fake = torch.cat(list(generated_batches(cocogan_sampler(model), 16, 8, seed=3)))
+    fake = ((fake.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1  # eval keeps 8-bit images
+    assert record["spread"] == pytest.approx(content_spread(fake), rel=1e-5)
+    assert record["repeat"] == pytest.approx(repetition(fake, 8), rel=1e-5)
+    assert -0.2 < record["repeat_real"] < 0.2  # real skylines do not repeat every 8 px
+    assert record["spread_real"] > 0
 
 # --------------------------------------------------------------------------- training callback
 

@@ -137,10 +137,13 @@ def distances(real: torch.Tensor, fake: torch.Tensor, micro: int, cyclic: bool
               ) -> dict[str, float]:
     """The measures of the module docstring; seams and wrap as generated over real ratios."""
     from cocogan.metrics import seam_ratio, sliced_wasserstein, wrap_ratio
+    from cocogan.metrics.layout import content_spread, repetition
 
     swd = sliced_wasserstein(real, fake, seed=0)
     result = {"colour": colour_distance(real, fake), "swd": float(swd["mean"]),
-              "seams": seam_ratio(fake, micro) / seam_ratio(real, micro)}
+              "seams": seam_ratio(fake, micro) / seam_ratio(real, micro),
+              "spread": content_spread(fake) / content_spread(real),
+              "repeat": repetition(fake, micro)}
     if cyclic:
         result["wrap"] = wrap_ratio(fake) / wrap_ratio(real)
     return result
@@ -236,9 +239,10 @@ def _training_strip(samples: Path, out: Path) -> None:
 
 
 def _table(result: dict) -> str:
-    """Step 0, the end and real vs real: colour, SWD, seams (and wrap) side by side."""
+    """Step 0, the end and real vs real: colour, SWD, seams, spread, repeat (and wrap)."""
     columns = [("colour stats", "colour", ".3f"), ("SWD x1e3", "swd", ".1f"),
-               ("seams / real", "seams", ".2f")]
+               ("seams / real", "seams", ".2f"), ("spread / real", "spread", ".2f"),
+               ("repeat", "repeat", ".2f")]
     if "wrap" in result["final"]:
         columns.append(("wrap / real", "wrap", ".2f"))
     rows = [("", *(title for title, _, _ in columns))]

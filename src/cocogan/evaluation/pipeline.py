@@ -8,6 +8,10 @@ Metric keys of the flat result dict (all floats):
 - seams_x<p>, seams_y<p> (and _real): the same ratio for each border line on its own (the vertical
   line at pixel column p, the horizontal line at row p), to tell one bad border from a grid
 - wrap, wrap_real: 360-degree seam ratio of generated and of real panoramas (cylindrical only)
+- spread, spread_real: how far the content's centre moves from image to image (objects stuck in
+  one place give a spread far below the real one; `cocogan.metrics.layout`)
+- repeat, repeat_real: correlation of each image with itself one micro patch to the right (a
+  strip of identical tiles: 1; real scenes: ~0)
 - spatial_acc, spatial_err: D's spatial head on real macro patches (see `spatial`)
 
 Shapes: B batch, C/H/W image.
@@ -42,6 +46,7 @@ from cocogan.metrics import (
     sliced_wasserstein_from_descriptors,
     wrap_ratio,
 )
+from cocogan.metrics.layout import content_spread, repetition
 
 
 @dataclass
@@ -115,7 +120,7 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
             feature_sink = _feature_sink(extractor, count, cfg)
     swd_sink = SWDSink(min(cfg.n, cfg.swd_images), cfg.swd_descriptors, cfg.seed) \
         if "swd" in metrics else None
-    keep = max([_seam_count(cfg) for m in ("seams", "wrap") if m in metrics]
+    keep = max([_seam_count(cfg) for m in ("seams", "wrap", "spread", "repeat") if m in metrics]
                + [_spatial_count(cfg) for m in ("spatial",) if m in metrics] + [0])
     image_sink = ImageSink(keep) if keep else None
     sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
@@ -150,8 +155,20 @@ def _real_seam_values(ref: Reference, cfg: EvalConfig) -> None:
     if "wrap" in ref.metrics:
         ref.values["wrap_real"] = wrap_ratio(subset)
         ref.counts["wrap"] = subset.shape[0]
+    _layout_values(ref.values, subset, ref.metrics, ref.coords.micro, "_real", ref.counts)
     if "spatial" in ref.metrics:
         ref.counts["spatial"] = min(ref.images.shape[0], _spatial_count(cfg))
+
+
+def _layout_values(values: dict[str, float], images: Tensor, metrics: tuple[str, ...],
+                   micro: int, suffix: str, counts: dict[str, int]) -> None:
+    """spread / repeat (``cocogan.metrics.layout``) of one side's images, keys + ``suffix``."""
+    if "spread" in metrics:
+        values[f"spread{suffix}"] = content_spread(images)
+        counts["spread"] = images.shape[0]
+    if "repeat" in metrics:
+        values[f"repeat{suffix}"] = repetition(images, micro)
+        counts["repeat"] = images.shape[0]
 
 
 @dataclass
@@ -184,7 +201,7 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
     swd_sink = SWDSink(min(cfg.n, cfg.swd_images), cfg.swd_descriptors, cfg.seed) \
         if "swd" in metrics else None
     image_sink = ImageSink(_seam_count(cfg)) \
-        if any(m in ("seams", "wrap") for m in metrics) else None
+        if any(m in ("seams", "wrap", "spread", "repeat") for m in metrics) else None
     sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
     if sinks:
         if sample is None:
@@ -212,6 +229,7 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         if "wrap" in metrics:
             values["wrap"] = wrap_ratio(images)
             generated["wrap"] = images.shape[0]
+        _layout_values(values, images, metrics, ref.coords.micro, "", generated)
     if "spatial" in metrics:
         if predictor is None or ref.images is None:
             raise ValueError("the spatial metric needs the model's discriminator")

@@ -131,6 +131,8 @@ _ROWS: dict[str, list[tuple[str, str | None, str | None]]] = {
     "swd": [("swd (x1e3)", "swd", None)],
     "seams": [("seams", "seams", "seams_real")],
     "wrap": [("wrap", "wrap", "wrap_real")],
+    "spread": [("content spread", "spread", "spread_real")],
+    "repeat": [("repeat at micro width", "repeat", "repeat_real")],
     "spatial": [("spatial accuracy", None, "spatial_acc"), ("spatial error (grid units)",
                                                             None, "spatial_err")],
 }

@@ -37,6 +37,8 @@ METRICS: dict[str, str] = {
     "swd": "multi-scale sliced Wasserstein distance on Laplacian-pyramid 7x7 patches, x1e3 (PGGAN)",
     "seams": "pixel jumps across micro-patch borders / jumps elsewhere (1 = seamless)",
     "wrap": "jump between last and first column / interior column jumps (1 = cyclic panorama)",
+    "spread": "RMS distance of the content centres from their mean (compare with real)",
+    "repeat": "correlation of the image with itself one micro patch to the right (tiles: 1)",
     "spatial": "spatial-consistency check of patches generated at coordinates (computed elsewhere)",
 }
 

@@ -1,0 +1,48 @@
+"""Where the content of an image sits: a check that generated objects move around like real ones
+(a generator that draws every object in the same place can still score well on texture metrics).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def content_centres(images: Tensor) -> Tensor:
+    """Centre of each image's content, (N, 2) as (x, y) in image widths/heights from 0 to 1.
+
+    Content is what differs from the background, taken as the median colour of the image's
+    outer ring of pixels; each pixel weighs its colour distance from that background.
+
+    Args:
+        images: (N, C, H, W).
+    """
+    ring = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0],
+                      images[..., :, -1]], dim=-1)  # (N, C, 2W + 2H)
+    background = ring.median(dim=-1).values[..., None, None]  # (N, C, 1, 1)
+    weight = (images - background).norm(dim=1)  # (N, H, W)
+    weight = weight / weight.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    height, width = images.shape[-2:]
+    ys = (torch.arange(height, dtype=images.dtype) + 0.5) / height
+    xs = (torch.arange(width, dtype=images.dtype) + 0.5) / width
+    return torch.stack([(weight.sum(1) * xs).sum(1), (weight.sum(2) * ys).sum(1)], dim=1)
+
+
+def content_spread(images: Tensor) -> float:
+    """RMS distance of the content centres from their mean, in image sizes (0: always in the
+    same place). Compare generated with real: their ratio is the figure."""
+    centres = content_centres(images.float().cpu())
+    return float((centres - centres.mean(0)).pow(2).sum(1).mean().sqrt())
+
+
+def repetition(images: Tensor, period: int) -> float:
+    """How much each image repeats itself every ``period`` columns (the micro-patch width): the
+    correlation of horizontal pixel differences with those ``period`` columns to the right.
+
+    About 1 when every patch column draws the same content (a tiled strip), near 0 for scenes
+    whose detail does not repeat at that period. Compare generated with real.
+    """
+    detail = images.float().cpu().diff(dim=-1)  # (N, C, H, W - 1): the flat gradients drop out
+    here, there = detail[..., :-period], detail[..., period:]
+    return float((here * there).sum() / (here.square().sum() * there.square().sum()).sqrt()
+                 .clamp_min(1e-12))

@@ -1,0 +1,43 @@
+"""Content position measure: closed forms on synthetic images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cocogan.metrics.layout import content_centres, content_spread, repetition
+
+
+def square_at(x: int, y: int, size: int = 4, image: int = 32) -> torch.Tensor:
+    picture = torch.full((3, image, image), -0.5)
+    picture[:, y:y + size, x:x + size] = 0.8
+    return picture
+
+
+def test_centre_of_a_square_is_its_middle() -> None:
+    centres = content_centres(torch.stack([square_at(4, 20), square_at(12, 12)]))
+    expected = torch.tensor([[6 / 32, 22 / 32], [14 / 32, 14 / 32]])
+    assert torch.allclose(centres, expected, atol=1e-6)
+
+
+def test_spread_is_the_rms_distance_from_the_mean_centre() -> None:
+    still = torch.stack([square_at(12, 12)] * 4)
+    assert content_spread(still) == pytest.approx(0.0, abs=1e-7)
+    moving = torch.stack([square_at(4, 12), square_at(20, 12)])  # centres 16 px apart in x
+    assert content_spread(moving) == pytest.approx(8 / 32, abs=1e-6)
+
+
+def test_background_colour_does_not_matter() -> None:
+    light = square_at(8, 4)
+    dark = light.clone()
+    dark[light < 0] = -1.0
+    assert torch.allclose(content_centres(light[None]), content_centres(dark[None]), atol=1e-6)
+
+
+def test_repetition_of_a_tiled_strip_is_one_and_of_noise_near_zero() -> None:
+    tile = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    strip = tile.repeat(1, 1, 1, 6)  # the same 8-px tile six times
+    assert repetition(strip, 8) == pytest.approx(1.0, abs=1e-6)
+    noise = torch.rand(2, 3, 8, 48, generator=torch.Generator().manual_seed(1))
+    assert abs(repetition(noise, 8)) < 0.1
+    assert abs(repetition(strip, 5)) < 0.5  # another period does not match
