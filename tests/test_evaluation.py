@@ -44,7 +44,7 @@ from cocogan.evaluation.baseline_train import (
 )
 from cocogan.evaluation.cache import CACHE_ENV
 from cocogan.evaluation.indicators import indicator_keys
-from cocogan.evaluation.sampling import generated_batches, real_subset
+from cocogan.evaluation.sampling import real_subset
 from cocogan.metrics import FID_WEIGHTS_NAME, WEIGHTS_ENV, FeatureStats, frechet_distance, inception
 from cocogan.model import CocoGAN
 from cocogan.presets import get_preset
