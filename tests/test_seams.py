@@ -16,6 +16,7 @@ from cocogan.patches import assemble, crop, merge, split
 from cocogan.presets import PRESETS
 from cocogan.render import evaluating, render_rect, trained_rect
 from cocogan.summary import parameter_counts
+from cocogan.training.step import build_optimizers, train_step
 
 OPTIONS = ["model.pixel_coords=true", "model.pixel_fourier=2", "model.g_padding=replicate",
            "model.g_margin=true", "model.g_field=true"]
@@ -232,3 +233,23 @@ def test_recalibrated_ema_statistics_are_the_batch_statistics() -> None:
     expected = captured[0].mean(dim=(0, 2, 3))
     torch.testing.assert_close(model.generator_ema.tail_norm.running_mean, expected)
     assert not model.generator_ema.training and model.generator_ema.tail_norm.momentum == 0.1
+
+
+def test_w_spatial_g_changes_only_g_objective() -> None:
+    """train.w_spatial_g replaces w_spatial in G's objective alone: from the same start, D's
+    update is the same and loss_G differs by exactly w_spatial x L_S(fake)."""
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    losses = {}
+    for setting in ("null", "0"):
+        config = apply_overrides(get_preset("tiny"), [f"train.w_spatial_g={setting}"])
+        torch.manual_seed(0)
+        model = CocoGAN(config.model)
+        optimizers = build_optimizers(model, config.train)
+        losses[setting] = train_step(model, optimizers, images, config.train,
+                                     torch.Generator().manual_seed(0))
+    paper, no_g_spatial = losses["null"], losses["0"]
+    assert get_preset("celeba64").train.w_spatial_g is None  # the paper presets: w_spatial
+    assert torch.equal(paper["loss_D"], no_g_spatial["loss_D"])
+    expected = paper["loss_G"] - get_preset("tiny").train.w_spatial * paper["L_S_fake"]
+    assert no_g_spatial["loss_G"].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    assert paper["L_S_fake"].item() > 0

@@ -118,6 +118,9 @@ class TrainConfig:
     beta2: float = 0.999  # Adam beta2
     w_gp: float = 10.0  # weight of the gradient penalty L_GP (eq. 2)
     w_spatial: float = 100.0  # weight of the spatial consistency loss L_S (eq. 3)
+    w_spatial_g: float | None = None  # L_S(fake)'s weight in G's objective; None: w_spatial (the
+    #   paper). 0 leaves D's spatial head learning from real patches but stops pushing G towards
+    #   content that codes its position (beyond the paper, docs/seams.md)
     w_content: float = 0.0  # weight of L_C (eq. 4) in G's and D's objectives; 100 for inspiration
     w_overlap: float = 0.0  # weight of L_O in G's objective: margins agree with the neighbours
     #   (beyond the paper; needs model.g_margin; 0 = off, docs/seams.md)
@@ -158,6 +161,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {value!r}")
+        if self.w_spatial_g is not None and not (
+                isinstance(self.w_spatial_g, int | float) and self.w_spatial_g >= 0):
+            raise ConfigError(f"train.w_spatial_g must be a number >= 0 or null, "
+                              f"got {self.w_spatial_g!r}")
         for name in ("w_gp", "w_spatial", "w_content", "w_overlap"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -251,11 +258,13 @@ def _coerce(kind: type, key: str, raw: Any, section: str) -> Any:
             if float(value) != int(value):
                 raise ValueError(raw)
             return int(value)
-        if isinstance(default, float):
+        if isinstance(default, float) or "float" in str(type_name):
+            if isinstance(raw, bool):
+                raise ValueError(raw)
             return float(raw)
         return str(raw)
     except (TypeError, ValueError, OverflowError):
-        expected = type(default).__name__
+        expected = type(default).__name__ if default is not None else str(type_name)
         raise ConfigError(f"{section}.{key} expects {expected}, got {raw!r}") from None
 
 

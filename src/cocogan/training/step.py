@@ -2,7 +2,8 @@
 
 Objectives (weights from TrainConfig):
 - D: -L_W + w_gp L_GP + w_spatial L_S(real) + w_content L_C(fake)
-- G: -E[D(fake)] + w_spatial L_S(fake) + w_content L_C(fake) + w_overlap L_O (beyond the paper)
+- G: -E[D(fake)] + w_spatial L_S(fake) + w_content L_C(fake) + w_overlap L_O (beyond the paper;
+  ``w_spatial_g``, when set, replaces w_spatial here)
 - Q (the content head, own optimiser): L_C(fake)
 The returned dict holds 0-dim tensors on the training device (L_W is the Wasserstein estimate):
 nothing in a step reads a value back to the host, so a GPU never waits for Python; the log
@@ -173,7 +174,8 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
         # Out-of-range fakes have no real ground truth: L_S does not reach G through them.
         l_s_fake = (spatial_error * inside).sum() / inside.sum().clamp(min=1)
         l_c_g = content_consistency(D.content(h_fake), step.z)
-    loss_g = loss_adv + train.w_spatial * l_s_fake + train.w_content * l_c_g
+    w_spatial_g = train.w_spatial if train.w_spatial_g is None else train.w_spatial_g
+    loss_g = loss_adv + w_spatial_g * l_s_fake + train.w_content * l_c_g
     if train.w_overlap:
         l_overlap = overlap_consistency(_at_least_float32(canvases), model.coords.macro_h,
                                         model.coords.macro_w, G.margin)
