@@ -49,7 +49,8 @@ from cocogan.training.step import build_optimizers, train_step, update_ema
 
 # the paper's G, whatever the preset adopts
 PAPER_SETTINGS = ["model.pixel_coords=false", "model.pixel_fourier=0", "model.g_padding=zeros",
-                  "model.g_margin=false", "model.g_field=false", "train.w_overlap=0"]
+                  "model.g_margin=false", "model.g_field=false", "train.w_overlap=0",
+                  "train.w_spatial_g=null", "model.macro_width=null"]
 VARIANTS: dict[str, list[str]] = {
     "paper": [],
     "pixel": ["model.pixel_coords=true"],
@@ -75,6 +76,10 @@ VARIANTS: dict[str, list[str]] = {
                                  "model.g_margin=true", "train.w_overlap=30"],
     "pixel+margin+overlap30": ["model.pixel_coords=true", "model.g_margin=true",
                                "train.w_overlap=30"],
+    "margin+overlap30+gfree": ["model.g_margin=true", "train.w_overlap=30",
+                               "train.w_spatial_g=0"],
+    "margin+overlap30+gfree+wide48": ["model.g_margin=true", "train.w_overlap=30",
+                                      "train.w_spatial_g=0", "model.macro_width=48"],
     "fourier4+margin+overlap30": ["model.pixel_coords=true", "model.pixel_fourier=4",
                                   "model.g_margin=true", "train.w_overlap=30"],
     "all": ["model.pixel_coords=true", "model.pixel_fourier=2", "model.g_padding=replicate",
