@@ -10,6 +10,7 @@ For one built-in dataset and one small preset, trains the paper's method and eac
   (``cocogan.metrics.layout``; below 1: objects stuck in one place);
 - repeat: correlation of the image with itself one micro patch to the right (real: ~0; a strip
   of identical tiles: 1);
+- likeness: mean layout similarity of two different images (real: ~0; one layout for all: 1);
 and writes one picture per (variant, budget) cell, each variant's final weights
 (VARIANT.safetensors, for `cocogan generate`/`eval` and benchmarks/bn_statistics.py), results.json
 and a Markdown table.
@@ -39,7 +40,7 @@ from cocogan.config import Config, apply_overrides
 from cocogan.data import BuiltinDataset, build_dataset
 from cocogan.evaluation import EvalConfig, build_reference, evaluate
 from cocogan.evaluation.sampling import cocogan_sampler
-from cocogan.metrics.layout import content_spread, repetition
+from cocogan.metrics.layout import content_spread, likeness, repetition
 from cocogan.model import CocoGAN
 from cocogan.presets import get_preset
 from cocogan.render import evaluating, render_rect, trained_rect
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results["_real"] = {k: floor.values[k] for k in ("swd", "seams_real", "wrap_real")
                         if k in floor.values}
-    results["_real"].update(spread=real_spread, repeat=repetition(real_images, base.micro))
+    results["_real"].update(spread=real_spread, repeat=repetition(real_images, base.micro),
+                            likeness=likeness(real_images))
     print("real:", results["_real"], flush=True)
 
     for variant in variants:
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             fake = cocogan_sampler(model)(args.n, torch.Generator().manual_seed(args.seed + 5))
             row = {"swd": values["swd"], "seams": values["seams"] / values["seams_real"],
                    "seams_raw": values["seams"], "spread": content_spread(fake) / real_spread,
-                   "repeat": repetition(fake, base.micro)}
+                   "repeat": repetition(fake, base.micro), "likeness": likeness(fake)}
             if cyclic:
                 row["wrap"] = values["wrap"] / values["wrap_real"]
             return row
@@ -268,7 +270,7 @@ def compose_figure(out: Path, variants: list[str], budgets: list[int], cyclic: b
 
 def markdown_table(results: dict, budgets: list[int], cyclic: bool) -> str:
     nan = float("nan")
-    figures = "seams / SWD / spread / repeat" + (" / wrap" if cyclic else "")
+    figures = "seams / SWD / spread / repeat / likeness" + (" / wrap" if cyclic else "")
     head = "| variant | " + " | ".join(f"{b} steps: {figures}" for b in budgets) + " |"
     lines = [head, "|---" * (len(budgets) + 1) + "|"]
     for variant, entry in results.items():
@@ -282,7 +284,7 @@ def markdown_table(results: dict, budgets: list[int], cyclic: bool) -> str:
                 text.append("-")
                 continue
             cell = (f"{row['seams']:.2f} / {row['swd']:.0f} / {row.get('spread', nan):.2f} / "
-                    f"{row.get('repeat', nan):.2f}")
+                    f"{row.get('repeat', nan):.2f} / {row.get('likeness', nan):.2f}")
             text.append(cell + (f" / {row['wrap']:.2f}" if cyclic else ""))
         lines.append(f"| {variant} | " + " | ".join(text) + " |")
     real = results.get("_real", {})

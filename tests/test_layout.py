@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cocogan.metrics.layout import content_centres, content_spread, repetition
+from cocogan.metrics.layout import content_centres, content_spread, likeness, repetition
 
 
 def square_at(x: int, y: int, size: int = 4, image: int = 32) -> torch.Tensor:
@@ -41,3 +41,16 @@ def test_repetition_of_a_tiled_strip_is_one_and_of_noise_near_zero() -> None:
     noise = torch.rand(2, 3, 8, 48, generator=torch.Generator().manual_seed(1))
     assert abs(repetition(noise, 8)) < 0.1
     assert abs(repetition(strip, 5)) < 0.5  # another period does not match
+
+
+def test_likeness_equals_the_mean_pairwise_cosine_and_tells_one_layout_from_many() -> None:
+    images = torch.rand(5, 3, 8, 12, generator=torch.Generator().manual_seed(2))
+    x = images.double()
+    detail = torch.cat([x.diff(dim=-1).flatten(1), x.diff(dim=-2).flatten(1)], dim=1)
+    unit = detail / detail.norm(dim=1, keepdim=True)
+    pairs = [float(unit[i] @ unit[j]) for i in range(5) for j in range(5) if i != j]
+    assert likeness(images) == pytest.approx(sum(pairs) / len(pairs), abs=1e-6)
+    same_place = torch.stack([square_at(12, 12) * scale for scale in (0.5, 0.8, 1.0)])
+    assert likeness(same_place) == pytest.approx(1.0, abs=1e-6)  # colours differ, layout not
+    moved = torch.stack([square_at(2, 2), square_at(20, 6), square_at(9, 24)])
+    assert likeness(moved) == pytest.approx(0.0, abs=1e-6)  # no shared edges

@@ -12,8 +12,8 @@ are from held-out real ones at step 0 and at the end:
   with a real-vs-real value as the floor that a perfect generator would reach;
 - what patch-wise generation gets wrong (`cocogan.metrics`): seams (micro-patch borders, over
   the real ratio), content spread (do objects move around like real ones, over the real
-  spread), repeat (does every patch column draw the same thing: real scenes ~0), and for the
-  panorama the 360-degree wrap.
+  spread), repeat (does every patch column draw the same thing: real scenes ~0), likeness (do
+  all images share one layout: real ~0), and for the panorama the 360-degree wrap.
 
 Each dataset trains its planned steps whatever the machine's speed (results depend on steps,
 not on wall-clock luck); a forecast after 20 steps says when that will take far longer than
@@ -142,13 +142,13 @@ def distances(real: torch.Tensor, fake: torch.Tensor, micro: int, cyclic: bool
               ) -> dict[str, float]:
     """The measures of the module docstring; seams and wrap as generated over real ratios."""
     from cocogan.metrics import seam_ratio, sliced_wasserstein, wrap_ratio
-    from cocogan.metrics.layout import content_spread, repetition
+    from cocogan.metrics.layout import content_spread, likeness, repetition
 
     swd = sliced_wasserstein(real, fake, seed=0)
     result = {"colour": colour_distance(real, fake), "swd": float(swd["mean"]),
               "seams": seam_ratio(fake, micro) / seam_ratio(real, micro),
               "spread": content_spread(fake) / content_spread(real),
-              "repeat": repetition(fake, micro)}
+              "repeat": repetition(fake, micro), "likeness": likeness(fake)}
     if cyclic:
         result["wrap"] = wrap_ratio(fake) / wrap_ratio(real)
     return result
@@ -244,10 +244,10 @@ def _training_strip(samples: Path, out: Path) -> None:
 
 
 def _table(result: dict) -> str:
-    """Step 0, the end and real vs real: colour, SWD, seams, spread, repeat (and wrap)."""
+    """Step 0, the end and real vs real: colour, SWD, seams, layout figures (and wrap)."""
     columns = [("colour stats", "colour", ".3f"), ("SWD x1e3", "swd", ".1f"),
                ("seams / real", "seams", ".2f"), ("spread / real", "spread", ".2f"),
-               ("repeat", "repeat", ".2f")]
+               ("repeat", "repeat", ".2f"), ("likeness", "likeness", ".2f")]
     if "wrap" in result["final"]:
         columns.append(("wrap / real", "wrap", ".2f"))
     rows = [("", *(title for title, _, _ in columns))]

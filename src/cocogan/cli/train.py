@@ -68,8 +68,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                              "by the first metric")
     parser.add_argument("--eval-metrics", default="swd,seams,spatial", metavar="LIST",
                         help="metrics for --eval-every, from fid,kid,swd,seams,wrap,spread,"
-                             "repeat,spatial; seams, repeat, spread (and wrap for panoramas) "
-                             "are always added")
+                             "repeat,likeness,spatial; seams and the layout metrics (and wrap "
+                             "for panoramas) are always added")
     parser.add_argument("--eval-n", type=int, metavar="N",
                         help="generated images per evaluation (default 1000)")
     parser.add_argument("--inception-weights", metavar="PATH",
@@ -240,12 +240,13 @@ def _eval_hook(args: argparse.Namespace, trainer: Trainer, run_dir: Path) -> obj
 
 
 def with_seam_indicators(metrics: str, config: Config) -> str:
-    """--eval-metrics plus seams, repeat and spread (and wrap for panoramas): cheap indicators
-    that every run logs, since visible patch borders, tiles repeated across the image and
-    objects stuck in one place are COCO-GAN's typical artefacts."""
+    """--eval-metrics plus seams, repeat, spread and likeness (and wrap for panoramas): cheap
+    indicators that every run logs, since visible patch borders, tiles repeated across the
+    image and every image in one layout are COCO-GAN's typical artefacts."""
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    wanted = ["seams", "repeat", "spread"] + (["wrap"] if config.model.coords == "cylindrical"
-                                              else [])
+    wanted = ["seams", "repeat", "spread", "likeness"]
+    if config.model.coords == "cylindrical":
+        wanted.append("wrap")
     return ",".join(names + [m for m in wanted if m not in names])
 
 

@@ -38,11 +38,12 @@ PREFIX = "eval/"
 def best_score(metric: str, values: dict[str, float]) -> float | None:
     """The number that decides "best" for `metric` from logged `eval/` values; smaller wins.
 
-    fid, kid, swd: the value. seams, wrap, spread, repeat: the distance to the real figure (seamless
-    generation matches the real figure, not 0). spatial: minus the accuracy. None if missing.
+    fid, kid, swd: the value. seams, wrap and the layout metrics: the distance to the real
+    figure (seamless generation matches the real figure, not 0). spatial: minus the accuracy.
+    None if missing.
     """
     get = values.get
-    if metric in ("seams", "wrap", "spread", "repeat"):
+    if metric in ("seams", "wrap", "spread", "repeat", "likeness"):
         gen, real = get(f"{PREFIX}{metric}"), get(f"{PREFIX}{metric}_real")
         score = None if gen is None or real is None else abs(gen - real)
     elif metric == "spatial":

@@ -12,6 +12,8 @@ Metric keys of the flat result dict (all floats):
   one place give a spread far below the real one; `cocogan.metrics.layout`)
 - repeat, repeat_real: correlation of each image with itself one micro patch to the right (a
   strip of identical tiles: 1; real scenes: ~0)
+- likeness, likeness_real: mean similarity of the layouts (pixel-difference maps) of two
+  different images (every image with its object or ridge in the same place: high; real: ~0)
 - spatial_acc, spatial_err: D's spatial head on real macro patches (see `spatial`)
 
 Shapes: B batch, C/H/W image.
@@ -46,7 +48,7 @@ from cocogan.metrics import (
     sliced_wasserstein_from_descriptors,
     wrap_ratio,
 )
-from cocogan.metrics.layout import content_spread, repetition
+from cocogan.metrics.layout import content_spread, likeness, repetition
 
 
 @dataclass
@@ -70,6 +72,9 @@ def _check_metrics(metrics: tuple[str, ...], coords: CoordinateSystem,
                          "cartesian coordinates: drop wrap")
     if any(m in FEATURE_METRICS for m in metrics) and extractor is None:
         raise ValueError("fid/kid need a feature extractor (the Inception network)")
+
+
+IMAGE_METRICS = ("seams", "wrap", "spread", "repeat", "likeness")  # on a subset of kept images
 
 
 def _metric_of(key: str) -> str:
@@ -120,7 +125,7 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
             feature_sink = _feature_sink(extractor, count, cfg)
     swd_sink = SWDSink(min(cfg.n, cfg.swd_images), cfg.swd_descriptors, cfg.seed) \
         if "swd" in metrics else None
-    keep = max([_seam_count(cfg) for m in ("seams", "wrap", "spread", "repeat") if m in metrics]
+    keep = max([_seam_count(cfg) for m in IMAGE_METRICS if m in metrics]
                + [_spatial_count(cfg) for m in ("spatial",) if m in metrics] + [0])
     image_sink = ImageSink(keep) if keep else None
     sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
@@ -162,13 +167,16 @@ def _real_seam_values(ref: Reference, cfg: EvalConfig) -> None:
 
 def _layout_values(values: dict[str, float], images: Tensor, metrics: tuple[str, ...],
                    micro: int, suffix: str, counts: dict[str, int]) -> None:
-    """spread / repeat (``cocogan.metrics.layout``) of one side's images, keys + ``suffix``."""
+    """spread / repeat / likeness (``cocogan.metrics.layout``) of one side's images."""
     if "spread" in metrics:
         values[f"spread{suffix}"] = content_spread(images)
         counts["spread"] = images.shape[0]
     if "repeat" in metrics:
         values[f"repeat{suffix}"] = repetition(images, micro)
         counts["repeat"] = images.shape[0]
+    if "likeness" in metrics:
+        values[f"likeness{suffix}"] = likeness(images)
+        counts["likeness"] = images.shape[0]
 
 
 @dataclass
@@ -201,7 +209,7 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
     swd_sink = SWDSink(min(cfg.n, cfg.swd_images), cfg.swd_descriptors, cfg.seed) \
         if "swd" in metrics else None
     image_sink = ImageSink(_seam_count(cfg)) \
-        if any(m in ("seams", "wrap", "spread", "repeat") for m in metrics) else None
+        if any(m in IMAGE_METRICS for m in metrics) else None
     sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
     if sinks:
         if sample is None:

@@ -133,6 +133,7 @@ _ROWS: dict[str, list[tuple[str, str | None, str | None]]] = {
     "wrap": [("wrap", "wrap", "wrap_real")],
     "spread": [("content spread", "spread", "spread_real")],
     "repeat": [("repeat at micro width", "repeat", "repeat_real")],
+    "likeness": [("layout likeness", "likeness", "likeness_real")],
     "spatial": [("spatial accuracy", None, "spatial_acc"), ("spatial error (grid units)",
                                                             None, "spatial_err")],
 }

@@ -39,6 +39,7 @@ METRICS: dict[str, str] = {
     "wrap": "jump between last and first column / interior column jumps (1 = cyclic panorama)",
     "spread": "RMS distance of the content centres from their mean (compare with real)",
     "repeat": "correlation of the image with itself one micro patch to the right (tiles: 1)",
+    "likeness": "mean layout similarity of two different images (all in one layout: high)",
     "spatial": "spatial-consistency check of patches generated at coordinates (computed elsewhere)",
 }
 

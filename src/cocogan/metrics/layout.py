@@ -46,3 +46,22 @@ def repetition(images: Tensor, period: int) -> float:
     here, there = detail[..., :-period], detail[..., period:]
     return float((here * there).sum() / (here.square().sum() * there.square().sum()).sqrt()
                  .clamp_min(1e-12))
+
+
+def likeness(images: Tensor) -> float:
+    """How alike the layouts of different images are: the mean, over all pairs of two different
+    images, of the cosine similarity of their detail maps (horizontal and vertical pixel
+    differences). ~0 for real scenes whose content sits anywhere; high when every image puts its
+    object, ridge or tiles in the same places, whatever their colours.
+
+    Computed as (|sum of unit vectors|^2 - N) / (N (N - 1)), without the N x N matrix.
+    """
+    x = images.float().cpu()
+    detail = torch.cat([x.diff(dim=-1).flatten(1), x.diff(dim=-2).flatten(1)], dim=1)
+    norms = detail.norm(dim=1, keepdim=True)
+    units = detail[norms[:, 0] > 0] / norms[norms[:, 0] > 0]  # flat images have no layout
+    count = units.shape[0]
+    if count < 2:
+        return float("nan")
+    total = units.sum(0)
+    return float((total.dot(total) - count) / (count * (count - 1)))
