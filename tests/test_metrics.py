@@ -363,5 +363,6 @@ def test_wrap_ratio() -> None:
 
 
 def test_registry_names() -> None:
-    assert set(METRICS) == {"fid", "kid", "swd", "seams", "wrap", "spatial"}
+    assert set(METRICS) == {"fid", "kid", "swd", "seams", "wrap", "spread", "repeat", "likeness",
+                            "spatial"}
     assert all(isinstance(v, str) and "\n" not in v for v in METRICS.values())

@@ -148,7 +148,7 @@ def test_cylindrical_train_step_and_macro_generation() -> None:
     assert all(torch.isfinite(v) for v in losses.values())
     macro = generate_macro(model.generator_ema, model.coords, model.sample_z(2),
                            torch.tensor([0.0, 3.0]), torch.tensor([11.0, 5.0]))
-    assert macro.shape == (2, 3, 16, 16)
+    assert macro.shape == (2, 3, config.model.macro, config.model.macro_w)  # 16 x 48
 
 
 def test_ema_tracks_generator() -> None:
