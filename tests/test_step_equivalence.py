@@ -1,6 +1,6 @@
 """The fast training step computes what the plain eager step computes (CPU reference tests).
 
-- channels-last tensors, and (``--runslow``: compiling takes minutes here) a compiled G and D
+- channels-last tensors, and (``--runslow``: about a minute of compiling here) a compiled G and D
   trunk, give the plain step's losses and weights, including the gradient penalty's double
   backward, over several steps;
 - ``sn_once`` (one spectral-norm power iteration per D update) equals the plain step where the
@@ -162,7 +162,10 @@ def test_compiled_step_equals_the_plain_step(mode: str, sn_once: bool) -> None:
     and AOTAutograd of every backend without code generation; ``default`` is inductor (minutes
     to compile on a CPU). The penalty's double backward runs the eager trunk."""
     fast = run_steps(tiny_config(channels_last=True, compile=mode), sn_once=sn_once)
-    assert_same(fast, run_steps(tiny_config(), sn_once=sn_once))
+    # channels-last tensors: the same kernel-order rounding, hence the same tolerance (measured:
+    # 8e-8 relative in a loss, 1.5e-7 in a weight after 3 steps)
+    assert_same(fast, run_steps(tiny_config(), sn_once=sn_once), rtol=1e-6,
+                atol=CHANNELS_LAST_ATOL)
 
 
 def test_losses_stay_on_device_until_a_record_is_written(tmp_path: Path) -> None:
