@@ -40,7 +40,6 @@ from cocogan.config import Config, apply_overrides
 from cocogan.data import BuiltinDataset, build_dataset
 from cocogan.evaluation import EvalConfig, build_reference, evaluate
 from cocogan.evaluation.sampling import cocogan_sampler
-from cocogan.metrics.layout import content_spread, likeness, repetition
 from cocogan.model import CocoGAN
 from cocogan.presets import get_preset
 from cocogan.render import evaluating, render_rect, trained_rect
@@ -48,6 +47,7 @@ from cocogan.training.grid import save_png, tile
 from cocogan.training.state import seed_globals
 from cocogan.training.step import build_optimizers, train_step, update_ema
 
+LAYOUT = ("spread", "repeat", "likeness")  # cocogan.metrics.layout, via the eval pipeline
 # the paper's G, whatever the preset adopts
 PAPER_SETTINGS = ["model.pixel_coords=false", "model.pixel_fourier=0", "model.g_padding=zeros",
                   "model.g_margin=false", "model.g_field=false", "train.w_overlap=0",
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = get_preset(args.preset).model
     cyclic = base.coords == "cylindrical"
-    metrics = ("swd", "seams", "wrap") if cyclic else ("swd", "seams")
+    metrics = ("swd", "seams", "spread", "repeat", "likeness") + (("wrap",) if cyclic else ())
     settings = EvalConfig(n=args.n, batch=64, seed=args.seed, swd_images=args.n,
                           seam_images=args.n)
     real = build_dataset(args.data, base.full_height, base.full_width, cylindrical=cyclic,
@@ -190,14 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         return torch.stack([train_set[int(i)] for i in index])
 
     floor = evaluate(reference, settings, sample=real_sample)
-    real_images = torch.stack([real[i] for i in range(min(args.n, len(real)))])
-    real_spread = content_spread(real_images)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results["_real"] = {k: floor.values[k] for k in ("swd", "seams_real", "wrap_real")
                         if k in floor.values}
-    results["_real"].update(spread=real_spread, repeat=repetition(real_images, base.micro),
-                            likeness=likeness(real_images))
+    results["_real"].update({m: floor.values[f"{m}_real"] for m in LAYOUT})
     print("real:", results["_real"], flush=True)
 
     for variant in variants:
@@ -216,10 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             if cyclic:
                 big = torch.cat([big[:8], big[:8]], dim=-1)  # 0-720 degrees
             save_png(tile(big, 2 if cyclic else 4), out / f"{variant}-{step:05d}.png")
-            fake = cocogan_sampler(model)(args.n, torch.Generator().manual_seed(args.seed + 5))
             row = {"swd": values["swd"], "seams": values["seams"] / values["seams_real"],
-                   "seams_raw": values["seams"], "spread": content_spread(fake) / real_spread,
-                   "repeat": repetition(fake, base.micro), "likeness": likeness(fake)}
+                   "seams_raw": values["seams"], "spread": values["spread"] / values["spread_real"],
+                   "repeat": values["repeat"], "likeness": values["likeness"]}
             if cyclic:
                 row["wrap"] = values["wrap"] / values["wrap_real"]
             return row

@@ -142,8 +142,14 @@ def colour_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 def distances(real: torch.Tensor, fake: torch.Tensor, micro: int, cyclic: bool
               ) -> dict[str, float]:
     """The measures of the module docstring; seams and wrap as generated over real ratios."""
-    from cocogan.metrics import seam_ratio, sliced_wasserstein, wrap_ratio
-    from cocogan.metrics.layout import content_spread, likeness, repetition
+    from cocogan.metrics import (
+        content_spread,
+        likeness,
+        repetition,
+        seam_ratio,
+        sliced_wasserstein,
+        wrap_ratio,
+    )
 
     swd = sliced_wasserstein(real, fake, seed=0)
     result = {"colour": colour_distance(real, fake), "swd": float(swd["mean"]),

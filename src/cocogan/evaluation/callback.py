@@ -23,7 +23,7 @@ from cocogan.checkpoint import CHECKPOINT_DIR, save_model
 from cocogan.config import Config
 from cocogan.coords import coordinate_system
 from cocogan.data import build_dataset, dataset_fingerprint
-from cocogan.evaluation.pipeline import build_reference, evaluate
+from cocogan.evaluation.pipeline import IMAGE_METRICS, build_reference, evaluate
 from cocogan.evaluation.run import feature_extractor_for
 from cocogan.evaluation.sampling import cocogan_sampler
 from cocogan.evaluation.settings import TRAINING_EVAL, EvalConfig, parse_metrics
@@ -43,7 +43,7 @@ def best_score(metric: str, values: dict[str, float]) -> float | None:
     None if missing.
     """
     get = values.get
-    if metric in ("seams", "wrap", "spread", "repeat", "likeness"):
+    if metric in IMAGE_METRICS:
         gen, real = get(f"{PREFIX}{metric}"), get(f"{PREFIX}{metric}_real")
         score = None if gen is None or real is None else abs(gen - real)
     elif metric == "spatial":

@@ -41,14 +41,16 @@ from cocogan.evaluation.spatial import Predictor, spatial_accuracy
 from cocogan.metrics import (
     FeatureExtractor,
     FeatureStats,
+    content_spread,
     fid_from_stats,
     kernel_inception_distance,
+    likeness,
+    repetition,
     seam_profile,
     seam_ratio,
     sliced_wasserstein_from_descriptors,
     wrap_ratio,
 )
-from cocogan.metrics.layout import content_spread, likeness, repetition
 
 
 @dataclass
@@ -144,12 +146,13 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
         ref.counts["swd"] = swd_sink.seen
     if image_sink is not None:
         ref.images = image_sink.images()
-        _real_seam_values(ref, cfg)
+        _real_image_values(ref, cfg)
     return ref
 
 
-def _real_seam_values(ref: Reference, cfg: EvalConfig) -> None:
-    """seams_real / wrap_real and the real counts of the image-subset metrics."""
+def _real_image_values(ref: Reference, cfg: EvalConfig) -> None:
+    """The real-image figures of the image-subset metrics (seams_real, wrap_real, spread_real,
+    ...) and their counts."""
     assert ref.images is not None
     subset = ref.images[: _seam_count(cfg)]
     if "seams" in ref.metrics:

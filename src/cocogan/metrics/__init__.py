@@ -23,6 +23,7 @@ from cocogan.metrics.inception import (
     load_fid_inception,
     resolve_inception_weights,
 )
+from cocogan.metrics.layout import content_spread, likeness, repetition
 from cocogan.metrics.seams import seam_profile, seam_ratio, wrap_ratio
 from cocogan.metrics.swd import (
     sliced_wasserstein,
@@ -53,11 +54,14 @@ __all__ = [
     "InceptionFeatures",
     "MissingWeightsError",
     "StatsAccumulator",
+    "content_spread",
     "fid_from_stats",
     "frechet_distance",
     "kernel_inception_distance",
+    "likeness",
     "load_fid_inception",
     "mmd2_unbiased",
+    "repetition",
     "resolve_inception_weights",
     "seam_profile",
     "seam_ratio",

@@ -59,7 +59,8 @@ def likeness(images: Tensor) -> float:
     x = images.float().cpu()
     detail = torch.cat([x.diff(dim=-1).flatten(1), x.diff(dim=-2).flatten(1)], dim=1)
     norms = detail.norm(dim=1, keepdim=True)
-    units = detail[norms[:, 0] > 0] / norms[norms[:, 0] > 0]  # flat images have no layout
+    keep = norms[:, 0] > 0  # flat images have no layout
+    units = detail[keep] / norms[keep]
     count = units.shape[0]
     if count < 2:
         return float("nan")
