@@ -32,7 +32,12 @@ import uvicorn
 
 from cocogan.cli.serve import bind
 from cocogan.serve.app import create_app, load_runs
-from cocogan.serve.connections import server_config
+
+try:
+    from cocogan.serve.connections import server_config
+except ImportError:  # a version before issue 19 (to measure "before")
+    def server_config(app: object) -> uvicorn.Config:
+        return uvicorn.Config(app, log_level="warning")
 
 VIEW_W, VIEW_H, ZOOM = 1200, 600, 4  # CSS pixels of the viewer and a typical zoom
 
@@ -88,15 +93,17 @@ def small_size(run: dict) -> int:
     return 32 if 32 % run["micro"] == 0 else run["tile"]
 
 
-async def abandoned(base: str, run: dict, clients: int, after_s: float, repeats: int) -> dict:
-    """Small-tile latency idle and after ``clients`` 512-px requests were abandoned."""
+async def abandoned(base: str, run: dict, clients: int, after_s: float, repeats: int,
+                    give_up_s: float) -> dict:
+    """Small-tile latency idle and after ``clients`` 512-px requests were abandoned (None when
+    it took longer than ``give_up_s``)."""
     url = f"{base}/api/runs/{run['id']}/tile"
     host, port = base.removeprefix("http://").split(":")
     size = small_size(run)
     big = 512 // run["micro"] * run["micro"]
     reach = run["reach"] // big  # 512-px tiles that fit within the reach past the top-left
     spots = [(y, x) for y in range(-reach, reach) for x in range(-reach, reach)]
-    async with httpx.AsyncClient(timeout=900) as client:
+    async with httpx.AsyncClient(timeout=give_up_s) as client:
         async def small(seed: int) -> float:
             start = time.perf_counter()
             response = await client.get(url, params={"y": 0, "x": 0, "size": size, "seed": seed})
@@ -115,7 +122,11 @@ async def abandoned(base: str, run: dict, clients: int, after_s: float, repeats:
         await asyncio.sleep(after_s)
         for sock in socks:
             sock.close()
-        loaded = await small(20_100)
+        try:
+            loaded: float | None = await small(20_100)
+        except httpx.TimeoutException:
+            return {"idle_ms": 1000 * idle, "loaded_ms": None, "size": size, "big": big,
+                    "rendered": "?"}
         after = (await client.get(f"{base}/api/stats")).json()[run["id"]]
     return {"idle_ms": 1000 * idle, "loaded_ms": 1000 * loaded, "size": size, "big": big,
             "rendered": after["tiles"] - stats["tiles"] - 1}
@@ -148,6 +159,8 @@ def main() -> None:
                         help="also measure a small tile after N abandoned 512-px requests")
     parser.add_argument("--abandon-after", type=float, default=0.5,
                         help="seconds before the abandoned clients close their sockets")
+    parser.add_argument("--give-up", type=float, default=600,
+                        help="seconds after which the loaded small tile counts as '> N s'")
     parser.add_argument("--screenshot", type=Path, help="also write a PNG of the page here")
     parser.add_argument("--screenshot-run", type=int, default=0, help="run shown (index)")
     args = parser.parse_args()
@@ -167,10 +180,14 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
     for run in runs if args.abandoned else []:
         m = asyncio.run(abandoned(base, run, args.abandoned, args.abandon_after,
-                                  max(1, args.repeats)))
-        print(f"| {run['name']} | {m['size']} px | {m['idle_ms']:.0f} | {m['loaded_ms']:.0f} | "
-              f"{m['loaded_ms'] / m['idle_ms']:.1f}x | {m['rendered']} of {args.abandoned} |",
-              flush=True)
+                                  max(1, args.repeats), args.give_up))
+        if m["loaded_ms"] is None:
+            loaded = f"> {args.give_up:.0f} s"
+            ratio = f"> {1000 * args.give_up / m['idle_ms']:.0f}x"
+        else:
+            loaded, ratio = f"{m['loaded_ms']:.0f}", f"{m['loaded_ms'] / m['idle_ms']:.1f}x"
+        print(f"| {run['name']} | {m['size']} px | {m['idle_ms']:.0f} | {loaded} | {ratio} | "
+              f"{m['rendered']} of {args.abandoned} |", flush=True)
     if args.screenshot:
         screenshot(base, args.screenshot, args.screenshot_run)
         print(f"wrote {args.screenshot}")

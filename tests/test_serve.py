@@ -242,7 +242,8 @@ def test_a_step_renders_at_most_chunk_patches(trained_runs: dict) -> None:
     app, runs = serve_runs([trained_runs["tiny-inspired"]], chunk=16)
     paths = [f"/api/runs/0/tile?y=0&x={x}&size=16&seed=4" for x in range(12)]  # 4 patches each
     assert all(r.status_code == 200 for r in fetch(app, *paths))
-    assert runs[0].renderer.stats.tiles == 12 and runs[0].renderer.stats.batches == 3
+    stats = runs[0].renderer.stats
+    assert stats.tiles == 12 and stats.batches >= 3 and stats.peak_step <= 16
 
 
 def test_too_many_queued_tiles_get_503(trained_runs: dict) -> None:

@@ -9,8 +9,10 @@ turn further are the same pixels (and the same cache entry). A tile is computed 
 exactly the crop of ``generate full`` / ``generate huge`` output with the same latent.
 
 Rendering runs on one worker thread, so the model never runs twice at once, one step at a
-time: a step is one forward pass of at most ``chunk`` micro patches, filled with the queued
-tiles that have the fewest patches left (shortest remaining work first; ties in arrival order),
+time: a step is one forward pass of at most ``chunk`` micro patches and about
+:data:`STEP_TARGET_S` seconds (the budget follows the measured time per patch), filled with the
+queued tiles that have the fewest patches left (shortest remaining work first; ties in arrival
+order),
 the tiles of one latent sharing one :func:`cocogan.render.render_patches` call. A big tile is
 therefore rendered over several steps, and a small tile that arrives meanwhile goes out after
 the step in progress instead of waiting for the whole big tile. A tile whose every client has
@@ -28,6 +30,7 @@ import heapq
 import io
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +65,7 @@ MAX_SEED = 2**31 - 1
 MAX_ABS_Z = 100.0  # an uploaded/explicit latent with larger entries is rejected, not clamped
 MAX_QUEUED_PATCHES = 16384  # default bound of the micro patches queued per run (``Busy`` past)
 BATCH_WINDOW_S = 0.004  # how long the batcher waits for more requests before rendering
+STEP_TARGET_S = 0.1  # a step lasts about this long: the wait of a small tile behind big ones
 TARGET_TILE = 256  # default tile side is the largest fitting multiple of the micro patch
 
 
@@ -195,11 +199,12 @@ class Stats:
     dropped: int = 0  # queued tiles abandoned by all their clients before they were finished
     refused: int = 0  # requests refused with Busy (queue full)
     peak_queued: int = 0  # most micro patches ever queued at once
+    peak_step: int = 0  # most micro patches rendered in one step
 
     def to_dict(self) -> dict[str, int]:
         return {"tiles": self.tiles, "hits": self.hits, "batches": self.batches,
                 "passes": self.passes, "dropped": self.dropped, "refused": self.refused,
-                "peak_queued": self.peak_queued}
+                "peak_queued": self.peak_queued, "peak_step": self.peak_step}
 
 
 @dataclass(eq=False)
@@ -252,6 +257,7 @@ class TileRenderer:
         self.stats = Stats()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cocogan-render")
         self.queued = 0  # micro patches left to render in live jobs
+        self.seconds_per_patch = 0.0  # running estimate (0: unknown, the first step is chunk)
         self._heap: list[tuple[int, int, _Job]] = []  # (remaining, arrival, job)
         self._arrival = count()
         self._jobs: dict[tuple, _Job] = {}
@@ -318,6 +324,7 @@ class TileRenderer:
             work = self._next_step()
             if not work:
                 return
+            start = time.perf_counter()
             try:
                 finished = await self.run(self.render_step, work)
             except Exception as error:
@@ -328,6 +335,9 @@ class TileRenderer:
                         job.dropped = True
                         job.future.set_exception(error)
                 continue
+            spp = (time.perf_counter() - start) / sum(n for _, n in work)
+            self.seconds_per_patch = spp if not self.seconds_per_patch else (
+                0.7 * self.seconds_per_patch + 0.3 * spp)
             for job, png in finished:
                 if not job.dropped:
                     self._jobs.pop(job.key, None)
@@ -336,9 +346,12 @@ class TileRenderer:
             await asyncio.sleep(0)  # new arrivals and disconnects are seen between steps
 
     def _next_step(self) -> list[tuple[_Job, int]]:
-        """(job, patches) of the next step: fewest remaining patches first, ``chunk`` in all."""
+        """(job, patches) of the next step: fewest remaining patches first, at most ``chunk``
+        in all and about :data:`STEP_TARGET_S` seconds of work."""
         work: list[tuple[_Job, int]] = []
         budget = self.chunk
+        if self.seconds_per_patch:
+            budget = max(1, min(budget, int(STEP_TARGET_S / self.seconds_per_patch)))
         while budget and self._heap:
             _, arrival, job = heapq.heappop(self._heap)
             if job.dropped:
@@ -378,6 +391,7 @@ class TileRenderer:
                         finished.append((job, self._encode(job)))
         self.stats.tiles += len(finished)
         self.stats.batches += 1
+        self.stats.peak_step = max(self.stats.peak_step, sum(n for _, n in work))
         return finished
 
     def _encode(self, job: _Job) -> bytes:
