@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -324,6 +325,8 @@ def test_serve_cli_errors_are_one_line(trained_runs: dict, tmp_path: Path,
         held.close()
     assert main(["serve", "--run", str(trained_runs["tiny-panorama"]), "--port", "70000"]) == 2
     assert "--port 70000" in capsys.readouterr().err
+    assert main(["serve", "--run", str(trained_runs["tiny-panorama"]), "--max-queue", "0"]) == 2
+    assert "--max-queue must be >= 1" in capsys.readouterr().err
 
 
 def test_serve_command_prints_the_url_and_serves(trained_runs: dict) -> None:
@@ -331,7 +334,8 @@ def test_serve_command_prints_the_url_and_serves(trained_runs: dict) -> None:
     command = "import sys; from cocogan.cli import main; sys.exit(main())"
     process = subprocess.Popen(
         [sys.executable, "-c", command, "serve", "--run", str(trained_runs["tiny-panorama"]),
-         "--port", "0", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+         "--port", "0", "--device", "cpu", "--allow-host", "viewer.test"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env)
     try:
         line = process.stdout.readline()
@@ -341,6 +345,13 @@ def test_serve_command_prints_the_url_and_serves(trained_runs: dict) -> None:
             assert b'"tiny-panorama"' in response.read()
         with urllib.request.urlopen(url + "api/runs/0/tile?y=0&x=5&seed=1", timeout=30) as r:
             assert r.headers["Content-Type"] == "image/png"
+        named = urllib.request.Request(url + "api/runs", headers={"Host": "viewer.test"})
+        with urllib.request.urlopen(named, timeout=30) as response:  # --allow-host viewer.test
+            assert response.status == 200
+        other = urllib.request.Request(url + "api/runs", headers={"Host": "other.test"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(other, timeout=30)
+        assert refused.value.code == 400
     finally:
         process.terminate()
         process.wait(timeout=30)
