@@ -36,7 +36,13 @@ from cocogan.cli.serve import bind  # noqa: E402
 from cocogan.coords import CoordinateSystem  # noqa: E402
 from cocogan.data import imaging  # noqa: E402
 from cocogan.render import latents  # noqa: E402
-from cocogan.serve.app import MAX_UPLOAD_BYTES, _decode_upload, create_app, load_runs  # noqa: E402
+from cocogan.serve.app import (  # noqa: E402
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOADS,
+    _decode_upload,
+    create_app,
+    load_runs,
+)
 from cocogan.serve.connections import server_config  # noqa: E402
 from cocogan.serve.guard import host_rule  # noqa: E402
 from cocogan.serve.tiles import LRUCache, default_tile, seed_latent, tile_box  # noqa: E402
@@ -509,9 +515,17 @@ def test_a_slow_upload_gets_408(served: tuple, monkeypatch: pytest.MonkeyPatch) 
         await asyncio.sleep(2)
         yield b"rest"
 
-    response = get(served[0], "/api/runs/0/inspire?top=0&left=0", method="POST",
-                   content=slow_body(), headers=UPLOAD)
-    assert response.status_code == 408 and "within 0.3 s" in response.json()["error"]
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=served[0])
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            return await asyncio.gather(*(client.post(
+                "/api/runs/0/inspire?top=0&left=0", content=slow_body(), headers=UPLOAD)
+                for _ in range(MAX_UPLOADS + 1)))
+
+    responses = asyncio.run(go())  # one more slow upload than there are upload slots
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [408] * MAX_UPLOADS + [503]
+    assert "within 0.3 s" in next(r for r in responses if r.status_code == 408).json()["error"]
 
 
 @pytest.mark.parametrize(("method", "path", "headers", "status", "words"), [
