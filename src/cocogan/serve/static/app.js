@@ -259,7 +259,8 @@ function drawNotice(y0, y1, x0, x1) {
 function showStatus(extra) {
   const run = state.run;
   const viewer = $("viewer");
-  let text = `${state.tiles.size} tiles of ${state.tileSize} px on screen`;
+  const count = state.tiles.size;
+  let text = `${count} tile${count === 1 ? "" : "s"} of ${state.tileSize} px on screen`;
   if (state.firstTileMs !== null) text += `, first tile in ${Math.round(state.firstTileMs)} ms`;
   if (run.cyclic) {
     const centre = (viewer.clientWidth / 2 - state.offsetX) / state.zoom; // image pixels
