@@ -12,11 +12,10 @@ Rendering runs on one worker thread, so the model never runs twice at once, one 
 time: a step is one forward pass of at most ``chunk`` micro patches and about
 :data:`STEP_TARGET_S` seconds (the budget follows the measured time per patch), filled with the
 queued tiles that have the fewest patches left (shortest remaining work first; ties in arrival
-order),
-the tiles of one latent sharing one :func:`cocogan.render.render_patches` call. A big tile is
-therefore rendered over several steps, and a small tile that arrives meanwhile goes out after
-the step in progress instead of waiting for the whole big tile. A tile whose every client has
-gone (disconnected) is dropped between steps. The queue is bounded in micro patches, not in
+order), the tiles of one latent sharing one :func:`cocogan.render.render_patches` call. A big
+tile is therefore rendered over several steps, and a small tile that arrives meanwhile goes out
+after the step in progress instead of waiting for the whole big tile. A tile whose every client
+has gone (disconnected) is dropped between steps. The queue is bounded in micro patches, not in
 requests, so a few huge tiles cannot hold more work than many small ones.
 
 Shapes: Z latent dims, P micro patches, m micro patch side, T tile side in pixels.
