@@ -7,7 +7,10 @@ For each run a real uvicorn server (as `cocogan serve` starts it) answers an HTT
 - screenful, batched: the tiles of a 1200x600-pixel view requested at once, as the page does
   (the server batches them into few forward passes);
 - screenful, one by one: the same tiles requested sequentially (the simple way: one forward
-  pass per tile); the ratio of the two is the batching gain measured in the same run.
+  pass per tile); the ratio of the two is the batching gain measured in the same run;
+- under abandoned load (``--abandoned N``): N clients ask for 512-px tiles and close their
+  sockets after ``--abandon-after`` seconds; then one small tile is requested. Its latency is
+  given as a ratio to the small tile's idle latency measured just before, in the same run.
 
 Optionally writes a screenshot of the page with Debian's Chromium (``--screenshot PATH``).
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import statistics
 import threading
 import time
@@ -29,13 +33,19 @@ import uvicorn
 from cocogan.cli.serve import bind
 from cocogan.serve.app import create_app, load_runs
 
+try:
+    from cocogan.serve.connections import server_config
+except ImportError:  # a version before issue 19 (to measure "before")
+    def server_config(app: object) -> uvicorn.Config:
+        return uvicorn.Config(app, log_level="warning")
+
 VIEW_W, VIEW_H, ZOOM = 1200, 600, 4  # CSS pixels of the viewer and a typical zoom
 
 
 def start_server(paths: list[str]) -> tuple[uvicorn.Server, str]:
     app = create_app(load_runs(paths, "cpu"))
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(server_config(app))
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -78,6 +88,50 @@ async def measure(base: str, run: dict, repeats: int) -> dict:
             "single_tps": n / statistics.median(single)}
 
 
+def small_size(run: dict) -> int:
+    """The side of the "small tile": 32 px where the micro patch allows, else the run's tile."""
+    return 32 if 32 % run["micro"] == 0 else run["tile"]
+
+
+async def abandoned(base: str, run: dict, clients: int, after_s: float, repeats: int,
+                    give_up_s: float) -> dict:
+    """Small-tile latency idle and after ``clients`` 512-px requests were abandoned (None when
+    it took longer than ``give_up_s``)."""
+    url = f"{base}/api/runs/{run['id']}/tile"
+    host, port = base.removeprefix("http://").split(":")
+    size = small_size(run)
+    big = 512 // run["micro"] * run["micro"]
+    reach = run["reach"] // big  # 512-px tiles that fit within the reach past the top-left
+    spots = [(y, x) for y in range(-reach, reach) for x in range(-reach, reach)]
+    async with httpx.AsyncClient(timeout=give_up_s) as client:
+        async def small(seed: int) -> float:
+            start = time.perf_counter()
+            response = await client.get(url, params={"y": 0, "x": 0, "size": size, "seed": seed})
+            response.raise_for_status()
+            return time.perf_counter() - start
+
+        idle = statistics.median([await small(20_000 + r) for r in range(repeats)])
+        stats = (await client.get(f"{base}/api/stats")).json()[run["id"]]
+        socks = []
+        for i in range(clients):  # raw sockets, so that closing one is a real disconnect
+            y, x = spots[i % len(spots)]
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(f"GET /api/runs/{run['id']}/tile?y={y}&x={x}&size={big}&seed="
+                         f"{30_000 + i} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            socks.append(sock)
+        await asyncio.sleep(after_s)
+        for sock in socks:
+            sock.close()
+        try:
+            loaded: float | None = await small(20_100)
+        except httpx.TimeoutException:
+            return {"idle_ms": 1000 * idle, "loaded_ms": None, "size": size, "big": big,
+                    "rendered": "?"}
+        after = (await client.get(f"{base}/api/stats")).json()[run["id"]]
+    return {"idle_ms": 1000 * idle, "loaded_ms": 1000 * loaded, "size": size, "big": big,
+            "rendered": after["tiles"] - stats["tiles"] - 1}
+
+
 def screenshot(base: str, path: Path, run: int) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -101,6 +155,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", required=True, help="run directory (repeat)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--abandoned", type=int, default=0,
+                        help="also measure a small tile after N abandoned 512-px requests")
+    parser.add_argument("--abandon-after", type=float, default=0.5,
+                        help="seconds before the abandoned clients close their sockets")
+    parser.add_argument("--give-up", type=float, default=600,
+                        help="seconds after which the loaded small tile counts as '> N s'")
     parser.add_argument("--screenshot", type=Path, help="also write a PNG of the page here")
     parser.add_argument("--screenshot-run", type=int, default=0, help="run shown (index)")
     args = parser.parse_args()
@@ -114,6 +174,20 @@ def main() -> None:
         print(f"| {run['name']} | {run['preset']} | {run['tile']} | {m['tiles']} | "
               f"{m['first_ms']:.0f} | {m['batched_tps']:.0f} | {m['single_tps']:.0f} | "
               f"{m['batched_tps'] / m['single_tps']:.1f}x |")
+    if args.abandoned:
+        print(f"\n| run | small tile | idle ms | after {args.abandoned} abandoned 512-px "
+              "requests, ms | ratio | big tiles rendered anyway |")
+        print("|---|---|---|---|---|---|")
+    for run in runs if args.abandoned else []:
+        m = asyncio.run(abandoned(base, run, args.abandoned, args.abandon_after,
+                                  max(1, args.repeats), args.give_up))
+        if m["loaded_ms"] is None:
+            loaded = f"> {args.give_up:.0f} s"
+            ratio = f"> {1000 * args.give_up / m['idle_ms']:.0f}x"
+        else:
+            loaded, ratio = f"{m['loaded_ms']:.0f}", f"{m['loaded_ms'] / m['idle_ms']:.1f}x"
+        print(f"| {run['name']} | {m['size']} px | {m['idle_ms']:.0f} | {loaded} | {ratio} | "
+              f"{m['rendered']} of {args.abandoned} |", flush=True)
     if args.screenshot:
         screenshot(base, args.screenshot, args.screenshot_run)
         print(f"wrote {args.screenshot}")

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
 import urllib.request
+import zlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +26,31 @@ from PIL import Image
 
 pytest.importorskip("starlette", reason="cocogan serve needs the serve extra (starlette)")
 httpx = pytest.importorskip("httpx", reason="the API tests need httpx")
+uvicorn = pytest.importorskip("uvicorn", reason="cocogan serve needs the serve extra")
 
 from cocogan.apps import viewport  # noqa: E402
-from cocogan.apps.io import to_uint8  # noqa: E402
+from cocogan.apps.io import load_image, to_uint8  # noqa: E402
 from cocogan.apps.viewport import PixelBox  # noqa: E402
 from cocogan.cli import main  # noqa: E402
 from cocogan.cli.serve import bind  # noqa: E402
 from cocogan.coords import CoordinateSystem  # noqa: E402
+from cocogan.data import imaging  # noqa: E402
 from cocogan.render import latents  # noqa: E402
-from cocogan.serve.app import MAX_UPLOAD_BYTES, create_app, load_runs  # noqa: E402
-from cocogan.serve.tiles import LRUCache, default_tile  # noqa: E402
+from cocogan.serve.app import (  # noqa: E402
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOADS,
+    _decode_upload,
+    create_app,
+    load_runs,
+)
+from cocogan.serve.connections import server_config  # noqa: E402
+from cocogan.serve.guard import host_rule  # noqa: E402
+from cocogan.serve.tiles import LRUCache, default_tile, seed_latent, tile_box  # noqa: E402
 
 
 def serve_runs(paths: list[Path], **options: int) -> tuple:
     """(app, served runs) for run directories; options go to load_runs."""
-    runs = load_runs(paths, **{"cache_bytes": 1 << 20, "max_pending": 64, **options})
+    runs = load_runs(paths, **{"cache_bytes": 1 << 20, "max_queued": 1 << 16, **options})
     return create_app(runs), runs
 
 
@@ -41,11 +59,15 @@ def served(trained_runs: dict[str, Path]) -> tuple:
     return serve_runs([trained_runs["tiny-inspired"], trained_runs["tiny-panorama"]])
 
 
+BASE = "http://127.0.0.1:8000"  # the Host the guard expects (cocogan.serve.guard)
+UPLOAD = {"Content-Type": "application/octet-stream"}  # what the page sends with an upload
+
+
 def fetch(app, *paths: str, method: str = "GET", **kwargs) -> list[httpx.Response]:
     """Send the requests concurrently to the app (one event loop, like a browser's tiles)."""
     async def go() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
             return await asyncio.gather(*(client.request(method, p, **kwargs) for p in paths))
     return asyncio.run(go())
 
@@ -75,7 +97,10 @@ def test_runs_are_described(served: tuple) -> None:
     assert pano["width"] % pano["tile"] == 0  # a turn is a whole number of tiles
     page = get(served[0], "/")
     assert page.status_code == 200 and "/static/app.js" in page.text
-    assert "http" not in get(served[0], "/static/app.js").text.replace("http://test", "")
+    assert "http" not in get(served[0], "/static/app.js").text
+    assert all(not r["name"].startswith("/") and str(Path.cwd()) not in r["name"]
+               and r["name"].endswith(p) for r, p in zip(runs, ("tiny-inspired",
+                                                               "tiny-panorama"), strict=True))
 
 
 @pytest.mark.parametrize(("grid", "micro", "tile"),
@@ -180,7 +205,7 @@ def test_bad_latent_values_and_unknown_run(served: tuple) -> None:
     missing = get(app, "/api/runs/7/tile?y=0&x=0")
     assert missing.status_code == 404 and "runs 0..1" in missing.json()["error"]
     assert get(app, "/static/../app.py").status_code == 404
-    assert get(app, "/api/runs/0/tile?y=0&x=0", method="POST").status_code == 405
+    assert get(app, "/api/runs/0/tile?y=0&x=0", method="POST", headers=UPLOAD).status_code == 405
 
 
 def test_cache_headers_etag_and_not_modified(served: tuple) -> None:
@@ -220,17 +245,16 @@ def test_concurrent_tiles_are_batched_into_few_forward_passes(trained_runs: dict
         assert np.abs(pixels(get(alone_app, path)) - pixels(response)).max() <= 1
 
 
-def test_batches_respect_the_pixel_budget(trained_runs: dict,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cocogan.serve.tiles.MAX_BATCH_PIXELS", 4 * 16 * 16)
-    app, runs = serve_runs([trained_runs["tiny-inspired"]])
-    paths = [f"/api/runs/0/tile?y=0&x={x}&size=16&seed=4" for x in range(12)]
+def test_a_step_renders_at_most_chunk_patches(trained_runs: dict) -> None:
+    app, runs = serve_runs([trained_runs["tiny-inspired"]], chunk=16)
+    paths = [f"/api/runs/0/tile?y=0&x={x}&size=16&seed=4" for x in range(12)]  # 4 patches each
     assert all(r.status_code == 200 for r in fetch(app, *paths))
-    assert runs[0].renderer.stats.tiles == 12 and runs[0].renderer.stats.batches == 3
+    stats = runs[0].renderer.stats
+    assert stats.tiles == 12 and stats.batches >= 3 and stats.peak_step <= 16
 
 
 def test_too_many_queued_tiles_get_503(trained_runs: dict) -> None:
-    app, _ = serve_runs([trained_runs["tiny-inspired"]], max_pending=2)
+    app, _ = serve_runs([trained_runs["tiny-inspired"]], max_queued=2)  # 8-px tiles: 1 patch
     responses = fetch(app, *(f"/api/runs/0/tile?y=0&x={x}&size=8&seed=1" for x in range(8)))
     codes = [r.status_code for r in responses]
     assert codes.count(200) >= 2 and 503 in codes
@@ -259,7 +283,7 @@ def test_inspire_estimates_a_latent_that_renders(served: tuple) -> None:
     image = Image.fromarray(np.repeat(np.repeat(to_uint8(
         viewport(model, latents([6], 32), PixelBox(0, 0, 32, 32))[0]), 2, 0), 2, 1))
     response = get(app, "/api/runs/0/inspire?top=8&left=16", method="POST",
-                   content=image_bytes(image, "JPEG"))
+                   content=image_bytes(image, "JPEG"), headers=UPLOAD)
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["warning"] is None  # tiny-inspired trains with the content loss
@@ -284,12 +308,14 @@ def test_inspire_rejects_bad_uploads(served: tuple) -> None:
         (b"x" * (MAX_UPLOAD_BYTES + 1), 413, "larger than 4 MiB"),
     ]
     for body, status, words in cases:
-        response = get(app, url, method="POST", content=body)
+        response = get(app, url, method="POST", content=body, headers=UPLOAD)
         assert response.status_code == status and words in response.json()["error"], body[:20]
-    outside = get(app, "/api/runs/0/inspire?top=24&left=0", method="POST", content=small)
-    assert outside.status_code == 400 and "leaves the 32x32 image" in outside.json()["error"]
+    outside = get(app, "/api/runs/0/inspire?top=24&left=0", method="POST", content=small,
+                  headers=UPLOAD)
+    assert outside.status_code == 400 and "top=24 must be an integer in [0, 16]" in \
+        outside.json()["error"]
     assert get(app, "/api/runs/0/inspire?top=x&left=0", method="POST",
-               content=small).status_code == 400
+               content=small, headers=UPLOAD).status_code == 400
 
 
 def test_serve_cli_errors_are_one_line(trained_runs: dict, tmp_path: Path,
@@ -305,6 +331,8 @@ def test_serve_cli_errors_are_one_line(trained_runs: dict, tmp_path: Path,
         held.close()
     assert main(["serve", "--run", str(trained_runs["tiny-panorama"]), "--port", "70000"]) == 2
     assert "--port 70000" in capsys.readouterr().err
+    assert main(["serve", "--run", str(trained_runs["tiny-panorama"]), "--max-queue", "0"]) == 2
+    assert "--max-queue must be >= 1" in capsys.readouterr().err
 
 
 def test_serve_command_prints_the_url_and_serves(trained_runs: dict) -> None:
@@ -312,7 +340,8 @@ def test_serve_command_prints_the_url_and_serves(trained_runs: dict) -> None:
     command = "import sys; from cocogan.cli import main; sys.exit(main())"
     process = subprocess.Popen(
         [sys.executable, "-c", command, "serve", "--run", str(trained_runs["tiny-panorama"]),
-         "--port", "0", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+         "--port", "0", "--device", "cpu", "--allow-host", "viewer.test"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env)
     try:
         line = process.stdout.readline()
@@ -322,6 +351,289 @@ def test_serve_command_prints_the_url_and_serves(trained_runs: dict) -> None:
             assert b'"tiny-panorama"' in response.read()
         with urllib.request.urlopen(url + "api/runs/0/tile?y=0&x=5&seed=1", timeout=30) as r:
             assert r.headers["Content-Type"] == "image/png"
+        named = urllib.request.Request(url + "api/runs", headers={"Host": "viewer.test"})
+        with urllib.request.urlopen(named, timeout=30) as response:  # --allow-host viewer.test
+            assert response.status == 200
+        other = urllib.request.Request(url + "api/runs", headers={"Host": "other.test"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(other, timeout=30)
+        assert refused.value.code == 400
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# ---- hostile and unlucky clients (docs/reliability.md, "serve") ------------------------------
+@contextlib.contextmanager
+def real_server(app, **options) -> Iterator[tuple[str, int]]:
+    """A real uvicorn server on a free loopback port, configured as `cocogan serve` does."""
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(server_config(app, **options))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield sock.getsockname()[:2]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def raw_request(address: tuple[str, int], target: str) -> socket.socket:
+    """A socket that has sent a GET for ``target`` (closing it is a real disconnect)."""
+    sock = socket.create_connection(address, timeout=30)
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{address[1]}\r\n\r\n".encode())
+    return sock
+
+
+def closed_by_server(sock: socket.socket, within_s: float) -> bool:
+    """True if the server closes ``sock`` within the time (recv returns b"")."""
+    sock.settimeout(within_s)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def test_abandoned_tiles_are_dropped_and_small_tiles_go_first(trained_runs: dict) -> None:
+    """Issue 19.3: big tiles of clients that left are not rendered; a small tile arriving behind
+    big ones waits for one step, not for all of them."""
+    (run,) = load_runs([trained_runs["tiny-inspired"]], cache_bytes=0, chunk=64)
+    renderer, coords = run.renderer, run.model.coords
+    big = [seed_latent(32, 100 + i) for i in range(6)]
+
+    async def go() -> tuple[int, int, bool]:
+        waiting = [asyncio.ensure_future(renderer.tile(z, tile_box(coords, 0, 0, 128)))
+                   for z in big]  # 6 x 256 micro patches; chunk 64: 4 steps each
+        await asyncio.sleep(0.05)
+        for task in waiting[2:]:  # four clients leave
+            task.cancel()
+        small = await renderer.tile(seed_latent(32, 7), tile_box(coords, 0, 0, 32))
+        assert small[:4] == b"\x89PNG"
+        small_first = not any(t.done() for t in waiting[:2])
+        await asyncio.gather(*waiting[:2])
+        return renderer.stats.tiles, renderer.stats.dropped, small_first
+
+    tiles, dropped, small_first = asyncio.run(go())
+    assert small_first  # the 16-patch tile did not wait for the 4096-patch tiles
+    assert dropped == 4 and tiles == 3 and renderer.queued == 0
+
+
+def test_the_queue_is_bounded_in_micro_patches(trained_runs: dict) -> None:
+    """Issue 19.3: 50 big tiles at once do not queue 50 x 4096 patches: past the bound, 503."""
+    app, runs = serve_runs([trained_runs["tiny-inspired"]], max_queued=3 * 4096, cache_bytes=0,
+                           chunk=16)
+    renderer = runs[0].renderer
+
+    async def go() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            tasks = [asyncio.ensure_future(client.get(
+                f"/api/runs/0/tile?y={i % 8 - 4}&x={i // 8 - 4}&size=512&seed={i}"))
+                for i in range(50)]
+            while sum(t.done() for t in tasks) < 47:  # the refusals come at once
+                await asyncio.sleep(0.01)
+            refused = [t.result().status_code for t in tasks if t.done()]
+            for task in tasks:
+                task.cancel()  # the accepted three are abandoned
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return refused
+
+    codes = asyncio.run(go())
+    assert codes == [503] * 47
+    assert renderer.stats.peak_queued <= 3 * 4096
+
+
+def test_disconnected_clients_free_the_renderer_over_http(trained_runs: dict) -> None:
+    """Issue 19.3 as reported: clients of 20 big tiles close their sockets; a fresh small tile
+    is answered promptly and the abandoned tiles are not rendered."""
+    app, runs = serve_runs([trained_runs["tiny-inspired"]], cache_bytes=0, chunk=128)
+    stats = runs[0].renderer.stats
+    with real_server(app) as address:  # 256-px tiles: 1024 micro patches, 8 steps each
+        socks = [raw_request(address, f"/api/runs/0/tile?y={i % 8 - 4}&x={i // 8 - 4}"
+                             f"&size=256&seed={40 + i}") for i in range(20)]
+        time.sleep(0.3)
+        for sock in socks:
+            sock.close()
+        start = time.monotonic()
+        url = f"http://127.0.0.1:{address[1]}/api/runs/0/tile?y=0&x=0&size=32&seed=5"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            assert response.headers["Content-Type"] == "image/png"
+        waited = time.monotonic() - start
+    assert stats.dropped >= 18 and stats.tiles <= 3, stats  # at most the big tile under way
+    assert waited < 20  # before the fix: all 20 big tiles first (minutes on a busy CPU)
+
+
+def test_idle_and_slow_connections_do_not_lock_others_out(trained_runs: dict) -> None:
+    """Issue 19.4: 70 connections that never finish their headers (one trickling a byte at a
+    time) neither make other clients get 503 nor stay open past the header deadline."""
+    app, _ = serve_runs([trained_runs["tiny-panorama"]])
+    with real_server(app, header_timeout=1.0) as address:
+        idle = [socket.create_connection(address, timeout=10) for _ in range(70)]
+        for sock in idle:
+            sock.sendall(b"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line
+        trickle = idle[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{address[1]}/api/runs",
+                                    timeout=10) as response:
+            assert response.status == 200  # was 503 (uvicorn's limit_concurrency counted them)
+        for _ in range(5):  # bytes keep arriving, but the deadline is not reset by them
+            time.sleep(0.3)
+            with contextlib.suppress(OSError):
+                trickle.sendall(b"X")
+        assert all(closed_by_server(sock, 3.0) for sock in idle)
+        for sock in idle:
+            sock.close()
+
+
+def test_the_connection_cap_closes_the_longest_idle_connection(trained_runs: dict) -> None:
+    app, _ = serve_runs([trained_runs["tiny-panorama"]])
+    with real_server(app, max_connections=8) as address:
+        idle = [socket.create_connection(address, timeout=10) for _ in range(8)]
+        time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{address[1]}/api/runs",
+                                    timeout=10) as response:
+            assert response.status == 200
+        assert closed_by_server(idle[0], 3.0)  # the oldest idle one made room
+        for sock in idle:
+            sock.close()
+
+
+def test_a_slow_upload_gets_408(served: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19.4: the request body has a deadline too."""
+    monkeypatch.setattr("cocogan.serve.app.BODY_TIMEOUT_S", 0.3)
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"\x89PNG"
+        await asyncio.sleep(2)
+        yield b"rest"
+
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=served[0])
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            return await asyncio.gather(*(client.post(
+                "/api/runs/0/inspire?top=0&left=0", content=slow_body(), headers=UPLOAD)
+                for _ in range(MAX_UPLOADS + 1)))
+
+    responses = asyncio.run(go())  # one more slow upload than there are upload slots
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [408] * MAX_UPLOADS + [503]
+    assert "within 0.3 s" in next(r for r in responses if r.status_code == 408).json()["error"]
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "status", "words"), [
+    ("GET", "/api/runs", {"Host": "attacker.example"}, 400, "Host 'attacker.example'"),
+    ("GET", "/", {"Host": "attacker.example:8000"}, 400, "--allow-host"),
+    ("POST", "/api/runs/0/inspire?top=0&left=0",
+     {"Origin": "http://attacker.example", **UPLOAD}, 403, "cross-origin POST"),
+    ("POST", "/api/runs/0/inspire?top=0&left=0", {"Content-Type": "text/plain"}, 403,
+     "without Origin"),
+    ("POST", "/api/runs/0/inspire?top=0&left=0", {}, 403, "without Origin"),
+    ("POST", "/api/runs/0/inspire?top=0&left=0",
+     {"Origin": "null", "Content-Type": "image/png"}, 403, "cross-origin"),
+])
+def test_foreign_hosts_and_cross_origin_posts_are_refused(served: tuple, method: str,
+                                                          path: str, headers: dict,
+                                                          status: int, words: str) -> None:
+    """Issue 19.5: DNS rebinding (a foreign Host) and CSRF (a foreign or missing Origin with
+    a content type a cross-site form can send) are refused before any route runs."""
+    small = image_bytes(Image.new("RGB", (32, 32), (10, 200, 30)))
+    response = get(served[0], path, method=method, headers=headers, content=small)
+    assert response.status_code == status and words in response.json()["error"]
+
+
+def test_same_origin_posts_and_other_hosts_pass(served: tuple, trained_runs: dict) -> None:
+    small = image_bytes(Image.new("RGB", (32, 32), (10, 200, 30)))
+    same = get(served[0], "/api/runs/0/inspire?top=0&left=0", method="POST", content=small,
+               headers={"Origin": BASE, "Content-Type": "image/png"})
+    assert same.status_code == 200, same.text
+    localhost = get(served[0], "/api/runs", headers={"Host": "localhost:8000"})
+    assert localhost.status_code == 200
+    rule = host_rule("0.0.0.0", ["viewer.lan"])
+    assert rule.allows("10.1.2.3") and rule.allows("[fe80::1]") and rule.allows("viewer.lan")
+    assert not rule.allows("attacker.example")
+    assert not host_rule("127.0.0.1").allows("10.1.2.3")
+    assert host_rule("127.0.0.1", ["*"]).allows("anything.example")
+
+
+def test_sixteen_bit_grey_uploads_decode_like_the_data_loader(served: tuple,
+                                                              tmp_path: Path) -> None:
+    """Issue 19.12: a 16-bit grey PNG is rescaled, not clipped to white; the upload, the data
+    loader and `generate inspire`'s loader give the same pixels."""
+    grey = np.full((32, 32), 11206, np.uint16)  # 11206 / 65535 = 0.171
+    grey[:, :16] = 40000
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(path)
+    assert Image.open(path).mode == "I;16"
+    upload = _decode_upload(path.read_bytes(), served[1][0].config)
+    loader = imaging.load_image(path, 32, 32, mode="stretch")
+    want = (11206 / 65535 + 40000 / 65535) / 2  # the mean grey level, from the file's values
+    assert abs(float((upload + 1).mean() / 2) - want) < 1 / 255
+    assert torch.equal(upload, loader)
+    assert torch.equal(load_image(path), loader)  # generate inspire --image / --patch
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG claiming width x height pixels: signature, IHDR (valid CRC), empty IDAT, IEND."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+def bmp_header(width: int, height: int) -> bytes:
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 70, 0, 0, 54) + info + bytes(16)
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    """SOI, a baseline SOF0 frame header of width x height, SOS and EOI: no pixel data."""
+    def segment(marker: int, data: bytes) -> bytes:
+        return bytes([0xFF, marker]) + struct.pack(">H", len(data) + 2) + data
+    frame = struct.pack(">BHHB", 8, height, width, 3) + b"".join(
+        bytes([c, 0x11, 0]) for c in (1, 2, 3))
+    scan = bytes([3]) + b"".join(bytes([c, 0]) for c in (1, 2, 3)) + bytes([0, 63, 0])
+    return b"\xff\xd8" + segment(0xC0, frame) + segment(0xDA, scan) + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("body", [png_header(20000, 20000), bmp_header(30000, 30000),
+                                  jpeg_header(65500, 65500), png_header(5000, 5000)],
+                         ids=["png-20000", "bmp-30000", "jpeg-65500", "png-5000"])
+def test_image_bombs_get_413(served: tuple, body: bytes) -> None:
+    """Issue 19.13: headers claiming huge images (built small here) are 413, not 415."""
+    assert len(body) < 100
+    response = get(served[0], "/api/runs/0/inspire?top=0&left=0", method="POST",
+                   content=body, headers=UPLOAD)
+    assert response.status_code == 413 and "too large" in response.json()["error"]
+
+
+@pytest.mark.parametrize(("query", "words"), [
+    ("top=0&left=99999999999999999999999", "left=99999999999999999999999 must be an integer "
+     "in [0, 16]"),
+    ("top=-99999999999999999999999&left=0", "top=-99999999999999999999999 must be an integer "
+     "in [0, 16]"),
+])
+def test_out_of_range_integers_name_the_parameter(served: tuple, query: str,
+                                                  words: str) -> None:
+    """Issue 19.16: huge integers get a 400 naming the parameter and its range."""
+    small = image_bytes(Image.new("RGB", (32, 32), (10, 200, 30)))
+    response = get(served[0], f"/api/runs/0/inspire?{query}", method="POST", content=small,
+                   headers=UPLOAD)
+    assert response.status_code == 400 and words in response.json()["error"]
+    pano = get(served[0], "/api/runs/1/inspire?top=0&left=99999999999999999999999",
+               method="POST", content=small, headers=UPLOAD)
+    assert pano.status_code == 400 and "in [0, 95]" in pano.json()["error"]
+    for name in ("y", "x"):
+        tile = get(served[0], f"/api/runs/0/tile?y=0&x=0&{name}=99999999999999999999999")
+        assert tile.status_code == 400
+    tile = get(served[0], "/api/runs/0/tile?y=99999999999999999999999&x=0&size=32")
+    assert "y=99999999999999999999999 must be an integer in [-64, 64]" in tile.json()["error"]

@@ -39,6 +39,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="cocogan serve needs the serve e
 
 from cocogan.cli.serve import bind  # noqa: E402
 from cocogan.serve.app import create_app, load_runs  # noqa: E402
+from cocogan.serve.connections import server_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def url(trained_runs: dict[str, Path]) -> Iterator[str]:
     """A real uvicorn server on a free loopback port, serving both runs."""
     runs = load_runs([trained_runs["tiny-inspired"], trained_runs["tiny-panorama"]])
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(runs), log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(runs)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + TIMEOUT_MS / 1000
@@ -107,8 +108,40 @@ def drag(page: Page, dx: int, dy: int = 0, steps: int = 12) -> None:
     page.mouse.up()
 
 
+def tile_boxes(page: Page) -> list[tuple[int, int, int]]:
+    """(y, x, size) of every tile on the page."""
+    def parse(url: str) -> tuple[int, int, int]:
+        query = dict(part.split("=") for part in url.split("?")[1].split("&"))
+        return int(query["y"]), int(query["x"]), int(query["size"])
+    return [parse(u) for u in tile_urls(page)]
+
+
+def test_the_page_opens_on_the_image_fitted_to_the_window(page: Page) -> None:
+    """Issue 19, also seen: the view opens on the trained image, as large as the viewer
+    allows, with no beyond-boundary tiles unless asked for (the run has extrapolate=0)."""
+    run = page.evaluate("window.cocogan.run")
+    viewer = page.locator("#viewer").bounding_box()
+    zoom = page.evaluate("window.cocogan.zoom")
+    shown_w, shown_h = run["width"] * zoom, run["height"] * zoom
+    assert shown_w <= viewer["width"] and shown_h <= viewer["height"]
+    zooms = page.evaluate("ZOOMS")
+    bigger = zooms[zooms.index(zoom) + 1] if zoom != zooms[-1] else None
+    assert bigger is None or run["width"] * bigger > viewer["width"] or \
+        run["height"] * bigger > viewer["height"]  # the largest zoom that fits
+    assert not page.is_checked("#beyond") and page.inner_text("#notice") == ""
+    for y, x, size in tile_boxes(page):  # every tile lies inside the trained image
+        assert y >= 0 and (y + 1) * size <= run["height"], (y, size)
+        assert x >= 0 and (x + 1) * size <= run["width"], (x, size)
+    page.check("#beyond")
+    wait_tiles(page)
+    assert "NOT fine-tuned" in page.inner_text("#notice")  # beyond tiles on screen now
+    assert any(y < 0 or x < 0 for y, x, _ in tile_boxes(page))
+
+
 def test_cartesian_viewer_seeds_interpolation_grid_and_zoom(page: Page) -> None:
     assert "tiny-inspired" in page.locator("#run").inner_text()
+    page.check("#beyond")
+    wait_tiles(page)
     assert "NOT fine-tuned" in page.locator("#notice").inner_text()  # beyond tiles on screen
     assert page.locator("#border").is_visible()
     first = shot(page)
@@ -132,7 +165,7 @@ def test_cartesian_viewer_seeds_interpolation_grid_and_zoom(page: Page) -> None:
     page.check("#grid")
     assert page.locator("#grid-overlay").is_visible()
     zoom = page.inner_text("#zoom-value")
-    page.click("#zoom-in")
+    page.click("#zoom-out")  # it opened at the largest zoom that fits
     wait_tiles(page)
     assert page.inner_text("#zoom-value") != zoom
     before = page.evaluate("window.cocogan.offsetX")
@@ -147,6 +180,8 @@ def test_panorama_turns_around_without_end(page: Page) -> None:
     assert page.locator("#inspire").is_hidden()  # tiny-panorama trains without L_C
     status = page.inner_text("#status")
     assert "turn 0" in status
+    # The dashed border's anti-aliasing follows the layer's offset: compare the pixels without it.
+    page.add_style_tag(content="#border { display: none; }")
     start = shot(page)
     turn = page.evaluate("window.cocogan.run.width * window.cocogan.zoom")  # one turn, CSS px
     drag(page, -turn, steps=24)  # drag the panorama one full turn to the left

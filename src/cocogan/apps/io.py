@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from cocogan.data.imaging import to_rgb, to_tensor
 from cocogan.outputs import atomic_write
 from cocogan.patches import tile_images
 
@@ -108,11 +109,12 @@ def load_image(path: str | Path) -> Tensor:
 
 
 def image_tensor(image: Image.Image) -> Tensor:
-    """A decoded image as (3, H, W) in [-1, 1]; transparency is composited onto white."""
-    rgba = image.convert("RGBA")
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = np.asarray(Image.alpha_composite(canvas, rgba).convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(rgb).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)
+    """A decoded image as (3, H, W) in [-1, 1]; transparency is composited onto white.
+
+    The data loader's conversion (one decoder for every path: 16-bit grey is rescaled, not
+    clipped to white).
+    """
+    return to_tensor(to_rgb(image))
 
 
 def image_grid(images: Tensor, columns: int | None = None, pad: int = 2,

@@ -1,8 +1,10 @@
 """`cocogan serve`: a local web page to explore trained runs, generating only what is on screen.
 
 Loads each ``--run`` once, binds the socket itself (so a busy port is a clear error and
-``--port 0`` picks a free one), prints the URL and serves with uvicorn until Ctrl+C. See
-docs/serve.md.
+``--port 0`` picks a free one), prints the URL and serves with uvicorn until Ctrl+C. The server
+answers only to its own address (``--allow-host`` for more), gives slow clients deadlines and
+bounds its render queue in micro patches (``cocogan.serve.connections``, ``cocogan.serve.guard``).
+See docs/serve.md.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 
 from cocogan.render import DEFAULT_CHUNK
 
-MAX_CONCURRENT_CONNECTIONS = 64  # uvicorn answers 503 past this many open requests
+MAX_QUEUE = 16384  # default --max-queue (cocogan.serve.tiles.MAX_QUEUED_PATCHES)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -37,8 +39,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"micro patches per forward pass (default {DEFAULT_CHUNK})")
     parser.add_argument("--cache-mb", type=float, default=64.0,
                         help="tile cache per run, MiB of PNG (default 64; 0 disables it)")
-    parser.add_argument("--max-pending", type=int, default=256,
-                        help="queued tiles per run beyond which requests get 503 (default 256)")
+    parser.add_argument("--max-queue", type=int, default=MAX_QUEUE, metavar="PATCHES",
+                        help="micro patches queued per run beyond which tile requests get 503 "
+                        f"(default {MAX_QUEUE}; a 512-px tile of 8-px patches is 4096)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests whose Host header is NAME (repeat; '*' "
+                        "for any). By default only the bound address and, on loopback, "
+                        "localhost: a guard against DNS rebinding")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from cocogan.serve.app import create_app, load_runs
+        from cocogan.serve.connections import server_config
+        from cocogan.serve.guard import host_rule
     except ModuleNotFoundError as error:
         raise ValueError(f"cocogan serve needs {error.name}: pip install 'cocogan[serve]' "
                          "(scripts/setup.sh installs it)") from None
@@ -53,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} must be in 0..65535")
-    if args.chunk < 1 or args.max_pending < 1 or args.cache_mb < 0:
-        raise ValueError("--chunk and --max-pending must be >= 1 and --cache-mb >= 0")
+    if args.chunk < 1 or args.max_queue < 1 or not 0 <= args.cache_mb <= 1 << 20:
+        raise ValueError("--chunk and --max-queue must be >= 1 and --cache-mb in 0..1048576")
     runs = load_runs(args.run, _device(args.device), raw=args.raw, chunk=args.chunk,
-                     cache_bytes=int(args.cache_mb * (1 << 20)), max_pending=args.max_pending)
+                     cache_bytes=int(args.cache_mb * (1 << 20)), max_queued=args.max_queue)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -65,9 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         print(f"cocogan serve: warning: --host {args.host} is reachable from other machines; "
               "the server has no authentication", file=sys.stderr)
-    config = uvicorn.Config(create_app(runs), log_level="warning",
-                            limit_concurrency=MAX_CONCURRENT_CONNECTIONS)
-    uvicorn.Server(config).run(sockets=[sock])
+    app = create_app(runs, host_rule(args.host, args.allow_host))
+    uvicorn.Server(server_config(app)).run(sockets=[sock])
     return 0
 
 

@@ -12,23 +12,26 @@ Routes (``RUN`` is the index of a run given to ``cocogan serve``):
 - ``GET /api/stats``: render counters.
 
 Bad parameters get a 400 with a one-line JSON ``error``; uploads are read into memory up to a
-size limit and decoded by Pillow from an allow-list of formats; nothing in a request names a
-file, and nothing is unpickled.
+size limit and a deadline and decoded by the data loader's decoder from an allow-list of
+formats; nothing in a request names a file, and nothing is unpickled. Every request passes the
+Host and Origin checks of :mod:`cocogan.serve.guard` first. A tile request whose client
+disconnects withdraws its tile from the render queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import io
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -37,14 +40,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cocogan.apps.inspire import check_patch, content_warning, crop_patch, estimate, macro_size
-from cocogan.apps.io import image_tensor
 from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.config import Config
+from cocogan.data.imaging import fit_stretch, to_rgb, to_tensor
 from cocogan.model import CocoGAN
 from cocogan.render import DEFAULT_CHUNK
+from cocogan.serve.guard import HostRule, guard
 from cocogan.serve.tiles import (
     MAX_ABS_Z,
     MAX_BEYOND,
+    MAX_QUEUED_PATCHES,
     MAX_TILE,
     Busy,
     TileError,
@@ -58,7 +63,10 @@ from cocogan.serve.tiles import (
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 4 << 20  # inspiration uploads are held in memory, never written
 MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before decoding
+MAX_UPLOADS = 4  # inspirations in progress per server (each holds its upload in memory)
+BODY_TIMEOUT_S = 30.0  # the whole upload must arrive within this time (408 past it)
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+CLIENT_GONE = 499  # status of a response nobody receives (the client disconnected)
 TILE_CACHE_CONTROL = "private, max-age=3600"  # a tile is a pure function of its URL and run
 
 
@@ -66,7 +74,7 @@ TILE_CACHE_CONTROL = "private, max-age=3600"  # a tile is a pure function of its
 class ServedRun:
     """One loaded run and its renderer."""
 
-    name: str  # shown in the page: the run directory or checkpoint path
+    name: str  # shown in the page: the last two parts of the run's path (never absolute)
     config: Config
     model: CocoGAN
     step: int
@@ -90,31 +98,39 @@ class ServedRun:
 
 
 def served_run(name: str, config: Config, model: CocoGAN, step: int, checkpoint: Path, *,
-               raw: bool = False, chunk: int, cache_bytes: int, max_pending: int) -> ServedRun:
+               raw: bool = False, chunk: int, cache_bytes: int, max_queued: int) -> ServedRun:
     """Wrap a loaded model for serving."""
     digest = hashlib.sha1(f"{checkpoint.resolve()}:{checkpoint.stat().st_mtime_ns}:{raw}"
                           .encode()).hexdigest()[:12]
     renderer = TileRenderer(model, raw=raw, chunk=chunk, cache_bytes=cache_bytes,
-                            max_pending=max_pending)
-    return ServedRun(name, config, model, step, renderer, digest)
+                            max_queued=max_queued)
+    return ServedRun(display_name(name), config, model, step, renderer, digest)
+
+
+def display_name(path: str | Path) -> str:
+    """A run's name for the page: its last two path parts, so no absolute path is shown."""
+    parts = [part for part in Path(path).parts if part not in ("/", "\\", ".", "..")]
+    return "/".join(parts[-2:]) or "run"
 
 
 def load_runs(paths: list[str] | list[Path], device: str | torch.device = "cpu", *,
               raw: bool = False, chunk: int = DEFAULT_CHUNK, cache_bytes: int = 64 << 20,
-              max_pending: int = 256) -> list[ServedRun]:
+              max_queued: int = MAX_QUEUED_PATCHES) -> list[ServedRun]:
     """Load each run directory or checkpoint file (newest checkpoint) for serving."""
     runs = []
     for path in paths:
         checkpoint = resolve_checkpoint(path)
         config, model, step = load_model(checkpoint, device)
         runs.append(served_run(str(path), config, model, step, checkpoint, raw=raw,
-                               chunk=chunk, cache_bytes=cache_bytes, max_pending=max_pending))
+                               chunk=chunk, cache_bytes=cache_bytes, max_queued=max_queued))
     return runs
 
 
-def create_app(runs: list[ServedRun]) -> Starlette:
-    """The Starlette app serving ``runs`` (at least one)."""
+def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable:
+    """The ASGI app serving ``runs`` (at least one), answering only to ``hosts`` (default:
+    the loopback names, :func:`cocogan.serve.guard.host_rule`)."""
     assert runs, "create_app needs at least one run"
+    uploads = [0]  # inspirations in progress
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -164,16 +180,27 @@ def create_app(runs: list[ServedRun]) -> Starlette:
         headers = {"Cache-Control": TILE_CACHE_CONTROL, "ETag": etag}
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
-        png = await run.renderer.tile(latent, box)
+        png = await _unless_disconnected(request, run.renderer.tile(latent, box))
+        if png is None:
+            return Response(status_code=CLIENT_GONE)
         return Response(png, media_type="image/png", headers=headers)
 
     async def inspire(request: Request) -> Response:
         run = pick(request)
         query = request.query_params
-        top, left = _int(query, "top"), _int(query, "left")
-        data = await _read_body(request)
-        image = await run.renderer.run(_decode_upload, data, run.config)
         model = run.model
+        height, width = macro_size(model)
+        full_h, full_w = run.config.model.full_height, run.config.model.full_width
+        top = _int(query, "top", 0, full_h - height)
+        left = _int(query, "left", 0, full_w - (1 if model.coords.cyclic else width))
+        if uploads[0] >= MAX_UPLOADS:
+            raise Busy(f"{MAX_UPLOADS} inspirations are in progress; retry shortly")
+        uploads[0] += 1
+        try:
+            data = await _read_body(request)
+            image = await run.renderer.run(_decode_upload, data, run.config)
+        finally:
+            uploads[0] -= 1
         patch = check_patch(model, crop_patch(model, image, top, left), "the picked patch")
         z, coords = await run.renderer.run(estimate, model, patch[None])
         rows, cols = model.coords.nearest_macro(coords.cpu())
@@ -211,8 +238,9 @@ def create_app(runs: list[ServedRun]) -> Starlette:
         for run in runs:
             run.renderer.close()
 
-    return Starlette(routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
-                     lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
+                    lifespan=lifespan)
+    return guard(app, hosts)
 
 
 class _HTTPError(Exception):
@@ -221,11 +249,16 @@ class _HTTPError(Exception):
         self.status = status
 
 
-def _int(query: QueryParams, name: str) -> int:
-    """A required integer query parameter."""
+def _int(query: QueryParams, name: str, low: int | None = None, high: int | None = None) -> int:
+    """A required integer query parameter, within [low, high] when given."""
     if name not in query:
         raise _HTTPError(400, f"missing parameter {name} (an integer)")
-    return _optional_int(query, name, 0)
+    value = _optional_int(query, name, 0)
+    assert value is not None
+    if low is not None and high is not None and not low <= value <= high:
+        raise _HTTPError(400, f"{name}={_clip(query[name])} must be an integer in "
+                         f"[{low}, {high}]")
+    return value
 
 
 def _optional_int(query: QueryParams, name: str, default: int | None) -> int | None:
@@ -234,7 +267,12 @@ def _optional_int(query: QueryParams, name: str, default: int | None) -> int | N
     try:
         return int(query[name])
     except ValueError:
-        raise _HTTPError(400, f"{name}={query[name]!r} is not an integer") from None
+        raise _HTTPError(400, f"{name}={_clip(query[name])!r} is not an integer") from None
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    """An echoed value, shortened so that a message stays one short line."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _float(query: QueryParams, name: str, default: float) -> float:
@@ -243,9 +281,9 @@ def _float(query: QueryParams, name: str, default: float) -> float:
     try:
         value = float(query[name])
     except ValueError:
-        raise _HTTPError(400, f"{name}={query[name]!r} is not a number") from None
+        raise _HTTPError(400, f"{name}={_clip(query[name])!r} is not a number") from None
     if not math.isfinite(value):
-        raise _HTTPError(400, f"{name}={query[name]!r} must be finite")
+        raise _HTTPError(400, f"{name}={_clip(query[name])!r} must be finite")
     return value
 
 
@@ -256,36 +294,73 @@ def _base64(text: str) -> bytes:
         raise TileError("z must be base64url-encoded float32 values") from None
 
 
+async def _unless_disconnected(request: Request, work: Awaitable[bytes]) -> bytes | None:
+    """The result of ``work``, or None (and ``work`` cancelled) if the client disconnects."""
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(gone())
+    try:
+        done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()  # the renderer withdraws the tile if nobody else waits for it
+    return None
+
+
 async def _read_body(request: Request) -> bytes:
-    """The request body, refused with 413 once it passes :data:`MAX_UPLOAD_BYTES`."""
+    """The request body, refused with 413 past :data:`MAX_UPLOAD_BYTES` and 408 when it takes
+    longer than :data:`BODY_TIMEOUT_S` (a slow client must not hold its upload slot)."""
     limit = MAX_UPLOAD_BYTES
     too_big = _HTTPError(413, f"upload larger than {limit >> 20} MiB; send a smaller image")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise too_big
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise too_big
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _HTTPError(408, f"the upload did not arrive within {BODY_TIMEOUT_S:g} s; "
+                         "send it again") from None
     if not total:
         raise _HTTPError(400, "empty body: POST the image file's bytes")
     return b"".join(chunks)
 
 
 def _decode_upload(data: bytes, config: Config) -> torch.Tensor:
-    """Decode an uploaded image safely and resize it to the run's full size: (3, H, W)."""
+    """Decode an uploaded image safely and resize it to the run's full size: (3, H, W).
+
+    The pixels go through the data loader's decoder (:func:`cocogan.data.imaging.to_rgb`, which
+    rescales 16-bit grey instead of clipping it, and composites transparency onto white), so
+    an upload reads as the same file does in training and in ``generate inspire``.
+    """
     try:
         with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as handle:
             width, height = handle.size
             if width * height > MAX_UPLOAD_PIXELS:
-                raise _HTTPError(413, f"image of {width}x{height} pixels is too large; at most "
-                                 f"{MAX_UPLOAD_PIXELS} pixels")
+                raise _too_large(f"{width}x{height}")
             handle.load()
-            size = (config.model.full_width, config.model.full_height)
-            resized = handle.convert("RGBA").resize(size, Image.Resampling.LANCZOS)
-    except (OSError, Image.DecompressionBombError, SyntaxError):
+            image = ImageOps.exif_transpose(handle)
+            rgb = to_rgb(image)
+    except Image.DecompressionBombError:  # Pillow's own bound, checked when the header is read
+        raise _too_large("more than 178 million") from None
+    except (OSError, SyntaxError, ValueError):
         raise _HTTPError(415, f"the body is not a readable image; send one of "
                          f"{', '.join(UPLOAD_FORMATS)}") from None
-    return image_tensor(resized)
+    return to_tensor(fit_stretch(rgb, config.model.full_height, config.model.full_width))
+
+
+def _too_large(size: str) -> _HTTPError:
+    return _HTTPError(413, f"image of {size} pixels is too large; at most "
+                      f"{MAX_UPLOAD_PIXELS} pixels (4096x4096)")

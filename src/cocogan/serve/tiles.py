@@ -8,9 +8,15 @@ turn further are the same pixels (and the same cache entry). A tile is computed 
 :func:`cocogan.apps.viewport`: only the micro patches under it, assembled and cut, so it is
 exactly the crop of ``generate full`` / ``generate huge`` output with the same latent.
 
-Concurrent requests are queued for a few milliseconds and rendered together: the tiles of one
-latent share a single :func:`cocogan.render.render_patches` call (one forward pass per
-``chunk`` micro patches), on one worker thread, so the model never runs twice at once.
+Rendering runs on one worker thread, so the model never runs twice at once, one step at a
+time: a step is one forward pass of at most ``chunk`` micro patches and about
+:data:`STEP_TARGET_S` seconds (the budget follows the measured time per patch), filled with the
+queued tiles that have the fewest patches left (shortest remaining work first; ties in arrival
+order), the tiles of one latent sharing one :func:`cocogan.render.render_patches` call. A big
+tile is therefore rendered over several steps, and a small tile that arrives meanwhile goes out
+after the step in progress instead of waiting for the whole big tile. A tile whose every client
+has gone (disconnected) is dropped between steps. The queue is bounded in micro patches, not in
+requests, so a few huge tiles cannot hold more work than many small ones.
 
 Shapes: Z latent dims, P micro patches, m micro patch side, T tile side in pixels.
 """
@@ -19,13 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import io
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import count
 from typing import TypeVar
 
 import torch
@@ -38,7 +47,14 @@ from cocogan.apps.viewport import PixelBox, covering_rect
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
 from cocogan.patches import assemble
-from cocogan.render import DEFAULT_CHUNK, evaluating, latents, pick_generator, render_patches
+from cocogan.render import (
+    DEFAULT_CHUNK,
+    GridRect,
+    evaluating,
+    latents,
+    pick_generator,
+    render_patches,
+)
 
 T = TypeVar("T")
 
@@ -46,8 +62,9 @@ MAX_TILE = 512  # largest tile side in pixels a request may ask for
 MAX_BEYOND = 256  # micro patches a tile may reach past each border of the trained grid
 MAX_SEED = 2**31 - 1
 MAX_ABS_Z = 100.0  # an uploaded/explicit latent with larger entries is rejected, not clamped
-MAX_BATCH_PIXELS = 4 << 20  # pixels per batch: bounds the float buffers of one render call
+MAX_QUEUED_PATCHES = 16384  # default bound of the micro patches queued per run (``Busy`` past)
 BATCH_WINDOW_S = 0.004  # how long the batcher waits for more requests before rendering
+STEP_TARGET_S = 0.1  # a step lasts about this long: the wait of a small tile behind big ones
 TARGET_TILE = 256  # default tile side is the largest fitting multiple of the micro patch
 
 
@@ -88,13 +105,15 @@ def tile_box(coords: CoordinateSystem, y: int, x: int, size: int) -> PixelBox:
     full_h, full_w = coords.grid_h * m, coords.grid_w * m
     reach = MAX_BEYOND * m
     if top < -reach or top + size > full_h + reach:
-        raise TileError(f"y={y}: tile rows must stay within {MAX_BEYOND} micro patches of the "
-                        f"{full_h}-pixel-high image")
+        raise TileError(f"y={y} must be an integer in [{-(reach // size)}, "
+                        f"{(full_h + reach) // size - 1}] for size={size}: tile rows must stay "
+                        f"within {MAX_BEYOND} micro patches of the {full_h}-pixel-high image")
     if coords.cyclic:
         left %= full_w
     elif left < -reach or left + size > full_w + reach:
-        raise TileError(f"x={x}: tile columns must stay within {MAX_BEYOND} micro patches of the "
-                        f"{full_w}-pixel-wide image")
+        raise TileError(f"x={x} must be an integer in [{-(reach // size)}, "
+                        f"{(full_w + reach) // size - 1}] for size={size}: tile columns must "
+                        f"stay within {MAX_BEYOND} micro patches of the {full_w}-pixel-wide image")
     return PixelBox(top, left, size, size)
 
 
@@ -174,119 +193,214 @@ class Stats:
 
     tiles: int = 0  # tiles rendered (cache misses)
     hits: int = 0  # tiles served from the cache or joined to an identical queued request
-    batches: int = 0  # render_batch calls
+    batches: int = 0  # render steps (each at most one forward pass of ``chunk`` patches)
     passes: int = 0  # generator forward passes
+    dropped: int = 0  # queued tiles abandoned by all their clients before they were finished
+    refused: int = 0  # requests refused with Busy (queue full)
+    peak_queued: int = 0  # most micro patches ever queued at once
+    peak_step: int = 0  # most micro patches rendered in one step
 
     def to_dict(self) -> dict[str, int]:
         return {"tiles": self.tiles, "hits": self.hits, "batches": self.batches,
-                "passes": self.passes}
+                "passes": self.passes, "dropped": self.dropped, "refused": self.refused,
+                "peak_queued": self.peak_queued, "peak_step": self.peak_step}
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
+    """One queued tile: its patch positions and the patches rendered so far."""
+
     key: tuple
     latent: Latent
     box: PixelBox
+    rect: GridRect
+    rows: Tensor  # (P,) grid positions of the covering rectangle, row-major
+    cols: Tensor  # (P,)
     future: asyncio.Future
+    waiters: int = 1  # requests waiting for it; at 0 it is dropped
+    done: int = 0  # patches rendered so far (the first ``done`` positions)
+    scheduled: int = 0  # patches given to a step (done, or in the step under way)
+    parts: list[Tensor] = field(default_factory=list)  # (p, 3, m, m) each
+    dropped: bool = False
+
+    @property
+    def remaining(self) -> int:
+        """Patches not yet rendered."""
+        return self.rows.numel() - self.done
+
+    @property
+    def unscheduled(self) -> int:
+        """Patches not yet given to a step: what the job still adds to the queue."""
+        return self.rows.numel() - self.scheduled
 
 
 class TileRenderer:
-    """Renders tiles of one model on one worker thread, batching concurrent requests.
+    """Renders tiles of one model on one worker thread, step by step, smallest tiles first.
 
     Args:
         model: the loaded run (eval mode).
         raw: sample from the raw generator instead of the EMA one.
-        chunk: micro patches per forward pass.
+        chunk: micro patches per step (one forward pass).
         cache_bytes: LRU cache size in PNG bytes (0: no cache).
-        max_pending: queued tiles beyond which requests are refused with :class:`Busy`.
+        max_queued: micro patches queued beyond which requests are refused with :class:`Busy`
+            (a tile is always accepted into an empty queue).
     """
 
     def __init__(self, model: CocoGAN, *, raw: bool = False, chunk: int = DEFAULT_CHUNK,
-                 cache_bytes: int = 64 << 20, max_pending: int = 256) -> None:
+                 cache_bytes: int = 64 << 20, max_queued: int = MAX_QUEUED_PATCHES) -> None:
         self.model = model
         self.generator = pick_generator(model, raw)
         self.chunk = chunk
         self.cache = LRUCache(cache_bytes)
-        self.max_pending = max_pending
+        self.max_queued = max_queued
         self.stats = Stats()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cocogan-render")
-        self._queue: list[_Job] = []
-        self._inflight: dict[tuple, asyncio.Future] = {}
+        self.queued = 0  # micro patches left to render in live jobs
+        self.seconds_per_patch = 0.0  # running estimate (0: unknown, the first step is chunk)
+        self._heap: list[tuple[int, int, _Job]] = []  # (remaining, arrival, job)
+        self._arrival = count()
+        self._jobs: dict[tuple, _Job] = {}
         self._worker: asyncio.Task | None = None
 
     async def tile(self, latent: Latent, box: PixelBox) -> bytes:
-        """PNG bytes of ``box`` for ``latent``, from the cache or the next batch."""
+        """PNG bytes of ``box`` for ``latent``, from the cache or the queue.
+
+        Cancelling the call (the client went away) withdraws its interest; a tile nobody waits
+        for any more is dropped before its next step.
+        """
         key = (latent.key, box.top, box.left, box.height, box.width)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.hits += 1
             return cached
-        if key in self._inflight:  # the same tile is already queued: share its result
+        job = self._jobs.get(key)
+        if job is not None:  # the same tile is already queued: share its result
             self.stats.hits += 1
-            return await asyncio.shield(self._inflight[key])
-        if len(self._inflight) >= self.max_pending:
-            raise Busy(f"more than {self.max_pending} tiles are queued; retry shortly")
-        future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        self._queue.append(_Job(key, latent, box, future))
+            job.waiters += 1
+        else:
+            job = self._enqueue(key, latent, box)
+        try:
+            return await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            job.waiters -= 1
+            if job.waiters == 0 and not job.future.done():
+                self._drop(job)
+            raise
+
+    def _enqueue(self, key: tuple, latent: Latent, box: PixelBox) -> _Job:
+        rect = covering_rect(self.model.coords, box)
+        if self.queued and self.queued + rect.count > self.max_queued:
+            self.stats.refused += 1
+            raise Busy(f"{self.queued} micro patches are queued (at most {self.max_queued}); "
+                       "retry shortly")
+        rows, cols = rect.positions()
+        job = _Job(key, latent, box, rect, rows, cols,
+                   asyncio.get_running_loop().create_future())
+        self._jobs[key] = job
+        heapq.heappush(self._heap, (job.unscheduled, next(self._arrival), job))
+        self.queued += rect.count
+        self.stats.peak_queued = max(self.stats.peak_queued, self.queued)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
-        return await asyncio.shield(future)
+        return job
+
+    def _drop(self, job: _Job) -> None:
+        """Forget a job nobody waits for (its heap entry is skipped when popped)."""
+        job.dropped = True
+        job.parts.clear()
+        self.queued -= job.unscheduled
+        self._jobs.pop(job.key, None)
+        job.future.cancel()
+        self.stats.dropped += 1
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
         """Run a model call on the render thread (so it never overlaps tile rendering)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     async def _drain(self) -> None:
-        while self._queue:
-            await asyncio.sleep(BATCH_WINDOW_S)  # let the browser's parallel requests arrive
-            count, pixels = 0, 0
-            for job in self._queue:  # as many as the pixel budget allows, at least one
-                pixels += job.box.height * job.box.width
-                if count and pixels > MAX_BATCH_PIXELS:
-                    break
-                count += 1
-            jobs, self._queue = self._queue[:count], self._queue[count:]
+        await asyncio.sleep(BATCH_WINDOW_S)  # let the browser's parallel requests arrive
+        while True:
+            work = self._next_step()
+            if not work:
+                return
+            start = time.perf_counter()
             try:
-                results = await self.run(self.render_batch, [(j.latent, j.box) for j in jobs])
+                finished = await self.run(self.render_step, work)
             except Exception as error:
-                for job in jobs:
-                    self._inflight.pop(job.key, None)
-                    job.future.set_exception(error)
+                for job, _ in work:
+                    if not job.dropped:
+                        self._jobs.pop(job.key, None)
+                        self.queued -= job.unscheduled
+                        job.dropped = True
+                        job.future.set_exception(error)
                 continue
-            for job, png in zip(jobs, results, strict=True):
-                self.cache.put(job.key, png)
-                self._inflight.pop(job.key, None)
-                job.future.set_result(png)
+            spp = (time.perf_counter() - start) / sum(n for _, n in work)
+            self.seconds_per_patch = spp if not self.seconds_per_patch else (
+                0.7 * self.seconds_per_patch + 0.3 * spp)
+            for job, png in finished:
+                if not job.dropped:
+                    self._jobs.pop(job.key, None)
+                    self.cache.put(job.key, png)
+                    job.future.set_result(png)
+            await asyncio.sleep(0)  # new arrivals and disconnects are seen between steps
 
-    def render_batch(self, requests: list[tuple[Latent, PixelBox]]) -> list[bytes]:
-        """PNG bytes of each (latent, box); the boxes of one latent share one render call."""
-        coords, m = self.model.coords, self.model.coords.micro
-        groups: dict[str, list[int]] = {}
-        for index, (latent, _) in enumerate(requests):
-            groups.setdefault(latent.key, []).append(index)
-        out: list[bytes] = [b""] * len(requests)
+    def _next_step(self) -> list[tuple[_Job, int]]:
+        """(job, patches) of the next step: fewest remaining patches first, at most ``chunk``
+        in all and about :data:`STEP_TARGET_S` seconds of work."""
+        work: list[tuple[_Job, int]] = []
+        budget = self.chunk
+        if self.seconds_per_patch:
+            budget = max(1, min(budget, int(STEP_TARGET_S / self.seconds_per_patch)))
+        while budget and self._heap:
+            _, arrival, job = heapq.heappop(self._heap)
+            if job.dropped:
+                continue
+            take = min(job.unscheduled, budget)
+            work.append((job, take))
+            budget -= take
+            self.queued -= take
+            job.scheduled += take
+            if job.unscheduled:  # the rest waits for a later step, ahead of later arrivals
+                heapq.heappush(self._heap, (job.unscheduled, arrival, job))
+        return work
+
+    def render_step(self, work: list[tuple[_Job, int]]) -> list[tuple[_Job, bytes]]:
+        """Render the next ``n`` patches of each (job, n); PNG bytes of the jobs it finishes.
+
+        The slices of one latent share one :func:`render_patches` call.
+        """
+        groups: dict[str, list[tuple[_Job, int]]] = {}
+        for job, n in work:
+            groups.setdefault(job.latent.key, []).append((job, n))
+        finished = []
         with evaluating(self.generator):
-            for indices in groups.values():
-                rects = [covering_rect(coords, requests[i][1]) for i in indices]
-                positions = [rect.positions() for rect in rects]
-                rows = torch.cat([r for r, _ in positions])
-                cols = torch.cat([c for _, c in positions])
-                z = requests[indices[0]][0].z[None].to(self.model.device)  # (1, Z)
-                patches = render_patches(self.generator, coords, z, rows, cols,
-                                         chunk=self.chunk)[0]  # (P, 3, m, m)
+            for items in groups.values():
+                rows = torch.cat([j.rows[j.done:j.done + n] for j, n in items])
+                cols = torch.cat([j.cols[j.done:j.done + n] for j, n in items])
+                z = items[0][0].latent.z[None].to(self.model.device)  # (1, Z)
+                patches = render_patches(self.generator, self.model.coords, z, rows, cols,
+                                         chunk=self.chunk)[0].cpu()  # (p, 3, m, m)
                 self.stats.passes += -(-rows.numel() // self.chunk)
                 start = 0
-                for i, rect, (r, c) in zip(indices, rects, positions, strict=True):
-                    part = patches[start:start + rect.count][None]  # (1, p, 3, m, m)
-                    start += rect.count
-                    region = assemble(part, r - rect.top, c - rect.left)[0]  # (3, h, w)
-                    box = requests[i][1]
-                    top, left = box.top - rect.top * m, box.left - rect.left * m
-                    out[i] = encode_png(region[:, top:top + box.height, left:left + box.width])
-        self.stats.tiles += len(requests)
+                for job, n in items:
+                    job.parts.append(patches[start:start + n])
+                    start += n
+                    job.done += n
+                    if not job.remaining and not job.dropped:
+                        finished.append((job, self._encode(job)))
+        self.stats.tiles += len(finished)
         self.stats.batches += 1
-        return out
+        self.stats.peak_step = max(self.stats.peak_step, sum(n for _, n in work))
+        return finished
+
+    def _encode(self, job: _Job) -> bytes:
+        """Assemble a finished job's patches and cut its box: PNG bytes."""
+        m, rect, box = self.model.coords.micro, job.rect, job.box
+        part = torch.cat(job.parts)[None]  # (1, P, 3, m, m)
+        job.parts.clear()
+        region = assemble(part, job.rows - rect.top, job.cols - rect.left)[0]  # (3, h, w)
+        top, left = box.top - rect.top * m, box.left - rect.left * m
+        return encode_png(region[:, top:top + box.height, left:left + box.width])
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -40,19 +40,23 @@ function selectRun(id) {
   $("run-info").textContent = `${run.height}×${run.width} px, ${run.micro}-px micro patches, ` +
     `step ${run.step}` + (run.cyclic ? ", cylindrical: turns around without end" : "");
   $("inspire").hidden = !run.content_loss; // inspiration needs D's content head trained (L_C)
+  // Beyond-boundary generation only where the run was fine-tuned for it, or on request.
+  $("beyond").checked = run.extrapolate > 0;
   $("inspire-note").textContent = "";
   clearSource();
   home();
 }
 
 // ---- geometry ------------------------------------------------------------------------------
-function fitZoom() {
+function fitZoom() { // the largest zoom at which the whole trained image fits the viewer
   const viewer = $("viewer");
   const run = state.run;
-  const fits = ZOOMS.filter((z) => run.width * z <= viewer.clientWidth * 0.7 &&
-    run.height * z <= viewer.clientHeight * 0.8);
+  const fits = ZOOMS.filter((z) => run.width * z <= viewer.clientWidth &&
+    run.height * z <= viewer.clientHeight);
   return fits.length ? fits[fits.length - 1] : ZOOMS[0];
 }
+
+function beyond() { return $("beyond").checked; }
 
 function home() {
   const viewer = $("viewer");
@@ -66,8 +70,10 @@ function requestTileSize() {
   // The run's tile times a power of two, so a panorama's turn stays a whole number of tiles.
   const run = state.run;
   let size = run.tile;
+  // Without beyond-boundary tiles the image must stay a whole number of tiles.
   while (size * state.zoom < MIN_TILE_CSS && size * 2 <= run.max_tile &&
          (!run.cyclic || run.width % (size * 2) === 0) &&
+         (beyond() || (run.height % (size * 2) === 0 && run.width % (size * 2) === 0)) &&
          (run.cyclic || size * 2 <= Math.max(run.height, run.width) * 4)) {
     size *= 2;
   }
@@ -82,8 +88,9 @@ function tileRange() {
   let y1 = Math.floor((viewer.clientHeight - state.offsetY - 1) / span);
   let x0 = Math.floor(-state.offsetX / span);
   let x1 = Math.floor((viewer.clientWidth - state.offsetX - 1) / span);
-  const reachTiles = (extent) => [Math.ceil(-run.reach / state.tileSize),
-    Math.floor((extent + run.reach) / state.tileSize) - 1];
+  const reach = beyond() ? run.reach : 0;
+  const reachTiles = (extent) => [Math.ceil(-reach / state.tileSize),
+    Math.floor((extent + reach) / state.tileSize) - 1];
   const [ylo, yhi] = reachTiles(run.height);
   y0 = Math.max(y0, ylo); y1 = Math.min(y1, yhi);
   if (!run.cyclic) {
@@ -112,8 +119,14 @@ function tileUrl(y, x) {
 }
 
 // ---- drawing -------------------------------------------------------------------------------
+function forget(img) { // a tile off screen: abort its request, so the server drops its work
+  img.onload = img.onerror = null;
+  img.removeAttribute("src");
+  img.remove();
+}
+
 function rebuild() { // zoom, run or tile size changed: start from an empty layer
-  state.tiles.forEach((img) => img.remove());
+  state.tiles.forEach(forget);
   state.tiles.clear();
   state.tileSize = requestTileSize();
   latentChanged();
@@ -173,7 +186,7 @@ function draw() {
     }
   }
   state.tiles.forEach((img, key) => {
-    if (!wanted.has(key)) { img.remove(); state.tiles.delete(key); }
+    if (!wanted.has(key)) { forget(img); state.tiles.delete(key); }
   });
   drawBorder(x0, x1, span);
   drawPicked();
@@ -207,22 +220,38 @@ function drawPicked() { // the estimated macro position of an inspiration
 
 function drawGrid() {
   const overlay = $("grid-overlay");
+  const run = state.run;
   overlay.hidden = !$("grid").checked;
-  const step = state.run.micro * state.zoom;
+  const step = run.micro * state.zoom;
   overlay.style.backgroundSize = `${step}px ${step}px`;
-  overlay.style.backgroundPosition = `${state.offsetX}px ${state.offsetY}px`;
+  // Without beyond-boundary tiles the grid covers the trained image only (all turns of a
+  // panorama); the grid pattern stays anchored to the image's top-left pixel.
+  const box = beyond() ? { left: 0, top: 0, right: null, bottom: null } : {
+    left: run.cyclic ? 0 : Math.max(0, state.offsetX),
+    top: Math.max(0, state.offsetY),
+    right: run.cyclic ? null : state.offsetX + run.width * state.zoom,
+    bottom: state.offsetY + run.height * state.zoom,
+  };
+  const viewer = $("viewer");
+  const right = box.right === null ? viewer.clientWidth : Math.min(viewer.clientWidth, box.right);
+  const bottom = box.bottom === null ? viewer.clientHeight :
+    Math.min(viewer.clientHeight, box.bottom);
+  Object.assign(overlay.style, { left: `${box.left}px`, top: `${box.top}px`,
+    width: `${Math.max(0, right - box.left)}px`, height: `${Math.max(0, bottom - box.top)}px`,
+    backgroundPosition: `${state.offsetX - box.left}px ${state.offsetY - box.top}px` });
 }
 
 function drawNotice(y0, y1, x0, x1) {
   const run = state.run;
   const size = state.tileSize;
-  const beyond = y0 * size < 0 || (y1 + 1) * size > run.height ||
+  const outside = y0 * size < 0 || (y1 + 1) * size > run.height ||
     (!run.cyclic && (x0 * size < 0 || (x1 + 1) * size > run.width));
+  const tuned = run.extrapolate ? `This run was fine-tuned for it (extrapolate=${run.extrapolate}).`
+    : "This run was NOT fine-tuned for it (train.extrapolate=0), so expect it to degrade.";
   let text = "";
-  if (beyond) {
+  if (outside) { // tiles past the border are on screen (only requested when beyond() is on)
     text = "Outside the dashed border: beyond-boundary generation (coordinates past [-1, 1]). ";
-    text += run.extrapolate ? `This run was fine-tuned for it (extrapolate=${run.extrapolate}).`
-      : "This run was NOT fine-tuned for it (train.extrapolate=0), so expect it to degrade.";
+    text += tuned;
   }
   $("notice").textContent = text;
 }
@@ -230,7 +259,8 @@ function drawNotice(y0, y1, x0, x1) {
 function showStatus(extra) {
   const run = state.run;
   const viewer = $("viewer");
-  let text = `${state.tiles.size} tiles of ${state.tileSize} px on screen`;
+  const count = state.tiles.size;
+  let text = `${count} tile${count === 1 ? "" : "s"} of ${state.tileSize} px on screen`;
   if (state.firstTileMs !== null) text += `, first tile in ${Math.round(state.firstTileMs)} ms`;
   if (run.cyclic) {
     const centre = (viewer.clientWidth / 2 - state.offsetX) / state.zoom; // image pixels
@@ -340,6 +370,7 @@ function bindControls() {
   $("zoom-out").addEventListener("click", () => zoomStep(-1));
   $("home").addEventListener("click", home);
   $("grid").addEventListener("change", drawGrid);
+  $("beyond").addEventListener("change", rebuild);
   $("upload").addEventListener("change", uploadChosen);
   $("source").addEventListener("click", patchPicked);
   $("back").addEventListener("click", seedChanged);
