@@ -31,9 +31,9 @@ from cocogan.training.distributed import (
     world_from_env,
 )
 from cocogan.training.signals import StopFlag
-from cocogan.training.sync_norm import merge_moments, synchronise_batch_norm
 from cocogan.training.state import TrainState, rank_step_generator, restore_payload
 from cocogan.training.step import build_optimizers, train_step
+from cocogan.training.sync_norm import merge_moments, synchronise_batch_norm
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -17,11 +17,10 @@ from typing import Any
 import yaml
 
 COORDINATE_SYSTEMS = ("cartesian", "cylindrical")
-G_PADDINGS = ("zeros", "replicate", "reflect")
 SAMPLING_MODES = ("discrete", "continuous")
-# torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs; "aot_eager" traces
-# without generating code, to check that a model compiles) and train.cache_images choices.
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "aot_eager")
+# torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs) and
+# train.cache_images choices.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 CACHE_MODES = ("auto", "off", "cpu", "device")
 
 
@@ -44,12 +43,8 @@ class ModelConfig:
     ngf: int = 64  # generator base width; block widths are 16, 8, 4, 2, 1 x ngf
     ndf: int = 64  # discriminator base width
     aux_hidden: int = 128  # hidden width of D's spatial and content heads
-    # Options beyond the paper against patch seams (docs/seams.md); the defaults are the paper's.
-    pixel_coords: bool = False  # feed G's convs per-pixel global coordinates (CoordConv/CIPS)
-    pixel_fourier: int = 0  # octaves of sin/cos pixel-coordinate features (needs pixel_coords)
-    g_padding: str = "zeros"  # padding of G's 3x3 convs: zeros (paper) | replicate | reflect
-    g_margin: bool = False  # G draws a 1.5x canvas and keeps the centre micro patch
-    g_field: bool = False  # position only via the pixel-coordinate field (needs pixel_coords)
+    g_margin: bool = False  # G draws a 1.5x canvas and keeps the centre micro patch (beyond the
+    #   paper, against patch seams, with train.w_overlap; docs/seams.md); False: the paper
 
     @property
     def macro_w(self) -> int:
@@ -73,18 +68,6 @@ class ModelConfig:
         if self.sampling not in SAMPLING_MODES:
             raise ConfigError(f"model.sampling must be one of {', '.join(SAMPLING_MODES)}, "
                               f"got {self.sampling!r}")
-        if self.g_padding not in G_PADDINGS:
-            raise ConfigError(f"model.g_padding must be one of {', '.join(G_PADDINGS)}, "
-                              f"got {self.g_padding!r}")
-        if not isinstance(self.pixel_fourier, int) or not 0 <= self.pixel_fourier <= 8:
-            raise ConfigError(f"model.pixel_fourier must be an integer from 0 to 8, "
-                              f"got {self.pixel_fourier!r}")
-        if self.pixel_fourier and not self.pixel_coords:
-            raise ConfigError("model.pixel_fourier needs model.pixel_coords=true "
-                              "(Fourier features are features of the pixel coordinates)")
-        if self.g_field and not self.pixel_coords:
-            raise ConfigError("model.g_field needs model.pixel_coords=true (the field is made "
-                              "of per-pixel coordinates)")
         if self.micro < 4 or not _is_power_of_two(self.micro):
             raise ConfigError(f"model.micro must be a power of two >= 4, got {self.micro}")
         for axis, full in (("full_height", self.full_height), ("full_width", self.full_width)):
@@ -206,7 +189,7 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}; "
                               "allowed: name, model, train")
-        model = _build(ModelConfig, data.get("model") or {}, "model")
+        model = _build(ModelConfig, _without_removed(data.get("model") or {}), "model")
         train = _build(TrainConfig, data.get("train") or {}, "train")
         return cls(name=str(data.get("name", "custom")), model=model, train=train)
 
@@ -220,6 +203,23 @@ class Config:
         except yaml.YAMLError as error:
             raise ConfigError(f"config is not valid YAML: {str(error).splitlines()[0]}") from None
         return cls.from_dict(data or {})
+
+
+# Seam-study options removed after the study (docs/seams.md), at their off values: runs saved
+# before the removal carry them.
+REMOVED_MODEL_OPTIONS = {"pixel_coords": False, "pixel_fourier": 0, "g_padding": "zeros",
+                         "g_field": False}
+
+
+def _without_removed(values: Any) -> Any:
+    """A saved model section without the removed options; one that used them is refused."""
+    if not isinstance(values, dict):
+        return values
+    for key, off in REMOVED_MODEL_OPTIONS.items():
+        if key in values and values[key] != off:
+            raise ConfigError(f"model.{key}={values[key]!r} was a seam-study option that has been "
+                              f"removed (docs/seams.md); only {key}={off!r} runs still load")
+    return {k: v for k, v in values.items() if k not in REMOVED_MODEL_OPTIONS}
 
 
 def _build(kind: type, values: dict[str, Any], section: str) -> Any:
