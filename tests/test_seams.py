@@ -143,13 +143,15 @@ def test_paper_generator_unchanged_for_a_fixed_seed() -> None:
 
 def test_the_removed_study_options_are_unknown_keys() -> None:
     """pixel_coords, pixel_fourier, g_padding and g_field were measured and not adopted
-    (docs/seams.md); a --set naming them is an error, not a silent no-op."""
+    (docs/seams.md); a --set naming them is an error, not a silent no-op, and runs saved with
+    them off still load."""
     for key in ("pixel_coords=true", "pixel_fourier=2", "g_padding=replicate", "g_field=true"):
         with pytest.raises(ValueError, match="unknown"):
             apply_overrides(get_preset("tiny"), [f"model.{key}"])
     saved = get_preset("tiny").to_dict()  # a run saved before the removal still loads
     saved["model"].update(pixel_coords=False, pixel_fourier=0, g_padding="zeros", g_field=False)
-    assert Config.from_dict(saved).model == get_preset("tiny").model
+    saved["train"]["cache_images"] = "auto"  # removed too: train.cache_max_mb alone decides
+    assert Config.from_dict(saved) == get_preset("tiny")
     saved["model"]["pixel_coords"] = True
     with pytest.raises(ValueError, match="removed"):
         Config.from_dict(saved)

@@ -18,10 +18,8 @@ import yaml
 
 COORDINATE_SYSTEMS = ("cartesian", "cylindrical")
 SAMPLING_MODES = ("discrete", "continuous")
-# torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs) and
-# train.cache_images choices.
+# torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs).
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
-CACHE_MODES = ("auto", "off", "cpu", "device")
 
 
 class ConfigError(ValueError):
@@ -119,8 +117,8 @@ class TrainConfig:
     sn_once: bool = False  # one D spectral-norm power iteration per D update, real+fake batched
     compile: str = "off"  # torch.compile G and D's trunk: one of COMPILE_MODES; off on CPU
     num_workers: int = -1  # DataLoader workers; -1 picks min(4, cores - 1)
-    cache_images: str = "auto"  # folders decoded once into uint8: auto | off | cpu | device
-    cache_max_mb: int = 4096  # auto caches only datasets up to this size
+    cache_max_mb: int = 4096  # an image folder whose uint8 images fit this is decoded once, onto
+    #   the training device; 0 decodes every epoch
     extrapolate: int = 0  # beyond-boundary fine-tune: grid steps sampled past [-1, 1] per side
     celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
 
@@ -153,10 +151,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.extrapolate < 0:
             raise ConfigError(f"train.extrapolate must be >= 0, got {self.extrapolate!r}")
-        for name, choices in (("compile", COMPILE_MODES), ("cache_images", CACHE_MODES)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"train.{name} must be one of {', '.join(choices)}, "
-                                  f"got {getattr(self, name)!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"train.compile must be one of {', '.join(COMPILE_MODES)}, "
+                              f"got {self.compile!r}")
         if self.cache_max_mb < 0:
             raise ConfigError(f"train.cache_max_mb must be >= 0, got {self.cache_max_mb!r}")
 
@@ -190,7 +187,10 @@ class Config:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}; "
                               "allowed: name, model, train")
         model = _build(ModelConfig, _without_removed(data.get("model") or {}), "model")
-        train = _build(TrainConfig, data.get("train") or {}, "train")
+        train = data.get("train") or {}
+        if isinstance(train, dict):  # runs saved before train.cache_images was removed
+            train = {k: v for k, v in train.items() if k != "cache_images"}
+        train = _build(TrainConfig, train, "train")
         return cls(name=str(data.get("name", "custom")), model=model, train=train)
 
     def to_yaml(self) -> str:
