@@ -265,7 +265,7 @@ def average_norm_statistics(world: World, module: nn.Module) -> None:
         variances = stats[:, offset + channels:offset + 2 * channels]
         offset += 2 * channels
         momentum = (layer.momentum if layer.momentum is not None
-                    else 1.0 / float(layer.num_batches_tracked))
+                    else 1.0 / max(1.0, float(layer.num_batches_tracked)))
         mean, var = pooled_running_statistics(means, variances, momentum)
         layer.running_mean.copy_(mean)
         layer.running_var.copy_(var)
