@@ -4,15 +4,17 @@ python distributed_worker.py cli REPORT_DIR RUN_DIR -- TRAIN_ARGS...
     `cocogan train TRAIN_ARGS` with two probes: after every step all ranks compare their weights
     (G, D, EMA G, buffers) and Adam states; each rank records every file it creates, writes,
     renames or deletes under RUN_DIR. Reports go to REPORT_DIR/rank-R.json.
-python distributed_worker.py halves REPORT_DIR STEPS
-    A few train_step calls on fixed images, latents, positions and GP factors: each rank takes
-    its half of the batch; rank 0 also trains a copy on the whole batch in one process. Batch
-    norm: synchronised, per rank, and frozen (batch-independent, to isolate the gradients).
-    REPORT_DIR/halves.json holds the weight differences after every step.
+python distributed_worker.py halves REPORT_DIR STEPS PRESET
+    A few train_step calls of PRESET at widths 8 on fixed images, latents, positions and GP
+    factors: each rank takes its half of the batch; rank 0 also trains copies on the whole batch
+    in one process, in float32 and in float64 (the oracle). Batch norm: synchronised, per rank,
+    and frozen (batch-independent, to isolate the gradients). REPORT_DIR/halves.json holds the
+    gradient and output differences after every step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -79,7 +81,7 @@ def run_cli(report_dir: Path, run_dir: Path, args: list[str]) -> int:
     return code
 
 
-def run_halves(report_dir: Path, steps: int) -> int:
+def run_halves(report_dir: Path, steps: int, preset: str) -> int:
     """2 x (B/2) against 1 x B on the same data, latents, positions and GP factors."""
     import torch.nn.functional as F
 
@@ -88,11 +90,8 @@ def run_halves(report_dir: Path, steps: int) -> int:
 
     world = init_world(torch.device("cpu"), "gloo")
     rank, size = world.rank, world.size
-    config = get_preset("tiny")
+    config = get_preset(preset)
     config.model.z_dim, config.model.ngf, config.model.ndf, config.model.aux_hidden = 8, 8, 8, 16
-    # The paper's G (no margin, no L_O): with them, sync BN's first-step G gradients differ by
-    # 1.3 % (D 0.2 %) from one process; not yet explained, see docs/multi-gpu.md.
-    config.model.g_margin, config.train.w_overlap = False, 0.0
     batch = 8
     local = slice(rank * batch // size, (rank + 1) * batch // size)
     images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(7)) * 2 - 1
@@ -108,8 +107,10 @@ def run_halves(report_dir: Path, steps: int) -> int:
         full = sample_step(model, images, train,
                            torch.Generator().manual_seed(1000 + current["step"]))
         part = part_of(images_part.shape[0])
-        return step.StepBatch(*(getattr(full, f)[part] for f in
-                                ("z", "rows", "cols", "real", "real_coords", "fake_coords")))
+        like = images_part.dtype  # float64 for the oracle
+        return step.StepBatch(full.z[part].to(like), full.rows[part], full.cols[part],
+                              *(getattr(full, f)[part].to(like)
+                                for f in ("real", "real_coords", "fake_coords")))
 
     def fixed_gradient_penalty(critic, real, fake, generator=None):
         """GP factors: this part's rows of one (B,) draw of this step."""
@@ -128,9 +129,9 @@ def run_halves(report_dir: Path, steps: int) -> int:
 
     step.sample_step, step.gradient_penalty = fixed_sample_step, fixed_gradient_penalty
 
-    def build() -> tuple[CocoGAN, step.Optimizers]:
+    def build(dtype: torch.dtype = torch.float32) -> tuple[CocoGAN, step.Optimizers]:
         torch.manual_seed(3)
-        model = CocoGAN(config.model)
+        model = CocoGAN(config.model).to(dtype)
         return model, step.build_optimizers(model, config.train)
 
     def record_gradients(optimizers: step.Optimizers, into: dict[str, torch.Tensor]) -> None:
@@ -167,20 +168,27 @@ def run_halves(report_dir: Path, steps: int) -> int:
             optimizers = step.build_optimizers(model, config.train)
         average_gradients_before_step((optimizers.g, optimizers.d, optimizers.q), world)
         reference, ref_optimizers = build()
-        ours, theirs = {}, {}
+        exact, exact_optimizers = build(torch.float64)  # one process in float64: the oracle
+        ours, theirs, truth = {}, {}, {}
         record_gradients(optimizers, ours)
         record_gradients(ref_optimizers, theirs)
+        record_gradients(exact_optimizers, truth)
         report[norm] = []
         for current["step"] in range(steps):
             step.train_step(model, optimizers, images[local], config.train, torch.Generator())
-            average_norm_statistics(world, model)
+            average_norm_statistics(dataclasses.replace(world, sync_norm=norm == "sync"), model)
             if rank == 0:
                 step.train_step(reference, ref_optimizers, images, config.train,
+                                torch.Generator())
+                step.train_step(exact, exact_optimizers, images.double(), config.train,
                                 torch.Generator())
                 stats, ref_stats = (torch.cat([t.reshape(-1) for t in norm_statistics(m)])
                                     for m in (model, reference))
                 report[norm].append({
                     **{f"grad_{k}": relative(ours[k], theirs[k]) for k in ("d", "q", "g")},
+                    # float32 rounding of each against the float64 oracle
+                    **{f"exact_{k}": relative(ours[k], truth[k]) for k in ("d", "q", "g")},
+                    **{f"floor_{k}": relative(theirs[k], truth[k]) for k in ("d", "q", "g")},
                     "outputs": relative(outputs(model), outputs(reference)),
                     "bn_stats_max_abs": (stats - ref_stats).abs().max().item()})
     if rank == 0:
@@ -193,4 +201,4 @@ if __name__ == "__main__":
     mode, report = sys.argv[1], Path(sys.argv[2])
     if mode == "cli":
         sys.exit(run_cli(report, Path(sys.argv[3]), sys.argv[sys.argv.index("--") + 1:]))
-    sys.exit(run_halves(report, int(sys.argv[3])))
+    sys.exit(run_halves(report, int(sys.argv[3]), sys.argv[4]))

@@ -29,6 +29,8 @@ from cocogan.training.datastream import ResumableBatchSampler, roll_panoramas
 from cocogan.training.run import new_trainer, open_dataset, read_run
 from cocogan.training.signals import StopFlag
 
+# The preset the training tests train: the paper's model and losses at tiny widths.
+PRESET = "tiny-paper"
 # Shrinks the tiny presets further and makes every interval small, so a run takes seconds.
 SMALL = ["--set", "model.z_dim=8", "model.ngf=8", "model.ndf=8", "model.aux_hidden=16",
          "train.batch=4", "train.log_every=1", "train.sample_every=2", "train.checkpoint_every=2",
@@ -50,7 +52,7 @@ def train(*args: str | Path) -> int:
     return main(["train", *map(str, args)])
 
 
-def new_run(out: Path, *extra: str, preset: str = "tiny", data: str = "builtin:blobs",
+def new_run(out: Path, *extra: str, preset: str = PRESET, data: str = "builtin:blobs",
             steps: int = 2) -> int:
     return train("--preset", preset, "--data", data, "--out", out, "--steps", steps, *SMALL,
                  *extra)
@@ -117,7 +119,8 @@ def test_train_from_folder_writes_a_complete_run(image_folder: Path, tmp_path: P
     assert Image.open(tmp_path / "losses.png").size[0] > 100
 
 
-@pytest.mark.parametrize(("preset", "data"), [("tiny", "builtin:blobs"),
+@pytest.mark.parametrize(("preset", "data"), [(PRESET, "builtin:blobs"),
+                                              ("tiny", "builtin:blobs"),
                                               ("tiny-panorama", "builtin:skyline")])
 def test_train_on_builtin_datasets(preset: str, data: str, tmp_path: Path) -> None:
     assert new_run(tmp_path / "run", preset=preset, data=data) == 0
@@ -190,7 +193,7 @@ def test_interrupted_checkpoint_write_keeps_the_last_good_one(
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
     run = tmp_path / "run"
     command = [sys.executable, "-c", "import sys; from cocogan.cli import main; sys.exit(main())",
-               "train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(run),
+               "train", "--preset", PRESET, "--data", "builtin:blobs", "--out", str(run),
                "--steps", "100000", *SMALL, "train.checkpoint_every=100000"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -313,8 +316,8 @@ def test_init_from_fine_tunes_beyond_the_boundary(tmp_path: Path,
     config = Config.from_yaml((tuned / "config.yaml").read_text())
     assert config.train.extrapolate == 1 and config.model.ngf == 8  # the base run's model
     capsys.readouterr()
-    other = tmp_path / "other"  # the plain tiny preset is wider than the base run
-    assert train("--init-from", base, "--preset", "tiny", "--data", "builtin:blobs",
+    other = tmp_path / "other"  # the plain preset is wider than the base run
+    assert train("--init-from", base, "--preset", PRESET, "--data", "builtin:blobs",
                  "--out", other) == 2
     assert "model.ngf" in one_error_line(capsys) and not other.exists()
     assert train("--resume", base, "--steps", 1) == 2

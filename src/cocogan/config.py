@@ -17,12 +17,9 @@ from typing import Any
 import yaml
 
 COORDINATE_SYSTEMS = ("cartesian", "cylindrical")
-G_PADDINGS = ("zeros", "replicate", "reflect")
 SAMPLING_MODES = ("discrete", "continuous")
-# torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs; "aot_eager" traces
-# without generating code, to check that a model compiles) and train.cache_images choices.
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "aot_eager")
-CACHE_MODES = ("auto", "off", "cpu", "device")
+# torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs).
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 class ConfigError(ValueError):
@@ -44,12 +41,8 @@ class ModelConfig:
     ngf: int = 64  # generator base width; block widths are 16, 8, 4, 2, 1 x ngf
     ndf: int = 64  # discriminator base width
     aux_hidden: int = 128  # hidden width of D's spatial and content heads
-    # Options beyond the paper against patch seams (docs/seams.md); the defaults are the paper's.
-    pixel_coords: bool = False  # feed G's convs per-pixel global coordinates (CoordConv/CIPS)
-    pixel_fourier: int = 0  # octaves of sin/cos pixel-coordinate features (needs pixel_coords)
-    g_padding: str = "zeros"  # padding of G's 3x3 convs: zeros (paper) | replicate | reflect
-    g_margin: bool = False  # G draws a 1.5x canvas and keeps the centre micro patch
-    g_field: bool = False  # position only via the pixel-coordinate field (needs pixel_coords)
+    g_margin: bool = False  # G draws a 1.5x canvas and keeps the centre micro patch (beyond the
+    #   paper, against patch seams, with train.w_overlap; docs/seams.md); False: the paper
 
     @property
     def macro_w(self) -> int:
@@ -73,18 +66,6 @@ class ModelConfig:
         if self.sampling not in SAMPLING_MODES:
             raise ConfigError(f"model.sampling must be one of {', '.join(SAMPLING_MODES)}, "
                               f"got {self.sampling!r}")
-        if self.g_padding not in G_PADDINGS:
-            raise ConfigError(f"model.g_padding must be one of {', '.join(G_PADDINGS)}, "
-                              f"got {self.g_padding!r}")
-        if not isinstance(self.pixel_fourier, int) or not 0 <= self.pixel_fourier <= 8:
-            raise ConfigError(f"model.pixel_fourier must be an integer from 0 to 8, "
-                              f"got {self.pixel_fourier!r}")
-        if self.pixel_fourier and not self.pixel_coords:
-            raise ConfigError("model.pixel_fourier needs model.pixel_coords=true "
-                              "(Fourier features are features of the pixel coordinates)")
-        if self.g_field and not self.pixel_coords:
-            raise ConfigError("model.g_field needs model.pixel_coords=true (the field is made "
-                              "of per-pixel coordinates)")
         if self.micro < 4 or not _is_power_of_two(self.micro):
             raise ConfigError(f"model.micro must be a power of two >= 4, got {self.micro}")
         for axis, full in (("full_height", self.full_height), ("full_width", self.full_width)):
@@ -136,8 +117,8 @@ class TrainConfig:
     sn_once: bool = False  # one D spectral-norm power iteration per D update, real+fake batched
     compile: str = "off"  # torch.compile G and D's trunk: one of COMPILE_MODES; off on CPU
     num_workers: int = -1  # DataLoader workers; -1 picks min(4, cores - 1)
-    cache_images: str = "auto"  # folders decoded once into uint8: auto | off | cpu | device
-    cache_max_mb: int = 4096  # auto caches only datasets up to this size
+    cache_max_mb: int = 4096  # an image folder whose uint8 images fit this is decoded once, onto
+    #   the training device; 0 decodes every epoch
     extrapolate: int = 0  # beyond-boundary fine-tune: grid steps sampled past [-1, 1] per side
     celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
 
@@ -170,10 +151,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.extrapolate < 0:
             raise ConfigError(f"train.extrapolate must be >= 0, got {self.extrapolate!r}")
-        for name, choices in (("compile", COMPILE_MODES), ("cache_images", CACHE_MODES)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"train.{name} must be one of {', '.join(choices)}, "
-                                  f"got {getattr(self, name)!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"train.compile must be one of {', '.join(COMPILE_MODES)}, "
+                              f"got {self.compile!r}")
         if self.cache_max_mb < 0:
             raise ConfigError(f"train.cache_max_mb must be >= 0, got {self.cache_max_mb!r}")
 
@@ -206,8 +186,11 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}; "
                               "allowed: name, model, train")
-        model = _build(ModelConfig, data.get("model") or {}, "model")
-        train = _build(TrainConfig, data.get("train") or {}, "train")
+        model = _build(ModelConfig, _without_removed(data.get("model") or {}), "model")
+        train = data.get("train") or {}
+        if isinstance(train, dict):  # runs saved before train.cache_images was removed
+            train = {k: v for k, v in train.items() if k != "cache_images"}
+        train = _build(TrainConfig, train, "train")
         return cls(name=str(data.get("name", "custom")), model=model, train=train)
 
     def to_yaml(self) -> str:
@@ -220,6 +203,23 @@ class Config:
         except yaml.YAMLError as error:
             raise ConfigError(f"config is not valid YAML: {str(error).splitlines()[0]}") from None
         return cls.from_dict(data or {})
+
+
+# Seam-study options removed after the study (docs/seams.md), at their off values: runs saved
+# before the removal carry them.
+REMOVED_MODEL_OPTIONS = {"pixel_coords": False, "pixel_fourier": 0, "g_padding": "zeros",
+                         "g_field": False}
+
+
+def _without_removed(values: Any) -> Any:
+    """A saved model section without the removed options; one that used them is refused."""
+    if not isinstance(values, dict):
+        return values
+    for key, off in REMOVED_MODEL_OPTIONS.items():
+        if key in values and values[key] != off:
+            raise ConfigError(f"model.{key}={values[key]!r} was a seam-study option that has been "
+                              f"removed (docs/seams.md); only {key}={off!r} runs still load")
+    return {k: v for k, v in values.items() if k not in REMOVED_MODEL_OPTIONS}
 
 
 def _build(kind: type, values: dict[str, Any], section: str) -> Any:

@@ -17,7 +17,6 @@ from cocogan.config import ModelConfig
 from cocogan.coords import CoordinateSystem, coordinate_system
 from cocogan.nn import Discriminator, Generator
 from cocogan.nn.generator import crop_margin
-from cocogan.nn.pixel_coords import PixelGeometry
 from cocogan.patches import merge
 
 
@@ -84,13 +83,9 @@ class CocoGAN(nn.Module):
 
 
 def build_generator(config: ModelConfig, coords: CoordinateSystem) -> Generator:
-    """The generator a model config describes, with its options beyond the paper."""
-    pixel = None
-    if config.pixel_coords:
-        step_y, step_x = coords.micro_step
-        pixel = PixelGeometry(step_y, step_x, coords.cyclic, config.pixel_fourier)
-    return Generator(config.z_dim, coords.coord_dim, config.micro, config.ngf, pixel=pixel,
-                     padding=config.g_padding, margin=config.g_margin, field=config.g_field)
+    """The generator a model config describes (``g_margin``: the seam option, docs/seams.md)."""
+    return Generator(config.z_dim, coords.coord_dim, config.micro, config.ngf,
+                     margin=config.g_margin)
 
 
 def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,

@@ -30,15 +30,9 @@ def _spectral_norm(module: nn.Module) -> nn.Module:
     return module if _shapes_only else spectral_norm(module)
 
 
-def sn_conv(in_channels: int, out_channels: int, kernel: int,
-            padding_mode: str = "zeros") -> nn.Module:
-    """Spectrally normalised conv with 'same' padding (Miyato et al. 2018).
-
-    ``padding_mode`` zeros is the paper's; replicate/reflect keep patch borders from being
-    pulled towards zero (an option of the generator, see ModelConfig.g_padding).
-    """
-    return _spectral_norm(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2,
-                                   padding_mode=padding_mode))
+def sn_conv(in_channels: int, out_channels: int, kernel: int) -> nn.Module:
+    """Spectrally normalised conv with 'same' zero padding (Miyato et al. 2018)."""
+    return _spectral_norm(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2))
 
 
 def sn_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Module:

@@ -143,18 +143,14 @@ def resolve_workers(num_workers: int) -> int:
     return min(MAX_AUTO_WORKERS, default_num_workers()) if num_workers < 0 else num_workers
 
 
-def cache_device(dataset: Dataset[Tensor], mode: str, max_mb: int, height: int, width: int,
+def cache_device(dataset: Dataset[Tensor], max_mb: int, height: int, width: int,
                  device: torch.device) -> torch.device | None:
-    """Where ``train.cache_images`` puts the decoded images, or None to decode every epoch.
-
-    Only image folders are cached (built-in datasets are rendered in floats, not decoded from
-    8-bit files). auto: when the cache fits ``max_mb``, on the training device.
-    """
-    if mode == "off" or not isinstance(dataset, ImageFolderDataset):
+    """The training device when the decoded images fit ``max_mb``, or None to decode every
+    epoch. Only image folders are cached (built-in datasets are rendered in floats, not decoded
+    from 8-bit files)."""
+    if not isinstance(dataset, ImageFolderDataset):
         return None
-    if mode == "auto" and cache_bytes(dataset, height, width) > max_mb * 2**20:
-        return None
-    return torch.device("cpu") if mode == "cpu" else device
+    return device if 0 < cache_bytes(dataset, height, width) <= max_mb * 2**20 else None
 
 
 def roll_panoramas(images: Tensor, rng: torch.Generator) -> Tensor:

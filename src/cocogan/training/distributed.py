@@ -9,7 +9,7 @@ their weights stay identical. An explicit all-reduce rather than DDP's wrapper: 
 penalty's double backward and the three optimisers of one step (D, Q, G over shared features)
 do not fit DDP's one-backward-per-forward model. Batch-norm layers normalise with statistics
 of the global batch (:mod:`cocogan.training.sync_norm`) unless ``sync_norm`` is off, when each
-rank uses its own; running statistics are averaged after every step either way (see
+rank uses its own, and the ranks' running statistics are then pooled after every step (see
 docs/multi-gpu.md for the measurement behind the default).
 
 Every collective goes through this module, which turns a failed one (a peer died, the network
@@ -224,11 +224,51 @@ def norm_statistics(module: nn.Module) -> list[Tensor]:
     return [t for t in stats if t is not None]
 
 
+def pooled_running_statistics(means: Tensor, variances: Tensor, momentum: float
+                              ) -> tuple[Tensor, Tensor]:
+    """The global batch's running (mean, variance) from R ranks' (R, C) running statistics
+    that were equal before this step and each moved by ``momentum`` towards its own shard's.
+
+    Averaging the variances alone misses the spread of the shards' means: the global batch's
+    variance is mean_r(var_r) + mean_r((mean_r - mean)^2). Each rank's running mean moved only
+    ``momentum`` of its batch mean's deviation, so the running variance gets that spread divided
+    by ``momentum`` (once, as an EMA update would add it). Exact up to the (n - 1) of the
+    unbiased variance of n values per shard.
+    """
+    mean = means.mean(0)  # (C,)
+    spread = (means - mean).square().mean(0) / momentum
+    return mean, variances.mean(0) + spread
+
+
 def average_norm_statistics(world: World, module: nn.Module) -> None:
-    """Average batch-norm running statistics across ranks (each rank normalised its own
-    shard with its own batch statistics; the averaged running mean equals the global one)."""
-    if world.enabled:
-        all_reduce_mean(world, norm_statistics(module), "the batch-norm statistics all-reduce")
+    """With per-rank batch norm (``sync_norm`` off), give every rank the running statistics of
+    the global batch (:func:`pooled_running_statistics`; call after every step, so they were
+    equal before it). Synchronised layers already computed the global batch's statistics,
+    identical on every rank: nothing to do."""
+    if not world.enabled or world.sync_norm:
+        return
+    layers = [layer for layer in module.modules()
+              if isinstance(layer, nn.modules.batchnorm._NormBase)
+              and layer.track_running_stats and layer.running_mean is not None]
+    if not layers:
+        return
+    local = torch.cat([t.reshape(-1) for layer in layers
+                       for t in (layer.running_mean, layer.running_var)])  # (2 sum C,)
+    parts = [torch.empty_like(local) for _ in range(world.size)]
+    with collective(world, "the batch-norm statistics gather"):
+        dist.all_gather(parts, local)
+    stats = torch.stack(parts)  # (R, 2 sum C)
+    offset = 0
+    for layer in layers:
+        channels = layer.running_mean.numel()
+        means = stats[:, offset:offset + channels]
+        variances = stats[:, offset + channels:offset + 2 * channels]
+        offset += 2 * channels
+        momentum = (layer.momentum if layer.momentum is not None
+                    else 1.0 / max(1.0, float(layer.num_batches_tracked)))
+        mean, var = pooled_running_statistics(means, variances, momentum)
+        layer.running_mean.copy_(mean)
+        layer.running_var.copy_(var)
 
 
 def broadcast_module(world: World, module: nn.Module) -> None:

@@ -196,17 +196,17 @@ def _check_init_from(source: str, config: Config) -> None:
 
 def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
                   device: torch.device) -> Dataset[torch.Tensor]:
-    """The dataset decoded once into memory when ``train.cache_images`` says so (a note on
+    """The dataset decoded once into memory when it fits ``train.cache_max_mb`` (a note on
     stderr says where and how big); otherwise ``dataset`` itself."""
     train, model = config.train, config.model
-    where = cache_device(dataset, train.cache_images, train.cache_max_mb, model.full_height,
-                         model.full_width, device)
+    where = cache_device(dataset, train.cache_max_mb, model.full_height, model.full_width,
+                         device)
     if where is None:
         return dataset
     size = cache_bytes(dataset, model.full_height, model.full_width) / 2**20
     count = len(dataset)  # type: ignore[arg-type]
     print(f"caching {count} decoded images ({size:.0f} MB, uint8) on {where}; "
-          "--set train.cache_images=off to decode every epoch instead", file=sys.stderr)
+          "--set train.cache_max_mb=0 to decode every epoch instead", file=sys.stderr)
     return CachedImages.decode(dataset, model.full_height, model.full_width,
                                num_workers=resolve_workers(train.num_workers), device=where)
 

@@ -1,14 +1,17 @@
 """Batch norm with statistics over the global batch of a multi-process run, on any backend.
 
-``torch.nn.SyncBatchNorm`` runs only on GPUs; this one all-reduces through
-``torch.distributed`` (gloo or NCCL), so CPU runs and tests use the same code. In training each
-layer all-reduces [sum x, sum x^2, count] forward and [sum dy, sum dy*x_hat] backward, which
-makes a step of R processes on B/R images each compute what one process computes on B images
-(tests/test_distributed.py). Layers keep their class's state-dict names, so checkpoints are
-unchanged. Only single backward passes go through it (G's conditional BN and D's auxiliary
-heads; the gradient penalty's double backward does not reach them).
+On CUDA the layers run ``torch.nn.SyncBatchNorm``'s kernels. ``torch.nn.SyncBatchNorm`` runs
+only on GPUs, so on CPU (gloo) they use :class:`_GlobalNorm`: each rank computes its shard's
+(count, mean, M2 = sum of squared deviations) in two passes, the ranks all-gather these and merge
+them as Chan et al. do (M2 = sum M2_r + sum n_r (mean_r - mean)^2), which stays exact in float32
+when |mean| >> std, where E[x^2] - E[x]^2 loses every digit (tests/test_sync_norm.py). Backward
+all-reduces [sum dy, sum dy*x_hat]. A step of R processes on B/R images each then computes what
+one process computes on B images (tests/test_distributed.py). Layers keep their class's
+state-dict names, so checkpoints are unchanged. Only single backward passes go through them
+(G's conditional BN and D's auxiliary heads; the gradient penalty's double backward does not
+reach them).
 
-Shapes: N batch, C channels, then any spatial dims; statistics are per channel.
+Shapes: N batch, C channels, R ranks, then any spatial dims; statistics are per channel.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from torch.autograd.function import FunctionCtx
 from cocogan.training.distributed import World, collective
 
 
+def merge_moments(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Chan et al.'s merge of per-part moments: (R, 1) counts, (R, C) means and M2s ->
+    the whole's count (1,), mean (C,) and biased variance (C,)."""
+    total = counts.sum(0)  # (1,)
+    mean = (counts * means).sum(0) / total  # (C,)
+    m2 = m2s.sum(0) + (counts * (means - mean) ** 2).sum(0)
+    return total, mean, m2 / total
+
+
 class _GlobalNorm(torch.autograd.Function):
     """x_hat = (x - mean) / sqrt(var + eps) with mean and (biased) var over every rank's x."""
 
@@ -31,16 +43,19 @@ class _GlobalNorm(torch.autograd.Function):
     def forward(ctx: FunctionCtx, x: Tensor, eps: float, world: World
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         dims = [0, *range(2, x.dim())]
-        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # float32 under bf16 autocast
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=xf.dtype, device=x.device)
-        sums = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])  # (2C + 1,)
-        with collective(world, "the synchronised batch-norm forward"):
-            dist.all_reduce(sums)
         channels = x.shape[1]
-        total = sums[-1]
-        mean = sums[:channels] / total
-        var = (sums[channels:2 * channels] / total - mean * mean).clamp(min=0)
         shape = [1, channels] + [1] * (x.dim() - 2)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # float32 under bf16 autocast
+        local_mean = xf.mean(dims)  # (C,)
+        local_m2 = (xf - local_mean.view(shape)).square().sum(dims)  # two passes: no cancellation
+        count = torch.tensor([x.numel() / channels], dtype=xf.dtype, device=x.device)
+        local = torch.cat([count, local_mean, local_m2])  # (2C + 1,)
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        with collective(world, "the synchronised batch-norm forward"):
+            dist.all_gather(parts, local)
+        stats = torch.stack(parts)  # (R, 2C + 1)
+        total, mean, var = merge_moments(stats[:, :1], stats[:, 1:channels + 1],
+                                         stats[:, channels + 1:])
         inv_std = torch.rsqrt(var + eps)
         x_hat = ((xf - mean.view(shape)) * inv_std.view(shape)).to(x.dtype)
         ctx.save_for_backward(x_hat, inv_std, total)
@@ -65,8 +80,9 @@ class _GlobalNorm(torch.autograd.Function):
         return grad_x.to(grad.dtype), None, None
 
 
-class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm1d/2d whose training statistics span all ranks (same parameters and buffers)."""
+class SyncBatchNorm(nn.SyncBatchNorm):
+    """BatchNorm1d/2d whose training statistics span all ranks (same parameters and buffers):
+    ``torch.nn.SyncBatchNorm`` on CUDA, :class:`_GlobalNorm` elsewhere."""
 
     def __init__(self, layer: nn.modules.batchnorm._BatchNorm, world: World) -> None:
         super().__init__(layer.num_features, layer.eps, layer.momentum, layer.affine,
@@ -76,12 +92,12 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.world = world
         self.synchronise = True  # False while one rank works alone (see paused)
 
-    def _check_input_dim(self, x: Tensor) -> None:
-        assert x.dim() >= 2, f"batch norm expects (N, C, ...), got {tuple(x.shape)}"
-
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and self.world.enabled and self.synchronise):
+            return nn.modules.batchnorm._BatchNorm.forward(self, x)  # local statistics
+        if x.device.type == "cuda":
             return super().forward(x)
+        assert x.dim() >= 2, f"batch norm expects (N, C, ...), got {tuple(x.shape)}"
         x_hat, mean, var, total = _GlobalNorm.apply(x, self.eps, self.world)
         if self.track_running_stats:
             with torch.no_grad():
