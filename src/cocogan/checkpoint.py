@@ -110,20 +110,25 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     return config, model.to(device).eval(), int(metadata.get("step", 0))
 
 
+class MissingNetworkError(CheckpointError, AttributeError):
+    """A network an inference-only file does not hold was used. Also an AttributeError, so
+    ``hasattr`` (which torch.nn itself calls) answers False instead of failing."""
+
+
 class MissingNetwork(nn.Module):
     """Stands in for a network an inference-only file does not hold: calling it, or reading
-    any of its layers, is a one-line CheckpointError. It has one empty parameter, so code that
-    asks for a network's device still works, and nothing in the state dict."""
+    any of its layers, is a one-line MissingNetworkError. It has one empty parameter, so code
+    that asks for a network's device still works, and nothing in the state dict."""
 
     def __init__(self, what: str, file: Path) -> None:
         super().__init__()
         self.what, self.file = what, str(file)
         self.placeholder = nn.Parameter(torch.empty(0), requires_grad=False)
 
-    def error(self) -> CheckpointError:
-        return CheckpointError(f"{self.file} is an inference-only file (cocogan export --format "
-                               f"safetensors) without {self.what}: pass the training run or "
-                               "its checkpoint instead")
+    def error(self) -> MissingNetworkError:
+        return MissingNetworkError(
+            f"{self.file} is an inference-only file (cocogan export --format safetensors) "
+            f"without {self.what}: pass the training run or its checkpoint instead")
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise self.error()
