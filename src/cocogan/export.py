@@ -86,7 +86,7 @@ def model_card(config: Config, coords: CoordinateSystem, step: int, source: Path
     from cocogan import __version__
 
     m = config.model
-    return {
+    card: dict[str, Any] = {
         "format": CARD_FORMAT, "file_format": file_format, "cocogan_version": __version__,
         "preset": config.name, "step": step, "checkpoint": str(source),
         "inputs": {"z": ["batch", m.z_dim], "coords": ["batch", coords.coord_dim]},
@@ -107,9 +107,11 @@ def model_card(config: Config, coords: CoordinateSystem, step: int, source: Path
                               else "")),
         "inference": ("eval mode: batch norm on running statistics, so a patch depends only on "
                       "its own (z, coords), in any batch; spectral norm applied to the weights"),
-        "exporter": {"torch": torch.__version__, "opset": OPSET,
-                     "method": "torch.onnx.export(dynamo=True)"} if file_format == "onnx" else {},
     }
+    if file_format == "onnx":
+        card["exporter"] = {"torch": torch.__version__, "opset": OPSET,
+                            "method": "torch.onnx.export(dynamo=True)"}
+    return card
 
 
 # ---- the generator as a plain module ---------------------------------------------------------
