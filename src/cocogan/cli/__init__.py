@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "plot": "plot",
     "demo": "demo",
     "serve": "serve",
+    "export": "export",
 }
 
 
