@@ -484,13 +484,12 @@ def test_old_torch_is_one_line(runs: dict, tmp_path: Path, capsys: pytest.Captur
 @needs_onnx
 @pytest.mark.slow
 @pytest.mark.parametrize("options", [
-    {"coords": "cylindrical", "full_width": 96, "macro_width": 48, "pixel_coords": True,
-     "pixel_fourier": 2, "g_padding": "reflect"},
-    {"pixel_coords": True, "g_field": True, "g_margin": True, "g_padding": "replicate"},
+    {"coords": "cylindrical", "full_width": 96, "macro_width": 48, "g_margin": True},
+    {"g_margin": False},
 ])
 def test_generator_options_export(options: dict, tmp_path: Path) -> None:
-    """Per-pixel coordinates (atan2 of the angle), Fourier features, padding modes and the
-    field generator export and match PyTorch too (freshly initialised, EMA recalibrated)."""
+    """The generator with and without the margin option, Cartesian and cylindrical, exports
+    and matches PyTorch too (freshly initialised, EMA recalibrated)."""
     from cocogan import CocoGAN, get_preset
     from cocogan.checkpoint import save_model
 
