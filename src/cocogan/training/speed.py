@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 
 from cocogan.config import TrainConfig
-from cocogan.model import CocoGAN
+from cocogan.model import GAN
 
 
-def prepare_model(model: CocoGAN, train: TrainConfig) -> CocoGAN:
+def prepare_model(model: GAN, train: TrainConfig) -> GAN:
     """Apply ``train.channels_last`` and ``train.compile`` to ``model`` in place; returns it.
 
     Compilation wraps ``forward`` of G and of D's residual trunk (``Module.compile``, so
