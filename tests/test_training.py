@@ -3,6 +3,7 @@ signals, untrusted checkpoints, bad input and divergence. Tiny widths keep each 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shutil
@@ -24,7 +25,6 @@ from cocogan.checkpoint import CheckpointError, load_model, load_state, resumabl
 from cocogan.cli import main
 from cocogan.config import Config
 from cocogan.plotting import plot_metrics
-from cocogan.training import loop
 from cocogan.training.datastream import ResumableBatchSampler, roll_panoramas
 from cocogan.training.run import new_trainer, open_dataset, read_run
 from cocogan.training.signals import StopFlag
@@ -328,7 +328,9 @@ def test_dry_run_writes_only_the_config(tmp_path: Path) -> None:
 
 def test_non_finite_loss_stops_without_saving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    real_step = loop.train_step
+    from cocogan.training.family import FAMILIES
+
+    real_step = FAMILIES["cocogan"].step
     calls = []
 
     def exploding_step(*args: object, **kwargs: object) -> dict[str, float]:
@@ -338,7 +340,8 @@ def test_non_finite_loss_stops_without_saving(tmp_path: Path, monkeypatch: pytes
             losses["L_GP"] = float("nan")
         return losses
 
-    monkeypatch.setattr(loop, "train_step", exploding_step)
+    monkeypatch.setitem(FAMILIES, "cocogan", dataclasses.replace(FAMILIES["cocogan"],
+                                                                 step=exploding_step))
     run = tmp_path / "run"
     capsys.readouterr()
     assert new_run(run, steps=6) == 1
