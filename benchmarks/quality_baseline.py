@@ -3,12 +3,13 @@ optimiser settings, same seed; SWD and seams of both against the same real image
 
 The question is the paper's Table 1 one: what does generating by parts cost (or gain) in
 quality? Both are trained by the one `cocogan.training` Trainer (the baseline is
-`model.family=baseline`: `cocogan.model.BaselineGAN` with `cocogan.training.baseline_step`) on
-the same seeded batch stream, each into a run directory as `cocogan train` writes it (EMA with
-batch-norm recalibration, metrics.jsonl, samples, resumable checkpoints), then evaluated by the
-`cocogan eval` pipeline against one real reference. The baseline's seams ratio uses COCO-GAN's
-micro grid: a full-image generator has no patch borders, so its figure shows what "no seams"
-looks like on this data. The same baseline run by hand:
+`model.family=baseline`: `cocogan.model.BaselineGAN` trained by
+`cocogan.training.family.baseline_step`) on the same seeded batch stream, each into a run
+directory as `cocogan train` writes it (EMA with batch-norm recalibration, metrics.jsonl,
+samples, resumable checkpoints), then evaluated by the `cocogan eval` pipeline against one
+real reference. The baseline's seams ratio uses COCO-GAN's micro grid: a full-image generator
+has no patch borders, so its figure shows what "no seams" looks like on this data. The same
+baseline run by hand:
 `cocogan train --preset tiny --set model.family=baseline --data builtin:blobs --out RUN`.
 
     python benchmarks/quality_baseline.py --preset tiny --data builtin:blobs --steps 400

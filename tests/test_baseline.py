@@ -14,8 +14,13 @@ from cocogan.data import build_dataset
 from cocogan.model import BaselineGAN, build_model
 from cocogan.presets import get_preset
 from cocogan.summary import parameter_counts
-from cocogan.training.baseline_step import baseline_step, build_baseline_optimizers
-from cocogan.training.family import FAMILIES, family_of, named_optimizers
+from cocogan.training.family import (
+    FAMILIES,
+    baseline_step,
+    build_baseline_optimizers,
+    family_of,
+    named_optimizers,
+)
 
 
 def baseline_config(preset: str = "tiny"):

@@ -365,7 +365,7 @@ def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps.io import save_png, write_sidecar
     from cocogan.render import axis_coordinates
 
-    extension = Extension.parse(args.extend)
+    extension = Extension.of(parse_numbers(args.extend, "--extend", (1, 4)))
     rect = extended_rect(ctx.model.coords, extension)
     seeds, z = ctx.seeds(args.seeds)
     micro = ctx.model.coords.micro

@@ -13,6 +13,7 @@ after the same step.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from cocogan.checkpoint import (
@@ -32,6 +34,8 @@ from cocogan.checkpoint import (
 )
 from cocogan.config import Config
 from cocogan.model import GAN
+from cocogan.outputs import atomic_write
+from cocogan.patches import tile_images
 from cocogan.training.datastream import BatchStream, roll_panoramas
 from cocogan.training.distributed import (
     SINGLE,
@@ -43,7 +47,6 @@ from cocogan.training.distributed import (
     mean_losses,
 )
 from cocogan.training.family import Family, family_of, named_optimizers
-from cocogan.training.grid import save_png, tile
 from cocogan.training.logging import MetricsLog, Progress, format_record
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
@@ -84,9 +87,13 @@ class SampleGrid:
     every: int
 
     def __call__(self, trainer: Trainer) -> None:
-        grid = tile(trainer.sample_images())
+        images = trainer.sample_images().float().cpu().clamp(-1, 1)  # (N, 3, H, W)
+        count, _, height, width = images.shape
+        columns = max(1, math.ceil(math.sqrt(count * height / width)))  # panoramas: fewer
+        grid = (tile_images(images, columns) + 1) / 2  # (3, H', W') in [0, 1], on white
+        array = (grid * 255).round().byte().permute(1, 2, 0).numpy()  # (H', W', 3)
         path = trainer.run_dir / SAMPLES_DIR / f"step-{trainer.state.step:08d}.png"
-        save_png(grid, path)
+        atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
         trainer.log.image("samples", grid, trainer.state.step)
 
 
