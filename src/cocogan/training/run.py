@@ -251,7 +251,8 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
     model = build_model(config.model)
     if spec.init_from:
         _check_init_from(spec.init_from, config)
-        model.load_state_dict(load_model(spec.init_from, "cpu")[1].state_dict())
+        model.load_state_dict(load_model(spec.init_from, "cpu", family=config.model.family)[1]
+                              .state_dict())
     model.to(device)
     _synchronise(model, world)
     prepare_model(model, config.train)
