@@ -2,11 +2,15 @@
 optimiser settings, same seed; SWD and seams of both against the same real images.
 
 The question is the paper's Table 1 one: what does generating by parts cost (or gain) in
-quality? Both models are trained in this process by their step functions (COCO-GAN:
-`cocogan.training.step.train_step`; baseline: `cocogan.evaluation.baseline_train`) on the same
-seeded batch stream, then evaluated by the `cocogan eval` pipeline against one real reference.
-The baseline's seams ratio uses COCO-GAN's micro grid: a full-image generator has no patch
-borders, so its figure shows what "no seams" looks like on this data.
+quality? Both are trained by the one `cocogan.training` Trainer (the baseline is
+`model.family=baseline`: `cocogan.model.BaselineGAN` trained by
+`cocogan.training.family.baseline_step`) on the same seeded batch stream, each into a run
+directory as `cocogan train` writes it (EMA with batch-norm recalibration, metrics.jsonl,
+samples, resumable checkpoints), then evaluated by the `cocogan eval` pipeline against one
+real reference. The baseline's seams ratio uses COCO-GAN's micro grid: a full-image generator
+has no patch borders, so its figure shows what "no seams" looks like on this data. The same
+baseline run by hand:
+`cocogan train --preset tiny --set model.family=baseline --data builtin:blobs --out RUN`.
 
     python benchmarks/quality_baseline.py --preset tiny --data builtin:blobs --steps 400
     python benchmarks/quality_baseline.py --preset celeba64 --data ../shared/data/emoji-noto-64 \
@@ -16,6 +20,7 @@ borders, so its figure shows what "no seams" looks like on this data.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -23,51 +28,38 @@ from pathlib import Path
 
 import torch
 
-from cocogan.checkpoint import load_model, save_model
+from cocogan.checkpoint import load_model
 from cocogan.config import Config, apply_overrides
-from cocogan.data import build_dataset, infinite, make_loader
+from cocogan.data import build_dataset
 from cocogan.evaluation import EvalConfig, build_reference, evaluate
-from cocogan.evaluation.baseline_train import (
-    BASELINE_FILE,
-    baseline_sampler,
-    load_baseline,
-    train_baseline,
-)
-from cocogan.evaluation.sampling import cocogan_sampler
+from cocogan.evaluation.sampling import Sampler, cocogan_sampler
 from cocogan.evaluation.spatial import discriminator_predictor
-from cocogan.model import CocoGAN
+from cocogan.model import BaselineGAN
 from cocogan.presets import get_preset
 from cocogan.summary import parameter_counts
 from cocogan.training.device import select_device
-from cocogan.training.step import build_optimizers, train_step, update_ema
+from cocogan.training.family import baseline_images
+from cocogan.training.run import RunSpec, new_trainer, prepare_new_run
+
+FAMILIES = ("cocogan", "baseline")  # the run folders under --out, one per model.family
 
 
-def train_cocogan(config: Config, data: str, steps: int, out: Path, seed: int,
-                  device: torch.device) -> tuple[CocoGAN, float]:
-    """COCO-GAN for `steps` on the same seeded stream the baseline uses; writes a run dir
-    (checkpoint + metrics.jsonl with L_W, so `cocogan eval` and `cocogan plot` work on it)."""
-    m, train = config.model, config.train
-    torch.manual_seed(seed)
-    model = CocoGAN(m).to(device)
-    optimizers = build_optimizers(model, train)
-    dataset = build_dataset(data, m.full_height, m.full_width,
-                            cylindrical=m.coords == "cylindrical", celeba_crop=train.celeba_crop,
-                            seed=seed)
-    batches = infinite(make_loader(dataset, train.batch, num_workers=0, seed=seed))
-    rng = torch.Generator().manual_seed(seed)
-    out.mkdir(parents=True, exist_ok=True)
+def train_run(config: Config, family: str, args: argparse.Namespace, out: Path) -> float:
+    """Train ``family`` for --steps into OUT/FAMILY with the Trainer; returns its seconds."""
+    config = copy.deepcopy(config)
+    config.model.family, config.train.steps = family, args.steps
+    spec = RunSpec(data=args.data, seed=args.seed, device=args.device,
+                   threads=args.threads or None)
+    dataset, _ = prepare_new_run(out / family, config.validate(), spec)
+    trainer = new_trainer(out / family, config, spec, dataset)
     start = time.perf_counter()
-    with (out / "metrics.jsonl").open("w") as log:
-        for step in range(steps):
-            losses = train_step(model, optimizers, next(batches).to(device), train, rng)
-            losses = {name: value.item() for name, value in losses.items()}
-            update_ema(model, step, train.ema_decay, train.ema_warmup)
-            if (step + 1) % train.log_every == 0:
-                log.write(json.dumps({"step": step + 1, **losses}) + "\n")
-                log.flush()  # progress is visible while it runs
-    seconds = time.perf_counter() - start
-    save_model(out / "checkpoints" / f"step-{steps:08d}.safetensors", config, model, steps)
-    return model.eval(), seconds
+    trainer.fit()
+    return time.perf_counter() - start
+
+
+def baseline_sampler(model: BaselineGAN) -> Sampler:
+    """Full images of the baseline's EMA generator, for the evaluation pipeline."""
+    return lambda count, rng: baseline_images(model, model.sample_z(count, rng))
 
 
 DIVERSITY_IMAGES = 256  # images whose per-pixel spread measures sample diversity
@@ -79,15 +71,13 @@ def diversity(images: torch.Tensor) -> float:
     return float(images.float().std(dim=0).mean())
 
 
-def train_both(config: Config, args: argparse.Namespace, out: Path,
-               device: torch.device) -> dict[str, float]:
+def train_both(config: Config, args: argparse.Namespace, out: Path) -> dict[str, float]:
     """Train COCO-GAN then the baseline on the same stream; returns training seconds."""
-    _, coco_s = train_cocogan(config, args.data, args.steps, out / "cocogan", args.seed, device)
-    print(f"COCO-GAN: {args.steps} steps in {coco_s:.0f} s", file=sys.stderr)
-    base = train_baseline(config, args.data, args.steps, out / "baseline", seed=args.seed,
-                          device=device, num_workers=0)
-    print(f"baseline: {args.steps} steps in {base.seconds:.0f} s", file=sys.stderr)
-    return {"cocogan": round(coco_s, 1), "baseline": round(base.seconds, 1)}
+    seconds = {}
+    for family in FAMILIES:
+        seconds[family] = round(train_run(config, family, args, out), 1)
+        print(f"{family}: {args.steps} steps in {seconds[family]:.0f} s", file=sys.stderr)
+    return seconds
 
 
 def measure(config: Config, args: argparse.Namespace, out: Path,
@@ -96,7 +86,7 @@ def measure(config: Config, args: argparse.Namespace, out: Path,
     diversity too. Returns (metrics per model, parameter counts per model)."""
     m = config.model
     _, coco, _ = load_model(out / "cocogan", device)
-    _, base, _ = load_baseline(out / "baseline" / BASELINE_FILE, device)
+    _, base, _ = load_model(out / "baseline", device, family="baseline")
     cfg = EvalConfig(n=args.n, batch=64, seed=args.seed)
     dataset = build_dataset(args.data, m.full_height, m.full_width,
                             cylindrical=m.coords == "cylindrical",
@@ -148,14 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1000, help="images per side for SWD/seams")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads (0: one per idle core, as cocogan train picks)")
     parser.add_argument("--out", default="benchmark-output/quality-baseline")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training; measure the two models already under --out")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = select_device(args.device)
     config = apply_overrides(get_preset(args.preset), args.set).validate()
     out = Path(args.out)
@@ -164,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = json.loads(report_file.read_text()).get("train_seconds") \
             if report_file.is_file() else None
     else:
-        seconds = train_both(config, args, out, device)
+        seconds = train_both(config, args, out)
     results, params = measure(config, args, out, device)
     report = {"preset": config.name, "overrides": args.set, "data": args.data,
               "steps": args.steps, "n": args.n, "seed": args.seed, "device": str(device),

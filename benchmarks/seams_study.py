@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from cocogan.apps.io import image_grid, save_png
 from cocogan.checkpoint import save_model
 from cocogan.config import Config, apply_overrides
 from cocogan.data import BuiltinDataset, build_dataset
@@ -43,7 +44,6 @@ from cocogan.evaluation.sampling import cocogan_sampler
 from cocogan.model import CocoGAN
 from cocogan.presets import get_preset
 from cocogan.render import evaluating, render_rect, trained_rect
-from cocogan.training.grid import save_png, tile
 from cocogan.training.state import seed_globals
 from cocogan.training.step import build_optimizers, train_step, update_ema
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             big = pictures.repeat_interleave(3, -1).repeat_interleave(3, -2)
             if cyclic:
                 big = torch.cat([big[:8], big[:8]], dim=-1)  # 0-720 degrees
-            save_png(tile(big, 2 if cyclic else 4), out / f"{variant}-{step:05d}.png")
+            save_png(out / f"{variant}-{step:05d}.png", image_grid(big, 2 if cyclic else 4))
             row = {"swd": values["swd"], "seams": values["seams"] / values["seams_real"],
                    "seams_raw": values["seams"], "spread": values["spread"] / values["spread_real"],
                    "repeat": values["repeat"], "likeness": values["likeness"]}
@@ -219,7 +219,7 @@ def compose_figure(out: Path, variants: list[str], budgets: list[int], cyclic: b
     def first_row(path: Path) -> Image.Image:
         grid = Image.open(path).convert("RGB")
         columns = 2 if cyclic else 4
-        cell = (grid.width - 2) // columns  # tile(): 2-px gaps, 2-px border
+        cell = (grid.width - 2) // columns  # image_grid(): 2-px gaps, 2-px border
         height = cell if not cyclic else (grid.height - 2) // 4
         width = cell if cyclic else grid.width
         return grid.crop((0, 0, width, height + 2))

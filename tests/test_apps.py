@@ -193,10 +193,10 @@ def test_huge_rejects_bad_sizes(tiny: CocoGAN, tmp_path: Path) -> None:
 
 def test_beyond_extends_the_grid(tiny: CocoGAN, pano: CocoGAN) -> None:
     z = latents([0, 1], 32)
-    image = beyond(tiny, z, Extension.parse("1,0,2,0"))
+    image = beyond(tiny, z, Extension.of([1, 0, 2, 0]))
     assert image.shape == (2, 3, 40, 48)
     torch.testing.assert_close(image[:, :, 8:, 16:], full_images(tiny, z), atol=ATOL, rtol=0)
-    assert Extension.parse("3") == Extension(3, 3, 3, 3)
+    assert Extension.of([3]) == Extension(3, 3, 3, 3)
     with pytest.raises(ValueError, match="no left or right border"):
         beyond(pano, z, Extension(0, 0, 1, 1))
     assert beyond(pano, z, Extension(1, 1, 0, 0)).shape == (2, 3, 48, 96)

@@ -1,4 +1,4 @@
-"""Tests of cocogan.data: folder decoding, built-in procedural datasets, loaders, fingerprints."""
+"""Tests of cocogan.data: folder decoding, built-in procedural datasets, fingerprints."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from cocogan.data import (
     ImageFolderDataset,
     build_dataset,
     dataset_fingerprint,
-    infinite,
-    make_loader,
 )
 from cocogan.data.imaging import to_rgb
 
@@ -208,25 +206,6 @@ def test_build_dataset_routes_and_validates(emoji_folder: Path) -> None:
         build_dataset("builtin:nope", 32, 32)
     with pytest.warns(UserWarning, match="not cyclic"):
         build_dataset("builtin:blobs", 32, 32, cylindrical=True)
-
-
-def test_make_loader_batches() -> None:
-    ds = BuiltinDataset("blobs", 16, 16, length=20)
-    loader = make_loader(ds, 4, num_workers=0, seed=1)
-    batches = list(loader)
-    assert len(batches) == 5 and all(b.shape == (4, 3, 16, 16) for b in batches)
-    again = list(make_loader(ds, 4, num_workers=0, seed=1))
-    assert all(torch.equal(x, y) for x, y in zip(batches, again, strict=True))
-    endless = infinite(make_loader(ds, 8, num_workers=0))
-    assert all(next(endless).shape == (8, 3, 16, 16) for _ in range(5))  # crosses epochs
-    with pytest.raises(DataError, match="fewer than one batch"):
-        make_loader(ds, 32)
-
-
-def test_make_loader_with_worker() -> None:
-    ds = BuiltinDataset("skyline", 16, 48, length=8)
-    batch = next(iter(make_loader(ds, 4, num_workers=1)))
-    assert batch.shape == (4, 3, 16, 48)
 
 
 def test_fingerprint(tmp_path: Path) -> None:

@@ -133,6 +133,21 @@ def test_two_process_resume_is_exact(tmp_path: Path) -> None:
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+@pytest.mark.slow
+def test_baseline_family_trains_on_two_ranks_like_one_process(tmp_path: Path) -> None:
+    """model.family=baseline through the same multi-process Trainer: 2 steps on 2 ranks, one
+    set of files, then one process continues it."""
+    run = tmp_path / "run"
+    result = torchrun("-m", "cocogan", "train", *TRAIN, "model.family=baseline", "--out", run,
+                      "--steps", 2)
+    assert result.stdout.count("done: 2 steps") == 1
+    assert train("--resume", run, "--steps", 3) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == [1, 2, 3] and "lr_q" not in records[-1]
+    assert len(load_state(run / "checkpoints" / "step-00000002.state.pt")["rng"]["step_ranks"]) == 2
+
+
+
 @pytest.mark.parametrize("preset", [PRESET, "tiny"])  # tiny: margins and L_O on
 def test_two_half_batches_match_one_full_batch(preset: str, tmp_path: Path) -> None:
     """2 x (B/2) with averaged gradients == 1 x B, given the same images, latents, positions

@@ -1,7 +1,7 @@
 """Tests for cocogan.evaluation and the `eval`/`plot` commands: end-to-end runs from a generator
 and a real folder with a stand-in feature extractor (no Inception weights), the statistics
 cache, the offline weights policy at the CLI, the spatial metric against an oracle, seams/wrap
-reporting, the training-time callback, the indicator plot and the full-image baseline GAN.
+reporting, the training-time callback and the indicator plot.
 Everything runs offline on CPU in well under a minute."""
 
 from __future__ import annotations
@@ -34,21 +34,12 @@ from cocogan.evaluation import (
     parse_metrics,
     spatial_accuracy,
 )
-from cocogan.evaluation.baseline_train import (
-    BaselineGAN,
-    baseline_sampler,
-    baseline_step,
-    build_baseline_optimizers,
-    load_baseline,
-    save_baseline,
-)
 from cocogan.evaluation.cache import CACHE_ENV
 from cocogan.evaluation.indicators import indicator_keys
 from cocogan.evaluation.sampling import real_subset
 from cocogan.metrics import FID_WEIGHTS_NAME, WEIGHTS_ENV, FeatureStats, frechet_distance, inception
 from cocogan.model import CocoGAN
 from cocogan.presets import get_preset
-from cocogan.summary import parameter_counts
 
 SMALL = EvalConfig(n=24, batch=12, kid_subsets=4, kid_subset_size=12, seam_images=24,
                    spatial_images=6, swd_images=24)
@@ -330,42 +321,6 @@ def test_plot_writes_png_from_metrics_jsonl(tmp_path: Path) -> None:
     png = run / "training-indicators.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["plot", str(tmp_path / "missing")]) == 2
-
-
-# --------------------------------------------------------------------------- baseline GAN
-
-
-@pytest.mark.parametrize("preset", ["tiny", "tiny-panorama", "celeba64"])
-def test_baseline_capacity_matches_cocogan(preset: str) -> None:
-    config = get_preset(preset)
-    model = BaselineGAN(config)
-    counts = parameter_counts(config)
-    g = sum(p.numel() for p in model.generator.parameters())
-    d = sum(p.numel() for p in model.discriminator.parameters())
-    assert 0.5 <= g / counts["g_params"] <= 2.0
-    assert 0.5 <= d / counts["d_params"] <= 2.0
-
-
-def test_baseline_trains_samples_and_round_trips(tmp_path: Path) -> None:
-    config = get_preset("tiny")
-    config.train.batch = 4
-    model = BaselineGAN(config)
-    optimizers = build_baseline_optimizers(model, config.train)
-    real = torch.stack([build_dataset("builtin:blobs", 32, 32)[i] for i in range(4)])
-    before = model.generator.tail_conv.parametrizations.weight.original.clone()
-    rng = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        losses = baseline_step(model, optimizers, real, config.train, rng)
-    assert set(losses) == {"L_W", "L_GP", "loss_D", "loss_G"}
-    assert all(np.isfinite(v) for v in losses.values())
-    assert not torch.equal(before, model.generator.tail_conv.parametrizations.weight.original)
-    images = baseline_sampler(model)(3, torch.Generator().manual_seed(0))
-    assert images.shape == (3, 3, 32, 32) and images.abs().max() <= 1
-    save_baseline(tmp_path / "b.safetensors", config, model, 2)
-    _, loaded, step = load_baseline(tmp_path / "b.safetensors")
-    assert step == 2
-    again = baseline_sampler(loaded)(3, torch.Generator().manual_seed(0))
-    assert torch.allclose(images, again, atol=1e-6)
 
 
 def test_train_cli_eval_every_logs_metrics_and_keeps_best(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ signals, untrusted checkpoints, bad input and divergence. Tiny widths keep each 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shutil
@@ -24,7 +25,6 @@ from cocogan.checkpoint import CheckpointError, load_model, load_state, resumabl
 from cocogan.cli import main
 from cocogan.config import Config
 from cocogan.plotting import plot_metrics
-from cocogan.training import loop
 from cocogan.training.datastream import ResumableBatchSampler, roll_panoramas
 from cocogan.training.run import new_trainer, open_dataset, read_run
 from cocogan.training.signals import StopFlag
@@ -145,6 +145,50 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     assert states_equal(sa, sb)
     steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").open()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_baseline_family_is_trained_and_resumed_by_the_same_trainer(tmp_path: Path) -> None:
+    """model.family=baseline: the full-image GAN gets the run directory, sample grids, the
+    EMA with its own recalibrated BN statistics and exact resume of the one Trainer."""
+    from cocogan.model import BaselineGAN
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    args = {"preset": "tiny-panorama", "data": "builtin:skyline"}  # also covers the roll
+    assert new_run(straight, "model.family=baseline", "train.checkpoint_every=4", steps=4,
+                   **args) == 0
+    assert new_run(split, "model.family=baseline", steps=2, **args) == 0
+    assert train("--resume", split, "--steps", 4) == 0
+    a = load_file(straight / "checkpoints" / "step-00000004.safetensors")
+    b = load_file(split / "checkpoints" / "step-00000004.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = load_state(straight / "checkpoints" / "step-00000004.state.pt")
+    sb = load_state(split / "checkpoints" / "step-00000004.state.pt")
+    sa.pop("elapsed"), sb.pop("elapsed")
+    assert states_equal(sa, sb) and set(sa["optimizers"]) == {"g", "d"}
+    records = [json.loads(line) for line in (split / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert {"L_W", "L_GP", "loss_D", "loss_G", "lr_g", "lr_d"} <= set(records[-1])
+    assert Image.open(split / "samples" / "step-00000004.png").width > 2 * 96
+    with pytest.raises(CheckpointError, match=r"model\.family=baseline"):
+        load_model(straight)  # the applications need COCO-GAN's patches
+    config, model, _ = load_model(straight, family="baseline")
+    assert isinstance(model, BaselineGAN) and config.model.family == "baseline"
+    saved = {k: v for k, v in a.items() if k.startswith("generator_ema.") and "running" in k}
+    model.recalibrate_ema(config.train.batch, seed=4)  # what the Trainer does before saving
+    again = {f"generator_ema.{k}": v for k, v in model.generator_ema.state_dict().items()}
+    assert saved and all(torch.allclose(saved[k], again[k], atol=1e-6) for k in saved)
+    live = {k.replace("generator_ema.", "generator."): v for k, v in saved.items()}
+    assert any(not torch.equal(v, a[k]) for k, v in live.items())  # not the live G's
+
+
+def test_baseline_family_refuses_what_it_cannot_do(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert new_run(tmp_path / "run", "model.family=baseline", "model.full_height=48") == 2
+    assert "model.family=baseline needs a power-of-two" in one_error_line(capsys)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    assert new_run(tmp_path / "run", "model.family=baseline", "--eval-every", "1") == 2
+    assert "--eval-every evaluates COCO-GAN runs" in one_error_line(capsys)
+    assert not (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_batch_order_resumes_across_epochs() -> None:
@@ -287,7 +331,9 @@ def test_dry_run_writes_only_the_config(tmp_path: Path) -> None:
 
 def test_non_finite_loss_stops_without_saving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    real_step = loop.train_step
+    from cocogan.training.family import FAMILIES
+
+    real_step = FAMILIES["cocogan"].step
     calls = []
 
     def exploding_step(*args: object, **kwargs: object) -> dict[str, float]:
@@ -297,7 +343,8 @@ def test_non_finite_loss_stops_without_saving(tmp_path: Path, monkeypatch: pytes
             losses["L_GP"] = float("nan")
         return losses
 
-    monkeypatch.setattr(loop, "train_step", exploding_step)
+    monkeypatch.setitem(FAMILIES, "cocogan", dataclasses.replace(FAMILIES["cocogan"],
+                                                                 step=exploding_step))
     run = tmp_path / "run"
     capsys.readouterr()
     assert new_run(run, steps=6) == 1

@@ -28,7 +28,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from cocogan.config import Config, ConfigError
-from cocogan.model import CocoGAN
+from cocogan.model import GAN, CocoGAN, build_model
 from cocogan.outputs import atomic_write_bytes
 
 WEIGHTS_SUFFIX = ".safetensors"
@@ -44,7 +44,7 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or not a cocogan checkpoint."""
 
 
-def save_model(path: Path, config: Config, model: CocoGAN, step: int) -> None:
+def save_model(path: Path, config: Config, model: GAN, step: int) -> None:
     """Write every network's weights (G, D with heads, EMA G) and the config to ``path``."""
     from cocogan import __version__
 
@@ -89,16 +89,25 @@ def read_metadata(path: Path) -> dict[str, str]:
     return metadata
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"
-               ) -> tuple[Config, CocoGAN, int]:
-    """Rebuild the model of a checkpoint: (config, model in eval mode, step)."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", *,
+               family: str | None = "cocogan") -> tuple[Config, GAN, int]:
+    """Rebuild the model of a checkpoint: (config, model in eval mode, step).
+
+    Args:
+        family: the ``model.family`` the caller works with (the applications, serve and eval
+            need COCO-GAN's patches); None accepts any and builds the checkpoint's own.
+    """
     file = resolve_checkpoint(path)
     metadata = read_metadata(file)
     try:
         config = Config.from_dict(json.loads(metadata["config"])).validate()
     except (KeyError, json.JSONDecodeError, ConfigError) as error:
         raise CheckpointError(f"{file} has an invalid config: {error}") from None
-    model = CocoGAN(config.model)
+    if family is not None and config.model.family != family:
+        raise CheckpointError(f"{file} holds a model.family={config.model.family} model; this "
+                              f"command needs a {family} run (benchmarks/quality_baseline.py "
+                              "evaluates the baseline)")
+    model = build_model(config.model)
     if metadata.get("contents") == INFERENCE_CONTENTS:
         return config, _inference_model(file, model).to(device).eval(), int(metadata["step"])
     try:
@@ -245,7 +254,7 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     return removed
 
 
-def read_weights(path: Path, config: Config, model: CocoGAN) -> int:
+def read_weights(path: Path, config: Config, model: GAN) -> int:
     """Load a weights file into ``model`` after checking it is ours and fits ``config.model``.
 
     Returns the step stored in the file.

@@ -1,7 +1,9 @@
-"""The COCO-GAN model bundle: G, D (with its heads), the EMA generator and the coordinate system.
+"""The model bundles: G, D, the EMA generator (and for COCO-GAN the coordinate system).
 
-It also knows how to turn latents and grid positions into patches, which every later layer
-(training, applications, metrics) needs.
+:class:`CocoGAN` is the paper's model; :class:`BaselineGAN` the full-image GAN it is compared
+with (``model.family``, built by :func:`build_model`). This module also holds the one latent
+sampler (:func:`sample_latents`) and turns latents and grid positions into patches, which every
+later layer (training, applications, metrics) needs.
 
 Shapes: B batch, P micro patches per macro patch, Z latent dims, D coordinate dims.
 """
@@ -9,6 +11,7 @@ Shapes: B batch, P micro patches per macro patch, Z latent dims, D coordinate di
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -16,8 +19,47 @@ from torch import Tensor, nn
 from cocogan.config import ModelConfig
 from cocogan.coords import CoordinateSystem, coordinate_system
 from cocogan.nn import Discriminator, Generator
+from cocogan.nn.baseline import BaselineDiscriminator, BaselineGenerator
 from cocogan.nn.generator import crop_margin
 from cocogan.patches import merge
+
+
+def sample_latents(count: int, z_dim: int, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None) -> Tensor:
+    """Latents z ~ U[-1, 1]^Z, (B, Z): the one sampler of training, sample grids and seeds.
+
+    Drawn on ``generator``'s device (a CUDA generator needs no copy from the host), then moved
+    to ``device`` (None: left there). One row drawn from a fresh seeded CPU generator is what
+    ``--seeds`` names.
+    """
+    where = generator.device if generator is not None else None
+    z = torch.rand(count, z_dim, generator=generator, device=where) * 2.0 - 1.0
+    return z if device is None else z.to(device)
+
+
+@torch.no_grad()
+def recalibrate_norms(generator: nn.Module, forward: Callable[[], object], batches: int) -> None:
+    """Recompute ``generator``'s batch-norm running statistics as the cumulative average over
+    ``batches`` calls of ``forward`` (which runs it on training-like inputs).
+
+    Only the BN layers run in training mode: spectral norm's power iteration does not advance,
+    so nothing but the running statistics changes; the generator is left in eval mode.
+    """
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over the batches below
+    generator.eval()
+    try:
+        for module in norms:
+            module.train()
+        for _ in range(batches):
+            forward()
+    finally:
+        generator.eval()
+        for module, momentum in zip(norms, momenta, strict=True):
+            module.momentum = momentum
 
 
 class CocoGAN(nn.Module):
@@ -35,11 +77,8 @@ class CocoGAN(nn.Module):
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
 
     def sample_z(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
-        """Latents z ~ U[-1, 1]^Z, (B, Z), on the model's device (drawn on the generator's
-        device, so a CUDA generator needs no copy from the host)."""
-        device = generator.device if generator is not None else None
-        z = torch.rand(batch, self.config.z_dim, generator=generator, device=device) * 2.0 - 1.0
-        return z.to(self.device)
+        """:func:`sample_latents` on the model's device."""
+        return sample_latents(batch, self.config.z_dim, generator, self.device)
 
     @property
     def device(self) -> torch.device:
@@ -63,23 +102,49 @@ class CocoGAN(nn.Module):
     def recalibrate_statistics(self, generator: Generator, batch: int, batches: int = 32,
                                seed: int = 0) -> None:
         """:meth:`recalibrate_ema` for any generator of this model's geometry (e.g. a copy)."""
-        norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in norms]
-        for module in norms:
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the batches below
         rng = torch.Generator().manual_seed(seed)
-        generator.eval()
-        try:
-            for module in norms:
-                module.train()
-            for _ in range(batches):
-                rows, cols = self.coords.sample_macro(batch, generator=rng)
-                generate_macro(generator, self.coords, self.sample_z(batch, rng), rows, cols)
-        finally:
-            generator.eval()
-            for module, momentum in zip(norms, momenta, strict=True):
-                module.momentum = momentum
+
+        def forward() -> None:
+            rows, cols = self.coords.sample_macro(batch, generator=rng)
+            generate_macro(generator, self.coords, self.sample_z(batch, rng), rows, cols)
+
+        recalibrate_norms(generator, forward, batches)
+
+
+class BaselineGAN(nn.Module):
+    """Full-image G, D and EMA G (:mod:`cocogan.nn.baseline`) sized from a COCO-GAN ModelConfig
+    (same full size, latent size and base widths): what a user would train instead."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.generator = BaselineGenerator(config.z_dim, config.full_height, config.full_width,
+                                           config.ngf)
+        self.discriminator = BaselineDiscriminator(config.full_height, config.ndf)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+
+    def sample_z(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
+        """:func:`sample_latents` on the model's device."""
+        return sample_latents(batch, self.config.z_dim, generator, self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0) -> None:
+        """The EMA generator's BN statistics for its own weights (as :class:`CocoGAN`'s)."""
+        rng = torch.Generator().manual_seed(seed)
+        recalibrate_norms(self.generator_ema, lambda: self.generator_ema(self.sample_z(batch, rng)),
+                          batches)
+
+
+GAN = CocoGAN | BaselineGAN  # what the Trainer, checkpoints and evaluation accept
+
+
+def build_model(config: ModelConfig) -> GAN:
+    """The bundle ``model.family`` names (on the CPU, freshly initialised)."""
+    return BaselineGAN(config) if config.family == "baseline" else CocoGAN(config)
 
 
 def build_generator(config: ModelConfig, coords: CoordinateSystem) -> Generator:

@@ -33,6 +33,12 @@ class OutputError(ValueError):
     """An output location cocogan refuses to write to (it holds the user's own files)."""
 
 
+def first_line(error: BaseException) -> str:
+    """An error's first line for a one-line message (its type's name when it has no text)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def is_run_dir(folder: Path) -> bool:
     """True when ``folder`` holds a cocogan run (its config.yaml and run.yaml)."""
     return all((Path(folder) / name).is_file() for name in RUN_FILES)

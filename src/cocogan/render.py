@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from cocogan.coords import CoordinateSystem
-from cocogan.model import CocoGAN, generate_micro
+from cocogan.model import CocoGAN, generate_micro, sample_latents
 from cocogan.nn import Generator
 from cocogan.patches import assemble
 
@@ -93,16 +93,15 @@ def pick_generator(model: CocoGAN, raw: bool = False) -> Generator:
 
 
 def latents(seeds: list[int], z_dim: int, device: torch.device | str = "cpu") -> Tensor:
-    """z for each seed: U[-1, 1]^Z from ``torch.Generator().manual_seed(seed)``, (B, Z).
+    """z for each seed: :func:`~cocogan.model.sample_latents` from
+    ``torch.Generator().manual_seed(seed)``, (B, Z).
 
     A pure function of (seed, z_dim), independent of the device and of the other seeds, so a seed
     names the same image in every command and in Python.
     """
-    rows = []
-    for seed in seeds:  # one RNG per seed, not per patch
-        rng = torch.Generator().manual_seed(int(seed))
-        rows.append(torch.rand(z_dim, generator=rng) * 2.0 - 1.0)
-    return torch.stack(rows).to(device) if rows else torch.empty(0, z_dim, device=device)
+    rows = [sample_latents(1, z_dim, torch.Generator().manual_seed(int(seed)))
+            for seed in seeds]  # one RNG per seed, not per patch
+    return torch.cat(rows).to(device) if rows else torch.empty(0, z_dim, device=device)
 
 
 @torch.no_grad()

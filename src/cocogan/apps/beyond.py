@@ -10,11 +10,11 @@ Shapes: B batch, Z latent dims, H'/W' extended image height/width.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor
 
-from cocogan.apps.io import parse_numbers
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
 from cocogan.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
@@ -30,12 +30,12 @@ class Extension:
     right: int
 
     @classmethod
-    def parse(cls, text: str) -> Extension:
-        """``"1"`` (every side) or ``"top,bottom,left,right"`` (``--extend``)."""
-        values = parse_numbers(text, "--extend", (1, 4))
-        if any(v < 0 for v in values):
-            raise ValueError(f"--extend values must be >= 0 micro patches, got {text!r}")
-        return cls(*(values * 4 if len(values) == 1 else values))
+    def of(cls, values: Sequence[int]) -> Extension:
+        """One count for every side, or (top, bottom, left, right) (``--extend``)."""
+        if len(values) not in (1, 4) or any(v < 0 for v in values):
+            raise ValueError(f"--extend takes 1 or 4 counts of micro patches >= 0, got "
+                             f"{list(values)}")
+        return cls(*(list(values) * 4 if len(values) == 1 else values))
 
 
 def extended_rect(coords: CoordinateSystem, extension: Extension) -> GridRect:

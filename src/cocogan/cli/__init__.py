@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Iterator
 
 from cocogan.config import ConfigError
+from cocogan.outputs import first_line
 
 # subcommand -> module under cocogan.cli; modules are imported lazily so `cocogan presets`
 # does not pay for the training stack.
@@ -102,19 +103,15 @@ def explain(error: BaseException) -> str | None:
         detail = error.strerror or os.strerror(error.errno)
         return f"{where.strip() or 'file system'}: {detail}; {_OS_FIXES[error.errno]}"
     if isinstance(error, UnidentifiedImageError | Image.DecompressionBombError):
-        return _first_line(error)
+        return first_line(error)
     if isinstance(error, yaml.YAMLError):
-        return f"invalid YAML: {_first_line(error)}"
+        return f"invalid YAML: {first_line(error)}"
     if isinstance(error, MemoryError):
         return ("out of memory: lower --chunk or the requested size (the estimate printed "
                 "before starting says how much is needed)")
     if isinstance(error, ConfigError | ValueError | FileNotFoundError):
-        return _first_line(error) if str(error).strip() else repr(error)
+        return first_line(error) if str(error).strip() else repr(error)
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 @contextlib.contextmanager

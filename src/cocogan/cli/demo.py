@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from cocogan.apps.io import image_grid, save_png
 from cocogan.cli.train import plain_warnings
 from cocogan.config import Config
 from cocogan.data import BuiltinDataset
@@ -41,7 +42,6 @@ from cocogan.outputs import atomic_write, claim_folder
 from cocogan.plotting import plot_metrics
 from cocogan.presets import get_preset
 from cocogan.training.device import available_cores, busy_cores
-from cocogan.training.grid import save_png, tile
 from cocogan.training.logging import Progress
 from cocogan.training.loop import SAMPLES_DIR, Trainer
 from cocogan.training.run import RunSpec, new_trainer, prepare_new_run
@@ -229,11 +229,11 @@ def _write_pictures(folder: Path, trainer: Trainer, fake: torch.Tensor, real: to
 
     count = 16 if trainer.model.coords.cyclic else 36
     columns = 2 if trainer.model.coords.cyclic else 6
-    save_png(tile(big(fake[:count]), columns), folder / "final.png")
-    save_png(tile(big(real[:count]), columns), folder / "real.png")
+    save_png(folder / "final.png", image_grid(big(fake[:count]), columns))
+    save_png(folder / "real.png", image_grid(big(real[:count]), columns))
     if trainer.model.coords.cyclic:
         twice = torch.cat([fake[:8], fake[:8]], dim=-1)  # (8, 3, H, 2W): 0-720 degrees
-        save_png(tile(big(twice), 1), folder / "panorama-720.png")
+        save_png(folder / "panorama-720.png", image_grid(big(twice), 1))
     _training_strip(trainer.run_dir / SAMPLES_DIR, folder / "training.png")
 
 

@@ -87,8 +87,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cocogan.checkpoint import load_model, resolve_checkpoint
+    from cocogan.training.device import select_device
 
-    device = _device(args.device)
+    device = select_device(args.device)
     checkpoint = resolve_checkpoint(args.run)
     config, model, step = load_model(checkpoint, device)
     base = Path(args.run) if Path(args.run).is_dir() else checkpoint.parent
@@ -109,19 +110,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"cocogan generate {args.app}: wrote {len(written)} file(s) to {', '.join(folders)}"
           + (f" (e.g. {written[0].name})" if written else ""))
     return 0
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a torch device; use auto, cpu or cuda") \
-            from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def _note(message: str) -> None:
@@ -377,7 +365,7 @@ def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps.io import save_png, write_sidecar
     from cocogan.render import axis_coordinates
 
-    extension = Extension.parse(args.extend)
+    extension = Extension.of(parse_numbers(args.extend, "--extend", (1, 4)))
     rect = extended_rect(ctx.model.coords, extension)
     seeds, z = ctx.seeds(args.seeds)
     micro = ctx.model.coords.micro

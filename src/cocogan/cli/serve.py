@@ -58,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as error:
         raise ValueError(f"cocogan serve needs {error.name}: pip install 'cocogan[serve]' "
                          "(scripts/setup.sh installs it)") from None
-    from cocogan.cli.generate import _device
+    from cocogan.training.device import select_device
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} must be in 0..65535")
     if args.chunk < 1 or args.max_queue < 1 or not 0 <= args.cache_mb <= 1 << 20:
         raise ValueError("--chunk and --max-queue must be >= 1 and --cache-mb in 0..1048576")
-    runs = load_runs(args.run, _device(args.device), raw=args.raw, chunk=args.chunk,
+    runs = load_runs(args.run, select_device(args.device), raw=args.raw, chunk=args.chunk,
                      cache_bytes=int(args.cache_mb * (1 << 20)), max_queued=args.max_queue)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]

@@ -200,15 +200,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, world: World) -> int:
-    from cocogan.training.run import RunSpec, new_trainer, prepare_new_run, resume_trainer
+    from cocogan.training.run import (
+        RunSpec,
+        new_trainer,
+        prepare_new_run,
+        read_run,
+        resume_trainer,
+    )
 
     if args.resume is not None:
+        if args.eval_every:
+            _check_eval_every(read_run(args.resume)[0])
         trainer, data_line = resume_trainer(args.resume, steps=args.steps, device=args.device,
                                             data=args.data, world=world)
         run_dir = args.resume
         print(f"resuming {run_dir} at step {trainer.state.step}")
     else:
         config = resolve_config(args)
+        if args.eval_every:
+            _check_eval_every(config)
         spec = RunSpec(data=args.data, seed=args.seed or 0, device=args.device or "auto",
                        init_from=args.init_from)
         dataset, data_line = prepare_new_run(args.out, config, spec, world)
@@ -222,6 +232,13 @@ def _run(args: argparse.Namespace, world: World) -> int:
     if args.eval_every and world.is_main:  # the other ranks wait at the next collective
         trainer.hooks.append(_eval_hook(args, trainer, run_dir))
     return train(trainer, run_dir, data_line)
+
+
+def _check_eval_every(config: Config) -> None:
+    if config.model.family != "cocogan":
+        raise ConfigError(f"--eval-every evaluates COCO-GAN runs, not model.family="
+                          f"{config.model.family}: evaluate a baseline with "
+                          "benchmarks/quality_baseline.py --evaluate-only")
 
 
 def _eval_hook(args: argparse.Namespace, trainer: Trainer, run_dir: Path) -> object:

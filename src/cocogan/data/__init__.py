@@ -16,7 +16,6 @@ from .builtin import BUILTIN_DATASETS, BuiltinDataset, BuiltinSpec, unknown_buil
 from .errors import DataError
 from .fingerprint import BUILTIN_PREFIX, dataset_fingerprint
 from .folder import ImageFolderDataset
-from .loader import infinite, make_loader
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -26,8 +25,6 @@ __all__ = [
     "ImageFolderDataset",
     "build_dataset",
     "dataset_fingerprint",
-    "infinite",
-    "make_loader",
 ]
 
 

@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from cocogan.apps.full import full_images
-from cocogan.data.loader import default_num_workers
 from cocogan.model import CocoGAN
+from cocogan.training.datastream import default_num_workers
 
 REAL_ORDER_SEED = 0  # fixed, so the real subset (and its cache key) do not depend on --seed
 

@@ -24,13 +24,14 @@ from cocogan.nn.layers import sn_conv, sn_linear
 BASE_SIDE = 4  # the generator's first feature map has this many pixels on its shorter side
 
 
-def _up_steps(height: int, width: int) -> int:
-    """Number of x2 up-samplings from a BASE_SIDE map to (height, width); validates the size."""
+def up_steps(height: int, width: int) -> int:
+    """Number of x2 up-samplings from a BASE_SIDE map to (height, width); a size the baseline
+    cannot draw is a ValueError."""
     short = min(height, width)
     steps = int(math.log2(short // BASE_SIDE)) if short >= BASE_SIDE else -1
     if steps < 1 or short != BASE_SIDE << steps or height % short or width % short:
-        raise ValueError(f"baseline needs a power-of-two shorter side >= 8 that divides the "
-                         f"other side, got {height}x{width}")
+        raise ValueError(f"model.family=baseline needs a power-of-two shorter side >= 8 that "
+                         f"divides the other side, got {height}x{width}: use another preset")
     return steps
 
 
@@ -62,7 +63,7 @@ class BaselineGenerator(nn.Module):
 
     def __init__(self, z_dim: int, height: int, width: int, ngf: int = 64) -> None:
         super().__init__()
-        steps = _up_steps(height, width)
+        steps = up_steps(height, width)
         self.z_dim = z_dim
         self.base = (height >> steps, width >> steps)  # (h0, w0), the first feature map
         self.stem_channels = 16 * ngf

@@ -1,10 +1,12 @@
 """Training: the step (paper Section 2), the loop around it, run directories and resume.
 
-Modules, one job each: ``step`` (one D/Q/G iteration, EMA), ``loop`` (the Trainer driver and
-its hooks), ``run`` (creating and resuming run directories), ``state`` (resume state and RNGs),
-``datastream`` (resumable batch order), ``logging`` (metrics.jsonl, TensorBoard, progress),
-``grid`` (sample grids), ``signals`` (graceful stop), ``device`` (device and threads),
-``distributed`` (torchrun process groups, gradient averaging), ``sync_norm`` (global-batch BN).
+Modules, one job each: ``step`` (one D/Q/G iteration, EMA), ``family`` (the network + loss
+pairs the loop drives: COCO-GAN's, the full-image baseline's), ``loop`` (the
+Trainer driver and its hooks, sample grids), ``run`` (creating and resuming run directories),
+``state`` (resume state and RNGs), ``datastream`` (resumable batch order), ``logging``
+(metrics.jsonl, TensorBoard, progress), ``signals`` (graceful stop), ``device`` (device and
+threads), ``distributed`` (torchrun process groups, gradient averaging), ``sync_norm``
+(global-batch BN).
 """
 
 from cocogan.training.loop import Hook, SampleGrid, Trainer, TrainingDiverged

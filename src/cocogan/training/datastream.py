@@ -26,10 +26,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cocogan.data import DataError, ImageFolderDataset
 from cocogan.data.cache import CachedImages, cache_bytes
-from cocogan.data.loader import default_num_workers
+from cocogan.training.device import available_cores
 from cocogan.training.signals import ignore_stop_signals
 
 MAX_AUTO_WORKERS = 4  # train.num_workers = -1 picks min(this, cores - 1)
+MAX_DEFAULT_WORKERS = 8  # beyond this, decoding at GAN resolutions stops being the bottleneck
 
 
 def epoch_permutation(size: int, seed: int, epoch: int) -> Tensor:
@@ -136,6 +137,11 @@ class BatchStream:
     def close(self) -> None:
         """Stop the worker processes (they also stop with the process)."""
         self._iterator = None
+
+
+def default_num_workers() -> int:
+    """Decoder processes to use: the usable cores minus one for the training process, up to 8."""
+    return max(0, min(MAX_DEFAULT_WORKERS, available_cores() - 1))
 
 
 def resolve_workers(num_workers: int) -> int:

@@ -25,16 +25,22 @@ def available_cores() -> int:
 
 
 def select_device(name: str) -> torch.device:
-    """The torch device for ``--device`` auto | cpu | cuda[:N]; a missing GPU is a user error."""
+    """The torch device for ``--device`` auto | cpu | cuda[:N] of every command; a missing
+    GPU is a user error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name.startswith("cuda"):
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"--device {name!r} is not a device: use auto, cpu, cuda or "
+                              "cuda:N") from None
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name} was requested but CUDA is not available: "
                               "use --device cpu or auto")
-        return torch.device(name)
+        return device
     raise ConfigError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {name!r}")
 
 

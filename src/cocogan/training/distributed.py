@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from cocogan.config import ConfigError
+from cocogan.outputs import first_line
 
 BACKENDS = ("auto", "nccl", "gloo")
 DEFAULT_TIMEOUT_S = 1800.0  # a collective waits this long for a slow peer (e.g. rank 0's eval)
@@ -151,10 +152,7 @@ def shutdown(together: bool = False) -> None:
 
 def _first_line(error: BaseException) -> str:
     """The error's first sentence, without gloo's leading [source:line] tag."""
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    line = re.sub(r"^\[[^\]]*\]\s*", "", line)
-    return line.split(". ")[0].rstrip(".")
+    return re.sub(r"^\[[^\]]*\]\s*", "", first_line(error)).split(". ")[0].rstrip(".")
 
 
 @contextlib.contextmanager

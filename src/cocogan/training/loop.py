@@ -1,6 +1,7 @@
 """The training loop: a short driver over named steps (paper Section 2's alternating updates).
 
-Per iteration: next_batch -> optimise (D, Q, G updates of :func:`train_step`) -> update_ema ->
+Per iteration: next_batch -> optimise (D, Q, G updates of :func:`train_step`, or the step of
+another ``model.family``: :mod:`cocogan.training.family`) -> update_ema ->
 log -> hooks every K steps (sample grids; evaluation can add its own) -> save_checkpoint at
 ``train.checkpoint_every``, at the last step and after a stop signal. The losses stay on the
 device; whenever the loop is about to write anything (a record, a hook, a checkpoint) it first
@@ -12,14 +13,16 @@ after the same step.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from cocogan.checkpoint import (
@@ -30,8 +33,9 @@ from cocogan.checkpoint import (
     save_state,
 )
 from cocogan.config import Config
-from cocogan.model import CocoGAN
-from cocogan.render import evaluating, render_rect, trained_rect
+from cocogan.model import GAN
+from cocogan.outputs import atomic_write
+from cocogan.patches import tile_images
 from cocogan.training.datastream import BatchStream, roll_panoramas
 from cocogan.training.distributed import (
     SINGLE,
@@ -42,11 +46,11 @@ from cocogan.training.distributed import (
     gather_rng_states,
     mean_losses,
 )
-from cocogan.training.grid import save_png, tile
+from cocogan.training.family import Family, family_of, named_optimizers
 from cocogan.training.logging import MetricsLog, Progress, format_record
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
-from cocogan.training.step import Optimizers, train_step, update_ema
+from cocogan.training.step import update_ema
 from cocogan.training.sync_norm import paused
 
 SAMPLES_DIR = "samples"
@@ -83,9 +87,13 @@ class SampleGrid:
     every: int
 
     def __call__(self, trainer: Trainer) -> None:
-        grid = tile(trainer.sample_images())
+        images = trainer.sample_images().float().cpu().clamp(-1, 1)  # (N, 3, H, W)
+        count, _, height, width = images.shape
+        columns = max(1, math.ceil(math.sqrt(count * height / width)))  # panoramas: fewer
+        grid = (tile_images(images, columns) + 1) / 2  # (3, H', W') in [0, 1], on white
+        array = (grid * 255).round().byte().permute(1, 2, 0).numpy()  # (H', W', 3)
         path = trainer.run_dir / SAMPLES_DIR / f"step-{trainer.state.step:08d}.png"
-        save_png(grid, path)
+        atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
         trainer.log.image("samples", grid, trainer.state.step)
 
 
@@ -96,8 +104,8 @@ class Trainer:
     Attributes:
         run_dir: where checkpoints, logs and samples go.
         config: the resolved config (train.steps is the total to reach).
-        model: G, D and EMA G on ``device``.
-        optimizers: TTUR Adam optimisers of G, D and Q.
+        model: G, D and EMA G on ``device`` (the bundle of ``config.model.family``).
+        optimizers: TTUR Adam optimisers of G, D (and Q), as the family builds them.
         state: step counter, RNGs and fixed sample latents.
         stream: the resumable batch stream.
         log: metrics.jsonl + TensorBoard writer.
@@ -109,8 +117,8 @@ class Trainer:
 
     run_dir: Path
     config: Config
-    model: CocoGAN
-    optimizers: Optimizers
+    model: GAN
+    optimizers: Any
     state: TrainState
     stream: BatchStream
     log: MetricsLog
@@ -128,7 +136,11 @@ class Trainer:
 
     @property
     def cylindrical(self) -> bool:
-        return self.model.coords.cyclic
+        return self.config.model.coords == "cylindrical"
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.config.model)
 
     # ---- the named steps --------------------------------------------------------------------
     def next_batch(self) -> Tensor:
@@ -142,6 +154,7 @@ class Trainer:
         return images
 
     def optimise(self, images: Tensor) -> dict[str, Tensor]:
+        train_step = self.family.step  # cocogan.training.step.train_step for COCO-GAN
         losses = train_step(self.model, self.optimizers, images, self.config.train,
                             self.state.step_rng, amp=self.amp, sn_once=self.config.train.sn_once)
         if self.world.enabled:  # gradients were averaged inside the optimisers' step
@@ -171,8 +184,8 @@ class Trainer:
         if self.state.step % self.config.train.log_every:
             return None
         self.check_finite()
-        lrs = {f"lr_{name}": getattr(self.optimizers, name).param_groups[0]["lr"]
-               for name in ("g", "d", "q")}
+        lrs = {f"lr_{name}": optimizer.param_groups[0]["lr"]
+               for name, optimizer in named_optimizers(self.optimizers).items()}
         return self.log.write(self.state.step, self.config.train.batch, lrs, self.elapsed())
 
     def run_hooks(self, final: bool = False) -> None:
@@ -224,9 +237,7 @@ class Trainer:
         """Full images (N, 3, H, W) from the EMA generator for z (default: the fixed latents)."""
         z = self.state.sample_z if z is None else z
         self.refresh_ema()
-        generator, coords = self.model.generator_ema, self.model.coords
-        with evaluating(generator):
-            return render_rect(generator, coords, z.to(self.device), trained_rect(coords))
+        return self.family.sample(self.model, z)
 
     # ---- the driver -------------------------------------------------------------------------
     def fit(self, stop: StopFlag | None = None, progress: Progress | None = None) -> str | None:

@@ -15,6 +15,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -34,8 +35,9 @@ from cocogan.checkpoint import (
 from cocogan.config import Config, ConfigError
 from cocogan.data import DataError, ImageFolderDataset, build_dataset
 from cocogan.data.cache import CachedImages, cache_bytes
-from cocogan.model import CocoGAN
-from cocogan.outputs import atomic_write, check_folder, claim_folder
+from cocogan.model import GAN, build_model
+from cocogan.nn.baseline import up_steps
+from cocogan.outputs import atomic_write, check_folder, claim_folder, first_line
 from cocogan.training.datastream import BatchStream, cache_device, resolve_workers
 from cocogan.training.device import configure_threads, select_device
 from cocogan.training.distributed import (
@@ -45,11 +47,11 @@ from cocogan.training.distributed import (
     average_gradients_before_step,
     broadcast_module,
 )
+from cocogan.training.family import family_of, named_optimizers
 from cocogan.training.logging import MetricsLog
 from cocogan.training.loop import SampleGrid, Trainer
 from cocogan.training.speed import prepare_model
 from cocogan.training.state import TrainState, restore_payload, seed_globals
-from cocogan.training.step import Optimizers, build_optimizers
 from cocogan.training.sync_norm import synchronise_batch_norm
 
 CONFIG_FILE = "config.yaml"
@@ -91,12 +93,12 @@ def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
     try:
         config = Config.from_yaml((run_dir / CONFIG_FILE).read_text()).validate()
     except (yaml.YAMLError, UnicodeDecodeError, ConfigError) as error:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE} is unusable ({_first_line(error)}): "
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} is unusable ({first_line(error)}): "
                               "restore it from a backup or start a new run") from None
     try:
         raw = yaml.safe_load((run_dir / RUN_FILE).read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raw = _first_line(error)
+        raw = first_line(error)
     names = {f.name for f in dataclasses.fields(RunSpec)}
     if not isinstance(raw, dict):
         raise CheckpointError(f"{run_dir / RUN_FILE} is corrupt ({raw!s:.80}): it should be a "
@@ -110,10 +112,6 @@ def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
         raise CheckpointError(f"{run_dir / RUN_FILE} is invalid: data must be a string and seed "
                               f"an integer, got data={spec.data!r}, seed={spec.seed!r}")
     return config, spec
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def open_dataset(config: Config, data: str, seed: int) -> Dataset[torch.Tensor]:
@@ -168,6 +166,11 @@ def _check_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World,
     check_folder(run_dir, "--out")  # never write into a folder of the user's own files
     config.validate()
     world.local_batch(config.train.batch)
+    if config.model.family == "baseline":
+        try:
+            up_steps(config.model.full_height, config.model.full_width)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if device.type == "cpu":
         spec.threads = configure_threads(device, spec.threads)
     if spec.init_from:
@@ -211,7 +214,7 @@ def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
                                num_workers=resolve_workers(train.num_workers), device=where)
 
 
-def _trainer(run_dir: Path, config: Config, model: CocoGAN, optimizers: Optimizers,
+def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: Any,
              state: TrainState, dataset: Dataset[torch.Tensor], seed: int, start_batch: int,
              world: World) -> Trainer:
     """Shared assembly of new and resumed trainers (model already on its device)."""
@@ -223,7 +226,7 @@ def _trainer(run_dir: Path, config: Config, model: CocoGAN, optimizers: Optimize
                          shard=(world.rank, world.size))
     if world.enabled:
         broadcast_module(world, model)
-        average_gradients_before_step((optimizers.g, optimizers.d, optimizers.q), world)
+        average_gradients_before_step(tuple(named_optimizers(optimizers).values()), world)
     return Trainer(run_dir=Path(run_dir), config=config, model=model, optimizers=optimizers,
                    state=state, stream=stream,
                    log=MetricsLog(run_dir, state.step, quiet=not world.is_main),
@@ -231,7 +234,7 @@ def _trainer(run_dir: Path, config: Config, model: CocoGAN, optimizers: Optimize
                    amp=config.train.amp and device.type == "cuda", world=world)
 
 
-def _synchronise(model: CocoGAN, world: World) -> None:
+def _synchronise(model: GAN, world: World) -> None:
     """Global-batch statistics in the trained networks' batch norms (before the optimisers
     collect their parameters); the EMA generator only runs in eval mode."""
     if world.enabled and world.sync_norm:
@@ -245,14 +248,15 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
     device = world.place(select_device(spec.device))
     configure_threads(device, spec.threads)
     seed_globals(spec.seed)  # initial weights follow the seed
-    model = CocoGAN(config.model)
+    model = build_model(config.model)
     if spec.init_from:
         _check_init_from(spec.init_from, config)
-        model.load_state_dict(load_model(spec.init_from, "cpu")[1].state_dict())
+        model.load_state_dict(load_model(spec.init_from, "cpu", family=config.model.family)[1]
+                              .state_dict())
     model.to(device)
     _synchronise(model, world)
     prepare_model(model, config.train)
-    optimizers = build_optimizers(model, config.train)
+    optimizers = family_of(config.model).build_optimizers(model, config.train)
     state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim, device,
                              rank=world.rank)
     return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0, world)
@@ -286,13 +290,13 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
     target = world.place(select_device(device or spec.device))
     configure_threads(target, spec.threads)
     weights, state_file = checkpoint_paths(run_dir, steps_done[-1])
-    model = CocoGAN(config.model)
+    model = build_model(config.model)
     step = read_weights(weights, config, model)
     payload = load_state(state_file)
     model.to(target)
     _synchronise(model, world)
     prepare_model(model, config.train)
-    optimizers = build_optimizers(model, config.train)
+    optimizers = family_of(config.model).build_optimizers(model, config.train)
     state = restore_payload(payload, optimizers, step, target, rank=world.rank, seed=spec.seed)
     source = data or spec.data
     dataset = open_dataset(config, source, spec.seed)

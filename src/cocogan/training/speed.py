@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 
 from cocogan.config import TrainConfig
-from cocogan.model import CocoGAN
+from cocogan.model import GAN
 
 # A torch.compile backend that replaces train.compile's mode; tests set "aot_eager" (graph
 # capture and AOTAutograd without code generation: seconds on a CPU instead of minutes).
 _BACKEND: str | None = None
 
 
-def prepare_model(model: CocoGAN, train: TrainConfig) -> CocoGAN:
+def prepare_model(model: GAN, train: TrainConfig) -> GAN:
     """Apply ``train.channels_last`` and ``train.compile`` to ``model`` in place; returns it.
 
     Compilation wraps ``forward`` of G and of D's residual trunk (``Module.compile``, so

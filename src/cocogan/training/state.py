@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from cocogan.checkpoint import CheckpointError
+from cocogan.model import sample_latents
 from cocogan.training.step import Optimizers
 
 
@@ -55,7 +56,7 @@ class TrainState:
         """Step 0; the step RNG lives on the training ``device`` (see :func:`step_generator`);
         ``rank`` > 0 (multi-process runs) gets its own stream."""
         sample_rng = torch.Generator().manual_seed(derive_seed(seed, "samples"))
-        sample_z = torch.rand(n_samples, z_dim, generator=sample_rng) * 2.0 - 1.0  # U[-1, 1]
+        sample_z = sample_latents(n_samples, z_dim, sample_rng)
         return cls(step=0, step_rng=rank_step_generator(seed, rank, device=device),
                    sample_z=sample_z)
 

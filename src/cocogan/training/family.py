@@ -1,0 +1,145 @@
+"""The network + loss pairs one Trainer drives, chosen by ``model.family``.
+
+As StyleGAN2-ADA's training loop takes its networks and loss by name (``G_kwargs``,
+``loss_kwargs``), the Trainer takes a :class:`Family`: how to build the optimisers, the step
+(the updates of one iteration) and how to draw full images for sample grids. The model bundle
+itself comes from :func:`cocogan.model.build_model`, so checkpoints name their family in
+their config. Everything else (data stream, EMA and its recalibration, logging, hooks,
+checkpoints, resume, multi-process training) is shared.
+
+COCO-GAN's step is :mod:`cocogan.training.step`. The full-image baseline's (here) is trained as
+COCO-GAN is, minus what makes COCO-GAN generate by parts: the same WGAN-GP objective and
+gradient penalty (L_GP, eq. 2), the same TTUR Adam settings, one D then one G update per step;
+no coordinates, no L_S, no L_C and no Q. Comparing the two on the same data and steps tells
+what generating by parts costs (the paper's Table 1 question).
+
+Shapes: B (or N) images, Z latent dims, H/W full image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cocogan.config import ModelConfig, TrainConfig
+from cocogan.losses import gradient_penalty, wasserstein_estimate
+from cocogan.model import BaselineGAN, CocoGAN
+from cocogan.render import evaluating, render_rect, trained_rect
+from cocogan.training.step import build_optimizers, train_step
+
+# (model, optimizers, images, train, rng, *, amp, sn_once) -> 0-dim losses on the device
+Step = Callable[..., dict[str, Tensor]]
+
+
+@dataclass
+class BaselineOptimizers:
+    """TTUR Adam optimisers of the baseline's G and D (no content head, so no Q)."""
+
+    g: torch.optim.Optimizer
+    d: torch.optim.Optimizer
+
+    def state_dict(self) -> dict[str, dict]:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict()}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+
+
+def build_baseline_optimizers(model: BaselineGAN, train: TrainConfig) -> BaselineOptimizers:
+    """Adam(beta1, beta2) with COCO-GAN's TTUR learning rates (build after moving the model)."""
+    betas = (train.beta1, train.beta2)
+    fused = {"fused": True} if model.device.type == "cuda" else {}
+    return BaselineOptimizers(
+        g=torch.optim.Adam(model.generator.parameters(), lr=train.lr_g, betas=betas, **fused),
+        d=torch.optim.Adam(model.discriminator.parameters(), lr=train.lr_d, betas=betas, **fused))
+
+
+def baseline_step(model: BaselineGAN, optimizers: BaselineOptimizers, images: Tensor,
+                  train: TrainConfig, rng: torch.Generator, *, amp: bool = False,
+                  sn_once: bool = False) -> dict[str, Tensor]:
+    """One WGAN-GP iteration on real full images (B, 3, H, W): a D update, then a G update.
+
+    Args (as :func:`cocogan.training.step.train_step`'s): ``amp`` is bf16 autocast on CUDA;
+    ``sn_once`` has no effect (each D call runs its own power iteration, the reference).
+
+    Returns:
+        0-dim tensors on the device: L_W (the Wasserstein estimate), L_GP, loss_D, loss_G.
+    """
+    del sn_once
+    G, D = model.generator.train(), model.discriminator.train()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if amp and images.is_cuda else contextlib.nullcontext())
+    z = model.sample_z(images.shape[0], rng)
+
+    # ---- D step ---------------------------------------------------------------------------
+    D.requires_grad_(True)
+    with autocast:
+        with torch.no_grad():
+            fake = G(z).to(images.dtype)
+        l_w = wasserstein_estimate(D(images), D(fake)).float()
+    l_gp = gradient_penalty(D, images, fake, generator=rng)  # fp32, also under autocast
+    loss_d = -l_w + train.w_gp * l_gp
+    optimizers.d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    optimizers.d.step()
+
+    # ---- G step: D is frozen, so its weight gradients are not built -----------------------
+    D.requires_grad_(False)
+    try:
+        with autocast:
+            loss_g = -D(G(z)).float().mean()
+        optimizers.g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizers.g.step()
+    finally:
+        D.requires_grad_(True)
+    values = {"L_W": l_w, "L_GP": l_gp, "loss_D": loss_d, "loss_G": loss_g}
+    return {name: value.detach() for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the Trainer needs of a network + loss pair beyond the model bundle."""
+
+    build_optimizers: Callable[[Any, TrainConfig], Any]  # dataclass of named optimisers
+    step: Step
+    sample: Callable[[Any, Tensor], Tensor]  # (model, z (N, Z)) -> EMA images (N, 3, H, W)
+
+
+@torch.no_grad()
+def cocogan_images(model: CocoGAN, z: Tensor) -> Tensor:
+    """The EMA generator's full images, every micro patch assembled by T(m->M)."""
+    generator = model.generator_ema
+    with evaluating(generator):
+        return render_rect(generator, model.coords, z.to(model.device),
+                           trained_rect(model.coords))
+
+
+@torch.no_grad()
+def baseline_images(model: BaselineGAN, z: Tensor) -> Tensor:
+    """The EMA generator's full images in eval mode (running BN statistics)."""
+    generator = model.generator_ema
+    with evaluating(generator):
+        return generator(z.to(model.device))
+
+
+FAMILIES: dict[str, Family] = {
+    "cocogan": Family(build_optimizers, train_step, cocogan_images),
+    "baseline": Family(build_baseline_optimizers, baseline_step, baseline_images),
+}
+
+
+def family_of(config: ModelConfig) -> Family:
+    return FAMILIES[config.family]
+
+
+def named_optimizers(optimizers: Any) -> dict[str, torch.optim.Optimizer]:
+    """``{"g": ..., "d": ..., ["q": ...]}`` of a family's optimiser dataclass."""
+    return {item.name: getattr(optimizers, item.name) for item in fields(optimizers)}
+
