@@ -164,7 +164,7 @@ def test_nan_generator_stops_in_one_line(tmp_path: Path, emoji_dir: Path) -> Non
             p.fill_(float("nan"))
     save_model(tmp_path / "run" / "checkpoints" / "step-00000001.safetensors", config, model, 1)
     start = time.perf_counter()
-    with pytest.raises(NonFiniteError, match="generated images .*not finite.*earlier one"):
+    with pytest.raises(NonFiniteError, match=r"generated images .*not finite.*earlier one"):
         evaluate_run(tmp_path / "run", str(emoji_dir), "fid,kid", cfg=SMALL, device="cpu",
                      feature_extractor=StandIn())
     assert time.perf_counter() - start < 30

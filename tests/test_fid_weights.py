@@ -247,11 +247,11 @@ def test_damaged_weights_files_are_one_line(tmp_path: Path, monkeypatch) -> None
     _rewrite_storage(PACKAGED, nan, lambda a: np.full_like(a, np.nan))
     ext = InceptionFeatures(nan)
     assert not ext.standard
-    with pytest.raises(NonFiniteError, match="features are NaN or infinite.*nan.pt"):
+    with pytest.raises(NonFiniteError, match=r"features are NaN or infinite.*nan\.pt"):
         ext(torch.zeros(1, 3, 32, 32))
     # The installed package's own file with another hash is damage, not a choice: refused.
     monkeypatch.setattr(inc, "installed_package_weights", lambda: nan)
-    with pytest.raises(ValueError, match="nan.pt is damaged .*SHA-256.*force-reinstall"):
+    with pytest.raises(ValueError, match=r"nan\.pt is damaged .*SHA-256.*force-reinstall"):
         InceptionFeatures(nan)
 
 
