@@ -479,3 +479,85 @@ def test_sigterm_during_generation_leaves_no_partial_file(run: Path, tmp_path: P
     _, err = process.communicate(timeout=600)
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert [p.name for p in out.iterdir()] == [".cocogan"]
+
+
+# ---- issue 19: hostile config texts -----------------------------------------------------------
+LAUGHS = ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+          + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n"
+                    for i in range(8)))  # 342 bytes; 9^9 = 387 million "lol" when expanded
+DEEP_YAML = "model: " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+def test_billion_laughs_yaml_is_refused_small_and_short(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The 400-byte YAML grew past 2 GB through --config; through --set it printed a 351 MB
+    error line. Both are refused while parsing, in one short line, with little memory."""
+    config = tmp_path / "laughs.yaml"
+    config.write_text(LAUGHS)
+    inline = "[" + ",".join(["&x [" + ",".join(["lol"] * 9) + "]"] + ["*x"] * 9) + "]"
+    tracemalloc.start()
+    try:
+        assert main(["train", "--config", str(config), "--data", "builtin:blobs", "--out",
+                     str(tmp_path / "a"), "--dry-run"]) == 2
+        line = one_line(capsys)
+        assert "laughs.yaml expands to more than" in line and len(line) < 300
+        laughs_set = "[" + ",".join(["&y " + inline] + ["*y"] * 9) + "]"
+        assert new_run(tmp_path / "b", "--set", f"model.ngf={LAUGHS_INLINE}") == 2
+        line = one_line(capsys)
+        assert "--set 'model.ngf' expands to more than" in line and len(line) < 300
+        assert new_run(tmp_path / "c", "--set", f"model.ngf={laughs_set}") == 2
+        line = one_line(capsys)  # 900 values: within the bound, refused by type, echo cut short
+        assert "model.ngf expects int, got [[" in line and len(line) < 300
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6, f"peak {peak / 1e6:.1f} MB"
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+LAUGHS_INLINE = "{" + ", ".join(
+    ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)]
+) + "}"
+
+
+def test_config_files_are_size_capped_before_reading(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A 200 MB YAML gave no output for minutes; its size is checked before it is read (a
+    sparse file: nothing is written, and reading it would take 200 MB)."""
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as handle:
+        handle.truncate(200 * 2**20)
+    start = time.perf_counter()
+    assert main(["train", "--config", str(big), "--data", "builtin:blobs", "--out",
+                 str(tmp_path / "a"), "--dry-run"]) == 2
+    assert time.perf_counter() - start < 5
+    assert "big.yaml is 209715200 bytes; a config is a few KB" in one_line(capsys)
+
+
+def test_deeply_nested_configs_are_one_line(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """YAML or JSON nested thousands deep (a --config, a run's config.yaml or run.yaml, a
+    checkpoint's config string) gave a RecursionError traceback."""
+    from safetensors.torch import save_file
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text(DEEP_YAML)
+    assert main(["train", "--config", str(deep), "--data", "builtin:blobs", "--out",
+                 str(tmp_path / "a"), "--dry-run"]) == 2
+    assert "deep.yaml nests more than 32 levels deep" in one_line(capsys)
+    run = tmp_path / "run"
+    assert new_run(run, "--dry-run") == 0
+    (run / "config.yaml").write_text(DEEP_YAML)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "config.yaml is unusable" in one_line(capsys)
+    (run / "config.yaml").write_text(get_preset("tiny").to_yaml())
+    (run / "run.yaml").write_text("data: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "run.yaml is corrupt" in one_line(capsys)
+    for nested in ("[" * 100_000 + "]" * 100_000, '{"model": ' + "[" * 500 + "]" * 500 + "}"):
+        ckpt = tmp_path / "deep.safetensors"
+        save_file({"x": torch.zeros(1)}, str(ckpt), metadata={"format": "cocogan",
+                                                               "config": nested})
+        assert main(["generate", "full", "--run", str(ckpt), "--out", str(tmp_path / "o")]) == 2
+        assert "has an invalid config" in one_line(capsys)

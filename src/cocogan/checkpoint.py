@@ -91,8 +91,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     file = resolve_checkpoint(path)
     metadata = read_metadata(file)
     try:
-        config = Config.from_dict(json.loads(metadata["config"])).validate()
-    except (KeyError, json.JSONDecodeError, ConfigError) as error:
+        config = Config.from_json(metadata["config"]).validate()
+    except (KeyError, ConfigError) as error:
         raise CheckpointError(f"{file} has an invalid config: {error}") from None
     model = CocoGAN(config.model)
     try:
@@ -197,8 +197,8 @@ def read_weights(path: Path, config: Config, model: CocoGAN) -> int:
     """
     metadata = read_metadata(path)
     try:
-        saved = Config.from_dict(json.loads(metadata["config"]))
-    except (KeyError, json.JSONDecodeError, ConfigError) as error:
+        saved = Config.from_json(metadata["config"])
+    except (KeyError, ConfigError) as error:
         raise CheckpointError(f"{path} has an invalid config: {error}") from None
     if saved.model != config.model:
         raise CheckpointError(f"{path} was trained with a different model config than "

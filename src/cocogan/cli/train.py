@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import signal
 import sys
 import warnings
@@ -15,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from cocogan.config import Config, ConfigError, apply_overrides
+from cocogan.config import Config, ConfigError, apply_overrides, read_config_file
 from cocogan.presets import PRESETS, get_preset
 from cocogan.training.device import DEVICE_CHOICES
 from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S
@@ -112,20 +109,11 @@ def _checkpoint_config(path: str) -> Config:
     from cocogan.checkpoint import read_metadata, resolve_checkpoint
 
     metadata = read_metadata(resolve_checkpoint(path))
-    return Config.from_dict(json.loads(metadata["config"]))
+    return Config.from_json(metadata["config"], f"the config stored in {path}")
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"--config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config {path} is not valid YAML: "
-                          f"{str(error).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path} must be a mapping with model/train sections")
-    return data
+    return read_config_file(path, "--config")  # size, nesting and aliases bounded
 
 
 def _merge(base: dict, override: dict) -> dict:
