@@ -561,3 +561,89 @@ def test_deeply_nested_configs_are_one_line(tmp_path: Path,
                                                                "config": nested})
         assert main(["generate", "full", "--run", str(ckpt), "--out", str(tmp_path / "o")]) == 2
         assert "has an invalid config" in one_line(capsys)
+
+
+# ---- issue 19: model sizes beyond the machine --------------------------------------------------
+@pytest.mark.parametrize("setting", ["model.ngf=1000000", "model.full_height=1000000",
+                                     "model.z_dim=1000000000"])
+def test_model_sizes_beyond_the_machine_are_refused_with_the_figure(
+        setting: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """ngf=1000000 reached 10 GB RSS and kept growing, full_height=1000000 sat at step 0,
+    z_dim=1000000000 ended in an allocator traceback: the estimate refuses them up front (a
+    machine of 16 GB, so the figure does not depend on this one)."""
+    monkeypatch.setattr(budget, "available_memory", lambda: 16 * 10**9)
+    start = time.perf_counter()
+    assert main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out",
+                 str(tmp_path / "run"), "--set", setting]) == 2
+    line = one_line(capsys)
+    assert "needs ~" in line and "only 16.0 GB of memory is available" in line
+    assert "or pass --force" in line and time.perf_counter() - start < 20
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_budget_passes_the_presets_and_force_skips_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    tiny = get_preset("tiny")
+    estimate = budget.training_budget(tiny.model, tiny.train.batch, tiny.train.n_samples, 3)
+    assert 10e6 < estimate.memory < 1e9  # ~135 MB for the tiny preset
+    monkeypatch.setattr(budget, "available_memory", lambda: 10**6)
+    assert new_run(tmp_path / "a", "--dry-run") == 2
+    assert "of memory and up to" in one_line(capsys)
+    assert new_run(tmp_path / "b", "--dry-run", "--force") == 0
+
+
+@pytest.mark.parametrize("workers", ["100000", "-2"])
+def test_num_workers_is_bounded_by_the_cores(workers: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """train.num_workers=100000 forked until the machine was at load 289."""
+    assert main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out",
+                 str(tmp_path / "run"), "--set", f"train.num_workers={workers}"]) == 2
+    line = one_line(capsys)
+    assert "train.num_workers must be -1" in line and "per usable CPU core" in line
+    assert line.endswith(f"got {workers}")
+
+
+_LOAD_UNDER_A_LIMIT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))  # 2 GB of address space
+from cocogan.cli import main
+for path in sys.argv[2:]:
+    print("rc", main(["generate", "full", "--run", path, "--out", sys.argv[1]]), flush=True)
+"""
+
+
+def test_checkpoint_configs_are_checked_against_their_tensors_before_building(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """An 8 MB file claiming ngf 512 reached 5.3 GB RSS (the model was built from the stored
+    config first); ngf 65536 and a huge z_dim gave tracebacks. Under a 2 GB address-space
+    limit each is refused in one line."""
+    import json as json_module
+
+    from safetensors.torch import load_file, save_file
+
+    source = save_run(tmp_path / "src", "tiny") / "checkpoints"
+    original = sorted(source.glob("*.safetensors"))[-1]
+    tensors = load_file(str(original))
+    from cocogan.checkpoint import read_metadata
+
+    metadata = read_metadata(original)
+    files = []
+    for key, value in (("ngf", 512), ("ngf", 65536), ("z_dim", 10**9)):
+        config = json_module.loads(metadata["config"])
+        config["model"][key] = value
+        path = tmp_path / f"{key}-{value}.safetensors"
+        save_file(tensors, str(path), metadata={**metadata, "config": json_module.dumps(config)})
+        files.append(path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", _LOAD_UNDER_A_LIMIT, str(tmp_path / "out"),
+                           *map(str, files)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.stdout.split() == ["rc", "2"] * 3, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 3 and "Traceback" not in done.stderr
+    assert all("implies" in line and "its config (ngf" in line for line in lines), lines
+    # A config that does describe its tensors, on a machine without the memory for them.
+    monkeypatch.setattr(budget, "available_memory", lambda: 10**6)
+    with pytest.raises(CheckpointError, match=r"loading a 32x32 model .* only 1\.0 MB of memory"):
+        load_model(original)

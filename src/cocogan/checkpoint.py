@@ -94,6 +94,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
         config = Config.from_json(metadata["config"]).validate()
     except (KeyError, ConfigError) as error:
         raise CheckpointError(f"{file} has an invalid config: {error}") from None
+    check_stored_config(file, config)  # before anything is built from the config
     model = CocoGAN(config.model)
     try:
         state = load_file(str(file))
@@ -102,6 +103,54 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
         raise CheckpointError(f"{file} does not match its config "
                               f"({str(error).splitlines()[0]})") from None
     return config, model.to(device).eval(), int(metadata.get("step", 0))
+
+
+_SN_WEIGHT = ".parametrizations.weight.original"  # spectral norm's name of a layer's weight
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, from its header alone."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint "
+                              f"({str(error).splitlines()[0]})") from None
+
+
+def check_stored_config(path: Path, config: Config) -> None:
+    """A checkpoint's stored config must describe its tensors, and the model must fit in memory:
+    checked on shape-only networks (meta tensors) and the file's header, before anything is
+    built (an 8 MB file claiming ngf 512 once made the loader allocate 5.3 GB).
+
+    Raises:
+        CheckpointError: a tensor the config implies is missing or has another shape, or the
+            model's weights would not fit in the memory available.
+    """
+    from cocogan.apps.budget import BudgetError, check_budget, inference_budget
+    from cocogan.nn.layers import shapes_only
+
+    stored = tensor_shapes(path)
+    with shapes_only():
+        expected = CocoGAN(config.model).state_dict()
+    m = config.model
+    claim = f"its config (ngf {m.ngf}, ndf {m.ndf}, z_dim {m.z_dim}, micro {m.micro})"
+    for name, tensor in expected.items():
+        key = name if name in stored or not name.endswith(".weight") \
+            else name.removesuffix(".weight") + _SN_WEIGHT
+        if key not in stored:
+            raise CheckpointError(f"{path} lacks the tensor {key} that {claim} implies: the "
+                                  "file is damaged or its config was edited")
+        if stored[key] != tuple(tensor.shape):
+            raise CheckpointError(f"{path}: tensor {key} is {list(stored[key])} but {claim} "
+                                  f"implies {list(tensor.shape)}: the file is damaged or its "
+                                  "config was edited")
+    try:
+        check_budget(inference_budget(m), None, fix="load it on a machine with more memory")
+    except BudgetError as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 # ---- resume state ---------------------------------------------------------------------------

@@ -57,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                              "(train.extrapolate); usually with --init-from")
     parser.add_argument("--init-from", metavar="RUN_OR_CKPT",
                         help="start from the weights of a trained run or .safetensors file")
+    parser.add_argument("--force", action="store_true",
+                        help="train even when the up-front estimate says the model will not fit "
+                             "in memory or its checkpoints on the disk")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the config and data, write RUN_DIR/config.yaml, stop")
     parser.add_argument("--eval-every", type=int, metavar="K",
@@ -103,6 +106,42 @@ def resolve_config(args: argparse.Namespace) -> Config:
         if getattr(args, flag) is not None:
             setattr(config.train, key, getattr(args, flag))
     return config.validate()
+
+
+MAX_WORKERS_PER_CORE = 2  # train.num_workers above this many per usable core is refused
+
+
+def check_resources(config: Config, run_dir: Path, force: bool, device: str | None) -> None:
+    """Before anything is built: the model's estimated memory and checkpoint disk must fit
+    (`apps.budget.training_budget`, skipped with --force), and train.num_workers must be -1
+    or 0..2 per usable core (100,000 workers once forked the machine to a load of 289)."""
+    import os
+
+    from cocogan.apps.budget import check_budget, training_budget
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = max(4, MAX_WORKERS_PER_CORE * (cores or 1))
+    if not -1 <= config.train.num_workers <= limit:
+        raise ConfigError(f"train.num_workers must be -1 (automatic: cores - 1, up to 8) or 0 to "
+                          f"{limit} ({MAX_WORKERS_PER_CORE} per usable CPU core, {cores} here), "
+                          f"got {config.train.num_workers}")
+    if force:
+        return
+    import torch
+
+    from cocogan.training.device import select_device
+
+    t, m = config.train, config.model
+    target = select_device(device or "auto")
+    gpu = torch.cuda.get_device_properties(target).total_memory \
+        if target.type == "cuda" else None  # the networks live there, not in the host's RAM
+    from cocogan.data.loader import default_num_workers
+
+    workers = default_num_workers() if t.num_workers < 0 else t.num_workers
+    check_budget(training_budget(m, t.batch, t.n_samples, t.keep_checkpoints, workers), run_dir,
+                 fix="choose smaller model sizes (model.ngf, model.ndf, model.z_dim, "
+                     "model.full_height/full_width) or train.batch",
+                 memory=gpu, memory_name="GPU memory" if gpu else "memory")
 
 
 def _checkpoint_config(path: str) -> Config:
@@ -188,15 +227,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, world: World) -> int:
-    from cocogan.training.run import RunSpec, new_trainer, prepare_new_run, resume_trainer
+    from cocogan.training.run import (
+        RunSpec,
+        new_trainer,
+        prepare_new_run,
+        read_run,
+        resume_trainer,
+    )
 
     if args.resume is not None:
+        config, spec = read_run(args.resume)
+        check_resources(config, args.resume, args.force, args.device or spec.device)
         trainer, data_line = resume_trainer(args.resume, steps=args.steps, device=args.device,
                                             data=args.data, world=world)
         run_dir = args.resume
         print(f"resuming {run_dir} at step {trainer.state.step}")
     else:
         config = resolve_config(args)
+        check_resources(config, args.out, args.force, args.device)
         spec = RunSpec(data=args.data, seed=args.seed or 0, device=args.device or "auto",
                        init_from=args.init_from)
         dataset, data_line = prepare_new_run(args.out, config, spec, world)
