@@ -481,6 +481,44 @@ def test_sigterm_during_generation_leaves_no_partial_file(run: Path, tmp_path: P
     assert [p.name for p in out.iterdir()] == [".cocogan"]
 
 
+def test_sigkill_during_huge_leaves_a_temp_that_the_next_run_removes(run: Path,
+                                                                     tmp_path: Path) -> None:
+    """SIGKILL cannot be caught, so a killed `generate huge` leaves its hidden temporary file;
+    the next run for the same output removed none of them. Now it removes the unlocked ones,
+    and keeps the one another run is writing (it holds a lock on it)."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "import sys; from cocogan.cli import main; sys.exit(main())",
+               "generate", "huge", "--run", str(run), "--size", "4096", "--tile", "64",
+               "--no-progress", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        temps = [p for p in out.glob(".huge-*.tmp")]
+        if temps:
+            break
+        time.sleep(0.1)
+    process.kill()
+    process.communicate(timeout=60)
+    assert len(temps) == 1 and temps[0].exists()  # what issue 19 found left behind
+    target = out / temps[0].name[1:].rsplit(".", 2)[0]  # .NAME.XXXXXXXX.tmp -> NAME
+    live = target.with_name(f".{target.name}.abcd1234.tmp")  # "a concurrent run's"
+    live.write_bytes(b"partial")
+    foreign = target.with_name(f".{target.name}.notes.tmp")  # not our pattern: never touched
+    foreign.write_bytes(b"mine")
+    import fcntl
+
+    from cocogan.apps.huge import remove_stale_temps
+
+    _, model, _ = load_model(run)
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        write_huge(model, model.sample_z(1), target, plan_huge(model.coords, 64, 64),
+                   progress=False)  # the next, successful run for the same output
+    assert target.is_file() and live.exists() and foreign.exists() and not temps[0].exists()
+    assert remove_stale_temps(target) == [live]  # its writer is gone: stale now
+
+
 # ---- issue 19: hostile config texts -----------------------------------------------------------
 LAUGHS = ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
           + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n"
