@@ -33,6 +33,7 @@ from cocogan.config import ConfigError, apply_overrides
 from cocogan.data.folder import ImageFolderDataset, scan_images
 from cocogan.metrics.inception import load_fid_inception
 from cocogan.outputs import atomic_write
+from test_distributed import TRAIN, free_port, quiet_env, wait_for_steps
 from test_generate_cli import save_run
 
 SMALL = ["--set", "model.z_dim=8", "model.ngf=8", "model.ndf=8", "model.aux_hidden=16",
@@ -685,3 +686,30 @@ def test_checkpoint_configs_are_checked_against_their_tensors_before_building(
     monkeypatch.setattr(budget, "available_memory", lambda: 10**6)
     with pytest.raises(CheckpointError, match=r"loading a 32x32 model .* only 1\.0 MB of memory"):
         load_model(original)
+
+
+# ---- issue 19: a rank lost under torchrun --------------------------------------------------------
+@pytest.mark.slow  # two ranks to step 3, then the kill: ~60 s on a loaded 2-core machine
+def test_a_killed_rank_names_the_newest_checkpoint(tmp_path: Path) -> None:
+    """torchrun SIGTERMs the survivors when a rank dies: rank 0 said "finishing step 37, then
+    writing a checkpoint" and wrote none, leaving the user to guess that step 20 was the last.
+    It now names the newest checkpoint's step (issue 19)."""
+    run = tmp_path / "run"
+    port = str(free_port())
+    ranks = [subprocess.Popen(
+        [sys.executable, "-m", "cocogan", "train", "--out", str(run), "--steps", "100000",
+         *TRAIN, "train.checkpoint_every=2", "train.sample_every=100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=quiet_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=port)) for rank in range(2)]
+    wait_for_steps(run, ranks, 3)
+    ranks[1].kill()
+    ranks[0].send_signal(signal.SIGTERM)  # what torchrun's agent does to the survivors
+    _, err = ranks[0].communicate(timeout=60)
+    ranks[1].communicate()
+    assert ranks[0].returncode == 1 and "Traceback" not in err, err
+    steps = resumable_steps(run)
+    assert steps and steps[-1] >= 2
+    line = next(line for line in err.splitlines() if "error:" in line)
+    assert f"the newest checkpoint is step {steps[-1]}: resume with: cocogan train --resume " \
+           f"{run}" in line, err

@@ -218,12 +218,26 @@ def run(args: argparse.Namespace) -> int:
         ended_normally = True
         return code
     except distributed.PeerLost as error:
-        resume = args.resume or args.out
-        print(f"cocogan train: error: {error}; checkpoints written so far are kept (resume "
-              f"with: cocogan train --resume {resume})", file=sys.stderr)
+        print(f"cocogan train: error: {error}; {_after_peer_loss(args.resume or args.out)}",
+              file=sys.stderr)
         return 1
     finally:
         distributed.shutdown(together=ended_normally)
+
+
+def _after_peer_loss(run_dir: Path | None) -> str:
+    """What is on disk after a peer was lost: the newest checkpoint's step, for the user to
+    resume from. No checkpoint is written then, even after "then writing a checkpoint": the
+    RNG states of every rank go into it, and a step that failed half-way through its
+    all-reduces is no state to resume."""
+    from cocogan.checkpoint import resumable_steps
+
+    steps = resumable_steps(run_dir) if run_dir is not None and run_dir.is_dir() else []
+    if not steps:
+        return "no checkpoint was written (a checkpoint needs every process); start again"
+    return (f"no checkpoint of the step in progress was written (a checkpoint needs every "
+            f"process); the newest checkpoint is step {steps[-1]}: resume with: cocogan train "
+            f"--resume {run_dir}")
 
 
 def _run(args: argparse.Namespace, world: World) -> int:
