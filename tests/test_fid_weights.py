@@ -249,6 +249,11 @@ def test_damaged_weights_files_are_one_line(tmp_path: Path, monkeypatch) -> None
     assert not ext.standard
     with pytest.raises(NonFiniteError, match=r"features are NaN or infinite.*nan\.pt"):
         ext(torch.zeros(1, 3, 32, 32))
+    noise = tmp_path / "noise.pt"  # random bytes: huge and NaN floats
+    _rewrite_storage(PACKAGED, noise, lambda a: np.frombuffer(
+        np.random.default_rng(0).bytes(a.nbytes), dtype=np.float32))
+    with pytest.raises(NonFiniteError, match=r"features are NaN or infinite.*noise\.pt"):
+        InceptionFeatures(noise)(torch.zeros(1, 3, 32, 32))
     # The installed package's own file with another hash is damage, not a choice: refused.
     monkeypatch.setattr(inc, "installed_package_weights", lambda: nan)
     with pytest.raises(ValueError, match=r"nan\.pt is damaged .*SHA-256.*force-reinstall"):
