@@ -111,8 +111,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
 MAX_WORKERS_PER_CORE = 2  # train.num_workers above this many per usable core is refused
 
 
-def check_resources(config: Config, run_dir: Path, force: bool, device: str | None) -> None:
-    """Before anything is built: the model's estimated memory and checkpoint disk must fit
+def check_resources(config: Config, force: bool, device: str | None) -> None:
+    """Before anything is built: the model's estimated memory must fit
     (`apps.budget.training_budget`, skipped with --force), and train.num_workers must be -1
     or 0..2 per usable core (100,000 workers once forked the machine to a load of 289)."""
     import os
@@ -138,7 +138,9 @@ def check_resources(config: Config, run_dir: Path, force: bool, device: str | No
     from cocogan.data.loader import default_num_workers
 
     workers = default_num_workers() if t.num_workers < 0 else t.num_workers
-    check_budget(training_budget(m, t.batch, t.n_samples, t.keep_checkpoints, workers), run_dir,
+    # Memory only: a disk that fills up later is reported at the failed write, with the
+    # newest intact checkpoint named (a small disk is fine for a short run).
+    check_budget(training_budget(m, t.batch, t.n_samples, t.keep_checkpoints, workers), None,
                  fix="choose smaller model sizes (model.ngf, model.ndf, model.z_dim, "
                      "model.full_height/full_width) or train.batch",
                  memory=gpu, memory_name="GPU memory" if gpu else "memory")
@@ -251,14 +253,14 @@ def _run(args: argparse.Namespace, world: World) -> int:
 
     if args.resume is not None:
         config, spec = read_run(args.resume)
-        check_resources(config, args.resume, args.force, args.device or spec.device)
+        check_resources(config, args.force, args.device or spec.device)
         trainer, data_line = resume_trainer(args.resume, steps=args.steps, device=args.device,
                                             data=args.data, world=world)
         run_dir = args.resume
         print(f"resuming {run_dir} at step {trainer.state.step}")
     else:
         config = resolve_config(args)
-        check_resources(config, args.out, args.force, args.device)
+        check_resources(config, args.force, args.device)
         spec = RunSpec(data=args.data, seed=args.seed or 0, device=args.device or "auto",
                        init_from=args.init_from)
         dataset, data_line = prepare_new_run(args.out, config, spec, world)
