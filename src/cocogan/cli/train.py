@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help="start from the weights of a trained run or .safetensors file")
     parser.add_argument("--force", action="store_true",
                         help="train even when the up-front estimate says the model will not fit "
-                             "in memory or its checkpoints on the disk")
+                             "in memory")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the config and data, write RUN_DIR/config.yaml, stop")
     parser.add_argument("--eval-every", type=int, metavar="K",
