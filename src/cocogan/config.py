@@ -56,6 +56,17 @@ def show(value: Any) -> str:
     return _SHOW.repr(value)
 
 
+def cut(text: str, limit: int = 80) -> str:
+    """``text`` itself when short, else its start and "..." (a name echoed in a message)."""
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def _names(names: Any, shown: int = 6) -> str:
+    """'a, b, c' of the first `shown` sorted names, each cut short."""
+    items = sorted(names)
+    return ", ".join(cut(n) for n in items[:shown]) + (", ..." if len(items) > shown else "")
+
+
 @dataclass
 class ModelConfig:
     """Image, patch and network sizes (paper Section 2 and Appendix B)."""
@@ -231,7 +242,7 @@ class Config:
             raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
         unknown = set(data) - {"name", "model", "train", "version"}
         if unknown:
-            raise ConfigError(f"unknown config section(s): {show(sorted(map(str, unknown)))}; "
+            raise ConfigError(f"unknown config section(s): {_names(map(str, unknown))}; "
                               "allowed: name, model, train")
         _check_depth(data, "config")
         model = _build(ModelConfig, data.get("model") or {}, "model")
@@ -359,7 +370,7 @@ def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     names = {f.name for f in dataclasses.fields(kind)}
     unknown = set(values) - names
     if unknown:
-        shown = show(sorted(f"{section}.{k}" for k in map(str, unknown)))
+        shown = _names(f"{section}.{k}" for k in map(str, unknown))
         raise ConfigError(f"unknown key(s) {shown}; allowed: {', '.join(sorted(names))}")
     instance = kind()
     for key, raw in values.items():
@@ -427,7 +438,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         part = getattr(config, section)
         if name not in {f.name for f in dataclasses.fields(part)}:
             allowed = ", ".join(f.name for f in dataclasses.fields(part))
-            raise ConfigError(f"unknown config key {section}.{show(name)}; allowed: {allowed}")
+            raise ConfigError(f"unknown config key {section}.{cut(name)}; allowed: {allowed}")
         setattr(part, name, _coerce(type(part), name, value, section))
     return config
 
