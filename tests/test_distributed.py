@@ -194,7 +194,7 @@ def test_a_killed_rank_ends_the_other_with_one_clear_error(tmp_path: Path) -> No
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "lost the other training processes" in lines[0]
-    assert f"cocogan train --resume {run}" in lines[0]
+    assert "no checkpoint was written" in lines[0]  # checkpoint_every=100000: none to resume
     ranks[1].communicate()
 
 

@@ -143,6 +143,39 @@ def test_missing_inception_weights_cli_is_one_line_and_fast(
     assert not (run / "eval.json").exists()
 
 
+def test_nan_generator_stops_in_one_line(tmp_path: Path, emoji_dir: Path) -> None:
+    """A checkpoint whose generator weights are NaN once hung FID (scipy's sqrtm on NaN);
+    the generated images are checked and the evaluation stops, naming the cause."""
+    from cocogan.metrics.frechet import NonFiniteError
+
+    config = get_preset("tiny")
+    model = CocoGAN(config.model).eval()
+    with torch.no_grad():
+        for p in model.generator_ema.parameters():
+            p.fill_(float("nan"))
+    save_model(tmp_path / "run" / "checkpoints" / "step-00000001.safetensors", config, model, 1)
+    start = time.perf_counter()
+    with pytest.raises(NonFiniteError, match=r"generated images .*not finite.*earlier one"):
+        evaluate_run(tmp_path / "run", str(emoji_dir), "fid,kid", cfg=SMALL, device="cpu",
+                     feature_extractor=StandIn())
+    assert time.perf_counter() - start < 30
+
+
+def test_eval_cli_prints_the_estimate_first_and_shows_progress(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`cocogan eval` ran silently for hours at its paper default of 50,000 images; it now
+    prints the time estimate before any work and a bar per pass (the real images, then the
+    generated ones)."""
+    run, _, _ = make_run(tmp_path / "run")
+    assert main(["eval", "--run", str(run), "--real", "builtin:blobs", "--metrics", "swd",
+                 "--n", "16", "--batch", "8"]) == 0
+    err = capsys.readouterr().err
+    estimate = err.index("cocogan eval: swd on 16 generated images: ~")
+    real_bar = err.index("real images:")
+    assert estimate < real_bar < err.index("generated images:", real_bar)
+    assert "16/16" in err  # tqdm's count at the end of a bar
+
+
 def test_parse_metrics_rejects_unknown_names() -> None:
     assert parse_metrics("swd, FID,swd") == ("swd", "fid")
     with pytest.raises(ValueError, match="choose from fid, kid, swd"):

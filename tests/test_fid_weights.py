@@ -193,7 +193,77 @@ def test_default_extractor_finds_installed_weights(monkeypatch) -> None:
     monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
     assert resolve_inception_weights() == PACKAGED
     ext = InceptionFeatures()
-    assert ext.net.fc is None and ext.name == "inception-v3-pool3-tf"
+    standard = inc.STANDARD_SHA256[inc.WEIGHTS_PACKAGE_FILE]
+    assert ext.net.fc is None and ext.name == f"inception-v3-pool3-tf-sha256-{standard[:16]}"
+    assert ext.standard and ext.sha256 == standard
+
+
+# --------------------------------------------------------------------------- hostile copies
+# Issue 19 items 1, 2 and 11: copies of the real weights file with one storage scaled, filled
+# with NaN or random bytes, or with one bit flipped.
+
+
+def _largest_member(path: Path) -> zipfile.ZipInfo:
+    with zipfile.ZipFile(path) as z:
+        return max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+
+
+def _rewrite_storage(src: Path, dst: Path, change) -> None:
+    """Copy of the archive with its largest tensor storage replaced by change(float32 array)."""
+    import numpy as np
+
+    target = _largest_member(src).filename
+    with zipfile.ZipFile(src) as z_in, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as z_out:
+        for info in z_in.infolist():
+            data = z_in.read(info)
+            if info.filename == target:
+                data = change(np.frombuffer(data, dtype=np.float32).copy()).tobytes()
+            z_out.writestr(info, data)
+
+
+def _flip_a_bit(src: Path, dst: Path) -> None:
+    """Byte copy with one bit flipped inside the largest storage (its CRC-32 then fails)."""
+    info = _largest_member(src)
+    raw = bytearray(src.read_bytes())
+    name_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len
+    raw[start + info.file_size // 2] ^= 0x10
+    dst.write_bytes(bytes(raw))
+
+
+@needs_weights
+def test_damaged_weights_files_are_one_line(tmp_path: Path, monkeypatch) -> None:
+    """A flipped bit was a BadZipFile traceback; NaN weights hung FID in scipy's sqrtm."""
+    import numpy as np
+
+    from cocogan.metrics.frechet import NonFiniteError
+
+    flipped = tmp_path / "flipped.pt"
+    _flip_a_bit(PACKAGED, flipped)
+    with pytest.raises(ValueError, match=r"flipped.pt are damaged \(Bad CRC-32.*reinstall"):
+        InceptionFeatures(flipped)
+    nan = tmp_path / "nan.pt"
+    _rewrite_storage(PACKAGED, nan, lambda a: np.full_like(a, np.nan))
+    ext = InceptionFeatures(nan)
+    assert not ext.standard
+    with pytest.raises(NonFiniteError, match=r"features are NaN or infinite.*nan\.pt"):
+        ext(torch.zeros(1, 3, 32, 32))
+    noise = tmp_path / "noise.pt"  # random bytes: huge and NaN floats
+    _rewrite_storage(PACKAGED, noise, lambda a: np.frombuffer(
+        np.random.default_rng(0).bytes(a.nbytes), dtype=np.float32))
+    with pytest.raises(NonFiniteError, match=r"features are NaN or infinite.*noise\.pt"):
+        InceptionFeatures(noise)(torch.zeros(1, 3, 32, 32))
+    # The installed package's own file with another hash is damage, not a choice: refused.
+    monkeypatch.setattr(inc, "installed_package_weights", lambda: nan)
+    with pytest.raises(ValueError, match=r"nan\.pt is damaged .*SHA-256.*force-reinstall"):
+        InceptionFeatures(nan)
+
+
+def test_standard_hashes_are_recognised() -> None:
+    assert inc.is_standard_sha256(inc.STANDARD_SHA256[inc.WEIGHTS_PACKAGE_FILE])
+    assert inc.is_standard_sha256("6726825d" + "0" * 56)  # pytorch-fid's file, by its prefix
+    assert not inc.is_standard_sha256("0" * 64)
 
 
 @needs_weights
@@ -216,3 +286,62 @@ def test_train_eval_every_and_cli_eval_use_fid_out_of_the_box(tmp_path: Path,
                  "--n", "8", "--batch", "8"]) == 0
     record = json.loads((run / "eval.json").read_text())
     assert record["metrics"]["fid"] > 0 and "inception-v3-pool3-tf" in json.dumps(record)
+
+
+@needs_weights
+def test_other_weights_get_another_cache_key(tmp_path: Path) -> None:
+    """The key of cached statistics was the network's name alone, so a scaled copy's entry
+    served the standard weights; the name now carries the weights' SHA-256."""
+    import numpy as np
+
+    from cocogan.evaluation.cache import stats_key
+
+    scaled = tmp_path / "scaled.pt"
+    _rewrite_storage(PACKAGED, scaled, lambda a: a * np.float32(1.5))
+    other, standard = InceptionFeatures(scaled), InceptionFeatures()
+    assert other.sha256 == inc.weights_sha256(scaled) != standard.sha256
+    assert not other.standard and standard.standard
+    assert stats_key("fp", other.name, 8, 8) != stats_key("fp", standard.name, 8, 8)
+    tf, pytorch_fid = (InceptionFeatures(net=standard.net, preprocessing=p)
+                       for p in ("tf", "pytorch-fid"))
+    assert tf.sha256 == pytorch_fid.sha256 and tf.name != pytorch_fid.name  # preprocessing too
+
+
+@needs_weights
+@pytest.mark.slow  # three evaluations through the real network: ~55 s on a loaded 2-core CPU
+def test_cache_is_keyed_by_the_weights_and_other_weights_warn(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Statistics of a run with one storage scaled by 1.5 were reused by later runs with the
+    standard weights (the key was the network's name): the hash keys them apart now, and the
+    non-standard run says so loudly, in eval.json too."""
+    import numpy as np
+
+    from cocogan.checkpoint import save_model
+    from cocogan.evaluation import EvalConfig
+    from cocogan.evaluation.run import evaluate_run
+    from cocogan.model import CocoGAN
+    from cocogan.presets import get_preset
+
+    monkeypatch.setenv("COCOGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    config = get_preset("tiny")
+    run = tmp_path / "run"
+    save_model(run / "checkpoints" / "step-00000001.safetensors", config,
+               CocoGAN(config.model).eval(), 1)
+    scaled = tmp_path / "scaled.pt"
+    _rewrite_storage(PACKAGED, scaled, lambda a: a * 1.5)
+    cfg = EvalConfig(n=4, batch=4)
+    with pytest.warns(UserWarning, match="NON-STANDARD Inception weights .*scaled.pt"):
+        other = evaluate_run(run, "builtin:blobs", "fid", cfg=cfg, device="cpu",
+                             inception_weights=scaled)
+    record = json.loads((run / "eval.json").read_text())
+    assert record["inception_weights"]["standard"] is False
+    assert "NON-STANDARD" in record["warnings"][0]
+    standard = evaluate_run(run, "builtin:blobs", "fid", cfg=cfg, device="cpu")
+    assert not standard.record["real_stats_cached"]  # the scaled run's entry is not reused
+    assert standard.record["inception_weights"]["standard"] and not standard.record["warnings"]
+    assert standard.values["fid"] != pytest.approx(other.values["fid"], rel=1e-3)
+    again = evaluate_run(run, "builtin:blobs", "fid", cfg=cfg, device="cpu")
+    assert again.record["real_stats_cached"]
+    assert again.values["fid"] == pytest.approx(standard.values["fid"], rel=1e-9)
+    assert np.isfinite(again.values["fid"])

@@ -105,6 +105,43 @@ def test_frechet_matches_eigh_reference(n: int, d: int) -> None:
     assert fid_from_stats(s1, s2) == pytest.approx(ref, rel=1e-6, abs=1e-4)
 
 
+@pytest.mark.parametrize("n,d", [(400, 32), (300, 128)])
+def test_fid_eigenvalue_route_matches_scipy_sqrtm(n: int, d: int) -> None:
+    """The eigenvalue route against TTUR's own computation (scipy's sqrtm) on finite,
+    full-rank covariances: the two agree to rounding."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(d)
+    a = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+    b = rng.normal(size=(n, d)) * 0.7 + 0.2
+    s1, s2 = FeatureStats.from_features(a), FeatureStats.from_features(b)
+    root = linalg.sqrtm(s1.cov @ s2.cov).real
+    diff = s1.mean - s2.mean
+    ttur = diff @ diff + np.trace(s1.cov) + np.trace(s2.cov) - 2 * np.trace(root)
+    assert fid_from_stats(s1, s2) == pytest.approx(ttur, rel=1e-9)
+
+
+def test_non_finite_statistics_stop_at_once() -> None:
+    """NaN features once sent scipy's sqrtm into an hour-long loop that ignored SIGTERM: now
+    the accumulator and the distance refuse them in one line, at once."""
+    import time
+
+    from cocogan.metrics.frechet import NonFiniteError
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(64, 2048))
+    s = FeatureStats.from_features(feats)
+    bad = np.full_like(s.cov, np.nan)
+    start = time.perf_counter()
+    with pytest.raises(NonFiniteError, match="covariance holds NaN"):
+        frechet_distance(s.mean, s.cov, s.mean, bad)
+    assert time.perf_counter() - start < 1.0
+    acc = StatsAccumulator()
+    feats[3, 7] = np.inf
+    with pytest.raises(NonFiniteError, match="features hold NaN or infinity"):
+        acc.update(feats)
+
+
 def test_frechet_diagonal_closed_form_and_self() -> None:
     rng = np.random.default_rng(0)
     v1, v2 = rng.uniform(0.1, 2, 16), rng.uniform(0.1, 2, 16)

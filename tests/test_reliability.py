@@ -33,6 +33,7 @@ from cocogan.config import ConfigError, apply_overrides
 from cocogan.data.folder import ImageFolderDataset, scan_images
 from cocogan.metrics.inception import load_fid_inception
 from cocogan.outputs import atomic_write
+from test_distributed import TRAIN, free_port, quiet_env, wait_for_steps
 from test_generate_cli import save_run
 
 SMALL = ["--set", "model.z_dim=8", "model.ngf=8", "model.ndf=8", "model.aux_hidden=16",
@@ -479,3 +480,236 @@ def test_sigterm_during_generation_leaves_no_partial_file(run: Path, tmp_path: P
     _, err = process.communicate(timeout=600)
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert [p.name for p in out.iterdir()] == [".cocogan"]
+
+
+def test_sigkill_during_huge_leaves_a_temp_that_the_next_run_removes(run: Path,
+                                                                     tmp_path: Path) -> None:
+    """SIGKILL cannot be caught, so a killed `generate huge` leaves its hidden temporary file;
+    the next run for the same output removed none of them. Now it removes the unlocked ones,
+    and keeps the one another run is writing (it holds a lock on it)."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "import sys; from cocogan.cli import main; sys.exit(main())",
+               "generate", "huge", "--run", str(run), "--size", "4096", "--tile", "64",
+               "--no-progress", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        temps = [p for p in out.glob(".huge-*.tmp")]
+        if temps:
+            break
+        time.sleep(0.1)
+    process.kill()
+    process.communicate(timeout=60)
+    assert len(temps) == 1 and temps[0].exists()  # what issue 19 found left behind
+    target = out / temps[0].name[1:].rsplit(".", 2)[0]  # .NAME.XXXXXXXX.tmp -> NAME
+    live = target.with_name(f".{target.name}.abcd1234.tmp")  # "a concurrent run's"
+    live.write_bytes(b"partial")
+    foreign = target.with_name(f".{target.name}.notes.tmp")  # not our pattern: never touched
+    foreign.write_bytes(b"mine")
+    import fcntl
+
+    from cocogan.apps.huge import remove_stale_temps
+
+    _, model, _ = load_model(run)
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        write_huge(model, model.sample_z(1), target, plan_huge(model.coords, 64, 64),
+                   progress=False)  # the next, successful run for the same output
+    assert target.is_file() and live.exists() and foreign.exists() and not temps[0].exists()
+    assert remove_stale_temps(target) == [live]  # its writer is gone: stale now
+
+
+# ---- issue 19: hostile config texts -----------------------------------------------------------
+LAUGHS = ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+          + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n"
+                    for i in range(8)))  # 342 bytes; 9^9 = 387 million "lol" when expanded
+DEEP_YAML = "model: " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+def test_billion_laughs_yaml_is_refused_small_and_short(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The 400-byte YAML grew past 2 GB through --config; through --set it printed a 351 MB
+    error line. Both are refused while parsing, in one short line, with little memory."""
+    config = tmp_path / "laughs.yaml"
+    config.write_text(LAUGHS)
+    inline = "[" + ",".join(["&x [" + ",".join(["lol"] * 9) + "]"] + ["*x"] * 9) + "]"
+    tracemalloc.start()
+    try:
+        assert main(["train", "--config", str(config), "--data", "builtin:blobs", "--out",
+                     str(tmp_path / "a"), "--dry-run"]) == 2
+        line = one_line(capsys)
+        assert "laughs.yaml expands to more than" in line and len(line) < 300
+        laughs_set = "[" + ",".join(["&y " + inline] + ["*y"] * 9) + "]"
+        assert new_run(tmp_path / "b", "--set", f"model.ngf={LAUGHS_INLINE}") == 2
+        line = one_line(capsys)
+        assert "--set 'model.ngf' expands to more than" in line and len(line) < 300
+        assert new_run(tmp_path / "c", "--set", f"model.ngf={laughs_set}") == 2
+        line = one_line(capsys)  # 900 values: within the bound, refused by type, echo cut short
+        assert "model.ngf expects int, got [[" in line and len(line) < 300
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6, f"peak {peak / 1e6:.1f} MB"
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+LAUGHS_INLINE = "{" + ", ".join(
+    ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)]
+) + "}"
+
+
+def test_config_files_are_size_capped_before_reading(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A 200 MB YAML gave no output for minutes; its size is checked before it is read (a
+    sparse file: nothing is written, and reading it would take 200 MB)."""
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as handle:
+        handle.truncate(200 * 2**20)
+    start = time.perf_counter()
+    assert main(["train", "--config", str(big), "--data", "builtin:blobs", "--out",
+                 str(tmp_path / "a"), "--dry-run"]) == 2
+    assert time.perf_counter() - start < 5
+    assert "big.yaml is 209715200 bytes; a config is a few KB" in one_line(capsys)
+
+
+def test_deeply_nested_configs_are_one_line(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """YAML or JSON nested thousands deep (a --config, a run's config.yaml or run.yaml, a
+    checkpoint's config string) gave a RecursionError traceback."""
+    from safetensors.torch import save_file
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text(DEEP_YAML)
+    assert main(["train", "--config", str(deep), "--data", "builtin:blobs", "--out",
+                 str(tmp_path / "a"), "--dry-run"]) == 2
+    assert "deep.yaml nests more than 32 levels deep" in one_line(capsys)
+    run = tmp_path / "run"
+    assert new_run(run, "--dry-run") == 0
+    (run / "config.yaml").write_text(DEEP_YAML)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "config.yaml is unusable" in one_line(capsys)
+    (run / "config.yaml").write_text(get_preset("tiny").to_yaml())
+    (run / "run.yaml").write_text("data: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "run.yaml is corrupt" in one_line(capsys)
+    for nested in ("[" * 100_000 + "]" * 100_000, '{"model": ' + "[" * 500 + "]" * 500 + "}"):
+        ckpt = tmp_path / "deep.safetensors"
+        save_file({"x": torch.zeros(1)}, str(ckpt), metadata={"format": "cocogan",
+                                                               "config": nested})
+        assert main(["generate", "full", "--run", str(ckpt), "--out", str(tmp_path / "o")]) == 2
+        assert "has an invalid config" in one_line(capsys)
+
+
+# ---- issue 19: model sizes beyond the machine --------------------------------------------------
+@pytest.mark.parametrize("setting", ["model.ngf=1000000", "model.full_height=1000000",
+                                     "model.z_dim=1000000000"])
+def test_model_sizes_beyond_the_machine_are_refused_with_the_figure(
+        setting: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """ngf=1000000 reached 10 GB RSS and kept growing, full_height=1000000 sat at step 0,
+    z_dim=1000000000 ended in an allocator traceback: the estimate refuses them up front (a
+    machine of 16 GB, so the figure does not depend on this one)."""
+    monkeypatch.setattr(budget, "available_memory", lambda: 16 * 10**9)
+    start = time.perf_counter()
+    assert main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out",
+                 str(tmp_path / "run"), "--set", setting]) == 2
+    line = one_line(capsys)
+    assert "needs ~" in line and "only 16.0 GB of memory is available" in line
+    assert "or pass --force" in line and time.perf_counter() - start < 20
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_budget_passes_the_presets_and_force_skips_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    tiny = get_preset("tiny")
+    estimate = budget.training_budget(tiny.model, tiny.train.batch, tiny.train.n_samples, 3)
+    assert 10e6 < estimate.memory < 1e9  # ~135 MB for the tiny preset
+    monkeypatch.setattr(budget, "available_memory", lambda: 10**6)
+    assert new_run(tmp_path / "a", "--dry-run") == 2
+    assert "of memory and up to" in one_line(capsys)
+    assert new_run(tmp_path / "b", "--dry-run", "--force") == 0
+
+
+@pytest.mark.parametrize("workers", ["100000", "-2"])
+def test_num_workers_is_bounded_by_the_cores(workers: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """train.num_workers=100000 forked until the machine was at load 289."""
+    assert main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out",
+                 str(tmp_path / "run"), "--set", f"train.num_workers={workers}"]) == 2
+    line = one_line(capsys)
+    assert "train.num_workers must be -1" in line and "per usable CPU core" in line
+    assert line.endswith(f"got {workers}")
+
+
+_LOAD_UNDER_A_LIMIT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))  # 2 GB of address space
+from cocogan.cli import main
+for path in sys.argv[2:]:
+    print("rc", main(["generate", "full", "--run", path, "--out", sys.argv[1]]), flush=True)
+"""
+
+
+def test_checkpoint_configs_are_checked_against_their_tensors_before_building(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """An 8 MB file claiming ngf 512 reached 5.3 GB RSS (the model was built from the stored
+    config first); ngf 65536 and a huge z_dim gave tracebacks. Under a 2 GB address-space
+    limit each is refused in one line."""
+    import json as json_module
+
+    from safetensors.torch import load_file, save_file
+
+    source = save_run(tmp_path / "src", "tiny") / "checkpoints"
+    original = sorted(source.glob("*.safetensors"))[-1]
+    tensors = load_file(str(original))
+    from cocogan.checkpoint import read_metadata
+
+    metadata = read_metadata(original)
+    files = []
+    for key, value in (("ngf", 512), ("ngf", 65536), ("z_dim", 10**9)):
+        config = json_module.loads(metadata["config"])
+        config["model"][key] = value
+        path = tmp_path / f"{key}-{value}.safetensors"
+        save_file(tensors, str(path), metadata={**metadata, "config": json_module.dumps(config)})
+        files.append(path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", _LOAD_UNDER_A_LIMIT, str(tmp_path / "out"),
+                           *map(str, files)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.stdout.split() == ["rc", "2"] * 3, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 3 and "Traceback" not in done.stderr
+    assert all("implies" in line and "its config (ngf" in line for line in lines), lines
+    # A config that does describe its tensors, on a machine without the memory for them.
+    monkeypatch.setattr(budget, "available_memory", lambda: 10**6)
+    with pytest.raises(CheckpointError, match=r"loading a 32x32 model .* only 1\.0 MB of memory"):
+        load_model(original)
+
+
+# ---- issue 19: a rank lost under torchrun --------------------------------------------------------
+@pytest.mark.slow  # two ranks to step 3, then the kill: ~60 s on a loaded 2-core machine
+def test_a_killed_rank_names_the_newest_checkpoint(tmp_path: Path) -> None:
+    """torchrun SIGTERMs the survivors when a rank dies: rank 0 said "finishing step 37, then
+    writing a checkpoint" and wrote none, leaving the user to guess that step 20 was the last.
+    It now names the newest checkpoint's step (issue 19)."""
+    run = tmp_path / "run"
+    port = str(free_port())
+    ranks = [subprocess.Popen(
+        [sys.executable, "-m", "cocogan", "train", "--out", str(run), "--steps", "100000",
+         *TRAIN, "train.checkpoint_every=2", "train.sample_every=100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=quiet_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=port)) for rank in range(2)]
+    wait_for_steps(run, ranks, 3)
+    ranks[1].kill()
+    ranks[0].send_signal(signal.SIGTERM)  # what torchrun's agent does to the survivors
+    _, err = ranks[0].communicate(timeout=60)
+    ranks[1].communicate()
+    assert ranks[0].returncode == 1 and "Traceback" not in err, err
+    steps = resumable_steps(run)
+    assert steps and steps[-1] >= 2
+    line = next(line for line in err.splitlines() if "error:" in line)
+    assert f"the newest checkpoint is step {steps[-1]}: resume with: cocogan train --resume " \
+           f"{run}" in line, err

@@ -100,15 +100,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     file = resolve_checkpoint(path)
     metadata = read_metadata(file)
     try:
-        config = Config.from_dict(json.loads(metadata["config"])).validate()
-    except (KeyError, json.JSONDecodeError, ConfigError) as error:
+        config = Config.from_json(metadata["config"]).validate()
+    except (KeyError, ConfigError) as error:
         raise CheckpointError(f"{file} has an invalid config: {error}") from None
     if family is not None and config.model.family != family:
         raise CheckpointError(f"{file} holds a model.family={config.model.family} model; this "
                               f"command needs a {family} run (benchmarks/quality_baseline.py "
                               "evaluates the baseline)")
+    inference_only = metadata.get("contents") == INFERENCE_CONTENTS
+    # before anything is built from the config
+    check_stored_config(file, config, prefix=EMA_PREFIX if inference_only else "")
     model = build_model(config.model)
-    if metadata.get("contents") == INFERENCE_CONTENTS:
+    if inference_only:
         return config, _inference_model(file, model).to(device).eval(), int(metadata["step"])
     try:
         state = load_file(str(file))
@@ -166,6 +169,57 @@ def _inference_model(file: Path, model: CocoGAN) -> CocoGAN:
     model.generator = MissingNetwork("the raw generator (--raw)", file)
     model.discriminator = MissingNetwork("the discriminator (inspire, the spatial metric)", file)
     return model
+
+
+_SN_WEIGHT = ".parametrizations.weight.original"  # spectral norm's name of a layer's weight
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, from its header alone."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint "
+                              f"({str(error).splitlines()[0]})") from None
+
+
+def check_stored_config(path: Path, config: Config, prefix: str = "") -> None:
+    """A checkpoint's stored config must describe its tensors, and the model must fit in memory:
+    checked on shape-only networks (meta tensors) and the file's header, before anything is
+    built (an 8 MB file claiming ngf 512 once made the loader allocate 5.3 GB).
+
+    Args:
+        prefix: check only the tensors under it (an inference-only file holds the EMA G).
+    Raises:
+        CheckpointError: a tensor the config implies is missing or has another shape, or the
+            model's weights would not fit in the memory available.
+    """
+    from cocogan.apps.budget import BudgetError, check_budget, inference_budget
+    from cocogan.nn.layers import shapes_only
+
+    stored = tensor_shapes(path)
+    with shapes_only():
+        expected = {name: tensor for name, tensor in build_model(config.model).state_dict().items()
+                    if name.startswith(prefix)}
+    m = config.model
+    claim = f"its config (ngf {m.ngf}, ndf {m.ndf}, z_dim {m.z_dim}, micro {m.micro})"
+    for name, tensor in expected.items():
+        key = name if name in stored or not name.endswith(".weight") \
+            else name.removesuffix(".weight") + _SN_WEIGHT
+        if key not in stored:
+            raise CheckpointError(f"{path} lacks the tensor {key} that {claim} implies: the "
+                                  "file is damaged or its config was edited")
+        if stored[key] != tuple(tensor.shape):
+            raise CheckpointError(f"{path}: tensor {key} is {list(stored[key])} but {claim} "
+                                  f"implies {list(tensor.shape)}: the file is damaged or its "
+                                  "config was edited")
+    try:
+        check_budget(inference_budget(m), None, fix="load it on a machine with more memory")
+    except BudgetError as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 # ---- resume state ---------------------------------------------------------------------------
@@ -261,8 +315,8 @@ def read_weights(path: Path, config: Config, model: GAN) -> int:
     """
     metadata = read_metadata(path)
     try:
-        saved = Config.from_dict(json.loads(metadata["config"]))
-    except (KeyError, json.JSONDecodeError, ConfigError) as error:
+        saved = Config.from_json(metadata["config"])
+    except (KeyError, ConfigError) as error:
         raise CheckpointError(f"{path} has an invalid config: {error}") from None
     if saved.model != config.model:
         raise CheckpointError(f"{path} was trained with a different model config than "

@@ -10,8 +10,11 @@ unknown keys instead of silently ignoring them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import reprlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -27,6 +30,41 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the fix."""
+
+
+class YAMLLimitError(ConfigError, yaml.YAMLError):
+    """A YAML text beyond the bounds of a config (size, nesting, alias expansion); also a
+    YAMLError, so callers that catch invalid YAML catch this too."""
+
+
+# Bounds of every config text (YAML files, --set values, run files, a checkpoint's config). A
+# real config is ~2 KB, ~60 nodes and 3 levels deep; a 400-byte "billion laughs" YAML expands
+# to ~10^9 nodes, and deep nesting overflows the recursive YAML composer and JSON decoder.
+MAX_CONFIG_BYTES = 1 << 20  # a --config file or config text
+MAX_CONFIG_NODES = 10_000  # YAML nodes after expanding aliases
+MAX_CONFIG_DEPTH = 32  # nested mappings/lists
+MAX_STRING = 1_000  # characters of a string config value
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = _SHOW.maxset = 4
+_SHOW.maxlevel = 2
+
+
+def show(value: Any) -> str:
+    """repr of a user-given value, cut to ~80 characters: an echoed value never makes an error
+    message long (a billion-laughs --set once printed a 351 MB line)."""
+    return _SHOW.repr(value)
+
+
+def cut(text: str, limit: int = 80) -> str:
+    """``text`` itself when short, else its start and "..." (a name echoed in a message)."""
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def _names(names: Any, shown: int = 6) -> str:
+    """'a, b, c' of the first `shown` sorted names, each cut short."""
+    items = sorted(names)
+    return ", ".join(cut(n) for n in items[:shown]) + (", ..." if len(items) > shown else "")
 
 
 @dataclass
@@ -191,8 +229,9 @@ class Config:
             raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
         unknown = set(data) - {"name", "model", "train", "version"}
         if unknown:
-            raise ConfigError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}; "
+            raise ConfigError(f"unknown config section(s): {_names(map(str, unknown))}; "
                               "allowed: name, model, train")
+        _check_depth(data, "config")
         model = _build(ModelConfig, _without_removed(data.get("model") or {}), "model")
         train = data.get("train") or {}
         if isinstance(train, dict):  # runs saved before train.cache_images was removed
@@ -206,10 +245,113 @@ class Config:
     @classmethod
     def from_yaml(cls, text: str) -> Config:
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text, "config")
+        except YAMLLimitError:
+            raise
         except yaml.YAMLError as error:
             raise ConfigError(f"config is not valid YAML: {str(error).splitlines()[0]}") from None
         return cls.from_dict(data or {})
+
+    @classmethod
+    def from_json(cls, text: str, what: str = "config") -> Config:
+        """From the JSON a checkpoint stores, bounded like YAML (size, nesting).
+
+        Raises:
+            ConfigError: not JSON, too large or too deeply nested, or not a valid config.
+        """
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{what} is {len(text)} characters, more than a config's "
+                              f"{MAX_CONFIG_BYTES}")
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ConfigError(f"{what} is nested too deeply for a config") from None
+        except ValueError as error:  # JSONDecodeError
+            raise ConfigError(f"{what} is not valid JSON: {error}") from None
+        _check_depth(data, what)
+        return cls.from_dict(data)
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """`yaml.safe_load` within the bounds of a config: at most MAX_CONFIG_BYTES characters,
+    MAX_CONFIG_DEPTH levels of nesting and MAX_CONFIG_NODES nodes with every alias expanded.
+
+    The bounds are checked on the parser's event stream (iterative, linear in the text)
+    before anything is composed, so a billion-laughs text costs microseconds, not gigabytes.
+
+    Args:
+        what: the text's origin for messages ("--config x.yaml", "--set model.ngf").
+    Raises:
+        YAMLLimitError: beyond a bound; yaml.YAMLError: not YAML.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise YAMLLimitError(f"{what} is {len(text)} characters, more than a config's "
+                             f"{MAX_CONFIG_BYTES}: pass a config file of model/train keys")
+    sizes: dict[str, int] = {}  # anchor -> expanded node count of what it names
+    open_nodes: list[list[Any]] = []  # [anchor, expanded nodes so far] per open collection
+    total = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([event.anchor, 1])
+            if len(open_nodes) > MAX_CONFIG_DEPTH:
+                raise YAMLLimitError(f"{what} nests more than {MAX_CONFIG_DEPTH} levels deep; a "
+                                     "config has sections of key: value lines")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_nodes.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, size = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        if open_nodes:
+            open_nodes[-1][1] += size
+        total += size if not open_nodes else 0
+        if max(total, open_nodes[-1][1] if open_nodes else 0) > MAX_CONFIG_NODES:
+            raise YAMLLimitError(f"{what} expands to more than {MAX_CONFIG_NODES} values "
+                                 "(YAML aliases repeating aliases, a 'billion laughs'): refused")
+    return yaml.safe_load(text)
+
+
+def read_config_file(path: Path, flag: str = "--config") -> dict[str, Any]:
+    """A YAML config file as a mapping; its size is checked before it is read.
+
+    Raises:
+        ConfigError: missing, larger than MAX_CONFIG_BYTES, not UTF-8 YAML within the bounds
+            of `load_yaml`, or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{flag} {path} is {size} bytes; a config is a few KB (at most "
+                          f"{MAX_CONFIG_BYTES}): pass a YAML file of model/train keys")
+    try:
+        data = load_yaml(path.read_bytes()[:MAX_CONFIG_BYTES + 1].decode("utf-8"),
+                         f"{flag} {path}") or {}
+    except YAMLLimitError:
+        raise
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{flag} {path} is not valid YAML: "
+                          f"{str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{flag} {path} must be a mapping with model/train sections")
+    return data
+
+
+def _check_depth(data: Any, what: str) -> None:
+    """Raise ConfigError when nested lists/dicts go deeper than MAX_CONFIG_DEPTH (iterative)."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"{what} nests more than {MAX_CONFIG_DEPTH} levels deep")
+            stack += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
 
 
 # Seam-study options removed after the study (docs/seams.md), at their off values: runs saved
@@ -235,8 +377,8 @@ def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     names = {f.name for f in dataclasses.fields(kind)}
     unknown = set(values) - names
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(sorted(f'{section}.{k}' for k in unknown))};"
-                          f" allowed: {', '.join(sorted(names))}")
+        shown = _names(f"{section}.{k}" for k in map(str, unknown))
+        raise ConfigError(f"unknown key(s) {shown}; allowed: {', '.join(sorted(names))}")
     instance = kind()
     for key, raw in values.items():
         setattr(instance, key, _coerce(kind, key, raw, section))
@@ -269,36 +411,41 @@ def _coerce(kind: type, key: str, raw: Any, section: str) -> Any:
             if isinstance(raw, bool):
                 raise ValueError(raw)
             return float(raw)
+        if not isinstance(raw, str | int | float) or len(str(raw)) > MAX_STRING:
+            raise ValueError(raw)  # a list, a mapping or a very long string
         return str(raw)
     except (TypeError, ValueError, OverflowError):
         expected = type(default).__name__ if default is not None else str(type_name)
-        raise ConfigError(f"{section}.{key} expects {expected}, got {raw!r}") from None
+        raise ConfigError(f"{section}.{key} expects {expected}, got {show(raw)}") from None
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Apply ``section.key=value`` strings (``--set``); ``key=value`` works when unambiguous."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {show(item)}")
         key, raw = item.split("=", 1)
         section, _, name = key.rpartition(".")
         if not section:
             owners = [s for s in ("model", "train")
                       if name in {f.name for f in dataclasses.fields(_SECTIONS[s])}]
             if len(owners) != 1:
-                raise ConfigError(f"unknown config key {key!r}; use model.<key> or train.<key>")
+                raise ConfigError(f"unknown config key {show(key)}; use model.<key> or "
+                                  "train.<key>")
             section = owners[0]
         if section not in _SECTIONS:
-            raise ConfigError(f"unknown config section {section!r} in --set {item!r}; "
+            raise ConfigError(f"unknown config section {show(section)} in --set {show(item)}; "
                               "use model.<key> or train.<key>")
         try:
-            value = yaml.safe_load(raw) if raw else raw
+            value = load_yaml(raw, f"--set {show(key)}") if raw else raw
+        except YAMLLimitError:
+            raise
         except yaml.YAMLError:
             value = raw  # not YAML: the type check below names the key and the expected type
         part = getattr(config, section)
         if name not in {f.name for f in dataclasses.fields(part)}:
             allowed = ", ".join(f.name for f in dataclasses.fields(part))
-            raise ConfigError(f"unknown config key {section}.{name}; allowed: {allowed}")
+            raise ConfigError(f"unknown config key {section}.{cut(name)}; allowed: {allowed}")
         setattr(part, name, _coerce(type(part), name, value, section))
     return config
 

@@ -1,6 +1,7 @@
 """Up-front budgets for outputs that grow with a user-given size (``huge --size``,
-``beyond --extend``, many seeds or frames): memory, disk and time are estimated before any work,
-printed, and checked against what the machine has.
+``beyond --extend``, many seeds or frames) and for models of user-given sizes (``--set
+model.ngf=...``, a checkpoint's stored config): memory, disk and time are estimated before any
+work, printed, and checked against what the machine has.
 
 A command refuses (unless ``--force``) when the estimated peak memory exceeds the memory
 available now or the output would not fit in the free space of its disk; the message carries
@@ -14,6 +15,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cocogan.config import ModelConfig
 
 TIFF_INDEX_BYTES = 64  # tifffile keeps each tile's offset and byte count in Python lists
 FLOAT_BYTES = 4
@@ -49,6 +54,108 @@ def render_bytes(count: int, height: int, width: int) -> int:
     return count * height * width * 3 * (2 * FLOAT_BYTES + 1)
 
 
+# One training step holds, besides the weights: the activations of G's forward, of D's forwards
+# on real, fake and interpolated patches, and their gradients (the gradient penalty's double
+# backward keeps D's graph twice). Leaf-module outputs of one G and one D forward, times this:
+ACTIVATION_FACTOR = 4
+# Per parameter of G and D while training: weights, gradients and Adam's two moments; EMA G
+# adds one copy of G. Inference (eval, generate) holds each network's weights once.
+TRAIN_COPIES = 4
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Parameter and activation counts of a model config, from its shape-only networks."""
+
+    g_params: int  # parameters of G (EMA G has as many)
+    d_params: int  # parameters of D with its heads
+    activations: int  # floats output by the leaf modules of one G and one D forward pass
+
+    def weights_bytes(self) -> int:
+        """A checkpoint's weights file: G, D and EMA G in float32."""
+        return (2 * self.g_params + self.d_params) * FLOAT_BYTES
+
+
+def model_size(model: ModelConfig, batch: int) -> ModelSize:
+    """Counts of the networks of `model` for `batch` macro patches per step, from networks
+    built on the meta device (no memory, milliseconds, whatever the sizes)."""
+    import torch
+
+    from cocogan.coords import coordinate_system
+    from cocogan.model import build_generator
+    from cocogan.nn import Discriminator
+    from cocogan.nn.layers import shapes_only
+
+    system = coordinate_system(model)
+    outputs = [0]
+
+    def count(module: torch.nn.Module, args: object, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            outputs[0] += out.numel()
+
+    with shapes_only():
+        generator = build_generator(model, system)
+        disc = Discriminator(system.coord_dim, model.z_dim, model.macro, model.ndf,
+                             model.aux_hidden)
+        for net in (generator, disc):
+            for leaf in (m for m in net.modules() if not list(m.children())):
+                leaf.register_forward_hook(count)
+        patches = batch * system.patches_per_macro  # G draws every micro patch of each macro
+        try:
+            generator(torch.zeros(patches, model.z_dim), torch.zeros(patches, system.coord_dim))
+            disc(torch.zeros(batch, 3, model.macro, model.macro_w),
+                 torch.zeros(batch, system.coord_dim))
+        except (RuntimeError, ValueError, NotImplementedError):  # an op without meta support
+            outputs[0] = 0
+    return ModelSize(g_params=sum(p.numel() for p in generator.parameters()),
+                     d_params=sum(p.numel() for p in disc.parameters()),
+                     activations=outputs[0])
+
+
+def training_budget(model: ModelConfig, batch: int, n_samples: int, keep: int,
+                    workers: int = 0) -> Budget:
+    """Peak memory and checkpoint disk of training `model` with `batch` images per step.
+
+    Memory: weights, gradients and Adam moments of G and D plus EMA G; ACTIVATION_FACTOR times
+    one forward's activations; the batches of full real images in flight (one in use, two
+    prefetched per loader worker) and the sample grid's images.
+    Disk: `keep` + 1 checkpoints (weights file plus Adam state).
+    """
+    size = model_size(model, batch)
+    full = model.full_height * model.full_width * 3
+    in_flight = 1 + 2 * workers  # torch DataLoader: prefetch_factor 2 per worker
+    memory = ((TRAIN_COPIES * (size.g_params + size.d_params) + size.g_params) * FLOAT_BYTES
+              + ACTIVATION_FACTOR * size.activations * FLOAT_BYTES
+              + in_flight * batch * full * FLOAT_BYTES
+              + render_bytes(n_samples, model.full_height, model.full_width))
+    state = 2 * (size.g_params + size.d_params) * FLOAT_BYTES
+    return Budget(what=f"training {describe_model(model, size)}", memory=memory,
+                  disk=(keep + 1) * (size.weights_bytes() + state))
+
+
+def inference_budget(model: ModelConfig) -> Budget:
+    """Memory to load a checkpoint of `model`: its tensors as read, then copied into the
+    networks (twice the weights file)."""
+    size = model_size(model, 1)
+    return Budget(what=f"loading {describe_model(model, size)}",
+                  memory=2 * size.weights_bytes(), disk=0)
+
+
+def describe_model(model: ModelConfig, size: ModelSize) -> str:
+    """'a 64x64 model (ngf 64, ndf 64, z_dim 128; G 4.3M, D 3.1M parameters)'."""
+    return (f"a {model.full_height}x{model.full_width} model (ngf {model.ngf}, ndf {model.ndf}, "
+            f"z_dim {model.z_dim}; G {format_count(size.g_params)}, D "
+            f"{format_count(size.d_params)} parameters)")
+
+
+def format_count(count: float) -> str:
+    for unit in ("", "K", "M", "G", "T", "P"):
+        if count < 1000 or unit == "P":
+            return f"{count:.0f}" if not unit else f"{count:.1f}{unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
 def available_memory() -> int:
     """Bytes of memory available to a new allocation now (MemAvailable on Linux)."""
     try:
@@ -72,21 +179,27 @@ def free_disk(path: Path) -> int:
     return shutil.disk_usage(folder if folder.is_dir() else folder.parent).free
 
 
-def check_budget(budget: Budget, destination: Path) -> str:
+def check_budget(budget: Budget, destination: Path | None,
+                 fix: str = "choose a smaller size", memory: int | None = None,
+                 memory_name: str = "memory") -> str:
     """Raise BudgetError when ``budget`` does not fit; else return its description.
 
     Args:
-        destination: the output file or folder (its disk is checked).
+        destination: the output file or folder (its disk is checked); None checks no disk.
+        fix: what the message tells the user to do (then: "or pass --force").
+        memory: bytes available (e.g. a GPU's); None: `available_memory()`.
+        memory_name: what `memory` is, for the message ("GPU memory").
     """
     problems = []
-    memory, disk = available_memory(), free_disk(destination)
+    memory = available_memory() if memory is None else memory
+    disk = free_disk(destination) if destination is not None else 2**62
     if budget.memory > memory:
-        problems.append(f"only {format_bytes(memory)} of memory is available")
+        problems.append(f"only {format_bytes(memory)} of {memory_name} is available")
     if budget.disk > disk:
         problems.append(f"only {format_bytes(disk)} is free on the disk of {destination}")
     if problems:
-        raise BudgetError(f"{budget.describe()}, but {' and '.join(problems)}: choose a smaller "
-                          "size (or pass --force to try anyway)")
+        raise BudgetError(f"{budget.describe()}, but {' and '.join(problems)}: {fix} "
+                          "(or pass --force to try anyway)")
     return budget.describe()
 
 

@@ -23,6 +23,10 @@ Shapes: Z latent dims, T tile side in pixels, H/W output height/width in pixels.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
+import re
 import struct
 import time
 import zlib
@@ -196,8 +200,13 @@ def write_huge(model: CocoGAN, z: Tensor, path: str | Path, plan: HugePlan, *,
     if z.ndim != 2 or z.shape[0] != 1:
         raise ValueError(f"huge generates one image at a time; got z of shape {tuple(z.shape)}")
     tile_rows, tile_cols = plan.tiles
+    remove_stale_temps(path)  # of an earlier run killed with SIGKILL: space the output needs
+
+    locks: list[BinaryIO] = []  # held until the rename: see remove_stale_temps
 
     def write(tmp: Path) -> None:  # into a temporary file, renamed only when complete
+        locks.append(open(tmp, "rb"))  # noqa: SIM115 (closed after the rename)
+        fcntl.flock(locks[0], fcntl.LOCK_EX)  # "being written", until renamed or dead
         with tqdm(total=tile_rows * tile_cols, unit="tile", desc=path.name,
                   disable=not progress) as bar:
             if suffix == ".png":
@@ -211,7 +220,34 @@ def write_huge(model: CocoGAN, z: Tensor, path: str | Path, plan: HugePlan, *,
                                  dtype=np.uint8, tile=(plan.tile, plan.tile), bigtiff=True,
                                  photometric="rgb", compression="zlib" if compress else None)
 
-    return atomic_write(path, write)
+    try:
+        return atomic_write(path, write)
+    finally:
+        for lock in locks:
+            lock.close()
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temporary files that killed runs left for ``path``; returns them.
+
+    Only names of `outputs.atomic_write`'s pattern for this very output (``.NAME.XXXXXXXX.tmp``)
+    are candidates, and only unlocked ones go: a running `write_huge` holds an exclusive
+    flock on its temporary file, which the kernel releases when its process dies, even by
+    SIGKILL (which no handler can catch to clean up).
+    """
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if not pattern.match(candidate.name) or not candidate.is_file():
+            continue
+        with contextlib.suppress(OSError), open(candidate, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another process is writing it now
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
 
 
 def write_png_stream(path: Path, height: int, width: int, bands: Iterator[np.ndarray],

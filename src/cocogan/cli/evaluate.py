@@ -5,6 +5,7 @@ RUN/eval.json. Missing Inception weights stop it at once with the command that i
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cocogan.evaluation.settings import EvalConfig
 from cocogan.metrics import FID_WEIGHTS_NAME, METRICS, WEIGHTS_ENV
@@ -25,8 +26,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"comma-separated, from: {', '.join(METRICS)} "
                              f"(default swd,seams,spatial). {metric_help}")
     parser.add_argument("--n", type=int, default=_DEFAULTS.n,
-                        help=f"generated images for FID/KID (default {_DEFAULTS.n}); the real "
-                             "side uses min(n, dataset size); SWD/seams use subsets of these")
+                        help=f"generated images for FID/KID (default {_DEFAULTS.n}, as in the "
+                             "paper; the time this takes is estimated and printed first); the "
+                             "real side uses min(n, dataset size); SWD/seams use subsets of these")
     parser.add_argument("--batch", type=int, default=_DEFAULTS.batch,
                         help=f"images per forward pass (default {_DEFAULTS.batch})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -53,11 +55,17 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_run(args.run, args.real, args.metrics, checkpoint=args.checkpoint,
                               cfg=cfg, device=args.device,
                               inception_weights=args.inception_weights, raw=args.raw,
-                              use_cache=not args.no_cache)
+                              use_cache=not args.no_cache, report=_note)
     record = result.record
     print(f"checkpoint {record['checkpoint']} (step {record['step']}, {record['generator']} "
           f"generator) vs {record['real']}")
     print(format_table(result))
     if result.path is not None:
         print(f"wrote {result.path}")
+    for warning in record["warnings"]:  # said before the work too; again under the numbers
+        print(f"cocogan eval: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _note(line: str) -> None:
+    print(f"cocogan eval: {line}", file=sys.stderr, flush=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import signal
 import sys
 import warnings
@@ -15,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from cocogan.config import Config, ConfigError, apply_overrides
+from cocogan.config import Config, ConfigError, apply_overrides, read_config_file
 from cocogan.presets import PRESETS, get_preset
 from cocogan.training.device import DEVICE_CHOICES
 from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S
@@ -60,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                              "(train.extrapolate); usually with --init-from")
     parser.add_argument("--init-from", metavar="RUN_OR_CKPT",
                         help="start from the weights of a trained run or .safetensors file")
+    parser.add_argument("--force", action="store_true",
+                        help="train even when the up-front estimate says the model will not fit "
+                             "in memory")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the config and data, write RUN_DIR/config.yaml, stop")
     parser.add_argument("--eval-every", type=int, metavar="K",
@@ -108,24 +108,53 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return config.validate()
 
 
+MAX_WORKERS_PER_CORE = 2  # train.num_workers above this many per usable core is refused
+
+
+def check_resources(config: Config, force: bool, device: str | None) -> None:
+    """Before anything is built: the model's estimated memory must fit
+    (`apps.budget.training_budget`, skipped with --force), and train.num_workers must be -1
+    or 0..2 per usable core (100,000 workers once forked the machine to a load of 289)."""
+    import os
+
+    from cocogan.apps.budget import check_budget, training_budget
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = max(4, MAX_WORKERS_PER_CORE * (cores or 1))
+    if not -1 <= config.train.num_workers <= limit:
+        raise ConfigError(f"train.num_workers must be -1 (automatic: cores - 1, up to 8) or 0 to "
+                          f"{limit} ({MAX_WORKERS_PER_CORE} per usable CPU core, {cores} here), "
+                          f"got {config.train.num_workers}")
+    if force:
+        return
+    import torch
+
+    from cocogan.training.device import select_device
+
+    t, m = config.train, config.model
+    target = select_device(device or "auto")
+    gpu = torch.cuda.get_device_properties(target).total_memory \
+        if target.type == "cuda" else None  # the networks live there, not in the host's RAM
+    from cocogan.data.loader import default_num_workers
+
+    workers = default_num_workers() if t.num_workers < 0 else t.num_workers
+    # Memory only: a disk that fills up later is reported at the failed write, with the
+    # newest intact checkpoint named (a small disk is fine for a short run).
+    check_budget(training_budget(m, t.batch, t.n_samples, t.keep_checkpoints, workers), None,
+                 fix="choose smaller model sizes (model.ngf, model.ndf, model.z_dim, "
+                     "model.full_height/full_width) or train.batch",
+                 memory=gpu, memory_name="GPU memory" if gpu else "memory")
+
+
 def _checkpoint_config(path: str) -> Config:
     from cocogan.checkpoint import read_metadata, resolve_checkpoint
 
     metadata = read_metadata(resolve_checkpoint(path))
-    return Config.from_dict(json.loads(metadata["config"]))
+    return Config.from_json(metadata["config"], f"the config stored in {path}")
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"--config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config {path} is not valid YAML: "
-                          f"{str(error).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path} must be a mapping with model/train sections")
-    return data
+    return read_config_file(path, "--config")  # size, nesting and aliases bounded
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -191,12 +220,26 @@ def run(args: argparse.Namespace) -> int:
         ended_normally = True
         return code
     except distributed.PeerLost as error:
-        resume = args.resume or args.out
-        print(f"cocogan train: error: {error}; checkpoints written so far are kept (resume "
-              f"with: cocogan train --resume {resume})", file=sys.stderr)
+        print(f"cocogan train: error: {error}; {_after_peer_loss(args.resume or args.out)}",
+              file=sys.stderr)
         return 1
     finally:
         distributed.shutdown(together=ended_normally)
+
+
+def _after_peer_loss(run_dir: Path | None) -> str:
+    """What is on disk after a peer was lost: the newest checkpoint's step, for the user to
+    resume from. No checkpoint is written then, even after "then writing a checkpoint": the
+    RNG states of every rank go into it, and a step that failed half-way through its
+    all-reduces is no state to resume."""
+    from cocogan.checkpoint import resumable_steps
+
+    steps = resumable_steps(run_dir) if run_dir is not None and run_dir.is_dir() else []
+    if not steps:
+        return "no checkpoint was written (a checkpoint needs every process); start again"
+    return (f"no checkpoint of the step in progress was written (a checkpoint needs every "
+            f"process); the newest checkpoint is step {steps[-1]}: resume with: cocogan train "
+            f"--resume {run_dir}")
 
 
 def _run(args: argparse.Namespace, world: World) -> int:
@@ -209,8 +252,10 @@ def _run(args: argparse.Namespace, world: World) -> int:
     )
 
     if args.resume is not None:
+        config, spec = read_run(args.resume)
         if args.eval_every:
-            _check_eval_every(read_run(args.resume)[0])
+            _check_eval_every(config)
+        check_resources(config, args.force, args.device or spec.device)
         trainer, data_line = resume_trainer(args.resume, steps=args.steps, device=args.device,
                                             data=args.data, world=world)
         run_dir = args.resume
@@ -219,6 +264,7 @@ def _run(args: argparse.Namespace, world: World) -> int:
         config = resolve_config(args)
         if args.eval_every:
             _check_eval_every(config)
+        check_resources(config, args.force, args.device)
         spec = RunSpec(data=args.data, seed=args.seed or 0, device=args.device or "auto",
                        init_from=args.init_from)
         dataset, data_line = prepare_new_run(args.out, config, spec, world)

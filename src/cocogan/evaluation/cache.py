@@ -3,7 +3,11 @@
 Features of 50,000 real images take minutes even on a GPU and never change for a given data
 source, so their mean, covariance and the rows kept for KID are stored once under a key made of
 the source's fingerprint (path, file list, size, crop mode, preprocessing version), the feature
-extractor and the image counts. Location: $COCOGAN_CACHE/stats, else $XDG_CACHE_HOME or
+extractor's name and the image counts. The Inception extractor's name carries its
+preprocessing and the SHA-256 of its weights, so statistics computed with other or damaged
+weights are never reused with the standard ones (version 1 keyed by the network's name only,
+and a run with one layer scaled by 1.5 left statistics that later runs read back: FID 439.6
+instead of 467.3). Location: $COCOGAN_CACHE/stats, else $XDG_CACHE_HOME or
 ~/.cache, then cocogan/stats.
 """
 
@@ -20,7 +24,7 @@ from cocogan.metrics import FeatureStats
 from cocogan.outputs import atomic_write
 
 CACHE_ENV = "COCOGAN_CACHE"
-CACHE_VERSION = 1  # bump when the cached content or its meaning changes
+CACHE_VERSION = 2  # bump when the cached content or its meaning changes (2: weights hash)
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ def stats_key(fingerprint: str, extractor: str, count: int, keep: int) -> str:
 
     Args:
         fingerprint: `cocogan.data.dataset_fingerprint` of the real source as preprocessed.
-        extractor: the feature extractor's name (features of different networks never mix).
+        extractor: the feature extractor's name (features of different networks never mix;
+            Inception's includes its preprocessing and weights hash).
         count: real images summarised.
         keep: feature rows retained for KID.
     """
@@ -61,9 +66,11 @@ def load_real_features(key: str) -> RealFeatures | None:
     try:
         with np.load(path) as f:
             stats = FeatureStats(mean=f["mean"], cov=f["cov"], n=int(f["n"]))
-            return RealFeatures(stats=stats, kept=f["kept"])
+            real = RealFeatures(stats=stats, kept=f["kept"])
     except (OSError, KeyError, ValueError):
         return None
+    finite = all(np.isfinite(a).all() for a in (stats.mean, stats.cov, real.kept))
+    return real if finite else None  # a poisoned entry is recomputed, never used
 
 
 def save_real_features(key: str, real: RealFeatures) -> Path:

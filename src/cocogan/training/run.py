@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from cocogan.checkpoint import (
     resolve_checkpoint,
     resumable_steps,
 )
-from cocogan.config import Config, ConfigError
+from cocogan.config import Config, ConfigError, load_yaml
 from cocogan.data import DataError, ImageFolderDataset, build_dataset
 from cocogan.data.cache import CachedImages, cache_bytes
 from cocogan.model import GAN, build_model
@@ -96,7 +95,7 @@ def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} is unusable ({first_line(error)}): "
                               "restore it from a backup or start a new run") from None
     try:
-        raw = yaml.safe_load((run_dir / RUN_FILE).read_text()) or {}
+        raw = load_yaml((run_dir / RUN_FILE).read_text(), str(run_dir / RUN_FILE)) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raw = first_line(error)
     names = {f.name for f in dataclasses.fields(RunSpec)}
@@ -186,8 +185,8 @@ def _check_init_from(source: str, config: Config) -> None:
     """--init-from must name our checkpoint of the same model config (read from its metadata)."""
     metadata = read_metadata(resolve_checkpoint(source))
     try:
-        saved = Config.from_dict(json.loads(metadata["config"])).model
-    except (KeyError, json.JSONDecodeError, ConfigError) as error:
+        saved = Config.from_json(metadata["config"]).model
+    except (KeyError, ConfigError) as error:
         raise CheckpointError(f"--init-from {source} has an invalid config: {error}") from None
     if saved != config.model:
         changed = [f"model.{k}" for k, v in dataclasses.asdict(saved).items()
