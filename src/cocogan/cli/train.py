@@ -135,9 +135,9 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
     target = select_device(device or "auto")
     gpu = torch.cuda.get_device_properties(target).total_memory \
         if target.type == "cuda" else None  # the networks live there, not in the host's RAM
-    from cocogan.data.loader import default_num_workers
+    from cocogan.training.datastream import resolve_workers
 
-    workers = default_num_workers() if t.num_workers < 0 else t.num_workers
+    workers = resolve_workers(t.num_workers)  # the decoder processes training will start
     # Memory only: a disk that fills up later is reported at the failed write, with the
     # newest intact checkpoint named (a small disk is fine for a short run).
     check_budget(training_budget(m, t.batch, t.n_samples, t.keep_checkpoints, workers), None,
