@@ -9,6 +9,7 @@ installs it) and skip with a message without it.
 from __future__ import annotations
 
 import ast
+import asyncio
 import errno
 import importlib.util
 import json
@@ -344,11 +345,10 @@ def test_panorama_eval_and_serve_load_an_inference_file(runs: dict, tmp_path: Pa
     from cocogan.serve.app import load_runs
     from cocogan.serve.tiles import seed_latent, tile_box
 
-    served = [load_runs([p], cache_bytes=1 << 20, max_pending=8)[0]
-              for p in (runs["tiny-panorama"], path)]
+    served = [load_runs([p], cache_bytes=1 << 20)[0] for p in (runs["tiny-panorama"], path)]
     try:
-        tiles = [s.renderer.render_batch([(seed_latent(32, 2), tile_box(s.model.coords, 0, 0,
-                                                                          32))])[0]
+        tiles = [asyncio.run(s.renderer.tile(seed_latent(32, 2),
+                                             tile_box(s.model.coords, 0, 0, 32)))
                  for s in served]
     finally:
         for s in served:
