@@ -345,6 +345,7 @@ def _effective_sigmas(generator: torch.nn.Module) -> dict[str, float]:
     return sigmas
 
 
+@pytest.mark.slow
 def test_saved_ema_generator_is_spectrally_normalised_for_its_own_weights(
         tmp_path: Path) -> None:
     """A3: the EMA's u, v were the live G's, which left sigma_max up to ~1.2 (measured: 1.23

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os  # TEMP
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -54,7 +53,6 @@ from cocogan.losses import (
 from cocogan.model import CocoGAN, generate_macro_canvases
 from cocogan.patches import crop
 
-_RULE = os.environ.get("COCOGAN_LS_RULE", "vertical")  # TEMP
 EXTRAPOLATED_BLOCKS = 2  # G blocks the extrapolation step trains (the release's g_resblock_0/1)
 
 
@@ -216,11 +214,6 @@ def d_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fa
             l_w = wasserstein_estimate(real_score, fake_score)
             l_s_real = spatial_loss(model, D.spatial(h_real), step.real_coords)
             l_c_d = content_consistency(D.content(h_fake), step.z)
-            if _RULE == "fake":  # TEMP measurement: the release's L_S on fakes for D
-                inside = model.coords.in_bounds(step.rows, step.cols).to(real.device)
-                with frozen(D.spatial, grads=False):
-                    err = spatial_loss(model, D.spatial(h_fake), step.fake_coords, reduce=False)
-                l_s_real = l_s_real + _masked_mean(err, inside)
 
         def critic(x: Tensor) -> Tensor:  # the release drops the projection where coords differ
             h = D.features(x, eager=True)
@@ -285,7 +278,7 @@ def spatial_loss(model: CocoGAN, predicted: Tensor, target: Tensor, *, reduce: b
                  ) -> Tensor:
     """L_S (eq. 3); cylindrical: the vertical coordinate only (a rolled real panorama's angle
     is unknowable, docs/design.md). ``reduce=False``: per sample (B,)."""
-    if model.coords.cyclic and _RULE == "vertical":
+    if model.coords.cyclic:
         predicted, target = predicted[:, :1], target[:, :1]
     if reduce:
         return spatial_consistency(predicted, target)
