@@ -115,6 +115,7 @@ class StepBatch:
     real: Tensor  # (B, 3, Mh, Mw) real macro patches
     real_coords: Tensor  # (B, D) macro coordinates of the real patches
     fake_coords: Tensor  # (B, D) macro coordinates of the fake patches
+    extended: bool = False  # an extrapolation step's batch (fakes on the extended grid)
 
 def sample_step(model: CocoGAN, images: Tensor, train: TrainConfig, rng: torch.Generator,
                 *, extend: int = 0) -> StepBatch:
@@ -137,7 +138,7 @@ def sample_step(model: CocoGAN, images: Tensor, train: TrainConfig, rng: torch.G
     real_coords = system.macro_coords(real_rows, real_cols).to(device)
     fake_coords = real_coords if not extend else system.macro_coords(rows, cols).to(device)
     return StepBatch(z=z, rows=rows, cols=cols, real=real, real_coords=real_coords,
-                     fake_coords=fake_coords)
+                     fake_coords=fake_coords, extended=extend > 0)
 
 
 def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: TrainConfig,
@@ -245,7 +246,7 @@ def g_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fa
         loss_adv = -D.adversarial(h_fake, step.fake_coords).mean()
         # Out-of-range fakes have no real ground truth: L_S does not reach G through them.
         l_s_fake = _masked_mean(spatial_loss(model, D.spatial(h_fake), step.fake_coords,
-                                             reduce=False), inside)
+                                             reduce=False), inside, across_ranks=step.extended)
         l_c_g = content_consistency(D.content(h_fake), step.z)
         w_spatial_g = train.w_spatial if train.w_spatial_g is None else train.w_spatial_g
         loss_g = loss_adv + w_spatial_g * l_s_fake + train.w_content * l_c_g
@@ -255,8 +256,8 @@ def g_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fa
                                             model.coords.macro_w, model.generator.margin)
             loss_g = loss_g + train.w_overlap * l_overlap
             values["L_O"] = l_overlap
-        optimizer.zero_grad(set_to_none=True)
-        loss_g.backward()
+    optimizer.zero_grad(set_to_none=True)
+    loss_g.backward()  # D's weights were frozen in the forward: no gradient reaches them
     optimizer.step()
     values.update({"loss_G": loss_g, "grad_G": gradient_norm(optimizer)})
     return values, h_fake
@@ -328,13 +329,13 @@ def _compute_parametrizations(module: nn.Module) -> None:
                 getattr(m, name)
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` (B,) over ``mask``, over all ranks of a multi-process run: each rank
-    divides by the global count times the rank count, which the gradient and loss averaging
-    undo. All-reduced only when something is masked out (extrapolation)."""
+def _masked_mean(values: Tensor, mask: Tensor, across_ranks: bool = False) -> Tensor:
+    """Mean of ``values`` (B,) over ``mask``; ``across_ranks`` (the extrapolation step, where
+    ranks mask different counts): over all ranks of a multi-process run, each rank dividing by
+    the global count over the rank count, which the gradient and loss averaging undo."""
     count = mask.sum()
     masked = (values * mask).sum()
-    if dist.is_available() and dist.is_initialized() and not bool(mask.all()):
+    if across_ranks and dist.is_available() and dist.is_initialized():
         count = count.float()
         dist.all_reduce(count)
         return masked * dist.get_world_size() / count.clamp(min=1)
