@@ -1,6 +1,6 @@
 """The training loop: a short driver over named steps (paper Section 2's alternating updates).
 
-Per iteration: next_batch -> optimise (D, Q, G updates of :func:`train_step`) -> update_ema ->
+Per iteration: next_batch -> optimise (D, G, Q updates of :func:`train_step`) -> update_ema ->
 log -> hooks every K steps (sample grids; evaluation can add its own) -> save_checkpoint at
 ``train.checkpoint_every``, at the last step and after a stop signal. The losses stay on the
 device; whenever the loop is about to write anything (a record, a hook, a checkpoint) it first
