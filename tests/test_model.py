@@ -190,18 +190,16 @@ def test_overrides_and_yaml_round_trip() -> None:
 
 def test_recalibrated_ema_is_spectrally_normalised_for_its_own_weights() -> None:
     """A3: the EMA's weights differ from the live G's, so its spectral norm must use u, v of
-    its own weights: update_ema leaves them alone and recalibration sets them (sigma_max 1);
-    before, the live G's u, v were copied (tests/test_training.py measures a trained run)."""
+    its own weights: recalibration sets them (sigma_max 1); before, the live G's u, v stayed
+    (tests/test_training.py measures a trained run)."""
     _, model, _ = _tiny_setup()
     ema = model.generator_ema
-    u_before = {n: b.clone() for n, b in ema.named_buffers() if n.endswith("._u")}
     with torch.no_grad():  # the EMA drifts away from G: another weight, another top pair
         for p in model.generator.parameters():
             p.add_(0.2 * torch.randn_like(p))
         for _ in range(3):
             model.generator(torch.rand(4, 32), torch.rand(4, 2))  # live G's power iterations
     update_ema(model, step=1000, decay=0.5, warmup=0)
-    assert all(torch.equal(b, u_before[n]) for n, b in ema.named_buffers() if n in u_before)
     model.recalibrate_ema(4, batches=2)
     ema.eval()
     with torch.no_grad():

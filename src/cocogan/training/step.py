@@ -368,19 +368,15 @@ def ema_beta(step: int, decay: float, warmup: int, rampup: float = 0.0) -> float
 @torch.no_grad()
 def update_ema(model: CocoGAN, step: int, decay: float, warmup: int, rampup: float = 0.0
                ) -> None:
-    """generator_ema <- beta * ema + (1 - beta) * G, beta from :func:`ema_beta`; batch-norm
-    statistics are copied. Spectral norm's u, v are not: the EMA's are set from its own
-    weights when it is recalibrated (:meth:`CocoGAN.recalibrate_ema`)."""
+    """generator_ema <- beta * ema + (1 - beta) * G, beta from :func:`ema_beta`; buffers are
+    copied (cheap, and every rank keeps identical state). Both buffer kinds are then the live
+    G's, so before the EMA is sampled or saved :meth:`CocoGAN.recalibrate_ema` replaces them
+    with its own: spectral norm's u, v from the SVD of its weights, BN statistics measured."""
     beta = ema_beta(step, decay, warmup, rampup)
     # Multi-tensor kernels: two launches per step instead of two per tensor.
     torch._foreach_lerp_(list(model.generator_ema.parameters()),
                          list(model.generator.parameters()), 1.0 - beta)
-    torch._foreach_copy_(_statistics(model.generator_ema), _statistics(model.generator))
-
-
-def _statistics(generator: nn.Module) -> list[Tensor]:
-    """The batch-norm buffers of a generator (not spectral norm's u, v)."""
-    return [b for name, b in generator.named_buffers() if not name.endswith(("._u", "._v"))]
+    torch._foreach_copy_(list(model.generator_ema.buffers()), list(model.generator.buffers()))
 
 
 def _at_least_float32(x: Tensor) -> Tensor:
