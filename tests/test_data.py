@@ -154,7 +154,7 @@ def test_cylindrical_roll_preserves_columns(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (32, 96, 3), dtype=np.uint8)).save(tmp_path / "p.png")
     base = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True, roll=False)[0]
-    ds = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True)
+    ds = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True, roll=True)
     torch.manual_seed(0)
     rolled = [ds[0] for _ in range(4)]
     assert any(not torch.equal(r, base) for r in rolled)

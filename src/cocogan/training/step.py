@@ -289,14 +289,15 @@ def spatial_loss(model: CocoGAN, predicted: Tensor, target: Tensor, *, reduce: b
 @contextlib.contextmanager
 def frozen(module: nn.Module, *, grads: bool = True) -> Iterator[None]:
     """``module`` as in training, minus its side effects: batch norms use batch statistics
-    without tracking them, spectral norm does no power iteration and (``grads``) no parameter
-    builds a gradient. Everything is restored on exit."""
+    without moving their running ones (momentum 0, the count restored), spectral norm does no
+    power iteration and (``grads``) no parameter builds a gradient. Restored on exit."""
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
     spectral = [m for m in module.modules() if isinstance(m, _SpectralNorm) and m.training]
     trainable = [p for p in module.parameters() if p.requires_grad] if grads else []
     for m in norms:
-        m.track_running_stats = False
+        m.momentum = 0.0  # running = 1 * running + 0 * batch: unchanged
     for m in spectral:
         m.eval()
     for p in trainable:
@@ -304,8 +305,9 @@ def frozen(module: nn.Module, *, grads: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        for m in norms:
-            m.track_running_stats = True
+        for m, (momentum, count) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
         for m in spectral:
             m.train()
         for p in trainable:
