@@ -102,17 +102,17 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
     def part_of(rows: int) -> slice:
         return slice(0, batch) if rows == batch else local
 
-    def fixed_sample_step(model, images_part, train, rng):
+    def fixed_sample_step(model, images_part, train, rng, **options):
         """This part's rows of the whole batch's draws (z, positions) of this step."""
         full = sample_step(model, images, train,
-                           torch.Generator().manual_seed(1000 + current["step"]))
+                           torch.Generator().manual_seed(1000 + current["step"]), **options)
         part = part_of(images_part.shape[0])
         like = images_part.dtype  # float64 for the oracle
         return step.StepBatch(full.z[part].to(like), full.rows[part], full.cols[part],
                               *(getattr(full, f)[part].to(like)
                                 for f in ("real", "real_coords", "fake_coords")))
 
-    def fixed_gradient_penalty(critic, real, fake, generator=None):
+    def fixed_gradient_penalty(critic, real, fake, generator=None, **options):
         """GP factors: this part's rows of one (B,) draw of this step."""
         alpha = torch.rand(batch, generator=torch.Generator().manual_seed(2000 + current["step"]))
         rng = torch.Generator().manual_seed(2000 + current["step"])
@@ -121,7 +121,7 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
         assert torch.equal(torch.rand(real.shape[0], generator=rng),
                            alpha[part_of(real.shape[0])]), "torch.rand draws are not sequential"
         rng.set_state(check)
-        return gradient_penalty(critic, real, fake, generator=rng)
+        return gradient_penalty(critic, real, fake, generator=rng, **options)
 
     def frozen_batch_norm(x, mean, var, weight=None, bias=None, training=False,
                           momentum=0.1, eps=1e-5):

@@ -133,3 +133,18 @@ def test_tile_images_matches_a_direct_layout() -> None:
         top, left = 1 + (index // 2) * 5, 1 + (index % 2) * 7
         expected[:, top:top + 4, left:left + 6] = images[index]
     assert torch.equal(grid, expected)
+
+
+def test_continuous_cylindrical_sampling_draws_every_column_offset() -> None:
+    """A9: on the cylinder every whole-pixel column offset 0 .. K * micro - 1 occurs, including
+    the fractional positions across the seam (before: only up to (K - 1) * micro); rows keep
+    their (K_y - n_y) * micro + 1 offsets."""
+    system = coordinate_system(get_preset("tiny-panorama").model)  # 12 columns of 8 px
+    rows, cols = system.sample_macro(20_000, continuous=True,
+                                     generator=torch.Generator().manual_seed(0))
+    left = torch.round(cols * system.micro).long()
+    assert set(left.tolist()) == set(range(system.grid_w * system.micro))  # 96 offsets
+    top = torch.round(rows * system.micro).long()
+    assert set(top.tolist()) == set(range((system.macro_rows - 1) * system.micro + 1))
+    counts = torch.bincount(left, minlength=96).float()
+    assert counts.min() > 0.6 * counts.mean()  # uniform

@@ -152,7 +152,7 @@ def test_cylindrical_roll_preserves_columns(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (32, 96, 3), dtype=np.uint8)).save(tmp_path / "p.png")
     base = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True, roll=False)[0]
-    ds = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True)
+    ds = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True, roll=True)
     torch.manual_seed(0)
     rolled = [ds[0] for _ in range(4)]
     assert any(not torch.equal(r, base) for r in rolled)
@@ -223,3 +223,15 @@ def test_fingerprint(tmp_path: Path) -> None:
     assert dataset_fingerprint("builtin:skyline", 64, 192, False).startswith("builtin-skyline-")
     with pytest.raises(DataError):
         dataset_fingerprint("builtin:nope", 64, 64, False)
+
+
+def test_folder_panoramas_are_not_rolled_by_default(tmp_path: Path) -> None:
+    """A10: rolling lives in the training stream (step RNG, exact resume); a folder dataset
+    returns the image as it is unless asked to roll."""
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 96, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "pano.png")
+    dataset = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True)
+    assert not dataset.roll
+    torch.manual_seed(0)
+    first = dataset[0]
+    assert all(torch.equal(first, dataset[0]) for _ in range(3))

@@ -186,3 +186,42 @@ def test_overrides_and_yaml_round_trip() -> None:
         Config.from_dict({"model": {"bogus": 1}})
     with pytest.raises(ConfigError, match="unknown preset"):
         get_preset("celeba-9000")
+
+
+def test_recalibrated_ema_is_spectrally_normalised_for_its_own_weights() -> None:
+    """A3: the EMA's weights differ from the live G's, so its spectral norm must use u, v of
+    its own weights: recalibration sets them (sigma_max 1); before, the live G's u, v stayed
+    (tests/test_training.py measures a trained run)."""
+    _, model, _ = _tiny_setup()
+    ema = model.generator_ema
+    with torch.no_grad():  # the EMA drifts away from G: another weight, another top pair
+        for p in model.generator.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        for _ in range(3):
+            model.generator(torch.rand(4, 32), torch.rand(4, 2))  # live G's power iterations
+    update_ema(model, step=1000, decay=0.5, warmup=0)
+    model.recalibrate_ema(4, batches=2)
+    ema.eval()
+    with torch.no_grad():
+        for name, module in ema.named_modules():
+            if torch.nn.utils.parametrize.is_parametrized(module, "weight"):
+                weight = module.weight.reshape(module.weight.shape[0], -1)
+                sigma = torch.linalg.matrix_norm(weight.double(), ord=2).item()
+                assert sigma == pytest.approx(1.0, abs=1e-4), name
+
+
+def test_cylindrical_spatial_loss_is_the_vertical_coordinate_only() -> None:
+    """A2: a rolled real panorama's angle is unknowable, so L_S (D's on reals, G's on fakes)
+    compares only y on the cylinder; Cartesian L_S compares every coordinate (eq. 3)."""
+    from cocogan.training.step import spatial_loss
+
+    panorama = CocoGAN(get_preset("tiny-panorama").model)
+    target = torch.tensor([[0.5, 1.0, 0.0], [-1.0, 0.0, 1.0]])
+    wrong_angle = target * torch.tensor([1.0, -1.0, -1.0])
+    assert float(spatial_loss(panorama, wrong_angle, target)) == 0.0
+    wrong_row = target + torch.tensor([0.2, 0.0, 0.0])
+    assert float(spatial_loss(panorama, wrong_row, target)) == pytest.approx(0.04)
+    assert spatial_loss(panorama, wrong_row, target, reduce=False).tolist() == pytest.approx(
+        [0.04, 0.04])
+    flat = CocoGAN(get_preset("tiny").model)
+    assert float(spatial_loss(flat, torch.zeros(2, 2), torch.ones(2, 2))) == pytest.approx(1.0)

@@ -12,6 +12,7 @@ import torch
 from cocogan import CocoGAN, apply_overrides, generate_macro, get_preset
 from cocogan.config import Config
 from cocogan.metrics import seam_profile, seam_ratio
+from cocogan.model import exact_spectral_norm
 from cocogan.patches import assemble, crop, merge, split
 from cocogan.presets import PRESETS
 from cocogan.render import evaluating, render_rect, trained_rect
@@ -192,12 +193,13 @@ def test_recalibrated_ema_statistics_are_the_batch_statistics() -> None:
     """With one batch, the recalibrated running mean of G's last BN is the mean of that
     batch's features, drawn exactly as a training step draws z and positions."""
     model = CocoGAN(get_preset("tiny").model)
+    exact_spectral_norm(model.generator_ema)  # what recalibration sets u, v to (A3)
     probe = copy.deepcopy(model.generator_ema)  # eval: spectral norm fixed; BN: batch stats
     for module in probe.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.train()
     weights = {k: v.clone() for k, v in model.generator_ema.state_dict().items()
-               if "running" not in k and "num_batches" not in k}
+               if "running" not in k and "num_batches" not in k}  # u, v: already exact
     model.recalibrate_ema(batch=6, batches=1, seed=5)
     after = model.generator_ema.state_dict()
     assert all(torch.equal(after[k], v) for k, v in weights.items())  # only BN statistics move

@@ -136,11 +136,10 @@ def test_sn_once_runs_one_power_iteration_per_d_update() -> None:
     optimizers = build_optimizers(model, config.train)
     train_step(model, optimizers, torch.rand(4, 3, 32, 32) * 2 - 1, config.train,
                torch.Generator().manual_seed(0), sn_once=True)
-    # D's trunk ran its power iteration in the D update (once) and in the G update (once):
-    # the same u as two no-grad forward passes of an untouched copy.
+    # D's trunk ran its power iteration in the D update (once) and not in the G update (D's
+    # state is frozen there): the same u as one no-grad forward pass of an untouched copy.
     with torch.no_grad():
-        for _ in range(2):
-            reference.discriminator.features(torch.zeros(1, 3, 16, 16))
+        reference.discriminator.features(torch.zeros(1, 3, 16, 16))
     name = "blocks.0.conv1.parametrizations.weight.0._u"
     got = dict(model.discriminator.named_buffers())[name]
     want = dict(reference.discriminator.named_buffers())[name]
@@ -148,7 +147,7 @@ def test_sn_once_runs_one_power_iteration_per_d_update() -> None:
     assert torch.allclose(got, want, atol=0.05)
     three = copy.deepcopy(reference)
     with torch.no_grad():
-        for _ in range(2):  # a plain step would run 4 iterations in all
+        for _ in range(2):  # a plain step would run 3 iterations in all
             three.discriminator.features(torch.zeros(1, 3, 16, 16))
     assert (got - want).abs().max() < (got - dict(three.discriminator.named_buffers())[name]
                                        ).abs().max()

@@ -150,8 +150,13 @@ class TrainConfig:
     w_content: float = 0.0  # weight of L_C (eq. 4) in G's and D's objectives; 100 for inspiration
     w_overlap: float = 0.0  # weight of L_O in G's objective: margins agree with the neighbours
     #   (beyond the paper; needs model.g_margin; 0 = off, docs/seams.md)
-    ema_decay: float = 0.999  # EMA of G's weights used for sampling; 0 disables averaging
-    ema_warmup: int = 100  # steps during which the EMA follows G exactly (decay ramps up)
+    ema_decay: float = 0.999  # EMA of G's weights used for sampling: decay per step (beyond
+    #   the paper; 0 disables averaging)
+    ema_kimg: float | None = None  # EMA half-life in thousands of images, replacing ema_decay
+    #   (the same horizon for any batch size, as StyleGAN's ema_kimg); None: ema_decay
+    ema_warmup: int = 100  # steps during which the EMA is a copy of G (no averaging)
+    ema_rampup: float = 0.05  # then the half-life is at most this fraction of the steps done,
+    #   until that passes the full half-life (StyleGAN's ema_rampup); 0: full decay at once
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalars
     sample_every: int = 500  # steps between sample grids
     checkpoint_every: int = 1000  # steps between checkpoints
@@ -159,7 +164,8 @@ class TrainConfig:
     n_samples: int = 16  # images in each sample grid (fixed z)
     amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
     channels_last: bool = False  # NHWC images and conv weights (faster cuDNN convolutions)
-    sn_once: bool = False  # one D spectral-norm power iteration per D update, real+fake batched
+    sn_once: bool = True  # one D spectral-norm power iteration per D update, real+fake batched
+    #   (False: every D call in the update runs its own, as before 2026-12)
     compile: str = "off"  # torch.compile G and D's trunk: one of COMPILE_MODES; off on CPU
     num_workers: int = -1  # DataLoader workers; -1 picks min(4, cores - 1)
     cache_max_mb: int = 4096  # an image folder whose uint8 images fit this is decoded once, onto
@@ -194,6 +200,12 @@ class TrainConfig:
         for name in ("w_gp", "w_spatial", "w_content", "w_overlap"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.ema_kimg is not None and not (isinstance(self.ema_kimg, int | float)
+                                              and self.ema_kimg > 0):
+            raise ConfigError(f"train.ema_kimg must be a number > 0 or null, got "
+                              f"{self.ema_kimg!r}")
+        if not 0.0 <= self.ema_rampup <= 1.0:
+            raise ConfigError(f"train.ema_rampup must be in [0, 1], got {self.ema_rampup!r}")
         if self.extrapolate < 0:
             raise ConfigError(f"train.extrapolate must be >= 0, got {self.extrapolate!r}")
         if self.compile not in COMPILE_MODES:

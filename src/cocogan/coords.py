@@ -164,7 +164,8 @@ class CoordinateSystem:
         Args:
             batch: number of positions.
             continuous: sample any whole-pixel offset instead of the discrete grid; positions are
-                then fractional grid units (offset / micro), so real crops stay exact.
+                then fractional grid units (offset / micro), so real crops stay exact (on the
+                cylinder every one of the K * micro column offsets).
             extend: beyond-boundary fine-tuning: also sample up to ``extend`` grid steps past
                 each border of the Cartesian axes (the cylindrical horizontal axis has no border).
             generator: torch RNG for reproducibility; positions are drawn on its device.
@@ -174,17 +175,17 @@ class CoordinateSystem:
         """
         device = generator.device if generator is not None else None  # draw where it lives
 
-        def draw(count: int, low: int) -> Tensor:
-            if continuous:
-                pixels = torch.randint(0, (count - 1) * self.micro + 1, (batch,),
-                                       generator=generator, device=device)
+        def draw(count: int, low: int, cyclic: bool = False) -> Tensor:
+            if continuous:  # a cyclic axis has every offset up to the full turn
+                offsets = count * self.micro if cyclic else (count - 1) * self.micro + 1
+                pixels = torch.randint(0, offsets, (batch,), generator=generator, device=device)
                 return low + pixels.to(torch.float32) / self.micro
             return (low + torch.randint(0, count, (batch,), generator=generator,
                                         device=device)).float()
 
         rows = draw(self.macro_rows + 2 * extend, -extend)
-        cols = draw(self.macro_cols, 0) if self.cyclic else draw(self.macro_cols + 2 * extend,
-                                                                 -extend)
+        cols = draw(self.macro_cols, 0, cyclic=True) if self.cyclic else draw(
+            self.macro_cols + 2 * extend, -extend)
         return rows, cols
 
     def in_bounds(self, rows: Tensor, cols: Tensor) -> Tensor:

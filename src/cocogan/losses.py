@@ -22,7 +22,8 @@ def wasserstein_estimate(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
 
 
 def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
-                     generator: torch.Generator | None = None) -> Tensor:
+                     generator: torch.Generator | None = None, *, with_norms: bool = False
+                     ) -> Tensor | tuple[Tensor, Tensor]:
     """L_GP (eq. 2, Gulrajani et al. 2017): E[(||grad_x D(x)||_2 - 1)^2] on interpolates.
 
     One interpolation factor per sample, and the gradient norm over all of C, H, W (the
@@ -32,6 +33,7 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
         critic: maps macro patches (B, C, H, W) to scores (B,); coordinates are bound in it.
         real, fake: (B, C, H, W) macro patches at the same coordinates.
         generator: RNG for the interpolation factors (drawn on its device).
+        with_norms: also return the per-sample gradient norms (B,), detached (diagnostics).
     """
     device = generator.device if generator is not None else None
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator,
@@ -40,7 +42,8 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     scores = critic(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     norms = grad.flatten(1).norm(2, dim=1)  # (B,)
-    return ((norms - 1.0) ** 2).mean()
+    penalty = ((norms - 1.0) ** 2).mean()
+    return (penalty, norms.detach()) if with_norms else penalty
 
 
 def spatial_consistency(predicted: Tensor, target: Tensor) -> Tensor:

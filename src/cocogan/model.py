@@ -11,10 +11,13 @@ Shapes: B batch, P micro patches per macro patch, Z latent dims, D coordinate di
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from cocogan.config import ModelConfig
 from cocogan.coords import CoordinateSystem, coordinate_system
@@ -85,27 +88,37 @@ class CocoGAN(nn.Module):
         return next(self.parameters()).device
 
     @torch.no_grad()
-    def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0) -> None:
-        """Recompute the EMA generator's batch-norm running statistics for its own weights.
+    def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0,
+                        extend: int = 0) -> None:
+        """Give the EMA generator spectral and batch norms of its own weights.
 
-        The EMA generator averages G's weights, but its running statistics would otherwise be
-        the live G's, measured on other weights (docs/seams.md: SWD 139 -> 112 on a 1,000-step
-        tiny run). This runs it in training mode over ``batches`` training-like batches (z and
-        macro positions drawn as in a training step, from a private RNG seeded with ``seed``)
-        and keeps the cumulative average, so sampling is deterministic and the training RNG
-        is untouched. Only the BN layers run in training mode: spectral norm's power iteration
-        does not advance, so nothing but the running statistics changes.
+        The EMA generator averages G's weights, but its normalisation would otherwise be the
+        live G's, measured on other weights: the running statistics (docs/seams.md: SWD
+        139 -> 112 on a 1,000-step tiny run) and spectral norm's u, v (which left its
+        effective weights' sigma_max up to 1.23). This sets every u, v to the top singular pair
+        of the EMA's own weight (SVD, so sigma_max is 1 exactly), then runs it in training mode
+        over ``batches`` training-like batches (z and macro positions drawn as
+        :func:`cocogan.training.step.sample_step` does, continuous when the model samples so,
+        every other batch on the grid extended by ``extend`` steps, from a private RNG seeded
+        with ``seed``) and keeps the cumulative average, so sampling is deterministic and the
+        training RNG is untouched. Only the BN layers run in training mode.
         """
-        self.recalibrate_statistics(self.generator_ema, batch, batches, seed)
+        self.recalibrate_statistics(self.generator_ema, batch, batches, seed, extend)
 
     @torch.no_grad()
     def recalibrate_statistics(self, generator: Generator, batch: int, batches: int = 32,
-                               seed: int = 0) -> None:
+                               seed: int = 0, extend: int = 0) -> None:
         """:meth:`recalibrate_ema` for any generator of this model's geometry (e.g. a copy)."""
+        exact_spectral_norm(generator)
         rng = torch.Generator().manual_seed(seed)
+        continuous = self.config.sampling == "continuous"
+        draws = itertools.count()
 
         def forward() -> None:
-            rows, cols = self.coords.sample_macro(batch, generator=rng)
+            # every other batch on the extended grid when beyond-boundary training draws there
+            extended = extend if next(draws) % 2 else 0
+            rows, cols = self.coords.sample_macro(batch, continuous=continuous, extend=extended,
+                                                  generator=rng)
             generate_macro(generator, self.coords, self.sample_z(batch, rng), rows, cols)
 
         recalibrate_norms(generator, forward, batches)
@@ -135,6 +148,7 @@ class BaselineGAN(nn.Module):
     def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0) -> None:
         """The EMA generator's BN statistics for its own weights (as :class:`CocoGAN`'s)."""
         rng = torch.Generator().manual_seed(seed)
+        exact_spectral_norm(self.generator_ema)
         recalibrate_norms(self.generator_ema, lambda: self.generator_ema(self.sample_z(batch, rng)),
                           batches)
 
@@ -145,6 +159,22 @@ GAN = CocoGAN | BaselineGAN  # what the Trainer, checkpoints and evaluation acce
 def build_model(config: ModelConfig) -> GAN:
     """The bundle ``model.family`` names (on the CPU, freshly initialised)."""
     return BaselineGAN(config) if config.family == "baseline" else CocoGAN(config)
+
+
+@torch.no_grad()
+def exact_spectral_norm(module: nn.Module) -> None:
+    """Set each spectral-norm parametrization's u, v to the top singular pair of its weight,
+    so that its (eval-mode) estimate u^T W v is W's largest singular value."""
+    for layer in module.modules():
+        if not parametrize.is_parametrized(layer, "weight"):
+            continue
+        weights = layer.parametrizations.weight
+        for norm in weights:
+            if isinstance(norm, _SpectralNorm):
+                matrix = norm._reshape_weight_to_matrix(weights.original)  # (out, in * k * k)
+                u, _, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+                norm._u.copy_(u[:, 0])
+                norm._v.copy_(vh[0])
 
 
 def build_generator(config: ModelConfig, coords: CoordinateSystem) -> Generator:

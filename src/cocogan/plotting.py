@@ -13,6 +13,7 @@ from pathlib import Path
 from cocogan.outputs import atomic_write
 
 DEFAULT_KEYS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "L_O", "loss_D", "loss_G",
+                "D_real", "D_fake", "GP_norm", "GP_norm_max", "grad_D", "grad_G", "grad_Q",
                 "images_per_s")
 
 

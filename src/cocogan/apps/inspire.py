@@ -4,9 +4,11 @@ D sees a macro patch (a crop of a real image, or a macro-patch image file). Its 
 estimates the latent z~ (what L_C trains it to do, eq. 4) and its spatial head the macro
 coordinate c~_M (L_S, eq. 3), both with D in eval mode. G then generates the full image from z~;
 the macro patch of that image at the estimated position is the "inspired" patch, which should
-resemble the input. (The authors' release computed z~ and dropped it.) Q is only trained when
-the run's L_C weight is positive, i.e. with the patch-inspired presets; :func:`content_warning`
-says so for other runs.
+resemble the input. (The authors' release computed z~ and dropped it.) Q is trained every step,
+but G is pushed to make z recoverable only when the run's L_C weight is positive, i.e. with the
+patch-inspired presets; :func:`content_warning` says so for other runs. Eval mode is consistent:
+D's heads track batch-norm statistics only in D's own update (the spatial head on real patches,
+Q on fakes), never in G's.
 
 Shapes: B batch, Z latent dims, D coordinate dims, Mh/Mw macro patch height/width,
 H/W full image height/width.

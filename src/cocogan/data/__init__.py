@@ -42,7 +42,8 @@ def build_dataset(
     Args:
         source: ``builtin:NAME`` (see BUILTIN_DATASETS) or a folder searched recursively.
         height, width: full-image size in pixels.
-        cylindrical: panoramas; folders are resized without cropping and randomly rolled.
+        cylindrical: panoramas; folders are resized without cropping (not rolled: training
+            rolls them with the step RNG, datastream.roll_panoramas).
         celeba_crop: apply the authors' CelebA face box (folders of aligned CelebA only).
         seed: selects the images of a built-in dataset; unused for folders.
 

@@ -115,7 +115,8 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         *,
         celeba_crop: bool = False,  # authors' CelebA face box (aligned 178x218 input); off: False
         cylindrical: bool = False,  # panoramas: resize without cropping; off: centre-crop
-        roll: bool = True,  # cylindrical only: random horizontal roll as augmentation
+        roll: bool = False,  # cylindrical only: random horizontal roll from the worker's
+        #   global RNG (training rolls with the step RNG instead: datastream.roll_panoramas)
         verify: bool = True,  # probe every file at start-up; False trusts the scan (huge folders)
     ) -> None:
         if height <= 0 or width <= 0:

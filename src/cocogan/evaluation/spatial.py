@@ -14,7 +14,6 @@ Shapes: B images, M macro positions per image, C/H/W image, D coordinate dims.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -38,24 +37,16 @@ class SpatialResult:
 
 
 def discriminator_predictor(discriminator: Discriminator) -> Predictor:
-    """D's spatial head on D's features, with the head's batch norm on batch statistics.
-
-    Batch statistics, as in training: L_S is always computed that way, while the head's
-    running statistics also absorb fake features (G's step runs the head on fakes), which
-    biases eval-mode predictions on real patches. The trunk runs in eval mode (spectral norm
-    does no power iteration), and the head runs as a throwaway copy, so evaluation never
-    changes D's state. Batches hold every macro position of each image, like the uniform
-    positions of training batches.
-    """
+    """D's spatial head on D's features, all in eval mode (running statistics, no power
+    iteration): the head's batch norm tracks statistics in D's own update only, i.e. of real
+    patches at training positions, so eval mode is what training measured and evaluation never
+    changes D's state."""
     device = next(discriminator.parameters()).device
 
     @torch.no_grad()
     def predict(patches: Tensor) -> Tensor:
         with evaluating(discriminator):
-            h = discriminator.features(patches.to(device))  # (N, F)
-        head = copy.deepcopy(discriminator.spatial)
-        head.train(h.shape[0] > 1)  # batch norm needs two samples for batch statistics
-        return head(h).float()
+            return discriminator.spatial(discriminator.features(patches.to(device))).float()
 
     return predict
 

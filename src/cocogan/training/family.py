@@ -140,6 +140,8 @@ def family_of(config: ModelConfig) -> Family:
 
 
 def named_optimizers(optimizers: Any) -> dict[str, torch.optim.Optimizer]:
-    """``{"g": ..., "d": ..., ["q": ...]}`` of a family's optimiser dataclass."""
-    return {item.name: getattr(optimizers, item.name) for item in fields(optimizers)}
+    """``{"g": ..., "d": ..., ["q": ..., "g_extrap": ...]}`` of a family's optimiser dataclass
+    (the ones it has: ``g_extrap`` only with beyond-boundary training)."""
+    return {item.name: getattr(optimizers, item.name) for item in fields(optimizers)
+            if getattr(optimizers, item.name) is not None}
 

@@ -28,6 +28,10 @@ TENSORBOARD_DIR = "tensorboard"
 # Loss terms in the order they are reported (train_step's keys); L_W is the Wasserstein estimate.
 LOSS_TERMS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "L_O", "loss_D", "loss_G",
               "loss_Q")  # L_O only when train.w_overlap > 0
+# What to look at first when WGAN-GP training goes wrong: the two means of L_W, the penalty's
+# gradient norms (mean; max: the largest of the interval) and each update's gradient norm.
+DIAGNOSTICS = ("D_real", "D_fake", "GP_norm", "GP_norm_max", "grad_D", "grad_G", "grad_Q")
+MAXIMA = frozenset({"GP_norm_max"})  # reported as the maximum over a record's steps, not a mean
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -62,7 +66,8 @@ class MetricsLog:
             self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR),
                                         purge_step=start_step)
         self._names: tuple[str, ...] = ()
-        self._sums: torch.Tensor | None = None  # (T,) loss sums on the training device
+        self._sums: torch.Tensor | None = None  # (T,) loss sums (MAXIMA: maxima) on the device
+        self._is_max = torch.zeros(0, dtype=torch.bool)  # (T,) which terms are MAXIMA
         self._first_bad: torch.Tensor | None = None  # (T,) step of the first non-finite value
         self._count = 0
         self._since = time.perf_counter()
@@ -79,7 +84,9 @@ class MetricsLog:
         values = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device)
                               for v in losses.values()])  # (T,)
         assert self._sums is not None and self._first_bad is not None
-        self._sums = self._sums.to(device) + values
+        sums = self._sums.to(device)
+        self._sums = torch.where(self._is_max.to(device), torch.maximum(sums, values),
+                                 sums + values)
         self._first_bad = torch.where((self._first_bad.to(device) == 0) & ~values.isfinite(),
                                       step, self._first_bad.to(device))
         self._count += 1
@@ -89,6 +96,7 @@ class MetricsLog:
             raise AssertionError(f"loss terms changed within a record: {self._names} -> {names}")
         self._names = names
         self._sums = torch.zeros(len(names))
+        self._is_max = torch.tensor([name in MAXIMA for name in names], dtype=torch.bool)
         self._first_bad = torch.zeros(len(names), dtype=torch.long)
 
     def first_non_finite(self) -> tuple[str, int] | None:
@@ -110,6 +118,8 @@ class MetricsLog:
         seconds = max(now - self._since, 1e-9)
         record: dict[str, Any] = {"step": step, "time": time.time(), "elapsed_s": elapsed}
         record.update({k: sums[k] / self._count for k in LOSS_TERMS if k in sums})
+        record.update({k: sums[k] if k in MAXIMA else sums[k] / self._count
+                       for k in DIAGNOSTICS if k in sums})
         record.update(lrs)
         record["images_per_s"] = batch * self._count / seconds
         record["data_wait_fraction"] = min(1.0, self.data_wait / seconds)
@@ -119,8 +129,8 @@ class MetricsLog:
         if self.writer is not None:
             for key, value in record.items():
                 if key not in ("step", "time", "elapsed_s"):
-                    group = "loss" if key in LOSS_TERMS else "lr" if key.startswith("lr") \
-                        else "speed"
+                    group = "loss" if key in LOSS_TERMS else "diagnostics" \
+                        if key in DIAGNOSTICS else "lr" if key.startswith("lr") else "speed"
                     self.writer.add_scalar(f"{group}/{key}", value, step)
         if self._sums is not None:
             self._sums = torch.zeros_like(self._sums)

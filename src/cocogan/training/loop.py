@@ -1,6 +1,6 @@
 """The training loop: a short driver over named steps (paper Section 2's alternating updates).
 
-Per iteration: next_batch -> optimise (D, Q, G updates of :func:`train_step`, or the step of
+Per iteration: next_batch -> optimise (D, G, Q updates of :func:`train_step`, or the step of
 another ``model.family``: :mod:`cocogan.training.family`) -> update_ema ->
 log -> hooks every K steps (sample grids; evaluation can add its own) -> save_checkpoint at
 ``train.checkpoint_every``, at the last step and after a stop signal. The losses stay on the
@@ -50,7 +50,7 @@ from cocogan.training.family import Family, family_of, named_optimizers
 from cocogan.training.logging import MetricsLog, Progress, format_record
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
-from cocogan.training.step import update_ema
+from cocogan.training.step import ema_decay, update_ema
 from cocogan.training.sync_norm import paused
 
 SAMPLES_DIR = "samples"
@@ -113,6 +113,7 @@ class Trainer:
         amp: bf16 autocast (CUDA only).
         notify: prints a line without garbling the progress bar (set by fit).
         world: this process's rank among the training processes (SINGLE: a one-process run).
+        warm_start: the weights came from ``--init-from``: the loaded EMA is kept (no warm-up).
     """
 
     run_dir: Path
@@ -126,6 +127,7 @@ class Trainer:
     amp: bool = False
     notify: Callable[[str], None] = print
     world: World = SINGLE
+    warm_start: bool = False
     _session_start: float = field(default=0.0, init=False)
     _elapsed_at_start: float = field(default=0.0, init=False)
     _ema_refreshed: int = field(default=-1, init=False)  # step of the last refresh_ema
@@ -176,7 +178,8 @@ class Trainer:
     def update_ema(self) -> None:
         """Average G's weights into the EMA generator (its BN statistics: refresh_ema)."""
         train = self.config.train
-        update_ema(self.model, self.state.step, train.ema_decay, train.ema_warmup)
+        warmup, rampup = (0, 0.0) if self.warm_start else (train.ema_warmup, train.ema_rampup)
+        update_ema(self.model, self.state.step, ema_decay(train), warmup, rampup)
 
     def log_step(self, losses: dict[str, Tensor]) -> dict | None:
         """Accumulate this step; every ``log_every`` steps write a record and return it."""
@@ -202,7 +205,8 @@ class Trainer:
         """Give the EMA generator batch-norm statistics of its own weights before it is saved
         or sampled (once per step; the training itself never uses them)."""
         if self._ema_refreshed != self.state.step:
-            self.model.recalibrate_ema(self.config.train.batch, seed=self.state.step)
+            self.model.recalibrate_ema(self.config.train.batch, seed=self.state.step,
+                                       extend=self.config.train.extrapolate)
             self._ema_refreshed = self.state.step
 
     def save_checkpoint(self) -> Path:

@@ -215,7 +215,7 @@ def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
 
 def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: Any,
              state: TrainState, dataset: Dataset[torch.Tensor], seed: int, start_batch: int,
-             world: World) -> Trainer:
+             world: World, warm_start: bool = False) -> Trainer:
     """Shared assembly of new and resumed trainers (model already on its device)."""
     device = model.device
     dataset = cache_dataset(dataset, config, device)
@@ -230,7 +230,8 @@ def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: Any,
                    state=state, stream=stream,
                    log=MetricsLog(run_dir, state.step, quiet=not world.is_main),
                    hooks=[SampleGrid(config.train.sample_every)],
-                   amp=config.train.amp and device.type == "cuda", world=world)
+                   amp=config.train.amp and device.type == "cuda", world=world,
+                   warm_start=warm_start)
 
 
 def _synchronise(model: GAN, world: World) -> None:
@@ -258,7 +259,8 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
     optimizers = family_of(config.model).build_optimizers(model, config.train)
     state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim, device,
                              rank=world.rank)
-    return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0, world)
+    return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0, world,
+                    warm_start=bool(spec.init_from))
 
 
 def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | None = None,
@@ -301,7 +303,7 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
     dataset = open_dataset(config, source, spec.seed)
     start_batch = int(payload.get("data", {}).get("batches", step))
     trainer = _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed,
-                       start_batch, world)
+                       start_batch, world, warm_start=bool(spec.init_from))
     if steps is not None and world.is_main:
         write_config(run_dir, config)
     return trainer, describe_dataset(dataset, source)
