@@ -155,8 +155,8 @@ def test_two_half_batches_match_one_full_batch(preset: str, tmp_path: Path) -> N
     of one process is the oracle).
 
     - batch-independent (frozen) BN isolates the gradient averaging: gradients, outputs and
-      weights agree to float32 rounding at every step (< 1e-5; measured <= 1e-6, except G's
-      second step on `tiny`, where one process is itself 4e-4 from the oracle);
+      weights agree to float32 rounding at every step (< 1e-5; measured <= 9e-7); against the
+      float64 oracle both are off by the same float32 rounding (G on `tiny`: 5e-4 and 3e-3);
     - synchronised BN (the default): the first step's gradients are within 1e-4 of the oracle
       (measured <= 5e-5) and within 1e-4 plus one process's own rounding of one process
       (tiny: D 8e-5, Q 1e-4, G 2e-5; tiny-paper: G 2e-4, all of it one process's rounding);
@@ -169,8 +169,9 @@ def test_two_half_batches_match_one_full_batch(preset: str, tmp_path: Path) -> N
     grads = ("d", "q", "g")
     assert all(len(report[norm]) == 2 for norm in ("frozen", "sync", "per-rank"))
     for gap in report["frozen"]:
-        assert all(gap[f"exact_{k}"] < 1e-5 for k in grads), gap
-        assert all(gap[f"grad_{k}"] < 1e-5 + gap[f"floor_{k}"] for k in grads), gap
+        assert all(gap[f"grad_{k}"] < 1e-5 for k in grads), gap  # two processes == one
+        # as close to the float64 oracle as one float32 process is (G on `tiny`: 5e-4 each)
+        assert all(gap[f"exact_{k}"] < 1e-5 + gap[f"floor_{k}"] for k in grads), gap
         assert gap["outputs"] < 1e-4, gap
         assert gap["bn_stats_max_abs"] == 0.0  # frozen: running statistics never move
     first = report["sync"][0]
