@@ -145,8 +145,11 @@ class BaselineGAN(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0) -> None:
-        """The EMA generator's BN statistics for its own weights (as :class:`CocoGAN`'s)."""
+    def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0,
+                        extend: int = 0) -> None:
+        """The EMA generator's spectral and batch norms for its own weights (as
+        :class:`CocoGAN`'s; ``extend`` is accepted for the Trainer and unused: no coordinates)."""
+        del extend
         rng = torch.Generator().manual_seed(seed)
         exact_spectral_norm(self.generator_ema)
         recalibrate_norms(self.generator_ema, lambda: self.generator_ema(self.sample_z(batch, rng)),
