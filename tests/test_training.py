@@ -131,12 +131,13 @@ def test_train_on_builtin_datasets(preset: str, data: str, tmp_path: Path) -> No
     assert grid.width > 2 * width  # a grid of full images, not single patches
 
 
-def test_resume_is_exact(tmp_path: Path) -> None:
-    """4 steps in one go == 2 steps, stop, resume to 4: every tensor and RNG state equal."""
+def straight_and_resumed(tmp_path: Path, *overrides: str) -> tuple[Path, Path, dict]:
+    """4 steps in one go and 2 steps + resume to 4 of tiny-panorama (the roll too), checked
+    equal in every weight and in the resume state; returns both runs and the state."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    args = {"preset": "tiny-panorama", "data": "builtin:skyline"}  # also covers the roll
-    assert new_run(straight, "train.checkpoint_every=4", steps=4, **args) == 0
-    assert new_run(split, steps=2, **args) == 0
+    args = {"preset": "tiny-panorama", "data": "builtin:skyline"}
+    assert new_run(straight, *overrides, "train.checkpoint_every=4", steps=4, **args) == 0
+    assert new_run(split, *overrides, steps=2, **args) == 0
     assert train("--resume", split, "--steps", 4) == 0
     a = load_file(straight / "checkpoints" / "step-00000004.safetensors")
     b = load_file(split / "checkpoints" / "step-00000004.safetensors")
@@ -145,6 +146,12 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     sb = load_state(split / "checkpoints" / "step-00000004.state.pt")
     sa.pop("elapsed"), sb.pop("elapsed")
     assert states_equal(sa, sb)
+    return straight, split, sa
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    """4 steps in one go == 2 steps, stop, resume to 4: every tensor and RNG state equal."""
+    _, split, _ = straight_and_resumed(tmp_path)
     steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").open()]
     assert steps == [1, 2, 3, 4]
 
@@ -154,19 +161,9 @@ def test_baseline_family_is_trained_and_resumed_by_the_same_trainer(tmp_path: Pa
     EMA with its own recalibrated BN statistics and exact resume of the one Trainer."""
     from cocogan.model import BaselineGAN
 
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    args = {"preset": "tiny-panorama", "data": "builtin:skyline"}  # also covers the roll
-    assert new_run(straight, "model.family=baseline", "train.checkpoint_every=4", steps=4,
-                   **args) == 0
-    assert new_run(split, "model.family=baseline", steps=2, **args) == 0
-    assert train("--resume", split, "--steps", 4) == 0
+    straight, split, state = straight_and_resumed(tmp_path, "model.family=baseline")
+    assert set(state["optimizers"]) == {"g", "d"}
     a = load_file(straight / "checkpoints" / "step-00000004.safetensors")
-    b = load_file(split / "checkpoints" / "step-00000004.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    sa = load_state(straight / "checkpoints" / "step-00000004.state.pt")
-    sb = load_state(split / "checkpoints" / "step-00000004.state.pt")
-    sa.pop("elapsed"), sb.pop("elapsed")
-    assert states_equal(sa, sb) and set(sa["optimizers"]) == {"g", "d"}
     records = [json.loads(line) for line in (split / "metrics.jsonl").open()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert {"L_W", "L_GP", "loss_D", "loss_G", "lr_g", "lr_d"} <= set(records[-1])

@@ -65,7 +65,21 @@ def recalibrate_norms(generator: nn.Module, forward: Callable[[], object], batch
             module.momentum = momentum
 
 
-class CocoGAN(nn.Module):
+class GANBundle(nn.Module):
+    """What every model family's bundle shares: its config, latents and device."""
+
+    config: ModelConfig
+
+    def sample_z(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
+        """:func:`sample_latents` on the model's device."""
+        return sample_latents(batch, self.config.z_dim, generator, self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class CocoGAN(GANBundle):
     """G, D and an exponential moving average of G, built from a validated ModelConfig."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -78,14 +92,6 @@ class CocoGAN(nn.Module):
         self.discriminator = Discriminator(dim, config.z_dim, config.macro, config.ndf,
                                            config.aux_hidden)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
-
-    def sample_z(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
-        """:func:`sample_latents` on the model's device."""
-        return sample_latents(batch, self.config.z_dim, generator, self.device)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     @torch.no_grad()
     def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0,
@@ -124,7 +130,7 @@ class CocoGAN(nn.Module):
         recalibrate_norms(generator, forward, batches)
 
 
-class BaselineGAN(nn.Module):
+class BaselineGAN(GANBundle):
     """Full-image G, D and EMA G (:mod:`cocogan.nn.baseline`) sized from a COCO-GAN ModelConfig
     (same full size, latent size and base widths): what a user would train instead."""
 
@@ -136,14 +142,6 @@ class BaselineGAN(nn.Module):
                                            config.ngf)
         self.discriminator = BaselineDiscriminator(config.full_height, config.ndf)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
-
-    def sample_z(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
-        """:func:`sample_latents` on the model's device."""
-        return sample_latents(batch, self.config.z_dim, generator, self.device)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0,
                         extend: int = 0) -> None:
