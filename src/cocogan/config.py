@@ -85,6 +85,8 @@ class ModelConfig:
     aux_hidden: int = 128  # hidden width of D's spatial and content heads
     g_margin: bool = False  # G draws a 1.5x canvas and keeps the centre micro patch (beyond the
     #   paper, against patch seams, with train.w_overlap; docs/seams.md); False: the paper
+    z_phase: bool = False  # cylindrical only: G turns the angle it is told by pi * z[0], so each
+    #   panorama has its own heading (beyond the paper; docs/seams.md); False: the paper
 
     @property
     def macro_w(self) -> int:
@@ -126,6 +128,9 @@ class ModelConfig:
         if self.macro > self.full_height:
             raise ConfigError(f"model.macro ({self.macro}) must not exceed model.full_height "
                               f"({self.full_height})")
+        if self.z_phase and self.coords != "cylindrical":
+            raise ConfigError("model.z_phase turns the panorama's angle: it needs "
+                              "model.coords=cylindrical (or drop it)")
         if self.macro_w > self.full_width:
             raise ConfigError(f"model.macro_width ({self.macro_w}) must not exceed "
                               f"model.full_width ({self.full_width})")

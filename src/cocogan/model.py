@@ -179,9 +179,10 @@ def exact_spectral_norm(module: nn.Module) -> None:
 
 
 def build_generator(config: ModelConfig, coords: CoordinateSystem) -> Generator:
-    """The generator a model config describes (``g_margin``: the seam option, docs/seams.md)."""
+    """The generator a model config describes (``g_margin``, ``z_phase``: options beyond the
+    paper, docs/seams.md)."""
     return Generator(config.z_dim, coords.coord_dim, config.micro, config.ngf,
-                     margin=config.g_margin)
+                     margin=config.g_margin, phase=config.z_phase)
 
 
 def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,

@@ -38,8 +38,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--config", metavar="FILE.yaml", type=Path,
                         help="YAML config (sections model/train); overrides the preset's values")
     parser.add_argument("--data", metavar="SRC",
-                        help="image folder (searched recursively) or builtin:blobs / "
-                             "builtin:skyline")
+                        help="image folder (searched recursively; DIR::train / DIR::holdout for "
+                             "one side of its fixed split) or builtin:blobs / builtin:skyline")
     parser.add_argument("--out", metavar="RUN_DIR", type=Path, help="new run directory")
     parser.add_argument("--resume", metavar="RUN_DIR", type=Path,
                         help="continue this run from its newest checkpoint")

@@ -16,6 +16,7 @@ from .builtin import BUILTIN_DATASETS, BuiltinDataset, BuiltinSpec, unknown_buil
 from .errors import DataError
 from .fingerprint import BUILTIN_PREFIX, dataset_fingerprint
 from .folder import ImageFolderDataset
+from .split import parse_split
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -40,7 +41,8 @@ def build_dataset(
     """The dataset named by a ``--data`` value.
 
     Args:
-        source: ``builtin:NAME`` (see BUILTIN_DATASETS) or a folder searched recursively.
+        source: ``builtin:NAME`` (see BUILTIN_DATASETS) or a folder searched recursively,
+            optionally ``DIR::train`` / ``DIR::holdout`` for one side of its fixed split.
         height, width: full-image size in pixels.
         cylindrical: panoramas; folders are resized without cropping (not rolled: training
             rolls them with the step RNG, datastream.roll_panoramas).
@@ -51,8 +53,9 @@ def build_dataset(
         DataError: unknown built-in, missing or empty folder, or incompatible options.
     """
     if not source.startswith(BUILTIN_PREFIX):
+        root, split = parse_split(source)
         return ImageFolderDataset(
-            source, height, width, celeba_crop=celeba_crop, cylindrical=cylindrical
+            root, height, width, celeba_crop=celeba_crop, cylindrical=cylindrical, split=split
         )
     name = source[len(BUILTIN_PREFIX) :]
     if name not in BUILTIN_DATASETS:

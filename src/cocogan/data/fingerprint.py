@@ -13,6 +13,7 @@ from pathlib import Path
 from .builtin import BUILTIN_DATASETS, RENDER_VERSION, unknown_builtin
 from .folder import scan_images
 from .imaging import PREPROCESS_VERSION
+from .split import parse_split, select_split
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -49,11 +50,14 @@ def dataset_fingerprint(
             raise unknown_builtin(name)
         digest.update(f"builtin|{name}|{height}x{width}|v{RENDER_VERSION}".encode())
         return f"builtin-{_slug(name)}-{height}x{width}-{digest.hexdigest()[:12]}"
-    root = Path(source).expanduser().resolve()
-    digest.update(f"folder|{root}|{height}x{width}|{mode}|v{PREPROCESS_VERSION}".encode())
-    for path in scan_images(root):
+    folder, split = parse_split(source)
+    root = Path(folder).expanduser().resolve()
+    side = "" if split is None else f"|{split}"
+    digest.update(f"folder|{root}|{height}x{width}|{mode}|v{PREPROCESS_VERSION}{side}".encode())
+    for path in select_split(scan_images(root), split):
         stat = path.stat()
         digest.update(
             f"|{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
         )
-    return f"{_slug(root.name)}-{height}x{width}-{mode}-{digest.hexdigest()[:12]}"
+    name = root.name if split is None else f"{root.name}-{split}"
+    return f"{_slug(name)}-{height}x{width}-{mode}-{digest.hexdigest()[:12]}"

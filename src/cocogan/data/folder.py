@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from .errors import DataError
 from .imaging import CELEBA_SIZE, IMAGE_EXTENSIONS, is_image_file, load_image
+from .split import select_split
 
 LARGE_IMAGE_PIXELS = 16_000_000  # larger files get a warning: decoding each takes ~0.1-1 s
 _SHOW_NAMES = 5  # how many offending file names a warning lists
@@ -118,6 +119,7 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         roll: bool = False,  # cylindrical only: random horizontal roll from the worker's
         #   global RNG (training rolls with the step RNG instead: datastream.roll_panoramas)
         verify: bool = True,  # probe every file at start-up; False trusts the scan (huge folders)
+        split: str | None = None,  # "train" / "holdout": one side of data.split (None: all)
     ) -> None:
         if height <= 0 or width <= 0:
             raise DataError(f"image size must be positive, got height={height}, width={width}")
@@ -130,7 +132,7 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         self.load_failures = 0
         self._bad: set[int] = set()
 
-        candidates = scan_images(self.root)
+        candidates = select_split(scan_images(self.root), split)
         if not candidates:
             exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
             raise DataError(f"no usable images ({exts}) found under {self.root}: {_FIX_HINT}")

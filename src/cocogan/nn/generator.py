@@ -11,6 +11,11 @@ between independently generated patches (docs/seams.md): ``margin``, a 3x3 inste
 so G draws a canvas 1.5x the micro patch and the centre is cropped: the pixels kept never touch
 the convs' zero padding, and the margins can be asked to agree with the neighbours (L_O).
 
+A second one, for panoramas (``phase``): the angle G is told is turned by pi * z[0], so each
+latent draws its scene at its own heading. Real panoramas are seen at random rolls; without it a
+small G learnt one layout at one absolute angle for every z (docs/seams.md, "Panoramas that
+differ").
+
 Shapes: B batch, Z latent dims, D coordinate dims.
 """
 
@@ -70,12 +75,15 @@ class Generator(nn.Module):
         micro: output patch side, a power of two >= 4.
         ngf: base width.
         margin: generate a 1.5x canvas and keep its centre (False: the paper).
+        phase: cylindrical coordinates (y, cos, sin) only: turn the angle by pi * z[0].
     """
 
     def __init__(self, z_dim: int, coord_dim: int, micro: int, ngf: int = 64, *,
-                 margin: bool = False) -> None:
+                 margin: bool = False, phase: bool = False) -> None:
         super().__init__()
-        self.z_dim, self.coord_dim, self.micro = z_dim, coord_dim, micro
+        if phase and coord_dim != 3:
+            raise ValueError("phase needs cylindrical coordinates (y, cos, sin)")
+        self.z_dim, self.coord_dim, self.micro, self.phase = z_dim, coord_dim, micro, phase
         self.stem_size = 3 if margin else 2  # the canvas is stem_size / 2 micro patches wide
         cond_dim = z_dim + coord_dim
         self.stem_channels = 16 * ngf
@@ -98,7 +106,10 @@ class Generator(nn.Module):
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z: got {tuple(z.shape)}"
         assert coords.shape == (z.shape[0], self.coord_dim), \
             f"coords: got {tuple(coords.shape)}, expected ({z.shape[0]}, {self.coord_dim})"
-        cond = torch.cat([z, coords.to(z.dtype)], dim=1)  # (B, Z + D)
+        coords = coords.to(z.dtype)
+        if self.phase:
+            coords = turn_angle(coords, math.pi * z[:, 0])
+        cond = torch.cat([z, coords], dim=1)  # (B, Z + D)
         x = self.stem(cond).view(-1, self.stem_channels, self.stem_size, self.stem_size)
         for block in self.blocks:
             x = block(x, cond)
@@ -106,6 +117,13 @@ class Generator(nn.Module):
         if keep_margin or not self.margin:
             return x
         return crop_margin(x, self.margin)
+
+
+def turn_angle(coords: Tensor, angle: Tensor) -> Tensor:
+    """Cylindrical coordinates (B, 3) = (y, cos t, sin t) at angle t + ``angle`` (B,)."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    x, y = coords[:, 1], coords[:, 2]
+    return torch.stack([coords[:, 0], x * cos - y * sin, x * sin + y * cos], dim=1)
 
 
 def crop_margin(canvas: Tensor, margin: int) -> Tensor:
