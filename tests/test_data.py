@@ -235,3 +235,30 @@ def test_folder_panoramas_are_not_rolled_by_default(tmp_path: Path) -> None:
     torch.manual_seed(0)
     first = dataset[0]
     assert all(torch.equal(first, dataset[0]) for _ in range(3))
+
+
+def test_split_is_disjoint_complete_and_keeps_variants_together(tmp_path: Path) -> None:
+    from cocogan.data.split import HOLDOUT_EVERY, group_key, is_held_out
+
+    names = [f"{code:05x}.png" for code in range(0x1f600, 0x1f700)]
+    names += [f"1f44b-1f3f{tone}.png" for tone in "bcdef"] + ["1f44b.png"]
+    for name in names:
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / name)
+    every = {p.name for p in ImageFolderDataset(tmp_path, 8, 8).paths}
+    train = {p.name for p in build_dataset(f"{tmp_path}::train", 8, 8).paths}
+    held = {p.name for p in build_dataset(f"{tmp_path}::holdout", 8, 8).paths}
+    assert train | held == every and not train & held
+    assert abs(len(held) / len(every) - 1 / HOLDOUT_EVERY) < 0.06  # about one group in ten
+    waving = {n for n in every if n.startswith("1f44b")}
+    assert waving <= train or waving <= held  # the skin tones of one emoji stay on one side
+    # the rule is the documented one: the first 8 hex digits of SHA-256(group) mod 10
+    import hashlib
+    for name in names[:40]:
+        digest = hashlib.sha256(group_key(Path(name)).encode()).hexdigest()
+        assert is_held_out(Path(name)) == (int(digest[:8], 16) % 10 == 0)
+        assert (name in held) == is_held_out(Path(name))
+    keys = {dataset_fingerprint(s, 8, 8) for s in (str(tmp_path), f"{tmp_path}::train",
+                                                     f"{tmp_path}::holdout")}
+    assert len(keys) == 3  # cached real statistics never mix the sides
+    with pytest.raises(DataError, match="unknown split 'test'.*::holdout"):
+        build_dataset(f"{tmp_path}::test", 8, 8)

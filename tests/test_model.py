@@ -225,3 +225,30 @@ def test_cylindrical_spatial_loss_is_the_vertical_coordinate_only() -> None:
         [0.04, 0.04])
     flat = CocoGAN(get_preset("tiny").model)
     assert float(spatial_loss(flat, torch.zeros(2, 2), torch.ones(2, 2))) == pytest.approx(1.0)
+
+
+def test_z_phase_turns_the_panorama_by_pi_z0() -> None:
+    """With model.z_phase, G(z, angle t) equals the plain G(z, t + pi z[0]) with the same weights
+    (the turn is exact, so each latent draws its scene at its own heading)."""
+    from cocogan.coords import coordinate_system
+
+    config = get_preset("tiny-panorama")
+    config.model.z_phase = True
+    torch.manual_seed(0)
+    turned = CocoGAN(config.model).generator.eval()
+    plain = Generator(turned.z_dim, 3, turned.micro, config.model.ngf,
+                      margin=config.model.g_margin).eval()
+    plain.load_state_dict(turned.state_dict())
+    coords = coordinate_system(config.model)
+    z = torch.rand(6, turned.z_dim) * 2 - 1
+    cols = torch.arange(6)
+    here = coords.micro_coords(torch.zeros(6, dtype=torch.long), cols)
+    with torch.no_grad():
+        angle = torch.atan2(here[:, 2], here[:, 1]) + torch.pi * z[:, 0]
+        moved = torch.stack([here[:, 0], torch.cos(angle), torch.sin(angle)], dim=1)
+        assert torch.allclose(turned(z, here), plain(z, moved), atol=1e-5)
+        assert not torch.allclose(turned(z, here), plain(z, here), atol=1e-3)
+    with pytest.raises(ConfigError, match="z_phase.*cylindrical"):
+        changed = get_preset("tiny")
+        changed.model.z_phase = True
+        changed.validate()
