@@ -260,5 +260,5 @@ def test_split_is_disjoint_complete_and_keeps_variants_together(tmp_path: Path) 
     keys = {dataset_fingerprint(s, 8, 8) for s in (str(tmp_path), f"{tmp_path}::train",
                                                      f"{tmp_path}::holdout")}
     assert len(keys) == 3  # cached real statistics never mix the sides
-    with pytest.raises(DataError, match="unknown split 'test'.*::holdout"):
+    with pytest.raises(DataError, match=r"unknown split 'test'.*::holdout"):
         build_dataset(f"{tmp_path}::test", 8, 8)

@@ -248,7 +248,7 @@ def test_z_phase_turns_the_panorama_by_pi_z0() -> None:
         moved = torch.stack([here[:, 0], torch.cos(angle), torch.sin(angle)], dim=1)
         assert torch.allclose(turned(z, here), plain(z, moved), atol=1e-5)
         assert not torch.allclose(turned(z, here), plain(z, here), atol=1e-3)
-    with pytest.raises(ConfigError, match="z_phase.*cylindrical"):
+    with pytest.raises(ConfigError, match=r"z_phase.*cylindrical"):
         changed = get_preset("tiny")
         changed.model.z_phase = True
         changed.validate()
