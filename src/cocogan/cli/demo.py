@@ -1,11 +1,13 @@
-"""`cocogan demo`: train the tiny presets on the built-in datasets on a laptop CPU in minutes and
-show what they learnt.
+"""`cocogan demo`: show the shipped models, then train a tiny preset on a laptop CPU in minutes
+and show what it learnt.
 
-For ``builtin:blobs`` (2-D, objects spanning several patches) and ``builtin:skyline`` (cyclic
-360-degree panoramas) it trains a run, then writes sample grids over training, a grid of final
-full images next to real ones, a loss plot, and for the panorama each image pasted twice side
-by side (0-720 degrees, so the wrap-around seam is visible). It prints how far generated images
-are from held-out real ones at step 0 and at the end:
+First every shipped model (`cocogan models`) draws a grid of full images (panoramas also pasted
+twice side by side, 0-720 degrees); then ``builtin:blobs`` (2-D objects spanning several
+patches) trains a short run; ``--full`` also trains ``builtin:skyline`` (cyclic 360-degree
+panoramas) and both at the shipped models' lengths. Each run writes sample grids over
+training, a grid of final full images next to real ones, a loss plot (and for the panorama each
+image pasted twice), and prints how far generated images are from held-out real ones at step 0
+and at the end:
 
 - colour statistics: L2 distance between the per-channel (mean, std) of the two sets;
 - SWD: PGGAN's multi-scale sliced Wasserstein distance on 7x7 Laplacian-pyramid patches (x1e3),
@@ -61,14 +63,18 @@ class DemoStage:
     data: str
     steps: int  # full demo
     fast_steps: int  # --fast (tests, smoke runs)
-    minutes: float  # planned training time on 2 idle cores (a forecast far above it warns)
+    step_seconds: float  # measured on a slow 2-core machine (a forecast far above it warns)
+    full_steps: int  # --full: the length of the shipped models' runs
 
 
 STAGES = (
-    # blobs move around and take their size from z only after ~3,000 steps (docs/seams.md)
-    DemoStage("blobs", "tiny", "builtin:blobs", steps=3000, fast_steps=6, minutes=7.0),
-    DemoStage("skyline", "tiny-panorama", "builtin:skyline", steps=1000, fast_steps=6,
-              minutes=6.0),  # its D sees 16 x 48 macro patches: 2.5x the step of 16 x 16
+    # blobs move around and take their size from z only after ~3,000 steps (docs/seams.md);
+    # 800 keep the README's command within 15 minutes on a slow 2-core machine
+    DemoStage("blobs", "tiny", "builtin:blobs", steps=800, fast_steps=6, step_seconds=0.47,
+              full_steps=3000),
+    # its D sees 16 x 48 macro patches: 2.5x the step of 16 x 16; only with --full (or --fast)
+    DemoStage("skyline", "tiny-panorama", "builtin:skyline", steps=0, fast_steps=6,
+              step_seconds=1.2, full_steps=1000),
 )
 
 
@@ -81,6 +87,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"output folder (default {DEFAULT_OUT}/)")
     parser.add_argument("--fast", action="store_true",
                         help="a few steps only: checks the pipeline, learns nothing")
+    parser.add_argument("--full", action="store_true",
+                        help="train blobs and skyline as long as the shipped models were "
+                             "(3,000 and 1,000 steps: about 45 minutes on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
 
 
@@ -161,11 +170,16 @@ def distances(real: torch.Tensor, fake: torch.Tensor, micro: int, cyclic: bool
     return result
 
 
-def demo_config(stage: DemoStage, fast: bool) -> Config:
+def stage_steps(stage: DemoStage, fast: bool, full: bool) -> int:
+    """Steps of a stage: --fast, --full or the default (0: the stage is skipped)."""
+    return stage.fast_steps if fast else stage.full_steps if full else stage.steps
+
+
+def demo_config(stage: DemoStage, fast: bool, full: bool = False) -> Config:
     """The stage's preset with the demo's step count and intervals."""
     config = get_preset(stage.preset)
     train = config.train
-    train.steps = stage.fast_steps if fast else stage.steps
+    train.steps = stage_steps(stage, fast, full)
     train.sample_every = max(1, train.steps // 6)
     train.log_every = max(1, min(train.log_every, train.steps // 3))
     train.checkpoint_every = train.steps
@@ -174,9 +188,9 @@ def demo_config(stage: DemoStage, fast: bool) -> Config:
     return config
 
 
-def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int) -> dict:
+def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int, full: bool = False) -> dict:
     """Train one stage, measure it before and after, write its pictures; returns the figures."""
-    folder, config = out / stage.name, demo_config(stage, fast)
+    folder, config = out / stage.name, demo_config(stage, fast, full)
     run_dir = folder / "run"
     if (run_dir / "run.yaml").is_file():  # a previous demo's run: the demo owns this folder
         shutil.rmtree(run_dir)
@@ -201,7 +215,8 @@ def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int) -> dict:
     start = time.perf_counter()
     with StopFlag() as stop:
         if not fast:
-            trainer.hooks += [Forecast(stage.minutes), FollowLoad()]
+            planned = stage.step_seconds * config.train.steps / 60
+            trainer.hooks += [Forecast(planned), FollowLoad()]
         stopped = trainer.fit(stop, Progress(0, steps))
     if stopped in ("SIGINT", "SIGTERM"):
         raise KeyboardInterrupt
@@ -235,6 +250,32 @@ def _write_pictures(folder: Path, trainer: Trainer, fake: torch.Tensor, real: to
         twice = torch.cat([fake[:8], fake[:8]], dim=-1)  # (8, 3, H, 2W): 0-720 degrees
         save_png(folder / "panorama-720.png", image_grid(big(twice), 1))
     _training_strip(trainer.run_dir / SAMPLES_DIR, folder / "training.png")
+
+
+def show_shipped(folder: Path) -> None:
+    """Every shipped model draws full images from fixed seeds into folder/NAME.png (panoramas:
+    also NAME-720.png, each pasted twice side by side): what training longer gives, in seconds."""
+    from cocogan.apps.full import full_images
+    from cocogan.checkpoint import load_model
+    from cocogan.shipped import shipped_models
+
+    models = shipped_models()
+    if not models:
+        print("no shipped models in this installation (cocogan models)")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\n== shipped models: {', '.join(entry.name for entry in models)} ==", flush=True)
+    for entry in models:
+        _, model, _ = load_model(entry.path)
+        cyclic = model.coords.cyclic
+        count, columns = (8, 2) if cyclic else (36, 6)
+        images = full_images(model, model.sample_z(count, torch.Generator().manual_seed(0)))
+        big = images.repeat_interleave(4, dim=-2).repeat_interleave(4, dim=-1)
+        save_png(folder / f"{entry.name}.png", image_grid(big, columns))
+        if cyclic:
+            save_png(folder / f"{entry.name}-720.png",
+                     image_grid(torch.cat([big, big], dim=-1), 1))
+        print(f"{entry.name}: {entry.card.get('description', '')} -> {folder / entry.name}.png")
 
 
 def _training_strip(samples: Path, out: Path) -> None:
@@ -274,8 +315,10 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     results = []
     with plain_warnings("demo"):
+        show_shipped(out / "shipped")
         for stage in STAGES:
-            results.append(run_stage(stage, out, args.fast, args.seed))
+            if stage_steps(stage, args.fast, args.full):
+                results.append(run_stage(stage, out, args.fast, args.seed, args.full))
     text = json.dumps(results, indent=2) + "\n"
     atomic_write(out / "summary.json", lambda tmp: tmp.write_text(text))
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; results in {out}/")
