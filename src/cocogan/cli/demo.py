@@ -257,7 +257,7 @@ def show_shipped(folder: Path) -> None:
     also NAME-720.png, each pasted twice side by side): what training longer gives, in seconds."""
     from cocogan.apps.full import full_images
     from cocogan.checkpoint import load_model
-    from cocogan.shipped import shipped_models
+    from cocogan.shipped import models as shipped_models
 
     models = shipped_models()
     if not models:
