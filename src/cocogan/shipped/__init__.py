@@ -117,10 +117,13 @@ def read_card(path: Path, name: str, version: int) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise CheckpointError(f"shipped model {path.name} has no readable card {card_path.name} "
                               f"({str(error).splitlines()[0]})") from None
+    if not isinstance(card, dict):
+        raise CheckpointError(f"shipped card {card_path} is not a JSON object")
     problems = [key for key, kind in CARD_FIELDS.items()
                 if not isinstance(card.get(key), kind) or isinstance(card.get(key), bool)]
+    stamp = card.get("fingerprint")
     problems += [f"fingerprint.{key}" for key in FINGERPRINT_FIELDS
-                 if key not in card.get("fingerprint", {})]
+                 if isinstance(stamp, dict) and key not in stamp]
     if not problems and (card["name"], card["version"]) != (name, version):
         problems = [f"name/version (the file says {name} v{version})"]
     if problems:
