@@ -61,7 +61,13 @@ def checkpoint_files(run_dir: Path) -> list[Path]:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A weights file from a run directory (its newest checkpoint) or a file path."""
+    """A weights file from a run directory (its newest checkpoint), a file path or the name of
+    a shipped model (``emoji32``, ``emoji32-v1``: :mod:`cocogan.shipped`; a path wins)."""
+    from cocogan import shipped
+
+    model = shipped.resolve(path)
+    if model is not None:
+        return model.path
     path = Path(path)
     if path.is_dir():
         files = checkpoint_files(path)
@@ -70,8 +76,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
                                   "train first (cocogan train) or pass a .safetensors file")
         return files[-1]
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist: pass a run directory or a "
-                              ".safetensors file written by cocogan train")
+        names = ", ".join(m.name for m in shipped.models()) or "none"
+        raise CheckpointError(f"checkpoint {path} does not exist: pass a run directory, a "
+                              f".safetensors file written by cocogan train or a shipped model "
+                              f"name (shipped: {names}; cocogan models)")
     return path
 
 

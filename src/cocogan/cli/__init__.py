@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "demo",
     "serve": "serve",
     "export": "export",
+    "models": "models",
 }
 
 

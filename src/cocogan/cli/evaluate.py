@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser = sub.add_parser(
         name, help="evaluate a run: fid, kid, swd, seams, wrap, spatial",
         description="Evaluate a trained run against real images and write RUN/eval.json.")
-    parser.add_argument("--run", required=True, help="run directory written by cocogan train")
+    parser.add_argument("--run", required=True,
+                        help="run directory written by cocogan train, or a shipped model name "
+                        "(cocogan models; its eval.json goes to ./generated/NAME)")
     parser.add_argument("--checkpoint", help="a .safetensors file (default: the run's newest)")
     parser.add_argument("--real", required=True,
                         help="real images: a folder or builtin:NAME (prepared at the run's size)")

@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         "file, with its model card (geometry, coordinate recipe) as OUTPUT.json beside it. "
         f"Formats: {formats}. See docs/applications.md, 'Outside Python'.")
     parser.add_argument("--run", required=True, metavar="RUN",
-                        help="run directory (newest checkpoint) or .safetensors checkpoint")
+                        help="run directory (newest checkpoint), .safetensors checkpoint or "
+                        "shipped model name (cocogan models)")
     parser.add_argument("--output", required=True, type=Path, metavar="FILE",
                         help="file ending in .onnx or .safetensors")
     parser.add_argument("--format", default=None, metavar="FORMAT",

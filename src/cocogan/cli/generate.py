@@ -3,7 +3,8 @@
 Every app loads a run directory (newest checkpoint) or a checkpoint file, samples from the EMA
 generator in eval mode (``--raw`` for the raw one), and writes PNG/GIF files, each with a JSON
 sidecar naming the checkpoint, step, seed and coordinates. Output goes to ``--out`` (default
-``RUN/generated/<app>``). The app names and help lines come from ``cocogan.apps.APPLICATIONS``.
+``RUN/generated/<app>``; ``./generated/NAME/<app>`` for a shipped model). The app names and
+help lines come from ``cocogan.apps.APPLICATIONS``.
 """
 
 from __future__ import annotations
@@ -61,14 +62,17 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         name, help="generate images with a trained run (full, viewport, panorama, ...)",
         description="Generate with a trained run. Each APP samples from the EMA generator in "
         "eval mode (--raw: the raw one) and writes PNG/GIF files, each with a JSON sidecar "
-        "(checkpoint, step, seed, coordinates), to --out (default RUN/generated/APP). "
+        "(checkpoint, step, seed, coordinates), to --out (default RUN/generated/APP, or "
+        "./generated/NAME/APP for a shipped model). "
         "See docs/applications.md.")
     apps = parser.add_subparsers(dest="app", required=True, metavar="APP")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--run", required=True, metavar="RUN",
-                        help="run directory (newest checkpoint) or .safetensors checkpoint")
+                        help="run directory (newest checkpoint), .safetensors checkpoint or "
+                        "shipped model name (cocogan models)")
     common.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: RUN/generated/<app>)")
+                        help="output folder (default: RUN/generated/<app>; for a shipped model "
+                        "./generated/NAME/<app>)")
     common.add_argument("--raw", action="store_true",
                         help="sample from the raw generator instead of its EMA")
     common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -92,11 +96,8 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     checkpoint = resolve_checkpoint(args.run)
     config, model, step = load_model(checkpoint, device)
-    base = Path(args.run) if Path(args.run).is_dir() else checkpoint.parent
-    if base.name == "checkpoints":
-        base = base.parent
     ctx = Context(
-        config=config, model=model, out=args.out or base / "generated" / args.app,
+        config=config, model=model, out=args.out or default_out(args.run, checkpoint, args.app),
         provenance=Provenance(str(checkpoint.resolve()), step, config.name,
                               "raw" if args.raw else "ema"),
         raw=args.raw, chunk=default_chunk(device) if args.chunk is None else args.chunk,
@@ -110,6 +111,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"cocogan generate {args.app}: wrote {len(written)} file(s) to {', '.join(folders)}"
           + (f" (e.g. {written[0].name})" if written else ""))
     return 0
+
+
+def default_out(run: str, checkpoint: Path, app: str) -> Path:
+    """RUN/generated/APP (the checkpoint's run folder); for a shipped model ./generated/NAME/APP
+    in the current folder, never the package's."""
+    from cocogan import shipped
+
+    if shipped.resolve(run) is not None:
+        return Path("generated") / run / app
+    base = Path(run) if Path(run).is_dir() else checkpoint.parent
+    if base.name == "checkpoints":
+        base = base.parent
+    return base / "generated" / app
 
 
 def _note(message: str) -> None:

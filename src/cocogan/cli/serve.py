@@ -1,9 +1,10 @@
 """`cocogan serve`: a local web page to explore trained runs, generating only what is on screen.
 
-Loads each ``--run`` once, binds the socket itself (so a busy port is a clear error and
-``--port 0`` picks a free one), prints the URL and serves with uvicorn until Ctrl+C. The server
-answers only to its own address (``--allow-host`` for more), gives slow clients deadlines and
-bounds its render queue in micro patches (``cocogan.serve.connections``, ``cocogan.serve.guard``).
+Loads each ``--run`` once (without one, every shipped model: :mod:`cocogan.shipped`), binds
+the socket itself (so a busy port is a clear error and ``--port 0`` picks a free one), prints
+the URL and serves with uvicorn until Ctrl+C. The server answers only to its own address
+(``--allow-host`` for more), gives slow clients deadlines and bounds its render queue in micro
+patches (``cocogan.serve.connections``, ``cocogan.serve.guard``).
 See docs/serve.md.
 """
 
@@ -26,9 +27,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         "the borders, turn panoramas around, change or interpolate seeds, inspire from an "
         "uploaded image, outline the micro patches. Only the tiles on screen are generated. "
         "Needs the serve extra (pip install 'cocogan[serve]'). See docs/serve.md.")
-    parser.add_argument("--run", action="append", required=True, metavar="RUN",
-                        help="run directory (newest checkpoint) or .safetensors file; repeat "
-                        "to serve several runs")
+    parser.add_argument("--run", action="append", default=None, metavar="RUN",
+                        help="run directory (newest checkpoint), .safetensors file or shipped "
+                        "model name; repeat to serve several runs (default: every shipped "
+                        "model, cocogan models)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
@@ -64,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port {args.port} must be in 0..65535")
     if args.chunk < 1 or args.max_queue < 1 or not 0 <= args.cache_mb <= 1 << 20:
         raise ValueError("--chunk and --max-queue must be >= 1 and --cache-mb in 0..1048576")
-    runs = load_runs(args.run, select_device(args.device), raw=args.raw, chunk=args.chunk,
-                     cache_bytes=int(args.cache_mb * (1 << 20)), max_queued=args.max_queue)
+    runs = load_runs(args.run or shipped_names(), select_device(args.device), raw=args.raw,
+                     chunk=args.chunk, cache_bytes=int(args.cache_mb * (1 << 20)),
+                     max_queued=args.max_queue)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -77,6 +80,17 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(runs, host_rule(args.host, args.allow_host))
     uvicorn.Server(server_config(app)).run(sockets=[sock])
     return 0
+
+
+def shipped_names() -> list[str]:
+    """The names of the shipped models (what serve shows without --run), or a one-line error."""
+    from cocogan import shipped
+
+    names = [model.name for model in shipped.models()]
+    if not names:
+        raise ValueError("no trained models are shipped with this package: pass --run RUN "
+                         "(a run directory or .safetensors file)")
+    return names
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from cocogan import __version__
+from cocogan import __version__, shipped
 from cocogan.apps.budget import format_seconds
 from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.data import build_dataset, dataset_fingerprint
@@ -104,7 +104,8 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         raw: sample from the raw generator instead of its EMA.
         feature_extractor: replaces Inception for fid/kid (tests, other feature spaces).
         use_cache: read/write cached real statistics.
-        write: write eval.json into the run directory.
+        write: write eval.json into the run directory (for a shipped model, into
+            ./generated/NAME in the current folder).
         report: told the time estimate before any work, and progress bars are shown (the
             CLI); None is silent.
     """
@@ -149,6 +150,9 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     }
     path = None
     run_dir = Path(run)
+    if write and shipped.resolve(run) is not None:
+        run_dir = Path("generated") / str(run)  # never the package's folder
+        run_dir.mkdir(parents=True, exist_ok=True)
     if write and run_dir.is_dir():
         path = run_dir / EVAL_FILE
         text = json.dumps(_finite(record), indent=2) + "\n"

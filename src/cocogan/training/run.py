@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from cocogan.checkpoint import (
     CHECKPOINT_DIR,
+    INFERENCE_CONTENTS,
     CheckpointError,
     checkpoint_paths,
     load_model,
@@ -182,8 +183,13 @@ def _check_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World,
 
 
 def _check_init_from(source: str, config: Config) -> None:
-    """--init-from must name our checkpoint of the same model config (read from its metadata)."""
+    """--init-from must name our checkpoint of the same model config (read from its metadata),
+    with the networks fine-tuning needs (not an inference-only file, e.g. a shipped model)."""
     metadata = read_metadata(resolve_checkpoint(source))
+    if metadata.get("contents") == INFERENCE_CONTENTS:
+        raise CheckpointError(f"--init-from {source} is an inference-only file (the EMA "
+                              "generator alone, no D): fine-tuning needs the training run or "
+                              "its checkpoint")
     try:
         saved = Config.from_json(metadata["config"]).model
     except (KeyError, ConfigError) as error:

@@ -1,0 +1,99 @@
+"""`cocogan models`: the trained models shipped with the package (:mod:`cocogan.shipped`).
+
+Prints the names one per line (what ``--run`` takes), then a blank line and what each model is;
+``--json`` prints the cards. ``--fingerprint FILE`` computes the card fields a maintainer fills
+in when shipping a model (``--write`` stores them in ``FILE.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    parser = sub.add_parser(
+        name, help="list the trained models shipped with cocogan (names for --run)",
+        description="List the shipped trained models: names first (one per line, what --run "
+        "takes), then what each is (data, steps, figures, file size). See README, "
+        "'Trained models'.")
+    parser.add_argument("--json", action="store_true", help="print the model cards as JSON")
+    parser.add_argument("--fingerprint", type=Path, metavar="FILE",
+                        help="maintainers: print the fingerprint and supported applications of "
+                        "a .safetensors file (the card fields of a model to ship)")
+    parser.add_argument("--write", action="store_true",
+                        help="with --fingerprint: store them in FILE.json (the card), adding "
+                        "name, version and steps when missing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cocogan import shipped
+
+    if args.fingerprint is not None:
+        return _fingerprint(args.fingerprint, args.write)
+    if args.write:
+        raise ValueError("--write goes with --fingerprint FILE")
+    models = shipped.models()
+    if args.json:
+        print(json.dumps([{**m.card, "path": str(m.path), "size": m.size} for m in models],
+                         indent=2))
+        return 0
+    if not models:
+        print(f"no trained models are shipped in {shipped.shipped_dir()}: train one with "
+              "cocogan train and pass its folder as --run")
+        return 0
+    print("\n".join(m.name for m in models))
+    print()
+    print("\n".join(describe(m) for m in models))
+    return 0
+
+
+def describe(model: Any) -> str:
+    """A few lines saying what a shipped model is."""
+    card = model.card
+    figures = ", ".join(f"{k} {_number(v)}" for k, v in card["figures"].items()) or "none"
+    return "\n".join([
+        f"{model.name} (v{model.version}): {card['description']}",
+        f"  data {card['data']}; {card['steps']} steps, {_number(card['train_seconds'])} s of "
+        f"training at {_number(card['matmul_gflops'])} GFLOP/s matmul",
+        f"  figures: {figures}",
+        f"  applications: {', '.join(card['applications'])}",
+        f"  file: {model.path.name}, {model.size / 1e6:.1f} MB",
+    ])
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _fingerprint(file: Path, write: bool) -> int:
+    from cocogan import shipped
+    from cocogan.checkpoint import read_metadata
+    from cocogan.outputs import atomic_write
+
+    if not file.is_file():
+        raise FileNotFoundError(f"--fingerprint {file} does not exist: name a .safetensors file")
+    fields = {"fingerprint": shipped.fingerprint(file),
+              "applications": shipped.supported_applications(file)}
+    print(json.dumps(fields, indent=2))
+    if not write:
+        return 0
+    card_path = file.with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    match = shipped.FILE_NAME.match(file.stem)
+    if match:
+        card.setdefault("name", match["name"])
+        card.setdefault("version", int(match["version"]))
+    card.setdefault("steps", int(read_metadata(file).get("step", 0)))
+    card.setdefault("applications", fields["applications"])
+    card["fingerprint"] = fields["fingerprint"]
+    text = json.dumps(card, indent=2) + "\n"
+    atomic_write(card_path, lambda tmp: tmp.write_text(text))
+    missing = [key for key in shipped.CARD_FIELDS if key not in card]
+    print(f"cocogan models: wrote {card_path}"
+          + (f"; still to fill in: {', '.join(missing)}" if missing else ""))
+    return 0
