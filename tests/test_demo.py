@@ -34,6 +34,10 @@ def test_fast_demo_writes_every_output(tmp_path: Path, monkeypatch: pytest.Monke
     row = panorama[2:2 + 8, 2:-2]  # top rows of the first panorama, (8, 2W', 3)
     half = row.shape[1] // 2
     assert panorama.shape[1] > 2 * 96 and np.array_equal(row[:, :half], row[:, half:])
+    from cocogan import shipped
+
+    for model in shipped.models():  # the shipped models' pictures come first
+        assert Image.open(out / "shipped" / f"{model.name}.png").size[0] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert [r["dataset"] for r in summary] == ["builtin:blobs", "builtin:skyline"]
     assert [r["preset"] for r in summary] == ["tiny-paper", "tiny-panorama"]
