@@ -13,9 +13,8 @@ For one built-in dataset and one small preset, trains the paper's method and eac
 - likeness: mean layout similarity of two different images (real: ~0; one layout for all: 1);
 and writes one picture per (variant, budget) cell, each variant's run directory (VARIANT/, trained
 by the one `cocogan.training.Trainer` as `cocogan train` would; delete it to rerun that
-variant), its final weights
-(VARIANT.safetensors, for `cocogan generate`/`eval` and benchmarks/bn_statistics.py), results.json
-and a Markdown table.
+variant), its final weights (VARIANT.safetensors, for `cocogan generate`/`eval` and
+benchmarks/bn_statistics.py), results.json and a Markdown table.
 
     python -m benchmarks.seams_study --data builtin:blobs --preset tiny --budgets 300,1000
     python -m benchmarks.seams_study --data builtin:skyline --preset tiny-panorama \
