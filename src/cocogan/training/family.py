@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,25 +30,18 @@ from cocogan.config import ModelConfig, TrainConfig
 from cocogan.losses import gradient_penalty, wasserstein_estimate
 from cocogan.model import BaselineGAN, CocoGAN
 from cocogan.render import evaluating, render_rect, trained_rect
-from cocogan.training.step import build_optimizers, train_step
+from cocogan.training.step import NamedOptimizers, build_optimizers, train_step
 
 # (model, optimizers, images, train, rng, *, amp, sn_once) -> 0-dim losses on the device
 Step = Callable[..., dict[str, Tensor]]
 
 
 @dataclass
-class BaselineOptimizers:
+class BaselineOptimizers(NamedOptimizers):
     """TTUR Adam optimisers of the baseline's G and D (no content head, so no Q)."""
 
     g: torch.optim.Optimizer
     d: torch.optim.Optimizer
-
-    def state_dict(self) -> dict[str, dict]:
-        return {"g": self.g.state_dict(), "d": self.d.state_dict()}
-
-    def load_state_dict(self, state: dict[str, dict]) -> None:
-        self.g.load_state_dict(state["g"])
-        self.d.load_state_dict(state["d"])
 
 
 def build_baseline_optimizers(model: BaselineGAN, train: TrainConfig) -> BaselineOptimizers:
@@ -107,7 +100,7 @@ def baseline_step(model: BaselineGAN, optimizers: BaselineOptimizers, images: Te
 class Family:
     """What the Trainer needs of a network + loss pair beyond the model bundle."""
 
-    build_optimizers: Callable[[Any, TrainConfig], Any]  # dataclass of named optimisers
+    build_optimizers: Callable[[Any, TrainConfig], NamedOptimizers]
     step: Step
     sample: Callable[[Any, Tensor], Tensor]  # (model, z (N, Z)) -> EMA images (N, 3, H, W)
 
@@ -137,11 +130,3 @@ FAMILIES: dict[str, Family] = {
 
 def family_of(config: ModelConfig) -> Family:
     return FAMILIES[config.family]
-
-
-def named_optimizers(optimizers: Any) -> dict[str, torch.optim.Optimizer]:
-    """``{"g": ..., "d": ..., ["q": ..., "g_extrap": ...]}`` of a family's optimiser dataclass
-    (the ones it has: ``g_extrap`` only with beyond-boundary training)."""
-    return {item.name: getattr(optimizers, item.name) for item in fields(optimizers)
-            if getattr(optimizers, item.name) is not None}
-
