@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cocogan.apps.full import full_images
 from cocogan.config import ModelConfig, TrainConfig
 from cocogan.losses import gradient_penalty, wasserstein_estimate
 from cocogan.model import BaselineGAN, CocoGAN
-from cocogan.render import evaluating, render_rect, trained_rect
+from cocogan.render import evaluating
 from cocogan.training.step import NamedOptimizers, build_optimizers, train_step
 
 # (model, optimizers, images, train, rng, *, amp, sn_once) -> 0-dim losses on the device
@@ -105,13 +106,9 @@ class Family:
     sample: Callable[[Any, Tensor], Tensor]  # (model, z (N, Z)) -> EMA images (N, 3, H, W)
 
 
-@torch.no_grad()
 def cocogan_images(model: CocoGAN, z: Tensor) -> Tensor:
-    """The EMA generator's full images, every micro patch assembled by T(m->M)."""
-    generator = model.generator_ema
-    with evaluating(generator):
-        return render_rect(generator, model.coords, z.to(model.device),
-                           trained_rect(model.coords))
+    """The EMA generator's full images (:func:`cocogan.apps.full.full_images`)."""
+    return full_images(model, z.to(model.device))
 
 
 @torch.no_grad()
