@@ -11,9 +11,10 @@ For one built-in dataset and one small preset, trains the paper's method and eac
 - repeat: correlation of the image with itself one micro patch to the right (real: ~0; a strip
   of identical tiles: 1);
 - likeness: mean layout similarity of two different images (real: ~0; one layout for all: 1);
-and writes one picture per (variant, budget) cell, each variant's final weights
-(VARIANT.safetensors, for `cocogan generate`/`eval` and benchmarks/bn_statistics.py), results.json
-and a Markdown table.
+and writes one picture per (variant, budget) cell, each variant's run directory (VARIANT/, trained
+by the one `cocogan.training.Trainer` as `cocogan train` would; delete it to rerun that
+variant), its final weights (VARIANT.safetensors, for `cocogan generate`/`eval` and
+benchmarks/bn_statistics.py), results.json and a Markdown table.
 
     python -m benchmarks.seams_study --data builtin:blobs --preset tiny --budgets 300,1000
     python -m benchmarks.seams_study --data builtin:skyline --preset tiny-panorama \
@@ -28,9 +29,11 @@ for information only (the machine may be shared).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,8 +47,8 @@ from cocogan.evaluation.sampling import cocogan_sampler
 from cocogan.model import CocoGAN
 from cocogan.presets import get_preset
 from cocogan.render import evaluating, render_rect, trained_rect
-from cocogan.training.state import seed_globals
-from cocogan.training.step import build_optimizers, train_step, update_ema
+from cocogan.training import RunSpec, Trainer, new_trainer, prepare_new_run
+from cocogan.training.step import build_optimizers, train_step
 
 LAYOUT = ("spread", "repeat", "likeness")  # cocogan.metrics.layout, via the eval pipeline
 # the paper's G, whatever the preset adopts
@@ -72,31 +75,42 @@ def variant_config(preset: str, variant: str, extra: list[str]) -> Config:
     return apply_overrides(get_preset(preset), [*PAPER_SETTINGS, *VARIANTS[variant], *extra])
 
 
-def train_variant(config: Config, data: str, budgets: list[int], seed: int,
-                  measure: Callable[[CocoGAN, int], dict]) -> tuple[list[dict], CocoGAN]:
-    """Train to max(budgets) on one seeded stream, calling ``measure(model, step)`` at each."""
-    m, train = config.model, config.train
-    seed_globals(seed)
-    model = CocoGAN(m)
-    optimizers = build_optimizers(model, train)
-    dataset = BuiltinDataset(data.removeprefix("builtin:"), m.full_height, m.full_width,
-                             seed=seed)
-    rng = torch.Generator().manual_seed(seed)
-    order = torch.Generator().manual_seed(seed + 1)
-    rows, start = [], time.perf_counter()
-    for step in range(1, max(budgets) + 1):
-        index = torch.randint(0, len(dataset), (train.batch,), generator=order)
-        images = torch.stack([dataset[int(i)] for i in index])
-        if model.coords.cyclic:  # random roll, as the training loop does for panoramas
-            shift = int(torch.randint(0, m.full_width, (1,), generator=order))
-            images = torch.roll(images, shift, dims=-1)
-        train_step(model, optimizers, images, train, rng)
-        update_ema(model, step - 1, train.ema_decay, train.ema_warmup)
-        if step in budgets:
-            seconds = time.perf_counter() - start
-            rows.append({"steps": step, "seconds": round(seconds, 1), **measure(model, step)})
-            print(json.dumps(rows[-1]), flush=True)
-    return rows, model
+@dataclass
+class AtBudgets:
+    """Trainer hook: at each budget, ``measure(model, step)`` and a row of results."""
+
+    budgets: list[int]
+    measure: Callable[[CocoGAN, int], dict]
+    recalibrate: bool = True  # EMA norms of its own weights first, as checkpoints have them
+    rows: list[dict] = field(default_factory=list)
+    every: int = 1  # looked at every step; measures only at the budgets
+
+    def __call__(self, trainer: Trainer) -> None:
+        step = trainer.state.step
+        if step in self.budgets:
+            if self.recalibrate:
+                trainer.refresh_ema()
+            row = {"steps": step, "seconds": round(trainer.elapsed(), 1),
+                   **self.measure(trainer.model, step)}
+            self.rows.append(row)
+            trainer.notify(json.dumps(row))
+
+
+def train_variant(config: Config, run_dir: Path, data: str, budgets: list[int], seed: int,
+                  threads: int, measure: Callable[[CocoGAN, int], dict], recalibrate: bool
+                  ) -> tuple[list[dict], CocoGAN]:
+    """Train to max(budgets) into the run directory ``run_dir`` with the Trainer (as `cocogan
+    train` does: one seeded batch stream, EMA, metrics.jsonl, checkpoints), calling
+    ``measure(model, step)`` at each budget."""
+    config = copy.deepcopy(config)
+    config.train.steps = config.train.checkpoint_every = max(budgets)
+    spec = RunSpec(data=data, seed=seed, device="cpu", threads=threads)
+    dataset, _ = prepare_new_run(run_dir, config.validate(), spec)
+    trainer = new_trainer(run_dir, config, spec, dataset)
+    hook = AtBudgets(budgets, measure, recalibrate)
+    trainer.hooks.append(hook)
+    trainer.fit()
+    return hook.rows, trainer.model
 
 
 def step_costs(preset: str, variants: list[str], steps: int, extra: list[str]) -> dict[str, float]:
@@ -180,10 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         config = variant_config(args.preset, variant, args.set)
 
-        def measure(model: CocoGAN, step: int, batch: int = config.train.batch,
-                    variant: str = variant) -> dict:
-            if not args.copied_bn_stats:
-                model.recalibrate_ema(batch, seed=step)  # as training checkpoints do
+        def measure(model: CocoGAN, step: int, variant: str = variant) -> dict:
             values = evaluate(reference, settings, sample=cocogan_sampler(model)).values
             with evaluating(model.generator_ema):
                 pictures = render_rect(model.generator_ema, model.coords,
@@ -201,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             return row
 
         print(f"== {variant}: {VARIANTS[variant]}", flush=True)
-        rows, model = train_variant(config, args.data, budgets, args.seed, measure)
+        rows, model = train_variant(config, out / variant, args.data, budgets, args.seed,
+                                    args.threads, measure, not args.copied_bn_stats)
         results[variant] = {"overrides": VARIANTS[variant], "rows": rows}
         save_model(out / f"{variant}.safetensors", config, model, budgets[-1])
         results_path.write_text(json.dumps(results, indent=2) + "\n")

@@ -9,7 +9,7 @@ minutes; images/s scales with the batch until the device saturates.
     python benchmarks/train_throughput.py                  # small + paper presets
     python benchmarks/train_throughput.py --presets tiny celeba64 --batch 8
     python benchmarks/train_throughput.py --device cuda --batch 64 --presets celeba64 \
-        --amp --sn-once --channels-last --compile reduce-overhead   # the GPU options
+        --amp --channels-last --compile reduce-overhead   # the GPU options (sn_once is on)
 
 On CUDA the table also gives achieved FLOP/s over the measured bf16 matmul rate.
 """
@@ -33,7 +33,7 @@ from benchmarks.common import (
     time_call,
 )
 from cocogan import CocoGAN, get_preset
-from cocogan.config import COMPILE_MODES
+from cocogan.config import COMPILE_MODES, TrainConfig
 from cocogan.presets import PRESETS
 from cocogan.training.device import configure_threads
 from cocogan.training.speed import prepare_model
@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per preset")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    parser.add_argument("--sn-once", action="store_true", help="train.sn_once")
+    parser.add_argument("--sn-once", action=argparse.BooleanOptionalAction,
+                        default=TrainConfig.sn_once, help="train.sn_once, on as in the config")
     parser.add_argument("--channels-last", action="store_true", help="train.channels_last")
     parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="train.compile")
     args = parser.parse_args()
@@ -106,9 +107,9 @@ def main() -> None:
     bf16 = (max(matmul_flops_per_second(device, dtype=torch.bfloat16) for _ in range(2))
             if device.type == "cuda" else None)
     what = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    options = [f"--{k.replace('_', '-')}" for k in ("amp", "sn_once", "channels_last")
-               if getattr(args, k)] + ([f"--compile {args.compile}"] if args.compile != "off"
-                                       else [])
+    options = [f"--{k.replace('_', '-')}" for k in ("amp", "channels_last") if getattr(args, k)]
+    options += ([] if args.sn_once else ["--no-sn-once"]) + (
+        [f"--compile {args.compile}"] if args.compile != "off" else [])
     print(f"device: {device} ({what or platform.machine()}), {threads} threads, torch "
           f"{torch.__version__}; dense float32 matmul: {peak / 1e9:.1f} GFLOP/s"
           + (f", bfloat16: {bf16 / 1e9:.1f} GFLOP/s" if bf16 else "")

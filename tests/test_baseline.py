@@ -19,7 +19,6 @@ from cocogan.training.family import (
     baseline_step,
     build_baseline_optimizers,
     family_of,
-    named_optimizers,
 )
 
 
@@ -51,7 +50,7 @@ def test_baseline_step_updates_both_and_builds_no_d_gradients_in_g_step() -> Non
     torch.manual_seed(0)
     model = BaselineGAN(config.model)
     optimizers = build_baseline_optimizers(model, config.train)
-    assert set(named_optimizers(optimizers)) == {"g", "d"}
+    assert set(optimizers.named()) == {"g", "d"}
     real = torch.stack([build_dataset("builtin:blobs", 32, 32)[i] for i in range(4)])
     seen: list[list[torch.Tensor]] = []
     d_step = optimizers.d.step

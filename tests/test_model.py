@@ -83,6 +83,26 @@ def test_spectral_norm_top_singular_value_is_one() -> None:
     assert torch.linalg.matrix_norm(raw, ord=2).item() != pytest.approx(1.0, abs=0.05)
 
 
+def test_conditional_batch_norm_is_eq5_with_var_plus_eps() -> None:
+    """CBN (eq. 5) is (x - mu) / sqrt(var + eps) * gamma(y) + beta(y) with batch statistics
+    (biased variance) in training, running ones in eval; gamma's bias starts at 1, beta's at 0."""
+    from cocogan.nn.layers import ConditionalBatchNorm
+
+    torch.manual_seed(0)
+    cbn = ConditionalBatchNorm(3, 5).train()
+    x, y = torch.randn(6, 3, 4, 4) * 3 + 2, torch.randn(6, 5)
+    gamma, beta = cbn.gamma(y)[:, :, None, None], cbn.beta(y)[:, :, None, None]
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    expected = (x - mean) / torch.sqrt(var + 1e-5) * gamma + beta
+    assert torch.allclose(cbn(x, y), expected, atol=1e-5)
+    assert torch.equal(cbn.gamma.bias, torch.ones(3)) and torch.equal(cbn.beta.bias, torch.zeros(3))
+    cbn.eval()
+    running = cbn.norm.running_mean[None, :, None, None], cbn.norm.running_var[None, :, None, None]
+    expected = (x - running[0]) / torch.sqrt(running[1] + 1e-5) * gamma + beta
+    assert torch.allclose(cbn(x, y), expected, atol=1e-5)
+
+
 def test_gradient_penalty_matches_independent_computation() -> None:
     torch.manual_seed(1)
     weight = torch.randn(3 * 4 * 4)

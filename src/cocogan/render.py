@@ -121,8 +121,7 @@ def render_patches(generator: Generator, coords: CoordinateSystem, z: Tensor, ro
     Returns:
         (B, P, 3, m, m) on z's device.
     """
-    if chunk < 1:
-        raise ValueError(f"--chunk must be >= 1 micro patch per forward pass, got {chunk}")
+    assert chunk >= 1, f"chunk: got {chunk}, expected >= 1 (the CLI checks --chunk)"
     assert z.ndim == 2, f"z: got {tuple(z.shape)}, expected (B, Z)"
     assert rows.shape == cols.shape, f"rows {tuple(rows.shape)} != cols {tuple(cols.shape)}"
     # Positions and indices live on z's device: a pass then needs no copy from the host, and

@@ -126,17 +126,17 @@ def image_grid(images: Tensor, columns: int | None = None, pad: int = 2,
 
 
 def draw_box(image: np.ndarray, top: int, left: int, height: int, width: int,
-             colour: tuple[int, int, int], thickness: int = 1, wrap: bool = False) -> np.ndarray:
-    """A copy of (H, W, 3) uint8 ``image`` with a rectangle outline (columns wrap if ``wrap``)."""
+             colour: tuple[int, int, int], wrap: bool = False) -> np.ndarray:
+    """A copy of (H, W, 3) uint8 ``image`` with a 1-pixel rectangle outline (columns wrap if
+    ``wrap``)."""
     out = image.copy()
     full_w = out.shape[1]
     rows = np.arange(top, top + height)
     cols = np.arange(left, left + width)
     cols = np.mod(cols, full_w) if wrap else cols[(cols >= 0) & (cols < full_w)]
     rows = rows[(rows >= 0) & (rows < out.shape[0])]
-    t = max(1, thickness)
-    edge_rows = np.concatenate([rows[:t], rows[-t:]])
-    edge_cols = np.concatenate([cols[:t], cols[-t:]])
+    edge_rows = np.concatenate([rows[:1], rows[-1:]])
+    edge_cols = np.concatenate([cols[:1], cols[-1:]])
     out[np.ix_(edge_rows, cols)] = colour
     out[np.ix_(rows, edge_cols)] = colour
     return out
@@ -150,12 +150,9 @@ def save_png(path: str | Path, image: Tensor | np.ndarray) -> Path:
     return atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
-def save_gif(path: str | Path, frames: Tensor, fps: float = 8.0, bounce: bool = False) -> Path:
-    """Write (F, 3, H, W) frames in [-1, 1] as a looping GIF; ``bounce`` plays back and forth."""
-    arrays = list(to_uint8(frames))
-    if bounce and len(arrays) > 2:
-        arrays = arrays + arrays[-2:0:-1]
-    images = [Image.fromarray(a) for a in arrays]
+def save_gif(path: str | Path, frames: Tensor, fps: float = 8.0) -> Path:
+    """Write (F, 3, H, W) frames in [-1, 1] as a looping GIF."""
+    images = [Image.fromarray(a) for a in to_uint8(frames)]
     duration = max(20, round(1000.0 / fps))
     return atomic_write(Path(path), lambda tmp: images[0].save(
         tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0,

@@ -99,7 +99,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
         raise ConfigError("choose what to train: --preset NAME (see `cocogan presets`) or "
                           "--config FILE.yaml")
     if args.config:
-        data = _merge(data, _read_yaml(args.config))
+        data = _merge(data, read_config_file(args.config, "--config"))  # bounded
     config = Config.from_dict(data)
     apply_overrides(config, [item for group in args.set for item in group])
     for flag, key in (("steps", "steps"), ("batch", "batch"), ("extrapolate", "extrapolate")):
@@ -115,21 +115,18 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
     """Before anything is built: the model's estimated memory must fit
     (`apps.budget.training_budget`, skipped with --force), and train.num_workers must be -1
     or 0..2 per usable core (100,000 workers once forked the machine to a load of 289)."""
-    import os
-
     from cocogan.apps.budget import check_budget, training_budget
+    from cocogan.training.device import available_cores, select_device
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    limit = max(4, MAX_WORKERS_PER_CORE * (cores or 1))
+    cores = available_cores()
+    limit = max(4, MAX_WORKERS_PER_CORE * cores)
     if not -1 <= config.train.num_workers <= limit:
-        raise ConfigError(f"train.num_workers must be -1 (automatic: cores - 1, up to 8) or 0 to "
+        raise ConfigError(f"train.num_workers must be -1 (automatic: min(4, cores - 1)) or 0 to "
                           f"{limit} ({MAX_WORKERS_PER_CORE} per usable CPU core, {cores} here), "
                           f"got {config.train.num_workers}")
     if force:
         return
     import torch
-
-    from cocogan.training.device import select_device
 
     t, m = config.train, config.model
     target = select_device(device or "auto")
@@ -151,10 +148,6 @@ def _checkpoint_config(path: str) -> Config:
 
     metadata = read_metadata(resolve_checkpoint(path))
     return Config.from_json(metadata["config"], f"the config stored in {path}")
-
-
-def _read_yaml(path: Path) -> dict:
-    return read_config_file(path, "--config")  # size, nesting and aliases bounded
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -118,7 +118,6 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         cylindrical: bool = False,  # panoramas: resize without cropping; off: centre-crop
         roll: bool = False,  # cylindrical only: random horizontal roll from the worker's
         #   global RNG (training rolls with the step RNG instead: datastream.roll_panoramas)
-        verify: bool = True,  # probe every file at start-up; False trusts the scan (huge folders)
         split: str | None = None,  # "train" / "holdout": one side of data.split (None: all)
     ) -> None:
         if height <= 0 or width <= 0:
@@ -136,14 +135,10 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         if not candidates:
             exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
             raise DataError(f"no usable images ({exts}) found under {self.root}: {_FIX_HINT}")
-        self.paths, self.skipped = self._probe(candidates, verify, celeba_crop)
+        self.paths, self.skipped = self._probe(candidates, celeba_crop)
 
-    def _probe(
-        self, candidates: list[Path], verify: bool, celeba_crop: bool
-    ) -> tuple[list[Path], list[Path]]:
+    def _probe(self, candidates: list[Path], celeba_crop: bool) -> tuple[list[Path], list[Path]]:
         """Split candidates into readable and skipped files; warn once about each problem."""
-        if not verify:
-            return candidates, []
         good: list[Path] = []
         bad: list[Path] = []
         odd_size: list[Path] = []

@@ -188,31 +188,24 @@ def _real_image_values(ref: Reference, cfg: EvalConfig) -> None:
     ...) and their counts."""
     assert ref.images is not None
     subset = ref.images[: _seam_count(cfg)]
-    if "seams" in ref.metrics:
-        ref.values["seams_real"] = seam_ratio(subset, ref.coords.micro)
-        ref.values.update({f"seams_{k}_real": v
-                           for k, v in seam_profile(subset, ref.coords.micro).items()})
-        ref.counts["seams"] = subset.shape[0]
-    if "wrap" in ref.metrics:
-        ref.values["wrap_real"] = wrap_ratio(subset)
-        ref.counts["wrap"] = subset.shape[0]
-    _layout_values(ref.values, subset, ref.metrics, ref.coords.micro, "_real", ref.counts)
+    _image_values(ref.values, subset, ref.metrics, ref.coords.micro, "_real", ref.counts)
     if "spatial" in ref.metrics:
         ref.counts["spatial"] = min(ref.images.shape[0], _spatial_count(cfg))
 
 
-def _layout_values(values: dict[str, float], images: Tensor, metrics: tuple[str, ...],
-                   micro: int, suffix: str, counts: dict[str, int]) -> None:
-    """spread / repeat / likeness (``cocogan.metrics.layout``) of one side's images."""
-    if "spread" in metrics:
-        values[f"spread{suffix}"] = content_spread(images)
-        counts["spread"] = images.shape[0]
-    if "repeat" in metrics:
-        values[f"repeat{suffix}"] = repetition(images, micro)
-        counts["repeat"] = images.shape[0]
-    if "likeness" in metrics:
-        values[f"likeness{suffix}"] = likeness(images)
-        counts["likeness"] = images.shape[0]
+def _image_values(values: dict[str, float], images: Tensor, metrics: tuple[str, ...],
+                  micro: int, suffix: str, counts: dict[str, int]) -> None:
+    """The IMAGE_METRICS of one side's images: seams (and per border), wrap, and spread /
+    repeat / likeness (``cocogan.metrics.layout``); ``suffix`` "_real" for the real side."""
+    if "seams" in metrics:
+        values[f"seams{suffix}"] = seam_ratio(images, micro)
+        values.update({f"seams_{k}{suffix}": v for k, v in seam_profile(images, micro).items()})
+    measures = {"wrap": wrap_ratio, "spread": content_spread,
+                "repeat": lambda x: repetition(x, micro), "likeness": likeness}
+    for name, measure in measures.items():
+        if name in metrics:
+            values[f"{name}{suffix}"] = measure(images)
+    counts.update({m: images.shape[0] for m in IMAGE_METRICS if m in metrics})
 
 
 @dataclass
@@ -268,16 +261,7 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
             values[f"swd_{height >> index}"] = float(level)
         generated["swd"] = swd_sink.seen
     if image_sink is not None:
-        images = image_sink.images()
-        if "seams" in metrics:
-            values["seams"] = seam_ratio(images, ref.coords.micro)
-            values.update({f"seams_{k}": v
-                           for k, v in seam_profile(images, ref.coords.micro).items()})
-            generated["seams"] = images.shape[0]
-        if "wrap" in metrics:
-            values["wrap"] = wrap_ratio(images)
-            generated["wrap"] = images.shape[0]
-        _layout_values(values, images, metrics, ref.coords.micro, "", generated)
+        _image_values(values, image_sink.images(), metrics, ref.coords.micro, "", generated)
     if "spatial" in metrics:
         if predictor is None or ref.images is None:
             raise ValueError("the spatial metric needs the model's discriminator")

@@ -88,7 +88,7 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
                  checkpoint: str | Path | None = None, cfg: EvalConfig | None = None,
                  device: str = "auto", inception_weights: str | Path | None = None,
                  raw: bool = False, feature_extractor: FeatureExtractor | None = None,
-                 use_cache: bool = True, write: bool = True,
+                 use_cache: bool = True,
                  report: Callable[[str], None] | None = None) -> RunEvaluation:
     """Evaluate a run's checkpoint against a real data source.
 
@@ -104,8 +104,6 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         raw: sample from the raw generator instead of its EMA.
         feature_extractor: replaces Inception for fid/kid (tests, other feature spaces).
         use_cache: read/write cached real statistics.
-        write: write eval.json into the run directory (for a shipped model, into
-            ./generated/NAME in the current folder).
         report: told the time estimate before any work, and progress bars are shown (the
             CLI); None is silent.
     """
@@ -150,10 +148,10 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     }
     path = None
     run_dir = Path(run)
-    if write and shipped.resolve(run) is not None:
-        run_dir = Path("generated") / str(run)  # never the package's folder
+    if shipped.resolve(run) is not None:  # never into the package's folder
+        run_dir = Path("generated") / str(run)
         run_dir.mkdir(parents=True, exist_ok=True)
-    if write and run_dir.is_dir():
+    if run_dir.is_dir():  # eval.json beside the run's checkpoints
         path = run_dir / EVAL_FILE
         text = json.dumps(_finite(record), indent=2) + "\n"
         atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -62,11 +62,9 @@ def real_subset(dataset: Dataset[Tensor], count: int) -> Dataset[Tensor]:
     return Subset(dataset, order[: min(count, size)].tolist())
 
 
-def real_batches(dataset: Dataset[Tensor], count: int, batch: int,
-                 num_workers: int | None = None) -> Iterator[Tensor]:
+def real_batches(dataset: Dataset[Tensor], count: int, batch: int) -> Iterator[Tensor]:
     """Batches of the fixed real subset of `count` images, decoded by worker processes."""
-    subset = real_subset(dataset, count)
-    workers = default_num_workers() if num_workers is None else num_workers
-    loader = DataLoader(subset, batch_size=batch, shuffle=False, num_workers=workers)
+    loader = DataLoader(real_subset(dataset, count), batch_size=batch, shuffle=False,
+                        num_workers=default_num_workers())
     for images in loader:
         yield images.float()

@@ -45,7 +45,8 @@ class ConditionalBatchNorm(nn.Module):
 
     o = (x - mu) / sqrt(var + eps) * gamma(y) + beta(y), with batch statistics in training and
     running statistics at inference. (The authors' release divided by sqrt(var^2 + eps); this is
-    the correct form.) gamma's bias starts at 1 so the layer starts as plain batch norm.
+    the correct form.) gamma's bias starts at 1 and beta's at 0: gamma(y) = 1 + W y and
+    beta(y) = W' y, so the layer starts as plain batch norm plus a condition-dependent term.
 
     Args:
         channels: feature channels C.

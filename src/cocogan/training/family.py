@@ -20,35 +20,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from cocogan.apps.full import full_images
 from cocogan.config import ModelConfig, TrainConfig
 from cocogan.losses import gradient_penalty, wasserstein_estimate
 from cocogan.model import BaselineGAN, CocoGAN
-from cocogan.render import evaluating, render_rect, trained_rect
-from cocogan.training.step import build_optimizers, train_step
+from cocogan.render import evaluating
+from cocogan.training.step import NamedOptimizers, build_optimizers, train_step
 
 # (model, optimizers, images, train, rng, *, amp, sn_once) -> 0-dim losses on the device
 Step = Callable[..., dict[str, Tensor]]
 
 
 @dataclass
-class BaselineOptimizers:
+class BaselineOptimizers(NamedOptimizers):
     """TTUR Adam optimisers of the baseline's G and D (no content head, so no Q)."""
 
     g: torch.optim.Optimizer
     d: torch.optim.Optimizer
-
-    def state_dict(self) -> dict[str, dict]:
-        return {"g": self.g.state_dict(), "d": self.d.state_dict()}
-
-    def load_state_dict(self, state: dict[str, dict]) -> None:
-        self.g.load_state_dict(state["g"])
-        self.d.load_state_dict(state["d"])
 
 
 def build_baseline_optimizers(model: BaselineGAN, train: TrainConfig) -> BaselineOptimizers:
@@ -107,18 +101,14 @@ def baseline_step(model: BaselineGAN, optimizers: BaselineOptimizers, images: Te
 class Family:
     """What the Trainer needs of a network + loss pair beyond the model bundle."""
 
-    build_optimizers: Callable[[Any, TrainConfig], Any]  # dataclass of named optimisers
+    build_optimizers: Callable[[Any, TrainConfig], NamedOptimizers]
     step: Step
     sample: Callable[[Any, Tensor], Tensor]  # (model, z (N, Z)) -> EMA images (N, 3, H, W)
 
 
-@torch.no_grad()
 def cocogan_images(model: CocoGAN, z: Tensor) -> Tensor:
-    """The EMA generator's full images, every micro patch assembled by T(m->M)."""
-    generator = model.generator_ema
-    with evaluating(generator):
-        return render_rect(generator, model.coords, z.to(model.device),
-                           trained_rect(model.coords))
+    """The EMA generator's full images (:func:`cocogan.apps.full.full_images`)."""
+    return full_images(model, z.to(model.device))
 
 
 @torch.no_grad()
@@ -137,11 +127,3 @@ FAMILIES: dict[str, Family] = {
 
 def family_of(config: ModelConfig) -> Family:
     return FAMILIES[config.family]
-
-
-def named_optimizers(optimizers: Any) -> dict[str, torch.optim.Optimizer]:
-    """``{"g": ..., "d": ..., ["q": ..., "g_extrap": ...]}`` of a family's optimiser dataclass
-    (the ones it has: ``g_extrap`` only with beyond-boundary training)."""
-    return {item.name: getattr(optimizers, item.name) for item in fields(optimizers)
-            if getattr(optimizers, item.name) is not None}
-

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from PIL import Image
@@ -46,11 +46,11 @@ from cocogan.training.distributed import (
     gather_rng_states,
     mean_losses,
 )
-from cocogan.training.family import Family, family_of, named_optimizers
+from cocogan.training.family import Family, family_of
 from cocogan.training.logging import MetricsLog, Progress, format_record
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
-from cocogan.training.step import ema_decay, update_ema
+from cocogan.training.step import NamedOptimizers, ema_decay, update_ema
 from cocogan.training.sync_norm import paused
 
 SAMPLES_DIR = "samples"
@@ -119,7 +119,7 @@ class Trainer:
     run_dir: Path
     config: Config
     model: GAN
-    optimizers: Any
+    optimizers: NamedOptimizers
     state: TrainState
     stream: BatchStream
     log: MetricsLog
@@ -188,7 +188,7 @@ class Trainer:
             return None
         self.check_finite()
         lrs = {f"lr_{name}": optimizer.param_groups[0]["lr"]
-               for name, optimizer in named_optimizers(self.optimizers).items()}
+               for name, optimizer in self.optimizers.named().items()}
         return self.log.write(self.state.step, self.config.train.batch, lrs, self.elapsed())
 
     def run_hooks(self, final: bool = False) -> None:

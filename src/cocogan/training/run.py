@@ -14,7 +14,6 @@ import datetime
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -47,11 +46,12 @@ from cocogan.training.distributed import (
     average_gradients_before_step,
     broadcast_module,
 )
-from cocogan.training.family import family_of, named_optimizers
+from cocogan.training.family import family_of
 from cocogan.training.logging import MetricsLog
 from cocogan.training.loop import SampleGrid, Trainer
 from cocogan.training.speed import prepare_model
 from cocogan.training.state import TrainState, restore_payload, seed_globals
+from cocogan.training.step import NamedOptimizers
 from cocogan.training.sync_norm import synchronise_batch_norm
 
 CONFIG_FILE = "config.yaml"
@@ -219,7 +219,7 @@ def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
                                num_workers=resolve_workers(train.num_workers), device=where)
 
 
-def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: Any,
+def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: NamedOptimizers,
              state: TrainState, dataset: Dataset[torch.Tensor], seed: int, start_batch: int,
              world: World, warm_start: bool = False) -> Trainer:
     """Shared assembly of new and resumed trainers (model already on its device)."""
@@ -231,7 +231,7 @@ def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: Any,
                          shard=(world.rank, world.size))
     if world.enabled:
         broadcast_module(world, model)
-        average_gradients_before_step(tuple(named_optimizers(optimizers).values()), world)
+        average_gradients_before_step(tuple(optimizers.named().values()), world)
     return Trainer(run_dir=Path(run_dir), config=config, model=model, optimizers=optimizers,
                    state=state, stream=stream,
                    log=MetricsLog(run_dir, state.step, quiet=not world.is_main),

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from cocogan.checkpoint import CheckpointError
 from cocogan.model import sample_latents
-from cocogan.training.step import Optimizers
+from cocogan.training.step import NamedOptimizers
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -116,7 +116,7 @@ def restore_global_rng(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(cuda_state, index)
 
 
-def state_payload(state: TrainState, optimizers: Optimizers, data_position: dict[str, int],
+def state_payload(state: TrainState, optimizers: NamedOptimizers, data_position: dict[str, int],
                   rank_rngs: list[Tensor] | None = None) -> dict[str, Any]:
     """The dict written to ``step-XXXXXXXX.state.pt``; ``rank_rngs``: every rank's step-RNG
     state in a multi-process run (rank 0's is also the ``step`` entry)."""
@@ -131,7 +131,7 @@ def state_payload(state: TrainState, optimizers: Optimizers, data_position: dict
     }
 
 
-def restore_payload(payload: dict[str, Any], optimizers: Optimizers, expected_step: int,
+def restore_payload(payload: dict[str, Any], optimizers: NamedOptimizers, expected_step: int,
                     device: torch.device | str = "cpu", rank: int = 0, seed: int = 0
                     ) -> TrainState:
     """Load optimisers and RNGs from a state file's dict; returns the run's TrainState with

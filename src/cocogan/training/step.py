@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 
 import torch
 import torch.distributed as dist
@@ -56,8 +56,26 @@ from cocogan.patches import crop
 EXTRAPOLATED_BLOCKS = 2  # G blocks the extrapolation step trains (the release's g_resblock_0/1)
 
 
+class NamedOptimizers:
+    """A dataclass of optimisers by name; a field that is None (an optional one) is skipped."""
+
+    def named(self) -> dict[str, torch.optim.Optimizer]:
+        return {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+                if getattr(self, f.name) is not None}
+
+    def state_dict(self) -> dict[str, dict]:
+        return {name: optimizer.state_dict() for name, optimizer in self.named().items()}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        """Each optimiser's state; an optional one missing from ``state`` keeps its own."""
+        for item in fields(self):  # type: ignore[arg-type]
+            optimizer = getattr(self, item.name)
+            if optimizer is not None and (item.name in state or item.default is MISSING):
+                optimizer.load_state_dict(state[item.name])
+
+
 @dataclass
-class Optimizers:
+class Optimizers(NamedOptimizers):
     """TTUR Adam optimisers: G, D (trunk, projection, spatial head) and Q (content head);
     ``g_extrap``: G's first blocks in the extrapolation step (only with train.extrapolate)."""
 
@@ -65,23 +83,6 @@ class Optimizers:
     d: torch.optim.Optimizer
     q: torch.optim.Optimizer
     g_extrap: torch.optim.Optimizer | None = None
-
-    def all(self) -> tuple[torch.optim.Optimizer, ...]:
-        extra = (self.g_extrap,) if self.g_extrap is not None else ()
-        return (self.g, self.d, self.q, *extra)
-
-    def state_dict(self) -> dict[str, dict]:
-        state = {"g": self.g.state_dict(), "d": self.d.state_dict(), "q": self.q.state_dict()}
-        if self.g_extrap is not None:
-            state["g_extrap"] = self.g_extrap.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, dict]) -> None:
-        self.g.load_state_dict(state["g"])
-        self.d.load_state_dict(state["d"])
-        self.q.load_state_dict(state["q"])
-        if self.g_extrap is not None and "g_extrap" in state:
-            self.g_extrap.load_state_dict(state["g_extrap"])
 
 
 def build_optimizers(model: CocoGAN, train: TrainConfig) -> Optimizers:
