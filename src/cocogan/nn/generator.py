@@ -8,8 +8,9 @@ keep three blocks, the extra ones without up-sampling, as the authors' ablation 
 
 One option beyond the paper (off by default, so the paper's G is unchanged), against seams
 between independently generated patches (docs/seams.md): ``margin``, a 3x3 instead of 2x2 stem,
-so G draws a canvas 1.5x the micro patch and the centre is cropped: the pixels kept never touch
-the convs' zero padding, and the margins can be asked to agree with the neighbours (L_O).
+so G draws a canvas 1.5x the micro patch and the centre is cropped: the pixels kept lie micro/4
+pixels from the canvas border (further from the convs' zero padding, though the stacked convs
+still see it), and the margins can be asked to agree with the neighbours (L_O).
 
 A second one, for panoramas (``phase``): the angle G is told is turned by pi * z[0], so each
 latent draws its scene at its own heading. Real panoramas are seen at random rolls; without it a
