@@ -74,7 +74,7 @@ STAGES = (
               full_steps=3000),
     # its D sees 16 x 48 macro patches: 2.5x the step of 16 x 16; only with --full (or --fast)
     DemoStage("skyline", "tiny-panorama", "builtin:skyline", steps=0, fast_steps=6,
-              step_seconds=1.2, full_steps=1000),
+              step_seconds=1.2, full_steps=2000),
 )
 
 
@@ -89,7 +89,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help="a few steps only: checks the pipeline, learns nothing")
     parser.add_argument("--full", action="store_true",
                         help="train blobs and skyline as long as the shipped models were "
-                             "(3,000 and 1,000 steps: about 45 minutes on 2 cores)")
+                             "(3,000 and 2,000 steps: about an hour on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
 
 
