@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import matmul_flops_per_second
+from benchmarks.quality_baseline import baseline_sampler
 from cocogan.checkpoint import load_model
 from cocogan.data import build_dataset
 from cocogan.evaluation import EvalConfig, build_reference, cocogan_sampler, evaluate
 from cocogan.evaluation.sampling import Sampler, real_subset
 from cocogan.metrics.inception import InceptionFeatures
-from cocogan.training.family import baseline_images
 
 METRICS = ("fid", "kid", "swd", "seams", "spread", "likeness")
 
@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     gflops = matmul_flops_per_second(torch.device("cpu")) / 1e9
     config, coco, step = load_model(args.coco, "cpu")
     m = config.model
@@ -70,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  extractor=extractor).values}
     if args.baseline:
         _, base, base_step = load_model(args.baseline, "cpu", family="baseline")
-        sample = lambda n, rng: baseline_images(base, base.sample_z(n, rng))  # noqa: E731
-        rows[f"baseline (step {base_step})"] = evaluate(ref, cfg, sample=sample,
+        rows[f"baseline (step {base_step})"] = evaluate(ref, cfg, sample=baseline_sampler(base),
                                                         extractor=extractor).values
     rows["real train vs held-out"] = evaluate(ref, cfg, sample=real_sampler(train, count),
                                               extractor=extractor).values

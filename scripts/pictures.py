@@ -25,8 +25,9 @@ from PIL import Image
 from cocogan.apps.full import full_images
 from cocogan.apps.io import image_grid, save_png
 from cocogan.checkpoint import load_model
-from cocogan.cli.demo import HELD_OUT_SEED
+from cocogan.cli.demo import HELD_OUT_SEED, enlarge
 from cocogan.data import BuiltinDataset, DataError, build_dataset
+from cocogan.data.split import parse_split
 from cocogan.shipped import models as shipped_models
 
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
@@ -40,7 +41,7 @@ def real_images(data: str, height: int, width: int, count: int) -> torch.Tensor 
         dataset = BuiltinDataset(data.removeprefix("builtin:"), height, width, seed=HELD_OUT_SEED)
     else:
         try:
-            dataset = build_dataset(data.replace("::train", "") + "::holdout", height, width)
+            dataset = build_dataset(parse_split(data)[0] + "::holdout", height, width)
         except DataError:
             return None
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
@@ -63,7 +64,7 @@ def model_picture(entry, out: Path) -> Path:
         rows.append(image_grid(real, columns))
     grid = torch.cat([torch.nn.functional.pad(r, (0, 0, 0, 4), value=1.0) for r in rows],
                      dim=-2)[..., :-4, :]
-    grid = grid.repeat_interleave(SCALE, dim=-2).repeat_interleave(SCALE, dim=-1)
+    grid = enlarge(grid, SCALE)
     path = out / f"shipped-{entry.name}.png"
     save_png(path, grid)
     return path

@@ -7,7 +7,7 @@ unless asked for the raw one. :data:`APPLICATIONS` is the registry that drives t
 """
 
 from cocogan.apps.beyond import Extension, beyond
-from cocogan.apps.full import full_images
+from cocogan.apps.full import full_images, images_per_pass
 from cocogan.apps.huge import HugePlan, plan_huge, write_huge
 from cocogan.apps.inspire import Inspiration, crop_patch, inspire
 from cocogan.apps.interpolate import (
@@ -34,6 +34,6 @@ APPLICATIONS: dict[str, str] = {
 __all__ = [
     "APPLICATIONS", "DEFAULT_CHUNK", "Extension", "HugePlan", "Inspiration", "PixelBox", "beyond",
     "cartesian_box", "crop_patch", "cylindrical_box", "full_images", "full_interpolation",
-    "inspire", "latents", "micro_interpolation", "panoramas", "plan_huge", "render_patches",
-    "slerp", "spatial_interpolation", "viewport", "wrap_view", "write_huge",
+    "images_per_pass", "inspire", "latents", "micro_interpolation", "panoramas", "plan_huge",
+    "render_patches", "slerp", "spatial_interpolation", "viewport", "wrap_view", "write_huge",
 ]

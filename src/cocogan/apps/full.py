@@ -21,6 +21,12 @@ from cocogan.render import (
 )
 
 
+def images_per_pass(model: CocoGAN, chunk: int = DEFAULT_CHUNK) -> int:
+    """Whole images whose micro patches fit in one ``chunk`` (at least 1): the batch that
+    `cocogan generate full` renders at a time, so any other caller draws bit-identical images."""
+    return max(1, chunk // (model.coords.grid_h * model.coords.grid_w))
+
+
 def full_images(model: CocoGAN, z: Tensor, *, raw: bool = False,
                 chunk: int = DEFAULT_CHUNK) -> Tensor:
     """Full images for latents ``z``.

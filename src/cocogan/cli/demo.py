@@ -233,22 +233,22 @@ def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int, full: bool = F
     return result
 
 
+def enlarge(images: torch.Tensor, scale: int = 4) -> torch.Tensor:
+    """Tiny images (..., H, W) enlarged ``scale`` times by nearest neighbour, so pixels show."""
+    return images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+
+
 def _write_pictures(folder: Path, trainer: Trainer, fake: torch.Tensor, real: torch.Tensor
                     ) -> None:
     """final.png (generated), real.png (held-out real), training.png (grids over training),
     and for panoramas panorama-720.png."""
-    scale = 4  # tiny images: enlarge (nearest) so they can be seen
-
-    def big(images: torch.Tensor) -> torch.Tensor:
-        return images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-
     count = 16 if trainer.model.coords.cyclic else 36
     columns = 2 if trainer.model.coords.cyclic else 6
-    save_png(folder / "final.png", image_grid(big(fake[:count]), columns))
-    save_png(folder / "real.png", image_grid(big(real[:count]), columns))
+    save_png(folder / "final.png", image_grid(enlarge(fake[:count]), columns))
+    save_png(folder / "real.png", image_grid(enlarge(real[:count]), columns))
     if trainer.model.coords.cyclic:
         twice = torch.cat([fake[:8], fake[:8]], dim=-1)  # (8, 3, H, 2W): 0-720 degrees
-        save_png(folder / "panorama-720.png", image_grid(big(twice), 1))
+        save_png(folder / "panorama-720.png", image_grid(enlarge(twice), 1))
     _training_strip(trainer.run_dir / SAMPLES_DIR, folder / "training.png")
 
 
@@ -270,7 +270,7 @@ def show_shipped(folder: Path) -> None:
         cyclic = model.coords.cyclic
         count, columns = (8, 2) if cyclic else (36, 6)
         images = full_images(model, model.sample_z(count, torch.Generator().manual_seed(0)))
-        big = images.repeat_interleave(4, dim=-2).repeat_interleave(4, dim=-1)
+        big = enlarge(images)
         save_png(folder / f"{entry.name}.png", image_grid(big, columns))
         if cyclic:
             save_png(folder / f"{entry.name}-720.png",

@@ -118,8 +118,9 @@ def default_out(run: str, checkpoint: Path, app: str) -> Path:
     in the current folder, never the package's."""
     from cocogan import shipped
 
-    if shipped.resolve(run) is not None:
-        return Path("generated") / run / app
+    local = shipped.output_folder(run)
+    if local is not None:
+        return local / app
     base = Path(run) if Path(run).is_dir() else checkpoint.parent
     if base.name == "checkpoints":
         base = base.parent
@@ -142,13 +143,13 @@ def _add_full(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_full(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import full_images
+    from cocogan.apps import full_images, images_per_pass
     from cocogan.apps.io import image_grid, save_png, write_sidecar
     from cocogan.render import axis_coordinates, trained_rect
 
     seeds, z = ctx.seeds(args.seeds)
     images = []
-    per_pass = max(1, ctx.chunk // ctx.model.coords.grid_h // ctx.model.coords.grid_w)
+    per_pass = images_per_pass(ctx.model, ctx.chunk)
     height, width = ctx.config.model.full_height, ctx.config.model.full_width
     kept = len(seeds) if args.grid else 0  # --grid keeps every image for the grid
     ctx.check_budget(Budget(f"full, {len(seeds)} image(s) of {height}x{width}",

@@ -147,10 +147,10 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         "version": __version__,
     }
     path = None
-    run_dir = Path(run)
-    if shipped.resolve(run) is not None:  # never into the package's folder
-        run_dir = Path("generated") / str(run)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    local = shipped.output_folder(run)  # a shipped model: never into the package's folder
+    if local is not None:
+        local.mkdir(parents=True, exist_ok=True)
+    run_dir = local or Path(run)
     if run_dir.is_dir():  # eval.json beside the run's checkpoints
         path = run_dir / EVAL_FILE
         text = json.dumps(_finite(record), indent=2) + "\n"

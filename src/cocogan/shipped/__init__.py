@@ -109,6 +109,12 @@ def resolve(value: str | Path) -> ShippedModel | None:
     return find(str(value))
 
 
+def output_folder(value: str | Path) -> Path | None:
+    """``./generated/NAME`` for a ``--run`` value naming a shipped model (what generate and eval
+    write for it: never the package's folder), else None."""
+    return Path("generated") / str(value) if resolve(value) is not None else None
+
+
 def read_card(path: Path, name: str, version: int) -> dict[str, Any]:
     """The card beside ``path``, checked to hold every field of :data:`CARD_FIELDS`."""
     card_path = path.with_suffix(".json")
@@ -145,14 +151,14 @@ def fingerprint(file: str | Path, seed: int = FINGERPRINT_SEED, count: int = FIN
     """
     import torch
 
-    from cocogan.apps import DEFAULT_CHUNK, full_images, latents
+    from cocogan.apps import full_images, images_per_pass, latents
     from cocogan.apps.io import to_uint8
     from cocogan.checkpoint import load_model
 
     config, model, _ = load_model(file, "cpu")
     z = latents(list(range(seed, seed + count)), config.model.z_dim)
-    per_pass = max(1, DEFAULT_CHUNK // model.coords.grid_h // model.coords.grid_w)  # as the CLI
-    images = torch.cat([full_images(model, z[start:start + per_pass], chunk=DEFAULT_CHUNK)
+    per_pass = images_per_pass(model)  # the batches of `generate full`
+    images = torch.cat([full_images(model, z[start:start + per_pass])
                         for start in range(0, count, per_pass)])  # (count, 3, H, W)
     pixels = to_uint8(images)  # (count, H, W, 3)
     return {"seed": seed, "count": count, "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
