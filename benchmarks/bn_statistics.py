@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         base = render(generator, model, z, train=False)
         variants = {"eval": base, "train-full": render(generator, model, z, train=True),
                     "recalibrated": render(recalibrated(generator, model, args.batches,
-                                                        config.train.batch), model, z, False)}
+                                                        config.optim.batch), model, z, False)}
         for label, images in variants.items():
             values = evaluate(reference, settings, sample=lambda count, rng, x=images: x).values
             row = {"mean_abs_diff_to_eval": float((images - base).abs().mean()),

@@ -46,9 +46,9 @@ def run(procs: int, norm: str, args: argparse.Namespace, folder: Path) -> float:
                "--master-port", str(free_port()), "-m", "cocogan", "train",
                "--preset", args.preset, "--data", "builtin:blobs", "--out", str(out),
                "--steps", str(args.steps), "--device", args.device, "--dist-norm", norm,
-               "--set", f"train.batch={args.batch}", "train.log_every=1",
-               f"train.sample_every={10 * args.steps}", f"train.checkpoint_every={10 * args.steps}",
-               "train.num_workers=0"]
+               "--set", f"optim.batch={args.batch}", "run.log_every=1",
+               f"run.sample_every={10 * args.steps}", f"run.checkpoint_every={10 * args.steps}",
+               "data.num_workers=0"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.PIPE)
@@ -58,7 +58,7 @@ def run(procs: int, norm: str, args: argparse.Namespace, folder: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--batch", type=int, default=16, help="global batch (train.batch)")
+    parser.add_argument("--batch", type=int, default=16, help="global batch (optim.batch)")
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")

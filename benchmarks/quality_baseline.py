@@ -14,7 +14,7 @@ baseline run by hand:
 
     python benchmarks/quality_baseline.py --preset tiny --data builtin:blobs --steps 400
     python benchmarks/quality_baseline.py --preset celeba64 --data ../shared/data/emoji-noto-64 \
-        --set train.celeba_crop=false --steps 20000 --n 10000 --device cuda
+        --set data.celeba_crop=false --steps 20000 --n 10000 --device cuda
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ FAMILIES = ("cocogan", "baseline")  # the run folders under --out, one per model
 def train_run(config: Config, family: str, args: argparse.Namespace, out: Path) -> float:
     """Train ``family`` for --steps into OUT/FAMILY with the Trainer; returns its seconds."""
     config = copy.deepcopy(config)
-    config.model.family, config.train.steps = family, args.steps
-    spec = RunSpec(data=args.data, seed=args.seed, device=args.device,
+    config.model.family, config.optim.steps, config.data.source = family, args.steps, args.data
+    spec = RunSpec(seed=args.seed, device=args.device,
                    threads=args.threads or None)
     dataset, _ = prepare_new_run(out / family, config.validate(), spec)
     trainer = new_trainer(out / family, config, spec, dataset)
@@ -90,7 +90,7 @@ def measure(config: Config, args: argparse.Namespace, out: Path,
     cfg = EvalConfig(n=args.n, batch=64, seed=args.seed)
     dataset = build_dataset(args.data, m.full_height, m.full_width,
                             cylindrical=m.coords == "cylindrical",
-                            celeba_crop=config.train.celeba_crop)
+                            celeba_crop=config.data.celeba_crop)
     metrics = ("swd", "seams", "wrap", "spatial") if coco.coords.cyclic else \
         ("swd", "seams", "spatial")
     ref = build_reference(metrics, dataset, coco.coords, cfg)
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. train.celeba_crop=false")
+                        help="config overrides, e.g. data.celeba_crop=false")
     parser.add_argument("--data", default="builtin:blobs")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--n", type=int, default=1000, help="images per side for SWD/seams")

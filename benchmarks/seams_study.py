@@ -52,7 +52,7 @@ from cocogan.training.step import build_optimizers, train_step
 
 LAYOUT = ("spread", "repeat", "likeness")  # cocogan.metrics.layout, via the eval pipeline
 # the paper's G, whatever the preset adopts
-PAPER_SETTINGS = ["model.g_margin=false", "train.w_overlap=0", "train.w_spatial_g=null",
+PAPER_SETTINGS = ["model.g_margin=false", "loss.w_overlap=0", "loss.w_spatial_g=null",
                   "model.macro_width=null"]
 # The study also measured per-pixel coordinates (pixel_coords, pixel_fourier), replicate padding
 # (g_padding) and a coordinate-field G (g_field); none was adopted and the options were removed
@@ -60,14 +60,14 @@ PAPER_SETTINGS = ["model.g_margin=false", "train.w_overlap=0", "train.w_spatial_
 VARIANTS: dict[str, list[str]] = {
     "paper": [],
     "margin": ["model.g_margin=true"],
-    "margin+overlap": ["model.g_margin=true", "train.w_overlap=10"],
-    "margin+overlap20": ["model.g_margin=true", "train.w_overlap=20"],
-    "margin+overlap30": ["model.g_margin=true", "train.w_overlap=30"],
-    "margin+overlap100": ["model.g_margin=true", "train.w_overlap=100"],
-    "margin+overlap30+gfree": ["model.g_margin=true", "train.w_overlap=30",
-                               "train.w_spatial_g=0"],
-    "margin+overlap30+gfree+wide48": ["model.g_margin=true", "train.w_overlap=30",
-                                      "train.w_spatial_g=0", "model.macro_width=48"],
+    "margin+overlap": ["model.g_margin=true", "loss.w_overlap=10"],
+    "margin+overlap20": ["model.g_margin=true", "loss.w_overlap=20"],
+    "margin+overlap30": ["model.g_margin=true", "loss.w_overlap=30"],
+    "margin+overlap100": ["model.g_margin=true", "loss.w_overlap=100"],
+    "margin+overlap30+gfree": ["model.g_margin=true", "loss.w_overlap=30",
+                               "loss.w_spatial_g=0"],
+    "margin+overlap30+gfree+wide48": ["model.g_margin=true", "loss.w_overlap=30",
+                                      "loss.w_spatial_g=0", "model.macro_width=48"],
 }
 
 
@@ -103,8 +103,9 @@ def train_variant(config: Config, run_dir: Path, data: str, budgets: list[int], 
     train` does: one seeded batch stream, EMA, metrics.jsonl, checkpoints), calling
     ``measure(model, step)`` at each budget."""
     config = copy.deepcopy(config)
-    config.train.steps = config.train.checkpoint_every = max(budgets)
-    spec = RunSpec(data=data, seed=seed, device="cpu", threads=threads)
+    config.optim.steps = config.run.checkpoint_every = max(budgets)
+    config.data.source = data
+    spec = RunSpec(seed=seed, device="cpu", threads=threads)
     dataset, _ = prepare_new_run(run_dir, config.validate(), spec)
     trainer = new_trainer(run_dir, config, spec, dataset)
     hook = AtBudgets(budgets, measure, recalibrate)
@@ -120,9 +121,9 @@ def step_costs(preset: str, variants: list[str], steps: int, extra: list[str]) -
     for variant in variants:
         config = variant_config(preset, variant, extra)
         model = CocoGAN(config.model)
-        images = torch.rand(config.train.batch, 3, config.model.full_height,
+        images = torch.rand(config.optim.batch, 3, config.model.full_height,
                             config.model.full_width) * 2 - 1
-        states.append((model, build_optimizers(model, config.train), images, config.train,
+        states.append((model, build_optimizers(model, config), images, config,
                        torch.Generator().manual_seed(0)))
     totals = [0.0] * len(variants)
     for repeat in range(steps + 1):

@@ -33,7 +33,7 @@ from benchmarks.common import (
     time_call,
 )
 from cocogan import CocoGAN, get_preset
-from cocogan.config import COMPILE_MODES, TrainConfig
+from cocogan.config import COMPILE_MODES, RunConfig
 from cocogan.presets import PRESETS
 from cocogan.training.device import configure_threads
 from cocogan.training.speed import prepare_model
@@ -51,29 +51,29 @@ def measure(name: str, batch: int | None, device: torch.device, repeats: int,
     """Seconds per step, FLOPs per step and images/s of one preset."""
     config = get_preset(name)
     if batch is not None:
-        config.train.batch = batch
-    config.train.channels_last, config.train.compile = options.channels_last, options.compile
+        config.optim.batch = batch
+    config.run.channels_last, config.run.compile = options.channels_last, options.compile
     torch.manual_seed(0)
     model = CocoGAN(config.model).to(device)
-    optimizers = build_optimizers(model, config.train)
+    optimizers = build_optimizers(model, config)
     m = config.model
-    images = torch.rand(config.train.batch, 3, m.full_height, m.full_width, device=device)
+    images = torch.rand(config.optim.batch, 3, m.full_height, m.full_width, device=device)
     images = images * 2 - 1  # (B, 3, H, W) in [-1, 1]
     rng = step_generator(device).manual_seed(0)
 
     def step() -> None:
-        train_step(model, optimizers, images, config.train, rng, amp=options.amp,
+        train_step(model, optimizers, images, config, rng, amp=options.amp,
                    sn_once=options.sn_once)
 
     flops = count_flops(step)  # eager, before compiling: the counter cannot see fused kernels
-    prepare_model(model, config.train)
+    prepare_model(model, config)
     if options.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     warmup = 1 if options.compile == "off" else 5  # compilation, then CUDA-graph recording
     seconds = time_call(step, device, warmup=warmup, repeats=repeats)
     return {"preset": name, "size": f"{m.full_height}x{m.full_width}",
-            "patches": f"{m.micro}/{m.macro}", "batch": config.train.batch,
-            "seconds": seconds, "images_per_s": config.train.batch / seconds,
+            "patches": f"{m.micro}/{m.macro}", "batch": config.optim.batch,
+            "seconds": seconds, "images_per_s": config.optim.batch / seconds,
             "flops": flops, "flops_per_s": flops / seconds}
 
 
@@ -89,9 +89,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     parser.add_argument("--sn-once", action=argparse.BooleanOptionalAction,
-                        default=TrainConfig.sn_once, help="train.sn_once, on as in the config")
-    parser.add_argument("--channels-last", action="store_true", help="train.channels_last")
-    parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="train.compile")
+                        default=RunConfig.sn_once, help="run.sn_once, on as in the config")
+    parser.add_argument("--channels-last", action="store_true", help="run.channels_last")
+    parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="run.compile")
     args = parser.parse_args()
 
     device = pick_device(args.device)

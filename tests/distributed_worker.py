@@ -132,7 +132,7 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
     def build(dtype: torch.dtype = torch.float32) -> tuple[CocoGAN, step.Optimizers]:
         torch.manual_seed(3)
         model = CocoGAN(config.model).to(dtype)
-        return model, step.build_optimizers(model, config.train)
+        return model, step.build_optimizers(model, config)
 
     def record_gradients(optimizers: step.Optimizers, into: dict[str, torch.Tensor]) -> None:
         """Keep each optimiser's gradients as its step sees them (after any averaging)."""
@@ -165,7 +165,7 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
         if norm == "sync":
             synchronise_batch_norm(model.generator, world)
             synchronise_batch_norm(model.discriminator, world)
-            optimizers = step.build_optimizers(model, config.train)
+            optimizers = step.build_optimizers(model, config)
         average_gradients_before_step((optimizers.g, optimizers.d, optimizers.q), world)
         reference, ref_optimizers = build()
         exact, exact_optimizers = build(torch.float64)  # one process in float64: the oracle
@@ -175,12 +175,12 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
         record_gradients(exact_optimizers, truth)
         report[norm] = []
         for current["step"] in range(steps):
-            step.train_step(model, optimizers, images[local], config.train, torch.Generator())
+            step.train_step(model, optimizers, images[local], config, torch.Generator())
             average_norm_statistics(dataclasses.replace(world, sync_norm=norm == "sync"), model)
             if rank == 0:
-                step.train_step(reference, ref_optimizers, images, config.train,
+                step.train_step(reference, ref_optimizers, images, config,
                                 torch.Generator())
-                step.train_step(exact, exact_optimizers, images.double(), config.train,
+                step.train_step(exact, exact_optimizers, images.double(), config,
                                 torch.Generator())
                 stats, ref_stats = (torch.cat([t.reshape(-1) for t in norm_statistics(m)])
                                     for m in (model, reference))

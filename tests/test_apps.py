@@ -282,11 +282,11 @@ def position_accuracy(model: CocoGAN, images: torch.Tensor, steps: int, seed: in
     """Train tiny-inspired for ``steps``, then how often inspire() finds a generated patch's
     position (patches from G in eval mode, 20 per discrete macro position)."""
     config = get_preset("tiny-inspired")
-    optimizers = build_optimizers(model, config.train)
+    optimizers = build_optimizers(model, config)
     rng = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         batch = images[torch.randint(0, len(images), (16,), generator=rng)]
-        train_step(model, optimizers, batch, config.train, rng)
+        train_step(model, optimizers, batch, config, rng)
     rows, cols = model.coords.macro_grid()
     rows, cols = rows.repeat(20), cols.repeat(20)
     z = latents(list(range(1000, 1000 + len(rows))), config.model.z_dim)

@@ -26,7 +26,7 @@ def baseline_config(preset: str = "tiny"):
     config = get_preset(preset)
     config.model.family = "baseline"
     config.model.z_dim, config.model.ngf, config.model.ndf = 8, 8, 8
-    config.train.batch = 4
+    config.optim.batch = 4
     return config.validate()
 
 
@@ -49,7 +49,7 @@ def test_baseline_step_updates_both_and_builds_no_d_gradients_in_g_step() -> Non
     config = baseline_config()
     torch.manual_seed(0)
     model = BaselineGAN(config.model)
-    optimizers = build_baseline_optimizers(model, config.train)
+    optimizers = build_baseline_optimizers(model, config)
     assert set(optimizers.named()) == {"g", "d"}
     real = torch.stack([build_dataset("builtin:blobs", 32, 32)[i] for i in range(4)])
     seen: list[list[torch.Tensor]] = []
@@ -57,7 +57,7 @@ def test_baseline_step_updates_both_and_builds_no_d_gradients_in_g_step() -> Non
     optimizers.d.step = lambda: (seen.append([p.grad.clone() for p in  # type: ignore[method-assign]
                                                model.discriminator.parameters()]), d_step())[1]
     g_before = [p.clone() for p in model.generator.parameters()]
-    losses = baseline_step(model, optimizers, real, config.train, torch.Generator().manual_seed(0))
+    losses = baseline_step(model, optimizers, real, config, torch.Generator().manual_seed(0))
     assert set(losses) == {"L_W", "L_GP", "loss_D", "loss_G"}
     assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
     after = [p.grad for p in model.discriminator.parameters()]

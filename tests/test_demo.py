@@ -55,7 +55,7 @@ def test_forecast_warns_only_when_far_beyond_the_plan() -> None:
 
     lines: list[str] = []
     trainer = SimpleNamespace(state=SimpleNamespace(step=0), notify=lines.append,
-                              config=SimpleNamespace(train=SimpleNamespace(steps=1000)))
+                              config=SimpleNamespace(optim=SimpleNamespace(steps=1000)))
     forecast = Forecast(planned_minutes=1e-6, after=2)
     for step in range(5):
         trainer.state.step = step

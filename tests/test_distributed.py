@@ -67,7 +67,7 @@ def start_ranks(run: Path, *extra: str) -> list[subprocess.Popen[str]]:
     port = str(free_port())
     return [subprocess.Popen(
         [sys.executable, "-m", "cocogan", "train", "--out", str(run), "--steps", "100000",
-         *extra, *TRAIN, "train.checkpoint_every=100000", "train.sample_every=100000"],
+         *extra, *TRAIN, "run.checkpoint_every=100000", "run.sample_every=100000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=quiet_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port)) for rank in range(2)]
@@ -253,7 +253,7 @@ def test_resume_takes_each_ranks_saved_rng_and_derives_missing_ones() -> None:
     config = Config()
     config.model.z_dim, config.model.ngf, config.model.ndf = 8, 8, 8
     model = CocoGAN(config.model)
-    optimizers = build_optimizers(model, config.train)
+    optimizers = build_optimizers(model, config)
     states = [rank_step_generator(1, r).get_state() for r in range(2)]
     payload = state_payload(TrainState.fresh(1, 2, 8), optimizers, {"batches": 0}, states)
     resumed = [restore_payload(payload, optimizers, 0, rank=rank, seed=1).step_rng
@@ -386,7 +386,7 @@ def first_step_gradients(preset: str, dtype: torch.dtype, world: World | None,
     model = CocoGAN(config.model).to(dtype)
     if world is not None:
         synchronise_batch_norm(model, world)
-    optimizers = build_optimizers(model, config.train)
+    optimizers = build_optimizers(model, config)
     grads: dict[str, torch.Tensor] = {}
     for name in ("d", "q", "g"):
         def hook(optimizer, args, kwargs, name=name):
@@ -394,7 +394,7 @@ def first_step_gradients(preset: str, dtype: torch.dtype, world: World | None,
                                      optimizer.param_groups for p in g["params"]])
         getattr(optimizers, name).register_step_pre_hook(hook)
     images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(7)) * 2 - 1
-    train_step(model, optimizers, images.to(dtype), config.train,
+    train_step(model, optimizers, images.to(dtype), config,
                torch.Generator().manual_seed(1))
     return grads
 

@@ -306,10 +306,10 @@ def test_eval_hook_in_the_training_loop_logs_and_keeps_best(
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # keeps the loop from resetting the thread count
     config = apply_overrides(get_preset("tiny"), [
-        "train.steps=4", "train.batch=4", "train.log_every=2", "train.sample_every=100",
-        "train.checkpoint_every=4", "train.num_workers=0"])
+        "optim.steps=4", "optim.batch=4", "run.log_every=2", "run.sample_every=100",
+        "run.checkpoint_every=4", "data.num_workers=0", "data.source=builtin:blobs"])
     run = tmp_path / "run"
-    spec = RunSpec(data="builtin:blobs", device="cpu")
+    spec = RunSpec(device="cpu")
     trainer = new_trainer(run, config, spec, prepare_new_run(run, config, spec)[0])
     callback = EvalCallback(config, "builtin:blobs", "swd,seams", every=2, settings=SMALL)
     trainer.hooks.append(EvalHook(callback, run))
@@ -362,7 +362,7 @@ def test_train_cli_eval_every_logs_metrics_and_keeps_best(tmp_path: Path) -> Non
     run = tmp_path / "run"
     code = main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(run),
                  "--steps", "4", "--batch", "4", "--eval-every", "2", "--eval-n", "8",
-                 "--eval-metrics", "swd,spatial", "--set", "train.sample_every=4"])
+                 "--eval-metrics", "swd,spatial", "--set", "run.sample_every=4"])
     assert code == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r["step"] for r in records if "eval/swd" in r]

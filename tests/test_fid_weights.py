@@ -277,7 +277,7 @@ def test_train_eval_every_and_cli_eval_use_fid_out_of_the_box(tmp_path: Path,
     run = tmp_path / "run"
     assert main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(run),
                  "--steps", "2", "--batch", "4", "--eval-every", "2", "--eval-n", "8",
-                 "--eval-metrics", "fid,kid", "--set", "train.sample_every=2"]) == 0
+                 "--eval-metrics", "fid,kid", "--set", "run.sample_every=2"]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in records if "eval/fid" in r]
     assert [r["step"] for r in logged] == [2]

@@ -12,6 +12,7 @@ explores far more cases.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 from datetime import timedelta
@@ -25,7 +26,14 @@ from hypothesis import strategies as st
 from cocogan.apps import budget
 from cocogan.apps.io import MAX_SEED, MAX_SEEDS, parse_numbers, parse_seeds
 from cocogan.cli import main
-from cocogan.config import Config, ConfigError, TrainConfig, apply_overrides
+from cocogan.config import (
+    FIELD_SECTION,
+    SECTIONS,
+    Config,
+    ConfigError,
+    OptimConfig,
+    apply_overrides,
+)
 from test_generate_cli import save_run
 
 settings.register_profile(
@@ -100,9 +108,8 @@ def test_parse_numbers_returns_numbers_or_a_value_error(text: str, kind: type) -
 
 
 KEYS = st.one_of(
-    st.sampled_from([f"{section}.{f}" for section, cls in (("model", Config().model),
-                                                          ("train", TrainConfig()))
-                     for f in vars(cls)]),
+    st.sampled_from([f"{section}.{f.name}" for section, kind in SECTIONS.items()
+                     for f in dataclasses.fields(kind)] + [f"train.{f}" for f in FIELD_SECTION]),
     st.sampled_from(["lr_g", "batch", "model.", ".x", "train", "=", "model.micro.x"]),
     TEXT)
 
@@ -125,7 +132,9 @@ CONFIG_LIKE = st.fixed_dictionaries({}, optional={
     "name": YAML_TREE,
     "model": st.one_of(YAML_TREE, st.dictionaries(st.sampled_from(list(vars(Config().model))),
                                                   YAML_TREE, max_size=4)),
-    "train": st.one_of(YAML_TREE, st.dictionaries(st.sampled_from(list(vars(TrainConfig()))),
+    "train": st.one_of(YAML_TREE, st.dictionaries(st.sampled_from(list(FIELD_SECTION)),
+                                                  YAML_TREE, max_size=4)),
+    "optim": st.one_of(YAML_TREE, st.dictionaries(st.sampled_from(list(vars(OptimConfig()))),
                                                   YAML_TREE, max_size=4)),
 })
 

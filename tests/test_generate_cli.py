@@ -106,7 +106,7 @@ def test_inspire_from_image_box_and_from_patch(runs: dict[str, Path], tmp_path: 
     assert generate("full", "--run", run, "--seeds", "9", "--out", str(tmp_path)) == 0
     assert generate("inspire", "--run", run, "--image", str(tmp_path / "seed0009.png"),
                     "--box", "8,16", "--out", str(tmp_path)) == 0
-    assert "train.w_content=0" in capsys.readouterr().err  # the run was not patch-inspired
+    assert "loss.w_content=0" in capsys.readouterr().err  # the run was not patch-inspired
     for part, size in (("input", (16, 16)), ("macro", (16, 16)), ("position", (32, 32)),
                        ("full", (32, 32)), ("real", (32, 32))):
         assert png(tmp_path / f"inspire-seed0009-{part}.png").shape[:2] == size

@@ -125,16 +125,16 @@ def _tiny_setup(seed: int = 0, **train: float) -> tuple:
     torch.manual_seed(seed)
     config = get_preset("tiny")
     for key, value in train.items():
-        setattr(config.train, key, value)
+        setattr(config.section_of(key), key, value)
     model = CocoGAN(config.model)
-    return config, model, build_optimizers(model, config.train)
+    return config, model, build_optimizers(model, config)
 
 
 def test_train_step_updates_g_d_and_q_with_finite_losses() -> None:
     config, model, optimizers = _tiny_setup(w_content=1.0)
     before = copy.deepcopy(model.state_dict())
     images = torch.rand(8, 3, 32, 32) * 2 - 1
-    losses = train_step(model, optimizers, images, config.train, torch.Generator().manual_seed(0))
+    losses = train_step(model, optimizers, images, config, torch.Generator().manual_seed(0))
     assert set(losses) >= {"L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "loss_D", "loss_G"}
     assert all(torch.isfinite(v) for v in losses.values())
     after = model.state_dict()
@@ -151,7 +151,7 @@ def test_same_seed_same_result() -> None:
         images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
         rng = torch.Generator().manual_seed(11)
         for _ in range(2):
-            losses = train_step(model, optimizers, images, config.train, rng)
+            losses = train_step(model, optimizers, images, config, rng)
         results.append(({k: v.item() for k, v in losses.items()},
                         model.generator.stem.parametrizations.weight.original.clone()))
     assert results[0][0] == results[1][0]
@@ -162,8 +162,8 @@ def test_cylindrical_train_step_and_macro_generation() -> None:
     torch.manual_seed(0)
     config = get_preset("tiny-panorama")
     model = CocoGAN(config.model)
-    optimizers = build_optimizers(model, config.train)
-    losses = train_step(model, optimizers, torch.rand(4, 3, 32, 96) * 2 - 1, config.train,
+    optimizers = build_optimizers(model, config)
+    losses = train_step(model, optimizers, torch.rand(4, 3, 32, 96) * 2 - 1, config,
                         torch.Generator().manual_seed(0))
     assert all(torch.isfinite(v) for v in losses.values())
     macro = generate_macro(model.generator_ema, model.coords, model.sample_z(2),
@@ -196,9 +196,9 @@ def test_bad_model_configs_name_the_field(changes: dict, field: str) -> None:
 
 
 def test_overrides_and_yaml_round_trip() -> None:
-    overrides = ["train.lr_g=2e-4", "ngf=8", "model.coords=cylindrical"]
+    overrides = ["optim.lr_g=2e-4", "ngf=8", "model.coords=cylindrical"]
     config = apply_overrides(get_preset("tiny"), overrides)
-    assert config.train.lr_g == 2e-4 and config.model.ngf == 8
+    assert config.optim.lr_g == 2e-4 and config.model.ngf == 8
     assert Config.from_yaml(config.to_yaml()).to_dict() == config.to_dict()
     with pytest.raises(ConfigError, match=r"train\.nope"):
         apply_overrides(config, ["train.nope=1"])

@@ -37,8 +37,8 @@ from test_distributed import TRAIN, free_port, quiet_env, wait_for_steps
 from test_generate_cli import save_run
 
 SMALL = ["--set", "model.z_dim=8", "model.ngf=8", "model.ndf=8", "model.aux_hidden=16",
-         "train.batch=4", "train.log_every=1", "train.sample_every=2", "train.checkpoint_every=2",
-         "train.num_workers=0", "train.n_samples=4", "train.ema_warmup=1"]
+         "optim.batch=4", "run.log_every=1", "run.sample_every=2", "run.checkpoint_every=2",
+         "data.num_workers=0", "run.n_samples=4", "optim.ema_warmup=1"]
 
 
 @pytest.fixture(autouse=True)
@@ -381,7 +381,7 @@ def test_unexpected_errors_keep_the_traceback_and_ask_for_a_report(
 def test_batch_of_one_is_refused_before_writing(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     assert new_run(tmp_path / "run", "--batch", "1") == 2
-    assert "train.batch must be at least 2" in one_line(capsys)
+    assert "optim.batch must be at least 2" in one_line(capsys)
     assert not (tmp_path / "run").exists()
 
 
@@ -415,7 +415,7 @@ def test_repeated_and_huge_seeds(run: Path, tmp_path: Path,
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", ".inf"])
 def test_non_finite_numbers_are_refused(value: str) -> None:
-    config = apply_overrides(get_preset("tiny"), [f"train.lr_g={value}"])
+    config = apply_overrides(get_preset("tiny"), [f"optim.lr_g={value}"])
     with pytest.raises(ConfigError, match="finite"):
         config.validate()
 
@@ -624,7 +624,7 @@ def test_model_sizes_beyond_the_machine_are_refused_with_the_figure(
 def test_training_budget_passes_the_presets_and_force_skips_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     tiny = get_preset("tiny")
-    estimate = budget.training_budget(tiny.model, tiny.train.batch, tiny.train.n_samples, 3)
+    estimate = budget.training_budget(tiny.model, tiny.optim.batch, tiny.run.n_samples, 3)
     assert 10e6 < estimate.memory < 1e9  # ~135 MB for the tiny preset
     monkeypatch.setattr(budget, "available_memory", lambda: 10**6)
     assert new_run(tmp_path / "a", "--dry-run") == 2
@@ -635,11 +635,11 @@ def test_training_budget_passes_the_presets_and_force_skips_it(
 @pytest.mark.parametrize("workers", ["100000", "-2"])
 def test_num_workers_is_bounded_by_the_cores(workers: str, tmp_path: Path,
                                              capsys: pytest.CaptureFixture) -> None:
-    """train.num_workers=100000 forked until the machine was at load 289."""
+    """data.num_workers=100000 forked until the machine was at load 289."""
     assert main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out",
-                 str(tmp_path / "run"), "--set", f"train.num_workers={workers}"]) == 2
+                 str(tmp_path / "run"), "--set", f"data.num_workers={workers}"]) == 2
     line = one_line(capsys)
-    assert "train.num_workers must be -1" in line and "per usable CPU core" in line
+    assert "data.num_workers must be -1" in line and "per usable CPU core" in line
     assert line.endswith(f"got {workers}")
 
 
@@ -698,7 +698,7 @@ def test_a_killed_rank_names_the_newest_checkpoint(tmp_path: Path) -> None:
     port = str(free_port())
     ranks = [subprocess.Popen(
         [sys.executable, "-m", "cocogan", "train", "--out", str(run), "--steps", "100000",
-         *TRAIN, "train.checkpoint_every=2", "train.sample_every=100000"],
+         *TRAIN, "run.checkpoint_every=2", "run.sample_every=100000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=quiet_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port)) for rank in range(2)]

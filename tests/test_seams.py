@@ -118,13 +118,13 @@ PAPER_PRESETS = [n for n in PRESETS if not n.startswith(("tiny", "small"))] + ["
 def test_paper_presets_keep_the_paper_generator(name: str) -> None:
     config = get_preset(name)
     m = config.model
-    assert not m.g_margin and config.train.w_overlap == 0
+    assert not m.g_margin and config.loss.w_overlap == 0
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-panorama", "small64"])
 def test_small_presets_adopt_the_seam_options(name: str) -> None:
     config = get_preset(name)
-    assert config.model.g_margin and config.train.w_overlap > 0
+    assert config.model.g_margin and config.loss.w_overlap > 0
 
 
 def test_paper_generator_unchanged_for_a_fixed_seed() -> None:
@@ -151,7 +151,7 @@ def test_the_removed_study_options_are_unknown_keys() -> None:
             apply_overrides(get_preset("tiny"), [f"model.{key}"])
     saved = get_preset("tiny").to_dict()  # a run saved before the removal still loads
     saved["model"].update(pixel_coords=False, pixel_fourier=0, g_padding="zeros", g_field=False)
-    saved["train"]["cache_images"] = "auto"  # removed too: train.cache_max_mb alone decides
+    saved["train"]["cache_images"] = "auto"  # removed too: data.cache_max_mb alone decides
     assert Config.from_dict(saved) == get_preset("tiny")
     saved["model"]["pixel_coords"] = True
     with pytest.raises(ValueError, match="removed"):
@@ -180,13 +180,13 @@ def test_overlap_training_step_and_config_checks() -> None:
     config = apply_overrides(get_preset("celeba64"), [
         "model.full_height=32", "model.full_width=32", "model.micro=8", "model.macro=16",
         "model.ngf=8", "model.ndf=8", "model.z_dim=8", "model.g_margin=true",
-        "train.w_overlap=10"])
+        "loss.w_overlap=10"])
     model = CocoGAN(config.validate().model)
-    losses = train_step(model, build_optimizers(model, config.train), torch.rand(4, 3, 32, 32),
-                        config.train, torch.Generator().manual_seed(0))
+    losses = train_step(model, build_optimizers(model, config), torch.rand(4, 3, 32, 32),
+                        config, torch.Generator().manual_seed(0))
     assert losses["L_O"] > 0 and math.isfinite(losses["loss_G"])
     with pytest.raises(ValueError, match="g_margin"):
-        apply_overrides(get_preset("celeba64"), ["train.w_overlap=10"]).validate()
+        apply_overrides(get_preset("celeba64"), ["loss.w_overlap=10"]).validate()
 
 
 def test_recalibrated_ema_statistics_are_the_batch_statistics() -> None:
@@ -215,20 +215,20 @@ def test_recalibrated_ema_statistics_are_the_batch_statistics() -> None:
 
 
 def test_w_spatial_g_changes_only_g_objective() -> None:
-    """train.w_spatial_g replaces w_spatial in G's objective alone: from the same start, D's
+    """loss.w_spatial_g replaces w_spatial in G's objective alone: from the same start, D's
     update is the same and loss_G differs by exactly w_spatial x L_S(fake)."""
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     losses = {}
     for setting in ("null", "0"):
-        config = apply_overrides(get_preset("tiny"), [f"train.w_spatial_g={setting}"])
+        config = apply_overrides(get_preset("tiny"), [f"loss.w_spatial_g={setting}"])
         torch.manual_seed(0)
         model = CocoGAN(config.model)
-        optimizers = build_optimizers(model, config.train)
-        losses[setting] = train_step(model, optimizers, images, config.train,
+        optimizers = build_optimizers(model, config)
+        losses[setting] = train_step(model, optimizers, images, config,
                                      torch.Generator().manual_seed(0))
     paper, no_g_spatial = losses["null"], losses["0"]
-    assert get_preset("celeba64").train.w_spatial_g is None  # the paper presets: w_spatial
+    assert get_preset("celeba64").loss.w_spatial_g is None  # the paper presets: w_spatial
     assert torch.equal(paper["loss_D"], no_g_spatial["loss_D"])
-    expected = paper["loss_G"] - get_preset("tiny").train.w_spatial * paper["L_S_fake"]
+    expected = paper["loss_G"] - get_preset("tiny").loss.w_spatial * paper["L_S_fake"]
     assert no_g_spatial["loss_G"].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     assert paper["L_S_fake"].item() > 0

@@ -52,9 +52,9 @@ def tiny_config(**train: object) -> Config:
     config = get_preset("tiny")
     config.model.ngf = config.model.ndf = 8
     config.model.z_dim, config.model.aux_hidden = 8, 16
-    config.train.w_content = 1.0  # every loss term reaches every network
+    config.loss.w_content = 1.0  # every loss term reaches every network
     for key, value in train.items():
-        setattr(config.train, key, value)
+        setattr(config.section_of(key), key, value)
     return config
 
 
@@ -62,17 +62,17 @@ def run_steps(config: Config, *, sn_once: bool = False, converge_sn: bool = Fals
               steps: int = STEPS) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
     """Losses of each step and the final weights of a seeded model trained ``steps`` steps."""
     torch.manual_seed(0)
-    model = prepare_model(CocoGAN(config.model), config.train)
+    model = prepare_model(CocoGAN(config.model), config)
     if converge_sn:
         converge_power_iteration(model)
-    optimizers = build_optimizers(model, config.train)
+    optimizers = build_optimizers(model, config)
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    if config.train.channels_last:
+    if config.run.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     rng = step_generator("cpu").manual_seed(2)
     history = []
     for step in range(steps):
-        losses = train_step(model, optimizers, images, config.train, rng, sn_once=sn_once)
+        losses = train_step(model, optimizers, images, config, rng, sn_once=sn_once)
         update_ema(model, step, 0.9, 1)
         history.append({name: value.item() for name, value in losses.items()})
     return history, {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -133,8 +133,8 @@ def test_sn_once_runs_one_power_iteration_per_d_update() -> None:
     torch.manual_seed(0)
     model = CocoGAN(config.model)
     reference = copy.deepcopy(model)
-    optimizers = build_optimizers(model, config.train)
-    train_step(model, optimizers, torch.rand(4, 3, 32, 32) * 2 - 1, config.train,
+    optimizers = build_optimizers(model, config)
+    train_step(model, optimizers, torch.rand(4, 3, 32, 32) * 2 - 1, config,
                torch.Generator().manual_seed(0), sn_once=True)
     # D's trunk ran its power iteration in the D update (once) and not in the G update (D's
     # state is frozen there): the same u as one no-grad forward pass of an untouched copy.
@@ -232,8 +232,8 @@ def test_cuda_steady_state_step_never_waits_for_the_host(folder: Path) -> None:
     torch.set_default_dtype(torch.float32)
     config = tiny_config(sn_once=True, channels_last=True)
     device = torch.device("cuda")
-    model = prepare_model(CocoGAN(config.model).to(device), config.train)
-    optimizers = build_optimizers(model, config.train)
+    model = prepare_model(CocoGAN(config.model).to(device), config)
+    optimizers = build_optimizers(model, config)
     cached = CachedImages.decode(ImageFolderDataset(folder, 32, 32), 32, 32, device=device)
     stream = BatchStream(cached, 4, seed=0, num_workers=0, device=device)
     rng = step_generator(device).manual_seed(0)
@@ -241,7 +241,7 @@ def test_cuda_steady_state_step_never_waits_for_the_host(folder: Path) -> None:
 
     def step(index: int) -> None:
         images = next(stream).contiguous(memory_format=torch.channels_last)
-        losses = train_step(model, optimizers, images, config.train, rng, amp=True,
+        losses = train_step(model, optimizers, images, config, rng, amp=True,
                             sn_once=True)
         update_ema(model, index, 0.999, 1)
         log.accumulate(losses, index)

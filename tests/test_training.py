@@ -35,8 +35,8 @@ from cocogan.training.signals import StopFlag
 PRESET = "tiny-paper"
 # Shrinks the tiny presets further and makes every interval small, so a run takes seconds.
 SMALL = ["--set", "model.z_dim=8", "model.ngf=8", "model.ndf=8", "model.aux_hidden=16",
-         "train.batch=4", "train.log_every=1", "train.sample_every=2", "train.checkpoint_every=2",
-         "train.num_workers=0", "train.n_samples=4", "train.ema_warmup=1"]
+         "optim.batch=4", "run.log_every=1", "run.sample_every=2", "run.checkpoint_every=2",
+         "data.num_workers=0", "run.n_samples=4", "optim.ema_warmup=1"]
 
 
 @pytest.fixture(autouse=True)
@@ -99,12 +99,12 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_from_folder_writes_a_complete_run(image_folder: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    assert new_run(run, "train.num_workers=1", data=str(image_folder), steps=3) == 0
+    assert new_run(run, "data.num_workers=1", data=str(image_folder), steps=3) == 0
     out = capsys.readouterr()
     assert "broken.png" in out.err and "warning" in out.err  # skipped, said once, no traceback
     assert "41 images (1 unreadable file(s) skipped)" in out.out
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["version"] and Config.from_dict(saved).train.steps == 3
+    assert saved["version"] and Config.from_dict(saved).optim.steps == 3
     assert yaml.safe_load((run / "run.yaml").read_text())["skipped_files"] == 1
     assert resumable_steps(run) == [2, 3]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -136,7 +136,7 @@ def straight_and_resumed(tmp_path: Path, *overrides: str) -> tuple[Path, Path, d
     equal in every weight and in the resume state; returns both runs and the state."""
     straight, split = tmp_path / "straight", tmp_path / "split"
     args = {"preset": "tiny-panorama", "data": "builtin:skyline"}
-    assert new_run(straight, *overrides, "train.checkpoint_every=4", steps=4, **args) == 0
+    assert new_run(straight, *overrides, "run.checkpoint_every=4", steps=4, **args) == 0
     assert new_run(split, *overrides, steps=2, **args) == 0
     assert train("--resume", split, "--steps", 4) == 0
     a = load_file(straight / "checkpoints" / "step-00000004.safetensors")
@@ -173,7 +173,7 @@ def test_baseline_family_is_trained_and_resumed_by_the_same_trainer(tmp_path: Pa
     config, model, _ = load_model(straight, family="baseline")
     assert isinstance(model, BaselineGAN) and config.model.family == "baseline"
     saved = {k: v for k, v in a.items() if k.startswith("generator_ema.") and "running" in k}
-    model.recalibrate_ema(config.train.batch, seed=4)  # what the Trainer does before saving
+    model.recalibrate_ema(config.optim.batch, seed=4)  # what the Trainer does before saving
     again = {f"generator_ema.{k}": v for k, v in model.generator_ema.state_dict().items()}
     assert saved and all(torch.allclose(saved[k], again[k], atol=1e-6) for k in saved)
     live = {k.replace("generator_ema.", "generator."): v for k, v in saved.items()}
@@ -237,7 +237,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
     run = tmp_path / "run"
     command = [sys.executable, "-c", "import sys; from cocogan.cli import main; sys.exit(main())",
                "train", "--preset", PRESET, "--data", "builtin:blobs", "--out", str(run),
-               "--steps", "100000", *SMALL, "train.checkpoint_every=100000"]
+               "--steps", "100000", *SMALL, "run.checkpoint_every=100000"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     deadline = time.monotonic() + 120
@@ -258,7 +258,7 @@ def test_stop_before_the_first_step_still_leaves_a_resumable_run(tmp_path: Path)
     run = tmp_path / "run"
     assert new_run(run, "--dry-run") == 0
     config, spec = read_run(run)
-    trainer = new_trainer(run, config, spec, open_dataset(config, spec.data, spec.seed))
+    trainer = new_trainer(run, config, spec, open_dataset(config, spec.seed))
     stop = StopFlag()
     stop.request("SIGTERM")
     assert trainer.fit(stop) == "SIGTERM"
@@ -358,9 +358,9 @@ def test_init_from_fine_tunes_beyond_the_boundary(tmp_path: Path,
     assert new_run(base) == 0
     tuned = tmp_path / "tuned"
     assert train("--init-from", base, "--extrapolate", "1", "--data", "builtin:blobs",
-                 "--out", tuned, "--steps", 1, "--set", "train.num_workers=0") == 0
+                 "--out", tuned, "--steps", 1, "--set", "data.num_workers=0") == 0
     config = Config.from_yaml((tuned / "config.yaml").read_text())
-    assert config.train.extrapolate == 1 and config.model.ngf == 8  # the base run's model
+    assert config.loss.extrapolate == 1 and config.model.ngf == 8  # the base run's model
     capsys.readouterr()
     other = tmp_path / "other"  # the plain preset is wider than the base run
     assert train("--init-from", base, "--preset", PRESET, "--data", "builtin:blobs",
@@ -372,7 +372,7 @@ def test_init_from_fine_tunes_beyond_the_boundary(tmp_path: Path,
 
 def test_prune_keeps_the_newest(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert new_run(run, "train.checkpoint_every=1", "train.keep_checkpoints=2", steps=4) == 0
+    assert new_run(run, "run.checkpoint_every=1", "run.keep_checkpoints=2", steps=4) == 0
     assert resumable_steps(run) == [3, 4]
     assert len(list((run / "checkpoints").iterdir())) == 4
 
@@ -398,8 +398,8 @@ def test_saved_ema_generator_is_spectrally_normalised_for_its_own_weights(
     """A3: the EMA's u, v were the live G's, which left sigma_max up to ~1.2 (measured: 1.23
     after 150 tiny steps); the saved EMA must be normalised for its own weights."""
     run = tmp_path / "run"
-    assert new_run(run, "train.ema_warmup=0", "train.ema_decay=0.99", "train.ema_rampup=0",
-                   "train.checkpoint_every=150", "train.sample_every=150", "train.log_every=50",
+    assert new_run(run, "optim.ema_warmup=0", "optim.ema_decay=0.99", "optim.ema_rampup=0",
+                   "run.checkpoint_every=150", "run.sample_every=150", "run.log_every=50",
                    steps=150) == 0
     _, model, _ = load_model(run / "checkpoints" / "step-00000150.safetensors", "cpu")
     ema = _effective_sigmas(model.generator_ema)
@@ -421,12 +421,12 @@ def _tiny_model(preset: str = "tiny", **train: object) -> tuple:
     config.model.ngf = config.model.ndf = 8
     config.model.z_dim, config.model.aux_hidden = 8, 16
     for key, value in train.items():
-        setattr(config.train, key, value)
+        setattr(config.section_of(key), key, value)
     torch.manual_seed(0)
     model = CocoGAN(config.model)
     images = torch.rand(4, 3, config.model.full_height, config.model.full_width,
                         generator=torch.Generator().manual_seed(1)) * 2 - 1
-    return config, model, build_optimizers(model, config.train), images
+    return config, model, build_optimizers(model, config), images
 
 
 def _tracked(module: torch.nn.Module) -> dict[str, int]:
@@ -463,7 +463,7 @@ def test_each_network_changes_only_in_its_own_phase(sn_once: bool,
     g_before, d_before = _tracked(model.generator), _tracked(D)
     rng = torch.Generator().manual_seed(2)
     for _ in range(2):
-        step_module.train_step(model, optimizers, images, config.train, rng, sn_once=sn_once)
+        step_module.train_step(model, optimizers, images, config, rng, sn_once=sn_once)
     assert len(g_forwards) == 2
     assert all(_tracked(model.generator)[k] == v + 2 for k, v in g_before.items())
     assert all(_tracked(D)[k] == v + 2 for k, v in d_before.items())  # once per step
@@ -486,9 +486,9 @@ def test_diagnostics_equal_an_independent_computation() -> None:
     reference = copy.deepcopy(model)
     rng = torch.Generator().manual_seed(2)
     twin = torch.Generator().manual_seed(2)
-    values = train_step(model, optimizers, images, config.train, rng, sn_once=True)
+    values = train_step(model, optimizers, images, config, rng, sn_once=True)
 
-    step = sample_step(reference, images, config.train, twin)
+    step = sample_step(reference, images, config, twin)
     G, D = reference.generator, reference.discriminator
     G.train()
     D.train()
@@ -518,7 +518,7 @@ def test_diagnostics_equal_an_independent_computation() -> None:
 
 def test_diagnostics_reach_metrics_tensorboard_and_the_plot(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert new_run(run, "train.log_every=2", steps=4) == 0
+    assert new_run(run, "run.log_every=2", steps=4) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     names = ("D_real", "D_fake", "GP_norm", "GP_norm_max", "grad_D", "grad_G", "grad_Q")
     for record in records:
@@ -535,7 +535,7 @@ def test_diagnostics_reach_metrics_tensorboard_and_the_plot(tmp_path: Path) -> N
 def test_ema_warm_up_ramps_and_its_horizon_is_in_images() -> None:
     """A8: after the copy phase the half-life grows with the steps done (StyleGAN's rampup)
     instead of jumping to the full decay; ema_kimg gives one horizon in images per batch."""
-    from cocogan.config import TrainConfig
+    from cocogan.config import Config, OptimConfig
     from cocogan.training.step import ema_beta, ema_decay
 
     betas = [ema_beta(step, 0.999, 10, 0.05) for step in range(20_000)]
@@ -546,10 +546,10 @@ def test_ema_warm_up_ramps_and_its_horizon_is_in_images() -> None:
     half_life = np.log(0.5) / np.log(np.array(betas[10:]))  # steps
     assert np.all(half_life <= 0.05 * np.arange(11, 20_001) + 1e-6)
     assert ema_beta(5, 0.999, 0, 0.0) == 0.999  # rampup 0: full decay at once
-    small, large = TrainConfig(batch=16, ema_kimg=10.0), TrainConfig(batch=32, ema_kimg=10.0)
+    small, large = (Config(optim=OptimConfig(batch=b, ema_kimg=10.0)) for b in (16, 32))
     assert ema_decay(large) == pytest.approx(ema_decay(small) ** 2)  # same decay per image
     assert ema_decay(small) ** (10_000 / 16) == pytest.approx(0.5)
-    assert ema_decay(TrainConfig(ema_decay=0.99)) == 0.99
+    assert ema_decay(Config(optim=OptimConfig(ema_decay=0.99))) == 0.99
 
 
 def test_init_from_keeps_the_pre_trained_ema(tmp_path: Path) -> None:
@@ -559,8 +559,8 @@ def test_init_from_keeps_the_pre_trained_ema(tmp_path: Path) -> None:
     assert new_run(base) == 0
     tuned = tmp_path / "tuned"
     assert train("--init-from", base, "--data", "builtin:blobs", "--out", tuned, "--steps", 1,
-                 "--set", "train.num_workers=0", "train.ema_warmup=100",
-                 "train.ema_decay=0.9") == 0
+                 "--set", "data.num_workers=0", "optim.ema_warmup=100",
+                 "optim.ema_decay=0.9") == 0
     _, start, _ = load_model(base / "checkpoints" / "step-00000002.safetensors", "cpu")
     _, end, _ = load_model(tuned / "checkpoints" / "step-00000001.safetensors", "cpu")
     name = "stem.parametrizations.weight.original"
@@ -596,7 +596,7 @@ def test_extrapolation_step_trains_g_first_blocks_on_the_extended_grid(
     monkeypatch.setattr(step_module, "g_step", recording_g_step)
     rng = torch.Generator().manual_seed(3)
     for _ in range(3):
-        step_module.train_step(model, optimizers, images, config.train, rng)
+        step_module.train_step(model, optimizers, images, config, rng)
     normal, extra = batches[0::2], batches[1::2]
     assert all(bool(coords.in_bounds(b.rows, b.cols).all()) for b in normal)
     rows = torch.cat([b.rows for b in extra])

@@ -1,10 +1,17 @@
 """Typed configuration: the only home of defaults.
 
-A run is described by one :class:`Config` made of a :class:`ModelConfig` (what is learnt: image,
-patch and network sizes, coordinate system) and a :class:`TrainConfig` (how it is learnt: batch,
-optimiser, loss weights, logging). Presets (``cocogan.presets``) are small named overrides of these
-defaults; the CLI's ``--set section.key=value`` goes through :func:`apply_overrides`, which rejects
-unknown keys instead of silently ignoring them.
+A run is described by one :class:`Config` of five sections, each a dataclass that validates
+itself: ``model`` (:class:`ModelConfig`: what is learnt: image, patch and network sizes,
+coordinates), ``loss`` (:class:`LossConfig`: the weights of the paper's losses and the options
+beyond it), ``optim`` (:class:`OptimConfig`: batch, steps, Adam, EMA), ``data``
+(:class:`DataConfig`: source, preprocessing, loading) and ``run`` (:class:`RunConfig`: cadence,
+precision, speed and determinism switches). Presets (``cocogan.presets``) are small named
+overrides of these defaults; ``--set section.key=value`` goes through :func:`apply_overrides`,
+which rejects unknown keys instead of silently ignoring them.
+
+Configs written before the split had one ``train`` section: a ``train:`` mapping (a config
+file, a run's config.yaml, a checkpoint's config) and ``--set train.KEY=V`` still work, each key
+going to the section that now owns it (:data:`FIELD_SECTION`). Text bounds: :mod:`yaml_limits`.
 """
 
 from __future__ import annotations
@@ -12,59 +19,36 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+
+from cocogan.yaml_limits import (
+    MAX_CONFIG_BYTES,
+    MAX_STRING,
+    ConfigError,
+    YAMLLimitError,
+    check_depth,
+    cut,
+    load_yaml,
+    names,
+    read_yaml_file,
+    show,
+)
+
+__all__ = ["COMPILE_MODES", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig",
+           "OptimConfig", "RunConfig", "apply_overrides", "read_config_file"]
 
 COORDINATE_SYSTEMS = ("cartesian", "cylindrical")
 SAMPLING_MODES = ("discrete", "continuous")
 # Network + loss pairs one Trainer drives: the paper's model, or the full-image baseline GAN
 # (cocogan.model.BaselineGAN, docs/evaluation.md) of the same sizes.
 MODEL_FAMILIES = ("cocogan", "baseline")
-# torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs).
+# torch.compile modes of run.compile ("reduce-overhead" adds CUDA graphs).
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the fix."""
-
-
-class YAMLLimitError(ConfigError, yaml.YAMLError):
-    """A YAML text beyond the bounds of a config (size, nesting, alias expansion); also a
-    YAMLError, so callers that catch invalid YAML catch this too."""
-
-
-# Bounds of every config text (YAML files, --set values, run files, a checkpoint's config). A
-# real config is ~2 KB, ~60 nodes and 3 levels deep; a 400-byte "billion laughs" YAML expands
-# to ~10^9 nodes, and deep nesting overflows the recursive YAML composer and JSON decoder.
-MAX_CONFIG_BYTES = 1 << 20  # a --config file or config text
-MAX_CONFIG_NODES = 10_000  # YAML nodes after expanding aliases
-MAX_CONFIG_DEPTH = 32  # nested mappings/lists
-MAX_STRING = 1_000  # characters of a string config value
-_SHOW = reprlib.Repr()
-_SHOW.maxstring = _SHOW.maxother = 80
-_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = _SHOW.maxset = 4
-_SHOW.maxlevel = 2
-
-
-def show(value: Any) -> str:
-    """repr of a user-given value, cut to ~80 characters: an echoed value never makes an error
-    message long (a billion-laughs --set once printed a 351 MB line)."""
-    return _SHOW.repr(value)
-
-
-def cut(text: str, limit: int = 80) -> str:
-    """``text`` itself when short, else its start and "..." (a name echoed in a message)."""
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
-
-
-def _names(names: Any, shown: int = 6) -> str:
-    """'a, b, c' of the first `shown` sorted names, each cut short."""
-    items = sorted(names)
-    return ", ".join(cut(n) for n in items[:shown]) + (", ..." if len(items) > shown else "")
+NAME_LIMIT = 80  # characters of a config's name kept (it is echoed in messages and pictures)
 
 
 @dataclass
@@ -84,7 +68,7 @@ class ModelConfig:
     ndf: int = 64  # discriminator base width
     aux_hidden: int = 128  # hidden width of D's spatial and content heads
     g_margin: bool = False  # G draws a 1.5x canvas and keeps the centre micro patch (beyond the
-    #   paper, against patch seams, with train.w_overlap; docs/seams.md); False: the paper
+    #   paper, against patch seams, with loss.w_overlap; docs/seams.md); False: the paper
     z_phase: bool = False  # cylindrical only: G turns the angle it is told by pi * z[0], so each
     #   panorama has its own heading (beyond the paper; docs/seams.md); False: the paper
 
@@ -136,17 +120,47 @@ class ModelConfig:
                               f"model.full_width ({self.full_width})")
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation and bookkeeping (released hyper-parameters as defaults)."""
+class Section:
+    """Common checks of the training sections, declared per class: every float finite, the
+    named fields positive integers, >= 0 (None passes where the type allows it), in [0, 1)."""
 
-    batch: int = 64  # macro patches (= full-image latents) per step
-    steps: int = 100_000  # total optimisation steps (one D, one G, one Q update each)
-    lr_g: float = 1e-4  # TTUR learning rate of G (paper Section 2)
-    lr_d: float = 4e-4  # TTUR learning rate of D and its spatial head
-    lr_q: float = 1e-4  # learning rate of the content head Q (its own optimiser)
-    beta1: float = 0.0  # Adam beta1
-    beta2: float = 0.999  # Adam beta2
+    NAME: ClassVar[str] = ""
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ()
+    FRACTIONS: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid field."""
+        for item in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                self.fail(item.name, "must be a finite number", value)
+        for name in self.POSITIVE:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                self.fail(name, "must be a positive integer", getattr(self, name))
+        for name in self.NON_NEGATIVE:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                self.fail(name, "must be >= 0", getattr(self, name))
+        for name in self.FRACTIONS:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                self.fail(name, "must be in [0, 1)", getattr(self, name))
+        self.check()
+
+    def check(self) -> None:
+        """The section's own rules beyond the declared ones."""
+
+    def fail(self, name: str, rule: str, value: Any) -> None:
+        raise ConfigError(f"{self.NAME}.{name} {rule}, got {show(value)}")
+
+
+@dataclass
+class LossConfig(Section):
+    """The weights of the objectives (paper eqs. 2-4) and the loss options beyond the paper."""
+
+    NAME: ClassVar[str] = "loss"
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("w_gp", "w_spatial", "w_spatial_g", "w_content",
+                                               "w_overlap", "extrapolate")
+
     w_gp: float = 10.0  # weight of the gradient penalty L_GP (eq. 2)
     w_spatial: float = 100.0  # weight of the spatial consistency loss L_S (eq. 3)
     w_spatial_g: float | None = None  # L_S(fake)'s weight in G's objective; None: w_spatial (the
@@ -155,6 +169,25 @@ class TrainConfig:
     w_content: float = 0.0  # weight of L_C (eq. 4) in G's and D's objectives; 100 for inspiration
     w_overlap: float = 0.0  # weight of L_O in G's objective: margins agree with the neighbours
     #   (beyond the paper; needs model.g_margin; 0 = off, docs/seams.md)
+    extrapolate: int = 0  # beyond-boundary fine-tune: grid steps sampled past [-1, 1] per side
+
+
+@dataclass
+class OptimConfig(Section):
+    """Batch, length, Adam and the EMA of G (released hyper-parameters as defaults)."""
+
+    NAME: ClassVar[str] = "optim"
+    POSITIVE: ClassVar[tuple[str, ...]] = ("batch", "steps")
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("ema_warmup",)
+    FRACTIONS: ClassVar[tuple[str, ...]] = ("beta1", "beta2", "ema_decay")
+
+    batch: int = 64  # macro patches (= full-image latents) per step
+    steps: int = 100_000  # total optimisation steps (one D, one G, one Q update each)
+    lr_g: float = 1e-4  # TTUR learning rate of G (paper Section 2)
+    lr_d: float = 4e-4  # TTUR learning rate of D and its spatial head
+    lr_q: float = 1e-4  # learning rate of the content head Q (its own optimiser)
+    beta1: float = 0.0  # Adam beta1
+    beta2: float = 0.999  # Adam beta2
     ema_decay: float = 0.999  # EMA of G's weights used for sampling: decay per step (beyond
     #   the paper; 0 disables averaging)
     ema_kimg: float | None = None  # EMA half-life in thousands of images, replacing ema_decay
@@ -162,6 +195,43 @@ class TrainConfig:
     ema_warmup: int = 100  # steps during which the EMA is a copy of G (no averaging)
     ema_rampup: float = 0.05  # then the half-life is at most this fraction of the steps done,
     #   until that passes the full half-life (StyleGAN's ema_rampup); 0: full decay at once
+
+    def check(self) -> None:
+        if self.batch < 2:  # batch norm and the gradient penalty need two images per step
+            self.fail("batch", "must be at least 2 (batch statistics need two images): use "
+                      "--batch 2 or more", self.batch)
+        for name in ("lr_g", "lr_d", "lr_q"):
+            if not getattr(self, name) > 0:
+                self.fail(name, "must be > 0", getattr(self, name))
+        if self.ema_kimg is not None and not self.ema_kimg > 0:
+            self.fail("ema_kimg", "must be a number > 0 or null", self.ema_kimg)
+        if not 0.0 <= self.ema_rampup <= 1.0:
+            self.fail("ema_rampup", "must be in [0, 1]", self.ema_rampup)
+
+
+@dataclass
+class DataConfig(Section):
+    """What is trained on and how it is read (the source was in run.yaml before 2026-12)."""
+
+    NAME: ClassVar[str] = "data"
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("cache_max_mb",)
+
+    source: str | None = None  # --data: a folder (DIR::train / DIR::holdout) or builtin:NAME
+    celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
+    num_workers: int = -1  # DataLoader workers; -1 picks min(4, cores - 1)
+    cache_max_mb: int = 4096  # an image folder whose uint8 images fit this is decoded once, onto
+    #   the training device; 0 decodes every epoch
+
+
+@dataclass
+class RunConfig(Section):
+    """Cadence of logs, samples and checkpoints; precision, speed and determinism switches
+    (none changes what a step computes, except amp's bfloat16 and deterministic's kernels)."""
+
+    NAME: ClassVar[str] = "run"
+    POSITIVE: ClassVar[tuple[str, ...]] = ("log_every", "sample_every", "checkpoint_every",
+                                           "keep_checkpoints", "n_samples")
+
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalars
     sample_every: int = 500  # steps between sample grids
     checkpoint_every: int = 1000  # steps between checkpoints
@@ -172,52 +242,21 @@ class TrainConfig:
     sn_once: bool = True  # one D spectral-norm power iteration per D update, real+fake batched
     #   (False: every D call in the update runs its own, as before 2026-12)
     compile: str = "off"  # torch.compile G and D's trunk: one of COMPILE_MODES; off on CPU
-    num_workers: int = -1  # DataLoader workers; -1 picks min(4, cores - 1)
-    cache_max_mb: int = 4096  # an image folder whose uint8 images fit this is decoded once, onto
-    #   the training device; 0 decodes every epoch
-    extrapolate: int = 0  # beyond-boundary fine-tune: grid steps sampled past [-1, 1] per side
-    celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
+    deterministic: bool = False  # CUDA: deterministic cuDNN and torch kernels, no autotuner
+    #   (same results run to run on one GPU, slower; docs/training.md "Determinism")
 
-    def validate(self) -> None:
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"train.{item.name} must be a finite number, got {value!r}")
-        for name in ("batch", "steps", "log_every", "sample_every", "checkpoint_every",
-                     "keep_checkpoints", "n_samples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"train.{name} must be a positive integer, got {value!r}")
-        if self.batch < 2:  # batch norm and the gradient penalty need two images per step
-            raise ConfigError(f"train.batch must be at least 2 (batch statistics need two "
-                              f"images), got {self.batch}: use --batch 2 or more")
-        for name in ("lr_g", "lr_d", "lr_q"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("beta1", "beta2", "ema_decay"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"train.{name} must be in [0, 1), got {value!r}")
-        if self.w_spatial_g is not None and not (
-                isinstance(self.w_spatial_g, int | float) and self.w_spatial_g >= 0):
-            raise ConfigError(f"train.w_spatial_g must be a number >= 0 or null, "
-                              f"got {self.w_spatial_g!r}")
-        for name in ("w_gp", "w_spatial", "w_content", "w_overlap"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.ema_kimg is not None and not (isinstance(self.ema_kimg, int | float)
-                                              and self.ema_kimg > 0):
-            raise ConfigError(f"train.ema_kimg must be a number > 0 or null, got "
-                              f"{self.ema_kimg!r}")
-        if not 0.0 <= self.ema_rampup <= 1.0:
-            raise ConfigError(f"train.ema_rampup must be in [0, 1], got {self.ema_rampup!r}")
-        if self.extrapolate < 0:
-            raise ConfigError(f"train.extrapolate must be >= 0, got {self.extrapolate!r}")
+    def check(self) -> None:
         if self.compile not in COMPILE_MODES:
-            raise ConfigError(f"train.compile must be one of {', '.join(COMPILE_MODES)}, "
-                              f"got {self.compile!r}")
-        if self.cache_max_mb < 0:
-            raise ConfigError(f"train.cache_max_mb must be >= 0, got {self.cache_max_mb!r}")
+            self.fail("compile", f"must be one of {', '.join(COMPILE_MODES)}", self.compile)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
+                             "data": DataConfig, "run": RunConfig}
+# The one-section layout before 2026-12: each key of `train:` belongs to one section now.
+LEGACY_SECTION = "train"
+FIELD_SECTION: dict[str, str] = {f.name: section for section, kind in SECTIONS.items()
+                                 if section != "model" for f in dataclasses.fields(kind)}
+REMOVED_TRAIN_OPTIONS = ("cache_images",)  # dropped from old runs' train sections
 
 
 @dataclass
@@ -226,35 +265,37 @@ class Config:
 
     name: str = "custom"  # preset name this config came from
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> Config:
-        self.model.validate()
-        self.train.validate()
-        if self.train.w_overlap and not self.model.g_margin:
-            raise ConfigError("train.w_overlap needs model.g_margin=true (the overlap is between "
+        for section in SECTIONS:
+            getattr(self, section).validate()
+        if self.loss.w_overlap and not self.model.g_margin:
+            raise ConfigError("loss.w_overlap needs model.g_margin=true (the overlap is between "
                               "the margins G draws around each micro patch)")
         return self
+
+    def section_of(self, key: str) -> Any:
+        """The section object holding the field ``key`` (of any section but model)."""
+        if key not in FIELD_SECTION:
+            raise ConfigError(f"unknown config key {cut(key)}")
+        return getattr(self, FIELD_SECTION[key])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        """Build from a nested dict, rejecting unknown keys."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
-        unknown = set(data) - {"name", "model", "train", "version"}
-        if unknown:
-            raise ConfigError(f"unknown config section(s): {_names(map(str, unknown))}; "
-                              "allowed: name, model, train")
-        _check_depth(data, "config")
+        """Build from a nested dict (old ``train:`` layout included), rejecting unknown keys."""
+        data = upgrade(data)
         model = _build(ModelConfig, _without_removed(data.get("model") or {}), "model")
-        train = data.get("train") or {}
-        if isinstance(train, dict):  # runs saved before train.cache_images was removed
-            train = {k: v for k, v in train.items() if k != "cache_images"}
-        train = _build(TrainConfig, train, "train")
-        return cls(name=str(data.get("name", "custom")), model=model, train=train)
+        sections = {s: _build(kind, data.get(s) or {}, s) for s, kind in SECTIONS.items()
+                    if s != "model"}
+        return cls(name=cut(str(data.get("name", "custom")), NAME_LIMIT), model=model,
+                   **sections)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -285,90 +326,51 @@ class Config:
             raise ConfigError(f"{what} is nested too deeply for a config") from None
         except ValueError as error:  # JSONDecodeError
             raise ConfigError(f"{what} is not valid JSON: {error}") from None
-        _check_depth(data, what)
+        check_depth(data, what)
         return cls.from_dict(data)
 
 
-def load_yaml(text: str, what: str) -> Any:
-    """`yaml.safe_load` within the bounds of a config: at most MAX_CONFIG_BYTES characters,
-    MAX_CONFIG_DEPTH levels of nesting and MAX_CONFIG_NODES nodes with every alias expanded.
-
-    The bounds are checked on the parser's event stream (iterative, linear in the text)
-    before anything is composed, so a billion-laughs text costs microseconds, not gigabytes.
-
-    Args:
-        what: the text's origin for messages ("--config x.yaml", "--set model.ngf").
-    Raises:
-        YAMLLimitError: beyond a bound; yaml.YAMLError: not YAML.
-    """
-    if len(text) > MAX_CONFIG_BYTES:
-        raise YAMLLimitError(f"{what} is {len(text)} characters, more than a config's "
-                             f"{MAX_CONFIG_BYTES}: pass a config file of model/train keys")
-    sizes: dict[str, int] = {}  # anchor -> expanded node count of what it names
-    open_nodes: list[list[Any]] = []  # [anchor, expanded nodes so far] per open collection
-    total = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            open_nodes.append([event.anchor, 1])
-            if len(open_nodes) > MAX_CONFIG_DEPTH:
-                raise YAMLLimitError(f"{what} nests more than {MAX_CONFIG_DEPTH} levels deep; a "
-                                     "config has sections of key: value lines")
-            continue
-        if isinstance(event, yaml.CollectionEndEvent):
-            anchor, size = open_nodes.pop()
-        elif isinstance(event, yaml.ScalarEvent):
-            anchor, size = event.anchor, 1
-        elif isinstance(event, yaml.AliasEvent):
-            anchor, size = None, sizes.get(event.anchor, 1)
-        else:
-            continue
-        if anchor is not None:
-            sizes[anchor] = size
-        if open_nodes:
-            open_nodes[-1][1] += size
-        total += size if not open_nodes else 0
-        if max(total, open_nodes[-1][1] if open_nodes else 0) > MAX_CONFIG_NODES:
-            raise YAMLLimitError(f"{what} expands to more than {MAX_CONFIG_NODES} values "
-                                 "(YAML aliases repeating aliases, a 'billion laughs'): refused")
-    return yaml.safe_load(text)
+def upgrade(data: Any) -> dict[str, Any]:
+    """A config mapping with its old ``train:`` section distributed to the sections that own
+    its keys (a key given in its new section wins); unknown sections and keys are refused."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
+    allowed = {"name", "version", LEGACY_SECTION, *SECTIONS}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {names(map(str, unknown))}; "
+                          f"allowed: name, {', '.join(SECTIONS)}")
+    check_depth(data, "config")
+    legacy = data.get(LEGACY_SECTION) or {}
+    if not isinstance(legacy, dict):
+        raise ConfigError(f"config section {LEGACY_SECTION!r} must be a mapping")
+    stray = [f"{LEGACY_SECTION}.{k}" for k in map(str, legacy)
+             if k not in FIELD_SECTION and k not in REMOVED_TRAIN_OPTIONS]
+    if stray:
+        raise ConfigError(f"unknown key(s) {names(stray)}; allowed: "
+                          f"{', '.join(sorted(FIELD_SECTION))}")
+    merged = {k: v for k, v in data.items() if k != LEGACY_SECTION}
+    for key, value in legacy.items():
+        if key in FIELD_SECTION:
+            section = merged.get(FIELD_SECTION[key])
+            if section is None or isinstance(section, dict):
+                merged[FIELD_SECTION[key]] = {key: value, **(section or {})}
+    return merged
 
 
 def read_config_file(path: Path, flag: str = "--config") -> dict[str, Any]:
-    """A YAML config file as a mapping; its size is checked before it is read.
+    """A YAML config file as a mapping (old ``train:`` layout distributed); its size is checked
+    before it is read.
 
     Raises:
         ConfigError: missing, larger than MAX_CONFIG_BYTES, not UTF-8 YAML within the bounds
             of `load_yaml`, or not a mapping.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{flag} {path} does not exist")
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{flag} {path} is {size} bytes; a config is a few KB (at most "
-                          f"{MAX_CONFIG_BYTES}): pass a YAML file of model/train keys")
-    try:
-        data = load_yaml(path.read_bytes()[:MAX_CONFIG_BYTES + 1].decode("utf-8"),
-                         f"{flag} {path}") or {}
-    except YAMLLimitError:
-        raise
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{flag} {path} is not valid YAML: "
-                          f"{str(error).splitlines()[0]}") from None
+    data = read_yaml_file(path, flag) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{flag} {path} must be a mapping with model/train sections")
-    return data
-
-
-def _check_depth(data: Any, what: str) -> None:
-    """Raise ConfigError when nested lists/dicts go deeper than MAX_CONFIG_DEPTH (iterative)."""
-    stack = [(data, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > MAX_CONFIG_DEPTH:
-                raise ConfigError(f"{what} nests more than {MAX_CONFIG_DEPTH} levels deep")
-            stack += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+        raise ConfigError(f"{flag} {path} must be a mapping with sections "
+                          f"{', '.join(SECTIONS)}")
+    return upgrade(data)
 
 
 # Seam-study options removed after the study (docs/seams.md), at their off values: runs saved
@@ -391,11 +393,11 @@ def _without_removed(values: Any) -> Any:
 def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"config section {section!r} must be a mapping")
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - names
+    allowed = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(values) - allowed
     if unknown:
-        shown = _names(f"{section}.{k}" for k in map(str, unknown))
-        raise ConfigError(f"unknown key(s) {shown}; allowed: {', '.join(sorted(names))}")
+        shown = names(f"{section}.{k}" for k in map(str, unknown))
+        raise ConfigError(f"unknown key(s) {shown}; allowed: {', '.join(sorted(allowed))}")
     instance = kind()
     for key, raw in values.items():
         setattr(instance, key, _coerce(kind, key, raw, section))
@@ -437,22 +439,23 @@ def _coerce(kind: type, key: str, raw: Any, section: str) -> Any:
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` strings (``--set``); ``key=value`` works when unambiguous."""
+    """Apply ``section.key=value`` strings (``--set``); ``key=value`` works when unambiguous and
+    ``train.key=value`` (the layout before 2026-12) goes to the section owning the key."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {show(item)}")
         key, raw = item.split("=", 1)
         section, _, name = key.rpartition(".")
-        if not section:
-            owners = [s for s in ("model", "train")
-                      if name in {f.name for f in dataclasses.fields(_SECTIONS[s])}]
+        if section in ("", LEGACY_SECTION):
+            owners = [s for s, kind in SECTIONS.items()
+                      if name in {f.name for f in dataclasses.fields(kind)}]
             if len(owners) != 1:
-                raise ConfigError(f"unknown config key {show(key)}; use model.<key> or "
-                                  "train.<key>")
+                raise ConfigError(f"unknown config key {show(key)}; use "
+                                  f"{', '.join(f'{s}.<key>' for s in SECTIONS)}")
             section = owners[0]
-        if section not in _SECTIONS:
+        if section not in SECTIONS:
             raise ConfigError(f"unknown config section {show(section)} in --set {show(item)}; "
-                              "use model.<key> or train.<key>")
+                              f"use {', '.join(f'{s}.<key>' for s in SECTIONS)}")
         try:
             value = load_yaml(raw, f"--set {show(key)}") if raw else raw
         except YAMLLimitError:
@@ -465,9 +468,6 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
             raise ConfigError(f"unknown config key {section}.{cut(name)}; allowed: {allowed}")
         setattr(part, name, _coerce(type(part), name, value, section))
     return config
-
-
-_SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
 
 
 def _is_power_of_two(value: int) -> bool:

@@ -13,7 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from cocogan.config import Config, ConfigError, ModelConfig, TrainConfig
+from cocogan.config import FIELD_SECTION, Config, ConfigError, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -23,15 +23,11 @@ class Preset:
     name: str
     description: str
     model: dict[str, Any]
-    train: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)  # keys of loss/optim/data/run
 
     def config(self) -> Config:
-        base = Config(name=self.name, model=ModelConfig(), train=TrainConfig())
-        for section, values in (("model", self.model), ("train", self.train)):
-            part = getattr(base, section)
-            for key, value in values.items():
-                setattr(part, key, copy.copy(value))
-        return base.validate()
+        return Config.from_dict({"name": self.name, "model": copy.deepcopy(self.model),
+                                 "train": copy.deepcopy(self.train)}).validate()
 
 
 def _paper(name: str, description: str, full: int | tuple[int, int], micro: int, macro: int,
@@ -40,7 +36,7 @@ def _paper(name: str, description: str, full: int | tuple[int, int], micro: int,
     model = {"full_height": height, "full_width": width, "micro": micro, "macro": macro}
     model.update({k: v for k, v in extra.items() if k in ModelConfig.__dataclass_fields__})
     train = {"batch": batch}
-    train.update({k: v for k, v in extra.items() if k in TrainConfig.__dataclass_fields__})
+    train.update({k: v for k, v in extra.items() if k in FIELD_SECTION})
     return Preset(name, description, model, train)
 
 

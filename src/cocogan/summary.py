@@ -37,12 +37,13 @@ def preset_rows() -> list[dict[str, Any]]:
     rows = []
     for name, preset in PRESETS.items():
         config = preset.config()
-        m, t = config.model, config.train
+        m, t = config.model, config
         rows.append({
             "name": name, "full_height": m.full_height, "full_width": m.full_width,
             "micro": m.micro, "macro": m.macro, "macro_width": m.macro_w, "coords": m.coords,
-            "sampling": m.sampling, "batch": t.batch, "z_dim": m.z_dim, "ngf": m.ngf,
-            "ndf": m.ndf, "w_gp": t.w_gp, "w_spatial": t.w_spatial, "w_content": t.w_content,
+            "sampling": m.sampling, "batch": t.optim.batch, "z_dim": m.z_dim, "ngf": m.ngf,
+            "ndf": m.ndf, "w_gp": t.loss.w_gp, "w_spatial": t.loss.w_spatial,
+            "w_content": t.loss.w_content,
             **parameter_counts(config), "description": preset.description,
         })
     return rows

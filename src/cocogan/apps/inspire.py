@@ -43,14 +43,14 @@ class Inspiration:
 
 
 def content_warning(config: Config) -> str | None:
-    """A warning when the run trained without L_C in G's objective (train.w_content == 0).
+    """A warning when the run trained without L_C in G's objective (loss.w_content == 0).
 
     Q itself is trained every step either way, but only L_C in G's objective makes G keep z
     recoverable from a single macro patch, which is what inspiration relies on.
     """
-    if config.train.w_content > 0:
+    if config.loss.w_content > 0:
         return None
-    return (f"run {config.name!r} was trained with train.w_content=0, so G was never pushed to "
+    return (f"run {config.name!r} was trained with loss.w_content=0, so G was never pushed to "
             "keep z recoverable from a patch and the estimate is weak; use a patch-inspired "
             "preset (e.g. tiny-inspired, celeba128-inspired) for meaningful results")
 

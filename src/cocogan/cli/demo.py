@@ -116,7 +116,7 @@ class Forecast:
             return
         self.done = True
         per_step = (now - self.start[1]) / (step - self.start[0])
-        minutes = per_step * (trainer.config.train.steps - step) / 60
+        minutes = per_step * (trainer.config.optim.steps - step) / 60
         line = f"{per_step * 1000:.0f} ms per step: about {minutes:.1f} min for the rest"
         if minutes > 2 * self.planned:
             line += (f", {minutes / self.planned:.1f}x the planned {self.planned:g} min (the "
@@ -178,13 +178,12 @@ def stage_steps(stage: DemoStage, fast: bool, full: bool) -> int:
 def demo_config(stage: DemoStage, fast: bool, full: bool = False) -> Config:
     """The stage's preset with the demo's step count and intervals."""
     config = get_preset(stage.preset)
-    train = config.train
-    train.steps = stage_steps(stage, fast, full)
-    train.sample_every = max(1, train.steps // 6)
-    train.log_every = max(1, min(train.log_every, train.steps // 3))
-    train.checkpoint_every = train.steps
+    run, steps = config.run, stage_steps(stage, fast, full)
+    config.optim.steps, config.data.source = steps, stage.data
+    run.sample_every, run.checkpoint_every = max(1, steps // 6), steps
+    run.log_every = max(1, min(run.log_every, steps // 3))
     if fast:
-        train.num_workers, train.n_samples = 0, 4
+        config.data.num_workers, run.n_samples = 0, 4
     return config
 
 
@@ -194,8 +193,8 @@ def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int, full: bool = F
     run_dir = folder / "run"
     if (run_dir / "run.yaml").is_file():  # a previous demo's run: the demo owns this folder
         shutil.rmtree(run_dir)
-    spec = RunSpec(data=stage.data, seed=seed, device="auto")
-    steps = config.train.steps
+    spec = RunSpec(seed=seed, device="auto")
+    steps = config.optim.steps
     print(f"\n== {stage.name}: preset {stage.preset} on {stage.data}, {steps} steps ==",
           flush=True)  # before the progress lines on stderr
     dataset, data_line = prepare_new_run(run_dir, config, spec)
@@ -215,7 +214,7 @@ def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int, full: bool = F
     start = time.perf_counter()
     with StopFlag() as stop:
         if not fast:
-            planned = stage.step_seconds * config.train.steps / 60
+            planned = stage.step_seconds * config.optim.steps / 60
             trainer.hooks += [Forecast(planned), FollowLoad()]
         stopped = trainer.fit(stop, Progress(0, steps))
     if stopped in ("SIGINT", "SIGTERM"):

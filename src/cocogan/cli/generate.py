@@ -388,8 +388,8 @@ def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
     ctx.check_budget(Budget(f"beyond, {len(seeds)} image(s) of {height}x{width}",
                             render_bytes(1, height, width),
                             image_bytes(len(seeds), height, width)))
-    if not ctx.config.train.extrapolate:
-        _warn("beyond", "this run was not fine-tuned for extrapolation (train.extrapolate=0); "
+    if not ctx.config.loss.extrapolate:
+        _warn("beyond", "this run was not fine-tuned for extrapolation (loss.extrapolate=0); "
               "see cocogan train --extrapolate")
     written = []
     for index, seed in enumerate(seeds):  # one image at a time: memory of one image

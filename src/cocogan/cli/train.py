@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # Flags that describe a new run; with --resume the run's own config.yaml and run.yaml decide.
 _NEW_RUN_FLAGS = ("preset", "config", "out", "batch", "seed", "set", "extrapolate", "init_from",
-                  "dry_run")
+                  "dry_run", "deterministic")
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -44,19 +44,22 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR", type=Path,
                         help="continue this run from its newest checkpoint")
     parser.add_argument("--steps", type=int, metavar="N",
-                        help="total optimisation steps (train.steps); with --resume, the new total")
-    parser.add_argument("--batch", type=int, metavar="B", help="images per step (train.batch)")
+                        help="total optimisation steps (optim.steps); with --resume, the new total")
+    parser.add_argument("--batch", type=int, metavar="B", help="images per step (optim.batch)")
     parser.add_argument("--seed", type=int, metavar="S",
                         help="seed for weights, data order and latents (default 0)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, metavar="DEVICE",
                         help="auto (CUDA when available, default) | cpu | cuda")
     parser.add_argument("--set", action="append", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. --set train.lr_d=2e-4 model.ngf=32")
+                        help="override config values, e.g. --set optim.lr_d=2e-4 model.ngf=32")
     parser.add_argument("--extrapolate", type=int, metavar="K",
                         help="beyond-boundary fine-tune: sample K grid steps past each border "
-                             "(train.extrapolate); usually with --init-from")
+                             "(loss.extrapolate); usually with --init-from")
     parser.add_argument("--init-from", metavar="RUN_OR_CKPT",
                         help="start from the weights of a trained run or .safetensors file")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="CUDA: deterministic cuDNN and torch kernels, no autotuner "
+                             "(run.deterministic; slower; docs/training.md)")
     parser.add_argument("--force", action="store_true",
                         help="train even when the up-front estimate says the model will not fit "
                              "in memory")
@@ -102,44 +105,47 @@ def resolve_config(args: argparse.Namespace) -> Config:
         data = _merge(data, read_config_file(args.config, "--config"))  # bounded
     config = Config.from_dict(data)
     apply_overrides(config, [item for group in args.set for item in group])
-    for flag, key in (("steps", "steps"), ("batch", "batch"), ("extrapolate", "extrapolate")):
-        if getattr(args, flag) is not None:
-            setattr(config.train, key, getattr(args, flag))
+    flags = {"steps": args.steps, "batch": args.batch, "extrapolate": args.extrapolate,
+             "source": args.data, "deterministic": args.deterministic or None}
+    for key, value in flags.items():
+        if value is not None:
+            setattr(config.section_of(key), key, value)
     return config.validate()
 
 
-MAX_WORKERS_PER_CORE = 2  # train.num_workers above this many per usable core is refused
+MAX_WORKERS_PER_CORE = 2  # data.num_workers above this many per usable core is refused
 
 
 def check_resources(config: Config, force: bool, device: str | None) -> None:
     """Before anything is built: the model's estimated memory must fit
-    (`apps.budget.training_budget`, skipped with --force), and train.num_workers must be -1
+    (`apps.budget.training_budget`, skipped with --force), and data.num_workers must be -1
     or 0..2 per usable core (100,000 workers once forked the machine to a load of 289)."""
     from cocogan.apps.budget import check_budget, training_budget
     from cocogan.training.device import available_cores, select_device
 
     cores = available_cores()
     limit = max(4, MAX_WORKERS_PER_CORE * cores)
-    if not -1 <= config.train.num_workers <= limit:
-        raise ConfigError(f"train.num_workers must be -1 (automatic: min(4, cores - 1)) or 0 to "
+    if not -1 <= config.data.num_workers <= limit:
+        raise ConfigError(f"data.num_workers must be -1 (automatic: min(4, cores - 1)) or 0 to "
                           f"{limit} ({MAX_WORKERS_PER_CORE} per usable CPU core, {cores} here), "
-                          f"got {config.train.num_workers}")
+                          f"got {config.data.num_workers}")
     if force:
         return
     import torch
 
-    t, m = config.train, config.model
+    t, m = config, config.model
     target = select_device(device or "auto")
     gpu = torch.cuda.get_device_properties(target).total_memory \
         if target.type == "cuda" else None  # the networks live there, not in the host's RAM
     from cocogan.training.datastream import resolve_workers
 
-    workers = resolve_workers(t.num_workers)  # the decoder processes training will start
+    workers = resolve_workers(t.data.num_workers)  # the decoder processes training will start
     # Memory only: a disk that fills up later is reported at the failed write, with the
     # newest intact checkpoint named (a small disk is fine for a short run).
-    check_budget(training_budget(m, t.batch, t.n_samples, t.keep_checkpoints, workers), None,
+    check_budget(training_budget(m, t.optim.batch, t.run.n_samples, t.run.keep_checkpoints,
+                                 workers), None,
                  fix="choose smaller model sizes (model.ngf, model.ndf, model.z_dim, "
-                     "model.full_height/full_width) or train.batch",
+                     "model.full_height/full_width) or optim.batch",
                  memory=gpu, memory_name="GPU memory" if gpu else "memory")
 
 
@@ -258,7 +264,7 @@ def _run(args: argparse.Namespace, world: World) -> int:
         if args.eval_every:
             _check_eval_every(config)
         check_resources(config, args.force, args.device)
-        spec = RunSpec(data=args.data, seed=args.seed or 0, device=args.device or "auto",
+        spec = RunSpec(seed=args.seed or 0, device=args.device or "auto",
                        init_from=args.init_from)
         dataset, data_line = prepare_new_run(args.out, config, spec, world)
         run_dir = args.out
@@ -283,9 +289,7 @@ def _check_eval_every(config: Config) -> None:
 def _eval_hook(args: argparse.Namespace, trainer: Trainer, run_dir: Path) -> object:
     """The evaluation hook for --eval-every (metrics on a subset, best checkpoint)."""
     from cocogan.evaluation import TRAINING_EVAL, EvalCallback, EvalHook
-    from cocogan.training.run import read_run
-
-    data = args.data or read_run(run_dir)[1].data
+    data = trainer.config.data.source
     settings = TRAINING_EVAL.with_n(args.eval_n) if args.eval_n else TRAINING_EVAL
     callback = EvalCallback(trainer.config, data, with_seam_indicators(args.eval_metrics,
                                                                        trainer.config),
@@ -313,12 +317,12 @@ def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:
     from cocogan.training.loop import TrainingDiverged
     from cocogan.training.signals import StopFlag
 
-    total = trainer.config.train.steps
+    total = trainer.config.optim.steps
     print(data_line)
     count = torch.get_num_threads()
     threads = f" ({count} thread{'s' * (count > 1)})" if trainer.device.type == "cpu" else ""
     world = trainer.world
-    ranks = (f"; {world.size} processes x {world.local_batch(trainer.config.train.batch)} "
+    ranks = (f"; {world.size} processes x {world.local_batch(trainer.config.optim.batch)} "
              "images per step" if world.enabled else "")
     print(f"device: {trainer.device}{threads}{ranks}; training steps {trainer.state.step} -> "
           f"{total}")

@@ -116,14 +116,14 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     config, model, step = load_model(file, dev)
     m, cylindrical = config.model, config.model.coords == "cylindrical"
     dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
-                            celeba_crop=config.train.celeba_crop)
+                            celeba_crop=config.data.celeba_crop)
     count = len(dataset)  # type: ignore[arg-type]
     if count < MIN_REAL_IMAGES:
         warnings.warn(f"{real} has only {count} image(s): figures from fewer than "
                       f"{MIN_REAL_IMAGES} real images are unreliable (FID and KID need "
                       "thousands; seams and SWD of one image may be nan)", stacklevel=2)
     fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
-                                      config.train.celeba_crop, cylindrical=cylindrical) \
+                                      config.data.celeba_crop, cylindrical=cylindrical) \
         if use_cache else None
     sample = cocogan_sampler(model, raw=raw)
     notes: list[str] = [w for w in (weights_warning(extractor),) if w]

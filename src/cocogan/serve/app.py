@@ -90,8 +90,8 @@ class ServedRun:
             "macro": [height, width], "cyclic": coords.cyclic, "z_dim": model.z_dim,
             "tile": default_tile(coords), "max_tile": MAX_TILE,
             "reach": MAX_BEYOND * coords.micro,
-            "extrapolate": self.config.train.extrapolate,
-            "content_loss": self.config.train.w_content > 0,
+            "extrapolate": self.config.loss.extrapolate,
+            "content_loss": self.config.loss.w_content > 0,
             "content_warning": content_warning(self.config),
             "version": self.version,
         }

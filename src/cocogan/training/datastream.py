@@ -8,7 +8,7 @@ rank r of R loads its r-th contiguous slice, so the ranks read disjoint shards o
 and the position means the same for any number of processes. Decoding runs in DataLoader
 workers; randomness that used to live in workers (the panorama roll) is done on whole batches
 in the main process with the step RNG, so it resumes exactly too. A folder that fits
-``train.cache_max_mb`` is decoded once into a uint8 tensor (:mod:`cocogan.data.cache`, on the
+``data.cache_max_mb`` is decoded once into a uint8 tensor (:mod:`cocogan.data.cache`, on the
 GPU when training there) and batches are gathered from it in the same order, bit for bit the
 same images.
 
@@ -29,7 +29,7 @@ from cocogan.data.cache import CachedImages, cache_bytes
 from cocogan.training.device import available_cores
 from cocogan.training.signals import ignore_stop_signals
 
-MAX_AUTO_WORKERS = 4  # train.num_workers = -1 picks min(this, cores - 1)
+MAX_AUTO_WORKERS = 4  # data.num_workers = -1 picks min(this, cores - 1)
 MAX_DEFAULT_WORKERS = 8  # beyond this, decoding at GAN resolutions stops being the bottleneck
 
 
@@ -145,7 +145,7 @@ def default_num_workers() -> int:
 
 
 def resolve_workers(num_workers: int) -> int:
-    """``train.num_workers``: -1 picks min(4, cores - 1)."""
+    """``data.num_workers``: -1 picks min(4, cores - 1)."""
     return min(MAX_AUTO_WORKERS, default_num_workers()) if num_workers < 0 else num_workers
 
 

@@ -1,4 +1,4 @@
-"""Where training runs: device choice and the CPU thread count.
+"""Where training runs: device choice, the CPU thread count and the determinism switch.
 
 CUDA is used when available (``--device auto``); a CPU run uses the cores this process may run
 on that other processes leave idle, unless the user chose a count with ``OMP_NUM_THREADS``.
@@ -92,3 +92,21 @@ def configure_threads(device: torch.device, threads: int | None = None) -> int:
             threads = max(1, available_cores() - int(busy_cores() + 0.5))
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+# cuBLAS picks its reduction order per call unless its workspace is fixed (CUDA >= 10.2); read
+# when cuBLAS starts, i.e. before the first matrix product on the GPU.
+CUBLAS_WORKSPACE = ("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def use_determinism(deterministic: bool) -> None:
+    """``run.deterministic``: deterministic cuDNN kernels and ``torch.use_deterministic_algorithms``
+    (an op without a deterministic kernel then raises), with cuDNN's autotuner off, so two runs
+    of one config on one GPU give the same weights. Off: the autotuner picks the fastest
+    kernels (fixed shapes) and results differ in the last bits from run to run. A CPU step is
+    deterministic either way."""
+    if deterministic:
+        os.environ.setdefault(*CUBLAS_WORKSPACE)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic)

@@ -2,7 +2,7 @@
 
 ``torchrun`` (or any launcher) sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT;
 :func:`init` reads them and joins the process group (NCCL for GPUs, gloo for CPUs). Every rank
-holds the whole model; ``train.batch`` is the global batch, split evenly across ranks. Before
+holds the whole model; ``optim.batch`` is the global batch, split evenly across ranks. Before
 each optimiser step the gradients of that optimiser's parameters are averaged across ranks
 (flattened into buckets, one all-reduce per bucket), so all ranks apply the same update and
 their weights stay identical. An explicit all-reduce rather than DDP's wrapper: the gradient
@@ -67,9 +67,9 @@ class World:
         return device
 
     def local_batch(self, batch: int) -> int:
-        """Images per rank and step; ``train.batch`` must split evenly."""
+        """Images per rank and step; ``optim.batch`` must split evenly."""
         if batch % self.size:
-            raise ConfigError(f"train.batch {batch} does not split evenly across {self.size} "
+            raise ConfigError(f"optim.batch {batch} does not split evenly across {self.size} "
                               f"processes: use a multiple of {self.size}, e.g. --batch "
                               f"{(batch // self.size + 1) * self.size}")
         return batch // self.size

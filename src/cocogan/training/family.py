@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from cocogan.apps.full import full_images
-from cocogan.config import ModelConfig, TrainConfig
+from cocogan.config import Config, ModelConfig
 from cocogan.losses import gradient_penalty, wasserstein_estimate
 from cocogan.model import BaselineGAN, CocoGAN
 from cocogan.render import evaluating
@@ -45,17 +45,19 @@ class BaselineOptimizers(NamedOptimizers):
     d: torch.optim.Optimizer
 
 
-def build_baseline_optimizers(model: BaselineGAN, train: TrainConfig) -> BaselineOptimizers:
+def build_baseline_optimizers(model: BaselineGAN, train: Config) -> BaselineOptimizers:
     """Adam(beta1, beta2) with COCO-GAN's TTUR learning rates (build after moving the model)."""
-    betas = (train.beta1, train.beta2)
+    betas = (train.optim.beta1, train.optim.beta2)
     fused = {"fused": True} if model.device.type == "cuda" else {}
     return BaselineOptimizers(
-        g=torch.optim.Adam(model.generator.parameters(), lr=train.lr_g, betas=betas, **fused),
-        d=torch.optim.Adam(model.discriminator.parameters(), lr=train.lr_d, betas=betas, **fused))
+        g=torch.optim.Adam(model.generator.parameters(), lr=train.optim.lr_g, betas=betas,
+                           **fused),
+        d=torch.optim.Adam(model.discriminator.parameters(), lr=train.optim.lr_d, betas=betas,
+                           **fused))
 
 
 def baseline_step(model: BaselineGAN, optimizers: BaselineOptimizers, images: Tensor,
-                  train: TrainConfig, rng: torch.Generator, *, amp: bool = False,
+                  train: Config, rng: torch.Generator, *, amp: bool = False,
                   sn_once: bool = False) -> dict[str, Tensor]:
     """One WGAN-GP iteration on real full images (B, 3, H, W): a D update, then a G update.
 
@@ -78,7 +80,7 @@ def baseline_step(model: BaselineGAN, optimizers: BaselineOptimizers, images: Te
             fake = G(z).to(images.dtype)
         l_w = wasserstein_estimate(D(images), D(fake)).float()
     l_gp = gradient_penalty(D, images, fake, generator=rng)  # fp32, also under autocast
-    loss_d = -l_w + train.w_gp * l_gp
+    loss_d = -l_w + train.loss.w_gp * l_gp
     optimizers.d.zero_grad(set_to_none=True)
     loss_d.backward()
     optimizers.d.step()
@@ -101,7 +103,7 @@ def baseline_step(model: BaselineGAN, optimizers: BaselineOptimizers, images: Te
 class Family:
     """What the Trainer needs of a network + loss pair beyond the model bundle."""
 
-    build_optimizers: Callable[[Any, TrainConfig], NamedOptimizers]
+    build_optimizers: Callable[[Any, Config], NamedOptimizers]
     step: Step
     sample: Callable[[Any, Tensor], Tensor]  # (model, z (N, Z)) -> EMA images (N, 3, H, W)
 

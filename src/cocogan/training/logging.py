@@ -27,7 +27,7 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 # Loss terms in the order they are reported (train_step's keys); L_W is the Wasserstein estimate.
 LOSS_TERMS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "L_O", "loss_D", "loss_G",
-              "loss_Q")  # L_O only when train.w_overlap > 0
+              "loss_Q")  # L_O only when loss.w_overlap > 0
 # What to look at first when WGAN-GP training goes wrong: the two means of L_W, the penalty's
 # gradient norms (mean; max: the largest of the interval) and each update's gradient norm.
 DIAGNOSTICS = ("D_real", "D_fake", "GP_norm", "GP_norm_max", "grad_D", "grad_G", "grad_Q")

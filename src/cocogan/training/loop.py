@@ -3,7 +3,7 @@
 Per iteration: next_batch -> optimise (D, G, Q updates of :func:`train_step`, or the step of
 another ``model.family``: :mod:`cocogan.training.family`) -> update_ema ->
 log -> hooks every K steps (sample grids; evaluation can add its own) -> save_checkpoint at
-``train.checkpoint_every``, at the last step and after a stop signal. The losses stay on the
+``run.checkpoint_every``, at the last step and after a stop signal. The losses stay on the
 device; whenever the loop is about to write anything (a record, a hook, a checkpoint) it first
 checks that none became NaN or infinite, so a GPU runs steps back to back in between.
 In a multi-process run (:mod:`cocogan.training.distributed`) every rank runs this loop in
@@ -103,7 +103,7 @@ class Trainer:
 
     Attributes:
         run_dir: where checkpoints, logs and samples go.
-        config: the resolved config (train.steps is the total to reach).
+        config: the resolved config (optim.steps is the total to reach).
         model: G, D and EMA G on ``device`` (the bundle of ``config.model.family``).
         optimizers: TTUR Adam optimisers of G, D (and Q), as the family builds them.
         state: step counter, RNGs and fixed sample latents.
@@ -151,14 +151,14 @@ class Trainer:
         self.log.data_wait += time.perf_counter() - waiting
         if self.cylindrical:
             images = roll_panoramas(images, self.state.step_rng)
-        if self.config.train.channels_last:
+        if self.config.run.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
     def optimise(self, images: Tensor) -> dict[str, Tensor]:
         train_step = self.family.step  # cocogan.training.step.train_step for COCO-GAN
-        losses = train_step(self.model, self.optimizers, images, self.config.train,
-                            self.state.step_rng, amp=self.amp, sn_once=self.config.train.sn_once)
+        losses = train_step(self.model, self.optimizers, images, self.config,
+                            self.state.step_rng, amp=self.amp, sn_once=self.config.run.sn_once)
         if self.world.enabled:  # gradients were averaged inside the optimisers' step
             average_norm_statistics(self.world, self.model.generator)
             average_norm_statistics(self.world, self.model.discriminator)
@@ -173,23 +173,23 @@ class Trainer:
             raise TrainingDiverged(
                 f"loss {term} became non-finite at step {step}; stopped without saving this "
                 f"state (the last good checkpoint is kept): lower the learning rates "
-                f"(--set train.lr_d=...) or raise train.w_gp")
+                f"(--set optim.lr_d=...) or raise loss.w_gp")
 
     def update_ema(self) -> None:
         """Average G's weights into the EMA generator (its BN statistics: refresh_ema)."""
-        train = self.config.train
-        warmup, rampup = (0, 0.0) if self.warm_start else (train.ema_warmup, train.ema_rampup)
-        update_ema(self.model, self.state.step, ema_decay(train), warmup, rampup)
+        optim = self.config.optim
+        warmup, rampup = (0, 0.0) if self.warm_start else (optim.ema_warmup, optim.ema_rampup)
+        update_ema(self.model, self.state.step, ema_decay(self.config), warmup, rampup)
 
     def log_step(self, losses: dict[str, Tensor]) -> dict | None:
         """Accumulate this step; every ``log_every`` steps write a record and return it."""
         self.log.accumulate(losses, self.state.step)
-        if self.state.step % self.config.train.log_every:
+        if self.state.step % self.config.run.log_every:
             return None
         self.check_finite()
         lrs = {f"lr_{name}": optimizer.param_groups[0]["lr"]
                for name, optimizer in self.optimizers.named().items()}
-        return self.log.write(self.state.step, self.config.train.batch, lrs, self.elapsed())
+        return self.log.write(self.state.step, self.config.optim.batch, lrs, self.elapsed())
 
     def run_hooks(self, final: bool = False) -> None:
         """Rank 0 only: the other ranks wait for it at the next collective."""
@@ -205,8 +205,8 @@ class Trainer:
         """Give the EMA generator batch-norm statistics of its own weights before it is saved
         or sampled (once per step; the training itself never uses them)."""
         if self._ema_refreshed != self.state.step:
-            self.model.recalibrate_ema(self.config.train.batch, seed=self.state.step,
-                                       extend=self.config.train.extrapolate)
+            self.model.recalibrate_ema(self.config.optim.batch, seed=self.state.step,
+                                       extend=self.config.loss.extrapolate)
             self._ema_refreshed = self.state.step
 
     def save_checkpoint(self) -> Path:
@@ -228,7 +228,7 @@ class Trainer:
                 if not state_file.exists():
                     weights.unlink(missing_ok=True)
                 raise checkpoint_failure(error, self.run_dir, self.state.step) from error
-            prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+            prune_checkpoints(self.run_dir, self.config.run.keep_checkpoints)
         barrier(self.world, self.device, "the checkpoint barrier")
         return weights
 
@@ -245,12 +245,12 @@ class Trainer:
 
     # ---- the driver -------------------------------------------------------------------------
     def fit(self, stop: StopFlag | None = None, progress: Progress | None = None) -> str | None:
-        """Train until ``train.steps``; returns None when done, else the stop signal's name.
+        """Train until ``optim.steps``; returns None when done, else the stop signal's name.
 
         Raises:
             TrainingDiverged: a non-finite loss (no checkpoint of that state is written).
         """
-        total = self.config.train.steps
+        total = self.config.optim.steps
         stop = stop or StopFlag()
         quiet = None if self.world.is_main else open(os.devnull, "w")  # noqa: SIM115
         progress = progress or Progress(self.state.step, total, stream=quiet)
@@ -267,11 +267,11 @@ class Trainer:
                 self.state.step += 1
                 progress.update(self.log_step(losses))
                 if not progress.interactive and self.log.last and \
-                        self.state.step % self.config.train.sample_every == 0:
+                        self.state.step % self.config.run.sample_every == 0:
                     progress.note(format_record(self.log.last, total))  # a line now and then
                 self.run_hooks(final=self.state.step == total)
                 stopping = self.stop_agreed(stop)
-                if self.state.step % self.config.train.checkpoint_every == 0 or \
+                if self.state.step % self.config.run.checkpoint_every == 0 or \
                         self.state.step == total or stopping:
                     self.save_checkpoint()
             missing = self.world.is_main and not all(

@@ -1,8 +1,9 @@
 """Creating and resuming run directories, and building the Trainer for them.
 
-A run directory holds ``config.yaml`` (the resolved Config plus the package version, written
-before step 0), ``run.yaml`` (what the Config does not say: data source, seed, device, the
-checkpoint a fine-tune started from), ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and
+A run directory holds ``config.yaml`` (the resolved Config, data source included, plus the
+package version, written before step 0), ``run.yaml`` (what the Config does not say: seed,
+device, the checkpoint a fine-tune started from; runs before 2026-12 keep their data source
+there), ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and
 ``samples/``. Everything needed to resume is in that folder. In a multi-process run every rank
 builds its Trainer here (same checks, same weights); only rank 0 writes.
 """
@@ -31,7 +32,7 @@ from cocogan.checkpoint import (
     resolve_checkpoint,
     resumable_steps,
 )
-from cocogan.config import Config, ConfigError, load_yaml
+from cocogan.config import Config, ConfigError
 from cocogan.data import DataError, ImageFolderDataset, build_dataset
 from cocogan.data.cache import CachedImages, cache_bytes
 from cocogan.model import GAN, build_model
@@ -53,6 +54,7 @@ from cocogan.training.speed import prepare_model
 from cocogan.training.state import TrainState, restore_payload, seed_globals
 from cocogan.training.step import NamedOptimizers
 from cocogan.training.sync_norm import synchronise_batch_norm
+from cocogan.yaml_limits import read_bounded, read_yaml_file, show
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.yaml"
@@ -60,9 +62,8 @@ RUN_FILE = "run.yaml"
 
 @dataclass
 class RunSpec:
-    """What a run trains on besides its Config (stored in run.yaml)."""
+    """How a run is started besides its Config (stored in run.yaml)."""
 
-    data: str  # --data: a folder or builtin:NAME
     seed: int = 0  # fixes initial weights, data order, latents and sample z
     device: str = "auto"  # auto | cpu | cuda[:N]
     init_from: str | None = None  # weights a fine-tune started from (run dir or .safetensors)
@@ -90,36 +91,39 @@ def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
     if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / RUN_FILE).is_file():
         raise CheckpointError(f"{run_dir} is not a cocogan run directory (no {CONFIG_FILE} and "
                               f"{RUN_FILE}); pass the --out folder of a cocogan train run")
-    try:
-        config = Config.from_yaml((run_dir / CONFIG_FILE).read_text()).validate()
-    except (yaml.YAMLError, UnicodeDecodeError, ConfigError) as error:
+    try:  # both files are size-checked before they are read
+        config = Config.from_yaml(read_bounded(run_dir / CONFIG_FILE, "the run's")).validate()
+    except (yaml.YAMLError, ConfigError) as error:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} is unusable ({first_line(error)}): "
                               "restore it from a backup or start a new run") from None
     try:
-        raw = load_yaml((run_dir / RUN_FILE).read_text(), str(run_dir / RUN_FILE)) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raw = read_yaml_file(run_dir / RUN_FILE, "the run's") or {}
+    except (yaml.YAMLError, ConfigError) as error:
         raw = first_line(error)
     names = {f.name for f in dataclasses.fields(RunSpec)}
     if not isinstance(raw, dict):
         raise CheckpointError(f"{run_dir / RUN_FILE} is corrupt ({raw!s:.80}): it should be a "
                               "mapping with data, seed and device; restore it or rewrite those "
                               "keys by hand")
-    try:
-        spec = RunSpec(**{k: v for k, v in raw.items() if k in names})
-    except TypeError as error:
-        raise CheckpointError(f"{run_dir / RUN_FILE} is invalid ({error})") from None
-    if not isinstance(spec.data, str) or not isinstance(spec.seed, int):
+    spec = RunSpec(**{k: v for k, v in raw.items() if k in names})
+    if config.data.source is None:  # a run from before data.source: run.yaml has it
+        config.data.source = raw.get("data")
+    if not isinstance(config.data.source, str) or not isinstance(spec.seed, int):
         raise CheckpointError(f"{run_dir / RUN_FILE} is invalid: data must be a string and seed "
-                              f"an integer, got data={spec.data!r}, seed={spec.seed!r}")
+                              f"an integer, got data={show(config.data.source)}, "
+                              f"seed={show(spec.seed)}")
     return config, spec
 
 
-def open_dataset(config: Config, data: str, seed: int) -> Dataset[torch.Tensor]:
-    """The training images at the preset's full size; raises DataError before any training."""
+def open_dataset(config: Config, seed: int) -> Dataset[torch.Tensor]:
+    """The images of ``data.source`` at the preset's full size; raises DataError before any
+    training."""
     model = config.model
-    dataset = build_dataset(data, model.full_height, model.full_width,
+    if not config.data.source:
+        raise ConfigError("no data source: pass --data (a folder or builtin:NAME)")
+    dataset = build_dataset(config.data.source, model.full_height, model.full_width,
                             cylindrical=model.coords == "cylindrical",
-                            celeba_crop=config.train.celeba_crop, seed=seed)
+                            celeba_crop=config.data.celeba_crop, seed=seed)
     if isinstance(dataset, ImageFolderDataset):
         dataset.roll = False  # the batch stream rolls panoramas with the step RNG (exact resume)
     return dataset
@@ -149,12 +153,12 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World =
     agree_or_raise(world, refusal, device, "the start-up checks")
     assert dataset is not None
     if not world.is_main:
-        return dataset, describe_dataset(dataset, spec.data)
+        return dataset, describe_dataset(dataset, config.data.source)
     claim_folder(run_dir, "--out", mark=False)  # config.yaml and run.yaml identify a run
     write_config(run_dir, config)
     skipped = len(getattr(dataset, "skipped", []))
     write_run_spec(run_dir, spec, images=len(dataset), skipped_files=skipped)  # type: ignore
-    return dataset, describe_dataset(dataset, spec.data)
+    return dataset, describe_dataset(dataset, config.data.source)
 
 
 def _check_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World,
@@ -165,7 +169,7 @@ def _check_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World,
                           f"`cocogan train --resume {run_dir}` or choose another --out")
     check_folder(run_dir, "--out")  # never write into a folder of the user's own files
     config.validate()
-    world.local_batch(config.train.batch)
+    world.local_batch(config.optim.batch)
     if config.model.family == "baseline":
         try:
             up_steps(config.model.full_height, config.model.full_width)
@@ -175,10 +179,10 @@ def _check_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World,
         spec.threads = configure_threads(device, spec.threads)
     if spec.init_from:
         _check_init_from(spec.init_from, config)
-    dataset = open_dataset(config, spec.data, spec.seed)
-    if len(dataset) < config.train.batch:  # type: ignore[arg-type]
-        raise DataError(f"{spec.data} has {len(dataset)} usable images, fewer than one batch "
-                        f"of {config.train.batch}: lower --batch or add images")
+    dataset = open_dataset(config, spec.seed)
+    if len(dataset) < config.optim.batch:  # type: ignore[arg-type]
+        raise DataError(f"{config.data.source} has {len(dataset)} usable images, fewer than "
+                        f"one batch of {config.optim.batch}: lower --batch or add images")
     return dataset
 
 
@@ -204,19 +208,19 @@ def _check_init_from(source: str, config: Config) -> None:
 
 def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
                   device: torch.device) -> Dataset[torch.Tensor]:
-    """The dataset decoded once into memory when it fits ``train.cache_max_mb`` (a note on
+    """The dataset decoded once into memory when it fits ``data.cache_max_mb`` (a note on
     stderr says where and how big); otherwise ``dataset`` itself."""
-    train, model = config.train, config.model
-    where = cache_device(dataset, train.cache_max_mb, model.full_height, model.full_width,
+    train, model = config, config.model
+    where = cache_device(dataset, train.data.cache_max_mb, model.full_height, model.full_width,
                          device)
     if where is None:
         return dataset
     size = cache_bytes(dataset, model.full_height, model.full_width) / 2**20
     count = len(dataset)  # type: ignore[arg-type]
     print(f"caching {count} decoded images ({size:.0f} MB, uint8) on {where}; "
-          "--set train.cache_max_mb=0 to decode every epoch instead", file=sys.stderr)
+          "--set data.cache_max_mb=0 to decode every epoch instead", file=sys.stderr)
     return CachedImages.decode(dataset, model.full_height, model.full_width,
-                               num_workers=resolve_workers(train.num_workers), device=where)
+                               num_workers=resolve_workers(train.data.num_workers), device=where)
 
 
 def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: NamedOptimizers,
@@ -225,9 +229,9 @@ def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: NamedOptimiz
     """Shared assembly of new and resumed trainers (model already on its device)."""
     device = model.device
     dataset = cache_dataset(dataset, config, device)
-    world.local_batch(config.train.batch)
-    stream = BatchStream(dataset, config.train.batch, seed, start=start_batch,
-                         num_workers=config.train.num_workers, device=device,
+    world.local_batch(config.optim.batch)
+    stream = BatchStream(dataset, config.optim.batch, seed, start=start_batch,
+                         num_workers=config.data.num_workers, device=device,
                          shard=(world.rank, world.size))
     if world.enabled:
         broadcast_module(world, model)
@@ -235,8 +239,8 @@ def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: NamedOptimiz
     return Trainer(run_dir=Path(run_dir), config=config, model=model, optimizers=optimizers,
                    state=state, stream=stream,
                    log=MetricsLog(run_dir, state.step, quiet=not world.is_main),
-                   hooks=[SampleGrid(config.train.sample_every)],
-                   amp=config.train.amp and device.type == "cuda", world=world,
+                   hooks=[SampleGrid(config.run.sample_every)],
+                   amp=config.run.amp and device.type == "cuda", world=world,
                    warm_start=warm_start)
 
 
@@ -261,9 +265,9 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
                               .state_dict())
     model.to(device)
     _synchronise(model, world)
-    prepare_model(model, config.train)
-    optimizers = family_of(config.model).build_optimizers(model, config.train)
-    state = TrainState.fresh(spec.seed, config.train.n_samples, config.model.z_dim, device,
+    prepare_model(model, config)
+    optimizers = family_of(config.model).build_optimizers(model, config)
+    state = TrainState.fresh(spec.seed, config.run.n_samples, config.model.z_dim, device,
                              rank=world.rank)
     return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0, world,
                     warm_start=bool(spec.init_from))
@@ -292,7 +296,7 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
         if steps < steps_done[-1]:
             raise ConfigError(f"--steps {steps} is below the step of {run_dir}'s newest "
                               f"checkpoint ({steps_done[-1]}); pass a larger total")
-        config.train.steps = steps
+        config.optim.steps = steps
         config.validate()
     target = world.place(select_device(device or spec.device))
     configure_threads(target, spec.threads)
@@ -302,14 +306,14 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
     payload = load_state(state_file)
     model.to(target)
     _synchronise(model, world)
-    prepare_model(model, config.train)
-    optimizers = family_of(config.model).build_optimizers(model, config.train)
+    prepare_model(model, config)
+    optimizers = family_of(config.model).build_optimizers(model, config)
     state = restore_payload(payload, optimizers, step, target, rank=world.rank, seed=spec.seed)
-    source = data or spec.data
-    dataset = open_dataset(config, source, spec.seed)
+    config.data.source = data or config.data.source
+    dataset = open_dataset(config, spec.seed)
     start_batch = int(payload.get("data", {}).get("batches", step))
     trainer = _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed,
                        start_batch, world, warm_start=bool(spec.init_from))
     if steps is not None and world.is_main:
         write_config(run_dir, config)
-    return trainer, describe_dataset(dataset, source)
+    return trainer, describe_dataset(dataset, config.data.source)

@@ -1,6 +1,6 @@
 """One COCO-GAN training step (paper Section 2): a D update, a G update, then a Q update.
 
-Objectives (weights from TrainConfig):
+Objectives (weights from the config's ``loss`` section):
 - D: -L_W + w_gp L_GP + w_spatial L_S(real) + w_content L_C(fake)
 - G: -E[D(fake)] + w_spatial L_S(fake) + w_content L_C(fake) + w_overlap L_O (beyond the paper;
   ``w_spatial_g``, when set, replaces w_spatial here)
@@ -12,7 +12,7 @@ Each phase changes only its own network: G runs forward once per step, with grad
 its output detached); in G's and Q's phases D neither builds weight gradients nor changes its
 buffers (its batch norms use batch statistics without tracking them, spectral norm does no
 power iteration), so D's eval-mode heads hold statistics of D's own phase only.
-With ``train.extrapolate`` (beyond-boundary fine-tuning, as the authors' release) every step
+With ``loss.extrapolate`` (beyond-boundary fine-tuning, as the authors' release) every step
 is followed by an extrapolation step: fakes from the extended grid, reals from independent
 in-range positions, the penalty without the coordinate projection, and a G update of G's first
 two blocks only (their own optimiser).
@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
-from cocogan.config import TrainConfig
+from cocogan.config import Config
 from cocogan.losses import (
     content_consistency,
     gradient_penalty,
@@ -77,7 +77,7 @@ class NamedOptimizers:
 @dataclass
 class Optimizers(NamedOptimizers):
     """TTUR Adam optimisers: G, D (trunk, projection, spatial head) and Q (content head);
-    ``g_extrap``: G's first blocks in the extrapolation step (only with train.extrapolate)."""
+    ``g_extrap``: G's first blocks in the extrapolation step (only with loss.extrapolate)."""
 
     g: torch.optim.Optimizer
     d: torch.optim.Optimizer
@@ -85,9 +85,9 @@ class Optimizers(NamedOptimizers):
     g_extrap: torch.optim.Optimizer | None = None
 
 
-def build_optimizers(model: CocoGAN, train: TrainConfig) -> Optimizers:
+def build_optimizers(model: CocoGAN, train: Config) -> Optimizers:
     """Adam(beta1, beta2) with the TTUR learning rates (build after moving the model)."""
-    betas = (train.beta1, train.beta2)
+    betas = (train.optim.beta1, train.optim.beta2)
     disc = model.discriminator
     q_params = list(disc.content.parameters())
     q_ids = {id(p) for p in q_params}
@@ -95,13 +95,13 @@ def build_optimizers(model: CocoGAN, train: TrainConfig) -> Optimizers:
     # CUDA: the fused kernel updates every tensor of an optimiser in one launch.
     fused = {"fused": True} if model.device.type == "cuda" else {}
     g_extrap = None
-    if train.extrapolate:
+    if train.loss.extrapolate:
         first = model.generator.blocks[:EXTRAPOLATED_BLOCKS].parameters()
-        g_extrap = torch.optim.Adam(first, lr=train.lr_g, betas=betas, **fused)
+        g_extrap = torch.optim.Adam(first, lr=train.optim.lr_g, betas=betas, **fused)
     return Optimizers(
-        g=torch.optim.Adam(model.generator.parameters(), lr=train.lr_g, betas=betas, **fused),
-        d=torch.optim.Adam(d_params, lr=train.lr_d, betas=betas, **fused),
-        q=torch.optim.Adam(q_params, lr=train.lr_q, betas=betas, **fused),
+        g=torch.optim.Adam(model.generator.parameters(), lr=train.optim.lr_g, betas=betas, **fused),
+        d=torch.optim.Adam(d_params, lr=train.optim.lr_d, betas=betas, **fused),
+        q=torch.optim.Adam(q_params, lr=train.optim.lr_q, betas=betas, **fused),
         g_extrap=g_extrap,
     )
 
@@ -118,7 +118,7 @@ class StepBatch:
     fake_coords: Tensor  # (B, D) macro coordinates of the fake patches
     extended: bool = False  # an extrapolation step's batch (fakes on the extended grid)
 
-def sample_step(model: CocoGAN, images: Tensor, train: TrainConfig, rng: torch.Generator,
+def sample_step(model: CocoGAN, images: Tensor, train: Config, rng: torch.Generator,
                 *, extend: int = 0) -> StepBatch:
     """Draw z and macro positions, crop the real macro patches T(X->M) at the same positions.
 
@@ -142,7 +142,7 @@ def sample_step(model: CocoGAN, images: Tensor, train: TrainConfig, rng: torch.G
                      fake_coords=fake_coords, extended=extend > 0)
 
 
-def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: TrainConfig,
+def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Config,
                rng: torch.Generator, *, amp: bool = False, sn_once: bool = True
                ) -> dict[str, Tensor]:
     """One full iteration on a batch of real full images (B, 3, H, W) in [-1, 1].
@@ -171,16 +171,16 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Tr
                 if amp and images.is_cuda else contextlib.nullcontext())
     step = sample_step(model, images, train, rng)
     values = _iteration(model, optimizers, optimizers.g, step, train, rng, autocast, sn_once)
-    if train.extrapolate:
-        assert optimizers.g_extrap is not None, "build_optimizers(train) with train.extrapolate"
-        step = sample_step(model, images, train, rng, extend=train.extrapolate)
+    if train.loss.extrapolate:
+        assert optimizers.g_extrap is not None, "build_optimizers(train) with loss.extrapolate"
+        step = sample_step(model, images, train, rng, extend=train.loss.extrapolate)
         _iteration(model, optimizers, optimizers.g_extrap, step, train, rng, autocast, sn_once,
                    project_gp=False)
     return {name: _at_least_float32(value.detach()) for name, value in values.items()}
 
 
 def _iteration(model: CocoGAN, optimizers: Optimizers, g_optimizer: torch.optim.Optimizer,
-               step: StepBatch, train: TrainConfig, rng: torch.Generator,
+               step: StepBatch, train: Config, rng: torch.Generator,
                autocast: contextlib.AbstractContextManager, sn_once: bool,
                project_gp: bool = True) -> dict[str, Tensor]:
     """G forward once, then the D, G and Q updates on that one batch of fakes."""
@@ -196,7 +196,7 @@ def _iteration(model: CocoGAN, optimizers: Optimizers, g_optimizer: torch.optim.
 
 
 def d_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fake: Tensor,
-           train: TrainConfig, rng: torch.Generator, autocast: contextlib.AbstractContextManager,
+           train: Config, rng: torch.Generator, autocast: contextlib.AbstractContextManager,
            sn_once: bool, project_gp: bool = True) -> dict[str, Tensor]:
     """D minimises -L_W + w_gp L_GP + w_spatial L_S(real) + w_content L_C(fake)."""
     D = model.discriminator
@@ -223,7 +223,8 @@ def d_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fa
 
         # in the images' precision (fp32), also under autocast
         l_gp, norms = gradient_penalty(critic, real, fake, generator=rng, with_norms=True)
-        loss_d = -l_w + train.w_gp * l_gp + train.w_spatial * l_s_real + train.w_content * l_c_d
+        loss = train.loss
+        loss_d = -l_w + loss.w_gp * l_gp + loss.w_spatial * l_s_real + loss.w_content * l_c_d
         optimizer.zero_grad(set_to_none=True)
         loss_d.backward()
     optimizer.step()  # (multi-process: gradients are averaged by a pre-step hook)
@@ -234,7 +235,7 @@ def d_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fa
 
 
 def g_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fake: Tensor,
-           canvases: Tensor, train: TrainConfig, autocast: contextlib.AbstractContextManager
+           canvases: Tensor, train: Config, autocast: contextlib.AbstractContextManager
            ) -> tuple[dict[str, Tensor], Tensor]:
     """G minimises -E[D(fake)] + w L_S(fake) + w_content L_C(fake) (+ w_overlap L_O).
 
@@ -249,13 +250,14 @@ def g_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fa
         l_s_fake = _masked_mean(spatial_loss(model, D.spatial(h_fake), step.fake_coords,
                                              reduce=False), inside, across_ranks=step.extended)
         l_c_g = content_consistency(D.content(h_fake), step.z)
-        w_spatial_g = train.w_spatial if train.w_spatial_g is None else train.w_spatial_g
-        loss_g = loss_adv + w_spatial_g * l_s_fake + train.w_content * l_c_g
+        loss = train.loss
+        w_spatial_g = loss.w_spatial if loss.w_spatial_g is None else loss.w_spatial_g
+        loss_g = loss_adv + w_spatial_g * l_s_fake + train.loss.w_content * l_c_g
         values = {"L_S_fake": l_s_fake}
-        if train.w_overlap:
+        if train.loss.w_overlap:
             l_overlap = overlap_consistency(_at_least_float32(canvases), model.coords.macro_h,
                                             model.coords.macro_w, model.generator.margin)
-            loss_g = loss_g + train.w_overlap * l_overlap
+            loss_g = loss_g + train.loss.w_overlap * l_overlap
             values["L_O"] = l_overlap
     optimizer.zero_grad(set_to_none=True)
     loss_g.backward()  # D's weights were frozen in the forward: no gradient reaches them
@@ -345,12 +347,12 @@ def _masked_mean(values: Tensor, mask: Tensor, across_ranks: bool = False) -> Te
     return masked / count.clamp(min=1)
 
 
-def ema_decay(train: TrainConfig) -> float:
-    """The EMA's full decay per step: ``train.ema_decay``, or from the half-life in images
-    ``train.ema_kimg`` (then the same horizon in images for any batch size)."""
-    if train.ema_kimg is None:
-        return train.ema_decay
-    return 0.5 ** (train.batch / (1000.0 * train.ema_kimg))
+def ema_decay(train: Config) -> float:
+    """The EMA's full decay per step: ``optim.ema_decay``, or from the half-life in images
+    ``optim.ema_kimg`` (then the same horizon in images for any batch size)."""
+    if train.optim.ema_kimg is None:
+        return train.optim.ema_decay
+    return 0.5 ** (train.optim.batch / (1000.0 * train.optim.ema_kimg))
 
 
 def ema_beta(step: int, decay: float, warmup: int, rampup: float = 0.0) -> float:

@@ -1,0 +1,144 @@
+"""Bounds of every config text (YAML files, --set values, run files, a checkpoint's config, a
+shipped card) and of every user-given text echoed in a message.
+
+A real config is ~2 KB, ~60 nodes and 3 levels deep; a 400-byte "billion laughs" YAML expands
+to ~10^9 nodes, deep nesting overflows the recursive YAML composer and JSON decoder, and a
+2 GB config.yaml read whole took 4.4 GB. Everything here is checked before anything is built.
+"""
+
+from __future__ import annotations
+
+import re
+import reprlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file or text
+MAX_CONFIG_NODES = 10_000  # YAML nodes after expanding aliases
+MAX_CONFIG_DEPTH = 32  # nested mappings/lists
+MAX_STRING = 1_000  # characters of a string config value
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = _SHOW.maxset = 4
+_SHOW.maxlevel = 2
+# ANSI escape sequences (CSI ... final byte, OSC ... BEL/ST) and every other control character
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+                      r"|[\x00-\x1f\x7f-\x9f]")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+class YAMLLimitError(ConfigError, yaml.YAMLError):
+    """A YAML text beyond the bounds of a config (size, nesting, alias expansion); also a
+    YAMLError, so callers that catch invalid YAML catch this too."""
+
+
+def show(value: Any) -> str:
+    """repr of a user-given value, cut to ~80 characters: an echoed value never makes an error
+    message long (a billion-laughs --set once printed a 351 MB line)."""
+    return _SHOW.repr(value)
+
+
+def cut(text: str, limit: int = 80) -> str:
+    """``text`` with control characters and ANSI escapes removed, cut to ``limit`` characters
+    ("..." marks the cut): a name or card text echoed to a terminal."""
+    text = _CONTROL.sub("", str(text))
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def names(items: Any, shown: int = 6) -> str:
+    """'a, b, c' of the first `shown` sorted names, each cut short."""
+    items = sorted(items)
+    return ", ".join(cut(n) for n in items[:shown]) + (", ..." if len(items) > shown else "")
+
+
+def read_bounded(path: Path, what: str) -> str:
+    """A config-sized UTF-8 text file, its size checked before it is read.
+
+    Raises:
+        ConfigError: missing, larger than MAX_CONFIG_BYTES or not UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {path} is {size} bytes; a config is a few KB (at most "
+                          f"{MAX_CONFIG_BYTES})")
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)  # the file may grow after the check
+    try:
+        return data[:MAX_CONFIG_BYTES].decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{what} {path} is not UTF-8 text ({error.reason})") from None
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """`yaml.safe_load` within the bounds of a config: at most MAX_CONFIG_BYTES characters,
+    MAX_CONFIG_DEPTH levels of nesting and MAX_CONFIG_NODES nodes with every alias expanded.
+
+    The bounds are checked on the parser's event stream (iterative, linear in the text)
+    before anything is composed, so a billion-laughs text costs microseconds, not gigabytes.
+
+    Args:
+        what: the text's origin for messages ("--config x.yaml", "--set model.ngf").
+    Raises:
+        YAMLLimitError: beyond a bound; yaml.YAMLError: not YAML.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise YAMLLimitError(f"{what} is {len(text)} characters, more than a config's "
+                             f"{MAX_CONFIG_BYTES}: pass a config file of section: key lines")
+    sizes: dict[str, int] = {}  # anchor -> expanded node count of what it names
+    open_nodes: list[list[Any]] = []  # [anchor, expanded nodes so far] per open collection
+    total = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([event.anchor, 1])
+            if len(open_nodes) > MAX_CONFIG_DEPTH:
+                raise YAMLLimitError(f"{what} nests more than {MAX_CONFIG_DEPTH} levels deep; a "
+                                     "config has sections of key: value lines")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_nodes.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, size = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        if open_nodes:
+            open_nodes[-1][1] += size
+        total += size if not open_nodes else 0
+        if max(total, open_nodes[-1][1] if open_nodes else 0) > MAX_CONFIG_NODES:
+            raise YAMLLimitError(f"{what} expands to more than {MAX_CONFIG_NODES} values "
+                                 "(YAML aliases repeating aliases, a 'billion laughs'): refused")
+    return yaml.safe_load(text)
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """:func:`load_yaml` of a file read by :func:`read_bounded`; invalid YAML is a ConfigError."""
+    text = read_bounded(path, what)
+    try:
+        return load_yaml(text, f"{what} {path}")
+    except YAMLLimitError:
+        raise
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} {path} is not valid YAML: "
+                          f"{str(error).splitlines()[0]}") from None
+
+
+def check_depth(data: Any, what: str) -> None:
+    """Raise ConfigError when nested lists/dicts go deeper than MAX_CONFIG_DEPTH (iterative)."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"{what} nests more than {MAX_CONFIG_DEPTH} levels deep")
+            stack += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
