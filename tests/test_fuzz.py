@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cocogan.apps import budget
+from cocogan import budget
 from cocogan.apps.io import MAX_SEED, MAX_SEEDS, parse_numbers, parse_seeds
 from cocogan.cli import main
 from cocogan.config import (

@@ -23,8 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cocogan import get_preset
-from cocogan.apps import budget
+from cocogan import budget, get_preset
 from cocogan.apps.huge import plan_huge, write_huge
 from cocogan.apps.io import parse_seeds
 from cocogan.checkpoint import CheckpointError, load_model, resumable_steps

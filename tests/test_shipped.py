@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from cocogan import shipped
 from cocogan.apps import APPLICATIONS
+from cocogan.apps.fingerprint import fingerprint
 from cocogan.checkpoint import CheckpointError, load_model, read_metadata, resolve_checkpoint
 from cocogan.cli import main
 
@@ -42,7 +43,7 @@ def check_fingerprint(model: shipped.ShippedModel) -> None:
     """The file draws the card's images: the uint8 pixels' sha256 equal, or (when rounding of a
     pixel flips on this CPU) the float mean within MEAN_TOLERANCE."""
     card = model.card["fingerprint"]
-    got = shipped.fingerprint(model.path, card["seed"], card["count"])
+    got = fingerprint(model.path, card["seed"], card["count"])
     if got["sha256"] != card["sha256"]:
         assert got["mean"] == pytest.approx(card["mean"], abs=MEAN_TOLERANCE), (model.key, got)
         warnings.warn(f"{model.key}: pixels differ in rounding on this CPU (sha256 {got['sha256']}"
@@ -190,7 +191,7 @@ def test_fingerprint_is_that_of_generate_full_and_sees_a_changed_weight(
     tensors[key] = tensors[key] + 0.05
     changed = tmp_path / "changed.safetensors"
     save_file(tensors, str(changed), metadata=read_metadata(model.path))
-    other = shipped.fingerprint(changed)
+    other = fingerprint(changed)
     assert other["sha256"] != model.card["fingerprint"]["sha256"]
     assert abs(other["mean"] - model.card["fingerprint"]["mean"]) > 100 * MEAN_TOLERANCE
 
@@ -243,7 +244,7 @@ def test_eval_export_and_init_from_take_a_shipped_name(
     record = json.loads((tmp_path / "generated" / "skyline" / "eval.json").read_text())
     assert record["checkpoint"] == str(registry / "skyline-v1.safetensors")
     assert main(["export", "--run", "blobs-v1", "--output", "blobs.safetensors"]) == 0
-    assert shipped.fingerprint("blobs.safetensors") == shipped.lookup("blobs-v1").card[
+    assert fingerprint("blobs.safetensors") == shipped.lookup("blobs-v1").card[
         "fingerprint"]
     capsys.readouterr()
     assert main(["train", "--init-from", "blobs", "--data", "builtin:blobs", "--steps", "1",

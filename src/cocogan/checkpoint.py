@@ -6,9 +6,11 @@ plain tree of tensors and numbers that loads with ``torch.load(weights_only=True
 that needs the pickle machinery to load is refused, because unpickling runs arbitrary code.
 Files are written atomically (temp file + rename), so an interruption never leaves a
 half-written checkpoint behind; a step counts as resumable only when both of its files exist.
-A run directory holds ``checkpoints/``; :func:`load_model` accepts the run directory (newest
-checkpoint) or one file, including an inference-only file of ``cocogan export --format
-safetensors`` (the EMA generator alone; see :func:`_inference_model`).
+This module is the one way from a ``--run`` value to a model: :func:`resolve_checkpoint` takes
+a run directory (its newest checkpoint), a weights file, an inference-only file of ``cocogan
+export --format safetensors`` (the EMA generator alone; :func:`_inference_model`) or a shipped
+name (:mod:`cocogan.shipped`, checked against its card; an existing path wins, and says so),
+and :func:`load_model` builds it after checking the file's header, memory and weights.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import io
 import json
 import pickle
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,11 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from cocogan import shipped
+from cocogan.budget import BudgetError, check_budget, inference_budget
 from cocogan.config import Config, ConfigError
 from cocogan.model import GAN, CocoGAN, build_model
+from cocogan.nn.layers import shapes_only
 from cocogan.outputs import atomic_write_bytes
 
 WEIGHTS_SUFFIX = ".safetensors"
@@ -38,6 +44,8 @@ CHECKPOINT_DIR = "checkpoints"
 _STEP_NAME = re.compile(r"^step-(\d{8,})$")
 INFERENCE_CONTENTS = "generator_ema"  # metadata "contents" of an inference-only weights file
 EMA_PREFIX = "generator_ema."  # tensor names of the EMA generator in every weights file
+MAX_STEP = 2**63 - 1  # a step count fits a signed 64-bit integer (TensorBoard, torch)
+_ANNOUNCED: set[str] = set()  # --run values shadowing a shipped name, said once per process
 
 
 class CheckpointError(ValueError):
@@ -60,15 +68,22 @@ def checkpoint_files(run_dir: Path) -> list[Path]:
     return sorted((Path(run_dir) / CHECKPOINT_DIR).glob(f"step-*{WEIGHTS_SUFFIX}"))
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A weights file from a run directory (its newest checkpoint), a file path or the name of
-    a shipped model (``emoji32``, ``emoji32-v1``: :mod:`cocogan.shipped`; a path wins)."""
-    from cocogan import shipped
-
-    model = shipped.resolve(path)
-    if model is not None:
-        return model.path
-    path = Path(path)
+def resolve_checkpoint(value: str | Path) -> Path:
+    """The weights file of a ``--run`` value: a run directory (its newest checkpoint), a file
+    or a shipped name (``emoji32``, ``emoji32-v1``; its file checked against its card). An
+    existing path wins over a shipped name, with a note on stderr saying which was used."""
+    path = Path(value)
+    model = shipped.find(str(value)) if shipped.is_name(value) else None
+    if model is not None and not path.exists():
+        try:
+            return model.verified()
+        except shipped.ShippedError as error:
+            raise CheckpointError(str(error)) from None
+    if model is not None and str(value) not in _ANNOUNCED:
+        _ANNOUNCED.add(str(value))
+        print(f"cocogan: using the local {'folder' if path.is_dir() else 'file'} "
+              f"{path.absolute()}, not the shipped model {value} (run elsewhere to use that)",
+              file=sys.stderr)
     if path.is_dir():
         files = checkpoint_files(path)
         if not files:
@@ -97,20 +112,37 @@ def read_metadata(path: Path) -> dict[str, str]:
     return metadata
 
 
+def stored_config(file: Path, metadata: dict[str, str]) -> Config:
+    """The validated config a weights file carries (old one-section configs included)."""
+    try:
+        return Config.from_json(metadata["config"]).validate()
+    except (KeyError, ConfigError) as error:
+        raise CheckpointError(f"{file} has an invalid config: {error}") from None
+
+
+def stored_step(file: Path, metadata: dict[str, str]) -> int:
+    """The step a weights file says it was written at (0 when it says none)."""
+    text = metadata.get("step", "0")
+    if not text.isdigit() or int(text) > MAX_STEP:
+        raise CheckpointError(f"{file}: its metadata step {text[:30]!r} is not a step count "
+                              f"(0 to 2^63-1): the file is damaged or was edited")
+    return int(text)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", *,
                family: str | None = "cocogan") -> tuple[Config, GAN, int]:
-    """Rebuild the model of a checkpoint: (config, model in eval mode, step).
+    """Rebuild the model of a ``--run`` value: (config, model in eval mode, step).
 
     Args:
         family: the ``model.family`` the caller works with (the applications, serve and eval
             need COCO-GAN's patches); None accepts any and builds the checkpoint's own.
+    Raises:
+        CheckpointError: nothing to load, a damaged file, or generator weights that are not
+            finite (a diverged run draws black images).
     """
     file = resolve_checkpoint(path)
     metadata = read_metadata(file)
-    try:
-        config = Config.from_json(metadata["config"]).validate()
-    except (KeyError, ConfigError) as error:
-        raise CheckpointError(f"{file} has an invalid config: {error}") from None
+    config, step = stored_config(file, metadata), stored_step(file, metadata)
     if family is not None and config.model.family != family:
         raise CheckpointError(f"{file} holds a model.family={config.model.family} model; this "
                               f"command needs a {family} run (benchmarks/quality_baseline.py "
@@ -119,15 +151,34 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     # before anything is built from the config
     check_stored_config(file, config, prefix=EMA_PREFIX if inference_only else "")
     model = build_model(config.model)
+    state = _read_tensors(file)
+    bad = next((name for name, tensor in state.items() if name.startswith("generator")
+                and tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{file}: the generator's weights hold NaN or infinite values "
+                              f"({bad}): the run diverged or the file is damaged; load an "
+                              "earlier checkpoint")
     if inference_only:
-        return config, _inference_model(file, model).to(device).eval(), int(metadata["step"])
+        model = _inference_model(file, model, state)
+    else:
+        _load_into(file, model, state)
+    return config, model.to(device).eval(), step
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
     try:
-        state = load_file(str(file))
-        model.load_state_dict(state, strict=True)
+        return load_file(str(file))
     except (RuntimeError, SafetensorError) as error:
+        raise CheckpointError(f"{file} is not a readable safetensors checkpoint "
+                              f"({str(error).splitlines()[0]})") from None
+
+
+def _load_into(file: Path, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
         raise CheckpointError(f"{file} does not match its config "
                               f"({str(error).splitlines()[0]})") from None
-    return config, model.to(device).eval(), int(metadata.get("step", 0))
 
 
 class MissingNetworkError(CheckpointError, AttributeError):
@@ -165,15 +216,9 @@ class MissingNetwork(nn.Module):
         pass  # the placeholder is not a weight
 
 
-def _inference_model(file: Path, model: CocoGAN) -> CocoGAN:
+def _inference_model(file: Path, model: CocoGAN, state: dict[str, torch.Tensor]) -> CocoGAN:
     """``model`` with the EMA generator of an inference-only file; G and D are MissingNetworks."""
-    try:
-        state = load_file(str(file))
-        model.generator_ema.load_state_dict(
-            {k.removeprefix(EMA_PREFIX): v for k, v in state.items()}, strict=True)
-    except (RuntimeError, SafetensorError) as error:
-        raise CheckpointError(f"{file} does not match its config "
-                              f"({str(error).splitlines()[0]})") from None
+    _load_into(file, model.generator_ema, {k.removeprefix(EMA_PREFIX): v for k, v in state.items()})
     model.generator = MissingNetwork("the raw generator (--raw)", file)
     model.discriminator = MissingNetwork("the discriminator (inspire, the spatial metric)", file)
     return model
@@ -205,9 +250,6 @@ def check_stored_config(path: Path, config: Config, prefix: str = "") -> None:
         CheckpointError: a tensor the config implies is missing or has another shape, or the
             model's weights would not fit in the memory available.
     """
-    from cocogan.apps.budget import BudgetError, check_budget, inference_budget
-    from cocogan.nn.layers import shapes_only
-
     stored = tensor_shapes(path)
     with shapes_only():
         expected = {name: tensor for name, tensor in build_model(config.model).state_dict().items()
@@ -322,16 +364,8 @@ def read_weights(path: Path, config: Config, model: GAN) -> int:
     Returns the step stored in the file.
     """
     metadata = read_metadata(path)
-    try:
-        saved = Config.from_json(metadata["config"])
-    except (KeyError, ConfigError) as error:
-        raise CheckpointError(f"{path} has an invalid config: {error}") from None
-    if saved.model != config.model:
+    if stored_config(path, metadata).model != config.model:
         raise CheckpointError(f"{path} was trained with a different model config than "
                               "this run's config.yaml")
-    try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-    except (RuntimeError, SafetensorError) as error:
-        raise CheckpointError(f"{path} does not match its config "
-                              f"({str(error).splitlines()[0]})") from None
-    return int(metadata.get("step", 0))
+    _load_into(path, model, _read_tensors(path))
+    return stored_step(path, metadata)

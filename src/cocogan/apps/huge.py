@@ -40,8 +40,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from cocogan.apps.budget import TIFF_INDEX_BYTES, Budget, image_bytes, render_bytes
 from cocogan.apps.io import to_uint8
+from cocogan.budget import TIFF_INDEX_BYTES, Budget, image_bytes, render_bytes
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
 from cocogan.nn import Generator

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from cocogan.apps import APPLICATIONS, DEFAULT_CHUNK
-from cocogan.apps.budget import Budget, image_bytes, render_bytes
 from cocogan.apps.io import Provenance, parse_numbers, parse_seeds
+from cocogan.budget import Budget, image_bytes, render_bytes
 from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.outputs import claim_file, claim_folder
@@ -47,7 +47,7 @@ class Context:
 
     def check_budget(self, budget: Budget, destination: Path | None = None) -> None:
         """Refuse (unless --force) when memory or disk will not suffice."""
-        from cocogan.apps.budget import BudgetError, check_budget
+        from cocogan.budget import BudgetError, check_budget
 
         try:
             check_budget(budget, destination or self.out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.write:
         raise ValueError("--write goes with --fingerprint FILE")
     models = shipped.models()
+    for broken in (m for m in shipped.all_versions() if m.problem):
+        print(f"cocogan models: warning: {broken.problem}", file=sys.stderr)
     if args.json:
         print(json.dumps([{**m.card, "path": str(m.path), "size": m.size} for m in models],
                          indent=2))
@@ -72,13 +75,14 @@ def _number(value: Any) -> str:
 
 def _fingerprint(file: Path, write: bool) -> int:
     from cocogan import shipped
+    from cocogan.apps.fingerprint import fingerprint, supported_applications
     from cocogan.checkpoint import read_metadata
     from cocogan.outputs import atomic_write
 
     if not file.is_file():
         raise FileNotFoundError(f"--fingerprint {file} does not exist: name a .safetensors file")
-    fields = {"fingerprint": shipped.fingerprint(file),
-              "applications": shipped.supported_applications(file)}
+    fields = {"fingerprint": fingerprint(file), "applications": supported_applications(file),
+              "weights_sha256": shipped.file_sha256(file)}
     print(json.dumps(fields, indent=2))
     if not write:
         return 0
@@ -90,7 +94,7 @@ def _fingerprint(file: Path, write: bool) -> int:
         card.setdefault("version", int(match["version"]))
     card.setdefault("steps", int(read_metadata(file).get("step", 0)))
     card.setdefault("applications", fields["applications"])
-    card["fingerprint"] = fields["fingerprint"]
+    card["fingerprint"], card["weights_sha256"] = fields["fingerprint"], fields["weights_sha256"]
     text = json.dumps(card, indent=2) + "\n"
     atomic_write(card_path, lambda tmp: tmp.write_text(text))
     missing = [key for key in shipped.CARD_FIELDS if key not in card]

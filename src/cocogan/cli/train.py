@@ -118,9 +118,9 @@ MAX_WORKERS_PER_CORE = 2  # data.num_workers above this many per usable core is 
 
 def check_resources(config: Config, force: bool, device: str | None) -> None:
     """Before anything is built: the model's estimated memory must fit
-    (`apps.budget.training_budget`, skipped with --force), and data.num_workers must be -1
+    (`budget.training_budget`, skipped with --force), and data.num_workers must be -1
     or 0..2 per usable core (100,000 workers once forked the machine to a load of 289)."""
-    from cocogan.apps.budget import check_budget, training_budget
+    from cocogan.budget import check_budget, training_budget
     from cocogan.training.device import available_cores, select_device
 
     cores = available_cores()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from cocogan import __version__, shipped
-from cocogan.apps.budget import format_seconds
+from cocogan.budget import format_seconds
 from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.data import build_dataset, dataset_fingerprint
 from cocogan.evaluation.cache import load_real_features

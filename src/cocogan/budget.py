@@ -1,7 +1,8 @@
-"""Up-front budgets for outputs that grow with a user-given size (``huge --size``,
-``beyond --extend``, many seeds or frames) and for models of user-given sizes (``--set
-model.ngf=...``, a checkpoint's stored config): memory, disk and time are estimated before any
-work, printed, and checked against what the machine has.
+"""Up-front budgets for outputs that grow with a user-given size (``huge --size``, ``beyond
+--extend``, many seeds or frames) and for models of user-given sizes (``--set model.ngf=...``,
+a checkpoint's stored config): memory, disk and time are estimated before any work, printed,
+and checked against what the machine has. Below every layer that checks one (the loader,
+training, the applications), so none of them imports upwards.
 
 A command refuses (unless ``--force``) when the estimated peak memory exceeds the memory
 available now or the output would not fit in the free space of its disk; the message carries
