@@ -150,7 +150,7 @@ def test_newest_version_per_name_and_lookup(registry: Path,
     assert shipped.lookup("blobs").path == registry / "blobs-v2.safetensors"
     assert shipped.lookup("blobs-v1").path == registry / "blobs-v1.safetensors"
     assert resolve_checkpoint("skyline") == registry / "skyline-v1.safetensors"
-    with pytest.raises(CheckpointError, match=r"no shipped model named 'emoji32' \(shipped: "
+    with pytest.raises(shipped.ShippedError, match=r"no shipped model named 'emoji32' \(shipped: "
                        r"blobs, skyline;"):
         shipped.lookup("emoji32")
     assert main(["generate", "full", "--run", "emoji32"]) == 2
@@ -165,12 +165,80 @@ def test_a_card_without_a_field_is_a_one_line_error(fixture_dir: Path, tmp_path:
     card = json.loads((fixture_dir / "skyline-v1.json").read_text())
     del card["command"]
     (tmp_path / "sky-v3.json").write_text(json.dumps({**card, "name": "sky", "version": 3}))
-    with pytest.raises(CheckpointError, match=r"lacks or mistypes: command$"):
-        shipped.models(tmp_path)
+    assert shipped.models(tmp_path) == []  # listed nowhere; its name says why
+    with pytest.raises(shipped.ShippedError, match=r"lacks or mistypes: command$"):
+        shipped.lookup("sky", tmp_path).verified()
     (tmp_path / "sky-v3.json").write_text(json.dumps({**card, "command": "x"}))
-    with pytest.raises(CheckpointError, match="the file says sky v3"):
-        shipped.models(tmp_path)
+    with pytest.raises(shipped.ShippedError, match="the file says sky v3"):
+        shipped.lookup("sky-v3", tmp_path).verified()
     assert shipped.models(tmp_path / "empty") == []
+
+
+@pytest.fixture
+def own_registry(fixture_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the fixture registry that a test may break; the current folder is tmp_path."""
+    folder = tmp_path / "registry"
+    shutil.copytree(fixture_dir, folder)
+    monkeypatch.setenv(shipped.DIR_ENV, str(folder))
+    monkeypatch.chdir(tmp_path)
+    return folder
+
+
+def test_one_broken_card_leaves_the_other_names_usable(
+        own_registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27.11: a broken card once made every shipped name fail."""
+    (own_registry / "blobs-v2.json").write_text("{not json")
+    assert resolve_checkpoint("skyline") == own_registry / "skyline-v1.safetensors"
+    assert main(["models"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "skyline"
+    assert "blobs-v2.safetensors has no readable card" in captured.err
+    assert main(["generate", "full", "--run", "blobs", "--seeds", "0", "--device", "cpu"]) == 2
+    assert "has no readable card blobs-v2.json" in one_line(capsys)
+    assert main(["generate", "full", "--run", "blobs-v1", "--seeds", "0", "--device", "cpu"]) == 0
+
+
+def test_a_swapped_weights_file_is_refused_before_loading(
+        own_registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27.11: the file is checked against the SHA-256 its card holds."""
+    card = json.loads((own_registry / "skyline-v1.json").read_text())
+    assert card["weights_sha256"] == hashlib.sha256(
+        (own_registry / "skyline-v1.safetensors").read_bytes()).hexdigest()
+    shutil.copy(own_registry / "blobs-v1.safetensors", own_registry / "skyline-v1.safetensors")
+    assert main(["generate", "full", "--run", "skyline", "--seeds", "0", "--device", "cpu"]) == 2
+    assert "not the file its card describes (SHA-256 differs)" in one_line(capsys)
+    assert not Path("generated").exists()
+
+
+def test_a_local_folder_named_like_a_shipped_model_is_used_and_named(
+        registry: Path, trained_runs: dict[str, Path], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27.11: ./skyline shadowed the shipped skyline without a word."""
+    from cocogan import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_ANNOUNCED", set())
+    shutil.copytree(trained_runs["tiny-inspired"], "skyline")
+    file = resolve_checkpoint("skyline")
+    assert file.parent == Path("skyline/checkpoints")
+    resolve_checkpoint("skyline")
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 1 and "using the local folder" in notes[0]
+    assert "not the shipped model skyline" in notes[0]
+
+
+def test_card_text_is_bounded_and_without_escapes(
+        own_registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27.13: a card's text was echoed whole (900 KB lines) with raw ANSI escapes."""
+    card = json.loads((own_registry / "skyline-v1.json").read_text())
+    card["description"] = "\x1b[2J\x1b]0;owned\x07sky" + "x" * 900_000
+    card["figures"] = {"\x1b[31mswd": 1.0}
+    (own_registry / "skyline-v1.json").write_text(json.dumps(card))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "sky" in out
+    assert max(map(len, out.splitlines())) < 1100
+    assert main(["models", "--json"]) == 0
+    assert "\\u001b" not in capsys.readouterr().out
 
 
 def test_fingerprint_is_that_of_generate_full_and_sees_a_changed_weight(

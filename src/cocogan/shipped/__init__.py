@@ -92,12 +92,10 @@ def all_versions(folder: Path | None = None) -> list[ShippedModel]:
 
 
 def models(folder: Path | None = None) -> list[ShippedModel]:
-    """The newest usable version of each shipped model, sorted by name."""
-    newest: dict[str, ShippedModel] = {}
-    for model in all_versions(folder):
-        if model.problem is None:
-            newest[model.name] = model  # versions ascend
-    return list(newest.values())
+    """The newest version of each shipped model, sorted by name; a name whose newest card is
+    broken is left out (``--run NAME`` then says why)."""
+    newest = {model.name: model for model in all_versions(folder)}  # versions ascend
+    return [model for model in newest.values() if model.problem is None]
 
 
 def find(value: str, folder: Path | None = None) -> ShippedModel | None:
