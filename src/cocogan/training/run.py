@@ -54,7 +54,7 @@ from cocogan.training.speed import prepare_model
 from cocogan.training.state import TrainState, restore_payload, seed_globals
 from cocogan.training.step import NamedOptimizers
 from cocogan.training.sync_norm import synchronise_batch_norm
-from cocogan.yaml_limits import read_bounded, read_yaml_file, show
+from cocogan.yaml_limits import cut, read_bounded, read_yaml_file, show
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.yaml"
@@ -102,9 +102,9 @@ def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
         raw = first_line(error)
     names = {f.name for f in dataclasses.fields(RunSpec)}
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{run_dir / RUN_FILE} is corrupt ({raw!s:.80}): it should be a "
-                              "mapping with data, seed and device; restore it or rewrite those "
-                              "keys by hand")
+        raise CheckpointError(f"{run_dir / RUN_FILE} is corrupt ({cut(str(raw), 300)}): it "
+                              "should be a mapping with seed and device; restore it or rewrite "
+                              "those keys by hand")
     spec = RunSpec(**{k: v for k, v in raw.items() if k in names})
     if config.data.source is None:  # a run from before data.source: run.yaml has it
         config.data.source = raw.get("data")
