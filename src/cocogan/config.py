@@ -51,9 +51,48 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 NAME_LIMIT = 80  # characters of a config's name kept (it is echoed in messages and pictures)
 
 
+class Section:
+    """Checks every section declares: floats finite, fields positive integers, >= 0 (None
+    passes where the type allows it), in [0, 1), or one of a few strings; then its own rules."""
+
+    NAME: ClassVar[str] = ""
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ()
+    FRACTIONS: ClassVar[tuple[str, ...]] = ()
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid field."""
+        for name in (item.name for item in dataclasses.fields(self)):  # type: ignore[arg-type]
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                self.fail(name, "must be a finite number", value)
+            if name in self.POSITIVE and (not isinstance(value, int) or value <= 0):
+                self.fail(name, "must be a positive integer", value)
+            if name in self.NON_NEGATIVE and value is not None and value < 0:
+                self.fail(name, "must be >= 0", value)
+            if name in self.FRACTIONS and not 0.0 <= value < 1.0:
+                self.fail(name, "must be in [0, 1)", value)
+            if name in self.CHOICES and value not in self.CHOICES[name]:
+                self.fail(name, f"must be one of {', '.join(self.CHOICES[name])}", value)
+        self.check()
+
+    def check(self) -> None:
+        """The section's own rules beyond the declared ones."""
+
+    def fail(self, name: str, rule: str, value: Any) -> None:
+        raise ConfigError(f"{self.NAME}.{name} {rule}, got {show(value)}")
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """Image, patch and network sizes (paper Section 2 and Appendix B)."""
+
+    NAME: ClassVar[str] = "model"
+    POSITIVE: ClassVar[tuple[str, ...]] = ("full_height", "full_width", "micro", "macro",
+                                           "z_dim", "ngf", "ndf", "aux_hidden")
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "family": MODEL_FAMILIES, "coords": COORDINATE_SYSTEMS, "sampling": SAMPLING_MODES}
 
     family: str = "cocogan"  # what is trained: cocogan (the paper) | baseline (full-image GAN)
     full_height: int = 64  # height of the full image, pixels
@@ -76,81 +115,24 @@ class ModelConfig:
     def macro_w(self) -> int:
         return self.macro_width if self.macro_width is not None else self.macro
 
-    def validate(self) -> None:
-        """Raise ConfigError naming the first invalid field."""
-        for name in ("full_height", "full_width", "micro", "macro", "z_dim", "ngf", "ndf",
-                     "aux_hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+    def check(self) -> None:
         if self.macro_width is not None and (
-            not isinstance(self.macro_width, int) or self.macro_width <= 0
-        ):
-            raise ConfigError(f"model.macro_width must be a positive integer or null, "
-                              f"got {self.macro_width!r}")
-        if self.family not in MODEL_FAMILIES:
-            raise ConfigError(f"model.family must be one of {', '.join(MODEL_FAMILIES)}, "
-                              f"got {self.family!r}")
-        if self.coords not in COORDINATE_SYSTEMS:
-            raise ConfigError(f"model.coords must be one of {', '.join(COORDINATE_SYSTEMS)}, "
-                              f"got {self.coords!r}")
-        if self.sampling not in SAMPLING_MODES:
-            raise ConfigError(f"model.sampling must be one of {', '.join(SAMPLING_MODES)}, "
-                              f"got {self.sampling!r}")
-        if self.micro < 4 or not _is_power_of_two(self.micro):
-            raise ConfigError(f"model.micro must be a power of two >= 4, got {self.micro}")
-        for axis, full in (("full_height", self.full_height), ("full_width", self.full_width)):
-            if full % self.micro:
-                raise ConfigError(f"model.{axis} ({full}) must be divisible by model.micro "
-                                  f"({self.micro})")
-        for name, size in (("macro", self.macro), ("macro_width", self.macro_w)):
+                not isinstance(self.macro_width, int) or self.macro_width <= 0):
+            self.fail("macro_width", "must be a positive integer or null", self.macro_width)
+        for name, least in (("micro", 4), ("macro", 8)):
+            if getattr(self, name) < least or not _is_power_of_two(getattr(self, name)):
+                self.fail(name, f"must be a power of two >= {least}", getattr(self, name))
+        for name, size in (("full_height", self.full_height), ("full_width", self.full_width),
+                           ("macro", self.macro), ("macro_width", self.macro_w)):
             if size % self.micro:
-                raise ConfigError(f"model.{name} ({size}) must be a multiple of model.micro "
-                                  f"({self.micro})")
-        if self.macro < 8 or not _is_power_of_two(self.macro):
-            raise ConfigError(f"model.macro must be a power of two >= 8, got {self.macro}")
-        if self.macro > self.full_height:
-            raise ConfigError(f"model.macro ({self.macro}) must not exceed model.full_height "
-                              f"({self.full_height})")
+                self.fail(name, f"must be a multiple of model.micro ({self.micro})", size)
+        for name, size, full in (("macro", self.macro, "full_height"),
+                                 ("macro_width", self.macro_w, "full_width")):
+            if size > getattr(self, full):
+                self.fail(name, f"must not exceed model.{full} ({getattr(self, full)})", size)
         if self.z_phase and self.coords != "cylindrical":
             raise ConfigError("model.z_phase turns the panorama's angle: it needs "
                               "model.coords=cylindrical (or drop it)")
-        if self.macro_w > self.full_width:
-            raise ConfigError(f"model.macro_width ({self.macro_w}) must not exceed "
-                              f"model.full_width ({self.full_width})")
-
-
-class Section:
-    """Common checks of the training sections, declared per class: every float finite, the
-    named fields positive integers, >= 0 (None passes where the type allows it), in [0, 1)."""
-
-    NAME: ClassVar[str] = ""
-    POSITIVE: ClassVar[tuple[str, ...]] = ()
-    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ()
-    FRACTIONS: ClassVar[tuple[str, ...]] = ()
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first invalid field."""
-        for item in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, item.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                self.fail(item.name, "must be a finite number", value)
-        for name in self.POSITIVE:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                self.fail(name, "must be a positive integer", getattr(self, name))
-        for name in self.NON_NEGATIVE:
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                self.fail(name, "must be >= 0", getattr(self, name))
-        for name in self.FRACTIONS:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                self.fail(name, "must be in [0, 1)", getattr(self, name))
-        self.check()
-
-    def check(self) -> None:
-        """The section's own rules beyond the declared ones."""
-
-    def fail(self, name: str, rule: str, value: Any) -> None:
-        raise ConfigError(f"{self.NAME}.{name} {rule}, got {show(value)}")
 
 
 @dataclass
@@ -231,6 +213,7 @@ class RunConfig(Section):
     NAME: ClassVar[str] = "run"
     POSITIVE: ClassVar[tuple[str, ...]] = ("log_every", "sample_every", "checkpoint_every",
                                            "keep_checkpoints", "n_samples")
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"compile": COMPILE_MODES}
 
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalars
     sample_every: int = 500  # steps between sample grids
@@ -244,10 +227,6 @@ class RunConfig(Section):
     compile: str = "off"  # torch.compile G and D's trunk: one of COMPILE_MODES; off on CPU
     deterministic: bool = False  # CUDA: deterministic cuDNN and torch kernels, no autotuner
     #   (same results run to run on one GPU, slower; docs/training.md "Determinism")
-
-    def check(self) -> None:
-        if self.compile not in COMPILE_MODES:
-            self.fail("compile", f"must be one of {', '.join(COMPILE_MODES)}", self.compile)
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
@@ -406,36 +385,30 @@ def _build(kind: type, values: dict[str, Any], section: str) -> Any:
 
 def _coerce(kind: type, key: str, raw: Any, section: str) -> Any:
     """Convert a YAML/CLI value to the declared type of ``kind.key``."""
-    default = getattr(kind(), key)
-    type_name = {f.name: f.type for f in dataclasses.fields(kind)}[key]
+    declared = str({f.name: f.type for f in dataclasses.fields(kind)}[key])
     if raw is None:
-        if "None" in str(type_name):
+        if "None" in declared:
             return None
         raise ConfigError(f"{section}.{key} may not be null")
+    expected = next(name for name in ("bool", "int", "float", "str") if name in declared)
     try:
-        if isinstance(default, bool):
-            if isinstance(raw, str):
-                if raw.lower() in ("true", "1", "yes", "on"):
-                    return True
-                if raw.lower() in ("false", "0", "no", "off"):
-                    return False
-                raise ValueError(raw)
-            return bool(raw)
-        if isinstance(default, int) or "int" in str(type_name):
+        if expected == "bool":
+            return _BOOLEANS[str(raw).lower()]
+        if expected == "int":
             value = float(raw) if isinstance(raw, str) else raw
             if float(value) != int(value):
                 raise ValueError(raw)
             return int(value)
-        if isinstance(default, float) or "float" in str(type_name):
-            if isinstance(raw, bool):
-                raise ValueError(raw)
-            return float(raw)
-        if not isinstance(raw, str | int | float) or len(str(raw)) > MAX_STRING:
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float) \
+                or len(str(raw)) > MAX_STRING:
             raise ValueError(raw)  # a list, a mapping or a very long string
-        return str(raw)
-    except (TypeError, ValueError, OverflowError):
-        expected = type(default).__name__ if default is not None else str(type_name)
+        return float(raw) if expected == "float" else str(raw)
+    except (TypeError, ValueError, OverflowError, KeyError):
         raise ConfigError(f"{section}.{key} expects {expected}, got {show(raw)}") from None
+
+
+_BOOLEANS = {**dict.fromkeys(("true", "1", "yes", "on"), True),
+             **dict.fromkeys(("false", "0", "no", "off"), False)}
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
