@@ -3,16 +3,7 @@
 The supported public surface is re-exported here; everything else is internal.
 """
 
-from cocogan.config import (
-    Config,
-    ConfigError,
-    DataConfig,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    apply_overrides,
-)
+from cocogan.config import Config, ConfigError, ModelConfig, apply_overrides
 from cocogan.coords import CoordinateSystem, coordinate_system
 from cocogan.losses import (
     content_consistency,
@@ -27,9 +18,8 @@ from cocogan.presets import PRESETS, get_preset
 __version__ = "0.1.0"
 
 __all__ = [
-    "PRESETS", "CocoGAN", "Config", "ConfigError", "CoordinateSystem", "DataConfig",
-    "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "__version__", "apply_overrides",
-    "assemble", "content_consistency", "coordinate_system", "crop", "generate_macro",
-    "generate_micro", "get_preset",
+    "PRESETS", "CocoGAN", "Config", "ConfigError", "CoordinateSystem", "ModelConfig",
+    "__version__", "apply_overrides", "assemble", "content_consistency",
+    "coordinate_system", "crop", "generate_macro", "generate_micro", "get_preset",
     "gradient_penalty", "merge", "spatial_consistency", "split", "wasserstein_estimate",
 ]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
@@ -63,11 +63,6 @@ def save_model(path: Path, config: Config, model: GAN, step: int) -> None:
     atomic_write_bytes(Path(path), safetensors_bytes(tensors, metadata=metadata))
 
 
-def checkpoint_files(run_dir: Path) -> list[Path]:
-    """Checkpoints of a run, oldest first."""
-    return sorted((Path(run_dir) / CHECKPOINT_DIR).glob(f"step-*{WEIGHTS_SUFFIX}"))
-
-
 def resolve_checkpoint(value: str | Path) -> Path:
     """The weights file of a ``--run`` value: a run directory (its newest checkpoint), a file
     or a shipped name (``emoji32``, ``emoji32-v1``; its file checked against its card). An
@@ -85,7 +80,7 @@ def resolve_checkpoint(value: str | Path) -> Path:
               f"{path.absolute()}, not the shipped model {value} (run elsewhere to use that)",
               file=sys.stderr)
     if path.is_dir():
-        files = checkpoint_files(path)
+        files = sorted((path / CHECKPOINT_DIR).glob(f"step-*{WEIGHTS_SUFFIX}"))
         if not files:
             raise CheckpointError(f"no checkpoints under {path / CHECKPOINT_DIR}: "
                                   "train first (cocogan train) or pass a .safetensors file")
@@ -98,15 +93,19 @@ def resolve_checkpoint(value: str | Path) -> Path:
     return path
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
+def _header(path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """(metadata, name -> shape of every tensor) of a safetensors file, from its header."""
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+            return handle.metadata() or {}, {
+                key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint "
                               f"({str(error).splitlines()[0]})") from None
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    metadata = _header(path)[0]
     if metadata.get("format") != "cocogan":
         raise CheckpointError(f"{path} is not a cocogan checkpoint (no cocogan metadata)")
     return metadata
@@ -227,18 +226,6 @@ def _inference_model(file: Path, model: CocoGAN, state: dict[str, torch.Tensor])
 _SN_WEIGHT = ".parametrizations.weight.original"  # spectral norm's name of a layer's weight
 
 
-def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor in a safetensors file, from its header alone."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint "
-                              f"({str(error).splitlines()[0]})") from None
-
-
 def check_stored_config(path: Path, config: Config, prefix: str = "") -> None:
     """A checkpoint's stored config must describe its tensors, and the model must fit in memory:
     checked on shape-only networks (meta tensors) and the file's header, before anything is
@@ -250,7 +237,7 @@ def check_stored_config(path: Path, config: Config, prefix: str = "") -> None:
         CheckpointError: a tensor the config implies is missing or has another shape, or the
             model's weights would not fit in the memory available.
     """
-    stored = tensor_shapes(path)
+    stored = _header(path)[1]
     with shapes_only():
         expected = {name: tensor for name, tensor in build_model(config.model).state_dict().items()
                     if name.startswith(prefix)}

@@ -270,11 +270,9 @@ class Config:
     def from_dict(cls, data: dict[str, Any]) -> Config:
         """Build from a nested dict (old ``train:`` layout included), rejecting unknown keys."""
         data = upgrade(data)
-        model = _build(ModelConfig, _without_removed(data.get("model") or {}), "model")
-        sections = {s: _build(kind, data.get(s) or {}, s) for s, kind in SECTIONS.items()
-                    if s != "model"}
-        return cls(name=cut(str(data.get("name", "custom")), NAME_LIMIT), model=model,
-                   **sections)
+        data["model"] = _without_removed(data.get("model") or {})
+        sections = {s: _build(kind, data.get(s) or {}, s) for s, kind in SECTIONS.items()}
+        return cls(name=cut(str(data.get("name", "custom")), NAME_LIMIT), **sections)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -106,16 +106,6 @@ def find(value: str, folder: Path | None = None) -> ShippedModel | None:
     return (exact or named or [None])[-1]
 
 
-def lookup(value: str, folder: Path | None = None) -> ShippedModel:
-    """:func:`find`, or a one-line ShippedError listing the shipped names."""
-    model = find(value, folder)
-    if model is None:
-        known = ", ".join(m.name for m in models(folder)) or "none"
-        raise ShippedError(f"no shipped model named {cut(value)!r} (shipped: {known}; "
-                           "cocogan models lists them)")
-    return model
-
-
 def is_name(value: str | Path) -> bool:
     """True when ``value`` has the form of a shipped name (``NAME`` or ``NAME-vK``)."""
     return FILE_NAME.match(f"{value}-v0") is not None
