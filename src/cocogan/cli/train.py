@@ -150,10 +150,10 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
 
 
 def _checkpoint_config(path: str) -> Config:
-    from cocogan.checkpoint import read_metadata, resolve_checkpoint
+    from cocogan.checkpoint import read_metadata, resolve_checkpoint, stored_config
 
-    metadata = read_metadata(resolve_checkpoint(path))
-    return Config.from_json(metadata["config"], f"the config stored in {path}")
+    file = resolve_checkpoint(path)
+    return stored_config(file, read_metadata(file))
 
 
 def _merge(base: dict, override: dict) -> dict:
