@@ -3,6 +3,7 @@ checkpoint written before the split (tests/data, by commit b2ab072) load and res
 name; each section validates itself; run.deterministic; and the hostile model files of issue
 27 (non-finite weights, a missing or huge step, a long name with escapes, a huge run file)."""
 
+# rename_config: skip (this file writes the old train.KEY layout on purpose)
 from __future__ import annotations
 
 import json
