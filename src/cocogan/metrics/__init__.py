@@ -24,6 +24,7 @@ from cocogan.metrics.inception import (
     resolve_inception_weights,
 )
 from cocogan.metrics.layout import content_spread, likeness, repetition
+from cocogan.metrics.precision_recall import precision_recall
 from cocogan.metrics.seams import seam_profile, seam_ratio, wrap_ratio
 from cocogan.metrics.swd import (
     sliced_wasserstein,
@@ -35,6 +36,8 @@ from cocogan.metrics.swd import (
 METRICS: dict[str, str] = {
     "fid": "Fréchet Inception Distance on Inception-v3 pool3 features (TTUR weights)",
     "kid": "Kernel Inception Distance: unbiased cubic-kernel MMD^2 on pool3, mean ± std",
+    "precision": "fraction of generated pool3 features inside the real k=3 NN manifold (fidelity)",
+    "recall": "fraction of real pool3 features inside the generated k=3 NN manifold (diversity)",
     "swd": "multi-scale sliced Wasserstein distance on Laplacian-pyramid 7x7 patches, x1e3 (PGGAN)",
     "seams": "pixel jumps across micro-patch borders / jumps elsewhere (1 = seamless)",
     "wrap": "jump between last and first column / interior column jumps (1 = cyclic panorama)",
@@ -61,6 +64,7 @@ __all__ = [
     "likeness",
     "load_fid_inception",
     "mmd2_unbiased",
+    "precision_recall",
     "repetition",
     "resolve_inception_weights",
     "seam_profile",
