@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import cdist
+from tests.test_evaluation import SMALL, StandIn, make_run
 
 from cocogan.data import build_dataset
 from cocogan.evaluation import (
@@ -29,7 +30,6 @@ from cocogan.evaluation.indicators import indicator_keys
 from cocogan.evaluation.sampling import real_subset
 from cocogan.metrics import inception, precision_recall
 from cocogan.metrics.frechet import NonFiniteError
-from tests.test_evaluation import SMALL, StandIn, make_run
 
 pr_module = importlib.import_module("cocogan.metrics.precision_recall")  # the function shadows it
 
@@ -199,7 +199,7 @@ def test_on_inception_features_noise_is_neither_precise_nor_recalled(emoji_dir: 
     from cocogan.data import build_dataset
 
     dataset = build_dataset("builtin:blobs", 32, 32)
-    emoji = torch.stack([dataset[i] for i in range(8)])
+    blobs = torch.stack([dataset[i] for i in range(8)])
     noise = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     features = inception.InceptionFeatures(batch_size=8)
     real, fake = features(blobs), features(noise)
