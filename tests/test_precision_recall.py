@@ -195,9 +195,7 @@ needs_weights = pytest.mark.skipif(inception.installed_package_weights() is None
 
 @needs_weights
 @pytest.mark.slow  # 16 images through the real Inception network: ~20 s on a loaded CPU
-def test_on_inception_features_noise_is_neither_precise_nor_recalled(emoji_dir: Path) -> None:
-    from cocogan.data import build_dataset
-
+def test_on_inception_features_noise_is_neither_precise_nor_recalled() -> None:
     dataset = build_dataset("builtin:blobs", 32, 32)
     blobs = torch.stack([dataset[i] for i in range(8)])
     noise = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
