@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--matmul-size", type=int, default=2048, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("runs/recipe-study"))
+    parser.add_argument("--floor-only", action="store_true",
+                        help="measure the real-vs-real floor only (no training)")
     args = parser.parse_args(argv)
     try:
         chosen = [parse_variant(v) for v in args.variant] or \
@@ -271,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                     "minutes": args.minutes, "threads": args.threads})
     results.setdefault("variants", {})
     print(f"real train vs held-out ({count} images per side): {results['real']}", flush=True)
+    if args.floor_only:
+        results_file.write_text(json.dumps(results, indent=2) + "\n")
+        return 0
 
     for name, given in chosen:
         overrides = DEFAULT_VARIANTS[name] if given is None else given
@@ -280,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             config.validate()
         except ConfigError as error:
             print(f"== {name}: skipped ({error})", flush=True)
-            results["variants"][name] = {"overrides": overrides, "skipped": str(error)}
+            reason = str(error).split(";")[0]  # not the list of allowed keys
+            results["variants"][name] = {"overrides": overrides, "skipped": reason}
             continue
         print(f"== {name}: {' '.join(overrides) or '(the recipe as it is)'}", flush=True)
 

@@ -36,14 +36,14 @@ from cocogan.metrics.swd import (
 METRICS: dict[str, str] = {
     "fid": "Fréchet Inception Distance on Inception-v3 pool3 features (TTUR weights)",
     "kid": "Kernel Inception Distance: unbiased cubic-kernel MMD^2 on pool3, mean ± std",
-    "precision": "fraction of generated pool3 features inside the real k=3 NN manifold (fidelity)",
-    "recall": "fraction of real pool3 features inside the generated k=3 NN manifold (diversity)",
     "swd": "multi-scale sliced Wasserstein distance on Laplacian-pyramid 7x7 patches, x1e3 (PGGAN)",
     "seams": "pixel jumps across micro-patch borders / jumps elsewhere (1 = seamless)",
     "wrap": "jump between last and first column / interior column jumps (1 = cyclic panorama)",
     "spread": "RMS distance of the content centres from their mean (compare with real)",
     "repeat": "correlation of the image with itself one micro patch to the right (tiles: 1)",
     "likeness": "mean layout similarity of two different images (all in one layout: high)",
+    "precision": "fraction of generated pool3 features inside the real k=3 NN manifold (fidelity)",
+    "recall": "fraction of real pool3 features inside the generated k=3 NN manifold (diversity)",
     "spatial": "spatial-consistency check of patches generated at coordinates (computed elsewhere)",
 }
 
