@@ -171,6 +171,8 @@ def run_variant(name: str, config: Config, args: argparse.Namespace, train_sourc
     with stop:
         trainer.fit(stop=stop)
     save()
+    if stop.signal_name not in (None, "budget"):  # Ctrl-C: checkpointed; the study stops
+        raise SystemExit(f"stopped by {stop.signal_name}: run the same command to resume")
     return record
 
 

@@ -79,7 +79,7 @@ def test_several_marks_passed_at_once_give_one_evaluation() -> None:
     assert len(record["rows"]) == 2 and stop.requested
 
 
-@pytest.mark.slow  # two variants trained twice (a resume) through the Trainer: ~60-80 s loaded
+@pytest.mark.slow  # two variants, then resumed, through the Trainer: 1-3 min on a loaded CPU
 def test_smoke_two_variants_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "study"
     common = ["--data", "builtin:blobs", "--points", "2", "--metrics", "swd", "--n", "16",
