@@ -157,7 +157,7 @@ def test_frechet_diagonal_closed_form_and_self() -> None:
         frechet_distance(mu1, np.diag(v1), mu2[:8], np.diag(v2[:8]))
 
 
-def test_accumulator_equals_numpy_and_keeps_cap(tmp_path: Path) -> None:
+def test_accumulator_equals_numpy_and_keeps_cap() -> None:
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(257, 20)) * rng.uniform(0.01, 3, 20) + 100.0  # large offset
     acc = StatsAccumulator(keep=100)
@@ -168,9 +168,6 @@ def test_accumulator_equals_numpy_and_keeps_cap(tmp_path: Path) -> None:
     np.testing.assert_allclose(st.mean, feats.mean(0), rtol=1e-12)
     np.testing.assert_allclose(st.cov, np.cov(feats, rowvar=False), rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(acc.features(), feats[:100])
-    st.save(tmp_path / "ref.npz")
-    back = FeatureStats.load(tmp_path / "ref.npz")
-    assert back.n == st.n and np.array_equal(back.cov, st.cov)
 
 
 # --------------------------------------------------------------------------- KID

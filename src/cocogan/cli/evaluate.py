@@ -16,7 +16,7 @@ _DEFAULTS = EvalConfig()
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     metric_help = "; ".join(f"{k}: {v}" for k, v in METRICS.items())
     parser = sub.add_parser(
-        name, help="evaluate a run: fid, kid, swd, seams, wrap, spatial",
+        name, help="evaluate a run: fid, kid, precision, recall, swd, seams, wrap, spatial",
         description="Evaluate a trained run against real images and write RUN/eval.json.")
     parser.add_argument("--run", required=True,
                         help="run directory written by cocogan train, or a shipped model name "

@@ -70,9 +70,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                              "to metrics.jsonl and TensorBoard, keeps checkpoints/best.safetensors "
                              "by the first metric")
     parser.add_argument("--eval-metrics", default="swd,seams,spatial", metavar="LIST",
-                        help="metrics for --eval-every, from fid,kid,swd,seams,wrap,spread,"
-                             "repeat,likeness,spatial; seams and the layout metrics (and wrap "
-                             "for panoramas) are always added")
+                        help="metrics for --eval-every, from fid,kid,precision,recall,swd,"
+                             "seams,wrap,spread,repeat,likeness,spatial; seams and the layout "
+                             "metrics (and wrap for panoramas) are always added")
     parser.add_argument("--eval-n", type=int, metavar="N",
                         help="generated images per evaluation (default 1000)")
     parser.add_argument("--inception-weights", metavar="PATH",

@@ -39,15 +39,15 @@ def best_score(metric: str, values: dict[str, float]) -> float | None:
     """The number that decides "best" for `metric` from logged `eval/` values; smaller wins.
 
     fid, kid, swd: the value. seams, wrap and the layout metrics: the distance to the real
-    figure (seamless generation matches the real figure, not 0). spatial: minus the accuracy.
-    None if missing.
+    figure (seamless generation matches the real figure, not 0). spatial, precision, recall:
+    minus the value (higher is better). None if missing.
     """
     get = values.get
     if metric in IMAGE_METRICS:
         gen, real = get(f"{PREFIX}{metric}"), get(f"{PREFIX}{metric}_real")
         score = None if gen is None or real is None else abs(gen - real)
-    elif metric == "spatial":
-        acc = get(f"{PREFIX}spatial_acc")
+    elif metric in ("spatial", "precision", "recall"):
+        acc = get(f"{PREFIX}{'spatial_acc' if metric == 'spatial' else metric}")
         score = None if acc is None else -acc
     else:  # fid, kid, swd: lower is better
         score = get(f"{PREFIX}{metric}")

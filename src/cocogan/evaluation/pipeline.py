@@ -3,6 +3,8 @@ evaluations of generated images against it (one for `cocogan eval`, one every K 
 
 Metric keys of the flat result dict (all floats):
 - fid; kid, kid_std (mean and std over subsets, raw MMD^2 units)
+- precision, recall (k = 3, on the rows kept for KID) and _real: one half of the real rows
+  against the other (`cocogan.metrics.precision_recall`)
 - swd (average over levels, x1e3, PGGAN) and swd_<height> per pyramid level
 - seams, seams_real: micro-patch border ratio of generated and of real images (1 = seamless)
 - seams_x<p>, seams_y<p> (and _real): the same ratio for each border line on its own (the vertical
@@ -49,13 +51,14 @@ from cocogan.metrics import (
     fid_from_stats,
     kernel_inception_distance,
     likeness,
+    precision_recall,
     repetition,
     seam_profile,
     seam_ratio,
     sliced_wasserstein_from_descriptors,
     wrap_ratio,
 )
-from cocogan.metrics.frechet import NonFiniteError
+from cocogan.metrics.frechet import ArrayLike, NonFiniteError
 
 
 @dataclass
@@ -82,6 +85,7 @@ def _check_metrics(metrics: tuple[str, ...], coords: CoordinateSystem,
 
 
 IMAGE_METRICS = ("seams", "wrap", "spread", "repeat", "likeness")  # on a subset of kept images
+PR_METRICS = ("precision", "recall")  # from the feature rows kept for KID
 
 
 def _metric_of(key: str) -> str:
@@ -173,7 +177,11 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
         if key is not None:
             save_real_features(key, ref.features)
     if ref.features is not None:
-        ref.counts.update({m: ref.features.stats.n for m in FEATURE_METRICS if m in metrics})
+        kept = ref.features.kept
+        ref.counts.update({m: kept.shape[0] if m in PR_METRICS else ref.features.stats.n
+                           for m in FEATURE_METRICS if m in metrics})
+        half = kept.shape[0] // 2  # real vs real: the second half against the first
+        _pr_values(ref.values, kept[:half], kept[half:2 * half], metrics, "_real")
     if swd_sink is not None:
         ref.swd = swd_sink.descriptors()
         ref.counts["swd"] = swd_sink.seen
@@ -274,16 +282,25 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
 
 def _feature_values(values: dict[str, float], generated: dict[str, int], sink: FeatureSink,
                     real: RealFeatures, metrics: tuple[str, ...], cfg: EvalConfig) -> None:
-    """FID from the two Gaussian summaries; KID from the kept feature rows."""
+    """FID from the two Gaussian summaries; KID, precision and recall from the kept rows."""
     fake_stats: FeatureStats = sink.accumulator.stats()
     if "fid" in metrics:
         values["fid"] = fid_from_stats(fake_stats, real.stats)
         generated["fid"] = fake_stats.n
+    fake = sink.accumulator.features()
+    _pr_values(values, real.kept, fake, metrics, "")
+    generated.update({m: fake.shape[0] for m in PR_METRICS if m in metrics})
     if "kid" in metrics:
-        fake = sink.accumulator.features()
         kid, kid_std = kernel_inception_distance(fake, real.kept, subsets=cfg.kid_subsets,
                                                  subset_size=cfg.kid_subset_size,
                                                  seed=cfg.seed)
         values["kid"], values["kid_std"] = kid, kid_std
         generated["kid"] = fake.shape[0]
 
+
+def _pr_values(values: dict[str, float], real: ArrayLike, fake: ArrayLike,
+               metrics: tuple[str, ...], suffix: str) -> None:
+    """Precision and recall (k = 3) of ``fake`` against ``real`` feature rows, if asked for."""
+    if any(m in PR_METRICS for m in metrics):
+        pair = dict(zip(PR_METRICS, precision_recall(real, fake), strict=True))
+        values.update({f"{m}{suffix}": v for m, v in pair.items() if m in metrics})

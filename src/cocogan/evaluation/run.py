@@ -195,6 +195,8 @@ def _finite(value: Any) -> Any:
 _ROWS: dict[str, list[tuple[str, str | None, str | None]]] = {
     "fid": [("fid", "fid", None)],
     "kid": [("kid", "kid", None)],
+    "precision": [("precision (k=3)", "precision", "precision_real")],
+    "recall": [("recall (k=3)", "recall", "recall_real")],
     "swd": [("swd (x1e3)", "swd", None)],
     "seams": [("seams", "seams", "seams_real")],
     "wrap": [("wrap", "wrap", "wrap_real")],

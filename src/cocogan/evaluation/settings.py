@@ -23,7 +23,7 @@ class EvalConfig:
     swd_descriptors: int = 1 << 18  # 7x7 descriptors kept per pyramid level (bounds memory)
     seam_images: int = 2_000  # images per side for the seams and wrap ratios
     spatial_images: int = 1_000  # real images whose every macro patch goes through D's head
-    kid_features: int = 10_000  # feature rows per side kept for KID (cubic kernel is O(n^2))
+    kid_features: int = 10_000  # feature rows per side kept for KID and precision/recall
     kid_subsets: int = 100  # KID random subsets (Bińkowski et al.)
     kid_subset_size: int = 1_000  # samples per KID subset
 
@@ -44,7 +44,7 @@ class EvalConfig:
 # a CPU. FID is biased upwards on 1,000 images; raise n for it (SWD stays at 1,000).
 TRAINING_EVAL = EvalConfig(n=1_000, swd_images=1_000, seam_images=500, spatial_images=250)
 
-FEATURE_METRICS = ("fid", "kid")  # metrics that need a feature extractor (Inception)
+FEATURE_METRICS = ("fid", "kid", "precision", "recall")  # need a feature extractor (Inception)
 
 
 def parse_metrics(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:

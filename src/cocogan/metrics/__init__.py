@@ -24,6 +24,7 @@ from cocogan.metrics.inception import (
     resolve_inception_weights,
 )
 from cocogan.metrics.layout import content_spread, likeness, repetition
+from cocogan.metrics.precision_recall import precision_recall
 from cocogan.metrics.seams import seam_profile, seam_ratio, wrap_ratio
 from cocogan.metrics.swd import (
     sliced_wasserstein,
@@ -41,6 +42,8 @@ METRICS: dict[str, str] = {
     "spread": "RMS distance of the content centres from their mean (compare with real)",
     "repeat": "correlation of the image with itself one micro patch to the right (tiles: 1)",
     "likeness": "mean layout similarity of two different images (all in one layout: high)",
+    "precision": "fraction of generated pool3 features inside the real k=3 NN manifold (fidelity)",
+    "recall": "fraction of real pool3 features inside the generated k=3 NN manifold (diversity)",
     "spatial": "spatial-consistency check of patches generated at coordinates (computed elsewhere)",
 }
 
@@ -61,6 +64,7 @@ __all__ = [
     "likeness",
     "load_fid_inception",
     "mmd2_unbiased",
+    "precision_recall",
     "repetition",
     "resolve_inception_weights",
     "seam_profile",

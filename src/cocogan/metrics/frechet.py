@@ -11,7 +11,6 @@ can be computed once, saved and reused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,15 +49,6 @@ class FeatureStats:
         if x.shape[0] < 2:
             raise ValueError(f"need at least 2 samples for a covariance, got {x.shape[0]}")
         return cls(mean=x.mean(axis=0), cov=np.cov(x, rowvar=False), n=x.shape[0])
-
-    def save(self, path: str | Path) -> None:
-        """Cache as .npz so reference statistics are computed only once."""
-        np.savez(path, mean=self.mean, cov=self.cov, n=np.int64(self.n))
-
-    @classmethod
-    def load(cls, path: str | Path) -> FeatureStats:
-        with np.load(path) as f:
-            return cls(mean=f["mean"], cov=f["cov"], n=int(f["n"]))
 
 
 class StatsAccumulator:
