@@ -61,18 +61,18 @@ from cocogan.training import (
 from cocogan.training.signals import StopFlag
 
 # Today's emoji32 recipe (docs/evaluation.md): the tiny preset with a 10 kimg EMA half-life.
-BASE = ["train.ema_kimg=10", "train.sample_every=500", "train.checkpoint_every=500"]
+BASE = ["optim.ema_kimg=10", "run.sample_every=500", "run.checkpoint_every=500"]
 DEFAULT_VARIANTS: dict[str, list[str]] = {
     "tiny": [],
     "baseline": ["model.family=baseline"],
     "wide32": ["model.ngf=32", "model.ndf=32"],
-    "lr1e-3": ["train.lr_g=1e-3", "train.lr_d=1e-3"],
-    "lr2.5e-4": ["train.lr_g=2.5e-4", "train.lr_d=2.5e-4"],
-    "batch32": ["train.batch=32"],
-    "ema3": ["train.ema_kimg=3"],
-    "ema30": ["train.ema_kimg=30"],
-    "gp4": ["train.gp_every=4"],  # lazy gradient penalty (the option of issue 25)
-    "augment": ["train.augment=color,cutout"],  # pixel-preserving augmentation (issue 25)
+    "lr1e-3": ["optim.lr_g=1e-3", "optim.lr_d=1e-3"],
+    "lr2.5e-4": ["optim.lr_g=2.5e-4", "optim.lr_d=2.5e-4"],
+    "batch32": ["optim.batch=32"],
+    "ema3": ["optim.ema_kimg=3"],
+    "ema30": ["optim.ema_kimg=30"],
+    "gp4": ["loss.gp_every=4"],  # lazy gradient penalty (the option of issue 25)
+    "augment": ["loss.augment=color,cutout"],  # pixel-preserving augmentation (issue 25)
 }
 METRICS = "fid,kid,precision,recall"
 MAX_STEPS = 10_000_000  # the budget stops training, not the step count
@@ -154,8 +154,8 @@ def run_variant(name: str, config: Config, args: argparse.Namespace, train_sourc
         trainer, _ = resume_trainer(run_dir)
         record["rows"] = [r for r in record["rows"] if r["step"] <= trainer.state.step]
     else:
-        spec = RunSpec(data=train_source["source"], seed=args.seed, device="cpu",
-                       threads=args.threads)
+        config.data.source = train_source["source"]
+        spec = RunSpec(seed=args.seed, device="cpu", threads=args.threads)
         dataset, _ = prepare_new_run(run_dir, config.validate(), spec)
         trainer = new_trainer(run_dir, config, spec, dataset)
     gflops = matmul_flops_per_second(torch.device("cpu"), size=args.matmul_size) / 1e9
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                      swd_images=count, seam_images=count)
     extractor = feature_extractor_for(tuple(metrics), torch.device("cpu"), 64, None, None)
     fingerprint = None if args.data.startswith("builtin:") else dataset_fingerprint(
-        held_source["source"], m.full_height, m.full_width, base.train.celeba_crop)
+        held_source["source"], m.full_height, m.full_width, base.data.celeba_crop)
     reference = build_reference(tuple(metrics), held, coordinate_system(m), cfg,
                                 extractor=extractor, fingerprint=fingerprint)
 
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = DEFAULT_VARIANTS[name] if given is None else given
         try:
             config = apply_overrides(copy.deepcopy(base), [*BASE, *args.set, *overrides])
-            config.train.steps = MAX_STEPS
+            config.optim.steps = MAX_STEPS
             config.validate()
         except ConfigError as error:
             print(f"== {name}: skipped ({error})", flush=True)

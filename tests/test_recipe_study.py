@@ -18,8 +18,8 @@ def test_parse_variant() -> None:
     assert study.parse_variant("wide=--set model.ngf=32 model.ndf=32") == \
         ("wide", ["model.ngf=32", "model.ndf=32"])
     assert study.parse_variant("tiny") == ("tiny", None)  # a default, by name
-    assert study.parse_variant("aug=--set train.augment=color,cutout") == \
-        ("aug", ["train.augment=color,cutout"])  # passed through, checked by the config later
+    assert study.parse_variant("aug=--set loss.augment=color,cutout") == \
+        ("aug", ["loss.augment=color,cutout"])  # passed through, checked by the config later
     with pytest.raises(ValueError, match="no such default"):
         study.parse_variant("nonesuch")
     with pytest.raises(ValueError, match=r"expected --set key=value \.\.\., got .model\.ngf."):
@@ -83,8 +83,8 @@ def test_several_marks_passed_at_once_give_one_evaluation() -> None:
 def test_smoke_two_variants_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "study"
     common = ["--data", "builtin:blobs", "--points", "2", "--metrics", "swd", "--n", "16",
-              "--matmul-size", "64", "--set", "train.num_workers=0", "--out", str(out),
-              "--variant", "tiny", "--variant", "fast=--set train.lr_g=1e-3 train.lr_d=1e-3",
+              "--matmul-size", "64", "--set", "data.num_workers=0", "--out", str(out),
+              "--variant", "tiny", "--variant", "fast=--set optim.lr_g=1e-3 optim.lr_d=1e-3",
               "--variant", "bogus=--set train.no_such_option=1"]
     assert study.main(["--minutes", "0.05", *common]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -96,9 +96,9 @@ def test_smoke_two_variants_then_resume(tmp_path: Path) -> None:
         assert record["rows"] and record["rows"][-1]["train_s"] >= 3.0  # 0.05 CPU-minutes
         assert record["sessions"][0]["matmul_gflops"] > 0
         first[name] = record["rows"][-1]["step"]
-    assert results["variants"]["fast"]["overrides"] == ["train.lr_g=1e-3", "train.lr_d=1e-3"]
+    assert results["variants"]["fast"]["overrides"] == ["optim.lr_g=1e-3", "optim.lr_d=1e-3"]
     assert (out / "curves.png").stat().st_size > 0
-    assert "| fast | `train.lr_g=1e-3 train.lr_d=1e-3` |" in (out / "table.md").read_text()
+    assert "| fast | `optim.lr_g=1e-3 optim.lr_d=1e-3` |" in (out / "table.md").read_text()
 
     # a larger budget (a loaded machine's first step may take longer than 0.05 CPU-minutes)
     minutes = 3 * max(results["variants"][n]["rows"][-1]["cpu_minutes"] for n in first)
