@@ -89,7 +89,7 @@ def test_smoke_two_variants_then_resume(tmp_path: Path) -> None:
     assert study.main(["--minutes", "0.05", *common]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["real"]["swd"] > 0
-    assert "unknown config key train.no_such_option" in results["variants"]["bogus"]["skipped"]
+    assert "unknown config key 'train.no_such_option'" in results["variants"]["bogus"]["skipped"]
     first = {}
     for name in ("tiny", "fast"):
         record = results["variants"][name]
