@@ -26,6 +26,8 @@ SAMPLING_MODES = ("discrete", "continuous")
 MODEL_FAMILIES = ("cocogan", "baseline")
 # torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs).
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+# Kinds of train.augment (cocogan.variants.augment): none moves a pixel off its coordinate.
+AUGMENTATIONS = ("color", "cutout")
 
 
 class ConfigError(ValueError):
@@ -177,6 +179,10 @@ class TrainConfig:
     #   the training device; 0 decodes every epoch
     extrapolate: int = 0  # beyond-boundary fine-tune: grid steps sampled past [-1, 1] per side
     celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
+    gp_every: int = 1  # lazy gradient penalty: every k steps, weight x k (1: every step, the
+    #   paper; beyond the paper, docs/training.md)
+    augment: str = ""  # comma-separated AUGMENTATIONS of D's inputs, e.g. "color,cutout" ("" =
+    #   off, the paper; beyond the paper, docs/training.md)
 
     def validate(self) -> None:
         for item in dataclasses.fields(self):
@@ -184,7 +190,7 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"train.{item.name} must be a finite number, got {value!r}")
         for name in ("batch", "steps", "log_every", "sample_every", "checkpoint_every",
-                     "keep_checkpoints", "n_samples"):
+                     "keep_checkpoints", "n_samples", "gp_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"train.{name} must be a positive integer, got {value!r}")
@@ -218,6 +224,11 @@ class TrainConfig:
                               f"got {self.compile!r}")
         if self.cache_max_mb < 0:
             raise ConfigError(f"train.cache_max_mb must be >= 0, got {self.cache_max_mb!r}")
+        kinds = self.augment.split(",") if isinstance(self.augment, str) else [None]
+        if self.augment and not set(kinds) <= set(AUGMENTATIONS):
+            raise ConfigError(f"train.augment must be \"\" or a comma-separated list of "
+                              f"{', '.join(AUGMENTATIONS)} (e.g. color,cutout), got "
+                              f"{show(self.augment)}")
 
 
 @dataclass
