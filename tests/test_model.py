@@ -20,6 +20,8 @@ from cocogan import (
 )
 from cocogan.nn import Discriminator, Generator
 from cocogan.summary import parameter_counts
+from cocogan.variants.heading import HeadingGenerator
+from cocogan.variants.seamless import SeamlessGenerator
 from cocogan.training.step import build_optimizers, train_step, update_ema
 
 
@@ -233,18 +235,17 @@ def test_recalibrated_ema_is_spectrally_normalised_for_its_own_weights() -> None
 def test_cylindrical_spatial_loss_is_the_vertical_coordinate_only() -> None:
     """A2: a rolled real panorama's angle is unknowable, so L_S (D's on reals, G's on fakes)
     compares only y on the cylinder; Cartesian L_S compares every coordinate (eq. 3)."""
-    from cocogan.training.step import spatial_loss
+    from cocogan.losses import CocoGANLoss
 
-    panorama = CocoGAN(get_preset("tiny-panorama").model)
+    config = get_preset("tiny-panorama")
+    panorama = CocoGANLoss(CocoGAN(config.model), config.train)
     target = torch.tensor([[0.5, 1.0, 0.0], [-1.0, 0.0, 1.0]])
     wrong_angle = target * torch.tensor([1.0, -1.0, -1.0])
-    assert float(spatial_loss(panorama, wrong_angle, target)) == 0.0
+    assert panorama.spatial(wrong_angle, target).tolist() == [0.0, 0.0]
     wrong_row = target + torch.tensor([0.2, 0.0, 0.0])
-    assert float(spatial_loss(panorama, wrong_row, target)) == pytest.approx(0.04)
-    assert spatial_loss(panorama, wrong_row, target, reduce=False).tolist() == pytest.approx(
-        [0.04, 0.04])
-    flat = CocoGAN(get_preset("tiny").model)
-    assert float(spatial_loss(flat, torch.zeros(2, 2), torch.ones(2, 2))) == pytest.approx(1.0)
+    assert panorama.spatial(wrong_row, target).tolist() == pytest.approx([0.04, 0.04])
+    flat = CocoGANLoss(CocoGAN(get_preset("tiny").model), config.train)
+    assert flat.spatial(torch.zeros(2, 2), torch.ones(2, 2)).tolist() == pytest.approx([1.0, 1.0])
 
 
 def test_z_phase_turns_the_panorama_by_pi_z0() -> None:
@@ -256,8 +257,8 @@ def test_z_phase_turns_the_panorama_by_pi_z0() -> None:
     config.model.z_phase = True
     torch.manual_seed(0)
     turned = CocoGAN(config.model).generator.eval()
-    plain = Generator(turned.z_dim, 3, turned.micro, config.model.ngf,
-                      margin=config.model.g_margin).eval()
+    assert isinstance(turned, HeadingGenerator)
+    plain = SeamlessGenerator(turned.z_dim, 3, turned.micro, config.model.ngf).eval()
     plain.load_state_dict(turned.state_dict())
     coords = coordinate_system(config.model)
     z = torch.rand(6, turned.z_dim) * 2 - 1

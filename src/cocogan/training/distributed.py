@@ -22,7 +22,7 @@ import contextlib
 import datetime
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -278,16 +278,25 @@ def broadcast_module(world: World, module: nn.Module) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
-def mean_losses(world: World, losses: dict[str, Tensor], device: torch.device
-                ) -> dict[str, Tensor]:
+def mean_losses(world: World, losses: dict[str, Tensor], device: torch.device,
+                maximum: Callable[[str], bool] = lambda name: False) -> dict[str, Tensor]:
     """The per-rank loss values (0-dim tensors) averaged over ranks, on the device (a NaN
-    anywhere is a NaN everywhere)."""
+    anywhere is a NaN everywhere); the names ``maximum`` picks take the maximum instead."""
     if not world.enabled:
         return losses
-    names = list(losses)
-    values = torch.stack([torch.as_tensor(losses[n], device=device).double() for n in names])
-    all_reduce_mean(world, [values], "the loss all-reduce")
-    return {name: values[index].float() for index, name in enumerate(names)}
+    reduced: dict[str, Tensor] = {}
+    for is_max in (False, True):
+        names = [n for n in losses if maximum(n) == is_max]
+        if not names:
+            continue
+        values = torch.stack([torch.as_tensor(losses[n], device=device).double() for n in names])
+        if is_max:
+            with collective(world, "the loss all-reduce"):
+                dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        else:
+            all_reduce_mean(world, [values], "the loss all-reduce")
+        reduced.update({name: values[index].float() for index, name in enumerate(names)})
+    return {name: reduced[name] for name in losses}
 
 
 def any_rank(world: World, flag: bool, device: torch.device, what: str) -> bool:

@@ -209,7 +209,7 @@ class Phases:
         fake = augment(fake.to(real.dtype), self.augment, self.rng)
         with parametrize.cached() if self.sn_once else contextlib.nullcontext():
             if self.sn_once:
-                _compute_parametrizations(D)  # float32, before autocast
+                compute_parametrizations(D)  # float32, before autocast
             with self.autocast:
                 if self.sn_once:  # same weights for both halves: one trunk call
                     h_real, h_fake = D.features(torch.cat([real, fake])).chunk(2)
@@ -292,7 +292,7 @@ def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
 
 
-def _compute_parametrizations(module: nn.Module) -> None:
+def compute_parametrizations(module: nn.Module) -> None:
     """Fill parametrize's cache: every parametrized weight (spectral norm) computed now."""
     for m in module.modules():
         if parametrize.is_parametrized(m):
