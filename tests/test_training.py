@@ -156,6 +156,15 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     assert steps == [1, 2, 3, 4]
 
 
+def test_resume_is_exact_with_augmentation_and_a_lazy_penalty(tmp_path: Path) -> None:
+    """train.augment and train.gp_every draw from the step RNG and count the run's steps, so
+    a resumed run is still exact; records average the penalty over the steps that ran it."""
+    straight, _, _ = straight_and_resumed(tmp_path, "train.augment=color,cutout",
+                                          "train.gp_every=2")
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").open()]
+    assert [("L_GP" in r) for r in records] == [True, False, True, False]  # steps 1-4: 0, 2
+
+
 def test_baseline_family_is_trained_and_resumed_by_the_same_trainer(tmp_path: Path) -> None:
     """model.family=baseline: the full-image GAN gets the run directory, sample grids, the
     EMA with its own recalibrated BN statistics and exact resume of the one Trainer."""
