@@ -21,9 +21,9 @@ from cocogan import (
 )
 from cocogan.nn import Discriminator, Generator, generator_plan
 from cocogan.summary import parameter_counts
+from cocogan.training.step import build_optimizers, train_step, update_ema
 from cocogan.variants.heading import HeadingGenerator
 from cocogan.variants.seamless import SeamlessGenerator
-from cocogan.training.step import build_optimizers, train_step, update_ema
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
