@@ -23,9 +23,10 @@ from torch import Tensor
 
 from cocogan.config import TrainConfig
 from cocogan.losses import CocoGANLoss, Values
-from cocogan.model import CocoGAN
+from cocogan.model import CocoGAN, generate_micro
+from cocogan.patches import merge
 from cocogan.variants import compose
-from cocogan.variants.seamless import generate_macro_canvases, overlap_consistency
+from cocogan.variants.seamless import crop_margin, overlap_consistency
 
 if TYPE_CHECKING:
     from cocogan.training.step import StepBatch
@@ -40,9 +41,13 @@ class Overlap(CocoGANLoss):
         self.canvases: Tensor | None = None  # (B, P, 3, S, S) of the last generate()
 
     def generate(self, step: StepBatch) -> Tensor:
-        fake, self.canvases = generate_macro_canvases(
-            self.model.generator, self.model.coords, step.z, step.rows, step.cols)
-        return fake
+        """The fake macro patches, keeping the canvases (B, P, 3, S, S) they were cut from."""
+        G, coords = self.model.generator, self.model.coords
+        micro_rows, micro_cols = coords.micro_in_macro(step.rows, step.cols)  # (B, P)
+        self.canvases = generate_micro(G, coords, step.z, micro_rows, micro_cols,
+                                       keep_margin=True)
+        micro = crop_margin(self.canvases, G.margin)
+        return merge(micro, coords.macro_h, coords.macro_w)
 
     def g_phase(self, step: StepBatch, h_fake: Tensor, in_range: Tensor
                 ) -> tuple[Tensor, Values]:

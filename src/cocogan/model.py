@@ -179,12 +179,13 @@ def exact_spectral_norm(module: nn.Module) -> None:
 
 
 def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,
-                   cols: Tensor) -> Tensor:
+                   cols: Tensor, **options: bool) -> Tensor:
     """Micro patches for each latent at each of its grid positions, in one forward pass.
 
     Args:
         z: (B, Z) latents.
         rows, cols: (B, P) grid positions (fractional and out-of-range positions allowed).
+        options: passed to the generator (a variant's, e.g. ``keep_margin``).
 
     Returns:
         (B, P, 3, micro, micro).
@@ -192,7 +193,8 @@ def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, ro
     batch, count = rows.shape
     c = coords.micro_coords(rows, cols).to(z.device)  # (B, P, D)
     z_rep = z[:, None, :].expand(batch, count, z.shape[1])  # same z for all patches of a sample
-    patches = generator(z_rep.reshape(batch * count, -1), c.reshape(batch * count, -1))
+    patches = generator(z_rep.reshape(batch * count, -1), c.reshape(batch * count, -1),
+                        **options)
     return patches.view(batch, count, *patches.shape[1:])
 
 

@@ -46,11 +46,12 @@ from cocogan.training.distributed import (
     gather_rng_states,
     mean_losses,
 )
+from cocogan.training.ema import ema_decay, update_ema
 from cocogan.training.family import Family, family_of
 from cocogan.training.logging import MetricsLog, Progress, format_record, is_maximum
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
-from cocogan.training.step import NamedOptimizers, ema_decay, update_ema
+from cocogan.training.step import NamedOptimizers
 from cocogan.training.sync_norm import paused
 
 SAMPLES_DIR = "samples"

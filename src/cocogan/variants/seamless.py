@@ -14,9 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cocogan.coords import CoordinateSystem
 from cocogan.nn import Generator
-from cocogan.patches import merge
 
 
 class SeamlessGenerator(Generator):
@@ -39,21 +37,6 @@ class SeamlessGenerator(Generator):
 def crop_margin(canvas: Tensor, margin: int) -> Tensor:
     """The micro patch at the centre of a canvas (..., S, S) with ``margin`` pixels per side."""
     return canvas[..., margin:-margin, margin:-margin] if margin else canvas
-
-
-def generate_macro_canvases(generator: SeamlessGenerator, coords: CoordinateSystem, z: Tensor,
-                            rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
-    """Fake macro patches (as :func:`cocogan.model.generate_macro`) at macro positions
-    ``rows``/``cols`` (B,), and the canvases (B, P, 3, S, S) their micro patches were cut from."""
-    micro_rows, micro_cols = coords.micro_in_macro(rows, cols)  # (B, P)
-    batch, count = micro_rows.shape
-    c = coords.micro_coords(micro_rows, micro_cols).to(z.device)  # (B, P, D)
-    z_rep = z[:, None, :].expand(batch, count, z.shape[1])
-    canvases = generator(z_rep.reshape(batch * count, -1), c.reshape(batch * count, -1),
-                         keep_margin=True)
-    canvases = canvases.view(batch, count, *canvases.shape[1:])
-    micro = crop_margin(canvases, generator.margin)
-    return merge(micro, coords.macro_h, coords.macro_w), canvases
 
 
 def overlap_consistency(canvases: Tensor, rows: int, cols: int, margin: int) -> Tensor:
