@@ -187,3 +187,21 @@ def test_baseline_runs_g_once_and_follows_sn_once(sn_once: bool) -> None:
                                .abs().max()))
     closest = (1, 3, 4)[distances.index(min(distances))]
     assert closest == (1 if sn_once else 3), distances
+
+
+def test_a_record_averages_each_term_over_the_steps_that_computed_it(tmp_path) -> None:
+    """A lazy penalty's L_GP is averaged over its own steps, not diluted by the others; the
+    extrapolation step's terms come through with their prefix, maxima as maxima."""
+    from cocogan.training.logging import MetricsLog
+
+    log = MetricsLog(tmp_path, 0, tensorboard=False)
+    log.accumulate({"L_W": torch.tensor(1.0), "L_GP": torch.tensor(4.0),
+                    "extrap/GP_norm_max": torch.tensor(2.0)}, 1)
+    log.accumulate({"L_W": torch.tensor(3.0), "extrap/GP_norm_max": torch.tensor(5.0)}, 2)
+    log.accumulate({"L_W": torch.tensor(5.0), "L_GP": torch.tensor(6.0),
+                    "extrap/GP_norm_max": torch.tensor(1.0)}, 3)
+    record = log.write(3, 4, {}, 0.0)
+    assert (record["L_W"], record["L_GP"], record["extrap/GP_norm_max"]) == (3.0, 5.0, 5.0)
+    log.accumulate({"L_W": torch.tensor(float("nan"))}, 4)
+    assert log.first_non_finite() == ("L_W", 4)
+    log.close()
