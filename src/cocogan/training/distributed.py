@@ -284,19 +284,15 @@ def mean_losses(world: World, losses: dict[str, Tensor], device: torch.device,
     anywhere is a NaN everywhere); the names ``maximum`` picks take the maximum instead."""
     if not world.enabled:
         return losses
-    reduced: dict[str, Tensor] = {}
-    for is_max in (False, True):
-        names = [n for n in losses if maximum(n) == is_max]
-        if not names:
-            continue
-        values = torch.stack([torch.as_tensor(losses[n], device=device).double() for n in names])
-        if is_max:
-            with collective(world, "the loss all-reduce"):
-                dist.all_reduce(values, op=dist.ReduceOp.MAX)
-        else:
-            all_reduce_mean(world, [values], "the loss all-reduce")
-        reduced.update({name: values[index].float() for index, name in enumerate(names)})
-    return {name: reduced[name] for name in losses}
+    names = list(losses)
+    total = torch.stack([torch.as_tensor(losses[n], device=device).double() for n in names])
+    top = total.clone()
+    with collective(world, "the loss all-reduce"):
+        dist.all_reduce(total)
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    is_max = torch.tensor([maximum(n) for n in names], device=device)
+    reduced = torch.where(is_max, top, total / world.size).float()
+    return {name: reduced[index] for index, name in enumerate(names)}
 
 
 def any_rank(world: World, flag: bool, device: torch.device, what: str) -> bool:

@@ -1,30 +1,24 @@
 """One COCO-GAN training iteration: the phases of :mod:`cocogan.losses` (D, G, then Q), run.
 
-The losses and their weights are in :mod:`cocogan.losses` (the paper) and
-:mod:`cocogan.loss_variants` (options beyond it); this module draws the step's batch, runs each
-phase's forward, backward and optimiser step, and handles precision, spectral-norm caching and
-what differs across processes. G runs forward once per step, with gradients (D gets its output
-detached); in G's and Q's phases D neither builds weight gradients nor changes its buffers (its
-batch norms use batch statistics without tracking them, spectral norm does no power
+This module draws the step's batch and runs each phase's forward, backward and optimiser step,
+with precision, spectral-norm caching and what differs across processes; the objectives are the
+loss's (:mod:`cocogan.losses`, options in :mod:`cocogan.loss_variants`). G runs forward once
+per step, with gradients (D gets its output detached); in G's and Q's phases D neither builds
+weight gradients nor changes its buffers (batch statistics without tracking, no power
 iteration), so D's eval-mode heads hold statistics of D's own phase only.
 
-With ``train.extrapolate`` (beyond-boundary fine-tuning, as the authors' release) every
+With ``train.extrapolate`` (beyond-boundary fine-tuning, as the authors' release) each
 iteration is followed by an extrapolation step: fakes from the extended grid, reals from
-independent in-range positions, a D update with its own Adam state (``d_extrap``, the
-release's d_optim_extrap) and a G update of G's first two blocks only (``g_extrap``); Q is
-updated once per iteration, in the in-range step. Its values are returned with an
-``extrap/`` prefix.
+independent in-range positions, D's update with its own Adam state (``d_extrap``, the
+release's d_optim_extrap), G's with G's first two blocks only (``g_extrap``); Q is updated
+once per iteration, in the in-range step. Its values carry an ``extrap/`` prefix.
 
-The returned dict holds 0-dim tensors on the training device (L_W is the Wasserstein estimate;
-D_real / D_fake its two means, GP_norm / GP_norm_max the penalty's gradient norms, grad_D /
-grad_G / grad_Q each update's gradient norm): nothing in a step reads a value back to the host,
-so a GPU never waits for Python; the log reads them when it writes a record.
-
-Speed options that leave the maths unchanged (``tests/test_step_equivalence.py`` compares them
-with the plain step): randomness drawn on the device of ``rng``, bf16 autocast, channels-last
-tensors and compiled G and D trunks (set up by the trainer; the gradient penalty's double
-backward always runs the eager trunk, which AOTAutograd cannot differentiate twice).
-``sn_once`` (the default) changes it slightly: see :func:`train_step`.
+Values are 0-dim tensors on the device (L_W, D_real / D_fake its two means, GP_norm /
+GP_norm_max the penalty's gradient norms, grad_D / grad_G / grad_Q each update's gradient
+norm): nothing reads back to the host, so a GPU never waits for Python. Speed options that
+leave the maths unchanged (``tests/test_step_equivalence.py``): randomness drawn on the device
+of ``rng``, bf16 autocast, channels-last tensors and compiled G and D trunks (the penalty's
+double backward runs the eager trunk). ``sn_once`` (the default): see :func:`train_step`.
 """
 
 from __future__ import annotations
