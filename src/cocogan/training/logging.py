@@ -40,11 +40,6 @@ def is_maximum(name: str) -> bool:
     return name.removeprefix(EXTRAP) in MAXIMA
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl (skips a torn last line left by a killed process)."""
-    return read_jsonl(path) if Path(path).is_file() else []
-
-
 class MetricsLog:
     """Accumulates per-step losses and writes one record per ``log_every`` steps.
 
@@ -62,7 +57,8 @@ class MetricsLog:
         self._file: TextIO | None = None
         self.writer = None
         if not quiet:
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= start_step]
+            old = read_jsonl(self.path) if self.path.is_file() else []  # skips a torn last line
+            kept = [r for r in old if r.get("step", 0) <= start_step]
             text = "".join(json.dumps(r) + "\n" for r in kept)
             atomic_write(self.path, lambda tmp: tmp.write_text(text))  # never lose the old log
             self._file = self.path.open("a")
