@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from cocogan import losses
 from cocogan.cli import main
 from cocogan.training import loop, step
 from cocogan.training.distributed import (
@@ -81,6 +82,20 @@ def run_cli(report_dir: Path, run_dir: Path, args: list[str]) -> int:
     return code
 
 
+def reduce_losses(report_dir: Path) -> int:
+    """N12: each rank's losses through the loop's reduction; maxima must be the global ones."""
+    from cocogan.training.distributed import mean_losses
+    from cocogan.training.logging import is_maximum
+
+    world = init_world(torch.device("cpu"), "gloo")
+    rank = torch.tensor(float(world.rank))
+    losses = {"L_W": rank, "GP_norm_max": 3.0 - rank, "extrap/GP_norm_max": 1.0 + rank}
+    reduced = mean_losses(world, losses, torch.device("cpu"), maximum=is_maximum)
+    (report_dir / f"rank-{world.rank}.json").write_text(
+        json.dumps({name: float(value) for name, value in reduced.items()}))
+    return 0
+
+
 def run_halves(report_dir: Path, steps: int, preset: str) -> int:
     """2 x (B/2) against 1 x B on the same data, latents, positions and GP factors."""
     import torch.nn.functional as F
@@ -95,7 +110,7 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
     batch = 8
     local = slice(rank * batch // size, (rank + 1) * batch // size)
     images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(7)) * 2 - 1
-    sample_step, gradient_penalty, batch_norm = (step.sample_step, step.gradient_penalty,
+    sample_step, gradient_penalty, batch_norm = (step.sample_step, losses.gradient_penalty,
                                                  F.batch_norm)
     current = {"step": 0}
 
@@ -127,7 +142,7 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
                           momentum=0.1, eps=1e-5):
         return batch_norm(x, mean, var, weight, bias, False, momentum, eps)
 
-    step.sample_step, step.gradient_penalty = fixed_sample_step, fixed_gradient_penalty
+    step.sample_step, losses.gradient_penalty = fixed_sample_step, fixed_gradient_penalty
 
     def build(dtype: torch.dtype = torch.float32) -> tuple[CocoGAN, step.Optimizers]:
         torch.manual_seed(3)
@@ -199,6 +214,8 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
 
 if __name__ == "__main__":
     mode, report = sys.argv[1], Path(sys.argv[2])
+    if mode == "losses":
+        sys.exit(reduce_losses(report))
     if mode == "cli":
         sys.exit(run_cli(report, Path(sys.argv[3]), sys.argv[sys.argv.index("--") + 1:]))
     sys.exit(run_halves(report, int(sys.argv[3]), sys.argv[4]))

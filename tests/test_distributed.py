@@ -157,9 +157,11 @@ def test_two_half_batches_match_one_full_batch(preset: str, tmp_path: Path) -> N
     - batch-independent (frozen) BN isolates the gradient averaging: gradients, outputs and
       weights agree to float32 rounding at every step (< 1e-5; measured <= 9e-7); against the
       float64 oracle both are off by the same float32 rounding (G on `tiny`: 5e-4 and 3e-3);
-    - synchronised BN (the default): the first step's gradients are within 1e-4 of the oracle
-      (measured <= 5e-5) and within 1e-4 plus one process's own rounding of one process
-      (tiny: D 8e-5, Q 1e-4, G 2e-5; tiny-paper: G 2e-4, all of it one process's rounding);
+    - synchronised BN (the default): the first step's gradients are within 1e-4 plus one
+      float32 process's own error of the oracle (measured <= 5e-5, Q on tiny-paper 2e-4).
+      One float32 process is the weaker reference here: with the penalty on D.score (no
+      projection, N3) its G on tiny-paper is 2e-2 off the oracle after Adam's first D step
+      (sign-like, so it amplifies rounding in near-zero gradients), the two ranks 4e-5;
       later steps drift because Adam scales the rounding noise of gradients that are exactly
       zero in theory (biases followed by batch norm) up to +-lr;
     - per-rank BN (--dist-norm per-rank): the first step's gradients differ by 50-120 %.
@@ -175,14 +177,22 @@ def test_two_half_batches_match_one_full_batch(preset: str, tmp_path: Path) -> N
         assert gap["outputs"] < 1e-4, gap
         assert gap["bn_stats_max_abs"] == 0.0  # frozen: running statistics never move
     first = report["sync"][0]
-    assert all(first[f"exact_{k}"] < 1e-4 for k in grads), first
-    assert all(first[f"grad_{k}"] < 1e-4 + first[f"floor_{k}"] for k in grads), first
+    assert all(first[f"exact_{k}"] < 1e-4 + first[f"floor_{k}"] for k in grads), first
     assert first["outputs"] < 0.02, first
     per_rank = report["per-rank"][0]
     assert all(per_rank[f"grad_{k}"] > 0.1 for k in grads), per_rank  # what synchronising avoids
 
 
 # ---- ranks started with torchrun's variables, no launcher ---------------------------------------
+def test_gp_norm_max_is_the_maximum_over_ranks(tmp_path: Path) -> None:
+    """N12: the loop's loss reduction averages the losses but takes the maximum of the maxima
+    (GP_norm_max, also the extrapolation step's) over ranks."""
+    torchrun(WORKER, "losses", tmp_path, timeout=120)
+    for rank in range(2):
+        reduced = json.loads((tmp_path / f"rank-{rank}.json").read_text())
+        assert reduced == {"L_W": 0.5, "GP_norm_max": 3.0, "extrap/GP_norm_max": 2.0}
+
+
 def test_a_killed_rank_ends_the_other_with_one_clear_error(tmp_path: Path) -> None:
     run = tmp_path / "run"
     ranks = start_ranks(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -18,9 +19,12 @@ from cocogan import (
     get_preset,
     gradient_penalty,
 )
-from cocogan.nn import Discriminator, Generator
+from cocogan.nn import Discriminator, Generator, generator_plan
 from cocogan.summary import parameter_counts
-from cocogan.training.step import build_optimizers, train_step, update_ema
+from cocogan.training.ema import update_ema
+from cocogan.training.step import build_optimizers, train_step
+from cocogan.variants.heading import HeadingGenerator
+from cocogan.variants.seamless import SeamlessGenerator
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -41,12 +45,56 @@ def test_every_preset_builds_with_right_shapes(name: str) -> None:
     assert score.shape == (2,) and position.shape == (2, dim) and latent.shape == (2, m.z_dim)
 
 
-@pytest.mark.parametrize("name", ["celeba64", "celeba128", "lsun256", "matterport"])
-def test_paper_parameter_counts_match_the_release(name: str) -> None:
-    counts = parameter_counts(get_preset(name))
-    assert 11.2e6 <= counts["g_params"] <= 11.75e6
-    assert 9.4e6 <= counts["d_params"] <= 10.1e6
+# The authors' release, as docs/reference-notes.md records it: D's channel multipliers by macro
+# size, and each config's g_extra_layers (G blocks without up-sampling beyond log2(micro) - 1).
+RELEASE_D_WIDTHS = {32: [1, 4, 8, 8], 64: [1, 2, 4, 8, 8], 128: [1, 1, 2, 4, 8, 8],
+                    512: [1, 1, 1, 1, 2, 4, 8, 8]}
+RELEASE_G_EXTRA = {"celeba128-micro8": 1, "celeba128-micro4": 3}
+PAPER_PRESETS = [n for n in PRESETS if not n.startswith(("tiny", "small"))]
 
+
+def release_counts(name: str) -> dict[str, int]:
+    """Parameters of the release's G, D (trunk, score, projection) and heads for a preset,
+    counted from its recipe: G = SN-linear stem to 2x2x16 ngf, blocks of widths
+    [8, 4, 2] + [1] * (n - 3) ngf each with two CBNs (gamma and beta: linear layers of the
+    condition) and three convs, then BN and a 3x3 conv to RGB; D = residual down-blocks of
+    three convs, a linear score, and the coordinate projection (counted without its bias,
+    which the score's weight absorbs)."""
+    m = get_preset(name).model
+    ngf, ndf, hidden = m.ngf, m.ndf, m.aux_hidden
+    coord = 3 if m.coords == "cylindrical" else 2
+    cond = m.z_dim + coord
+    blocks = int(math.log2(m.micro)) - 1 + RELEASE_G_EXTRA.get(name, 0)
+    widths = [8 * ngf, 4 * ngf, 2 * ngf] + [ngf] * (blocks - 3)
+    g, cin = cond * 4 * 16 * ngf + 4 * 16 * ngf, 16 * ngf
+    for cout in widths:
+        cbn = 2 * (cond * cin + cin) + 2 * (cond * cout + cout)
+        g += cbn + (9 * cin * cout + cout) + (9 * cout * cout + cout) + (cin * cout + cout)
+        cin = cout
+    g += 2 * cin + 27 * cin + 3
+    d, cin = 0, 3
+    for w in (k * ndf for k in RELEASE_D_WIDTHS[m.macro]):
+        d += (9 * cin * w + w) + (9 * w * w + w) + (cin * w + w)
+        cin = w
+    d += (cin + 1) + coord * cin
+
+    def head(out: int) -> int:
+        return cin * hidden + hidden + 2 * hidden + hidden * out + out
+
+    return {"g_params": g, "d_params": d, "spatial_head_params": head(coord),
+            "q_params": head(m.z_dim)}
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_parameter_counts_match_the_release(name: str) -> None:
+    """N2: every paper preset builds the release's networks, counted from its recipe."""
+    assert parameter_counts(get_preset(name)) == release_counts(name)
+
+
+def test_release_recipe_gives_the_reviewed_micro4_generator() -> None:
+    """The review's figure for the release's N16M16S64 G (4 blocks, 64-channel tail)."""
+    assert release_counts("celeba128-micro4")["g_params"] == 11_392_515
+    assert [cout for _, cout, _ in generator_plan(4, 64)] == [512, 256, 128, 64]
 
 
 @pytest.mark.parametrize("name", ["tiny-panorama", "small64", "celeba64"])
@@ -233,18 +281,17 @@ def test_recalibrated_ema_is_spectrally_normalised_for_its_own_weights() -> None
 def test_cylindrical_spatial_loss_is_the_vertical_coordinate_only() -> None:
     """A2: a rolled real panorama's angle is unknowable, so L_S (D's on reals, G's on fakes)
     compares only y on the cylinder; Cartesian L_S compares every coordinate (eq. 3)."""
-    from cocogan.training.step import spatial_loss
+    from cocogan.losses import CocoGANLoss
 
-    panorama = CocoGAN(get_preset("tiny-panorama").model)
+    config = get_preset("tiny-panorama")
+    panorama = CocoGANLoss(CocoGAN(config.model), config)
     target = torch.tensor([[0.5, 1.0, 0.0], [-1.0, 0.0, 1.0]])
     wrong_angle = target * torch.tensor([1.0, -1.0, -1.0])
-    assert float(spatial_loss(panorama, wrong_angle, target)) == 0.0
+    assert panorama.spatial(wrong_angle, target).tolist() == [0.0, 0.0]
     wrong_row = target + torch.tensor([0.2, 0.0, 0.0])
-    assert float(spatial_loss(panorama, wrong_row, target)) == pytest.approx(0.04)
-    assert spatial_loss(panorama, wrong_row, target, reduce=False).tolist() == pytest.approx(
-        [0.04, 0.04])
-    flat = CocoGAN(get_preset("tiny").model)
-    assert float(spatial_loss(flat, torch.zeros(2, 2), torch.ones(2, 2))) == pytest.approx(1.0)
+    assert panorama.spatial(wrong_row, target).tolist() == pytest.approx([0.04, 0.04])
+    flat = CocoGANLoss(CocoGAN(get_preset("tiny").model), config)
+    assert flat.spatial(torch.zeros(2, 2), torch.ones(2, 2)).tolist() == pytest.approx([1.0, 1.0])
 
 
 def test_z_phase_turns_the_panorama_by_pi_z0() -> None:
@@ -256,8 +303,8 @@ def test_z_phase_turns_the_panorama_by_pi_z0() -> None:
     config.model.z_phase = True
     torch.manual_seed(0)
     turned = CocoGAN(config.model).generator.eval()
-    plain = Generator(turned.z_dim, 3, turned.micro, config.model.ngf,
-                      margin=config.model.g_margin).eval()
+    assert isinstance(turned, HeadingGenerator)
+    plain = SeamlessGenerator(turned.z_dim, 3, turned.micro, config.model.ngf).eval()
     plain.load_state_dict(turned.state_dict())
     coords = coordinate_system(config.model)
     z = torch.rand(6, turned.z_dim) * 2 - 1

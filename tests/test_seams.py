@@ -159,7 +159,7 @@ def test_the_removed_study_options_are_unknown_keys() -> None:
 
 
 def test_overlap_loss_is_zero_for_canvases_cut_from_one_image_and_exact_otherwise() -> None:
-    from cocogan.losses import overlap_consistency
+    from cocogan.variants.seamless import overlap_consistency
 
     micro, margin = 8, 2
     image = torch.rand(3, 3, 2 * micro + 2 * margin, 2 * micro + 2 * margin)

@@ -24,10 +24,11 @@ from cocogan.config import Config
 from cocogan.data import ImageFolderDataset
 from cocogan.data.cache import CachedImages
 from cocogan.training.datastream import BatchStream
+from cocogan.training.ema import update_ema
 from cocogan.training.logging import MetricsLog
 from cocogan.training.speed import prepare_model
 from cocogan.training.state import restore_step_generator, step_generator
-from cocogan.training.step import build_optimizers, train_step, update_ema
+from cocogan.training.step import build_optimizers, train_step
 
 # In float64: other conv kernels (NHWC) and fused graphs reorder sums, and in float32 Adam's
 # first steps (update ~ lr * sign(g)) turn rounding noise on near-zero gradients into whole

@@ -156,6 +156,15 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     assert steps == [1, 2, 3, 4]
 
 
+def test_resume_is_exact_with_augmentation_and_a_lazy_penalty(tmp_path: Path) -> None:
+    """loss.augment and loss.gp_every draw from the step RNG and count the run's steps, so
+    a resumed run is still exact; records average the penalty over the steps that ran it."""
+    straight, _, _ = straight_and_resumed(tmp_path, "loss.augment=color,cutout",
+                                          "loss.gp_every=2")
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").open()]
+    assert [("L_GP" in r) for r in records] == [True, False, True, False]  # steps 1-4: 0, 2
+
+
 def test_baseline_family_is_trained_and_resumed_by_the_same_trainer(tmp_path: Path) -> None:
     """model.family=baseline: the full-image GAN gets the run directory, sample grids, the
     EMA with its own recalibrated BN statistics and exact resume of the one Trainer."""
@@ -361,6 +370,11 @@ def test_init_from_fine_tunes_beyond_the_boundary(tmp_path: Path,
                  "--out", tuned, "--steps", 1, "--set", "data.num_workers=0") == 0
     config = Config.from_yaml((tuned / "config.yaml").read_text())
     assert config.loss.extrapolate == 1 and config.model.ngf == 8  # the base run's model
+    # N4: the extrapolation step's values reach metrics.jsonl and TensorBoard
+    record = json.loads((tuned / "metrics.jsonl").read_text().splitlines()[-1])
+    assert all(np.isfinite(record[f"extrap/{k}"]) for k in ("L_W", "L_GP", "GP_norm_max"))
+    events = b"".join(p.read_bytes() for p in (tuned / "tensorboard").iterdir())
+    assert b"loss/extrap/L_W" in events and b"diagnostics/extrap/GP_norm_max" in events
     capsys.readouterr()
     other = tmp_path / "other"  # the plain preset is wider than the base run
     assert train("--init-from", base, "--preset", PRESET, "--data", "builtin:blobs",
@@ -445,21 +459,19 @@ def test_each_network_changes_only_in_its_own_phase(sn_once: bool,
     config, model, optimizers, images = _tiny_model(w_content=1.0)
     D = model.discriminator
     g_forwards = []
-    original = step_module.generate_macro_canvases
-    monkeypatch.setattr(step_module, "generate_macro_canvases",
-                        lambda *a, **k: g_forwards.append(1) or original(*a, **k))
+    model.generator.register_forward_hook(lambda *args: g_forwards.append(1))
     grads = {name: 0 for name, _ in D.named_parameters()}
     for name, p in D.named_parameters():
         p.register_hook(lambda g, name=name: grads.__setitem__(name, grads[name] + 1))
     after_d: dict[str, torch.Tensor] = {}
-    d_step = step_module.d_step
+    d_phase = step_module.Phases.d
 
-    def recording_d_step(*args, **kwargs):
-        values = d_step(*args, **kwargs)
+    def recording_d_phase(*args, **kwargs):
+        values = d_phase(*args, **kwargs)
         after_d.update({k: v.clone() for k, v in D.named_buffers()})
         return values
 
-    monkeypatch.setattr(step_module, "d_step", recording_d_step)
+    monkeypatch.setattr(step_module.Phases, "d", recording_d_phase)
     g_before, d_before = _tracked(model.generator), _tracked(D)
     rng = torch.Generator().manual_seed(2)
     for _ in range(2):
@@ -505,8 +517,8 @@ def test_diagnostics_equal_an_independent_computation() -> None:
                                                  rel=1e-5)
     alpha = torch.rand(4, 1, 1, 1, generator=twin)
     mixed = (alpha * step.real + (1 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(D.adversarial(D.features(mixed), step.real_coords).sum(),
-                                  mixed)
+    # N3: the penalty differentiates D's unconditional score, as the release (no projection)
+    (grad,) = torch.autograd.grad(D.score(D.features(mixed)).sum(), mixed)
     norms = grad.flatten(1).norm(dim=1)
     assert float(values["GP_norm"]) == pytest.approx(float(norms.mean()), rel=1e-4)
     assert float(values["GP_norm_max"]) == pytest.approx(float(norms.max()), rel=1e-4)
@@ -536,7 +548,7 @@ def test_ema_warm_up_ramps_and_its_horizon_is_in_images() -> None:
     """A8: after the copy phase the half-life grows with the steps done (StyleGAN's rampup)
     instead of jumping to the full decay; ema_kimg gives one horizon in images per batch."""
     from cocogan.config import Config, OptimConfig
-    from cocogan.training.step import ema_beta, ema_decay
+    from cocogan.training.ema import ema_beta, ema_decay
 
     betas = [ema_beta(step, 0.999, 10, 0.05) for step in range(20_000)]
     assert betas[:10] == [0.0] * 10
@@ -572,31 +584,46 @@ def test_init_from_keeps_the_pre_trained_ema(tmp_path: Path) -> None:
 
 def test_extrapolation_step_trains_g_first_blocks_on_the_extended_grid(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A5: a normal in-range step, then an extrapolation step whose fakes come from the extended
-    grid, whose reals are independent in-range crops, and whose G update moves only G's first
-    two blocks (their own optimiser)."""
+    """A5, N4: a normal in-range step, then an extrapolation step whose fakes come from the
+    extended grid, whose reals are independent in-range crops, whose D update has Adam moments
+    of its own (the release's d_optim_extrap), and whose G update moves only G's first two
+    blocks (their own optimiser); Q is updated once per iteration; the extra step's values are
+    returned with an extrap/ prefix."""
     from cocogan.training import step as step_module
 
     config, model, optimizers, images = _tiny_model(extrapolate=1)
     G, coords = model.generator, model.coords
     first = {id(p) for p in G.blocks[:2].parameters()}
-    assert optimizers.g_extrap is not None
+    assert optimizers.g_extrap is not None and optimizers.d_extrap is not None
     assert {id(p) for p in optimizers.g_extrap.param_groups[0]["params"]} == first
+    d_params = [id(p) for p in optimizers.d.param_groups[0]["params"]]
+    assert [id(p) for p in optimizers.d_extrap.param_groups[0]["params"]] == d_params
     batches, changes = [], []
-    sample_step, g_step = step_module.sample_step, step_module.g_step
+    sample_step, g_phase = step_module.sample_step, step_module.Phases.g
     monkeypatch.setattr(step_module, "sample_step",
                         lambda *a, **k: batches.append(sample_step(*a, **k)) or batches[-1])
 
-    def recording_g_step(*args, **kwargs):
+    def recording_g_phase(*args, **kwargs):
         before = {n: p.detach().clone() for n, p in G.named_parameters()}
-        result = g_step(*args, **kwargs)
+        result = g_phase(*args, **kwargs)
         changes.append({n for n, p in G.named_parameters() if not torch.equal(before[n], p)})
         return result
 
-    monkeypatch.setattr(step_module, "g_step", recording_g_step)
+    monkeypatch.setattr(step_module.Phases, "g", recording_g_phase)
+    d_steps = {"d": 0, "d_extrap": 0, "q": 0}
+    for name in d_steps:
+        getattr(optimizers, name).register_step_post_hook(
+            lambda *a, name=name: d_steps.__setitem__(name, d_steps[name] + 1))
     rng = torch.Generator().manual_seed(3)
     for _ in range(3):
-        step_module.train_step(model, optimizers, images, config, rng)
+        values = step_module.train_step(model, optimizers, images, config, rng)
+    assert d_steps == {"d": 3, "d_extrap": 3, "q": 3}  # Q once per iteration
+    moments = optimizers.d.state_dict()["state"][0]["exp_avg_sq"]
+    extra = optimizers.d_extrap.state_dict()["state"][0]["exp_avg_sq"]
+    assert not torch.equal(moments, extra)  # two sets of moments, each of its own gradients
+    assert {"extrap/L_W", "extrap/L_GP", "extrap/L_S_real", "extrap/L_S_fake",
+            "extrap/GP_norm_max", "extrap/loss_D", "extrap/loss_G"} <= set(values)
+    assert not any(name.startswith("extrap/") and "Q" in name for name in values)
     normal, extra = batches[0::2], batches[1::2]
     assert all(bool(coords.in_bounds(b.rows, b.cols).all()) for b in normal)
     rows = torch.cat([b.rows for b in extra])

@@ -49,6 +49,8 @@ MODEL_FAMILIES = ("cocogan", "baseline")
 # torch.compile modes of run.compile ("reduce-overhead" adds CUDA graphs).
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 NAME_LIMIT = 80  # characters of a config's name kept (it is echoed in messages and pictures)
+# Kinds of loss.augment (cocogan.variants.augment): none moves a pixel off its coordinate.
+AUGMENTATIONS = ("color", "cutout")
 
 
 class Section:
@@ -140,6 +142,7 @@ class LossConfig(Section):
     """The weights of the objectives (paper eqs. 2-4) and the loss options beyond the paper."""
 
     NAME: ClassVar[str] = "loss"
+    POSITIVE: ClassVar[tuple[str, ...]] = ("gp_every",)
     NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("w_gp", "w_spatial", "w_spatial_g", "w_content",
                                                "w_overlap", "extrapolate")
 
@@ -152,6 +155,16 @@ class LossConfig(Section):
     w_overlap: float = 0.0  # weight of L_O in G's objective: margins agree with the neighbours
     #   (beyond the paper; needs model.g_margin; 0 = off, docs/seams.md)
     extrapolate: int = 0  # beyond-boundary fine-tune: grid steps sampled past [-1, 1] per side
+    gp_every: int = 1  # lazy gradient penalty: every k steps, weight x k (1: every step, the
+    #   paper; beyond the paper, docs/training.md)
+    augment: str = ""  # comma-separated AUGMENTATIONS of D's inputs, e.g. "color,cutout" ("" =
+    #   off, the paper; beyond the paper, docs/training.md)
+
+    def check(self) -> None:
+        kinds = self.augment.split(",") if isinstance(self.augment, str) else [None]
+        if self.augment and not set(kinds) <= set(AUGMENTATIONS):
+            self.fail("augment", "must be \"\" or a comma-separated list of "
+                      f"{', '.join(AUGMENTATIONS)} (e.g. color,cutout)", self.augment)
 
 
 @dataclass

@@ -1,15 +1,46 @@
-"""The four COCO-GAN losses (paper Section 2, eqs. 1-4). Functions return values; callers
-call backward.
+"""COCO-GAN's four losses and the three phases that use them (paper Section 2, eqs. 1-4).
 
-Shapes: B batch, C/H/W macro patch, D coordinate dims, Z latent dims.
+One training step (run by :mod:`cocogan.training.step`, which calls backward and steps the
+optimisers) draws z and a macro position, generates the fake macro patch once, then:
+
+- D minimises  -L_W + w_gp L_GP + w_spatial L_S(real) + w_content L_C(fake)
+- G minimises  -E[D(fake)] + w_spatial L_S(fake) + w_content L_C(fake)
+- Q (the content head, its own optimiser) minimises L_C(fake), on the features of G's phase.
+
+Cylindrical coordinates: L_S compares the vertical coordinate only (docs/design.md: a real
+panorama's angle is unknowable after its random roll). The penalty differentiates D's
+unconditional critic, ``D.score(h)``, without the coordinate projection, as the authors'
+release does in every penalty (``d_builder(interpolates, None)``). This is the paper's loss
+only; the options beyond it extend :class:`CocoGANLoss` (:mod:`cocogan.loss_variants`).
+
+Shapes: B batch, C/H/W macro patch, D coordinate dims, Z latent dims, F D's features.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from cocogan.config import Config
+from cocogan.model import CocoGAN, generate_macro
+
+Values = dict[str, Tensor]  # 0-dim loss terms and diagnostics by name
+
+
+@dataclass
+class StepBatch:
+    """What one step samples: latents, fake and real macro positions, real macro patches."""
+
+    z: Tensor  # (B, Z)
+    rows: Tensor  # (B,) fake macro positions (grid units, may be out of range when extrapolating)
+    cols: Tensor
+    real: Tensor  # (B, 3, Mh, Mw) real macro patches
+    real_coords: Tensor  # (B, D) macro coordinates of the real patches
+    fake_coords: Tensor  # (B, D) macro coordinates of the fake patches
+    extended: bool = False  # an extrapolation step's batch (fakes on the extended grid)
 
 
 def wasserstein_estimate(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
@@ -27,11 +58,12 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     """L_GP (eq. 2, Gulrajani et al. 2017): E[(||grad_x D(x)||_2 - 1)^2] on interpolates.
 
     One interpolation factor per sample, and the gradient norm over all of C, H, W (the
-    authors' release drew alpha per element and took the norm over one axis only).
+    authors' release drew alpha per element and took the norm over one axis only). Always in
+    the images' precision (float32), also under autocast: the double backward needs it.
 
     Args:
-        critic: maps macro patches (B, C, H, W) to scores (B,); coordinates are bound in it.
-        real, fake: (B, C, H, W) macro patches at the same coordinates.
+        critic: maps macro patches (B, C, H, W) to scores (B,).
+        real, fake: (B, C, H, W) macro patches.
         generator: RNG for the interpolation factors (drawn on its device).
         with_norms: also return the per-sample gradient norms (B,), detached (diagnostics).
     """
@@ -39,7 +71,8 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator,
                        device=device).to(real)  # (B, 1, 1, 1)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    scores = critic(mixed)
+    with torch.autocast(mixed.device.type, enabled=False):
+        scores = critic(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     norms = grad.flatten(1).norm(2, dim=1)  # (B,)
     penalty = ((norms - 1.0) ** 2).mean()
@@ -56,30 +89,73 @@ def content_consistency(predicted: Tensor, target: Tensor) -> Tensor:
     return (predicted - target).abs().mean()
 
 
-def overlap_consistency(canvases: Tensor, rows: int, cols: int, margin: int) -> Tensor:
-    """L_O (beyond the paper): neighbouring micro patches must agree where their canvases overlap.
+class CocoGANLoss:
+    """The three phases' objectives for one training iteration of ``model``.
 
-    With ``model.g_margin`` G draws each micro patch with ``margin`` extra pixels per side, which
-    cover the neighbours' outer pixels; the margins are cropped away, but this loss asks that
-    a patch's margin equal what its neighbour draws there, so the content of one patch continues
-    into the next instead of stopping at a seam. Mean |difference| over every horizontally and
-    vertically adjacent pair of a macro patch (overlap 2 * margin wide).
-
-    Args:
-        canvases: (B, P, C, S, S) canvases of a macro patch's P = rows * cols micro patches,
-            row-major, S = micro + 2 * margin.
-        rows, cols: micro patches per column / row of the macro patch.
-        margin: pixels per side beyond the micro patch.
+    Each phase gets D's features h of the patches it scores (the step computes them, so that
+    it can batch and cache D's trunk) and returns (loss, values).
     """
-    batch, count, channels, size, _ = canvases.shape
-    assert count == rows * cols and margin > 0, f"got {count} patches, {rows}x{cols}, {margin}"
-    micro = size - 2 * margin
-    grid = canvases.view(batch, rows, cols, channels, size, size)
-    terms = []
-    if cols > 1:  # left patch's columns [micro, micro + 2m) == right patch's [0, 2m)
-        terms.append((grid[:, :, :-1, ..., micro:] - grid[:, :, 1:, ..., : 2 * margin]).abs()
-                     .mean())
-    if rows > 1:
-        terms.append((grid[:, :-1, :, :, micro:, :] - grid[:, 1:, :, :, : 2 * margin, :]).abs()
-                     .mean())
-    return torch.stack(terms).mean() if terms else canvases.new_zeros(())
+
+    def __init__(self, model: CocoGAN, train: Config, iteration: int = 0) -> None:
+        self.model, self.iteration = model, iteration
+        self.w_gp, self.w_content = train.loss.w_gp, train.loss.w_content
+        self.w_spatial = self.w_spatial_g = train.loss.w_spatial  # L_S's weight for D and for G
+
+    def generate(self, step: StepBatch) -> Tensor:
+        """G's one forward of the step: fake macro patches (B, 3, Mh, Mw), with gradients."""
+        return generate_macro(self.model.generator, self.model.coords, step.z, step.rows,
+                              step.cols)
+
+    def spatial(self, predicted: Tensor, target: Tensor) -> Tensor:
+        """L_S per sample (B,); cylindrical: the vertical coordinate only."""
+        if self.model.coords.cyclic:
+            predicted, target = predicted[:, :1], target[:, :1]
+        return ((predicted - target) ** 2).mean(dim=1)
+
+    def content(self, predicted: Tensor, z: Tensor) -> Tensor:
+        """L_C of the content head's estimate (B, Z) against the true z."""
+        return content_consistency(predicted, z)
+
+    def penalised(self) -> bool:
+        """Whether this iteration's D updates include the gradient penalty (always, here)."""
+        return True
+
+    def critic(self, patches: Tensor) -> Tensor:
+        """D's unconditional score (B,) for the penalty: no coordinate projection."""
+        D = self.model.discriminator
+        return D.score(D.features(patches, eager=True)).squeeze(1)
+
+    def d_phase(self, step: StepBatch, h_real: Tensor, h_fake: Tensor, real: Tensor,
+                fake: Tensor, rng: torch.Generator) -> tuple[Tensor, Values]:
+        """D's loss; ``real``/``fake`` (B, 3, Mh, Mw) are the patches h came from."""
+        D = self.model.discriminator
+        real_score = D.adversarial(h_real, step.real_coords)
+        fake_score = D.adversarial(h_fake, step.fake_coords)
+        l_w = wasserstein_estimate(real_score, fake_score)
+        l_s = self.spatial(D.spatial(h_real), step.real_coords).mean()
+        l_c = self.content(D.content(h_fake), step.z)
+        loss = -l_w + self.w_spatial * l_s + self.w_content * l_c
+        values = {"L_W": l_w, "L_S_real": l_s, "D_real": real_score.mean(),
+                  "D_fake": fake_score.mean()}
+        if self.penalised():
+            l_gp, norms = gradient_penalty(self.critic, real, fake, generator=rng,
+                                           with_norms=True)
+            loss = loss + self.w_gp * l_gp
+            values.update({"L_GP": l_gp, "GP_norm": norms.mean(), "GP_norm_max": norms.max()})
+        return loss, values
+
+    def g_phase(self, step: StepBatch, h_fake: Tensor, in_range: Tensor
+                ) -> tuple[Tensor, Values]:
+        """G's loss; ``in_range`` (B,) weighs each fake's L_S: out-of-range fakes (the
+        extrapolation step) have no real ground truth, so L_S does not reach G through them."""
+        D = self.model.discriminator
+        adversarial = -D.adversarial(h_fake, step.fake_coords).mean()
+        l_s = (self.spatial(D.spatial(h_fake), step.fake_coords) * in_range).sum()
+        l_c = self.content(D.content(h_fake), step.z)
+        loss = adversarial + self.w_spatial_g * l_s + self.w_content * l_c
+        return loss, {"L_S_fake": l_s}
+
+    def q_phase(self, step: StepBatch, h_fake: Tensor) -> tuple[Tensor, Values]:
+        """Q's loss on D's (detached) features of the step's fakes."""
+        l_c = self.content(self.model.discriminator.content(h_fake), step.z)
+        return l_c, {"L_C": l_c}

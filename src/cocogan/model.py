@@ -23,8 +23,8 @@ from cocogan.config import ModelConfig
 from cocogan.coords import CoordinateSystem, coordinate_system
 from cocogan.nn import Discriminator, Generator
 from cocogan.nn.baseline import BaselineDiscriminator, BaselineGenerator
-from cocogan.nn.generator import crop_margin
 from cocogan.patches import merge
+from cocogan.variants import build_generator
 
 
 def sample_latents(count: int, z_dim: int, generator: torch.Generator | None = None,
@@ -178,41 +178,24 @@ def exact_spectral_norm(module: nn.Module) -> None:
                 norm._v.copy_(vh[0])
 
 
-def build_generator(config: ModelConfig, coords: CoordinateSystem) -> Generator:
-    """The generator a model config describes (``g_margin``, ``z_phase``: options beyond the
-    paper, docs/seams.md)."""
-    return Generator(config.z_dim, coords.coord_dim, config.micro, config.ngf,
-                     margin=config.g_margin, phase=config.z_phase)
-
-
 def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,
-                   cols: Tensor, *, keep_margin: bool = False) -> Tensor:
+                   cols: Tensor, **options: bool) -> Tensor:
     """Micro patches for each latent at each of its grid positions, in one forward pass.
 
     Args:
         z: (B, Z) latents.
         rows, cols: (B, P) grid positions (fractional and out-of-range positions allowed).
-        keep_margin: return G's whole canvases (with ``model.g_margin``), not just the patches.
+        options: passed to the generator (a variant's, e.g. ``keep_margin``).
 
     Returns:
-        (B, P, 3, micro, micro), or (B, P, 3, S, S) canvases with ``keep_margin``.
+        (B, P, 3, micro, micro).
     """
     batch, count = rows.shape
     c = coords.micro_coords(rows, cols).to(z.device)  # (B, P, D)
     z_rep = z[:, None, :].expand(batch, count, z.shape[1])  # same z for all patches of a sample
     patches = generator(z_rep.reshape(batch * count, -1), c.reshape(batch * count, -1),
-                        keep_margin=keep_margin)
+                        **options)
     return patches.view(batch, count, *patches.shape[1:])
-
-
-def generate_macro_canvases(generator: Generator, coords: CoordinateSystem, z: Tensor,
-                            rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
-    """Fake macro patches (as :func:`generate_macro`) and the canvases their micro patches were
-    cut from, (B, P, 3, S, S) (S = micro without ``model.g_margin``), for L_O."""
-    micro_rows, micro_cols = coords.micro_in_macro(rows, cols)  # (B, P)
-    canvases = generate_micro(generator, coords, z, micro_rows, micro_cols, keep_margin=True)
-    micro = crop_margin(canvases, generator.margin)
-    return merge(micro, coords.macro_h, coords.macro_w), canvases
 
 
 def generate_macro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,

@@ -1,6 +1,7 @@
 """Training: the step (paper Section 2), the loop around it, run directories and resume.
 
-Modules, one job each: ``step`` (one D/Q/G iteration, EMA), ``family`` (the network + loss
+Modules, one job each: ``step`` (one D/G/Q iteration: the phases of :mod:`cocogan.losses`
+run), ``ema`` (the EMA generator's decay and update), ``family`` (the network + loss
 pairs the loop drives: COCO-GAN's, the full-image baseline's), ``loop`` (the
 Trainer driver and its hooks, sample grids), ``run`` (creating and resuming run directories),
 ``state`` (resume state and RNGs), ``datastream`` (resumable batch order), ``logging``

@@ -22,7 +22,7 @@ import contextlib
 import datetime
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -278,16 +278,21 @@ def broadcast_module(world: World, module: nn.Module) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
-def mean_losses(world: World, losses: dict[str, Tensor], device: torch.device
-                ) -> dict[str, Tensor]:
+def mean_losses(world: World, losses: dict[str, Tensor], device: torch.device,
+                maximum: Callable[[str], bool] = lambda name: False) -> dict[str, Tensor]:
     """The per-rank loss values (0-dim tensors) averaged over ranks, on the device (a NaN
-    anywhere is a NaN everywhere)."""
+    anywhere is a NaN everywhere); the names ``maximum`` picks take the maximum instead."""
     if not world.enabled:
         return losses
     names = list(losses)
-    values = torch.stack([torch.as_tensor(losses[n], device=device).double() for n in names])
-    all_reduce_mean(world, [values], "the loss all-reduce")
-    return {name: values[index].float() for index, name in enumerate(names)}
+    total = torch.stack([torch.as_tensor(losses[n], device=device).double() for n in names])
+    top = total.clone()
+    with collective(world, "the loss all-reduce"):
+        dist.all_reduce(total)
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    is_max = torch.tensor([maximum(n) for n in names], device=device)
+    reduced = torch.where(is_max, top, total / world.size).float()
+    return {name: reduced[index] for index, name in enumerate(names)}
 
 
 def any_rank(world: World, flag: bool, device: torch.device, what: str) -> bool:

@@ -9,9 +9,10 @@ checkpoints, resume, multi-process training) is shared.
 
 COCO-GAN's step is :mod:`cocogan.training.step`. The full-image baseline's (here) is trained as
 COCO-GAN is, minus what makes COCO-GAN generate by parts: the same WGAN-GP objective and
-gradient penalty (L_GP, eq. 2), the same TTUR Adam settings, one D then one G update per step;
-no coordinates, no L_S, no L_C and no Q. Comparing the two on the same data and steps tells
-what generating by parts costs (the paper's Table 1 question).
+gradient penalty (L_GP, eq. 2), the same TTUR Adam settings, one G forward then one D and one
+G update per step, D frozen in G's phase, ``run.sn_once`` followed alike; no coordinates, no
+L_S, no L_C and no Q. Comparing the two on the same data and steps tells what generating by
+parts costs (the paper's Table 1 question).
 
 Shapes: B (or N) images, Z latent dims, H/W full image.
 """
@@ -25,13 +26,20 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.utils import parametrize
 
 from cocogan.apps.full import full_images
 from cocogan.config import Config, ModelConfig
 from cocogan.losses import gradient_penalty, wasserstein_estimate
 from cocogan.model import BaselineGAN, CocoGAN
 from cocogan.render import evaluating
-from cocogan.training.step import NamedOptimizers, build_optimizers, train_step
+from cocogan.training.step import (
+    NamedOptimizers,
+    build_optimizers,
+    compute_parametrizations,
+    frozen,
+    train_step,
+)
 
 # (model, optimizers, images, train, rng, *, amp, sn_once) -> 0-dim losses on the device
 Step = Callable[..., dict[str, Tensor]]
@@ -58,43 +66,45 @@ def build_baseline_optimizers(model: BaselineGAN, train: Config) -> BaselineOpti
 
 def baseline_step(model: BaselineGAN, optimizers: BaselineOptimizers, images: Tensor,
                   train: Config, rng: torch.Generator, *, amp: bool = False,
-                  sn_once: bool = False) -> dict[str, Tensor]:
-    """One WGAN-GP iteration on real full images (B, 3, H, W): a D update, then a G update.
+                  sn_once: bool = True, iteration: int = 0) -> dict[str, Tensor]:
+    """One WGAN-GP iteration on real full images (B, 3, H, W): G forward once, a D update on
+    its detached output, then a G update, with D frozen as in COCO-GAN's step.
 
     Args (as :func:`cocogan.training.step.train_step`'s): ``amp`` is bf16 autocast on CUDA;
-    ``sn_once`` has no effect (each D call runs its own power iteration, the reference).
+    ``sn_once``: D's spectrally normalised weights once per D update, real and fake in one
+    call (off: each D call runs its own power iteration).
 
     Returns:
         0-dim tensors on the device: L_W (the Wasserstein estimate), L_GP, loss_D, loss_G.
     """
-    del sn_once
+    del iteration
     G, D = model.generator.train(), model.discriminator.train()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if amp and images.is_cuda else contextlib.nullcontext())
-    z = model.sample_z(images.shape[0], rng)
+    with autocast:
+        fake = G(model.sample_z(images.shape[0], rng))  # (B, 3, H, W), the step's one forward
 
     # ---- D step ---------------------------------------------------------------------------
-    D.requires_grad_(True)
-    with autocast:
-        with torch.no_grad():
-            fake = G(z).to(images.dtype)
-        l_w = wasserstein_estimate(D(images), D(fake)).float()
-    l_gp = gradient_penalty(D, images, fake, generator=rng)  # fp32, also under autocast
-    loss_d = -l_w + train.loss.w_gp * l_gp
-    optimizers.d.zero_grad(set_to_none=True)
-    loss_d.backward()
+    detached = fake.detach().to(images.dtype)
+    with parametrize.cached() if sn_once else contextlib.nullcontext():
+        if sn_once:
+            compute_parametrizations(D)
+        with autocast:
+            real_score, fake_score = (D(torch.cat([images, detached])).chunk(2) if sn_once
+                                      else (D(images), D(detached)))
+            l_w = wasserstein_estimate(real_score, fake_score).float()
+        l_gp = gradient_penalty(D, images, detached, generator=rng)  # float32
+        loss_d = -l_w + train.loss.w_gp * l_gp
+        optimizers.d.zero_grad(set_to_none=True)
+        loss_d.backward()
     optimizers.d.step()
 
     # ---- G step: D is frozen, so its weight gradients are not built -----------------------
-    D.requires_grad_(False)
-    try:
-        with autocast:
-            loss_g = -D(G(z)).float().mean()
-        optimizers.g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizers.g.step()
-    finally:
-        D.requires_grad_(True)
+    with frozen(D), autocast:
+        loss_g = -D(fake).float().mean()
+    optimizers.g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    optimizers.g.step()
     values = {"L_W": l_w, "L_GP": l_gp, "loss_D": loss_d, "loss_G": loss_g}
     return {name: value.detach() for name, value in values.items()}
 

@@ -32,11 +32,12 @@ LOSS_TERMS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "L_O", "loss_D", "lo
 # gradient norms (mean; max: the largest of the interval) and each update's gradient norm.
 DIAGNOSTICS = ("D_real", "D_fake", "GP_norm", "GP_norm_max", "grad_D", "grad_G", "grad_Q")
 MAXIMA = frozenset({"GP_norm_max"})  # reported as the maximum over a record's steps, not a mean
+EXTRAP = "extrap/"  # prefix of the extrapolation step's terms (loss.extrapolate)
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl (skips a torn last line left by a killed process)."""
-    return read_jsonl(path) if Path(path).is_file() else []
+def is_maximum(name: str) -> bool:
+    """Whether a term is a maximum (over steps, and over ranks), not a mean."""
+    return name.removeprefix(EXTRAP) in MAXIMA
 
 
 class MetricsLog:
@@ -56,7 +57,8 @@ class MetricsLog:
         self._file: TextIO | None = None
         self.writer = None
         if not quiet:
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= start_step]
+            old = read_jsonl(self.path) if self.path.is_file() else []  # skips a torn last line
+            kept = [r for r in old if r.get("step", 0) <= start_step]
             text = "".join(json.dumps(r) + "\n" for r in kept)
             atomic_write(self.path, lambda tmp: tmp.write_text(text))  # never lose the old log
             self._file = self.path.open("a")
@@ -66,43 +68,51 @@ class MetricsLog:
             self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR),
                                         purge_step=start_step)
         self._names: tuple[str, ...] = ()
-        self._sums: torch.Tensor | None = None  # (T,) loss sums (MAXIMA: maxima) on the device
+        self._index: dict[str, int] = {}  # term -> its place in the sums
+        self._positions: dict[tuple[str, ...], torch.Tensor] = {}  # a step's terms -> places
+        self._sums = torch.zeros(0)  # (T,) loss sums (MAXIMA: maxima) on the device
         self._is_max = torch.zeros(0, dtype=torch.bool)  # (T,) which terms are MAXIMA
-        self._first_bad: torch.Tensor | None = None  # (T,) step of the first non-finite value
-        self._count = 0
+        self._first_bad = torch.zeros(0, dtype=torch.long)  # (T,) step of the first non-finite
+        self._count = 0  # steps in this record
+        self._counts: dict[str, int] = {}  # steps in this record that computed each term
         self._since = time.perf_counter()
         self.data_wait = 0.0  # seconds the loop waited for batches since the last record
         self.last: dict[str, Any] = {}
 
     def accumulate(self, losses: dict[str, torch.Tensor | float], step: int = 0) -> None:
-        """Add one step's losses (0-dim tensors or floats) without reading them back."""
-        names = tuple(losses)
-        if names != self._names or self._sums is None:
-            self._reset_terms(names)
+        """Add one step's losses (0-dim tensors or floats) without reading them back; a term
+        a step does not compute (e.g. a lazy penalty) is averaged over the steps that do."""
+        for name in losses:
+            if name not in self._index:
+                self._add_term(name)
         tensors = [v for v in losses.values() if isinstance(v, torch.Tensor)]
         device = tensors[0].device if tensors else torch.device("cpu")
         values = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device)
-                              for v in losses.values()])  # (T,)
-        assert self._sums is not None and self._first_bad is not None
-        sums = self._sums.to(device)
-        self._sums = torch.where(self._is_max.to(device), torch.maximum(sums, values),
-                                 sums + values)
-        self._first_bad = torch.where((self._first_bad.to(device) == 0) & ~values.isfinite(),
-                                      step, self._first_bad.to(device))
+                              for v in losses.values()])  # (T',) this step's terms
+        names = tuple(losses)
+        index = self._positions.get(names)
+        if index is None or index.device != device:  # one copy to the device per key set
+            index = torch.tensor([self._index[name] for name in names], device=device)
+            self._positions[names] = index
+        sums, bad = self._sums.to(device), self._first_bad.to(device)
+        old = sums[index]
+        sums[index] = torch.where(self._is_max.to(device)[index], torch.maximum(old, values),
+                                  old + values)
+        bad[index] = torch.where((bad[index] == 0) & ~values.isfinite(), step, bad[index])
+        self._sums, self._first_bad = sums, bad
+        for name in losses:
+            self._counts[name] = self._counts.get(name, 0) + 1
         self._count += 1
 
-    def _reset_terms(self, names: tuple[str, ...]) -> None:
-        if self._names and self._count:
-            raise AssertionError(f"loss terms changed within a record: {self._names} -> {names}")
-        self._names = names
-        self._sums = torch.zeros(len(names))
-        self._is_max = torch.tensor([name in MAXIMA for name in names], dtype=torch.bool)
-        self._first_bad = torch.zeros(len(names), dtype=torch.long)
+    def _add_term(self, name: str) -> None:
+        self._index[name] = len(self._names)
+        self._names += (name,)
+        self._sums = torch.cat([self._sums, self._sums.new_zeros(1)])
+        self._first_bad = torch.cat([self._first_bad, self._first_bad.new_zeros(1)])
+        self._is_max = torch.cat([self._is_max, torch.tensor([is_maximum(name)])])
 
     def first_non_finite(self) -> tuple[str, int] | None:
         """(term, step) of the earliest non-finite loss seen so far, or None (reads the device)."""
-        if self._first_bad is None:
-            return None
         bad = self._first_bad.tolist()
         steps = [(step, index) for index, step in enumerate(bad) if step > 0]
         if not steps:
@@ -112,14 +122,16 @@ class MetricsLog:
 
     def write(self, step: int, batch: int, lrs: dict[str, float], elapsed: float) -> dict:
         """Write the record of the steps accumulated since the last call; returns it."""
-        sums = dict(zip(self._names, (self._sums.tolist() if self._sums is not None else []),
+        sums = dict(zip(self._names, self._sums.tolist(),
                         strict=True))  # the one read of the device per record
         now = time.perf_counter()
         seconds = max(now - self._since, 1e-9)
         record: dict[str, Any] = {"step": step, "time": time.time(), "elapsed_s": elapsed}
-        record.update({k: sums[k] / self._count for k in LOSS_TERMS if k in sums})
-        record.update({k: sums[k] if k in MAXIMA else sums[k] / self._count
-                       for k in DIAGNOSTICS if k in sums})
+        for prefix in ("", EXTRAP):  # the extrapolation step's terms after the main ones
+            for name in (*LOSS_TERMS, *DIAGNOSTICS):
+                key = prefix + name
+                if self._counts.get(key):
+                    record[key] = sums[key] if name in MAXIMA else sums[key] / self._counts[key]
         record.update(lrs)
         record["images_per_s"] = batch * self._count / seconds
         record["data_wait_fraction"] = min(1.0, self.data_wait / seconds)
@@ -129,12 +141,12 @@ class MetricsLog:
         if self.writer is not None:
             for key, value in record.items():
                 if key not in ("step", "time", "elapsed_s"):
-                    group = "loss" if key in LOSS_TERMS else "diagnostics" \
-                        if key in DIAGNOSTICS else "lr" if key.startswith("lr") else "speed"
+                    name = key.removeprefix(EXTRAP)
+                    group = "loss" if name in LOSS_TERMS else "diagnostics" \
+                        if name in DIAGNOSTICS else "lr" if key.startswith("lr") else "speed"
                     self.writer.add_scalar(f"{group}/{key}", value, step)
-        if self._sums is not None:
-            self._sums = torch.zeros_like(self._sums)
-        self._count, self._since, self.data_wait = 0, now, 0.0
+        self._sums = torch.zeros_like(self._sums)
+        self._count, self._counts, self._since, self.data_wait = 0, {}, now, 0.0
         self.last = record
         return record
 

@@ -46,11 +46,12 @@ from cocogan.training.distributed import (
     gather_rng_states,
     mean_losses,
 )
+from cocogan.training.ema import ema_decay, update_ema
 from cocogan.training.family import Family, family_of
-from cocogan.training.logging import MetricsLog, Progress, format_record
+from cocogan.training.logging import MetricsLog, Progress, format_record, is_maximum
 from cocogan.training.signals import StopFlag
 from cocogan.training.state import TrainState, state_payload
-from cocogan.training.step import NamedOptimizers, ema_decay, update_ema
+from cocogan.training.step import NamedOptimizers
 from cocogan.training.sync_norm import paused
 
 SAMPLES_DIR = "samples"
@@ -158,11 +159,12 @@ class Trainer:
     def optimise(self, images: Tensor) -> dict[str, Tensor]:
         train_step = self.family.step  # cocogan.training.step.train_step for COCO-GAN
         losses = train_step(self.model, self.optimizers, images, self.config,
-                            self.state.step_rng, amp=self.amp, sn_once=self.config.run.sn_once)
+                            self.state.step_rng, amp=self.amp, sn_once=self.config.run.sn_once,
+                            iteration=self.state.step)
         if self.world.enabled:  # gradients were averaged inside the optimisers' step
             average_norm_statistics(self.world, self.model.generator)
             average_norm_statistics(self.world, self.model.discriminator)
-            losses = mean_losses(self.world, losses, self.device)
+            losses = mean_losses(self.world, losses, self.device, maximum=is_maximum)
         return losses
 
     def check_finite(self) -> None:

@@ -1,38 +1,29 @@
-"""One COCO-GAN training step (paper Section 2): a D update, a G update, then a Q update.
+"""One COCO-GAN training iteration: the phases of :mod:`cocogan.losses` (D, G, then Q), run.
 
-Objectives (weights from the config's ``loss`` section):
-- D: -L_W + w_gp L_GP + w_spatial L_S(real) + w_content L_C(fake)
-- G: -E[D(fake)] + w_spatial L_S(fake) + w_content L_C(fake) + w_overlap L_O (beyond the paper;
-  ``w_spatial_g``, when set, replaces w_spatial here)
-- Q (the content head, own optimiser): L_C(fake), last, on the features D's update gives
-- cylindrical coordinates: L_S compares the vertical coordinate only (docs/design.md: the real
-  panorama's angle is unknowable after its random roll)
+This module draws the step's batch and runs each phase's forward, backward and optimiser step,
+with precision, spectral-norm caching and what differs across processes; the objectives are the
+loss's (:mod:`cocogan.losses`, options in :mod:`cocogan.loss_variants`). G runs forward once
+per step, with gradients (D gets its output detached); in G's and Q's phases D neither builds
+weight gradients nor changes its buffers (batch statistics without tracking, no power
+iteration), so D's eval-mode heads hold statistics of D's own phase only.
 
-Each phase changes only its own network: G runs forward once per step, with gradients (D gets
-its output detached); in G's and Q's phases D neither builds weight gradients nor changes its
-buffers (its batch norms use batch statistics without tracking them, spectral norm does no
-power iteration), so D's eval-mode heads hold statistics of D's own phase only.
-With ``loss.extrapolate`` (beyond-boundary fine-tuning, as the authors' release) every step
-is followed by an extrapolation step: fakes from the extended grid, reals from independent
-in-range positions, the penalty without the coordinate projection, and a G update of G's first
-two blocks only (their own optimiser).
+With ``loss.extrapolate`` (beyond-boundary fine-tuning, as the authors' release) each
+iteration is followed by an extrapolation step: fakes from the extended grid, reals from
+independent in-range positions, D's update with its own Adam state (``d_extrap``, the
+release's d_optim_extrap), G's with G's first two blocks only (``g_extrap``); Q is updated
+once per iteration, in the in-range step. Its values carry an ``extrap/`` prefix.
 
-The returned dict holds 0-dim tensors on the training device (L_W is the Wasserstein estimate;
-D_real / D_fake its two means, GP_norm / GP_norm_max the penalty's gradient norms, grad_D /
-grad_G / grad_Q each update's gradient norm): nothing in a step reads a value back to the host,
-so a GPU never waits for Python; the log reads them when it writes a record.
-
-Speed options that leave the maths unchanged (``tests/test_step_equivalence.py`` compares them
-with the plain step): randomness drawn on the device of ``rng``, bf16 autocast, channels-last
-tensors and compiled G and D trunks (set up by the trainer; the gradient penalty's double
-backward always runs the eager trunk, which AOTAutograd cannot differentiate twice).
-``sn_once`` (the default) changes it slightly: see :func:`train_step`.
+Values are 0-dim tensors on the device (L_W, D_real / D_fake its two means, GP_norm /
+GP_norm_max the penalty's gradient norms, grad_D / grad_G / grad_Q each update's gradient
+norm): nothing reads back to the host, so a GPU never waits for Python. Speed options that
+leave the maths unchanged (``tests/test_step_equivalence.py``): randomness drawn on the device
+of ``rng``, bf16 autocast, channels-last tensors and compiled G and D trunks (the penalty's
+double backward runs the eager trunk). ``sn_once`` (the default): see :func:`train_step`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, fields
 
@@ -43,15 +34,11 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
 from cocogan.config import Config
-from cocogan.losses import (
-    content_consistency,
-    gradient_penalty,
-    overlap_consistency,
-    spatial_consistency,
-    wasserstein_estimate,
-)
-from cocogan.model import CocoGAN, generate_macro_canvases
+from cocogan.loss_variants import build_loss
+from cocogan.losses import CocoGANLoss, StepBatch
+from cocogan.model import CocoGAN
 from cocogan.patches import crop
+from cocogan.variants.augment import augment, kinds_of
 
 EXTRAPOLATED_BLOCKS = 2  # G blocks the extrapolation step trains (the release's g_resblock_0/1)
 
@@ -77,46 +64,38 @@ class NamedOptimizers:
 @dataclass
 class Optimizers(NamedOptimizers):
     """TTUR Adam optimisers: G, D (trunk, projection, spatial head) and Q (content head);
-    ``g_extrap``: G's first blocks in the extrapolation step (only with loss.extrapolate)."""
+    with loss.extrapolate, ``g_extrap`` (G's first blocks) and ``d_extrap`` (D again, with
+    moments of its own) for the extrapolation step. A checkpoint without one resumes with it
+    fresh."""
 
     g: torch.optim.Optimizer
     d: torch.optim.Optimizer
     q: torch.optim.Optimizer
     g_extrap: torch.optim.Optimizer | None = None
+    d_extrap: torch.optim.Optimizer | None = None
 
 
 def build_optimizers(model: CocoGAN, train: Config) -> Optimizers:
     """Adam(beta1, beta2) with the TTUR learning rates (build after moving the model)."""
-    betas = (train.optim.beta1, train.optim.beta2)
+    optim = train.optim
+    betas = (optim.beta1, optim.beta2)
     disc = model.discriminator
     q_params = list(disc.content.parameters())
     q_ids = {id(p) for p in q_params}
     d_params = [p for p in disc.parameters() if id(p) not in q_ids]
     # CUDA: the fused kernel updates every tensor of an optimiser in one launch.
     fused = {"fused": True} if model.device.type == "cuda" else {}
-    g_extrap = None
+
+    def adam(params: object, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr, betas=betas, **fused)  # type: ignore[arg-type]
+
+    extra = {}
     if train.loss.extrapolate:
         first = model.generator.blocks[:EXTRAPOLATED_BLOCKS].parameters()
-        g_extrap = torch.optim.Adam(first, lr=train.optim.lr_g, betas=betas, **fused)
-    return Optimizers(
-        g=torch.optim.Adam(model.generator.parameters(), lr=train.optim.lr_g, betas=betas, **fused),
-        d=torch.optim.Adam(d_params, lr=train.optim.lr_d, betas=betas, **fused),
-        q=torch.optim.Adam(q_params, lr=train.optim.lr_q, betas=betas, **fused),
-        g_extrap=g_extrap,
-    )
+        extra = {"g_extrap": adam(first, optim.lr_g), "d_extrap": adam(d_params, optim.lr_d)}
+    return Optimizers(g=adam(model.generator.parameters(), optim.lr_g),
+                      d=adam(d_params, optim.lr_d), q=adam(q_params, optim.lr_q), **extra)
 
-
-@dataclass
-class StepBatch:
-    """What one step samples: latents, fake and real macro positions, real macro patches."""
-
-    z: Tensor  # (B, Z)
-    rows: Tensor  # (B,) fake macro positions (grid units, may be out of range when extrapolating)
-    cols: Tensor
-    real: Tensor  # (B, 3, Mh, Mw) real macro patches
-    real_coords: Tensor  # (B, D) macro coordinates of the real patches
-    fake_coords: Tensor  # (B, D) macro coordinates of the fake patches
-    extended: bool = False  # an extrapolation step's batch (fakes on the extended grid)
 
 def sample_step(model: CocoGAN, images: Tensor, train: Config, rng: torch.Generator,
                 *, extend: int = 0) -> StepBatch:
@@ -143,8 +122,8 @@ def sample_step(model: CocoGAN, images: Tensor, train: Config, rng: torch.Genera
 
 
 def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Config,
-               rng: torch.Generator, *, amp: bool = False, sn_once: bool = True
-               ) -> dict[str, Tensor]:
+               rng: torch.Generator, *, amp: bool = False, sn_once: bool = True,
+               iteration: int = 0) -> dict[str, Tensor]:
     """One full iteration on a batch of real full images (B, 3, H, W) in [-1, 1].
 
     Args:
@@ -152,141 +131,110 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Co
         optimizers: from :func:`build_optimizers`.
         images: real full images on the model's device.
         train: loss weights and extrapolation settings.
-        rng: RNG for z, positions and GP factors (saved with checkpoints for exact resume); a
-            generator on the model's device keeps the step free of host-to-device copies.
+        rng: RNG for z, positions, GP factors and augmentation (saved with checkpoints for
+            exact resume); a generator on the model's device keeps the step free of
+            host-to-device copies.
         amp: bfloat16 autocast for the forward passes (CUDA only).
         sn_once: D's spectrally normalised weights are computed once for the D update, in
             float32 outside autocast (one power iteration, as in Miyato et al.'s Algorithm 1),
             and real and fake patches go through D's trunk in one call; off, every call of D
             in its update runs its own power iteration (real, fake and penalty: three weight
             sets in one loss).
+        iteration: the run's step count before this step (``loss.gp_every`` counts it).
 
     Returns:
-        0-dim tensors on the device: L_W, L_GP, L_S_real, L_S_fake, L_C, loss_D, loss_G,
-        loss_Q (and L_O with ``w_overlap``), plus the diagnostics of the module docstring.
+        0-dim tensors on the device: the values of the loss's phases, loss_D, loss_G, loss_Q
+        and the diagnostics of the module docstring (``extrap/...``: the extrapolation step's).
     """
     model.generator.train()
     model.discriminator.train()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if amp and images.is_cuda else contextlib.nullcontext())
+    phases = Phases(build_loss(model, train, iteration), rng, autocast, sn_once,
+                    kinds_of(train.loss.augment))
     step = sample_step(model, images, train, rng)
-    values = _iteration(model, optimizers, optimizers.g, step, train, rng, autocast, sn_once)
+    values, h_fake = phases.iteration(step, optimizers.d, optimizers.g)
+    values.update(phases.q(step, h_fake, optimizers.q))
     if train.loss.extrapolate:
-        assert optimizers.g_extrap is not None, "build_optimizers(train) with loss.extrapolate"
+        assert optimizers.g_extrap is not None and optimizers.d_extrap is not None, \
+            "build_optimizers(train) with loss.extrapolate"
         step = sample_step(model, images, train, rng, extend=train.loss.extrapolate)
-        _iteration(model, optimizers, optimizers.g_extrap, step, train, rng, autocast, sn_once,
-                   project_gp=False)
+        extra, _ = phases.iteration(step, optimizers.d_extrap, optimizers.g_extrap)
+        values.update({f"extrap/{name}": value for name, value in extra.items()})
     return {name: _at_least_float32(value.detach()) for name, value in values.items()}
 
 
-def _iteration(model: CocoGAN, optimizers: Optimizers, g_optimizer: torch.optim.Optimizer,
-               step: StepBatch, train: Config, rng: torch.Generator,
-               autocast: contextlib.AbstractContextManager, sn_once: bool,
-               project_gp: bool = True) -> dict[str, Tensor]:
-    """G forward once, then the D, G and Q updates on that one batch of fakes."""
-    with autocast:
-        fake, canvases = generate_macro_canvases(model.generator, model.coords, step.z,
-                                                 step.rows, step.cols)
-    values = d_step(model, optimizers.d, step, fake.detach(), train, rng, autocast, sn_once,
-                    project_gp)
-    g_values, h_fake = g_step(model, g_optimizer, step, fake, canvases, train, autocast)
-    values.update(g_values)
-    values.update(q_step(model, optimizers.q, h_fake.detach(), step.z))
-    return values
+@dataclass
+class Phases:
+    """Runs the phases of ``loss``: each one's forward, backward and optimiser step."""
 
+    loss: CocoGANLoss
+    rng: torch.Generator
+    autocast: contextlib.AbstractContextManager
+    sn_once: bool
+    augment: tuple[str, ...]  # loss.augment's kinds, applied to every patch D sees
 
-def d_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fake: Tensor,
-           train: Config, rng: torch.Generator, autocast: contextlib.AbstractContextManager,
-           sn_once: bool, project_gp: bool = True) -> dict[str, Tensor]:
-    """D minimises -L_W + w_gp L_GP + w_spatial L_S(real) + w_content L_C(fake)."""
-    D = model.discriminator
-    real = step.real
-    fake = fake.to(real.dtype)
-    with parametrize.cached() if sn_once else contextlib.nullcontext():
-        if sn_once:
-            _compute_parametrizations(D)  # float32, before autocast
-        with autocast:
-            if sn_once:  # same weights for both halves: one trunk call
-                h_real, h_fake = D.features(torch.cat([real, fake])).chunk(2)
-            else:
-                h_real = D.features(real)
-                h_fake = D.features(fake)
-            real_score = D.adversarial(h_real, step.real_coords)
-            fake_score = D.adversarial(h_fake, step.fake_coords)
-            l_w = wasserstein_estimate(real_score, fake_score)
-            l_s_real = spatial_loss(model, D.spatial(h_real), step.real_coords)
-            l_c_d = content_consistency(D.content(h_fake), step.z)
+    def iteration(self, step: StepBatch, d_optimizer: torch.optim.Optimizer,
+                  g_optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], Tensor]:
+        """G forward once, then the D and G updates on that one batch of fakes; returns the
+        values and D's features of the fakes in G's phase (for Q)."""
+        with self.autocast:
+            fake = self.loss.generate(step)
+        values = self.d(step, fake.detach(), d_optimizer)
+        g_values, h_fake = self.g(step, fake, g_optimizer)
+        return {**values, **g_values}, h_fake
 
-        def critic(x: Tensor) -> Tensor:  # the release drops the projection where coords differ
-            h = D.features(x, eager=True)
-            return D.adversarial(h, step.real_coords) if project_gp else D.score(h).squeeze(1)
+    def d(self, step: StepBatch, fake: Tensor, optimizer: torch.optim.Optimizer
+          ) -> dict[str, Tensor]:
+        D = self.loss.model.discriminator
+        real = augment(step.real, self.augment, self.rng)
+        fake = augment(fake.to(real.dtype), self.augment, self.rng)
+        with parametrize.cached() if self.sn_once else contextlib.nullcontext():
+            if self.sn_once:
+                compute_parametrizations(D)  # float32, before autocast
+            with self.autocast:
+                if self.sn_once:  # same weights for both halves: one trunk call
+                    h_real, h_fake = D.features(torch.cat([real, fake])).chunk(2)
+                else:
+                    h_real, h_fake = D.features(real), D.features(fake)
+                loss, values = self.loss.d_phase(step, h_real, h_fake, real, fake, self.rng)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        optimizer.step()  # (multi-process: gradients are averaged by a pre-step hook)
+        return {**values, "loss_D": loss, "grad_D": gradient_norm(optimizer)}
 
-        # in the images' precision (fp32), also under autocast
-        l_gp, norms = gradient_penalty(critic, real, fake, generator=rng, with_norms=True)
-        loss = train.loss
-        loss_d = -l_w + loss.w_gp * l_gp + loss.w_spatial * l_s_real + loss.w_content * l_c_d
+    def g(self, step: StepBatch, fake: Tensor, optimizer: torch.optim.Optimizer
+          ) -> tuple[dict[str, Tensor], Tensor]:
+        D = self.loss.model.discriminator
+        in_range = in_range_weights(self.loss.model, step)
+        with frozen(D), self.autocast:
+            h_fake = D.features(augment(fake, self.augment, self.rng))
+            loss, values = self.loss.g_phase(step, h_fake, in_range)
         optimizer.zero_grad(set_to_none=True)
-        loss_d.backward()
-    optimizer.step()  # (multi-process: gradients are averaged by a pre-step hook)
-    return {"L_W": l_w, "L_GP": l_gp, "L_S_real": l_s_real, "loss_D": loss_d,
-            "D_real": real_score.mean(), "D_fake": fake_score.mean(),
-            "GP_norm": norms.mean(), "GP_norm_max": norms.max(),
-            "grad_D": gradient_norm(optimizer)}
+        loss.backward()  # D's weights were frozen in the forward: no gradient reaches them
+        optimizer.step()
+        return {**values, "loss_G": loss, "grad_G": gradient_norm(optimizer)}, h_fake
+
+    def q(self, step: StepBatch, h_fake: Tensor, optimizer: torch.optim.Optimizer
+          ) -> dict[str, Tensor]:
+        with frozen(self.loss.model.discriminator.content, grads=False):
+            loss, values = self.loss.q_phase(step, _at_least_float32(h_fake.detach()))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {**values, "loss_Q": loss, "grad_Q": gradient_norm(optimizer)}
 
 
-def g_step(model: CocoGAN, optimizer: torch.optim.Optimizer, step: StepBatch, fake: Tensor,
-           canvases: Tensor, train: Config, autocast: contextlib.AbstractContextManager
-           ) -> tuple[dict[str, Tensor], Tensor]:
-    """G minimises -E[D(fake)] + w L_S(fake) + w_content L_C(fake) (+ w_overlap L_O).
-
-    Returns the values and D's features of the fakes (after D's update, for Q).
-    """
-    D = model.discriminator
-    inside = model.coords.in_bounds(step.rows, step.cols).to(fake.device)  # (B,)
-    with frozen(D), autocast:
-        h_fake = D.features(fake)
-        loss_adv = -D.adversarial(h_fake, step.fake_coords).mean()
-        # Out-of-range fakes have no real ground truth: L_S does not reach G through them.
-        l_s_fake = _masked_mean(spatial_loss(model, D.spatial(h_fake), step.fake_coords,
-                                             reduce=False), inside, across_ranks=step.extended)
-        l_c_g = content_consistency(D.content(h_fake), step.z)
-        loss = train.loss
-        w_spatial_g = loss.w_spatial if loss.w_spatial_g is None else loss.w_spatial_g
-        loss_g = loss_adv + w_spatial_g * l_s_fake + train.loss.w_content * l_c_g
-        values = {"L_S_fake": l_s_fake}
-        if train.loss.w_overlap:
-            l_overlap = overlap_consistency(_at_least_float32(canvases), model.coords.macro_h,
-                                            model.coords.macro_w, model.generator.margin)
-            loss_g = loss_g + train.loss.w_overlap * l_overlap
-            values["L_O"] = l_overlap
-    optimizer.zero_grad(set_to_none=True)
-    loss_g.backward()  # D's weights were frozen in the forward: no gradient reaches them
-    optimizer.step()
-    values.update({"loss_G": loss_g, "grad_G": gradient_norm(optimizer)})
-    return values, h_fake
-
-
-def q_step(model: CocoGAN, optimizer: torch.optim.Optimizer, h_fake: Tensor, z: Tensor
-           ) -> dict[str, Tensor]:
-    """Q (the content head) minimises L_C on D's features of the step's fakes."""
-    content = model.discriminator.content
-    with frozen(content, grads=False):
-        l_c = content_consistency(content(_at_least_float32(h_fake)), z)
-    optimizer.zero_grad(set_to_none=True)
-    l_c.backward()
-    optimizer.step()
-    return {"L_C": l_c, "loss_Q": l_c, "grad_Q": gradient_norm(optimizer)}
-
-
-def spatial_loss(model: CocoGAN, predicted: Tensor, target: Tensor, *, reduce: bool = True
-                 ) -> Tensor:
-    """L_S (eq. 3); cylindrical: the vertical coordinate only (a rolled real panorama's angle
-    is unknowable, docs/design.md). ``reduce=False``: per sample (B,)."""
-    if model.coords.cyclic:
-        predicted, target = predicted[:, :1], target[:, :1]
-    if reduce:
-        return spatial_consistency(predicted, target)
-    return ((predicted - target) ** 2).mean(dim=1)
+def in_range_weights(model: CocoGAN, step: StepBatch) -> Tensor:
+    """Weights (B,) of each fake's L_S in G's objective: 1 / count on fakes inside the grid,
+    0 outside. In an extrapolation step of a multi-process run, where ranks count different
+    numbers, the count is the global one over the rank count (the averaging undoes it)."""
+    inside = model.coords.in_bounds(step.rows, step.cols).to(step.z)  # (B,)
+    count = inside.sum()
+    if step.extended and dist.is_available() and dist.is_initialized():
+        dist.all_reduce(count)
+        return inside * dist.get_world_size() / count.clamp(min=1)
+    return inside / count.clamp(min=1)
 
 
 @contextlib.contextmanager
@@ -326,62 +274,12 @@ def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
 
 
-def _compute_parametrizations(module: nn.Module) -> None:
+def compute_parametrizations(module: nn.Module) -> None:
     """Fill parametrize's cache: every parametrized weight (spectral norm) computed now."""
     for m in module.modules():
         if parametrize.is_parametrized(m):
             for name in m.parametrizations:
                 getattr(m, name)
-
-
-def _masked_mean(values: Tensor, mask: Tensor, across_ranks: bool = False) -> Tensor:
-    """Mean of ``values`` (B,) over ``mask``; ``across_ranks`` (the extrapolation step, where
-    ranks mask different counts): over all ranks of a multi-process run, each rank dividing by
-    the global count over the rank count, which the gradient and loss averaging undo."""
-    count = mask.sum()
-    masked = (values * mask).sum()
-    if across_ranks and dist.is_available() and dist.is_initialized():
-        count = count.float()
-        dist.all_reduce(count)
-        return masked * dist.get_world_size() / count.clamp(min=1)
-    return masked / count.clamp(min=1)
-
-
-def ema_decay(train: Config) -> float:
-    """The EMA's full decay per step: ``optim.ema_decay``, or from the half-life in images
-    ``optim.ema_kimg`` (then the same horizon in images for any batch size)."""
-    if train.optim.ema_kimg is None:
-        return train.optim.ema_decay
-    return 0.5 ** (train.optim.batch / (1000.0 * train.optim.ema_kimg))
-
-
-def ema_beta(step: int, decay: float, warmup: int, rampup: float = 0.0) -> float:
-    """The EMA's weight on its old value after step ``step`` (0-based).
-
-    0 (a copy of G) for the first ``warmup`` steps; then the half-life of ``decay`` (in steps),
-    capped at ``rampup`` times the steps done, so the average covers at most that fraction of
-    training until the cap passes the full half-life (StyleGAN's ``ema_rampup``; 0: no cap).
-    """
-    if step < warmup or decay <= 0.0:
-        return 0.0
-    if rampup <= 0.0:
-        return decay
-    half_life = math.log(0.5) / math.log(decay)  # steps
-    return 0.5 ** (1.0 / min(half_life, rampup * (step + 1)))
-
-
-@torch.no_grad()
-def update_ema(model: CocoGAN, step: int, decay: float, warmup: int, rampup: float = 0.0
-               ) -> None:
-    """generator_ema <- beta * ema + (1 - beta) * G, beta from :func:`ema_beta`; buffers are
-    copied (cheap, and every rank keeps identical state). Both buffer kinds are then the live
-    G's, so before the EMA is sampled or saved :meth:`CocoGAN.recalibrate_ema` replaces them
-    with its own: spectral norm's u, v from the SVD of its weights, BN statistics measured."""
-    beta = ema_beta(step, decay, warmup, rampup)
-    # Multi-tensor kernels: two launches per step instead of two per tensor.
-    torch._foreach_lerp_(list(model.generator_ema.parameters()),
-                         list(model.generator.parameters()), 1.0 - beta)
-    torch._foreach_copy_(list(model.generator_ema.buffers()), list(model.generator.buffers()))
 
 
 def _at_least_float32(x: Tensor) -> Tensor:

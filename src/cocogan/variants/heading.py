@@ -1,0 +1,39 @@
+"""``model.z_phase`` (beyond the paper): each panorama latent draws its scene at its own heading.
+
+Real panoramas are seen at random rolls; without this a small G learnt one layout at one
+absolute angle for every z (docs/seams.md, "Panoramas that differ"). The generator turns the
+angle it is told by pi * z[0]: G(z, (y, cos t, sin t)) is the paper's G at angle t + pi z[0].
+
+z[0] is then a heading that one patch does not determine (the patch at column t of latent z
+looks like the patch at column t + d of a latent whose z[0] is smaller by d / pi), so the content
+loss leaves it out (:class:`cocogan.loss_variants.HeadingContent`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from cocogan.nn import Generator
+
+
+class HeadingGenerator(Generator):
+    """The generator with its angle turned by pi * z[0] (cylindrical coordinates only)."""
+
+    def __init__(self, z_dim: int, coord_dim: int, micro: int, ngf: int = 64) -> None:
+        if coord_dim != 3:
+            raise ValueError("z_phase needs cylindrical coordinates (y, cos, sin)")
+        super().__init__(z_dim, coord_dim, micro, ngf)
+
+    def forward(self, z: Tensor, coords: Tensor, **options: bool) -> Tensor:
+        turned = turn_angle(coords.to(z.dtype), math.pi * z[:, 0])
+        return super().forward(z, turned, **options)
+
+
+def turn_angle(coords: Tensor, angle: Tensor) -> Tensor:
+    """Cylindrical coordinates (B, 3) = (y, cos t, sin t) at angle t + ``angle`` (B,)."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    x, y = coords[:, 1], coords[:, 2]
+    return torch.stack([coords[:, 0], x * cos - y * sin, x * sin + y * cos], dim=1)
