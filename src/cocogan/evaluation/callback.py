@@ -47,7 +47,7 @@ def best_score(metric: str, values: dict[str, float]) -> float | None:
         gen, real = get(f"{PREFIX}{metric}"), get(f"{PREFIX}{metric}_real")
         score = None if gen is None or real is None else abs(gen - real)
     elif metric == "spatial":
-        acc = get(f"{PREFIX}spatial_acc")
+        acc = get(f"{PREFIX}spatial_acc", get(f"{PREFIX}spatial_row_acc"))
         score = None if acc is None else -acc
     else:  # fid, kid, swd: lower is better
         score = get(f"{PREFIX}{metric}")

@@ -14,7 +14,8 @@ Metric keys of the flat result dict (all floats):
   strip of identical tiles: 1; real scenes: ~0)
 - likeness, likeness_real: mean similarity of the layouts (pixel-difference maps) of two
   different images (every image with its object or ridge in the same place: high; real: ~0)
-- spatial_acc, spatial_err: D's spatial head on real macro patches (see `spatial`)
+- spatial_acc, spatial_err: D's spatial head on real macro patches (see `spatial`); on panoramas
+  spatial_row_acc, spatial_row_err (the head predicts the row alone there)
 
 Shapes: B batch, C/H/W image.
 """
@@ -267,7 +268,7 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
             raise ValueError("the spatial metric needs the model's discriminator")
         result = spatial_accuracy(predictor, ref.coords,
                                   ref.images[: _spatial_count(cfg)].split(cfg.batch))
-        values["spatial_acc"], values["spatial_err"] = result.accuracy, result.error
+        values.update(result.values())
     real = {k: v for k, v in ref.counts.items() if k in metrics}
     return Evaluation(values=values, generated=generated, real=real)
 

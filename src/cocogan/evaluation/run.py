@@ -202,7 +202,9 @@ _ROWS: dict[str, list[tuple[str, str | None, str | None]]] = {
     "repeat": [("repeat at micro width", "repeat", "repeat_real")],
     "likeness": [("layout likeness", "likeness", "likeness_real")],
     "spatial": [("spatial accuracy", None, "spatial_acc"), ("spatial error (grid units)",
-                                                            None, "spatial_err")],
+                                                            None, "spatial_err"),
+                ("spatial row accuracy", None, "spatial_row_acc"),
+                ("spatial row error (grid units)", None, "spatial_row_err")],
 }
 
 
@@ -218,6 +220,8 @@ def format_table(evaluation: RunEvaluation) -> str:
             rows += [(f"  {_border_label(k[6:])}", k, f"{k}_real") for k in values
                      if k[:7] in ("seams_x", "seams_y") and not k.endswith("_real")]
         for label, gen_key, real_key in rows:
+            if name == "spatial" and real_key not in values:
+                continue  # the grid's pair or the cylinder's row pair
             gen = _fmt(values, gen_key)
             if name == "kid" and gen_key == "kid":
                 gen = f"{values['kid']:.5f} ± {values['kid_std']:.5f}"
