@@ -7,10 +7,10 @@ the macro patch of that image at the estimated position is the "inspired" patch,
 resemble the input. On a panorama the head predicts the row alone (L_S cannot train a heading
 on rolled real panoramas), and the column is found by search: the one of the K columns where
 G's panorama, at the estimated row, is nearest (mean squared error) to the given patch.
-(The authors' release computed z~ and dropped it.) Q is trained every step, but G is pushed to
-make z recoverable only when the run's L_C weight is positive, i.e. with the patch-inspired
-presets; :func:`content_warning` says so for other runs. Eval mode is consistent: D's heads track batch-norm statistics only in D's own update (the spatial head on real patches,
-Q on fakes), never in G's.
+(The authors' release computed z~ and dropped it.) Q is trained every step, but G is pushed to make
+z recoverable only when the run's L_C weight is positive, i.e. with the patch-inspired presets;
+:func:`content_warning` says so for other runs. Eval mode is consistent: D's heads track batch-norm
+statistics only in D's own update (the spatial head on real patches, Q on fakes), never in G's.
 
 Shapes: B batch, Z latent dims, S spatial head outputs, K columns, Mh/Mw macro patch
 height/width, H/W full image height/width.
