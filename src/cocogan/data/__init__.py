@@ -16,7 +16,7 @@ from .builtin import BUILTIN_DATASETS, BuiltinDataset, BuiltinSpec, unknown_buil
 from .errors import DataError
 from .fingerprint import BUILTIN_PREFIX, dataset_fingerprint
 from .folder import ImageFolderDataset
-from .split import parse_split
+from .split import SPLIT_SEPARATOR, parse_split
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -58,6 +58,9 @@ def build_dataset(
             root, height, width, celeba_crop=celeba_crop, cylindrical=cylindrical, split=split
         )
     name = source[len(BUILTIN_PREFIX) :]
+    if SPLIT_SEPARATOR in name and name.split(SPLIT_SEPARATOR)[0] in BUILTIN_DATASETS:
+        raise DataError(f"{source}: a built-in dataset has no train/holdout split (its images "
+                        f"are drawn from a seed): write {BUILTIN_PREFIX}{name.split(':')[0]}")
     if name not in BUILTIN_DATASETS:
         raise unknown_builtin(name)
     if celeba_crop:

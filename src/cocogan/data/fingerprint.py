@@ -54,7 +54,7 @@ def dataset_fingerprint(
     root = Path(folder).expanduser().resolve()
     side = "" if split is None else f"|{split}"
     digest.update(f"folder|{root}|{height}x{width}|{mode}|v{PREPROCESS_VERSION}{side}".encode())
-    for path in select_split(scan_images(root), split):
+    for path in select_split(scan_images(root), split, root):
         stat = path.stat()
         digest.update(
             f"|{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}".encode()

@@ -22,7 +22,7 @@ from .split import select_split
 
 LARGE_IMAGE_PIXELS = 16_000_000  # larger files get a warning: decoding each takes ~0.1-1 s
 _SHOW_NAMES = 5  # how many offending file names a warning lists
-_FIX_HINT = "point --data at a folder of images or use builtin:blobs / builtin:skyline"
+_FIX_HINT = "name a folder of images (train --data, eval --real) or builtin:blobs / builtin:skyline"
 
 
 def scan_images(root: str | os.PathLike[str]) -> list[Path]:
@@ -115,9 +115,8 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         width: int,
         *,
         celeba_crop: bool = False,  # authors' CelebA face box (aligned 178x218 input); off: False
-        cylindrical: bool = False,  # panoramas: resize without cropping; off: centre-crop
-        roll: bool = False,  # cylindrical only: random horizontal roll from the worker's
-        #   global RNG (training rolls with the step RNG instead: datastream.roll_panoramas)
+        cylindrical: bool = False,  # panoramas: resize without cropping (training rolls them
+        #   with the step RNG, datastream.roll_panoramas); off: centre-crop
         split: str | None = None,  # "train" / "holdout": one side of data.split (None: all)
     ) -> None:
         if height <= 0 or width <= 0:
@@ -126,12 +125,12 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
             raise DataError("celeba_crop and cylindrical cannot be combined: choose one")
         self.root = Path(root).expanduser()
         self.height, self.width = height, width
-        self.cylindrical, self.roll = cylindrical, roll
+        self.cylindrical = cylindrical
         self.mode = "celeba" if celeba_crop else "stretch" if cylindrical else "cover"
         self.load_failures = 0
         self._bad: set[int] = set()
 
-        candidates = select_split(scan_images(self.root), split)
+        candidates = select_split(scan_images(self.root), split, self.root)
         if not candidates:
             exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
             raise DataError(f"no usable images ({exts}) found under {self.root}: {_FIX_HINT}")
@@ -209,10 +208,5 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
                         stacklevel=2,
                     )
                 continue
-            if self.cylindrical and self.roll:
-                # Any horizontal shift of a 360-degree panorama is another valid panorama
-                # (the authors' augmentation). Global RNG: reproducible from the worker seed.
-                shift = int(torch.randint(self.width, (1,)).item())
-                x = torch.roll(x, shifts=shift, dims=2)  # (3, H, W)
             return x
         raise DataError(f"no image under {self.root} could be decoded: {_FIX_HINT}")

@@ -32,7 +32,7 @@ from cocogan.checkpoint import (
     resumable_steps,
 )
 from cocogan.config import Config, ConfigError, load_yaml
-from cocogan.data import DataError, ImageFolderDataset, build_dataset
+from cocogan.data import DataError, build_dataset
 from cocogan.data.cache import CachedImages, cache_bytes
 from cocogan.model import GAN, build_model
 from cocogan.nn.baseline import up_steps
@@ -120,8 +120,6 @@ def open_dataset(config: Config, data: str, seed: int) -> Dataset[torch.Tensor]:
     dataset = build_dataset(data, model.full_height, model.full_width,
                             cylindrical=model.coords == "cylindrical",
                             celeba_crop=config.train.celeba_crop, seed=seed)
-    if isinstance(dataset, ImageFolderDataset):
-        dataset.roll = False  # the batch stream rolls panoramas with the step RNG (exact resume)
     return dataset
 
 
