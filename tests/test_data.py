@@ -310,3 +310,15 @@ def test_odd_split_names_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         build_dataset(f"{tmp_path}::x", 8, 8)
     with pytest.raises(DataError, match=r"no train/holdout split.*write builtin:skyline$"):
         build_dataset("builtin:skyline::train", 8, 8)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_fifo_named_png_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    """27.10: opening a FIFO blocks until a writer comes; train and eval hung on one."""
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b.png")
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*not regular files.*b\.png"):
+        dataset = build_dataset(str(tmp_path), 8, 8)
+    assert [p.name for p in dataset.paths] == ["a.png"] and dataset[0].shape == (3, 8, 8)
+    with pytest.warns(UserWarning, match="not regular"):
+        assert dataset_fingerprint(str(tmp_path), 8, 8)

@@ -28,7 +28,8 @@ _FIX_HINT = "name a folder of images (train --data, eval --real) or builtin:blob
 def scan_images(root: str | os.PathLike[str]) -> list[Path]:
     """All image files under root, recursively, sorted by relative path.
 
-    Hidden files and folders (".name", e.g. macOS "._x.jpg" resource forks) are left out.
+    Hidden files and folders (".name", e.g. macOS "._x.jpg" resource forks) and anything that is
+    not a regular file (a FIFO named x.png) are left out.
     Sorting the relative POSIX paths makes index -> file identical on every machine.
 
     Raises:
@@ -44,6 +45,7 @@ def scan_images(root: str | os.PathLike[str]) -> list[Path]:
     # (`ln -s . loop`) would otherwise recurse forever or count the same files many times.
     seen = {_identity(base)}
     repeated: list[Path] = []
+    odd: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
         kept = []
         for name in dirnames:
@@ -56,9 +58,14 @@ def scan_images(root: str | os.PathLike[str]) -> list[Path]:
             seen.add(identity)
             kept.append(name)
         dirnames[:] = kept
-        found.extend(
-            Path(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(Path(f))
-        )
+        named = [Path(dirpath, f) for f in filenames if not f.startswith(".")
+                 and is_image_file(Path(f))]
+        # A FIFO or device named *.png would block the decoder's open() forever (27.10).
+        found.extend(p for p in named if p.is_file())
+        odd.extend(p for p in named if not p.is_file())
+    if odd:
+        warnings.warn(f"skipped {len(odd)} file(s) under {base} named like images that are not "
+                      f"regular files (a FIFO, socket or device): {_names(odd)}", stacklevel=2)
     if repeated:
         warnings.warn(f"skipped {len(repeated)} linked folder(s) under {base} that lead to a "
                       f"folder already scanned (a link loop or a duplicate): {_names(repeated)}",
