@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import torch
 
 from cocogan.checkpoint import load_model, save_model
@@ -38,3 +40,33 @@ def test_old_three_output_cylindrical_head_loads_with_the_same_row(tmp_path: Pat
         new_y = loaded.discriminator.spatial(loaded.discriminator.features(patches))
     assert new_y.shape == (8, 1)
     torch.testing.assert_close(new_y, old_y, atol=1e-5, rtol=0)
+
+
+def test_panorama_reference_is_rolled_for_distributions_and_not_for_wrap() -> None:
+    """N11: training sees every real panorama at a random roll, so SWD/FID, spread and likeness
+    compare against reals rolled by a fixed seed; wrap_real keeps the 360-degree seam where
+    the files have it. Real panoramas with a canonical heading (a bright band at one angle)."""
+    from cocogan.evaluation import EvalConfig, build_reference
+    from cocogan.evaluation.pipeline import real_rolls, roll_each
+    from cocogan.evaluation.sampling import real_subset
+    from cocogan.evaluation.sinks import SWDSink
+    from cocogan.metrics import likeness, wrap_ratio
+
+    coords = CocoGAN(get_preset("tiny-panorama").model).coords
+    rng = torch.Generator().manual_seed(0)
+    images = [(0.2 * torch.randn(3, 32, 96, generator=rng)).clamp(-1, 1) for _ in range(24)]
+    for image in images:
+        image[:, :, 10:22] = 0.9  # every panorama faces the same way
+        image.copy_(((image + 1) * 127.5).round() / 127.5 - 1)  # 8-bit, as the reference keeps
+    cfg = EvalConfig(n=24, batch=8, seam_images=24, swd_images=24)
+    ref = build_reference(("swd", "wrap", "likeness"), images, coords, cfg)
+    subset = real_subset(images, 24)
+    stacked = torch.stack([subset[i] for i in range(24)])  # the reference's fixed order
+    rolled = roll_each(stacked, real_rolls(24, coords))
+    assert ref.values["wrap_real"] == pytest.approx(wrap_ratio(stacked))
+    assert ref.values["likeness_real"] == pytest.approx(likeness(rolled))
+    assert likeness(rolled) < likeness(stacked)  # the heading no longer lines the images up
+    sink = SWDSink(24, cfg.swd_descriptors, cfg.seed)
+    for batch in rolled.split(8):  # as the reference's stream
+        sink.update(batch)
+    assert all(torch.equal(a, b) for a, b in zip(ref.swd, sink.descriptors(), strict=True))

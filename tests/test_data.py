@@ -116,6 +116,33 @@ def test_celeba_crop_selects_face_box(tmp_path: Path) -> None:
     assert plain[0, 0, 32] < 0.1 and plain[0, 32, 32] == 1.0
 
 
+def test_bilinear_resample_is_the_releases_face_box_resize(tmp_path: Path) -> None:
+    """N9: resample="bilinear" is the release's pipeline (crop rows 50:178, cols 25:153, then
+    scipy.misc.imresize, i.e. PIL bilinear); the default stays Lanczos; the CelebA presets use
+    bilinear; the filter is in the statistics' key."""
+    from cocogan.config import ConfigError, apply_overrides
+    from cocogan.presets import get_preset
+
+    arr = np.random.default_rng(0).integers(0, 256, (218, 178, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "000001.png")
+    face = Image.fromarray(arr[50:178, 25:153])
+    for resample, pil in (("bilinear", Image.Resampling.BILINEAR),
+                          ("lanczos", Image.Resampling.LANCZOS)):
+        want = np.asarray(face.resize((64, 64), pil), dtype=np.float32) / 127.5 - 1
+        got = ImageFolderDataset(tmp_path, 64, 64, celeba_crop=True, resample=resample)[0]
+        np.testing.assert_allclose(got.permute(1, 2, 0).numpy(), want, atol=1e-6)
+    assert not torch.equal(build_dataset(str(tmp_path), 64, 64, celeba_crop=True)[0],
+                           build_dataset(str(tmp_path), 64, 64, celeba_crop=True,
+                                         resample="bilinear")[0])
+    assert get_preset("celeba64").train.resample == "bilinear"
+    assert get_preset("lsun64").train.resample == "lanczos"
+    keys = {dataset_fingerprint(str(tmp_path), 64, 64, True, resample=r)
+            for r in ("lanczos", "bilinear")}
+    assert len(keys) == 2
+    with pytest.raises(ConfigError, match="train.resample must be one of lanczos, bilinear"):
+        apply_overrides(get_preset("tiny"), ["train.resample=nearest"]).validate()
+
+
 def test_celeba_crop_warns_on_other_sizes(tmp_path: Path) -> None:
     Image.new("RGB", (200, 200)).save(tmp_path / "a.png")
     with pytest.warns(UserWarning, match="178x218"):

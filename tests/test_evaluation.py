@@ -256,6 +256,7 @@ def test_cli_reports_seams_and_wrap_beside_real(tmp_path: Path,
     for name in ("seams", "wrap"):
         gen, real = float(rows[name][1]), float(rows[name][2])
         assert gen > 0 and real > 0
+    assert json.loads((run / "eval.json").read_text())["resample"] == "lanczos"  # N9
     record = json.loads((run / "eval.json").read_text())["metrics"]
     assert {"seams", "seams_real", "wrap", "wrap_real", "swd", "spatial_row_acc",
             "spatial_row_err"} <= set(record) and "spatial_acc" not in record  # N1

@@ -26,6 +26,7 @@ SAMPLING_MODES = ("discrete", "continuous")
 MODEL_FAMILIES = ("cocogan", "baseline")
 # torch.compile modes of train.compile ("reduce-overhead" adds CUDA graphs).
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+RESAMPLERS = ("lanczos", "bilinear")  # real-image resize filters (cocogan.data.imaging)
 
 
 class ConfigError(ValueError):
@@ -177,6 +178,8 @@ class TrainConfig:
     #   the training device; 0 decodes every epoch
     extrapolate: int = 0  # beyond-boundary fine-tune: grid steps sampled past [-1, 1] per side
     celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
+    resample: str = "lanczos"  # real-image resize: "lanczos" (Lanczos down, bicubic up) or
+    #   "bilinear" (PIL bilinear, the release's scipy.misc.imresize; the CelebA presets)
 
     def validate(self) -> None:
         for item in dataclasses.fields(self):
@@ -218,6 +221,9 @@ class TrainConfig:
                               f"got {self.compile!r}")
         if self.cache_max_mb < 0:
             raise ConfigError(f"train.cache_max_mb must be >= 0, got {self.cache_max_mb!r}")
+        if self.resample not in RESAMPLERS:
+            raise ConfigError(f"train.resample must be one of {', '.join(RESAMPLERS)}, "
+                              f"got {self.resample!r}")
 
 
 @dataclass

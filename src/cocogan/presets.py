@@ -41,6 +41,8 @@ def _paper(name: str, description: str, full: int | tuple[int, int], micro: int,
     model.update({k: v for k, v in extra.items() if k in ModelConfig.__dataclass_fields__})
     train = {"batch": batch}
     train.update({k: v for k, v in extra.items() if k in TrainConfig.__dataclass_fields__})
+    if train.get("celeba_crop"):  # the release resized the face box with scipy's PIL bilinear
+        train["resample"] = "bilinear"
     return Preset(name, description, model, train)
 
 

@@ -37,6 +37,7 @@ def build_dataset(
     cylindrical: bool = False,
     celeba_crop: bool = False,
     seed: int = 0,
+    resample: str = "lanczos",
 ) -> Dataset[torch.Tensor]:
     """The dataset named by a ``--data`` value.
 
@@ -48,6 +49,7 @@ def build_dataset(
             rolls them with the step RNG, datastream.roll_panoramas).
         celeba_crop: apply the authors' CelebA face box (folders of aligned CelebA only).
         seed: selects the images of a built-in dataset; unused for folders.
+        resample: folders' resize filter, "lanczos" or "bilinear" (``train.resample``).
 
     Raises:
         DataError: unknown built-in, missing or empty folder, or incompatible options.
@@ -55,8 +57,8 @@ def build_dataset(
     if not source.startswith(BUILTIN_PREFIX):
         root, split = parse_split(source)
         return ImageFolderDataset(
-            root, height, width, celeba_crop=celeba_crop, cylindrical=cylindrical, split=split
-        )
+            root, height, width, celeba_crop=celeba_crop, cylindrical=cylindrical, split=split,
+            resample=resample)
     name = source[len(BUILTIN_PREFIX) :]
     if SPLIT_SEPARATOR in name and name.split(SPLIT_SEPARATOR)[0] in BUILTIN_DATASETS:
         raise DataError(f"{source}: a built-in dataset has no train/holdout split (its images "

@@ -125,6 +125,7 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         cylindrical: bool = False,  # panoramas: resize without cropping (training rolls them
         #   with the step RNG, datastream.roll_panoramas); off: centre-crop
         split: str | None = None,  # "train" / "holdout": one side of data.split (None: all)
+        resample: str = "lanczos",  # resize filter: "lanczos" or "bilinear" (train.resample)
     ) -> None:
         if height <= 0 or width <= 0:
             raise DataError(f"image size must be positive, got height={height}, width={width}")
@@ -132,7 +133,7 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
             raise DataError("celeba_crop and cylindrical cannot be combined: choose one")
         self.root = Path(root).expanduser()
         self.height, self.width = height, width
-        self.cylindrical = cylindrical
+        self.cylindrical, self.resample = cylindrical, resample
         self.mode = "celeba" if celeba_crop else "stretch" if cylindrical else "cover"
         self.load_failures = 0
         self._bad: set[int] = set()
@@ -205,7 +206,7 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
             if i in self._bad:
                 continue
             try:
-                x = load_image(self.paths[i], self.height, self.width, self.mode)
+                x = load_image(self.paths[i], self.height, self.width, self.mode, self.resample)
             except Exception as exc:  # any decoder failure: substitute rather than crash a run
                 self._bad.add(i)
                 self.load_failures += 1

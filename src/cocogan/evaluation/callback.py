@@ -110,9 +110,11 @@ class EvalCallback:
                                                settings.batch, inception_weights,
                                                feature_extractor)
         dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
-                                celeba_crop=config.train.celeba_crop)
+                                celeba_crop=config.train.celeba_crop,
+                                resample=config.train.resample)
         fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
-                                          config.train.celeba_crop, cylindrical=cylindrical)
+                                          config.train.celeba_crop, cylindrical=cylindrical,
+                                          resample=config.train.resample)
         self.reference = build_reference(self.metrics, dataset, coordinate_system(m),
                                          settings, extractor=self.extractor,
                                          fingerprint=fingerprint)

@@ -32,7 +32,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cocogan.coords import CoordinateSystem
-from cocogan.data import ImageFolderDataset
 from cocogan.evaluation.cache import (
     RealFeatures,
     load_real_features,
@@ -83,6 +82,7 @@ def _check_metrics(metrics: tuple[str, ...], coords: CoordinateSystem,
 
 
 IMAGE_METRICS = ("seams", "wrap", "spread", "repeat", "likeness")  # on a subset of kept images
+ROLL_SEED = 0  # the real panoramas' rolls (N11); fixed, so cached statistics stay valid
 
 
 def _metric_of(key: str) -> str:
@@ -146,8 +146,6 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
         progress: show a progress bar on stderr.
     """
     _check_metrics(metrics, coords, extractor)
-    if isinstance(dataset, ImageFolderDataset):
-        dataset.roll = False  # a rolled panorama moves its 360-degree seam inside: wrap_real ~ 1
     ref = Reference(metrics=metrics, coords=coords)
     key, feature_sink = None, None
     if any(m in FEATURE_METRICS for m in metrics):
@@ -163,7 +161,10 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
     keep = max([_seam_count(cfg) for m in IMAGE_METRICS if m in metrics]
                + [_spatial_count(cfg) for m in ("spatial",) if m in metrics] + [0])
     image_sink = ImageSink(keep) if keep else None
-    sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
+    sinks: list[Sink] = [s for s in (feature_sink, swd_sink) if s is not None]
+    if sinks and coords.cyclic:  # N11: the distribution metrics see the reals as trained on
+        sinks = [RolledSink(s, real_rolls(s.limit, coords)) for s in sinks]
+    sinks += [image_sink] if image_sink is not None else []
     if sinks:
         limit = max(s.limit for s in sinks)
         with _bar(progress, limit, "real images") as bar:
@@ -184,12 +185,41 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
     return ref
 
 
+def real_rolls(count: int, coords: CoordinateSystem) -> Tensor:
+    """Horizontal shifts (count,) in pixels of the first real panoramas, from a fixed seed:
+    training sees each real panorama at a uniform random roll, so FID, KID, SWD, spread and
+    likeness compare against reals rolled the same way (the same shifts for every run)."""
+    width = coords.grid_w * coords.micro
+    return torch.randint(width, (count,), generator=torch.Generator().manual_seed(ROLL_SEED))
+
+
+def roll_each(images: Tensor, shifts: Tensor) -> Tensor:
+    """Image b (B, C, H, W) rolled right by shifts[b] pixels."""
+    return torch.stack([torch.roll(x, int(k), dims=-1) for x, k in zip(images, shifts,
+                                                                        strict=True)])
+
+
+class RolledSink(Sink):
+    """Hands ``inner`` each image rolled by its shift (the shifts follow the stream order)."""
+
+    def __init__(self, inner: Sink, shifts: Tensor) -> None:
+        super().__init__(inner.limit)
+        self.inner, self.shifts = inner, shifts
+
+    def _consume(self, images: Tensor) -> None:
+        self.inner.update(roll_each(images, self.shifts[self.seen:self.seen + images.shape[0]]))
+
+
 def _real_image_values(ref: Reference, cfg: EvalConfig) -> None:
     """The real-image figures of the image-subset metrics (seams_real, wrap_real, spread_real,
     ...) and their counts."""
     assert ref.images is not None
     subset = ref.images[: _seam_count(cfg)]
     _image_values(ref.values, subset, ref.metrics, ref.coords.micro, "_real", ref.counts)
+    if ref.coords.cyclic:  # spread and likeness of the reals as trained on (N11); wrap unrolled
+        rolled = roll_each(subset, real_rolls(subset.shape[0], ref.coords))
+        layout = tuple(m for m in ("spread", "likeness") if m in ref.metrics)
+        _image_values(ref.values, rolled, layout, ref.coords.micro, "_real", ref.counts)
     if "spatial" in ref.metrics:
         ref.counts["spatial"] = min(ref.images.shape[0], _spatial_count(cfg))
 

@@ -116,14 +116,15 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     config, model, step = load_model(file, dev)
     m, cylindrical = config.model, config.model.coords == "cylindrical"
     dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
-                            celeba_crop=config.train.celeba_crop)
+                            celeba_crop=config.train.celeba_crop, resample=config.train.resample)
     count = len(dataset)  # type: ignore[arg-type]
     if count < MIN_REAL_IMAGES:
         warnings.warn(f"{real} has only {count} image(s): figures from fewer than "
                       f"{MIN_REAL_IMAGES} real images are unreliable (FID and KID need "
                       "thousands; seams and SWD of one image may be nan)", stacklevel=2)
     fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
-                                      config.train.celeba_crop, cylindrical=cylindrical) \
+                                      config.train.celeba_crop, cylindrical=cylindrical,
+                                      resample=config.train.resample) \
         if use_cache else None
     sample = cocogan_sampler(model, raw=raw)
     notes: list[str] = [w for w in (weights_warning(extractor),) if w]
@@ -140,6 +141,7 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         "metrics": result.values, "requested": list(names),
         "n": {"generated": result.generated, "real": result.real},
         "checkpoint": str(file), "step": step, "real": real, "preset": config.name,
+        "resample": config.train.resample,
         "generator": "raw" if raw else "ema", "seed": cfg.seed, "device": str(dev),
         "feature_extractor": extractor.name if extractor is not None else None,
         "inception_weights": _describe_weights(extractor), "warnings": notes,

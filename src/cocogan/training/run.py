@@ -119,7 +119,8 @@ def open_dataset(config: Config, data: str, seed: int) -> Dataset[torch.Tensor]:
     model = config.model
     dataset = build_dataset(data, model.full_height, model.full_width,
                             cylindrical=model.coords == "cylindrical",
-                            celeba_crop=config.train.celeba_crop, seed=seed)
+                            celeba_crop=config.train.celeba_crop, seed=seed,
+                            resample=config.train.resample)
     return dataset
 
 
