@@ -139,7 +139,7 @@ def test_bilinear_resample_is_the_releases_face_box_resize(tmp_path: Path) -> No
     keys = {dataset_fingerprint(str(tmp_path), 64, 64, True, resample=r)
             for r in ("lanczos", "bilinear")}
     assert len(keys) == 2
-    with pytest.raises(ConfigError, match="train.resample must be one of lanczos, bilinear"):
+    with pytest.raises(ConfigError, match=r"train\.resample must be one of lanczos, bilinear"):
         apply_overrides(get_preset("tiny"), ["train.resample=nearest"]).validate()
 
 
