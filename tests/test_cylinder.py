@@ -69,3 +69,56 @@ def test_panorama_reference_is_rolled_for_distributions_and_not_for_wrap() -> No
     for batch in rolled.split(8):  # as the reference's stream
         sink.update(batch)
     assert all(torch.equal(a, b) for a, b in zip(ref.swd, sink.descriptors(), strict=True))
+
+
+def _turns(headings: torch.Tensor) -> torch.Tensor:
+    """Frame-to-frame turn of headings pi * z[0], in degrees, the short way each step."""
+    steps = torch.remainder(headings.diff() + 1.0, 2.0) - 1.0
+    return steps * 180.0
+
+
+def test_heading_turns_the_short_way() -> None:
+    """N6: two latents whose headings are 18 degrees apart (z[0] = 0.95 and -0.95) turn 18
+    degrees along the path, not 342 as slerp of the whole z did."""
+    from cocogan.apps.interpolate import interpolation_steps, latent_path, slerp
+
+    z0, z1 = torch.rand(2, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    z0[0], z1[0] = 0.95, -0.95
+    t = interpolation_steps(9)
+    path = latent_path(z0, z1, t, phase=True)
+    assert torch.equal(path[0], z0) and torch.equal(path[-1], z1)
+    turns = _turns(path[:, 0])
+    assert float(turns.sum()) == pytest.approx(18.0, abs=1e-3)
+    assert torch.allclose(turns, torch.full_like(turns, 18.0 / 8), atol=1e-3)  # evenly
+    assert abs(float(_turns(slerp(z0, z1, t)[:, 0]).sum())) > 300  # the old long way round
+
+
+def test_latent_path_stays_in_the_cube_and_looks_uniform() -> None:
+    """N6: slerp of two U[-1, 1] latents leaves the cube (the review measured 8.3 % of the
+    midpoint's components for Z = 32); the Gaussian-mapped path never does, and its midpoint
+    is again uniform (E|u| = 1/2, E u^2 = 1/3)."""
+    from cocogan.apps.interpolate import interpolation_steps, latent_path, slerp
+
+    pairs = torch.rand(200, 2, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    t = interpolation_steps(9)
+    plain = torch.stack([slerp(a, b, t) for a, b in pairs])  # (200, F, Z)
+    mapped = torch.stack([latent_path(a, b, t) for a, b in pairs])
+    outside = float((plain[:, 4].abs() > 1).float().mean())
+    assert 0.05 < outside < 0.12
+    assert float(mapped.abs().max()) <= 1.0
+    middle = mapped[:, 4]
+    assert float(middle.abs().mean()) == pytest.approx(0.5, abs=0.02)
+    assert float(middle.square().mean()) == pytest.approx(1 / 3, abs=0.02)
+
+
+def test_interpolations_and_serve_follow_the_heading() -> None:
+    """generate interpolate and serve's seed morph move z as latent_path does (z_phase on)."""
+    from cocogan.apps import full_images, latents
+    from cocogan.apps.interpolate import full_interpolation, interpolation_steps, latent_path
+    from cocogan.serve.tiles import seed_latent
+
+    model = CocoGAN(get_preset("tiny-panorama").model).eval()
+    z = latents([3, 4], 32)
+    path = latent_path(z[0], z[1], interpolation_steps(3), phase=True)
+    torch.testing.assert_close(full_interpolation(model, z[0], z[1], 3), full_images(model, path))
+    torch.testing.assert_close(seed_latent(32, 3, 4, 0.5, phase=True).z, path[1])

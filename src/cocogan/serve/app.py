@@ -177,7 +177,8 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
             t = _float(query, "t", 0.0)
             if seed2 is None and t != 0.0:
                 raise _HTTPError(400, "t needs seed2 (interpolation from seed to seed2)")
-            latent = seed_latent(z_dim, _optional_int(query, "seed", 0), seed2, t)
+            latent = seed_latent(z_dim, _optional_int(query, "seed", 0), seed2, t,
+                                 phase=run.config.model.z_phase)
         etag = f'"{run.version}-{hashlib.sha1(repr((latent.key, box)).encode()).hexdigest()[:16]}"'
         headers = {"Cache-Control": TILE_CACHE_CONTROL, "ETag": etag}
         if request.headers.get("if-none-match") == etag:
