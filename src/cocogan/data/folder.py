@@ -147,51 +147,37 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
     def _probe(self, candidates: list[Path], celeba_crop: bool) -> tuple[list[Path], list[Path]]:
         """Split candidates into readable and skipped files; warn once about each problem."""
         good: list[Path] = []
-        bad: list[Path] = []
-        odd_size: list[Path] = []
-        too_large: list[Path] = []
-        large: list[Path] = []
+        bad, too_large, large, odd_size = [], [], [], []  # list[Path] each
         for path in candidates:
             try:
                 size = probe_image(path)
             except Image.DecompressionBombError:
                 too_large.append(path)
                 continue
-            if size is None:
-                bad.append(path)
-                continue
-            good.append(path)
-            if size[0] * size[1] > LARGE_IMAGE_PIXELS:
+            (good if size is not None else bad).append(path)
+            if size is not None and size[0] * size[1] > LARGE_IMAGE_PIXELS:
                 large.append(path)
-            if celeba_crop and size != CELEBA_SIZE:
+            if size is not None and celeba_crop and size != CELEBA_SIZE:
                 odd_size.append(path)
-        limit = (Image.MAX_IMAGE_PIXELS or 0) * 2 // 1_000_000
-        if too_large:
-            warnings.warn(f"skipping {len(too_large)} image file(s) over {limit} megapixels "
-                          f"(too large to decode safely) under {self.root}: "
-                          f"{_names(too_large)}; resize them to use them", stacklevel=3)
-        if large:
-            warnings.warn(f"{len(large)} image file(s) under {self.root} exceed "
-                          f"{LARGE_IMAGE_PIXELS // 1_000_000} megapixels and are decoded in "
-                          f"full at every draw, which is slow: {_names(large)}; resize them "
-                          "once to a few times the training size", stacklevel=3)
         if not good:
-            bad = bad + too_large
-            raise DataError(
-                f"none of the {len(bad)} image files under {self.root} could be read "
-                f"({_names(bad)}): {_FIX_HINT}"
-            )
-        if bad:
-            warnings.warn(
-                f"skipping {len(bad)} unreadable image file(s) under {self.root}: {_names(bad)}",
-                stacklevel=3,
-            )
-        if odd_size:
-            warnings.warn(
-                f"celeba_crop expects aligned CelebA images of 178x218, but {len(odd_size)} "
-                f"file(s) differ ({_names(odd_size)}); the fixed face box may miss the face",
-                stacklevel=3,
-            )
+            raise DataError(f"none of the {len(bad + too_large)} image files under {self.root} "
+                            f"could be read ({_names(bad + too_large)}): {_FIX_HINT}")
+        limit = (Image.MAX_IMAGE_PIXELS or 0) * 2 // 1_000_000
+        for paths, text in (
+            (too_large, f"skipping {len(too_large)} image file(s) over {limit} megapixels (too "
+                        f"large to decode safely) under {self.root}: {_names(too_large)}; "
+                        "resize them to use them"),
+            (large, f"{len(large)} image file(s) under {self.root} exceed "
+                    f"{LARGE_IMAGE_PIXELS // 1_000_000} megapixels and are decoded in full at "
+                    f"every draw, which is slow: {_names(large)}; resize them once to a few "
+                    "times the training size"),
+            (bad, f"skipping {len(bad)} unreadable image file(s) under {self.root}: "
+                  f"{_names(bad)}"),
+            (odd_size, f"celeba_crop expects aligned CelebA images of 178x218, but "
+                       f"{len(odd_size)} file(s) differ ({_names(odd_size)}); the fixed face box "
+                       "may miss the face")):
+            if paths:
+                warnings.warn(text, stacklevel=3)
         return good, bad + too_large
 
     def __len__(self) -> int:
