@@ -122,3 +122,40 @@ def test_interpolations_and_serve_follow_the_heading() -> None:
     path = latent_path(z[0], z[1], interpolation_steps(3), phase=True)
     torch.testing.assert_close(full_interpolation(model, z[0], z[1], 3), full_images(model, path))
     torch.testing.assert_close(seed_latent(32, 3, 4, 0.5, phase=True).z, path[1])
+
+
+def test_old_cylindrical_run_resumes(tmp_path: Path) -> None:
+    """A run saved with the 3-output head (weights and D's Adam moments) resumes: the moments
+    keep their first rows, as the weights do (training.state._keep_first_rows)."""
+    from safetensors.torch import load_file, save_file
+
+    from cocogan.checkpoint import read_metadata
+    from cocogan.cli import main
+
+    run = tmp_path / "run"
+    small = ["--set", "model.z_dim=8", "model.ngf=8", "model.ndf=8", "model.aux_hidden=16",
+             "train.batch=4", "train.checkpoint_every=2", "train.sample_every=2",
+             "train.num_workers=0", "train.n_samples=4"]
+    assert main(["train", "--preset", "tiny-panorama", "--data", "builtin:skyline", "--out",
+                 str(run), "--steps", "2", *small]) == 0
+    weights = run / "checkpoints" / "step-00000002.safetensors"
+    tensors, last = load_file(str(weights)), "discriminator.spatial.net.3."
+    names = [n for n, _ in CocoGAN(get_preset("tiny-panorama").model).discriminator
+             .named_parameters() if not n.startswith("content.")]
+    grown = {}
+    for key in ("parametrizations.weight.original", "bias", "parametrizations.weight.0._u"):
+        old = tensors[last + key]
+        grown[key] = torch.cat([old, torch.rand(2, *old.shape[1:])])  # rows for cos, sin
+        tensors[last + key] = grown[key]
+    save_file(tensors, str(weights), metadata=read_metadata(weights))
+    state_file = weights.with_name("step-00000002.state.pt")
+    state = torch.load(state_file, weights_only=True)
+    for key in ("parametrizations.weight.original", "bias"):
+        index = names.index("spatial.net.3." + key)
+        moments = state["optimizers"]["d"]["state"][index]
+        for name in ("exp_avg", "exp_avg_sq"):
+            moments[name] = torch.cat([moments[name], torch.rand(2, *moments[name].shape[1:])])
+    torch.save(state, state_file)
+    assert main(["train", "--resume", str(run), "--steps", "3"]) == 0
+    _, model, step = load_model(run)
+    assert step == 3 and model.discriminator.spatial.net[3].bias.shape == (1,)
