@@ -90,15 +90,6 @@ def crop_patch(model: CocoGAN, image: Tensor, top: int, left: int) -> Tensor:
     return crop(image[None], *index, height, width, wrap=cyclic)[0]
 
 
-@torch.no_grad()
-def estimate(model: CocoGAN, patches: Tensor) -> tuple[Tensor, Tensor]:
-    """D's estimates for macro patches (B, 3, Mh, Mw): (z~ (B, Z), c~_M (B, S))."""
-    disc = model.discriminator
-    with evaluating(disc):
-        h = disc.features(patches.to(model.device))
-        return disc.content(h), disc.spatial(h)
-
-
 def search_columns(model: CocoGAN, full: Tensor, patches: Tensor, rows: Tensor) -> Tensor:
     """The panorama's heading: for each patch (B, 3, Mh, Mw), the column (B,) whose macro
     patch of ``full`` (B, 3, H, W) at ``rows`` (B,) has the least mean squared error to it."""
@@ -125,7 +116,10 @@ def inspire(model: CocoGAN, patches: Tensor, *, raw: bool = False,
     """
     assert patches.ndim == 4, f"patches: got {tuple(patches.shape)}, expected (B, 3, Mh, Mw)"
     check_patch(model, patches[0], "macro patch")
-    z, coords = estimate(model, patches)
+    disc = model.discriminator
+    with torch.no_grad(), evaluating(disc):  # D's estimates z~ (B, Z) and c~_M (B, S)
+        h = disc.features(patches.to(model.device))
+        z, coords = disc.content(h), disc.spatial(h)
     system = model.coords
     full = full_images(model, z, raw=raw, chunk=chunk)
     rows, cols = system.nearest_macro(coords.cpu())
