@@ -67,8 +67,8 @@ _TINY_TRAIN = {**_SMALL_TRAIN, "lr_g": 5e-4, "lr_d": 5e-4, "beta2": 0.9, "w_spat
 #   tile all round (repeat 0.99); with 3, mountain silhouettes (repeat 0.32, SWD 95 -> 80).
 # - the panorama's G turns its angle by pi * z[0] (model.z_phase): real panoramas are seen at
 #   random rolls, and without it every panorama tends to one silhouette at one angle; same code,
-#   seed and 200 steps without / with it: layout likeness 0.65 / 0.55 (real 0.13), SWD 156 / 153
-#   (docs/seams.md, "Panoramas that differ").
+#   seed and 400 steps without / with it: layout likeness 0.58 / 0.54 (real 0.13), SWD 122 / 104,
+#   spread 0.85 / 0.72 of the real one (docs/seams.md, "Panoramas that differ").
 _SEAMLESS_MODEL = {"g_margin": True}
 _SEAMLESS_TRAIN = {"w_overlap": 30.0, "w_spatial_g": 0.0}
 
