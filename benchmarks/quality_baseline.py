@@ -120,7 +120,7 @@ def print_table(report: dict) -> None:
     print(f"{'metric':<15}{'COCO-GAN':>12}{'baseline':>12}")
     for key in (k for k in order if k in coco and k in results["baseline"]):
         print(f"{key:<15}{coco[key]:>12.4g}{results['baseline'][key]:>12.4g}")
-    for key in ("spatial_acc", "spatial_err"):
+    for key in (k for k in coco if k.startswith("spatial_")):  # spatial_row_* on panoramas
         print(f"{key:<15}{coco[key]:>12.4g}{'-':>12}")
     print(f"{'G params':<15}{params['cocogan']['G']:>12,}{params['baseline']['G']:>12,}")
     print(f"{'D params':<15}{params['cocogan']['D']:>12,}{params['baseline']['D']:>12,}")

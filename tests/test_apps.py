@@ -243,6 +243,49 @@ def test_inspire_on_a_generated_macro_patch(tiny: CocoGAN) -> None:
     assert result.z.shape == (1, 32) and result.coords.shape == (1, 2)
 
 
+def test_cylindrical_head_predicts_the_row_alone(pano: CocoGAN) -> None:
+    """N1: the only coordinate L_S trains on the cylinder is y, so the head has one output."""
+    patches = torch.zeros(2, 3, 16, 48)
+    assert inspire(pano, patches).coords.shape == (2, 1)
+    assert pano.discriminator.spatial.net[3].bias.shape == (1,)
+
+
+class Fixed(torch.nn.Module):
+    """A head that gives one answer whatever the patch (an estimate made exact)."""
+
+    def __init__(self, answer: torch.Tensor) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.answer.expand(h.shape[0], -1)
+
+
+def test_inspire_on_a_panorama_searches_the_heading(pano: CocoGAN,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """N1: D's head predicts the row alone on the cylinder; the column comes from the search
+    over the K columns of G's regenerated panorama, so with Q's latent exact every column of a
+    generated panorama is found, and a latent turned one column (z[0] + 2/K, model.z_phase)
+    finds the same patch one column to the left. (The row is the head's, set here.)"""
+    system, z = pano.coords, latents([5], pano.config.z_dim)
+    assert pano.config.z_phase and system.cyclic
+    full = full_images(pano, z)[0]
+    patches = torch.stack([crop_patch(pano, full, 8, 8 * col) for col in range(system.grid_w)])
+    row_one = system.macro_coords(torch.ones(1), torch.zeros(1))[:, :1]
+    monkeypatch.setattr(pano.discriminator, "spatial", Fixed(row_one))
+    latent = Fixed(z)
+    monkeypatch.setattr(pano.discriminator, "content", latent)
+    found = inspire(pano, patches)
+    assert found.rows.tolist() == [1] * system.grid_w
+    assert found.cols.tolist() == list(range(system.grid_w))
+    torch.testing.assert_close(found.macro, patches, atol=ATOL, rtol=0)
+    turned = z.clone()
+    turned[0, 0] += 2 / system.grid_w
+    latent.answer = turned
+    shifted = inspire(pano, patches).cols
+    assert shifted.tolist() == [(c - 1) % system.grid_w for c in range(system.grid_w)]
+
+
 def test_inspire_bad_inputs_are_clear(tiny: CocoGAN) -> None:
     full = torch.zeros(3, 32, 32)
     with pytest.raises(ValueError, match="leaves the 32x32 image"):

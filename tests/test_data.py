@@ -116,6 +116,33 @@ def test_celeba_crop_selects_face_box(tmp_path: Path) -> None:
     assert plain[0, 0, 32] < 0.1 and plain[0, 32, 32] == 1.0
 
 
+def test_bilinear_resample_is_the_releases_face_box_resize(tmp_path: Path) -> None:
+    """N9: resample="bilinear" is the release's pipeline (crop rows 50:178, cols 25:153, then
+    scipy.misc.imresize, i.e. PIL bilinear); the default stays Lanczos; the CelebA presets use
+    bilinear; the filter is in the statistics' key."""
+    from cocogan.config import ConfigError, apply_overrides
+    from cocogan.presets import get_preset
+
+    arr = np.random.default_rng(0).integers(0, 256, (218, 178, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "000001.png")
+    face = Image.fromarray(arr[50:178, 25:153])
+    for resample, pil in (("bilinear", Image.Resampling.BILINEAR),
+                          ("lanczos", Image.Resampling.LANCZOS)):
+        want = np.asarray(face.resize((64, 64), pil), dtype=np.float32) / 127.5 - 1
+        got = ImageFolderDataset(tmp_path, 64, 64, celeba_crop=True, resample=resample)[0]
+        np.testing.assert_allclose(got.permute(1, 2, 0).numpy(), want, atol=1e-6)
+    assert not torch.equal(build_dataset(str(tmp_path), 64, 64, celeba_crop=True)[0],
+                           build_dataset(str(tmp_path), 64, 64, celeba_crop=True,
+                                         resample="bilinear")[0])
+    assert get_preset("celeba64").data.resample == "bilinear"
+    assert get_preset("lsun64").data.resample == "lanczos"
+    keys = {dataset_fingerprint(str(tmp_path), 64, 64, True, resample=r)
+            for r in ("lanczos", "bilinear")}
+    assert len(keys) == 2
+    with pytest.raises(ConfigError, match=r"data\.resample must be one of lanczos, bilinear"):
+        apply_overrides(get_preset("tiny"), ["data.resample=nearest"]).validate()
+
+
 def test_celeba_crop_warns_on_other_sizes(tmp_path: Path) -> None:
     Image.new("RGB", (200, 200)).save(tmp_path / "a.png")
     with pytest.warns(UserWarning, match="178x218"):
@@ -146,20 +173,6 @@ def test_decode_failure_substitutes_next_image(tmp_path: Path) -> None:
     assert ds.load_failures == 1
     with pytest.raises(IndexError):
         ds[3]
-
-
-def test_cylindrical_roll_preserves_columns(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (32, 96, 3), dtype=np.uint8)).save(tmp_path / "p.png")
-    base = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True, roll=False)[0]
-    ds = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True, roll=True)
-    torch.manual_seed(0)
-    rolled = [ds[0] for _ in range(4)]
-    assert any(not torch.equal(r, base) for r in rolled)
-    for r in rolled:  # each is a pure roll of the base: same multiset of columns
-        assert any(torch.equal(r, torch.roll(base, k, dims=2)) for k in range(96))
-    torch.manual_seed(0)
-    assert torch.equal(ds[0], rolled[0])  # reproducible from the global seed
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_DATASETS))
@@ -225,14 +238,12 @@ def test_fingerprint(tmp_path: Path) -> None:
         dataset_fingerprint("builtin:nope", 64, 64, False)
 
 
-def test_folder_panoramas_are_not_rolled_by_default(tmp_path: Path) -> None:
+def test_folder_panoramas_are_not_rolled(tmp_path: Path) -> None:
     """A10: rolling lives in the training stream (step RNG, exact resume); a folder dataset
-    returns the image as it is unless asked to roll."""
+    returns the image as it is."""
     pixels = np.random.default_rng(0).integers(0, 255, (32, 96, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "pano.png")
     dataset = ImageFolderDataset(tmp_path, 32, 96, cylindrical=True)
-    assert not dataset.roll
-    torch.manual_seed(0)
     first = dataset[0]
     assert all(torch.equal(first, dataset[0]) for _ in range(3))
 
@@ -262,3 +273,79 @@ def test_split_is_disjoint_complete_and_keeps_variants_together(tmp_path: Path) 
     assert len(keys) == 3  # cached real statistics never mix the sides
     with pytest.raises(DataError, match=r"unknown split 'test'.*::holdout"):
         build_dataset(f"{tmp_path}::test", 8, 8)
+
+
+@pytest.mark.parametrize("pattern", ["img-{:05d}.png", "IMG_2020{:04d}.jpg", "IMG-2020{:04d}.jpg",
+                                     "cat-{}.png", "image-{}.png", "sample-{}.png"])
+def test_split_of_common_names_holds_out_near_the_fraction(pattern: str) -> None:
+    """N8 / 27.4: only emoji-like names (hex code points) are grouped; others hash whole, so a
+    folder of img-NNNNN never falls on one side (it did: 0 of 2,000 held out)."""
+    from cocogan.data.split import HOLDOUT_EVERY, select_split
+
+    paths = [Path(pattern.format(i)) for i in range(2000)]
+    held = select_split(paths, "holdout", Path("d"))
+    train = select_split(paths, "train", Path("d"))
+    assert len(held) + len(train) == 2000 and not set(held) & set(train)
+    assert abs(len(held) / 2000 - 1 / HOLDOUT_EVERY) < 0.03
+
+
+def test_emoji_split_is_unchanged(emoji_dir: Path) -> None:
+    """The shipped emoji32 card and its figures were made on this split: every file stays on
+    its side (the rule before N8: SHA-256 of the name up to the first '-' or '.')."""
+    import hashlib
+
+    from cocogan.data.folder import scan_images
+    from cocogan.data.split import select_split
+
+    paths = scan_images(emoji_dir)
+
+    def before(path: Path) -> bool:
+        key = path.name.split(".", 1)[0].split("-", 1)[0]
+        return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10 == 0
+
+    assert select_split(paths, "holdout", emoji_dir) == [p for p in paths if before(p)]
+    assert select_split(paths, "train", emoji_dir) == [p for p in paths if not before(p)]
+
+
+def test_degenerate_splits_stop_with_one_line(tmp_path: Path) -> None:
+    """An empty side, or a share far outside 5-20 % with enough groups, is refused."""
+    from cocogan.data.split import is_held_out, select_split
+
+    for i in range(12):  # one code-point group: the whole folder on one side
+        Image.new("RGB", (8, 8)).save(tmp_path / f"cafe-{i:04x}.png")
+    side = "held-out" if not is_held_out(tmp_path / "cafe.png") else "training"
+    with pytest.raises(DataError, match=f"leaves the {side} side empty.*DIR whole"):
+        build_dataset(f"{tmp_path}::train", 8, 8)
+    prefix = next(f"{c:04x}" for c in range(0x1f600, 0x1f700) if is_held_out(Path(f"{c:04x}")))
+    paths = [Path(f"n{i}.png") for i in range(1200)]  # 1,200 groups of one
+    paths += [Path(f"{prefix}-{i:04x}.png") for i in range(1000)]  # one held-out group
+    with pytest.raises(DataError, match=r"holds out \d+\.\d% of the files, outside 5%-20%"):
+        select_split(paths, "holdout", Path("d"))
+
+
+def test_odd_split_names_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """27.19: '::train' names no folder (it scanned the current one); a folder whose own name
+    holds '::' is usable whole."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"names no folder: write DIR::train"):
+        build_dataset("::train", 8, 8)
+    weird = tmp_path / "we::ird"
+    weird.mkdir()
+    Image.new("RGB", (8, 8)).save(weird / "a.png")
+    assert len(build_dataset(str(weird), 8, 8)) == 1
+    with pytest.raises(DataError, match=r"unknown split 'x'.*::holdout"):
+        build_dataset(f"{tmp_path}::x", 8, 8)
+    with pytest.raises(DataError, match=r"no train/holdout split.*write builtin:skyline$"):
+        build_dataset("builtin:skyline::train", 8, 8)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_fifo_named_png_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    """27.10: opening a FIFO blocks until a writer comes; train and eval hung on one."""
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b.png")
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*not regular files.*b\.png"):
+        dataset = build_dataset(str(tmp_path), 8, 8)
+    assert [p.name for p in dataset.paths] == ["a.png"] and dataset[0].shape == (3, 8, 8)
+    with pytest.warns(UserWarning, match="not regular"):
+        assert dataset_fingerprint(str(tmp_path), 8, 8)

@@ -39,6 +39,7 @@ from cocogan.evaluation.indicators import indicator_keys
 from cocogan.evaluation.sampling import real_subset
 from cocogan.metrics import FID_WEIGHTS_NAME, WEIGHTS_ENV, FeatureStats, frechet_distance, inception
 from cocogan.model import CocoGAN
+from cocogan.nn.discriminator import spatial_dim
 from cocogan.presets import get_preset
 
 SMALL = EvalConfig(n=24, batch=12, kid_subsets=4, kid_subset_size=12, seam_images=24,
@@ -145,8 +146,8 @@ def test_missing_inception_weights_cli_is_one_line_and_fast(
 
 def test_nan_generator_stops_in_one_line(tmp_path: Path, emoji_dir: Path) -> None:
     """A checkpoint whose generator weights are NaN once hung FID (scipy's sqrtm on NaN);
-    the generated images are checked and the evaluation stops, naming the cause."""
-    from cocogan.metrics.frechet import NonFiniteError
+    the loader now refuses such weights before anything is generated, naming the cause."""
+    from cocogan.checkpoint import CheckpointError
 
     config = get_preset("tiny")
     model = CocoGAN(config.model).eval()
@@ -155,7 +156,7 @@ def test_nan_generator_stops_in_one_line(tmp_path: Path, emoji_dir: Path) -> Non
             p.fill_(float("nan"))
     save_model(tmp_path / "run" / "checkpoints" / "step-00000001.safetensors", config, model, 1)
     start = time.perf_counter()
-    with pytest.raises(NonFiniteError, match=r"generated images .*not finite.*earlier one"):
+    with pytest.raises(CheckpointError, match=r"NaN or infinite.*earlier checkpoint"):
         evaluate_run(tmp_path / "run", str(emoji_dir), "fid,kid", cfg=SMALL, device="cpu",
                      feature_extractor=StandIn())
     assert time.perf_counter() - start < 30
@@ -203,7 +204,8 @@ class PositionOracle(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         top, left = (h[:, 0] * 1000).round(), (h[:, 1] * 1000).round()  # pixels
-        return self.coords.macro_coords(top / self.coords.micro, left / self.coords.micro)
+        truth = self.coords.macro_coords(top / self.coords.micro, left / self.coords.micro)
+        return truth[:, :spatial_dim(self.coords.coord_dim)]  # the row alone on the cylinder
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-panorama"])
@@ -216,11 +218,14 @@ def test_spatial_oracle_scores_one_and_constant_head_one_over_m(
     monkeypatch.setattr(disc, "features", lambda p: p[:, :2, 0, 0])  # top-left pixel values
     monkeypatch.setattr(disc, "spatial", PositionOracle(coords))
     perfect = spatial_accuracy(discriminator_predictor(disc), coords, images.split(2))
-    positions = coords.macro_rows * coords.macro_cols
+    # N1: on the cylinder the head predicts the row alone, so a constant head is right 1/rows
+    positions = coords.macro_rows * (1 if coords.cyclic else coords.macro_cols)
+    assert perfect.vertical == coords.cyclic and set(perfect.values()) == (
+        {"spatial_row_acc", "spatial_row_err"} if coords.cyclic else {"spatial_acc", "spatial_err"})
     assert perfect.accuracy == 1.0 and perfect.error == pytest.approx(0, abs=1e-5)
-    assert perfect.patches == 3 * positions
+    assert perfect.patches == 3 * coords.macro_rows * coords.macro_cols
 
-    corner = coords.macro_coords(torch.zeros(1), torch.zeros(1))  # always the first position
+    corner = PositionOracle(coords)(torch.zeros(1, 2))  # always the first position
     const = spatial_accuracy(lambda p: corner.expand(p.shape[0], -1), coords, [images])
     assert const.accuracy == pytest.approx(1 / positions) and const.error > 0
 
@@ -251,9 +256,11 @@ def test_cli_reports_seams_and_wrap_beside_real(tmp_path: Path,
     for name in ("seams", "wrap"):
         gen, real = float(rows[name][1]), float(rows[name][2])
         assert gen > 0 and real > 0
+    assert json.loads((run / "eval.json").read_text())["resample"] == "lanczos"  # N9
     record = json.loads((run / "eval.json").read_text())["metrics"]
-    assert {"seams", "seams_real", "wrap", "wrap_real", "swd", "spatial_acc",
-            "spatial_err"} <= set(record)
+    assert {"seams", "seams_real", "wrap", "wrap_real", "swd", "spatial_row_acc",
+            "spatial_row_err"} <= set(record) and "spatial_acc" not in record  # N1
+    assert "spatial row accuracy" in out and "spatial accuracy" not in out
     assert record["wrap_real"] < 1.5  # the skyline panoramas are exactly cyclic
 
     cart, _, _ = make_run(tmp_path / "cart")

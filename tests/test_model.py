@@ -42,7 +42,8 @@ def test_every_preset_builds_with_right_shapes(name: str) -> None:
     assert patch.min() >= -1 and patch.max() <= 1
     disc = Discriminator(dim, m.z_dim, m.macro, small.ndf, 16).eval()
     score, position, latent = disc(torch.rand(2, 3, m.macro, m.macro_w), coords)
-    assert score.shape == (2,) and position.shape == (2, dim) and latent.shape == (2, m.z_dim)
+    rows_only = 1 if dim == 3 else dim  # the cylinder's head predicts y alone (N1)
+    assert score.shape == (2,) and position.shape == (2, rows_only) and latent.shape == (2, m.z_dim)
 
 
 # The authors' release, as docs/reference-notes.md records it: D's channel multipliers by macro
@@ -81,7 +82,10 @@ def release_counts(name: str) -> dict[str, int]:
     def head(out: int) -> int:
         return cin * hidden + hidden + 2 * hidden + hidden * out + out
 
-    return {"g_params": g, "d_params": d, "spatial_head_params": head(coord),
+    # Deviation (review N1): on the cylinder the release's head also outputs (cos, sin), which
+    # no loss trains; ours predicts y alone (docs/design.md, "Deviations").
+    spatial_out = 1 if m.coords == "cylindrical" else coord
+    return {"g_params": g, "d_params": d, "spatial_head_params": head(spatial_out),
             "q_params": head(m.z_dim)}
 
 

@@ -34,6 +34,7 @@ from cocogan import shipped
 from cocogan.budget import BudgetError, check_budget, inference_budget
 from cocogan.config import Config, ConfigError
 from cocogan.model import GAN, CocoGAN, build_model
+from cocogan.nn.discriminator import legacy_shape
 from cocogan.nn.layers import shapes_only
 from cocogan.outputs import atomic_write_bytes
 
@@ -249,7 +250,8 @@ def check_stored_config(path: Path, config: Config, prefix: str = "") -> None:
         if key not in stored:
             raise CheckpointError(f"{path} lacks the tensor {key} that {claim} implies: the "
                                   "file is damaged or its config was edited")
-        if stored[key] != tuple(tensor.shape):
+        if stored[key] != tuple(tensor.shape) and not legacy_shape(key, stored[key],
+                                                                   tuple(tensor.shape)):
             raise CheckpointError(f"{path}: tensor {key} is {list(stored[key])} but {claim} "
                                   f"implies {list(tensor.shape)}: the file is damaged or its "
                                   "config was edited")

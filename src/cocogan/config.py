@@ -51,6 +51,7 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 NAME_LIMIT = 80  # characters of a config's name kept (it is echoed in messages and pictures)
 # Kinds of loss.augment (cocogan.variants.augment): none moves a pixel off its coordinate.
 AUGMENTATIONS = ("color", "cutout")
+RESAMPLERS = ("lanczos", "bilinear")  # real-image resize filters (cocogan.data.imaging)
 
 
 class Section:
@@ -210,12 +211,15 @@ class DataConfig(Section):
 
     NAME: ClassVar[str] = "data"
     NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("cache_max_mb",)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"resample": RESAMPLERS}
 
     source: str | None = None  # --data: a folder (DIR::train / DIR::holdout) or builtin:NAME
     celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
     num_workers: int = -1  # DataLoader workers; -1 picks min(4, cores - 1)
     cache_max_mb: int = 4096  # an image folder whose uint8 images fit this is decoded once, onto
     #   the training device; 0 decodes every epoch
+    resample: str = "lanczos"  # real-image resize: "lanczos" (Lanczos down, bicubic up) or
+    #   "bilinear" (PIL bilinear, the release's scipy.misc.imresize; the CelebA presets)
 
 
 @dataclass

@@ -100,28 +100,22 @@ class CoordinateSystem:
             return torch.stack([torch.cos(math.pi * theta), torch.sin(math.pi * theta)], dim=-1)
         return _normalise(cols, span).unsqueeze(-1)
 
-    def decode_macro(self, coords: Tensor) -> tuple[Tensor, Tensor]:
-        """Inverse of :meth:`macro_coords`: (B, D) -> fractional (rows, cols) in grid units.
+    def decode_macro(self, predicted: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Read D's spatial head: (B, S) -> fractional (rows, cols) in grid units.
 
-        Used to read D's spatial head: round to get the nearest discrete macro position.
+        On the cylinder the head predicts y alone (a rolled real panorama has no heading to
+        learn), so cols is None: applications search the column instead (apps/inspire.py).
         """
-        rows = (coords[..., 0] + 1.0) / 2.0 * max(self.grid_h - self.macro_h, 0)
+        rows = (predicted[..., 0] + 1.0) / 2.0 * max(self.grid_h - self.macro_h, 0)
         if self.cyclic:
-            theta = torch.atan2(coords[..., 2], coords[..., 1]) / math.pi  # (-1, 1]
-            cols = torch.remainder((theta + 1.0) / 2.0 * self.grid_w, self.grid_w)
-        else:
-            cols = (coords[..., 1] + 1.0) / 2.0 * max(self.grid_w - self.macro_w, 0)
-        return rows, cols
+            return rows, None
+        return rows, (predicted[..., 1] + 1.0) / 2.0 * max(self.grid_w - self.macro_w, 0)
 
-    def nearest_macro(self, coords: Tensor) -> tuple[Tensor, Tensor]:
-        """Nearest valid discrete macro position (long rows, cols) for coordinates (B, D)."""
-        rows, cols = self.decode_macro(coords)
+    def nearest_macro(self, predicted: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Nearest valid discrete macro position (long rows, cols or None) of head outputs."""
+        rows, cols = self.decode_macro(predicted)
         rows = rows.round().clamp(0, self.macro_rows - 1).long()
-        if self.cyclic:
-            cols = torch.remainder(cols.round().long(), self.grid_w)
-        else:
-            cols = cols.round().clamp(0, self.macro_cols - 1).long()
-        return rows, cols
+        return rows, None if cols is None else cols.round().clamp(0, self.macro_cols - 1).long()
 
     # ---- enumeration and sampling ------------------------------------------------------------
     def micro_grid(self) -> tuple[Tensor, Tensor]:

@@ -37,6 +37,8 @@ def _paper(name: str, description: str, full: int | tuple[int, int], micro: int,
     model.update({k: v for k, v in extra.items() if k in ModelConfig.__dataclass_fields__})
     train = {"batch": batch}
     train.update({k: v for k, v in extra.items() if k in FIELD_SECTION})
+    if train.get("celeba_crop"):  # the release resized the face box with scipy's PIL bilinear
+        train["resample"] = "bilinear"
     return Preset(name, description, model, train)
 
 
@@ -60,8 +62,9 @@ _TINY_TRAIN = {**_SMALL_TRAIN, "lr_g": 5e-4, "lr_d": 5e-4, "beta2": 0.9, "w_spat
 #   2): with 2 it could not tell a strip of identical tiles from a skyline, and G drew one
 #   tile all round (repeat 0.99); with 3, mountain silhouettes (repeat 0.32, SWD 95 -> 80).
 # - the panorama's G turns its angle by pi * z[0] (model.z_phase): real panoramas are seen at
-#   random rolls, and without it every panorama drew one silhouette at one angle (layout
-#   likeness 0.62 against the real 0.13); with it 0.35 and SWD 89 -> 80 at 1,000 steps.
+#   random rolls, and without it every panorama tends to one silhouette at one angle; same code,
+#   seed and 400 steps without / with it: layout likeness 0.58 / 0.54 (real 0.13), SWD 122 / 104,
+#   spread 0.85 / 0.72 of the real one (docs/seams.md, "Panoramas that differ").
 _SEAMLESS_MODEL = {"g_margin": True}
 _SEAMLESS_TRAIN = {"w_overlap": 30.0, "w_spatial_g": 0.0}
 

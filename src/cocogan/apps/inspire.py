@@ -4,14 +4,16 @@ D sees a macro patch (a crop of a real image, or a macro-patch image file). Its 
 estimates the latent z~ (what L_C trains it to do, eq. 4) and its spatial head the macro
 coordinate c~_M (L_S, eq. 3), both with D in eval mode. G then generates the full image from z~;
 the macro patch of that image at the estimated position is the "inspired" patch, which should
-resemble the input. (The authors' release computed z~ and dropped it.) Q is trained every step,
-but G is pushed to make z recoverable only when the run's L_C weight is positive, i.e. with the
-patch-inspired presets; :func:`content_warning` says so for other runs. Eval mode is consistent:
-D's heads track batch-norm statistics only in D's own update (the spatial head on real patches,
-Q on fakes), never in G's.
+resemble the input. On a panorama the head predicts the row alone (L_S cannot train a heading
+on rolled real panoramas), and the column is found by search: the one of the K columns where
+G's panorama, at the estimated row, is nearest (mean squared error) to the given patch.
+(The authors' release computed z~ and dropped it.) Q is trained every step, but G is pushed to make
+z recoverable only when the run's L_C weight is positive, i.e. with the patch-inspired presets;
+:func:`content_warning` says so for other runs. Eval mode is consistent: D's heads track batch-norm
+statistics only in D's own update (the spatial head on real patches, Q on fakes), never in G's.
 
-Shapes: B batch, Z latent dims, D coordinate dims, Mh/Mw macro patch height/width,
-H/W full image height/width.
+Shapes: B batch, Z latent dims, S spatial head outputs, K columns, Mh/Mw macro patch
+height/width, H/W full image height/width.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ class Inspiration:
     """What patch-inspired generation estimates and generates for a batch of macro patches."""
 
     z: Tensor  # (B, Z) latents estimated by the content head
-    coords: Tensor  # (B, D) macro coordinates estimated by the spatial head
+    coords: Tensor  # (B, S) the spatial head's estimate (y alone on a panorama)
     rows: Tensor  # (B,) nearest discrete macro position, grid units (long)
-    cols: Tensor  # (B,)
+    cols: Tensor  # (B,) from the head, or on a panorama from the column search
     top: Tensor  # (B,) pixel box of that position in the full image (long)
     left: Tensor  # (B,)
     full: Tensor  # (B, 3, H, W) full images generated from z
@@ -88,13 +90,17 @@ def crop_patch(model: CocoGAN, image: Tensor, top: int, left: int) -> Tensor:
     return crop(image[None], *index, height, width, wrap=cyclic)[0]
 
 
-@torch.no_grad()
-def estimate(model: CocoGAN, patches: Tensor) -> tuple[Tensor, Tensor]:
-    """D's estimates for macro patches (B, 3, Mh, Mw): (z~ (B, Z), c~_M (B, D))."""
-    disc = model.discriminator
-    with evaluating(disc):
-        h = disc.features(patches.to(model.device))
-        return disc.content(h), disc.spatial(h)
+def search_columns(model: CocoGAN, full: Tensor, patches: Tensor, rows: Tensor) -> Tensor:
+    """The panorama's heading: for each patch (B, 3, Mh, Mw), the column (B,) whose macro
+    patch of ``full`` (B, 3, H, W) at ``rows`` (B,) has the least mean squared error to it."""
+    system, (height, width) = model.coords, macro_size(model)
+    batch, k = patches.shape[0], system.grid_w
+    top, left = system.pixel_offset(rows.float()[:, None].expand(batch, k),
+                                    torch.arange(k).float()[None].expand(batch, k))  # (B, K)
+    crops = crop(full.repeat_interleave(k, 0), top.reshape(-1).to(full.device),
+                 left.reshape(-1).to(full.device), height, width, wrap=True)  # (B * K, 3, Mh, Mw)
+    errors = (crops - patches.to(crops).repeat_interleave(k, 0)).square().mean(dim=(1, 2, 3))
+    return errors.view(batch, k).argmin(dim=1).cpu()
 
 
 def inspire(model: CocoGAN, patches: Tensor, *, raw: bool = False,
@@ -110,11 +116,16 @@ def inspire(model: CocoGAN, patches: Tensor, *, raw: bool = False,
     """
     assert patches.ndim == 4, f"patches: got {tuple(patches.shape)}, expected (B, 3, Mh, Mw)"
     check_patch(model, patches[0], "macro patch")
-    z, coords = estimate(model, patches)
+    disc = model.discriminator
+    with torch.no_grad(), evaluating(disc):  # D's estimates z~ (B, Z) and c~_M (B, S)
+        h = disc.features(patches.to(model.device))
+        z, coords = disc.content(h), disc.spatial(h)
     system = model.coords
-    rows, cols = system.nearest_macro(coords.cpu())
-    top, left = system.pixel_offset(rows, cols)
     full = full_images(model, z, raw=raw, chunk=chunk)
+    rows, cols = system.nearest_macro(coords.cpu())
+    if cols is None:  # a panorama: the head has no heading, search it (N1)
+        cols = search_columns(model, full, patches, rows)
+    top, left = system.pixel_offset(rows, cols)
     height, width = macro_size(model)
     macro = crop(full, top, left, height, width, wrap=system.cyclic)
     return Inspiration(z=z, coords=coords, rows=rows, cols=cols, top=top, left=left, full=full,

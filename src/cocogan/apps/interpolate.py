@@ -1,10 +1,17 @@
 """The three interpolations of paper Section 3.2 (latent space continuity).
 
-- micro: a fixed micro position, z moved along the slerp path between two latents (Fig. 4a);
+- micro: a fixed micro position, z moved along the path between two latents (Fig. 4a);
 - spatial: a fixed z, the micro coordinate moved in a straight line between two points of
   [-1, 1]^2, through the positions between the trained grid points too (Fig. 5);
-- full: z slerped and every micro patch regenerated at every step (Fig. 4b).
+- full: z moved so and every micro patch regenerated at every step (Fig. 4b).
 Each returns F frames whose first and last are exactly the endpoints.
+
+z ~ U[-1, 1]^Z, and slerp between two cube points leaves the cube (8.3 % of a midpoint's
+components for Z = 32, up to 1.5): :func:`latent_path` slerps the Gaussian images of the latents
+(u -> sqrt(2) erfinv(u), where slerp is at home: a midpoint of two independent normals is normal)
+and maps the path back, so every frame lies inside the support G was trained on. With
+``model.z_phase`` z[0] is a heading (pi z[0]): it turns along the shorter arc, and the rest of z
+moves as above (docs/applications.md).
 
 Spatial endpoints are normalised coordinates (y, x); for cylindrical runs x is the angle theta,
 so x = -1 and x = 1 are the same column.
@@ -13,6 +20,8 @@ Shapes: F frames, Z latent dims, m micro patch side, H/W full image height/width
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -23,6 +32,7 @@ from cocogan.model import CocoGAN
 from cocogan.render import DEFAULT_CHUNK, evaluating, pick_generator, render_patches
 
 PARALLEL_EPS = 1e-6  # below this angle between latents, slerp falls back to lerp
+CUBE_EPS = 1e-6  # |u| <= 1 - CUBE_EPS before erfinv (the cube's faces map to infinity)
 
 
 def interpolation_steps(frames: int) -> Tensor:
@@ -46,10 +56,26 @@ def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
     return (torch.sin((1.0 - t) * omega) / sin) * z0 + (torch.sin(t * omega) / sin) * z1
 
 
+def latent_path(z0: Tensor, z1: Tensor, t: Tensor, *, phase: bool = False) -> Tensor:
+    """Latents (F, Z) from z0 to z1 (Z,) at steps t (F,) inside the cube [-1, 1]^Z: slerp of
+    the Gaussian images; with ``phase`` (model.z_phase) z[0] turns along the shorter arc."""
+    def gauss(u: Tensor) -> Tensor:
+        return math.sqrt(2.0) * torch.erfinv(u.clamp(-1.0 + CUBE_EPS, 1.0 - CUBE_EPS))
+
+    rest = slice(1, None) if phase else slice(None)
+    path = torch.erf(slerp(gauss(z0[rest]), gauss(z1[rest]), t) / math.sqrt(2.0))
+    if phase:
+        turn = torch.remainder(z1[0] - z0[0] + 1.0, 2.0) - 1.0  # in [-1, 1): the short way
+        heading = torch.remainder(z0[0] + t.to(z0)[:, None] * turn + 1.0, 2.0) - 1.0  # (F, 1)
+        path = torch.cat([heading, path], dim=1)
+    path[0], path[-1] = z0, z1  # the endpoints exactly
+    return path
+
+
 def micro_interpolation(model: CocoGAN, z0: Tensor, z1: Tensor, row: float, col: float,
                         frames: int, *, raw: bool = False) -> Tensor:
-    """Micro patches at grid position (row, col) for z slerped from z0 to z1: (F, 3, m, m)."""
-    path = slerp(z0, z1, interpolation_steps(frames))  # (F, Z)
+    """Micro patches at grid position (row, col) for z moved from z0 to z1: (F, 3, m, m)."""
+    path = latent_path(z0, z1, interpolation_steps(frames), phase=model.config.z_phase)
     generator = pick_generator(model, raw)
     position = torch.tensor([float(row)]), torch.tensor([float(col)])
     with evaluating(generator):
@@ -84,6 +110,6 @@ def spatial_interpolation(model: CocoGAN, z: Tensor, start: tuple[float, float],
 
 def full_interpolation(model: CocoGAN, z0: Tensor, z1: Tensor, frames: int, *,
                        raw: bool = False, chunk: int = DEFAULT_CHUNK) -> Tensor:
-    """Full images for z slerped from z0 to z1, all patches regenerated: (F, 3, H, W)."""
-    path = slerp(z0, z1, interpolation_steps(frames))
+    """Full images for z moved from z0 to z1, all patches regenerated: (F, 3, H, W)."""
+    path = latent_path(z0, z1, interpolation_steps(frames), phase=model.config.z_phase)
     return full_images(model, path, raw=raw, chunk=chunk)

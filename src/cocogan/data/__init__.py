@@ -16,7 +16,7 @@ from .builtin import BUILTIN_DATASETS, BuiltinDataset, BuiltinSpec, unknown_buil
 from .errors import DataError
 from .fingerprint import BUILTIN_PREFIX, dataset_fingerprint
 from .folder import ImageFolderDataset
-from .split import parse_split
+from .split import SPLIT_SEPARATOR, parse_split
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -37,6 +37,7 @@ def build_dataset(
     cylindrical: bool = False,
     celeba_crop: bool = False,
     seed: int = 0,
+    resample: str = "lanczos",
 ) -> Dataset[torch.Tensor]:
     """The dataset named by a ``--data`` value.
 
@@ -48,6 +49,7 @@ def build_dataset(
             rolls them with the step RNG, datastream.roll_panoramas).
         celeba_crop: apply the authors' CelebA face box (folders of aligned CelebA only).
         seed: selects the images of a built-in dataset; unused for folders.
+        resample: folders' resize filter, "lanczos" or "bilinear" (``data.resample``).
 
     Raises:
         DataError: unknown built-in, missing or empty folder, or incompatible options.
@@ -55,9 +57,12 @@ def build_dataset(
     if not source.startswith(BUILTIN_PREFIX):
         root, split = parse_split(source)
         return ImageFolderDataset(
-            root, height, width, celeba_crop=celeba_crop, cylindrical=cylindrical, split=split
-        )
+            root, height, width, celeba_crop=celeba_crop, cylindrical=cylindrical, split=split,
+            resample=resample)
     name = source[len(BUILTIN_PREFIX) :]
+    if SPLIT_SEPARATOR in name and name.split(SPLIT_SEPARATOR)[0] in BUILTIN_DATASETS:
+        raise DataError(f"{source}: a built-in dataset has no train/holdout split (its images "
+                        f"are drawn from a seed): write {BUILTIN_PREFIX}{name.split(':')[0]}")
     if name not in BUILTIN_DATASETS:
         raise unknown_builtin(name)
     if celeba_crop:

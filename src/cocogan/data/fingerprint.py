@@ -30,6 +30,7 @@ def dataset_fingerprint(
     celeba_crop: bool = False,
     *,
     cylindrical: bool = False,
+    resample: str = "lanczos",
 ) -> str:
     """Key such as ``celeba-64x64-celeba-1a2b3c4d5e6f``, safe to use in a file name.
 
@@ -37,24 +38,29 @@ def dataset_fingerprint(
         source: ``builtin:NAME`` or a folder path, as given to ``build_dataset``.
         height, width: image size the data is resized to.
         celeba_crop: whether the CelebA face box is applied.
-        cylindrical: whether images are resized without cropping (panoramas).
+        cylindrical: panoramas: resized without cropping, and evaluated rolled (N11).
+        resample: the resize filter (``data.resample``); part of the key unless "lanczos".
 
     Raises:
         DataError: unknown built-in name, or a folder that does not exist.
     """
     mode = "celeba" if celeba_crop else "stretch" if cylindrical else "cover"
+    # Filter and roll name the key only when not the defaults, so older keys stay valid.
+    mode += "" if resample == "lanczos" else f"-{resample}"
+    rolled = "|rolled" if cylindrical else ""
     digest = hashlib.sha256()
     if source.startswith(BUILTIN_PREFIX):
         name = source[len(BUILTIN_PREFIX) :]
         if name not in BUILTIN_DATASETS:
             raise unknown_builtin(name)
-        digest.update(f"builtin|{name}|{height}x{width}|v{RENDER_VERSION}".encode())
+        digest.update(f"builtin|{name}|{height}x{width}|v{RENDER_VERSION}{rolled}".encode())
         return f"builtin-{_slug(name)}-{height}x{width}-{digest.hexdigest()[:12]}"
     folder, split = parse_split(source)
     root = Path(folder).expanduser().resolve()
     side = "" if split is None else f"|{split}"
-    digest.update(f"folder|{root}|{height}x{width}|{mode}|v{PREPROCESS_VERSION}{side}".encode())
-    for path in select_split(scan_images(root), split):
+    digest.update(f"folder|{root}|{height}x{width}|{mode}|v{PREPROCESS_VERSION}{side}{rolled}"
+                  .encode())
+    for path in select_split(scan_images(root), split, root):
         stat = path.stat()
         digest.update(
             f"|{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}".encode()

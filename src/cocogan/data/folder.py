@@ -22,13 +22,14 @@ from .split import select_split
 
 LARGE_IMAGE_PIXELS = 16_000_000  # larger files get a warning: decoding each takes ~0.1-1 s
 _SHOW_NAMES = 5  # how many offending file names a warning lists
-_FIX_HINT = "point --data at a folder of images or use builtin:blobs / builtin:skyline"
+_FIX_HINT = "name a folder of images (train --data, eval --real) or builtin:blobs / builtin:skyline"
 
 
 def scan_images(root: str | os.PathLike[str]) -> list[Path]:
     """All image files under root, recursively, sorted by relative path.
 
-    Hidden files and folders (".name", e.g. macOS "._x.jpg" resource forks) are left out.
+    Hidden files and folders (".name", e.g. macOS "._x.jpg" resource forks) and anything that is
+    not a regular file (a FIFO named x.png) are left out.
     Sorting the relative POSIX paths makes index -> file identical on every machine.
 
     Raises:
@@ -44,6 +45,7 @@ def scan_images(root: str | os.PathLike[str]) -> list[Path]:
     # (`ln -s . loop`) would otherwise recurse forever or count the same files many times.
     seen = {_identity(base)}
     repeated: list[Path] = []
+    odd: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
         kept = []
         for name in dirnames:
@@ -56,9 +58,14 @@ def scan_images(root: str | os.PathLike[str]) -> list[Path]:
             seen.add(identity)
             kept.append(name)
         dirnames[:] = kept
-        found.extend(
-            Path(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(Path(f))
-        )
+        named = [Path(dirpath, f) for f in filenames if not f.startswith(".")
+                 and is_image_file(Path(f))]
+        # A FIFO or device named *.png would block the decoder's open() forever (27.10).
+        found.extend(p for p in named if p.is_file())
+        odd.extend(p for p in named if not p.is_file())
+    if odd:
+        warnings.warn(f"skipped {len(odd)} file(s) under {base} named like images that are not "
+                      f"regular files (a FIFO, socket or device): {_names(odd)}", stacklevel=2)
     if repeated:
         warnings.warn(f"skipped {len(repeated)} linked folder(s) under {base} that lead to a "
                       f"folder already scanned (a link loop or a duplicate): {_names(repeated)}",
@@ -115,10 +122,10 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         width: int,
         *,
         celeba_crop: bool = False,  # authors' CelebA face box (aligned 178x218 input); off: False
-        cylindrical: bool = False,  # panoramas: resize without cropping; off: centre-crop
-        roll: bool = False,  # cylindrical only: random horizontal roll from the worker's
-        #   global RNG (training rolls with the step RNG instead: datastream.roll_panoramas)
+        cylindrical: bool = False,  # panoramas: resize without cropping (training rolls them
+        #   with the step RNG, datastream.roll_panoramas); off: centre-crop
         split: str | None = None,  # "train" / "holdout": one side of data.split (None: all)
+        resample: str = "lanczos",  # resize filter: "lanczos" or "bilinear" (data.resample)
     ) -> None:
         if height <= 0 or width <= 0:
             raise DataError(f"image size must be positive, got height={height}, width={width}")
@@ -126,12 +133,12 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
             raise DataError("celeba_crop and cylindrical cannot be combined: choose one")
         self.root = Path(root).expanduser()
         self.height, self.width = height, width
-        self.cylindrical, self.roll = cylindrical, roll
+        self.cylindrical, self.resample = cylindrical, resample
         self.mode = "celeba" if celeba_crop else "stretch" if cylindrical else "cover"
         self.load_failures = 0
         self._bad: set[int] = set()
 
-        candidates = select_split(scan_images(self.root), split)
+        candidates = select_split(scan_images(self.root), split, self.root)
         if not candidates:
             exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
             raise DataError(f"no usable images ({exts}) found under {self.root}: {_FIX_HINT}")
@@ -140,51 +147,37 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
     def _probe(self, candidates: list[Path], celeba_crop: bool) -> tuple[list[Path], list[Path]]:
         """Split candidates into readable and skipped files; warn once about each problem."""
         good: list[Path] = []
-        bad: list[Path] = []
-        odd_size: list[Path] = []
-        too_large: list[Path] = []
-        large: list[Path] = []
+        bad, too_large, large, odd_size = [], [], [], []  # list[Path] each
         for path in candidates:
             try:
                 size = probe_image(path)
             except Image.DecompressionBombError:
                 too_large.append(path)
                 continue
-            if size is None:
-                bad.append(path)
-                continue
-            good.append(path)
-            if size[0] * size[1] > LARGE_IMAGE_PIXELS:
+            (good if size is not None else bad).append(path)
+            if size is not None and size[0] * size[1] > LARGE_IMAGE_PIXELS:
                 large.append(path)
-            if celeba_crop and size != CELEBA_SIZE:
+            if size is not None and celeba_crop and size != CELEBA_SIZE:
                 odd_size.append(path)
-        limit = (Image.MAX_IMAGE_PIXELS or 0) * 2 // 1_000_000
-        if too_large:
-            warnings.warn(f"skipping {len(too_large)} image file(s) over {limit} megapixels "
-                          f"(too large to decode safely) under {self.root}: "
-                          f"{_names(too_large)}; resize them to use them", stacklevel=3)
-        if large:
-            warnings.warn(f"{len(large)} image file(s) under {self.root} exceed "
-                          f"{LARGE_IMAGE_PIXELS // 1_000_000} megapixels and are decoded in "
-                          f"full at every draw, which is slow: {_names(large)}; resize them "
-                          "once to a few times the training size", stacklevel=3)
         if not good:
-            bad = bad + too_large
-            raise DataError(
-                f"none of the {len(bad)} image files under {self.root} could be read "
-                f"({_names(bad)}): {_FIX_HINT}"
-            )
-        if bad:
-            warnings.warn(
-                f"skipping {len(bad)} unreadable image file(s) under {self.root}: {_names(bad)}",
-                stacklevel=3,
-            )
-        if odd_size:
-            warnings.warn(
-                f"celeba_crop expects aligned CelebA images of 178x218, but {len(odd_size)} "
-                f"file(s) differ ({_names(odd_size)}); the fixed face box may miss the face",
-                stacklevel=3,
-            )
+            raise DataError(f"none of the {len(bad + too_large)} image files under {self.root} "
+                            f"could be read ({_names(bad + too_large)}): {_FIX_HINT}")
+        limit = (Image.MAX_IMAGE_PIXELS or 0) * 2 // 1_000_000
+        for paths, text in (
+            (too_large, f"skipping {len(too_large)} image file(s) over {limit} megapixels (too "
+                        f"large to decode safely) under {self.root}: {_names(too_large)}; "
+                        "resize them to use them"),
+            (large, f"{len(large)} image file(s) under {self.root} exceed "
+                    f"{LARGE_IMAGE_PIXELS // 1_000_000} megapixels and are decoded in full at "
+                    f"every draw, which is slow: {_names(large)}; resize them once to a few "
+                    "times the training size"),
+            (bad, f"skipping {len(bad)} unreadable image file(s) under {self.root}: "
+                  f"{_names(bad)}"),
+            (odd_size, f"celeba_crop expects aligned CelebA images of 178x218, but "
+                       f"{len(odd_size)} file(s) differ ({_names(odd_size)}); the fixed face box "
+                       "may miss the face")):
+            if paths:
+                warnings.warn(text, stacklevel=3)
         return good, bad + too_large
 
     def __len__(self) -> int:
@@ -199,7 +192,7 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
             if i in self._bad:
                 continue
             try:
-                x = load_image(self.paths[i], self.height, self.width, self.mode)
+                x = load_image(self.paths[i], self.height, self.width, self.mode, self.resample)
             except Exception as exc:  # any decoder failure: substitute rather than crash a run
                 self._bad.add(i)
                 self.load_failures += 1
@@ -209,10 +202,5 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
                         stacklevel=2,
                     )
                 continue
-            if self.cylindrical and self.roll:
-                # Any horizontal shift of a 360-degree panorama is another valid panorama
-                # (the authors' augmentation). Global RNG: reproducible from the worker seed.
-                shift = int(torch.randint(self.width, (1,)).item())
-                x = torch.roll(x, shifts=shift, dims=2)  # (3, H, W)
             return x
         raise DataError(f"no image under {self.root} could be decoded: {_FIX_HINT}")

@@ -75,13 +75,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _resample(src_w: float, src_h: float, width: int, height: int) -> Image.Resampling:
-    """Lanczos when shrinking (anti-aliasing matters), bicubic when enlarging."""
+def _resample(src_w: float, src_h: float, width: int, height: int,
+              resample: str = "lanczos") -> Image.Resampling:
+    """"lanczos": Lanczos when shrinking (anti-aliasing matters), bicubic when enlarging;
+    "bilinear": PIL bilinear both ways, as the release's ``scipy.misc.imresize`` (N9)."""
+    if resample == "bilinear":
+        return Image.Resampling.BILINEAR
+    assert resample == "lanczos", f"resample: got {resample!r}, expected lanczos or bilinear"
     shrinking = width < src_w or height < src_h
     return Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC
 
 
-def fit_cover(img: Image.Image, height: int, width: int) -> Image.Image:
+def fit_cover(img: Image.Image, height: int, width: int,
+              resample: str = "lanczos") -> Image.Image:
     """Scale so the image covers (height, width), then take the centre crop.
 
     For a square target this is "resize the shorter side, centre-crop". Cropping and resizing
@@ -92,24 +98,27 @@ def fit_cover(img: Image.Image, height: int, width: int) -> Image.Image:
     crop_w, crop_h = width / scale, height / scale
     left, top = (src_w - crop_w) / 2, (src_h - crop_h) / 2
     box = (left, top, left + crop_w, top + crop_h)
-    return img.resize((width, height), _resample(crop_w, crop_h, width, height), box=box)
+    return img.resize((width, height), _resample(crop_w, crop_h, width, height, resample),
+                      box=box)
 
 
-def fit_celeba(img: Image.Image, height: int, width: int) -> Image.Image:
+def fit_celeba(img: Image.Image, height: int, width: int,
+               resample: str = "lanczos") -> Image.Image:
     """The authors' CelebA preprocessing: fixed face box of the aligned image, then resize.
 
     Cropping first (rather than resizing with a source box) keeps pixels outside the box out of
     the filter support, as in the authors' crop-then-resize pipeline.
     """
     face = img.crop(CELEBA_BOX)
-    return face.resize((width, height), _resample(*face.size, width, height))
+    return face.resize((width, height), _resample(*face.size, width, height, resample))
 
 
-def fit_stretch(img: Image.Image, height: int, width: int) -> Image.Image:
+def fit_stretch(img: Image.Image, height: int, width: int,
+                resample: str = "lanczos") -> Image.Image:
     """Resize to exactly (height, width) without cropping, keeping a panorama's full 360 degrees."""
     if img.size == (width, height):
         return img
-    return img.resize((width, height), _resample(*img.size, width, height))
+    return img.resize((width, height), _resample(*img.size, width, height, resample))
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
@@ -121,21 +130,23 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(chw / np.float32(127.5) - np.float32(1.0))
 
 
-def load_image(path: Path, height: int, width: int, mode: str = "cover") -> torch.Tensor:
+def load_image(path: Path, height: int, width: int, mode: str = "cover",
+               resample: str = "lanczos") -> torch.Tensor:
     """Decode, convert and resize one file into a (3, height, width) tensor in [-1, 1].
 
     Args:
         path: image file.
         height, width: output size in pixels.
         mode: "cover" (resize + centre crop), "celeba" (authors' face box) or "stretch" (no crop).
+        resample: "lanczos" or "bilinear" (``data.resample``).
     """
     if mode == "celeba":
         img = open_image(path)  # fixed box coordinates need the full-resolution decode
-        fitted = fit_celeba(to_rgb(img), height, width)
+        fitted = fit_celeba(to_rgb(img), height, width, resample)
     elif mode in ("cover", "stretch"):
         img = open_image(path, draft_size=_DRAFT_MARGIN * max(height, width))
         fit = fit_cover if mode == "cover" else fit_stretch
-        fitted = fit(to_rgb(img), height, width)
+        fitted = fit(to_rgb(img), height, width, resample)
     else:
         raise AssertionError(f"unknown fit mode {mode!r}; expected cover, celeba or stretch")
     return to_tensor(fitted)

@@ -2,15 +2,19 @@
 
 ``DIR::train`` and ``DIR::holdout`` select the two parts of ``DIR``; plain ``DIR`` is all of
 it. A file's side depends only on its name, so the split is the same on every machine and does
-not move when files are added: the group key is the file name up to its first ``-`` or ``.``
-(emoji ``1f44b-1f3fb.png`` and ``1f44b.png`` are one group, so skin-tone variants of one emoji
-never sit on both sides), and a group is held out when the first 8 hex digits of the SHA-256 of
-its key are divisible by ``HOLDOUT_EVERY``: about one group in ten.
+not move when files are added. Names that are sequences of hex code points (emoji:
+``1f44b-1f3fb.png`` and ``1f44b.png``) are grouped by their first code point, so the skin-tone
+variants of one emoji never sit on both sides; any other name is its own group (whole stem), so
+``img-00001.png`` ... spread over both sides. A group is held out when the first 8 hex digits of
+the SHA-256 of its key are divisible by ``HOLDOUT_EVERY``: about one group in ten. A split whose
+held-out side is empty, or (with ``RELIABLE_GROUPS`` groups or more, where a hashed split lands
+inside the band but for a one-in-a-million chance) outside ``SHARE_BAND``, is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from .errors import DataError
@@ -18,22 +22,33 @@ from .errors import DataError
 SPLIT_SEPARATOR = "::"
 SPLITS = ("train", "holdout")
 HOLDOUT_EVERY = 10
+SHARE_BAND = (0.05, 0.20)  # held-out share of the files a sane split gives
+RELIABLE_GROUPS = 1000  # 1,000 groups: the share's sd is 0.95 %, 5 % is 5.3 sd below 10 %
+_CODE_POINTS = re.compile(r"[0-9a-fA-F]{4,6}(-[0-9a-fA-F]{4,6})*")  # 1f44b-1f3fb
+_WHOLE = "use DIR whole, or make your own DIR_train / DIR_holdout folders"
 
 
 def parse_split(source: str) -> tuple[str, str | None]:
-    """(folder, split or None) of a ``--data`` value such as ``emoji::holdout``."""
-    if SPLIT_SEPARATOR not in source:
+    """(folder, split or None) of a ``--data`` value such as ``emoji::holdout``.
+
+    A folder whose own name holds ``::`` (``we::ird``) is used whole.
+    """
+    root, sep, split = source.rpartition(SPLIT_SEPARATOR)
+    if not sep or (split not in SPLITS and Path(source).expanduser().is_dir()):
         return source, None
-    root, split = source.rsplit(SPLIT_SEPARATOR, 1)
     if split not in SPLITS:
-        raise DataError(f"unknown split {split!r} in {source!r}: write {root}::train or "
-                        f"{root}::holdout (or {root} for every image)")
+        raise DataError(f"unknown split {split!r} in {source!r}: write {root or 'DIR'}::train or "
+                        f"{root or 'DIR'}::holdout (or {root or 'DIR'} for every image)")
+    if not root:
+        raise DataError(f"{source!r} names no folder: write DIR::{split}")
     return root, split
 
 
 def group_key(path: Path) -> str:
-    """The name shared by the variants of one image (text before the first '-' or '.')."""
-    return path.name.split(".", 1)[0].split("-", 1)[0]
+    """The name shared by the variants of one image: an emoji's first code point, else the
+    whole stem."""
+    stem = path.name.split(".", 1)[0]
+    return stem.split("-", 1)[0] if _CODE_POINTS.fullmatch(stem) else stem
 
 
 def is_held_out(path: Path) -> bool:
@@ -41,9 +56,24 @@ def is_held_out(path: Path) -> bool:
     return int(digest[:8], 16) % HOLDOUT_EVERY == 0
 
 
-def select_split(paths: list[Path], split: str | None) -> list[Path]:
-    """The files of one side of the split, in their given order (all of them for None)."""
-    if split is None:
+def select_split(paths: list[Path], split: str | None, root: Path) -> list[Path]:
+    """The files of one side of the split, in their given order (all of them for None).
+
+    Raises:
+        DataError: the split is empty or degenerate (see the module docstring).
+    """
+    if split is None or not paths:
         return paths
+    held = [is_held_out(p) for p in paths]
+    share, groups = sum(held) / len(paths), len({group_key(p) for p in paths})
+    where = f"{root}::{split}"
+    if share in (0.0, 1.0):
+        side = "held-out" if share == 0.0 else "training"
+        raise DataError(f"{where}: the fixed split leaves the {side} side empty ({len(paths)} "
+                        f"files in {groups} name groups): {_WHOLE}")
+    if groups >= RELIABLE_GROUPS and not SHARE_BAND[0] <= share <= SHARE_BAND[1]:
+        raise DataError(f"{where}: the fixed split holds out {share:.1%} of the files, outside "
+                        f"{SHARE_BAND[0]:.0%}-{SHARE_BAND[1]:.0%} (names sharing a code-point "
+                        f"prefix?): {_WHOLE}")
     keep_held_out = split == "holdout"
-    return [p for p in paths if is_held_out(p) == keep_held_out]
+    return [p for p, h in zip(paths, held, strict=True) if h == keep_held_out]

@@ -46,8 +46,9 @@ def best_score(metric: str, values: dict[str, float]) -> float | None:
     if metric in IMAGE_METRICS:
         gen, real = get(f"{PREFIX}{metric}"), get(f"{PREFIX}{metric}_real")
         score = None if gen is None or real is None else abs(gen - real)
-    elif metric in ("spatial", "precision", "recall"):
-        acc = get(f"{PREFIX}{'spatial_acc' if metric == 'spatial' else metric}")
+    elif metric in ("spatial", "precision", "recall"):  # higher is better
+        acc = (get(f"{PREFIX}spatial_acc", get(f"{PREFIX}spatial_row_acc"))
+               if metric == "spatial" else get(f"{PREFIX}{metric}"))
         score = None if acc is None else -acc
     else:  # fid, kid, swd: lower is better
         score = get(f"{PREFIX}{metric}")
@@ -110,9 +111,11 @@ class EvalCallback:
                                                settings.batch, inception_weights,
                                                feature_extractor)
         dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
-                                celeba_crop=config.data.celeba_crop)
+                                celeba_crop=config.data.celeba_crop,
+                                resample=config.data.resample)
         fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
-                                          config.data.celeba_crop, cylindrical=cylindrical)
+                                          config.data.celeba_crop, cylindrical=cylindrical,
+                                          resample=config.data.resample)
         self.reference = build_reference(self.metrics, dataset, coordinate_system(m),
                                          settings, extractor=self.extractor,
                                          fingerprint=fingerprint)

@@ -16,7 +16,8 @@ Metric keys of the flat result dict (all floats):
   strip of identical tiles: 1; real scenes: ~0)
 - likeness, likeness_real: mean similarity of the layouts (pixel-difference maps) of two
   different images (every image with its object or ridge in the same place: high; real: ~0)
-- spatial_acc, spatial_err: D's spatial head on real macro patches (see `spatial`)
+- spatial_acc, spatial_err: D's spatial head on real macro patches (see `spatial`); on panoramas
+  spatial_row_acc, spatial_row_err (the head predicts the row alone there)
 
 Shapes: B batch, C/H/W image.
 """
@@ -33,7 +34,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cocogan.coords import CoordinateSystem
-from cocogan.data import ImageFolderDataset
 from cocogan.evaluation.cache import (
     RealFeatures,
     load_real_features,
@@ -86,6 +86,7 @@ def _check_metrics(metrics: tuple[str, ...], coords: CoordinateSystem,
 
 IMAGE_METRICS = ("seams", "wrap", "spread", "repeat", "likeness")  # on a subset of kept images
 PR_METRICS = ("precision", "recall")  # from the feature rows kept for KID
+ROLL_SEED = 0  # the real panoramas' rolls (N11); fixed, so cached statistics stay valid
 
 
 def _metric_of(key: str) -> str:
@@ -149,8 +150,6 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
         progress: show a progress bar on stderr.
     """
     _check_metrics(metrics, coords, extractor)
-    if isinstance(dataset, ImageFolderDataset):
-        dataset.roll = False  # a rolled panorama moves its 360-degree seam inside: wrap_real ~ 1
     ref = Reference(metrics=metrics, coords=coords)
     key, feature_sink = None, None
     if any(m in FEATURE_METRICS for m in metrics):
@@ -166,7 +165,10 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
     keep = max([_seam_count(cfg) for m in IMAGE_METRICS if m in metrics]
                + [_spatial_count(cfg) for m in ("spatial",) if m in metrics] + [0])
     image_sink = ImageSink(keep) if keep else None
-    sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
+    sinks: list[Sink] = [s for s in (feature_sink, swd_sink) if s is not None]
+    if sinks and coords.cyclic:  # N11: the distribution metrics see the reals as trained on
+        sinks = [RolledSink(s, real_rolls(s.limit, coords)) for s in sinks]
+    sinks += [image_sink] if image_sink is not None else []
     if sinks:
         limit = max(s.limit for s in sinks)
         with _bar(progress, limit, "real images") as bar:
@@ -191,12 +193,41 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
     return ref
 
 
+def real_rolls(count: int, coords: CoordinateSystem) -> Tensor:
+    """Horizontal shifts (count,) in pixels of the first real panoramas, from a fixed seed:
+    training sees each real panorama at a uniform random roll, so FID, KID, SWD, spread and
+    likeness compare against reals rolled the same way (the same shifts for every run)."""
+    width = coords.grid_w * coords.micro
+    return torch.randint(width, (count,), generator=torch.Generator().manual_seed(ROLL_SEED))
+
+
+def roll_each(images: Tensor, shifts: Tensor) -> Tensor:
+    """Image b (B, C, H, W) rolled right by shifts[b] pixels."""
+    return torch.stack([torch.roll(x, int(k), dims=-1) for x, k in zip(images, shifts,
+                                                                        strict=True)])
+
+
+class RolledSink(Sink):
+    """Hands ``inner`` each image rolled by its shift (the shifts follow the stream order)."""
+
+    def __init__(self, inner: Sink, shifts: Tensor) -> None:
+        super().__init__(inner.limit)
+        self.inner, self.shifts = inner, shifts
+
+    def _consume(self, images: Tensor) -> None:
+        self.inner.update(roll_each(images, self.shifts[self.seen:self.seen + images.shape[0]]))
+
+
 def _real_image_values(ref: Reference, cfg: EvalConfig) -> None:
     """The real-image figures of the image-subset metrics (seams_real, wrap_real, spread_real,
     ...) and their counts."""
     assert ref.images is not None
     subset = ref.images[: _seam_count(cfg)]
     _image_values(ref.values, subset, ref.metrics, ref.coords.micro, "_real", ref.counts)
+    if ref.coords.cyclic:  # spread and likeness of the reals as trained on (N11); wrap unrolled
+        rolled = roll_each(subset, real_rolls(subset.shape[0], ref.coords))
+        layout = tuple(m for m in ("spread", "likeness") if m in ref.metrics)
+        _image_values(ref.values, rolled, layout, ref.coords.micro, "_real", ref.counts)
     if "spatial" in ref.metrics:
         ref.counts["spatial"] = min(ref.images.shape[0], _spatial_count(cfg))
 
@@ -275,7 +306,7 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
             raise ValueError("the spatial metric needs the model's discriminator")
         result = spatial_accuracy(predictor, ref.coords,
                                   ref.images[: _spatial_count(cfg)].split(cfg.batch))
-        values["spatial_acc"], values["spatial_err"] = result.accuracy, result.error
+        values.update(result.values())
     real = {k: v for k, v in ref.counts.items() if k in metrics}
     return Evaluation(values=values, generated=generated, real=real)
 

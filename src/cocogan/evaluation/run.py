@@ -116,14 +116,15 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     config, model, step = load_model(file, dev)
     m, cylindrical = config.model, config.model.coords == "cylindrical"
     dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
-                            celeba_crop=config.data.celeba_crop)
+                            celeba_crop=config.data.celeba_crop, resample=config.data.resample)
     count = len(dataset)  # type: ignore[arg-type]
     if count < MIN_REAL_IMAGES:
         warnings.warn(f"{real} has only {count} image(s): figures from fewer than "
                       f"{MIN_REAL_IMAGES} real images are unreliable (FID and KID need "
                       "thousands; seams and SWD of one image may be nan)", stacklevel=2)
     fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
-                                      config.data.celeba_crop, cylindrical=cylindrical) \
+                                      config.data.celeba_crop, cylindrical=cylindrical,
+                                      resample=config.data.resample) \
         if use_cache else None
     sample = cocogan_sampler(model, raw=raw)
     notes: list[str] = [w for w in (weights_warning(extractor),) if w]
@@ -140,6 +141,7 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         "metrics": result.values, "requested": list(names),
         "n": {"generated": result.generated, "real": result.real},
         "checkpoint": str(file), "step": step, "real": real, "preset": config.name,
+        "resample": config.data.resample,
         "generator": "raw" if raw else "ema", "seed": cfg.seed, "device": str(dev),
         "feature_extractor": extractor.name if extractor is not None else None,
         "inception_weights": _describe_weights(extractor), "warnings": notes,
@@ -204,7 +206,9 @@ _ROWS: dict[str, list[tuple[str, str | None, str | None]]] = {
     "repeat": [("repeat at micro width", "repeat", "repeat_real")],
     "likeness": [("layout likeness", "likeness", "likeness_real")],
     "spatial": [("spatial accuracy", None, "spatial_acc"), ("spatial error (grid units)",
-                                                            None, "spatial_err")],
+                                                            None, "spatial_err"),
+                ("spatial row accuracy", None, "spatial_row_acc"),
+                ("spatial row error (grid units)", None, "spatial_row_err")],
 }
 
 
@@ -220,6 +224,8 @@ def format_table(evaluation: RunEvaluation) -> str:
             rows += [(f"  {_border_label(k[6:])}", k, f"{k}_real") for k in values
                      if k[:7] in ("seams_x", "seams_y") and not k.endswith("_real")]
         for label, gen_key, real_key in rows:
+            if name == "spatial" and real_key not in values:
+                continue  # the grid's pair or the cylinder's row pair
             gen = _fmt(values, gen_key)
             if name == "kid" and gen_key == "kid":
                 gen = f"{values['kid']:.5f} ± {values['kid_std']:.5f}"

@@ -7,9 +7,11 @@ module crops every real image at every discrete macro position (T(X->M)), asks t
 coordinate, and reports:
 - accuracy: fraction whose nearest discrete macro position is the true one,
 - error: mean Euclidean distance between decoded and true positions, in micro-patch grid
-  units (horizontal distance taken around the cylinder for panoramas).
+  units.
+On the cylinder the head predicts the row alone (the only coordinate L_S trains there), so both
+figures are vertical and named so: ``spatial_row_acc``, ``spatial_row_err``.
 
-Shapes: B images, M macro positions per image, C/H/W image, D coordinate dims.
+Shapes: B images, M macro positions per image, C/H/W image, S spatial head outputs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor
 
 from cocogan.coords import CoordinateSystem
 from cocogan.nn import Discriminator
+from cocogan.nn.discriminator import spatial_dim
 from cocogan.patches import crop
 from cocogan.render import evaluating
 
@@ -34,6 +37,12 @@ class SpatialResult:
     accuracy: float  # fraction of patches placed at the right discrete macro position, [0, 1]
     error: float  # mean distance of the decoded position from the truth, grid units, >= 0
     patches: int  # macro patches evaluated
+    vertical: bool = False  # cylinder: the row alone (accuracy and error of the row)
+
+    def values(self) -> dict[str, float]:
+        """The result dict's keys: spatial_acc / _err, or spatial_row_acc / _err."""
+        name = "spatial_row" if self.vertical else "spatial"
+        return {f"{name}_acc": self.accuracy, f"{name}_err": self.error}
 
 
 def discriminator_predictor(discriminator: Discriminator) -> Predictor:
@@ -68,16 +77,15 @@ def all_macro_patches(images: Tensor, coords: CoordinateSystem) -> tuple[Tensor,
 
 def position_errors(predicted: Tensor, rows: Tensor, cols: Tensor,
                     coords: CoordinateSystem) -> tuple[Tensor, Tensor]:
-    """(correct (N,) bool, distance (N,) in grid units) of predicted coordinates (N, D)."""
+    """(correct (N,) bool, distance (N,) in grid units) of head outputs (N, S); the row alone
+    on the cylinder."""
     near_rows, near_cols = coords.nearest_macro(predicted)
-    correct = (near_rows == rows) & (near_cols == cols)
     frac_rows, frac_cols = coords.decode_macro(predicted)
     d_rows = frac_rows - rows.to(frac_rows)
+    if near_cols is None or frac_cols is None:
+        return near_rows == rows, d_rows.abs()
     d_cols = frac_cols - cols.to(frac_cols)
-    if coords.cyclic:  # the shorter way around the cylinder
-        half = coords.grid_w / 2.0
-        d_cols = torch.remainder(d_cols + half, coords.grid_w) - half
-    return correct, torch.sqrt(d_rows**2 + d_cols**2)
+    return (near_rows == rows) & (near_cols == cols), torch.sqrt(d_rows**2 + d_cols**2)
 
 
 def spatial_accuracy(predict: Predictor, coords: CoordinateSystem,
@@ -92,14 +100,15 @@ def spatial_accuracy(predict: Predictor, coords: CoordinateSystem,
     correct_sum, error_sum, count = 0, 0.0, 0
     for images in batches:
         patches, rows, cols = all_macro_patches(images, coords)
-        predicted = predict(patches).float().cpu()  # (B * M, D)
-        assert predicted.shape == (patches.shape[0], coords.coord_dim), \
-            f"spatial head: got {tuple(predicted.shape)}, expected ({patches.shape[0]}, " \
-            f"{coords.coord_dim})"
+        predicted = predict(patches).float().cpu()  # (B * M, S)
+        expected = (patches.shape[0], spatial_dim(coords.coord_dim))
+        assert predicted.shape == expected, \
+            f"spatial head: got {tuple(predicted.shape)}, expected {expected}"
         correct, error = position_errors(predicted, rows, cols, coords)
         correct_sum += int(correct.sum())
         error_sum += float(error.double().sum())
         count += patches.shape[0]
     if count == 0:
         raise ValueError("the spatial metric needs at least one real image")
-    return SpatialResult(accuracy=correct_sum / count, error=error_sum / count, patches=count)
+    return SpatialResult(accuracy=correct_sum / count, error=error_sum / count, patches=count,
+                         vertical=coords.cyclic)

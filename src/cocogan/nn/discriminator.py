@@ -5,7 +5,8 @@ Residual down-blocks (the first without its leading ReLU) whose widths follow th
 but the last average-pools, so a square macro patch ends at 4x4. Then ReLU and global *sum*
 pooling to h. Outputs:
 - adversarial score: linear(h) + <linear(c_M), h> (projection of the macro coordinate),
-- spatial head: predicted macro coordinate c~_M,
+- spatial head: predicted macro coordinate c~_M; on the cylinder (D = 3) the vertical one alone,
+  the only one L_S trains (a rolled real panorama has no heading to learn),
 - content head Q: predicted latent z~.
 Both heads are linear(128) -> BN -> LeakyReLU(0.2) -> linear -> tanh on h.
 
@@ -16,10 +17,14 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cocogan.nn.layers import sn_conv, sn_linear
+
+CYLINDER_DIM = 3  # (y, cos, sin): the cylinder's macro coordinate
+_SPATIAL_LAST = "spatial.net.3."  # the spatial head's last linear layer
 
 
 def discriminator_widths(macro: int) -> list[int]:
@@ -75,8 +80,9 @@ class AuxiliaryHead(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """D(p_M, c_M) -> (score (B,), predicted coordinate (B, D), predicted z (B, Z)).
+    """D(p_M, c_M) -> (score (B,), predicted coordinate (B, S), predicted z (B, Z)).
 
+    S = D, except on the cylinder (D = 3) where the spatial head predicts y alone (S = 1).
     The content head is kept as the attribute ``content`` so that it can have its own optimiser
     (the paper's Q); everything else is trained by D's optimiser.
 
@@ -95,8 +101,10 @@ class Discriminator(nn.Module):
         self.features_dim = channels
         self.score = sn_linear(channels, 1)
         self.projection = sn_linear(coord_dim, channels, bias=False)
-        self.spatial = AuxiliaryHead(channels, aux_hidden, coord_dim)
+        self.spatial = AuxiliaryHead(channels, aux_hidden, spatial_dim(coord_dim))
         self.content = AuxiliaryHead(channels, aux_hidden, z_dim)
+        if coord_dim == CYLINDER_DIM:
+            self._register_load_state_dict_pre_hook(_legacy_cylinder_head)
 
     def features(self, patches: Tensor, *, eager: bool = False) -> Tensor:
         """h: ReLU then global sum pooling of the last feature map, (B, F).
@@ -116,3 +124,35 @@ class Discriminator(nn.Module):
     def forward(self, patches: Tensor, coords: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         h = self.features(patches)
         return self.adversarial(h, coords), self.spatial(h), self.content(h)
+
+
+def spatial_dim(coord_dim: int) -> int:
+    """Outputs of the spatial head: the coordinate, or y alone on the cylinder."""
+    return 1 if coord_dim == CYLINDER_DIM else coord_dim
+
+
+def legacy_shape(name: str, stored: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    """A stored tensor of the old 3-output cylindrical spatial head, which loads (below)."""
+    return _SPATIAL_LAST in name and expected[:1] == (1,) and stored == (CYLINDER_DIM,
+                                                                           *expected[1:])
+
+
+def _legacy_cylinder_head(state: dict, prefix: str, *args: object) -> None:
+    """Load a cylindrical D saved with a 3-output spatial head (y, cos, sin; before 2026-12b):
+    keep the y row, and keep its outputs exact. Spectral norm divides the old last layer by the
+    sigma of all three rows, the new one by the norm of the y row; scaling the batch norm before
+    the LeakyReLU (positively homogeneous) by norm / sigma makes up the difference."""
+    last = prefix + _SPATIAL_LAST
+    weight, u = last + "parametrizations.weight.original", last + "parametrizations.weight.0._u"
+    if weight not in state or state[weight].shape[0] != CYLINDER_DIM:
+        return
+    old, v = state[weight], state[last + "parametrizations.weight.0._v"]
+    sigma = state[u] @ old @ v  # what the old layer divided by in eval mode
+    row = old[:1]
+    scale = row.norm() / sigma
+    state[weight], state[last + "bias"] = row, state[last + "bias"][:1]
+    state[u] = torch.ones(1, dtype=old.dtype)
+    state[last + "parametrizations.weight.0._v"] = (row[0] / row.norm()).clone()
+    norm = prefix + "spatial.net.1."
+    state[norm + "weight"] = state[norm + "weight"] * scale
+    state[norm + "bias"] = state[norm + "bias"] * scale

@@ -8,7 +8,8 @@ Routes (``RUN`` is the index of a run given to ``cocogan serve``):
   :mod:`cocogan.serve.tiles`); ``z`` is a base64url float32 latent instead of a seed.
 - ``POST /api/runs/RUN/inspire?top=&left=``: the request body is an image (PNG, JPEG, WebP,
   GIF or BMP, resized to the run's size); the macro patch at (top, left) is read by D's content
-  and spatial heads (paper Section 3.4) and the estimated latent and position come back as JSON.
+  and spatial heads (paper Section 3.4; a panorama's column by search, `apps.inspire`) and the
+  estimated latent and position come back as JSON.
 - ``GET /api/stats``: render counters.
 
 Bad parameters get a 400 with a one-line JSON ``error``; uploads are read into memory up to a
@@ -39,7 +40,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from cocogan.apps.inspire import check_patch, content_warning, crop_patch, estimate, macro_size
+from cocogan.apps.inspire import check_patch, content_warning, crop_patch, macro_size
+from cocogan.apps.inspire import inspire as inspire_patch
 from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.config import Config
 from cocogan.data.imaging import fit_stretch, to_rgb, to_tensor
@@ -175,7 +177,8 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
             t = _float(query, "t", 0.0)
             if seed2 is None and t != 0.0:
                 raise _HTTPError(400, "t needs seed2 (interpolation from seed to seed2)")
-            latent = seed_latent(z_dim, _optional_int(query, "seed", 0), seed2, t)
+            latent = seed_latent(z_dim, _optional_int(query, "seed", 0), seed2, t,
+                                 phase=run.config.model.z_phase)
         etag = f'"{run.version}-{hashlib.sha1(repr((latent.key, box)).encode()).hexdigest()[:16]}"'
         headers = {"Cache-Control": TILE_CACHE_CONTROL, "ETag": etag}
         if request.headers.get("if-none-match") == etag:
@@ -202,15 +205,13 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         finally:
             uploads[0] -= 1
         patch = check_patch(model, crop_patch(model, image, top, left), "the picked patch")
-        z, coords = await run.renderer.run(estimate, model, patch[None])
-        rows, cols = model.coords.nearest_macro(coords.cpu())
-        est_top, est_left = model.coords.pixel_offset(rows, cols)
+        found = await run.renderer.run(inspire_patch, model, patch[None])  # panorama: searched
         # Within the bound the tile route accepts (an estimate that far out means nothing).
-        z32 = z[0].detach().float().cpu().clamp(-MAX_ABS_Z, MAX_ABS_Z).contiguous()
+        z32 = found.z[0].detach().float().cpu().clamp(-MAX_ABS_Z, MAX_ABS_Z).contiguous()
         return JSONResponse({
             "z": base64.urlsafe_b64encode(z32.numpy().tobytes()).decode().rstrip("="),
-            "top": int(est_top[0]), "left": int(est_left[0]),
-            "row": int(rows[0]), "col": int(cols[0]),
+            "top": int(found.top[0]), "left": int(found.left[0]),
+            "row": int(found.rows[0]), "col": int(found.cols[0]),
             "warning": content_warning(run.config),
         })
 

@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from cocogan.apps.interpolate import slerp
+from cocogan.apps.interpolate import latent_path
 from cocogan.apps.io import to_uint8
 from cocogan.apps.viewport import PixelBox, covering_rect
 from cocogan.coords import CoordinateSystem
@@ -125,8 +125,10 @@ class Latent:
     z: Tensor = field(compare=False)  # (Z,)
 
 
-def seed_latent(z_dim: int, seed: int, seed2: int | None = None, t: float = 0.0) -> Latent:
-    """z of ``seed`` (as every command draws it), or slerped towards ``seed2`` by ``t``."""
+def seed_latent(z_dim: int, seed: int, seed2: int | None = None, t: float = 0.0, *,
+                phase: bool = False) -> Latent:
+    """z of ``seed`` (as every command draws it), or moved towards ``seed2`` by ``t`` as
+    ``generate interpolate`` moves it (``phase``: model.z_phase, z[0] the short way round)."""
     for name, value in (("seed", seed), ("seed2", seed2)):
         if value is not None and not 0 <= value <= MAX_SEED:
             raise TileError(f"{name}={value} must be an integer in [0, {MAX_SEED}]")
@@ -135,7 +137,7 @@ def seed_latent(z_dim: int, seed: int, seed2: int | None = None, t: float = 0.0)
     if seed2 is None or t == 0.0:
         return Latent(f"s{seed}", latents([seed], z_dim)[0])
     pair = latents([seed, seed2], z_dim)
-    z = slerp(pair[0], pair[1], torch.tensor([t]))[0]
+    z = latent_path(pair[0], pair[1], torch.tensor([0.0, t, 1.0]), phase=phase)[1]
     return Latent(f"s{seed}-s{seed2}-t{t!r}", z)
 
 

@@ -33,7 +33,7 @@ from cocogan.checkpoint import (
     resumable_steps,
 )
 from cocogan.config import Config, ConfigError
-from cocogan.data import DataError, ImageFolderDataset, build_dataset
+from cocogan.data import DataError, build_dataset
 from cocogan.data.cache import CachedImages, cache_bytes
 from cocogan.model import GAN, build_model
 from cocogan.nn.baseline import up_steps
@@ -123,9 +123,8 @@ def open_dataset(config: Config, seed: int) -> Dataset[torch.Tensor]:
         raise ConfigError("no data source: pass --data (a folder or builtin:NAME)")
     dataset = build_dataset(config.data.source, model.full_height, model.full_width,
                             cylindrical=model.coords == "cylindrical",
-                            celeba_crop=config.data.celeba_crop, seed=seed)
-    if isinstance(dataset, ImageFolderDataset):
-        dataset.roll = False  # the batch stream rolls panoramas with the step RNG (exact resume)
+                            celeba_crop=config.data.celeba_crop, seed=seed,
+                            resample=config.data.resample)
     return dataset
 
 

@@ -131,6 +131,17 @@ def state_payload(state: TrainState, optimizers: NamedOptimizers, data_position:
     }
 
 
+def _keep_first_rows(optimizers: NamedOptimizers) -> None:
+    """Adam moments saved for more rows than their parameter has (a cylindrical run's spatial
+    head before it kept y alone, nn.discriminator) keep their first rows, as the weights do."""
+    for optimizer in optimizers.named().values():
+        for param, state in optimizer.state.items():
+            for name, value in state.items():
+                if isinstance(value, Tensor) and value.ndim and value.shape != param.shape \
+                        and value.shape[1:] == param.shape[1:]:
+                    state[name] = value[: param.shape[0]].clone()
+
+
 def restore_payload(payload: dict[str, Any], optimizers: NamedOptimizers, expected_step: int,
                     device: torch.device | str = "cpu", rank: int = 0, seed: int = 0
                     ) -> TrainState:
@@ -145,6 +156,7 @@ def restore_payload(payload: dict[str, Any], optimizers: NamedOptimizers, expect
             raise CheckpointError(f"state file is for step {payload['step']}, weights for "
                                   f"step {expected_step}")
         optimizers.load_state_dict(payload["optimizers"])
+        _keep_first_rows(optimizers)
         saved = payload["rng"].get("step_ranks") or [payload["rng"]["step"]]
         if rank < len(saved):
             step_rng = restore_step_generator(saved[rank], device)
