@@ -88,7 +88,11 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
 
 
 def pick_generator(model: CocoGAN, raw: bool = False) -> Generator:
-    """The EMA generator (the one to sample from), or the raw G when ``raw``."""
+    """The EMA generator (the one to sample from), or the raw G when ``raw``; or the stand-in
+    for it that :func:`cocogan.apps.backend.use_backend` installed (same call, same patches)."""
+    backend = getattr(model, "backend", None)
+    if backend is not None and backend.raw == raw:
+        return backend
     return model.generator if raw else model.generator_ema
 
 
