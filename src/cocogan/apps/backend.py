@@ -88,7 +88,7 @@ def use_backend(model: CocoGAN, name: str = DEFAULT_BACKEND, *, raw: bool = Fals
         return "torch"
     try:
         model.backend = OnnxGenerator(cached_graph(model, raw), raw)  # type: ignore[assignment]
-    except Exception as error:  # noqa: BLE001 (the exporter fails in many ways)
+    except Exception as error:  # the exporter fails in many ways
         reason = (str(error).strip().splitlines() or [""])[0][:200]
         (note or _stderr)(f"the ONNX exporter cannot take this model ({type(error).__name__}: "
                           f"{reason}); generating with --backend torch")
