@@ -214,3 +214,27 @@ def test_cli_apps_with_onnxruntime(tmp_path: Path) -> None:
             for backend in ("onnxruntime", "auto"):
                 other = tmp_path / backend / argv[0] / path.name
                 assert np.abs(read(path).astype(int) - read(other).astype(int)).max() <= 1, other
+
+
+def test_serve_renders_tiles_through_the_backend() -> None:
+    """`cocogan serve --backend onnxruntime`: the renderer's G is the graph; a tile's pixels
+    equal torch's to one grey level."""
+    import asyncio
+    import io
+
+    from PIL import Image
+
+    pytest.importorskip("starlette")
+    from cocogan.serve.app import load_runs
+    from cocogan.serve.tiles import seed_latent, tile_box
+
+    def tile(backend: str) -> np.ndarray:
+        run = load_runs(["skyline"], backend=backend)[0]
+        latent = seed_latent(run.config.model.z_dim, 5)
+        box = tile_box(run.model.coords, 0, 1, 32)
+        data = asyncio.run(run.renderer.tile(latent, box))
+        run.renderer.close()
+        assert isinstance(run.renderer.generator, OnnxGenerator) == (backend == "onnxruntime")
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+    assert np.abs(tile("torch") - tile("onnxruntime")).max() <= 1
