@@ -159,6 +159,15 @@ def render_rect(generator: Generator, coords: CoordinateSystem, z: Tensor, rect:
     return assemble(patches, rows - rect.top, cols - rect.left)
 
 
+def sample_rect(model: CocoGAN, z: Tensor, rect: GridRect, *, raw: bool = False,
+                chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """:func:`render_rect` by the generator applications sample from (:func:`pick_generator`),
+    in eval mode."""
+    generator = pick_generator(model, raw)
+    with evaluating(generator):
+        return render_rect(generator, model.coords, z, rect, chunk=chunk)
+
+
 def axis_coordinates(coords: CoordinateSystem, rect: GridRect) -> dict[str, list[float]]:
     """The normalised coordinate of each row and column of ``rect`` (for JSON sidecars).
 
