@@ -7,8 +7,8 @@ Untrained weights with the EMA batch norm recalibrated (speed does not depend on
 Every figure is a ratio or a fraction of this machine's own dense float32 matmul FLOP/s measured
 in the same run (`benchmarks.common`), so figures from different machines compare:
 
-- patches/s of one forward pass of ``--chunk`` patches (the CPU default of every command;
-  celeba64 at its real size with few patches), torch and onnxruntime interleaved, on 1 and 2
+- patches/s of one forward pass (tiny: the CPU default chunk of every command; small64 and
+  celeba64, at their real size, fewer patches), torch and onnxruntime interleaved, on 1 and 2
   threads; G's FLOPs are counted by torch.utils.flop_counter, so achieved FLOP/s over the matmul
   rate says how close each backend is to the limit;
 - a chunk sweep (tiny, one thread): whether the default chunk suits both backends;
@@ -50,7 +50,7 @@ from cocogan.serve.tiles import TileRenderer, seed_latent
 PEAK_RSS = ("import re, sys; from cocogan.cli import main; code = main(sys.argv[1:]); "
             "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]); "
             "sys.exit(code)")
-PATCHES = {"tiny": DEFAULT_CHUNK, "small64": DEFAULT_CHUNK, "celeba64": 64}
+PATCHES = {"tiny": DEFAULT_CHUNK, "small64": 256, "celeba64": 32}  # patches per timed pass
 
 
 def untrained(preset: str) -> tuple[CocoGAN, object]:
@@ -117,7 +117,7 @@ def chunk_sweep(repeats: int) -> list[dict]:
     model, _ = untrained("tiny")
     runners = backends(model, 1)
     rows = []
-    for chunk in (256, 1024, 4096):
+    for chunk in (128, 512, 2048):
         z, c = inputs(model, chunk)
         seconds = timed(runners, z, c, repeats)
         rows.append({"chunk": chunk, **{f"{k}_patches_per_s": round(chunk / s, 1)
@@ -231,7 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="tiny,small64,celeba64")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--huge", type=int, default=8192, help="generate huge side, pixels")
     parser.add_argument("--huge-threads", type=int, default=1)
     parser.add_argument("--tiles", type=int, default=9, help="cold tiles timed per backend")
