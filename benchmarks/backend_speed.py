@@ -50,6 +50,7 @@ from cocogan.serve.tiles import TileRenderer, seed_latent
 PEAK_RSS = ("import re, sys; from cocogan.cli import main; code = main(sys.argv[1:]); "
             "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]); "
             "sys.exit(code)")
+MATMUL = 1024  # side of the fp32 matmul timed beside each pass (2 GFLOP)
 PATCHES = {"tiny": DEFAULT_CHUNK, "small64": 256, "celeba64": 32}  # patches per timed pass
 
 
@@ -98,16 +99,19 @@ def backends(model: CocoGAN, threads: int) -> dict[str, Callable]:
     return {"torch": torch_g, "onnxruntime": graph}
 
 
-def patch_rates(preset: str, threads: int, repeats: int, matmul: float) -> dict:
+def patch_rates(preset: str, threads: int, repeats: int) -> dict:
     model, _ = untrained(preset)
     count = PATCHES[preset]
     z, c = inputs(model, count)
     flops = count_flops(lambda: model.generator_ema(z, c)) / count  # per patch
     runners = backends(model, threads)
+    a, b = torch.randn(MATMUL, MATMUL), torch.randn(MATMUL, MATMUL)
+    runners["matmul"] = lambda _z, _c: a @ b  # interleaved too: the rate under the same load
     seconds = timed(runners, z, c, repeats)
+    matmul = 2 * MATMUL**3 / seconds.pop("matmul")
     rate = {k: count / s for k, s in seconds.items()}
     return {"preset": preset, "threads": threads, "patches": count,
-            "gflop_per_patch": round(flops / 1e9, 5),
+            "gflop_per_patch": round(flops / 1e9, 5), "matmul_gflops": round(matmul / 1e9, 2),
             **{f"{k}_patches_per_s": round(v, 1) for k, v in rate.items()},
             "onnxruntime_over_torch": round(rate["onnxruntime"] / rate["torch"], 3),
             **{f"{k}_of_matmul": round(v * flops / matmul, 3) for k, v in rate.items()}}
@@ -251,7 +255,7 @@ def main() -> None:
             report["matmul_gflops"][threads] = round(matmul / 1e9, 2)
             show("matmul_gflops", {threads: report["matmul_gflops"][threads]})
             for preset in args.presets.split(","):
-                report["patches"].append(patch_rates(preset, threads, args.repeats, matmul))
+                report["patches"].append(patch_rates(preset, threads, args.repeats))
                 show("patches", report["patches"][-1])
         torch.set_num_threads(1)
         report["chunk_sweep"] = chunk_sweep(args.repeats)
