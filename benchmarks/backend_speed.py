@@ -1,7 +1,7 @@
 """torch against onnxruntime as the generation backend (``--backend``), side by side in one run.
 
     python -m benchmarks.backend_speed --json /tmp/backend-speed.json   # everything (~15 min)
-    python -m benchmarks.backend_speed --presets tiny --huge 1024 --skip-serve   # a quick look
+    python -m benchmarks.backend_speed --parts huge --huge 1024      # one part
 
 Untrained weights with the EMA batch norm recalibrated (speed does not depend on training).
 Every figure is a ratio or a fraction of this machine's own dense float32 matmul FLOP/s measured
@@ -165,20 +165,21 @@ def profiles(preset: str, top: int = 6) -> dict:
             "onnxruntime": [[k, round(v, 3)] for k, v in ort_ops]}
 
 
-def huge(size: int, folder: Path, threads: int) -> dict:
+def huge(size: int, folder: Path, threads: int, chunk: int | None = None) -> dict:
     """`generate huge` per backend in its own process: wall seconds and peak RSS."""
     model, config = untrained("tiny")
     run = folder / "run"
     save_model(run / "checkpoints" / "step-00000000.safetensors", config, model, 0)
     start = time.perf_counter()
     cached_graph(model)  # the one-off export, outside the timed runs
-    row: dict = {"size": size, "threads": threads,
+    row: dict = {"size": size, "threads": threads, "chunk": chunk or "default",
                  "export_seconds": round(time.perf_counter() - start, 1)}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), CACHE_ENV: os.environ[CACHE_ENV]}
     for backend in ("torch", "onnxruntime"):
         argv = [sys.executable, "-c", PEAK_RSS, "generate", "huge", "--run", str(run),
                 "--size", str(size), "--backend", backend, "--no-progress", "--force",
-                "--output", str(folder / f"{backend}.tif")]
+                "--output", str(folder / f"{backend}.tif"),
+                *(["--chunk", str(chunk)] if chunk else [])]
         start = time.perf_counter()
         done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         row[f"{backend}_seconds"] = round(time.perf_counter() - start, 1)
@@ -239,7 +240,10 @@ def main() -> None:
     parser.add_argument("--huge", type=int, default=8192, help="generate huge side, pixels")
     parser.add_argument("--huge-threads", type=int, default=1)
     parser.add_argument("--tiles", type=int, default=9, help="cold tiles timed per backend")
-    parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--huge-chunk", type=int, default=None,
+                        help="--chunk of generate huge (default: each backend's default)")
+    parser.add_argument("--parts", default="patches,sweep,profile,huge,serve",
+                        help="what to measure (comma-separated)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="backend-speed-") as folder:
@@ -249,7 +253,8 @@ def main() -> None:
         def show(key: str, value: object) -> None:
             print(json.dumps({key: value}), flush=True)
 
-        for threads in (int(t) for t in args.threads.split(",")):
+        parts = set(args.parts.split(","))
+        for threads in (int(t) for t in args.threads.split(",") if "patches" in parts):
             torch.set_num_threads(threads)
             matmul = matmul_flops_per_second(torch.device("cpu"))
             report["matmul_gflops"][threads] = round(matmul / 1e9, 2)
@@ -258,16 +263,15 @@ def main() -> None:
                 report["patches"].append(patch_rates(preset, threads, args.repeats))
                 show("patches", report["patches"][-1])
         torch.set_num_threads(1)
-        report["chunk_sweep"] = chunk_sweep(args.repeats)
-        show("chunk_sweep", report["chunk_sweep"])
-        report["profile"] = [profiles(p) for p in ("tiny", "small64")]
-        show("profile", report["profile"])
-        if args.huge:
-            report["huge"] = huge(args.huge, Path(folder), args.huge_threads)
-            show("huge", report["huge"])
-        if not args.skip_serve:
-            report["serve"] = serve_latency(args.tiles)
-            show("serve", report["serve"])
+        measures = {"sweep": lambda: chunk_sweep(args.repeats),
+                    "profile": lambda: [profiles(p) for p in ("tiny", "small64")],
+                    "huge": lambda: huge(args.huge, Path(folder), args.huge_threads,
+                                         args.huge_chunk),
+                    "serve": lambda: serve_latency(args.tiles)}
+        for name, measure in measures.items():
+            if name in parts:
+                report[name] = measure()
+                show(name, report[name])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

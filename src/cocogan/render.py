@@ -31,11 +31,15 @@ from cocogan.patches import assemble
 
 DEFAULT_CHUNK = 1024  # micro patches per forward pass: fast on CPU, a few hundred MB on GPU
 GPU_CHUNK = 4096  # on a GPU a pass must be large to outweigh its ~100 kernel launches
+ONNX_CHUNK = 2048  # onnxruntime gains with the pass (benchmarks/backend_speed.py), torch does not
 
 
-def default_chunk(device: torch.device | str) -> int:
-    """Micro patches per forward pass for ``--chunk`` when not given: larger on a GPU."""
-    return GPU_CHUNK if torch.device(device).type == "cuda" else DEFAULT_CHUNK
+def default_chunk(device: torch.device | str, backend: str = "torch") -> int:
+    """Micro patches per forward pass for ``--chunk`` when not given: larger on a GPU and with
+    the onnxruntime backend."""
+    if torch.device(device).type == "cuda":
+        return GPU_CHUNK
+    return ONNX_CHUNK if backend == "onnxruntime" else DEFAULT_CHUNK
 
 
 @dataclass(frozen=True)
