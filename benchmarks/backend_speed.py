@@ -11,7 +11,8 @@ in the same run (`benchmarks.common`), so figures from different machines compar
   celeba64, at their real size, fewer patches), torch and onnxruntime interleaved, on 1 and 2
   threads; G's FLOPs are counted by torch.utils.flop_counter, so achieved FLOP/s over the matmul
   rate says how close each backend is to the limit;
-- a chunk sweep (tiny, one thread): whether the default chunk suits both backends;
+- a chunk sweep (tiny, one thread, every chunk and backend interleaved): whether the default
+  chunk suits both backends;
 - a per-op profile of one forward (torch.profiler, onnxruntime's own profiler): where the time
   goes, in shares of the forward;
 - ``cocogan generate huge --size N`` (default 8192) as a subprocess per backend: wall seconds and
@@ -68,11 +69,11 @@ def inputs(model: CocoGAN, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(count, model.config.z_dim) * 2 - 1, model.coords.micro_coords(rows, cols)
 
 
-def median_seconds(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def median_seconds(calls: dict, repeats: int) -> dict:
     """Median wall seconds of each call, interleaved: a shared machine's load hits all alike."""
     for fn in calls.values():
         fn()  # warm-up
-    seconds: dict[str, list[float]] = defaultdict(list)
+    seconds: dict = defaultdict(list)
     for _ in range(repeats):
         for key, fn in calls.items():
             start = time.perf_counter()
@@ -118,15 +119,16 @@ def patch_rates(preset: str, threads: int, repeats: int) -> dict:
 
 
 def chunk_sweep(repeats: int) -> list[dict]:
+    """patches/s of tiny per chunk and backend, all of them interleaved (one thread)."""
     model, _ = untrained("tiny")
     runners = backends(model, 1)
-    rows = []
-    for chunk in (128, 512, 2048):
-        z, c = inputs(model, chunk)
-        seconds = timed(runners, z, c, repeats)
-        rows.append({"chunk": chunk, **{f"{k}_patches_per_s": round(chunk / s, 1)
-                                        for k, s in seconds.items()}})
-    return rows
+    chunks = (128, 512, 1024, 2048)
+    feeds = {chunk: inputs(model, chunk) for chunk in chunks}
+    calls = {(chunk, k): (lambda f=f, zc=feeds[chunk]: f(*zc))
+             for chunk in chunks for k, f in runners.items()}
+    seconds = median_seconds(calls, repeats)  # type: ignore[arg-type]
+    return [{"chunk": chunk, **{f"{k}_patches_per_s": round(chunk / seconds[chunk, k], 1)
+                                for k in runners}} for chunk in chunks]
 
 
 def profiles(preset: str, top: int = 6) -> dict:

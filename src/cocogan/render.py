@@ -31,7 +31,7 @@ from cocogan.patches import assemble
 
 DEFAULT_CHUNK = 1024  # micro patches per forward pass: fast on CPU, a few hundred MB on GPU
 GPU_CHUNK = 4096  # on a GPU a pass must be large to outweigh its ~100 kernel launches
-ONNX_CHUNK = 2048  # onnxruntime gains with the pass (benchmarks/backend_speed.py), torch does not
+ONNX_CHUNK = 128  # onnxruntime is fastest with small passes (benchmarks/backend_speed.py sweep)
 
 
 def default_chunk(device: torch.device | str, backend: str = "torch") -> int:
