@@ -115,8 +115,9 @@ def model_card(config: Config, coords: CoordinateSystem, step: int, source: Path
 
 
 # ---- the generator as a plain module ---------------------------------------------------------
-def plain_generator(model: CocoGAN) -> Generator:
-    """A CPU copy of the EMA generator with its eval-mode weights baked in, in eval mode.
+def plain_generator(model: CocoGAN, *, raw: bool = False) -> Generator:
+    """A CPU copy of the EMA (or ``raw``) generator with its eval-mode weights baked in, in eval
+    mode.
 
     Each spectrally normalised weight is read through its parametrization in eval mode (what
     the eval-mode forward uses: no power iteration), so the copy computes the same function
@@ -124,7 +125,7 @@ def plain_generator(model: CocoGAN) -> Generator:
     removing a parametrization from a deep copy would also remove it from the original, whose
     parametrized class the copy shares.
     """
-    source = model.generator_ema
+    source = model.generator if raw else model.generator_ema
     with evaluating(source), torch.no_grad():
         state = {k: v.detach().cpu().clone() for k, v in source.state_dict().items()
                  if ".parametrizations." not in f".{k}"}

@@ -31,11 +31,15 @@ from cocogan.patches import assemble
 
 DEFAULT_CHUNK = 1024  # micro patches per forward pass: fast on CPU, a few hundred MB on GPU
 GPU_CHUNK = 4096  # on a GPU a pass must be large to outweigh its ~100 kernel launches
+ONNX_CHUNK = 128  # onnxruntime is fastest with small passes (benchmarks/backend_speed.py sweep)
 
 
-def default_chunk(device: torch.device | str) -> int:
-    """Micro patches per forward pass for ``--chunk`` when not given: larger on a GPU."""
-    return GPU_CHUNK if torch.device(device).type == "cuda" else DEFAULT_CHUNK
+def default_chunk(device: torch.device | str, backend: str = "torch") -> int:
+    """Micro patches per forward pass for ``--chunk`` when not given: larger on a GPU and with
+    the onnxruntime backend."""
+    if torch.device(device).type == "cuda":
+        return GPU_CHUNK
+    return ONNX_CHUNK if backend == "onnxruntime" else DEFAULT_CHUNK
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,11 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
 
 
 def pick_generator(model: CocoGAN, raw: bool = False) -> Generator:
-    """The EMA generator (the one to sample from), or the raw G when ``raw``."""
+    """The EMA generator (the one to sample from), or the raw G when ``raw``; or the stand-in
+    for it that :func:`cocogan.apps.backend.use_backend` installed (same call, same patches)."""
+    backend = getattr(model, "backend", None)
+    if backend is not None and backend.raw == raw:
+        return backend
     return model.generator if raw else model.generator_ema
 
 
@@ -153,6 +161,15 @@ def render_rect(generator: Generator, coords: CoordinateSystem, z: Tensor, rect:
     rows, cols = rect.positions()
     patches = render_patches(generator, coords, z, rows, cols, chunk=chunk)  # (B, P, 3, m, m)
     return assemble(patches, rows - rect.top, cols - rect.left)
+
+
+def sample_rect(model: CocoGAN, z: Tensor, rect: GridRect, *, raw: bool = False,
+                chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """:func:`render_rect` by the generator applications sample from (:func:`pick_generator`),
+    in eval mode."""
+    generator = pick_generator(model, raw)
+    with evaluating(generator):
+        return render_rect(generator, model.coords, z, rect, chunk=chunk)
 
 
 def axis_coordinates(coords: CoordinateSystem, rect: GridRect) -> dict[str, list[float]]:

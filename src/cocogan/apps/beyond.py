@@ -17,7 +17,7 @@ from torch import Tensor
 
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
-from cocogan.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
+from cocogan.render import DEFAULT_CHUNK, GridRect, sample_rect
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,4 @@ def beyond(model: CocoGAN, z: Tensor, extension: Extension, *, raw: bool = False
     The trained image is the sub-rectangle starting ``extension.top`` patches down and
     ``extension.left`` patches right (identical to ``full_images`` there).
     """
-    rect = extended_rect(model.coords, extension)
-    generator = pick_generator(model, raw)
-    with evaluating(generator):
-        return render_rect(generator, model.coords, z, rect, chunk=chunk)
+    return sample_rect(model, z, extended_rect(model.coords, extension), raw=raw, chunk=chunk)

@@ -12,13 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from cocogan.model import CocoGAN
-from cocogan.render import (
-    DEFAULT_CHUNK,
-    evaluating,
-    pick_generator,
-    render_rect,
-    trained_rect,
-)
+from cocogan.render import DEFAULT_CHUNK, sample_rect, trained_rect
 
 
 def images_per_pass(model: CocoGAN, chunk: int = DEFAULT_CHUNK) -> int:
@@ -40,6 +34,4 @@ def full_images(model: CocoGAN, z: Tensor, *, raw: bool = False,
     Returns:
         (B, 3, H, W) in [-1, 1].
     """
-    generator = pick_generator(model, raw)
-    with evaluating(generator):
-        return render_rect(generator, model.coords, z, trained_rect(model.coords), chunk=chunk)
+    return sample_rect(model, z, trained_rect(model.coords), raw=raw, chunk=chunk)

@@ -44,7 +44,6 @@ from cocogan.apps.io import to_uint8
 from cocogan.budget import TIFF_INDEX_BYTES, Budget, image_bytes, render_bytes
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
-from cocogan.nn import Generator
 from cocogan.outputs import atomic_write
 from cocogan.render import (
     DEFAULT_CHUNK,
@@ -52,7 +51,7 @@ from cocogan.render import (
     evaluating,
     pick_generator,
     render_patches,
-    render_rect,
+    sample_rect,
 )
 
 DEFAULT_TILE = 256  # pixels; TIFF tiles must be multiples of 16
@@ -149,23 +148,17 @@ def patch_seconds(model: CocoGAN, chunk: int = DEFAULT_CHUNK, *, raw: bool = Fal
     return (time.perf_counter() - start) / count
 
 
-def _tile_pixels(generator: Generator, coords: CoordinateSystem, z: Tensor, rect: GridRect,
-                 chunk: int) -> np.ndarray:
-    return to_uint8(render_rect(generator, coords, z, rect, chunk=chunk)[0])  # (h, w, 3)
-
-
 def iter_tiles(model: CocoGAN, z: Tensor, plan: HugePlan, *, raw: bool = False,
                chunk: int = DEFAULT_CHUNK, bar: tqdm | None = None) -> Iterator[np.ndarray]:
     """Tiles (h, w, 3) uint8 in row-major order; edge tiles are partial. ``z`` is (1, Z)."""
-    generator = pick_generator(model, raw)
     tile_rows, tile_cols = plan.tiles
-    with evaluating(generator):
-        for row in range(tile_rows):
-            for col in range(tile_cols):
-                pixels = _tile_pixels(generator, model.coords, z, plan.tile_rect(row, col), chunk)
-                if bar is not None:
-                    bar.update(1)
-                yield pixels
+    for row in range(tile_rows):
+        for col in range(tile_cols):
+            rect = plan.tile_rect(row, col)
+            pixels = to_uint8(sample_rect(model, z, rect, raw=raw, chunk=chunk)[0])  # (h, w, 3)
+            if bar is not None:
+                bar.update(1)
+            yield pixels
 
 
 def iter_bands(model: CocoGAN, z: Tensor, plan: HugePlan, *, raw: bool = False,
@@ -173,14 +166,8 @@ def iter_bands(model: CocoGAN, z: Tensor, plan: HugePlan, *, raw: bool = False,
     """Full-width bands (h, W, 3) uint8 of ``plan.tile`` rows, top to bottom."""
     tiles = iter_tiles(model, z, plan, raw=raw, chunk=chunk, bar=bar)
     tile_rows, tile_cols = plan.tiles
-    for row in range(tile_rows):
-        height = min(plan.tile, plan.height - row * plan.tile)
-        band = np.empty((height, plan.width, 3), dtype=np.uint8)
-        for col in range(tile_cols):
-            left = col * plan.tile
-            piece = next(tiles)
-            band[:, left:left + piece.shape[1]] = piece
-        yield band
+    for _ in range(tile_rows):  # at most two bands at once (its tiles, then the band)
+        yield np.concatenate([next(tiles) for _ in range(tile_cols)], axis=1)
 
 
 def write_huge(model: CocoGAN, z: Tensor, path: str | Path, plan: HugePlan, *,

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
-from cocogan.render import DEFAULT_CHUNK, GridRect, evaluating, pick_generator, render_rect
+from cocogan.render import DEFAULT_CHUNK, GridRect, sample_rect
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,7 @@ def viewport(model: CocoGAN, z: Tensor, box: PixelBox, *, raw: bool = False,
     Returns (B, 3, box.height, box.width).
     """
     rect = covering_rect(model.coords, box)
-    generator = pick_generator(model, raw)
-    with evaluating(generator):
-        region = render_rect(generator, model.coords, z, rect, chunk=chunk)
+    region = sample_rect(model, z, rect, raw=raw, chunk=chunk)
     top = box.top - rect.top * model.coords.micro
     left = box.left - rect.left * model.coords.micro
     return region[:, :, top:top + box.height, left:left + box.width]

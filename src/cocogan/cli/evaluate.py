@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cocogan.cli.generate import add_backend_flag
 from cocogan.evaluation.settings import EvalConfig
 from cocogan.metrics import FID_WEIGHTS_NAME, METRICS, WEIGHTS_ENV
 
@@ -40,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                              f"{FID_WEIGHTS_NAME} in the torch hub cache")
     parser.add_argument("--raw", action="store_true",
                         help="sample the raw generator instead of its EMA")
+    add_backend_flag(parser)
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                         help="seed of the latents and of SWD's random neighbourhoods")
     parser.add_argument("--no-cache", action="store_true",
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_run(args.run, args.real, args.metrics, checkpoint=args.checkpoint,
                               cfg=cfg, device=args.device,
                               inception_weights=args.inception_weights, raw=args.raw,
-                              use_cache=not args.no_cache, report=_note)
+                              use_cache=not args.no_cache, report=_note,
+                              backend=args.backend)
     record = result.record
     print(f"checkpoint {record['checkpoint']} (step {record['step']}, {record['generator']} "
           f"generator) vs {record['real']}")

@@ -1,10 +1,12 @@
 """`cocogan generate <app>`: the applications of :mod:`cocogan.apps` from the command line.
 
-Every app loads a run directory (newest checkpoint) or a checkpoint file, samples from the EMA
-generator in eval mode (``--raw`` for the raw one), and writes PNG/GIF files, each with a JSON
-sidecar naming the checkpoint, step, seed and coordinates. Output goes to ``--out`` (default
-``RUN/generated/<app>``; ``./generated/NAME/<app>`` for a shipped model). The app names and
-help lines come from ``cocogan.apps.APPLICATIONS``.
+One runner: every app loads a run directory (newest checkpoint), a checkpoint file or a shipped
+model, samples from the EMA generator in eval mode (``--raw`` for the raw one) through
+``--backend``, and writes PNG/GIF files, each with a JSON sidecar naming the checkpoint, step,
+seed and coordinates, to ``--out`` (default ``RUN/generated/<app>``; ``./generated/NAME/<app>``
+for a shipped model), claimed by the write rule before any work. Each app adds only its own
+flags (an ``_add_*`` function) and its own work (a ``_run_*`` function, returning the files it
+wrote). The app names and help lines come from ``cocogan.apps.APPLICATIONS``.
 """
 
 from __future__ import annotations
@@ -15,22 +17,25 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from cocogan.apps import APPLICATIONS, DEFAULT_CHUNK
+from cocogan.apps.backend import BACKENDS, DEFAULT_BACKEND
 from cocogan.apps.io import Provenance, parse_numbers, parse_seeds
 from cocogan.budget import Budget, image_bytes, render_bytes
 from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.outputs import claim_file, claim_folder
-from cocogan.render import GPU_CHUNK, default_chunk
+from cocogan.render import GPU_CHUNK, ONNX_CHUNK, axis_coordinates, default_chunk, trained_rect
 
 
 @dataclass
 class Context:
     """What every app needs: the loaded run, where to write, and how to sample."""
 
+    app: str
     config: Config
     model: CocoGAN
     provenance: Provenance
@@ -56,6 +61,25 @@ class Context:
                 raise
             _note(f"{error} (--force: going on)")
 
+    def fits(self, what: str, count: int, height: int, width: int,
+             rendered: int | None = None) -> None:
+        """The budget of ``count`` images of height x width, ``rendered`` (default all) at once."""
+        self.check_budget(Budget(f"{self.app}, {what}", render_bytes(
+            count if rendered is None else rendered, height, width),
+            image_bytes(count, height, width)))
+
+    def write(self, name: str, image: Any, **fields: Any) -> Path:
+        """``image`` as OUT/NAME (PNG) with its sidecar."""
+        from cocogan.apps.io import save_png, write_sidecar
+
+        path = save_png(self.out / name, image)
+        write_sidecar(path, self.provenance, app=self.app, **fields)
+        return path
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.config.model.full_height, self.config.model.full_width
+
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser = sub.add_parser(
@@ -76,37 +100,49 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     common.add_argument("--raw", action="store_true",
                         help="sample from the raw generator instead of its EMA")
     common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_backend_flag(common)
     common.add_argument("--chunk", type=int, default=None,
                         help=f"micro patches per forward pass (default {DEFAULT_CHUNK} on a CPU, "
-                        f"{GPU_CHUNK} on a GPU); lower "
+                        f"{ONNX_CHUNK} with --backend onnxruntime, {GPU_CHUNK} on a GPU); lower "
                         "it if memory runs out")
     common.add_argument("--force", action="store_true",
                         help="run even when the up-front estimate says memory or disk will not "
                         "suffice")
     for app, help_line in APPLICATIONS.items():
-        app_parser = apps.add_parser(app, parents=[common], help=help_line,
-                                     description=help_line)
-        _ADDERS[app](app_parser)
+        _app(app, "add")(apps.add_parser(app, parents=[common], help=help_line,
+                                         description=help_line))
+
+
+def add_backend_flag(parser: argparse.ArgumentParser) -> None:
+    """``--backend``, shared by every command that samples a trained generator."""
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                        help=f"what runs G (default {DEFAULT_BACKEND}: bit-exact images); "
+                        "onnxruntime: its exported graph, ~2x faster on a CPU, equal to 1e-4 "
+                        "(pip install 'cocogan[export]'); auto: onnxruntime on a CPU where it "
+                        "is installed")
 
 
 def run(args: argparse.Namespace) -> int:
+    from cocogan.apps.backend import use_backend
     from cocogan.checkpoint import load_model, resolve_checkpoint
     from cocogan.training.device import select_device
 
+    if args.chunk is not None and args.chunk < 1:
+        raise ValueError(f"--chunk must be >= 1 micro patch per forward pass, got {args.chunk}")
     device = select_device(args.device)
     checkpoint = resolve_checkpoint(args.run)
     config, model, step = load_model(checkpoint, device)
     ctx = Context(
-        config=config, model=model, out=args.out or default_out(args.run, checkpoint, args.app),
+        app=args.app, config=config, model=model,
+        out=args.out or default_out(args.run, checkpoint, args.app),
         provenance=Provenance(str(checkpoint.resolve()), step, config.name,
                               "raw" if args.raw else "ema"),
-        raw=args.raw, chunk=default_chunk(device) if args.chunk is None else args.chunk,
-        force=args.force)
-    if ctx.chunk < 1:
-        raise ValueError(f"--chunk must be >= 1 micro patch per forward pass, got {ctx.chunk}")
+        raw=args.raw, chunk=args.chunk or 0, force=args.force)
     if getattr(args, "output", None) is None:
         claim_folder(ctx.out, "--out")  # the write rule (cocogan.outputs), before any work
-    written = _RUNNERS[args.app](args, ctx)
+    backend = use_backend(model, args.backend, raw=args.raw, note=_note)
+    ctx.chunk = ctx.chunk or default_chunk(device, backend)
+    written = _app(args.app, "run")(args, ctx)
     folders = sorted({str(p.parent) for p in written})
     print(f"cocogan generate {args.app}: wrote {len(written)} file(s) to {', '.join(folders)}"
           + (f" (e.g. {written[0].name})" if written else ""))
@@ -127,55 +163,51 @@ def default_out(run: str, checkpoint: Path, app: str) -> Path:
     return base / "generated" / app
 
 
+def _app(name: str, part: str) -> Callable:
+    """``_add_NAME`` (its own flags) or ``_run_NAME`` (its work; returns the files written)."""
+    return globals()[f"_{part}_{name}"]
+
+
 def _note(message: str) -> None:
     print(f"cocogan generate: {message}", file=sys.stderr)
 
 
-def _warn(app: str, message: str) -> None:
-    print(f"cocogan generate {app}: warning: {message}", file=sys.stderr)
+def _seeds_flag(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--seeds", default=default, help=f"seeds, e.g. 0-15,20 (default {default})")
 
 
 # ---- full ------------------------------------------------------------------------------------
 def _add_full(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-15,20 (default 0-7)")
+    _seeds_flag(parser, "0-7")
     parser.add_argument("--grid", action="store_true", help="also write all images as grid.png")
     parser.add_argument("--grid-cols", type=int, default=None, help="grid columns (default ~sqrt)")
 
 
 def _run_full(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import full_images, images_per_pass
-    from cocogan.apps.io import image_grid, save_png, write_sidecar
-    from cocogan.render import axis_coordinates, trained_rect
+    from cocogan.apps.io import image_grid
 
     seeds, z = ctx.seeds(args.seeds)
-    images = []
     per_pass = images_per_pass(ctx.model, ctx.chunk)
-    height, width = ctx.config.model.full_height, ctx.config.model.full_width
     kept = len(seeds) if args.grid else 0  # --grid keeps every image for the grid
-    ctx.check_budget(Budget(f"full, {len(seeds)} image(s) of {height}x{width}",
-                            render_bytes(per_pass, height, width)
-                            + render_bytes(kept, height, width),
-                            image_bytes(len(seeds) + kept, height, width)))
+    ctx.fits(f"{len(seeds)} image(s) of {ctx.size[0]}x{ctx.size[1]}", len(seeds) + kept,
+             *ctx.size, rendered=per_pass + kept)
     coordinates = axis_coordinates(ctx.model.coords, trained_rect(ctx.model.coords))
-    written = []
+    written, images = [], []
     for start in range(0, len(seeds), per_pass):  # bounded memory for long seed lists
         batch = full_images(ctx.model, z[start:start + per_pass], raw=ctx.raw, chunk=ctx.chunk)
-        for seed, image in zip(seeds[start:start + per_pass], batch, strict=True):
-            path = save_png(ctx.out / f"seed{seed:04d}.png", image)
-            write_sidecar(path, ctx.provenance, app="full", seed=seed, coordinates=coordinates)
-            written.append(path)
-        if args.grid:
-            images.append(batch.cpu())
+        written += [ctx.write(f"seed{seed:04d}.png", image, seed=seed, coordinates=coordinates)
+                    for seed, image in zip(seeds[start:start + per_pass], batch, strict=True)]
+        images += [batch.cpu()] if args.grid else []
     if args.grid:
-        path = save_png(ctx.out / "grid.png", image_grid(torch.cat(images), args.grid_cols))
-        write_sidecar(path, ctx.provenance, app="full", seeds=seeds, coordinates=coordinates)
-        written.append(path)
+        written.append(ctx.write("grid.png", image_grid(torch.cat(images), args.grid_cols),
+                                 seeds=seeds, coordinates=coordinates))
     return written
 
 
 # ---- viewport --------------------------------------------------------------------------------
 def _add_viewport(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", default="0", help="seeds, e.g. 0-3 (default 0)")
+    _seeds_flag(parser, "0")
     parser.add_argument("--box", help="Cartesian runs: pixel box TOP,LEFT,HEIGHT,WIDTH")
     parser.add_argument("--angles", help="cylindrical runs: START,END in degrees (0 = left "
                         "edge; END < START crosses the seam)")
@@ -184,9 +216,7 @@ def _add_viewport(parser: argparse.ArgumentParser) -> None:
 
 def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import cartesian_box, cylindrical_box, viewport
-    from cocogan.apps.io import save_png, write_sidecar
     from cocogan.apps.viewport import covering_rect
-    from cocogan.render import axis_coordinates
 
     coords = ctx.model.coords
     if coords.cyclic:
@@ -202,27 +232,19 @@ def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
                              "(pixels), not --angles/--rows")
         box = cartesian_box(coords, *parse_numbers(args.box, "--box", (4,)))
     seeds, z = ctx.seeds(args.seeds)
-    ctx.check_budget(Budget(f"viewport, {len(seeds)} view(s) of {box.height}x{box.width}",
-                            render_bytes(len(seeds), box.height, box.width),
-                            image_bytes(len(seeds), box.height, box.width)))
+    ctx.fits(f"{len(seeds)} view(s) of {box.height}x{box.width}", len(seeds), box.height,
+             box.width)
     views = viewport(ctx.model, z, box, raw=ctx.raw, chunk=ctx.chunk)
     rect = covering_rect(coords, box)
-    written = []
-    for seed, view in zip(seeds, views, strict=True):
-        path = save_png(ctx.out / f"viewport-seed{seed:04d}.png", view)
-        write_sidecar(path, ctx.provenance, app="viewport", seed=seed,
-                      box={"top": box.top, "left": box.left, "height": box.height,
-                           "width": box.width},
-                      patches_computed=rect.count,
-                      patches_full_image=coords.grid_h * coords.grid_w,
+    return [ctx.write(f"viewport-seed{seed:04d}.png", view, seed=seed, box=vars(box),
+                      patches_computed=rect.count, patches_full_image=coords.grid_h * coords.grid_w,
                       coordinates=axis_coordinates(coords, rect))
-        written.append(path)
-    return written
+            for seed, view in zip(seeds, views, strict=True)]
 
 
 # ---- panorama --------------------------------------------------------------------------------
 def _add_panorama(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", default="0-3", help="seeds (default 0-3)")
+    _seeds_flag(parser, "0-3")
     parser.add_argument("--start", type=float, default=0.0, help="view start angle, degrees")
     parser.add_argument("--degrees", type=float, default=720.0,
                         help="view width in degrees (default 720: pasted twice)")
@@ -230,30 +252,25 @@ def _add_panorama(parser: argparse.ArgumentParser) -> None:
 
 def _run_panorama(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import panoramas, wrap_view
-    from cocogan.apps.io import save_png, write_sidecar
-    from cocogan.render import axis_coordinates, trained_rect
 
     seeds, z = ctx.seeds(args.seeds)
     if not (math.isfinite(args.degrees) and math.isfinite(args.start)) or args.degrees <= 0:
         raise ValueError(f"--start and --degrees must be finite and --degrees positive, got "
                          f"{args.start:g}, {args.degrees:g}")
-    height, width = ctx.config.model.full_height, ctx.config.model.full_width
+    height, width = ctx.size
     view = max(1, round(args.degrees / 360.0 * width))
-    ctx.check_budget(Budget(f"panorama, {len(seeds)} view(s) of {height}x{view}",
-                            render_bytes(len(seeds), height, width + view),
-                            image_bytes(len(seeds), height, width + view)))
+    ctx.fits(f"{len(seeds)} view(s) of {height}x{view}", len(seeds), height, width + view)
     full = panoramas(ctx.model, z, raw=ctx.raw, chunk=ctx.chunk)
     views = wrap_view(full, args.start, args.degrees)
     coordinates = axis_coordinates(ctx.model.coords, trained_rect(ctx.model.coords))
     written = []
     for seed, image, view in zip(seeds, full, views, strict=True):
-        path = save_png(ctx.out / f"panorama-seed{seed:04d}.png", image)
-        write_sidecar(path, ctx.provenance, app="panorama", seed=seed, degrees=[0, 360],
-                      coordinates=coordinates)
-        view_path = save_png(ctx.out / f"panorama-seed{seed:04d}-{args.degrees:g}deg.png", view)
-        write_sidecar(view_path, ctx.provenance, app="panorama", seed=seed,
-                      degrees=[args.start, args.start + args.degrees], coordinates=coordinates)
-        written += [path, view_path]
+        stem = f"panorama-seed{seed:04d}"
+        written += [ctx.write(f"{stem}.png", image, seed=seed, degrees=[0, 360],
+                              coordinates=coordinates),
+                    ctx.write(f"{stem}-{args.degrees:g}deg.png", view, seed=seed,
+                              degrees=[args.start, args.start + args.degrees],
+                              coordinates=coordinates)]
     return written
 
 
@@ -276,7 +293,7 @@ def _add_interpolate(parser: argparse.ArgumentParser) -> None:
 def _run_interpolate(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import full_interpolation, micro_interpolation, spatial_interpolation
     from cocogan.apps.interpolate import spatial_path
-    from cocogan.apps.io import image_grid, save_gif, save_png, write_sidecar
+    from cocogan.apps.io import image_grid, save_gif
 
     wanted = 1 if args.mode == "spatial" else 2
     seeds, z = ctx.seeds(args.seeds or ("0" if wanted == 1 else "0,1"))
@@ -287,10 +304,7 @@ def _run_interpolate(args: argparse.Namespace, ctx: Context) -> list[Path]:
         raise ValueError(f"--frames must be >= 2 (start and end), got {args.frames}")
     if not math.isfinite(args.fps) or args.fps <= 0:
         raise ValueError(f"--fps must be a positive number, got {args.fps}")
-    height, width = ctx.config.model.full_height, ctx.config.model.full_width
-    ctx.check_budget(Budget(f"interpolate, {args.frames} frames of {height}x{width}",
-                            render_bytes(2 * args.frames, height, width),
-                            image_bytes(2 * args.frames, height, width)))
+    ctx.fits(f"{args.frames} frames of {ctx.size[0]}x{ctx.size[1]}", 2 * args.frames, *ctx.size)
     coords, extra = ctx.model.coords, {}
     if args.mode == "micro":
         row, col = (parse_numbers(args.position, "--position", (2,), float) if args.position
@@ -307,10 +321,9 @@ def _run_interpolate(args: argparse.Namespace, ctx: Context) -> list[Path]:
         frames = full_interpolation(ctx.model, z[0], z[1], args.frames, raw=ctx.raw,
                                     chunk=ctx.chunk)
     stem = f"interpolate-{args.mode}-" + "-".join(f"{s:04d}" for s in seeds)
-    strip = save_png(ctx.out / f"{stem}.png", image_grid(frames, columns=len(frames), pad=1))
     gif = save_gif(ctx.out / f"{stem}.gif", frames, fps=args.fps)
-    write_sidecar(strip, ctx.provenance, app="interpolate", mode=args.mode, seeds=seeds,
-                  frames=len(frames), gif=gif.name, **extra)
+    strip = ctx.write(f"{stem}.png", image_grid(frames, columns=len(frames), pad=1),
+                      mode=args.mode, seeds=seeds, frames=len(frames), gif=gif.name, **extra)
     return [strip, gif]
 
 
@@ -342,22 +355,23 @@ def _run_inspire(args: argparse.Namespace, ctx: Context) -> list[Path]:
         raise ValueError("inspire takes --image FILE --box TOP,LEFT, or --patch FILE")
     warning = content_warning(ctx.config)  # after the inputs are known to be valid
     if warning:
-        _warn("inspire", warning)
+        print(f"cocogan generate inspire: warning: {warning}", file=sys.stderr)
     result = inspire(ctx.model, patch[None].to(ctx.model.device), raw=ctx.raw, chunk=ctx.chunk)
     top, left, cyclic = int(result.top[0]), int(result.left[0]), ctx.model.coords.cyclic
     full = to_uint8(result.full[0])
+
+    def estimated(picture: Any) -> Any:
+        return draw_box(picture, top, left, height, width, (0, 96, 255), wrap=cyclic)
+
     prefix = ctx.out / f"inspire-{stem}"
     written = [save_png(f"{prefix}-input.png", patch),
-               save_png(f"{prefix}-position.png",
-                        draw_box(full, top, left, height, width, (0, 96, 255), wrap=cyclic)),
+               save_png(f"{prefix}-position.png", estimated(full)),
                save_png(f"{prefix}-macro.png", result.macro[0]),
                save_png(f"{prefix}-full.png", full)]
     if true_box is not None:
         real = draw_box(to_uint8(image), true_box[0], true_box[1], height, width, (255, 0, 0),
                         wrap=cyclic)
-        written.append(save_png(f"{prefix}-real.png",
-                                draw_box(real, top, left, height, width, (0, 96, 255),
-                                         wrap=cyclic)))
+        written.append(save_png(f"{prefix}-real.png", estimated(real)))
     write_sidecar(f"{prefix}.json", ctx.provenance, app="inspire", source=str(args.image or
                   args.patch), input_box=true_box[:2] if true_box else None,
                   estimated_position={"row": int(result.rows[0]), "col": int(result.cols[0])},
@@ -369,7 +383,7 @@ def _run_inspire(args: argparse.Namespace, ctx: Context) -> list[Path]:
 
 # ---- beyond ----------------------------------------------------------------------------------
 def _add_beyond(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", default="0-3", help="seeds (default 0-3)")
+    _seeds_flag(parser, "0-3")
     parser.add_argument("--extend", default="1", help="micro patches added past the borders: "
                         "K for every side or TOP,BOTTOM,LEFT,RIGHT (default 1)")
 
@@ -377,33 +391,23 @@ def _add_beyond(parser: argparse.ArgumentParser) -> None:
 def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import Extension, beyond
     from cocogan.apps.beyond import extended_rect
-    from cocogan.apps.io import save_png, write_sidecar
-    from cocogan.render import axis_coordinates
 
     extension = Extension.of(parse_numbers(args.extend, "--extend", (1, 4)))
-    rect = extended_rect(ctx.model.coords, extension)
+    coords = ctx.model.coords
+    rect = extended_rect(coords, extension)
     seeds, z = ctx.seeds(args.seeds)
-    micro = ctx.model.coords.micro
-    height, width = rect.rows * micro, rect.cols * micro
-    ctx.check_budget(Budget(f"beyond, {len(seeds)} image(s) of {height}x{width}",
-                            render_bytes(1, height, width),
-                            image_bytes(len(seeds), height, width)))
+    height, width = rect.rows * coords.micro, rect.cols * coords.micro
+    ctx.fits(f"{len(seeds)} image(s) of {height}x{width}", len(seeds), height, width, rendered=1)
     if not ctx.config.loss.extrapolate:
-        _warn("beyond", "this run was not fine-tuned for extrapolation (loss.extrapolate=0); "
-              "see cocogan train --extrapolate")
-    written = []
-    for index, seed in enumerate(seeds):  # one image at a time: memory of one image
-        image = beyond(ctx.model, z[index:index + 1], extension, raw=ctx.raw, chunk=ctx.chunk)[0]
-        path = save_png(ctx.out / f"beyond-seed{seed:04d}.png", image)
-        write_sidecar(path, ctx.provenance, app="beyond", seed=seed,
-                      extend=vars(extension), trained_box_pixels={
-                          "top": extension.top * ctx.model.coords.micro,
-                          "left": extension.left * ctx.model.coords.micro,
-                          "height": ctx.config.model.full_height,
-                          "width": ctx.config.model.full_width},
-                      coordinates=axis_coordinates(ctx.model.coords, rect))
-        written.append(path)
-    return written
+        print("cocogan generate beyond: warning: this run was not fine-tuned for extrapolation "
+              "(loss.extrapolate=0); see cocogan train --extrapolate", file=sys.stderr)
+    trained = {"top": extension.top * coords.micro, "left": extension.left * coords.micro,
+               "height": ctx.size[0], "width": ctx.size[1]}
+    return [ctx.write(f"beyond-seed{seed:04d}.png",  # one image at a time: memory of one image
+                      beyond(ctx.model, z[i:i + 1], extension, raw=ctx.raw, chunk=ctx.chunk)[0],
+                      seed=seed, extend=vars(extension), trained_box_pixels=trained,
+                      coordinates=axis_coordinates(coords, rect))
+            for i, seed in enumerate(seeds)]
 
 
 # ---- huge ------------------------------------------------------------------------------------
@@ -427,7 +431,6 @@ def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import plan_huge, write_huge
     from cocogan.apps.huge import FORMATS, huge_budget, patch_seconds
     from cocogan.apps.io import write_sidecar
-    from cocogan.render import axis_coordinates
 
     size = parse_numbers(args.size, "--size", (1, 2))
     height, width = (size * 2) if len(size) == 1 else size
@@ -445,22 +448,9 @@ def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
     _note(f"{huge_budget(plan, output.suffix, seconds).describe()}")
     path = write_huge(ctx.model, z, output, plan, raw=ctx.raw, chunk=ctx.chunk,
                       progress=not args.no_progress, compress=args.compress)
-    rect = plan.rect()
     write_sidecar(path, ctx.provenance, app="huge", seed=seeds[0], size=[height, width],
                   origin=[plan.origin_row, plan.origin_col], tile=plan.tile,
                   format="BigTIFF (tiled)" if path.suffix.lower() != ".png" else "PNG",
-                  coordinate_range={k: [v[0], v[-1]]
-                                    for k, v in axis_coordinates(ctx.model.coords, rect).items()})
+                  coordinate_range={k: [v[0], v[-1]] for k, v in
+                                    axis_coordinates(ctx.model.coords, plan.rect()).items()})
     return [path]
-
-
-_ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
-    "full": _add_full, "viewport": _add_viewport, "panorama": _add_panorama,
-    "interpolate": _add_interpolate, "inspire": _add_inspire, "beyond": _add_beyond,
-    "huge": _add_huge,
-}
-_RUNNERS: dict[str, Callable[[argparse.Namespace, Context], list[Path]]] = {
-    "full": _run_full, "viewport": _run_viewport, "panorama": _run_panorama,
-    "interpolate": _run_interpolate, "inspire": _run_inspire, "beyond": _run_beyond,
-    "huge": _run_huge,
-}

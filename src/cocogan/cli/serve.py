@@ -15,6 +15,7 @@ import ipaddress
 import socket
 import sys
 
+from cocogan.cli.generate import add_backend_flag
 from cocogan.render import DEFAULT_CHUNK
 
 MAX_QUEUE = 16384  # default --max-queue (cocogan.serve.tiles.MAX_QUEUED_PATCHES)
@@ -37,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--raw", action="store_true",
                         help="sample from the raw generator instead of its EMA")
+    add_backend_flag(parser)
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
                         help=f"micro patches per forward pass (default {DEFAULT_CHUNK})")
     parser.add_argument("--cache-mb", type=float, default=64.0,
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--chunk and --max-queue must be >= 1 and --cache-mb in 0..1048576")
     runs = load_runs(args.run or shipped_names(), select_device(args.device), raw=args.raw,
                      chunk=args.chunk, cache_bytes=int(args.cache_mb * (1 << 20)),
-                     max_queued=args.max_queue)
+                     max_queued=args.max_queue, backend=args.backend)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -88,8 +88,8 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
                  checkpoint: str | Path | None = None, cfg: EvalConfig | None = None,
                  device: str = "auto", inception_weights: str | Path | None = None,
                  raw: bool = False, feature_extractor: FeatureExtractor | None = None,
-                 use_cache: bool = True,
-                 report: Callable[[str], None] | None = None) -> RunEvaluation:
+                 use_cache: bool = True, report: Callable[[str], None] | None = None,
+                 backend: str = "torch") -> RunEvaluation:
     """Evaluate a run's checkpoint against a real data source.
 
     Args:
@@ -102,6 +102,7 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         device: "auto", "cpu", "cuda", "cuda:1", ...
         inception_weights: FID weights file; else found as `resolve_inception_weights` does.
         raw: sample from the raw generator instead of its EMA.
+        backend: what runs G (`cocogan.apps.backend`): torch, onnxruntime or auto.
         feature_extractor: replaces Inception for fid/kid (tests, other feature spaces).
         use_cache: read/write cached real statistics.
         report: told the time estimate before any work, and progress bars are shown (the
@@ -126,7 +127,7 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
                                       config.data.celeba_crop, cylindrical=cylindrical,
                                       resample=config.data.resample) \
         if use_cache else None
-    sample = cocogan_sampler(model, raw=raw)
+    sample = cocogan_sampler(model, raw=raw, backend=backend)
     notes: list[str] = [w for w in (weights_warning(extractor),) if w]
     for note in notes:
         warnings.warn(note, stacklevel=2)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from cocogan.apps.backend import use_backend
 from cocogan.apps.full import full_images
 from cocogan.model import CocoGAN
 from cocogan.training.datastream import default_num_workers
@@ -26,13 +27,15 @@ REAL_ORDER_SEED = 0  # fixed, so the real subset (and its cache key) do not depe
 Sampler = Callable[[int, torch.Generator], Tensor]
 
 
-def cocogan_sampler(model: CocoGAN, *, raw: bool = False) -> Sampler:
-    """Sampler of full images from the EMA generator (or the raw one), in eval mode.
+def cocogan_sampler(model: CocoGAN, *, raw: bool = False, backend: str = "torch") -> Sampler:
+    """Sampler of full images from the EMA generator (or the raw one), in eval mode, run by
+    ``backend`` (:func:`cocogan.apps.backend.use_backend`).
 
     Eval mode matters: CBN then uses running statistics, so an image does not depend on the
     other images of its batch. Rendering is `cocogan.apps.full.full_images` (all micro patches
     of a batch in few forward passes, assembled by T(m->M) with no blending).
     """
+    use_backend(model, backend, raw=raw)
 
     @torch.no_grad()
     def sample(count: int, rng: torch.Generator) -> Tensor:

@@ -40,6 +40,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from cocogan.apps.backend import use_backend
 from cocogan.apps.inspire import check_patch, content_warning, crop_patch, macro_size
 from cocogan.apps.inspire import inspire as inspire_patch
 from cocogan.checkpoint import load_model, resolve_checkpoint
@@ -117,12 +118,14 @@ def display_name(path: str | Path) -> str:
 
 def load_runs(paths: list[str] | list[Path], device: str | torch.device = "cpu", *,
               raw: bool = False, chunk: int = DEFAULT_CHUNK, cache_bytes: int = 64 << 20,
-              max_queued: int = MAX_QUEUED_PATCHES) -> list[ServedRun]:
-    """Load each run directory or checkpoint file (newest checkpoint) for serving."""
+              max_queued: int = MAX_QUEUED_PATCHES, backend: str = "torch") -> list[ServedRun]:
+    """Load each run directory or checkpoint file (newest checkpoint) for serving, sampled
+    through ``backend`` (:func:`cocogan.apps.backend.use_backend`)."""
     runs = []
     for path in paths:
         checkpoint = resolve_checkpoint(path)
         config, model, step = load_model(checkpoint, device)
+        use_backend(model, backend, raw=raw)
         runs.append(served_run(str(path), config, model, step, checkpoint, raw=raw,
                                chunk=chunk, cache_bytes=cache_bytes, max_queued=max_queued))
     return runs
