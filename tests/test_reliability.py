@@ -713,3 +713,97 @@ def test_a_killed_rank_names_the_newest_checkpoint(tmp_path: Path) -> None:
     line = next(line for line in err.splitlines() if "error:" in line)
     assert f"the newest checkpoint is step {steps[-1]}: resume with: cocogan train --resume " \
            f"{run}" in line, err
+
+
+# ---- issue 27: what a hostile or unlucky input still broke ------------------------------------
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run written by `cocogan train` (config.yaml, run.yaml, marker, two checkpoints)."""
+    out = tmp_path_factory.mktemp("real") / "run"
+    assert new_run(out, steps=2) == 0
+    return out
+
+
+def test_config_and_run_yaml_do_not_make_a_folder_a_run(run: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.1: any folder holding files named config.yaml and run.yaml (and two levels
+    below it) counted as a run: generate replaced the user's seed0000.png, train their config."""
+    proj = tmp_path / "proj"
+    (proj / "pictures" / "best").mkdir(parents=True)
+    (proj / "config.yaml").write_text("my: settings\n")
+    (proj / "run.yaml").write_text("my: run notes\n")
+    for folder in (proj, proj / "pictures", proj / "pictures" / "best"):
+        (folder / "seed0000.png").write_bytes(b"my photo")
+    before = tree(proj)
+    for out in (proj, proj / "pictures", proj / "pictures" / "best"):
+        assert main(["generate", "full", "--run", str(run), "--seeds", "0", "--out",
+                     str(out)]) == 2
+        assert "did not write" in one_line(capsys)
+    assert new_run(proj) == 2 and "did not write" in one_line(capsys)
+    (proj / ".cocogan").write_text("not cocogan's words\n")  # a marker must say cocogan's text
+    assert new_run(proj) == 2 and "did not write" in one_line(capsys)
+    (proj / ".cocogan").unlink()
+    assert tree(proj) == before
+
+
+def test_runs_without_a_marker_still_resume_and_load(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.1: runs written before the marker are recognised by their checkpoints (a
+    safetensors header with cocogan's metadata); resuming one gives it its marker."""
+    from cocogan.outputs import MARKER, RUN_MARKER_TEXT, is_run_dir
+
+    out = tmp_path / "old"
+    assert new_run(out, steps=2) == 0
+    assert (out / MARKER).read_text() == RUN_MARKER_TEXT
+    (out / MARKER).unlink()  # what today's code wrote: no marker in a run
+    assert is_run_dir(out)
+    assert main(["generate", "full", "--run", str(out), "--seeds", "0", "--out", str(out)]) == 0
+    assert not (out / MARKER).exists()  # generate into the run does not unmark it
+    assert main(["train", "--resume", str(out), "--steps", "4"]) == 0
+    assert (out / MARKER).read_text() == RUN_MARKER_TEXT and resumable_steps(out)[-1] == 4
+    capsys.readouterr()
+    fake = tmp_path / "fake"  # the same names with a checkpoint cocogan did not write
+    shutil.copytree(out, fake)
+    (fake / MARKER).unlink()
+    for weights in (fake / "checkpoints").glob("*.safetensors"):
+        weights.write_bytes(struct.pack("<Q", 2) + b"{}")
+    assert not is_run_dir(fake)
+
+
+def test_export_never_replaces_a_runs_own_files(real_run: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.2: export --output RUN/checkpoints/step-N.safetensors replaced the training
+    checkpoint (even its own source), and --output RUN/eval.safetensors replaced eval.json."""
+    (real_run / "eval.json").write_text('{"metrics": {}}\n')
+    before = tree(real_run)
+    step = resumable_steps(real_run)[-1]
+    for output in (f"checkpoints/step-{step:08d}.safetensors", "checkpoints/new.safetensors",
+                   "eval.safetensors", "eval.onnx", "samples/x.safetensors"):
+        assert main(["export", "--run", str(real_run), "--output",
+                     str(real_run / output)]) == 2, output
+        assert "one of the files of the cocogan run" in one_line(capsys)
+    assert tree(real_run) == before
+    assert main(["export", "--run", str(real_run), "--output",
+                 str(real_run / "model.safetensors")]) == 0  # a new name in the run is fine
+    (real_run / "eval.json").unlink()
+    for name in ("model.safetensors", "model.json"):
+        (real_run / name).unlink()
+
+
+def test_two_trainings_of_one_run_are_refused(real_run: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.14: two `train --resume` of one run at once both trained, one ending with a
+    self-contradictory error and the metrics of the other lost: the run is locked (flock)."""
+    holder = subprocess.Popen(  # another process holding the run's lock, as a training does
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+         "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); "
+         "time.sleep(60)", str(real_run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        before = tree(real_run)
+        assert main(["train", "--resume", str(real_run), "--steps", "4"]) == 2
+        assert "being trained by another cocogan train" in one_line(capsys)
+        assert tree(real_run) == before
+    finally:
+        holder.kill()
+        holder.wait()
