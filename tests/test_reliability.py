@@ -807,3 +807,18 @@ def test_two_trainings_of_one_run_are_refused(real_run: Path,
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_plot_skips_a_deeply_nested_metrics_line(real_run: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.8: one line of 100,000 nested lists in metrics.jsonl made `cocogan plot` a
+    RecursionError traceback; it is skipped like a torn line."""
+    run_copy = tmp_path / "run"
+    shutil.copytree(real_run, run_copy)
+    with open(run_copy / "metrics.jsonl", "a") as handle:
+        handle.write("[" * 100_000 + "]" * 100_000 + "\n")
+    assert main(["plot", str(run_copy)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    (run_copy / "metrics.jsonl").write_text('{"step": ' * 100_000 + "\n")
+    assert main(["plot", str(run_copy)]) == 2
+    assert "metrics" in one_line(capsys)

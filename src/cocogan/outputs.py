@@ -162,7 +162,7 @@ def claim_file(path: Path, flag: str, sidecar: Path | None = None) -> Path:
 def _is_our_sidecar(path: Path) -> bool:
     try:
         return SIDECAR_KEY in json.loads(path.read_text())
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         return False
 
 
