@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import shutil
 import signal
@@ -822,3 +823,34 @@ def test_plot_skips_a_deeply_nested_metrics_line(real_run: Path, tmp_path: Path,
     (run_copy / "metrics.jsonl").write_text('{"step": ' * 100_000 + "\n")
     assert main(["plot", str(run_copy)]) == 2
     assert "metrics" in one_line(capsys)
+
+
+EVAL_SMALL = ["--metrics", "seams", "--n", "8", "--batch", "8", "--device", "cpu"]
+
+
+def test_eval_json_obeys_the_write_rule_and_figures_come_first(
+        real_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.6: `eval` replaced a user's ./generated/skyline/eval.json, and lost its
+    computed figures when eval.json or the statistics cache could not be written."""
+    from cocogan.evaluation import evaluate_run
+    from test_evaluation import SMALL, StandIn
+
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "generated" / "skyline" / "eval.json"
+    mine.parent.mkdir(parents=True)
+    mine.write_text('{"my": "notes"}\n')
+    assert main(["eval", "--run", "skyline", "--real", "builtin:skyline", *EVAL_SMALL]) == 2
+    assert "cocogan did not write it" in one_line(capsys)
+    assert mine.read_text() == '{"my": "notes"}\n'
+    run_copy = tmp_path / "run"
+    shutil.copytree(real_run, run_copy)
+    (run_copy / "eval.json").mkdir()  # eval.json cannot be written
+    assert main(["eval", "--run", str(run_copy), "--real", "builtin:blobs", *EVAL_SMALL]) == 2
+    captured = capsys.readouterr()
+    assert "seams" in captured.out and "eval.json" in captured.err  # the figures, then the line
+    monkeypatch.setenv("COCOGAN_CACHE", str(mine))  # the statistics cache cannot be written
+    with pytest.warns(UserWarning, match="real statistics not cached"):
+        result = evaluate_run(run_copy, "builtin:blobs", "fid", cfg=SMALL, device="cpu",
+                              feature_extractor=StandIn(), write=False)
+    assert math.isfinite(result.values["fid"])

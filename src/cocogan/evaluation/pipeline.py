@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -171,7 +172,10 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
         acc = feature_sink.accumulator
         ref.features = RealFeatures(stats=acc.stats(), kept=acc.features())
         if key is not None:
-            save_real_features(key, ref.features)
+            try:
+                save_real_features(key, ref.features)
+            except OSError as error:  # a cache, not a result: the figures go on
+                warnings.warn(f"real statistics not cached ({error})", stacklevel=2)
     if ref.features is not None:
         ref.counts.update({m: ref.features.stats.n for m in FEATURE_METRICS if m in metrics})
     if swd_sink is not None:
