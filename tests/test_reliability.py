@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import math
 import os
 import shutil
@@ -854,3 +855,25 @@ def test_eval_json_obeys_the_write_rule_and_figures_come_first(
         result = evaluate_run(run_copy, "builtin:blobs", "fid", cfg=SMALL, device="cpu",
                               feature_extractor=StandIn(), write=False)
     assert math.isfinite(result.values["fid"])
+
+
+def test_fingerprint_write_edits_only_a_cocogan_card(real_run: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.7: `models --fingerprint FILE --write` edited any FILE.json (a user's notes), and
+    a JSON list or string there was a TypeError traceback."""
+    file = tmp_path / "model.safetensors"
+    shutil.copy(resumable_checkpoint(real_run), file)
+    card = file.with_suffix(".json")
+    for text in ('{"my": "notes"}\n', "[1, 2]\n", '"a string"\n', "{not json\n"):
+        card.write_text(text)
+        assert main(["models", "--fingerprint", str(file), "--write"]) == 2, text
+        assert "is not a cocogan model card" in one_line(capsys)
+        assert card.read_text() == text
+    card.unlink()  # no card yet: one is written, and may be updated again
+    for _ in range(2):
+        assert main(["models", "--fingerprint", str(file), "--write"]) == 0
+    assert "fingerprint" in json.loads(card.read_text())
+
+
+def resumable_checkpoint(run_dir: Path) -> Path:
+    return sorted((run_dir / "checkpoints").glob("step-*.safetensors"))[-1]

@@ -70,6 +70,22 @@ def _number(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _card(path: Path) -> dict[str, Any]:
+    """The model card at ``path``: a JSON object that cocogan export wrote (its ``format``);
+    a user's own JSON there is never edited."""
+    from cocogan.export import CARD_FORMAT
+
+    try:
+        card = json.loads(path.read_text()) if path.stat().st_size < 1 << 20 else None
+    except (OSError, ValueError, RecursionError):
+        card = None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise ValueError(f"--write: {path} is not a cocogan model card (a JSON object with "
+                         f'"format": "{CARD_FORMAT}"), so it is not edited: move it away, or '
+                         "export the model again (cocogan export) to write its card")
+    return card
+
+
 def _fingerprint(file: Path, write: bool) -> int:
     from cocogan import shipped
     from cocogan.checkpoint import read_metadata
@@ -83,7 +99,7 @@ def _fingerprint(file: Path, write: bool) -> int:
     if not write:
         return 0
     card_path = file.with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = _card(card_path) if card_path.exists() else {"format": "cocogan-generator"}
     match = shipped.FILE_NAME.match(file.stem)
     if match:
         card.setdefault("name", match["name"])
