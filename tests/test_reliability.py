@@ -715,6 +715,8 @@ def test_a_killed_rank_names_the_newest_checkpoint(tmp_path: Path) -> None:
     line = next(line for line in err.splitlines() if "error:" in line)
     assert f"the newest checkpoint is step {steps[-1]}: resume with: cocogan train --resume " \
            f"{run}" in line, err
+    assert "then writing a checkpoint" not in err, err  # issue 27.20: no promise before it
+    assert "if all 2 processes are still running, writing a checkpoint" in err, err
 
 
 # ---- issue 27: what a hostile or unlucky input still broke ------------------------------------
@@ -877,3 +879,35 @@ def test_fingerprint_write_edits_only_a_cocogan_card(real_run: Path, tmp_path: P
 
 def resumable_checkpoint(run_dir: Path) -> Path:
     return sorted((run_dir / "checkpoints").glob("step-*.safetensors"))[-1]
+
+
+def test_training_budget_keeps_a_margin_and_prints_its_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.18: the training budget admitted 21.4 GB against 21.5 GB available, silently;
+    an estimate must now leave 10% of the memory free, and it is printed."""
+    tiny = get_preset("tiny")
+    estimate = budget.training_budget(tiny.model, tiny.train.batch, tiny.train.n_samples,
+                                      tiny.train.keep_checkpoints).memory
+
+    def dry_run(out: Path) -> int:
+        return main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(out),
+                     "--dry-run", "--set", "train.num_workers=0"])
+
+    monkeypatch.setattr(budget, "available_memory", lambda: int(estimate * 1.05))  # 5% spare
+    assert dry_run(tmp_path / "a") == 2
+    assert "(and 10% of it is kept free)" in one_line(capsys)
+    monkeypatch.setattr(budget, "available_memory", lambda: int(estimate * 1.2))
+    assert dry_run(tmp_path / "b") == 0
+    assert f"training {budget.describe_model(tiny.model, budget.model_size(tiny.model, 1))[:20]}" \
+        in capsys.readouterr().out  # the estimate, printed
+
+
+def test_the_stop_notice_promises_no_checkpoint_in_a_multi_process_run() -> None:
+    """Issue 27.20: under torchrun rank 0 said "finishing step 38, then writing a checkpoint"
+    and wrote none (a peer had died), the line just before the one saying so."""
+    from cocogan.training.distributed import SINGLE, World, stop_notice
+
+    alone = stop_notice(SINGLE, "SIGTERM", 38)
+    assert alone.startswith("received SIGTERM: finishing step 38, then writing a checkpoint")
+    two = stop_notice(World(rank=0, size=2), "SIGTERM", 38)
+    assert "then writing" not in two and "if all 2 processes are still running," in two

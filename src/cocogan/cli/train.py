@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from cocogan.config import Config, ConfigError, apply_overrides, read_config_file
 from cocogan.presets import PRESETS, get_preset
 from cocogan.training.device import DEVICE_CHOICES
-from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S
+from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S, stop_notice
 
 if TYPE_CHECKING:
     from cocogan.training.distributed import World
@@ -137,10 +137,10 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
     workers = resolve_workers(t.num_workers)  # the decoder processes training will start
     # Memory only: a disk that fills up later is reported at the failed write, with the
     # newest intact checkpoint named (a small disk is fine for a short run).
-    check_budget(training_budget(m, t.batch, t.n_samples, t.keep_checkpoints, workers), None,
-                 fix="choose smaller model sizes (model.ngf, model.ndf, model.z_dim, "
-                     "model.full_height/full_width) or train.batch",
-                 memory=gpu, memory_name="GPU memory" if gpu else "memory")
+    print(check_budget(training_budget(m, t.batch, t.n_samples, t.keep_checkpoints, workers),
+                       None, fix="choose smaller model sizes (model.ngf, model.ndf, model.z_dim, "
+                       "model.full_height/full_width) or train.batch",
+                       memory=gpu, memory_name="GPU memory" if gpu else "memory"))
 
 
 def _checkpoint_config(path: str) -> Config:
@@ -329,8 +329,7 @@ def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:
         return 0
 
     def announce(name: str) -> None:
-        trainer.notify(f"received {name}: finishing step {trainer.state.step + 1}, then "
-                       "writing a checkpoint (send it again to quit without saving)")
+        trainer.notify(stop_notice(trainer.world, name, trainer.state.step + 1))
 
     with StopFlag(on_request=announce, repeat_window_s=2.0 * trainer.world.enabled) as stop:
         try:
