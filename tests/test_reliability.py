@@ -911,3 +911,28 @@ def test_the_stop_notice_promises_no_checkpoint_in_a_multi_process_run() -> None
     assert alone.startswith("received SIGTERM: finishing step 38, then writing a checkpoint")
     two = stop_notice(World(rank=0, size=2), "SIGTERM", 38)
     assert "then writing" not in two and "if all 2 processes are still running," in two
+
+
+def test_export_checks_its_memory_estimate_first(real_run: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.15: export had no memory estimate (a 2.08 GB generator peaked at 15.9 GB RSS):
+    it is printed, and refused beyond the memory available unless --force."""
+    from cocogan.export import EXPORT_COPIES, export_budget
+
+    config, model, _ = load_model(real_run)
+    weights = sum(p.numel() * p.element_size() for p in model.generator.parameters())
+    assert export_budget(config, "onnx").memory == EXPORT_COPIES["onnx"] * weights
+    inference = tmp_path / "g.safetensors"
+    assert main(["export", "--run", str(real_run), "--output", str(inference)]) == 0
+    assert "exporting a 32x32 model" in capsys.readouterr().out  # the estimate, printed
+    memory = int(budget.inference_budget(config.model).memory / 0.85)  # loading it fits
+    assert export_budget(config, "onnx").memory > 0.9 * memory
+    monkeypatch.setattr(budget, "available_memory", lambda: memory)
+    onnx = ["export", "--run", str(inference), "--output", str(tmp_path / "g.onnx")]
+    assert main(onnx) == 2
+    line = one_line(capsys)
+    assert "exporting a 32x32 model" in line and "as onnx" in line and "--force" in line
+    assert not (tmp_path / "g.onnx").exists()
+    assert main(["export", "--run", str(inference), "--output", str(tmp_path / "h.safetensors")
+                 ]) == 0  # two copies fit
