@@ -63,7 +63,8 @@ from cocogan.serve.tiles import (
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 4 << 20  # inspiration uploads are held in memory, never written
 MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before decoding
-MAX_UPLOADS = 4  # inspirations in progress per server (each holds its upload in memory)
+MAX_UPLOADS = 4  # uploads decoded and read by D at once (a decoded upload is large)
+MAX_RECEIVING_BYTES = 16 * MAX_UPLOAD_BYTES  # bytes of uploads still arriving, all together
 BODY_TIMEOUT_S = 30.0  # the whole upload must arrive within this time (408 past it)
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 CLIENT_GONE = 499  # status of a response nobody receives (the client disconnected)
@@ -130,7 +131,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
     """The ASGI app serving ``runs`` (at least one), answering only to ``hosts`` (default:
     the loopback names, :func:`cocogan.serve.guard.host_rule`)."""
     assert runs, "create_app needs at least one run"
-    uploads = [0]  # inspirations in progress
+    uploads, receiving = [0], [0]  # inspirations decoding; bytes of uploads arriving
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -193,11 +194,11 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         full_h, full_w = run.config.model.full_height, run.config.model.full_width
         top = _int(query, "top", 0, full_h - height)
         left = _int(query, "left", 0, full_w - (1 if model.coords.cyclic else width))
+        data = await _read_body(request, receiving)  # a slow upload holds no decoding slot
         if uploads[0] >= MAX_UPLOADS:
             raise Busy(f"{MAX_UPLOADS} inspirations are in progress; retry shortly")
         uploads[0] += 1
         try:
-            data = await _read_body(request)
             image = await run.renderer.run(_decode_upload, data, run.config)
         finally:
             uploads[0] -= 1
@@ -314,9 +315,11 @@ async def _unless_disconnected(request: Request, work: Awaitable[bytes]) -> byte
     return None
 
 
-async def _read_body(request: Request) -> bytes:
-    """The request body, refused with 413 past :data:`MAX_UPLOAD_BYTES` and 408 when it takes
-    longer than :data:`BODY_TIMEOUT_S` (a slow client must not hold its upload slot)."""
+async def _read_body(request: Request, receiving: list[int]) -> bytes:
+    """The request body, refused with 413 past :data:`MAX_UPLOAD_BYTES`, 408 when it takes
+    longer than :data:`BODY_TIMEOUT_S`, and 503 while the uploads arriving (``receiving[0]``
+    bytes) would hold more than :data:`MAX_RECEIVING_BYTES`: memory stays bounded, and slow
+    uploads hold only the bytes they sent, no slot another upload needs."""
     limit = MAX_UPLOAD_BYTES
     too_big = _HTTPError(413, f"upload larger than {limit >> 20} MiB; send a smaller image")
     declared = request.headers.get("content-length")
@@ -327,12 +330,18 @@ async def _read_body(request: Request) -> bytes:
         async with asyncio.timeout(BODY_TIMEOUT_S):
             async for chunk in request.stream():
                 total += len(chunk)
+                receiving[0] += len(chunk)
                 if total > limit:
                     raise too_big
+                if receiving[0] > MAX_RECEIVING_BYTES:
+                    raise Busy(f"more than {MAX_RECEIVING_BYTES >> 20} MiB of uploads are "
+                               "arriving; retry shortly")
                 chunks.append(chunk)
     except TimeoutError:
         raise _HTTPError(408, f"the upload did not arrive within {BODY_TIMEOUT_S:g} s; "
                          "send it again") from None
+    finally:
+        receiving[0] -= total
     if not total:
         raise _HTTPError(400, "empty body: POST the image file's bytes")
     return b"".join(chunks)
