@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -58,26 +59,19 @@ def _marker(folder: Path) -> str | None:
 
 
 def is_run_dir(folder: Path) -> bool:
-    """True when ``folder`` holds a cocogan run: its run marker, or (a run written before
-    runs had one) config.yaml and run.yaml beside a checkpoint that cocogan wrote."""
-    folder = Path(folder)
-    marker = _marker(folder)
-    if marker is not None:
+    """A cocogan run: its run marker, or (a run from before markers) config.yaml and run.yaml
+    beside a checkpoint whose safetensors header carries cocogan's metadata."""
+    folder, marker = Path(folder), _marker(folder)
+    if marker is not None or not all((folder / name).is_file() for name in RUN_FILES):
         return marker == RUN_MARKER_TEXT
-    return all((folder / name).is_file() for name in RUN_FILES) and any(
-        _is_our_checkpoint(p) for p in sorted((folder / "checkpoints").glob("step-*.safetensors")))
-
-
-def _is_our_checkpoint(path: Path) -> bool:
-    """A safetensors file whose header metadata says cocogan wrote it (format and config)."""
-    try:
-        with open(path, "rb") as handle:
+    for weights in sorted((folder / "checkpoints").glob("step-*.safetensors")):
+        with contextlib.suppress(OSError, ValueError, AttributeError, RecursionError), \
+                open(weights, "rb") as handle:
             size = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(size)) if 0 < size <= MAX_HEADER else {}
-        metadata = header.get("__metadata__") or {}
-        return metadata.get("format") == "cocogan" and "config" in metadata
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return False
+            metadata = json.loads(handle.read(size))["__metadata__"] if size < MAX_HEADER else {}
+            if metadata.get("format") == "cocogan" and "config" in metadata:
+                return True
+    return False
 
 
 def is_ours(folder: Path) -> bool:
@@ -90,9 +84,15 @@ def run_own_file(path: Path) -> Path | None:
     path = Path(path).resolve()
     if path.name in RUN_OWN and is_run_dir(path.parent):
         return path.parent
-    for folder in list(path.parents)[:-1]:
-        if folder.name in RUN_OWN_DIRS and is_run_dir(folder.parent):
-            return folder.parent
+    return next((f.parent for f in path.parents if f.name in RUN_OWN_DIRS
+                 and is_run_dir(f.parent)), None)
+
+
+def read_json_object(path: Path, limit: int = 1 << 20) -> dict | None:
+    """A small JSON file's object, or None (absent, unreadable, too big or deep, not an object)."""
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        value = json.loads(path.read_text()) if path.stat().st_size <= limit else None
+        return value if isinstance(value, dict) else None
     return None
 
 
@@ -122,14 +122,9 @@ def claim_folder(folder: Path, flag: str, run: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     marker = _marker(folder)
     if marker != RUN_MARKER_TEXT and (run or (marker is None and not is_run_dir(folder))):
-        mark_folder(folder, run)  # a legacy run stays a run (its checkpoints say so)
+        text = RUN_MARKER_TEXT if run else MARKER_TEXT  # a legacy run stays a run
+        atomic_write(folder / MARKER, lambda tmp: tmp.write_text(text))
     return folder
-
-
-def mark_folder(folder: Path, run: bool) -> None:
-    """Write ``folder``'s marker: what makes it cocogan's (see the module docstring)."""
-    text = RUN_MARKER_TEXT if run else MARKER_TEXT
-    atomic_write(Path(folder) / MARKER, lambda tmp: tmp.write_text(text))
 
 
 def claim_file(path: Path, flag: str, sidecar: Path | None = None) -> Path:
@@ -153,17 +148,10 @@ def claim_file(path: Path, flag: str, sidecar: Path | None = None) -> Path:
     if parent.is_dir() and is_ours(parent):
         return path
     for existing in (p for p in (path, sidecar) if p is not None and p.exists()):
-        if sidecar is None or not _is_our_sidecar(sidecar):
+        if sidecar is None or SIDECAR_KEY not in (read_json_object(sidecar) or {}):
             raise OutputError(f"{flag} {path}: {existing} already exists and cocogan did not "
                               "write it; choose another name (nothing was overwritten)")
     return path
-
-
-def _is_our_sidecar(path: Path) -> bool:
-    try:
-        return SIDECAR_KEY in json.loads(path.read_text())
-    except (OSError, ValueError, TypeError, RecursionError):
-        return False
 
 
 def file_mode() -> int:

@@ -71,15 +71,13 @@ def _number(value: Any) -> str:
 
 
 def _card(path: Path) -> dict[str, Any]:
-    """The model card at ``path``: a JSON object that cocogan export wrote (its ``format``);
-    a user's own JSON there is never edited."""
+    """The model card at ``path`` (cocogan export wrote it: its ``format``); a user's own JSON
+    there is never edited."""
     from cocogan.export import CARD_FORMAT
+    from cocogan.outputs import read_json_object
 
-    try:
-        card = json.loads(path.read_text()) if path.stat().st_size < 1 << 20 else None
-    except (OSError, ValueError, RecursionError):
-        card = None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+    card = read_json_object(path)
+    if card is None or card.get("format") != CARD_FORMAT:
         raise ValueError(f"--write: {path} is not a cocogan model card (a JSON object with "
                          f'"format": "{CARD_FORMAT}"), so it is not edited: move it away, or '
                          "export the model again (cocogan export) to write its card")

@@ -25,7 +25,7 @@ from cocogan.evaluation.sampling import Sampler, cocogan_sampler
 from cocogan.evaluation.settings import FEATURE_METRICS, EvalConfig, parse_metrics
 from cocogan.evaluation.spatial import discriminator_predictor
 from cocogan.metrics import FeatureExtractor, InceptionFeatures
-from cocogan.outputs import OutputError, atomic_write, is_ours
+from cocogan.outputs import OutputError, atomic_write, is_ours, read_json_object
 from cocogan.training.device import select_device
 
 EVAL_FILE = "eval.json"
@@ -93,19 +93,11 @@ def eval_json_path(run: str | Path) -> Path | None:
     if local is None and not folder.is_dir():
         return None
     path = folder / EVAL_FILE
-    if path.exists() and not is_ours(folder) and not _is_our_record(path):
+    ours = {"metrics", "requested", "version"} <= (read_json_object(path) or {}).keys()
+    if path.exists() and not is_ours(folder) and not ours:  # eval.json's keys: cocogan wrote it
         raise OutputError(f"{path} exists and cocogan did not write it: move it away, or "
                           "evaluate a copy of the run (nothing was overwritten)")
     return path
-
-
-def _is_our_record(path: Path) -> bool:
-    """An eval.json written by `cocogan eval` (its keys), also outside a marked folder."""
-    try:
-        record = json.loads(path.read_text()) if path.stat().st_size < 1 << 20 else None
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(record, dict) and {"metrics", "requested", "version"} <= record.keys()
 
 
 def write_evaluation(evaluation: RunEvaluation) -> None:

