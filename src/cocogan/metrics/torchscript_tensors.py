@@ -40,10 +40,6 @@ class DamagedArchiveError(ValueError):
     """The archive's bytes are damaged: a CRC mismatch, a truncated member, bad deflate data."""
 
 
-# What zipfile raises on damaged bytes (a flipped bit fails the CRC-32 check of its member).
-_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError)
-
-
 class _ScriptObject:
     """Inert stand-in for a pickled `__torch__.*` module: only its attributes are kept."""
 
@@ -146,26 +142,22 @@ def read_torchscript_tensors(path: str | os.PathLike[str], max_bytes: float = ma
     except (OSError, zipfile.BadZipFile) as e:
         raise ValueError(f"{origin} is not a TorchScript archive: {e}") from e
     try:
-        return _read(archive, origin, max_bytes)
-    except _DAMAGE as e:
+        with archive:
+            pkls = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+            if len(pkls) != 1 or not any(n.endswith("/constants.pkl") for n in archive.namelist()) \
+                    or archive.getinfo(pkls[0]).file_size > MAX_PICKLE_BYTES:
+                raise ValueError(f"{origin} is not a TorchScript archive (no top-level data.pkl of "
+                                 f"at most {MAX_PICKLE_BYTES} bytes)")
+            prefix = pkls[0][: -len("data.pkl")]
+            with archive.open(pkls[0]) as f:
+                try:
+                    root = _TensorOnlyUnpickler(f, archive, prefix, max_bytes).load()
+                except (pickle.UnpicklingError, KeyError, ValueError, TypeError, AttributeError,
+                        IndexError, RuntimeError, RecursionError, OverflowError) as e:
+                    raise ValueError(f"cannot read tensors of {origin}: "
+                                     f"{str(e)[:200] or type(e).__name__}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a flipped bit fails its CRC-32
         raise DamagedArchiveError(f"{origin} is damaged: {e}") from None
-
-
-def _read(archive: zipfile.ZipFile, origin: str, max_bytes: float) -> dict[str, torch.Tensor]:
-    with archive:
-        pkls = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pkls) != 1 or not any(n.endswith("/constants.pkl") for n in archive.namelist()) \
-                or archive.getinfo(pkls[0]).file_size > MAX_PICKLE_BYTES:
-            raise ValueError(f"{origin} is not a TorchScript archive (no top-level data.pkl of "
-                             f"at most {MAX_PICKLE_BYTES} bytes)")
-        prefix = pkls[0][: -len("data.pkl")]
-        with archive.open(pkls[0]) as f:
-            try:
-                root = _TensorOnlyUnpickler(f, archive, prefix, max_bytes).load()
-            except (pickle.UnpicklingError, KeyError, ValueError, TypeError, AttributeError,
-                    IndexError, RuntimeError, RecursionError, OverflowError) as e:
-                raise ValueError(f"cannot read tensors of {origin}: "
-                                 f"{str(e)[:200] or type(e).__name__}") from None
     if not isinstance(root, _ScriptObject):
         raise ValueError(f"{origin}: data.pkl holds {type(root).__name__}, not a module")
     out: dict[str, torch.Tensor] = {}

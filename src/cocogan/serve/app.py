@@ -99,16 +99,6 @@ class ServedRun:
         }
 
 
-def served_run(name: str, config: Config, model: CocoGAN, step: int, checkpoint: Path, *,
-               raw: bool = False, chunk: int, cache_bytes: int, max_queued: int) -> ServedRun:
-    """Wrap a loaded model for serving."""
-    digest = hashlib.sha1(f"{checkpoint.resolve()}:{checkpoint.stat().st_mtime_ns}:{raw}"
-                          .encode()).hexdigest()[:12]
-    renderer = TileRenderer(model, raw=raw, chunk=chunk, cache_bytes=cache_bytes,
-                            max_queued=max_queued)
-    return ServedRun(display_name(name), config, model, step, renderer, digest)
-
-
 def display_name(path: str | Path) -> str:
     """A run's name for the page: its last two path parts, so no absolute path is shown."""
     parts = [part for part in Path(path).parts if part not in ("/", "\\", ".", "..")]
@@ -123,8 +113,11 @@ def load_runs(paths: list[str] | list[Path], device: str | torch.device = "cpu",
     for path in paths:
         checkpoint = resolve_checkpoint(path)
         config, model, step = load_model(checkpoint, device)
-        runs.append(served_run(str(path), config, model, step, checkpoint, raw=raw,
-                               chunk=chunk, cache_bytes=cache_bytes, max_queued=max_queued))
+        version = hashlib.sha1(f"{checkpoint.resolve()}:{checkpoint.stat().st_mtime_ns}:{raw}"
+                               .encode()).hexdigest()[:12]  # changes with the checkpoint
+        renderer = TileRenderer(model, raw=raw, chunk=chunk, cache_bytes=cache_bytes,
+                                max_queued=max_queued)
+        runs.append(ServedRun(display_name(path), config, model, step, renderer, version))
     return runs
 
 

@@ -26,6 +26,7 @@ Shapes: Z latent dims, P micro patches, m micro patch side, T tile side in pixel
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import heapq
 import io
@@ -199,14 +200,12 @@ class Stats:
     batches: int = 0  # render steps (each at most one forward pass of ``chunk`` patches)
     passes: int = 0  # generator forward passes
     dropped: int = 0  # queued tiles abandoned by all their clients before they were finished
-    refused: int = 0  # requests refused with Busy (queue full)
+    refused: int = 0  # requests refused with Busy (queue full, or a tile's waiters)
     peak_queued: int = 0  # most micro patches ever queued at once
     peak_step: int = 0  # most micro patches rendered in one step
 
     def to_dict(self) -> dict[str, int]:
-        return {"tiles": self.tiles, "hits": self.hits, "batches": self.batches,
-                "passes": self.passes, "dropped": self.dropped, "refused": self.refused,
-                "peak_queued": self.peak_queued, "peak_step": self.peak_step}
+        return dataclasses.asdict(self)
 
 
 @dataclass(eq=False)
