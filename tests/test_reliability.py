@@ -8,6 +8,7 @@ import errno
 import json
 import math
 import os
+import select
 import shutil
 import signal
 import struct
@@ -797,13 +798,15 @@ def test_export_never_replaces_a_runs_own_files(real_run: Path,
 def test_two_trainings_of_one_run_are_refused(real_run: Path,
                                               capsys: pytest.CaptureFixture) -> None:
     """Issue 27.14: two `train --resume` of one run at once both trained, one ending with a
-    self-contradictory error and the metrics of the other lost: the run is locked (flock)."""
+    self-contradictory error and the metrics of the other lost: the run is locked (flock), and
+    released when a training ends (the fixture's training ran in this process)."""
     holder = subprocess.Popen(  # another process holding the run's lock, as a training does
         [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
          "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); "
          "time.sleep(60)", str(real_run)], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        assert holder.stdout is not None and select.select([holder.stdout], [], [], 60)[0]
+        assert holder.stdout.readline() == "locked\n"
         before = tree(real_run)
         assert main(["train", "--resume", str(real_run), "--steps", "4"]) == 2
         assert "being trained by another cocogan train" in one_line(capsys)

@@ -65,8 +65,8 @@ def is_run_dir(folder: Path) -> bool:
     if marker is not None or not all((folder / name).is_file() for name in RUN_FILES):
         return marker == RUN_MARKER_TEXT
     for weights in sorted((folder / "checkpoints").glob("step-*.safetensors")):
-        with contextlib.suppress(OSError, ValueError, AttributeError, RecursionError), \
-                open(weights, "rb") as handle:
+        with contextlib.suppress(OSError, ValueError, LookupError, TypeError, AttributeError,
+                                 RecursionError), open(weights, "rb") as handle:
             size = int.from_bytes(handle.read(8), "little")
             metadata = json.loads(handle.read(size))["__metadata__"] if size < MAX_HEADER else {}
             if metadata.get("format") == "cocogan" and "config" in metadata:

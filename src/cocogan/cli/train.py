@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     """Single process, or one rank of a torchrun launch (rank 0 alone prints and writes)."""
     from cocogan.training import distributed
     from cocogan.training.device import select_device
-    from cocogan.training.run import read_run
+    from cocogan.training.run import read_run, release_locks
 
     check_flags(args)
     device = args.device or (read_run(args.resume)[1].device if args.resume else "auto")
@@ -217,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     finally:
+        release_locks()
         distributed.shutdown(together=ended_normally)
 
 

@@ -507,15 +507,9 @@ class InceptionFeatures:
 
     dim = 2048
 
-    def __init__(
-        self,
-        weights: str | os.PathLike[str] | None = None,
-        device: str | torch.device = "cpu",
-        batch_size: int = 64,
-        quantize: bool = True,
-        net: FIDInceptionV3 | None = None,
-        preprocessing: str = "tf",
-    ) -> None:
+    def __init__(self, weights: str | os.PathLike[str] | None = None,
+                 device: str | torch.device = "cpu", batch_size: int = 64, quantize: bool = True,
+                 net: FIDInceptionV3 | None = None, preprocessing: str = "tf") -> None:
         """Args:
         weights: weights file; None searches as `resolve_inception_weights` does.
         device: where the network runs.

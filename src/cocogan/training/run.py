@@ -58,7 +58,7 @@ from cocogan.training.sync_norm import synchronise_batch_norm
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.yaml"
-_LOCKS: dict[Path, int] = {}  # run folder -> the descriptor holding its flock (until exit)
+_LOCKS: dict[Path, int] = {}  # run folder -> the descriptor holding its flock
 
 
 @dataclass
@@ -88,9 +88,9 @@ def write_run_spec(run_dir: Path, spec: RunSpec, **extra: object) -> None:
 
 
 def lock_run(run_dir: Path, world: World = SINGLE, device: torch.device | None = None) -> None:
-    """One ``cocogan train`` per run: rank 0 holds a ``flock`` on the run folder until it exits
-    (the kernel releases it, even after a SIGKILL), so a second one stops at once; every rank
-    stops with it."""
+    """One ``cocogan train`` per run: rank 0 holds a ``flock`` on the run folder until
+    :func:`release_locks` or its exit (the kernel releases it, even after a SIGKILL), so a
+    second one stops at once; every rank stops with it."""
     refusal = None
     key = Path(run_dir).resolve()
     if world.is_main and key not in _LOCKS:
@@ -104,6 +104,12 @@ def lock_run(run_dir: Path, world: World = SINGLE, device: torch.device | None =
                                   "now (it holds the run's lock): let it finish or stop it, "
                                   f"then cocogan train --resume {run_dir}")
     agree_or_raise(world, refusal, device or torch.device("cpu"), "locking the run")
+
+
+def release_locks() -> None:
+    """End of a training in this process: another may train its runs now."""
+    while _LOCKS:
+        os.close(_LOCKS.popitem()[1])  # closing the descriptor releases its flock
 
 
 def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
