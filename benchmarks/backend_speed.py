@@ -209,8 +209,7 @@ async def cold_tiles(renderer: TileRenderer, z_dim: int, box: PixelBox, tiles: i
 def serve_latency(tiles: int) -> dict:
     """Median seconds of a cold tile (a new seed each time, tile cache off), per backend."""
     from cocogan.apps.backend import use_backend
-    from cocogan.serve.app import served_run
-    from cocogan.serve.tiles import default_tile, tile_box
+    from cocogan.serve.tiles import TileRenderer, default_tile, tile_box
 
     model, config = untrained("tiny")
     row: dict = {"preset": "tiny"}
@@ -219,13 +218,13 @@ def serve_latency(tiles: int) -> dict:
         save_model(file, config, model, 0)
         for backend in ("torch", "onnxruntime"):
             use_backend(model, backend)
-            run = served_run("tiny", config, model, 0, file, chunk=DEFAULT_CHUNK,
-                             cache_bytes=0, max_queued=1 << 20)
+            renderer = TileRenderer(model, chunk=DEFAULT_CHUNK, cache_bytes=0,
+                                    max_queued=1 << 20)
             side = default_tile(model.coords)
             box = tile_box(model.coords, 0, 0, side)
 
-            seconds = asyncio.run(cold_tiles(run.renderer, config.model.z_dim, box, tiles))
-            run.renderer.close()
+            seconds = asyncio.run(cold_tiles(renderer, config.model.z_dim, box, tiles))
+            renderer.close()
             row["tile_pixels"] = side
             row[f"{backend}_cold_tile_s"] = round(sorted(seconds)[len(seconds) // 2], 4)
         use_backend(model, "torch")

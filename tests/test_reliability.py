@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
+import select
 import shutil
 import signal
 import struct
@@ -370,7 +373,7 @@ def test_unexpected_errors_keep_the_traceback_and_ask_for_a_report(
     def bug(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(generate._RUNNERS, "full", bug)
+    monkeypatch.setattr(generate, "_run_full", bug)
     assert main(["generate", "full", "--run", str(run), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: a bug" in err and "please report" in err
@@ -712,3 +715,226 @@ def test_a_killed_rank_names_the_newest_checkpoint(tmp_path: Path) -> None:
     line = next(line for line in err.splitlines() if "error:" in line)
     assert f"the newest checkpoint is step {steps[-1]}: resume with: cocogan train --resume " \
            f"{run}" in line, err
+    assert "then writing a checkpoint" not in err, err  # issue 27.20: no promise before it
+    assert "if all 2 processes are still running, writing a checkpoint" in err, err
+
+
+# ---- issue 27: what a hostile or unlucky input still broke ------------------------------------
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run written by `cocogan train` (config.yaml, run.yaml, marker, two checkpoints)."""
+    out = tmp_path_factory.mktemp("real") / "run"
+    assert new_run(out, steps=2) == 0
+    return out
+
+
+def test_config_and_run_yaml_do_not_make_a_folder_a_run(run: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.1: any folder holding files named config.yaml and run.yaml (and two levels
+    below it) counted as a run: generate replaced the user's seed0000.png, train their config."""
+    proj = tmp_path / "proj"
+    (proj / "pictures" / "best").mkdir(parents=True)
+    (proj / "config.yaml").write_text("my: settings\n")
+    (proj / "run.yaml").write_text("my: run notes\n")
+    for folder in (proj, proj / "pictures", proj / "pictures" / "best"):
+        (folder / "seed0000.png").write_bytes(b"my photo")
+    before = tree(proj)
+    for out in (proj, proj / "pictures", proj / "pictures" / "best"):
+        assert main(["generate", "full", "--run", str(run), "--seeds", "0", "--out",
+                     str(out)]) == 2
+        assert "did not write" in one_line(capsys)
+    assert new_run(proj) == 2 and "did not write" in one_line(capsys)
+    (proj / ".cocogan").write_text("not cocogan's words\n")  # a marker must say cocogan's text
+    assert new_run(proj) == 2 and "did not write" in one_line(capsys)
+    (proj / ".cocogan").unlink()
+    assert tree(proj) == before
+
+
+def test_runs_without_a_marker_still_resume_and_load(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.1: runs written before the marker are recognised by their checkpoints (a
+    safetensors header with cocogan's metadata); resuming one gives it its marker."""
+    from cocogan.outputs import MARKER, RUN_MARKER_TEXT, is_run_dir
+
+    out = tmp_path / "old"
+    assert new_run(out, steps=2) == 0
+    assert (out / MARKER).read_text() == RUN_MARKER_TEXT
+    (out / MARKER).unlink()  # what today's code wrote: no marker in a run
+    assert is_run_dir(out)
+    assert main(["generate", "full", "--run", str(out), "--seeds", "0", "--out", str(out)]) == 0
+    assert not (out / MARKER).exists()  # generate into the run does not unmark it
+    assert main(["train", "--resume", str(out), "--steps", "4"]) == 0
+    assert (out / MARKER).read_text() == RUN_MARKER_TEXT and resumable_steps(out)[-1] == 4
+    capsys.readouterr()
+    fake = tmp_path / "fake"  # the same names with a checkpoint cocogan did not write
+    shutil.copytree(out, fake)
+    (fake / MARKER).unlink()
+    for weights in (fake / "checkpoints").glob("*.safetensors"):
+        weights.write_bytes(struct.pack("<Q", 2) + b"{}")
+    assert not is_run_dir(fake)
+
+
+def test_export_never_replaces_a_runs_own_files(real_run: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.2: export --output RUN/checkpoints/step-N.safetensors replaced the training
+    checkpoint (even its own source), and --output RUN/eval.safetensors replaced eval.json."""
+    (real_run / "eval.json").write_text('{"metrics": {}}\n')
+    before = tree(real_run)
+    step = resumable_steps(real_run)[-1]
+    for output in (f"checkpoints/step-{step:08d}.safetensors", "checkpoints/new.safetensors",
+                   "eval.safetensors", "eval.onnx", "samples/x.safetensors"):
+        assert main(["export", "--run", str(real_run), "--output",
+                     str(real_run / output)]) == 2, output
+        assert "one of the files of the cocogan run" in one_line(capsys)
+    assert tree(real_run) == before
+    assert main(["export", "--run", str(real_run), "--output",
+                 str(real_run / "model.safetensors")]) == 0  # a new name in the run is fine
+    (real_run / "eval.json").unlink()
+    for name in ("model.safetensors", "model.json"):
+        (real_run / name).unlink()
+
+
+def test_two_trainings_of_one_run_are_refused(real_run: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.14: two `train --resume` of one run at once both trained, one ending with a
+    self-contradictory error and the metrics of the other lost: the run is locked (flock), and
+    released when a training ends (the fixture's training ran in this process)."""
+    holder = subprocess.Popen(  # another process holding the run's lock, as a training does
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+         "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); "
+         "time.sleep(60)", str(real_run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and select.select([holder.stdout], [], [], 60)[0]
+        assert holder.stdout.readline() == "locked\n"
+        before = tree(real_run)
+        assert main(["train", "--resume", str(real_run), "--steps", "4"]) == 2
+        assert "being trained by another cocogan train" in one_line(capsys)
+        assert tree(real_run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_plot_skips_a_deeply_nested_metrics_line(real_run: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.8: one line of 100,000 nested lists in metrics.jsonl made `cocogan plot` a
+    RecursionError traceback; it is skipped like a torn line."""
+    run_copy = tmp_path / "run"
+    shutil.copytree(real_run, run_copy)
+    with open(run_copy / "metrics.jsonl", "a") as handle:
+        handle.write("[" * 100_000 + "]" * 100_000 + "\n")
+    assert main(["plot", str(run_copy)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    (run_copy / "metrics.jsonl").write_text('{"step": ' * 100_000 + "\n")
+    assert main(["plot", str(run_copy)]) == 2
+    assert "metrics" in one_line(capsys)
+
+
+EVAL_SMALL = ["--metrics", "seams", "--n", "8", "--batch", "8", "--device", "cpu"]
+
+
+def test_eval_json_obeys_the_write_rule_and_figures_come_first(
+        real_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.6: `eval` replaced a user's ./generated/skyline/eval.json, and lost its
+    computed figures when eval.json or the statistics cache could not be written."""
+    from cocogan.evaluation import evaluate_run
+    from test_evaluation import SMALL, StandIn
+
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "generated" / "skyline" / "eval.json"
+    mine.parent.mkdir(parents=True)
+    mine.write_text('{"my": "notes"}\n')
+    assert main(["eval", "--run", "skyline", "--real", "builtin:skyline", *EVAL_SMALL]) == 2
+    assert "cocogan did not write it" in one_line(capsys)
+    assert mine.read_text() == '{"my": "notes"}\n'
+    run_copy = tmp_path / "run"
+    shutil.copytree(real_run, run_copy)
+    (run_copy / "eval.json").mkdir()  # eval.json cannot be written
+    assert main(["eval", "--run", str(run_copy), "--real", "builtin:blobs", *EVAL_SMALL]) == 2
+    captured = capsys.readouterr()
+    assert "seams" in captured.out and "eval.json" in captured.err  # the figures, then the line
+    monkeypatch.setenv("COCOGAN_CACHE", str(mine))  # the statistics cache cannot be written
+    with pytest.warns(UserWarning, match="real statistics not cached"):
+        result = evaluate_run(run_copy, "builtin:blobs", "fid", cfg=SMALL, device="cpu",
+                              feature_extractor=StandIn(), write=False)
+    assert math.isfinite(result.values["fid"])
+
+
+def test_fingerprint_write_edits_only_a_cocogan_card(real_run: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.7: `models --fingerprint FILE --write` edited any FILE.json (a user's notes), and
+    a JSON list or string there was a TypeError traceback."""
+    file = tmp_path / "model.safetensors"
+    shutil.copy(resumable_checkpoint(real_run), file)
+    card = file.with_suffix(".json")
+    for text in ('{"my": "notes"}\n', "[1, 2]\n", '"a string"\n', "{not json\n"):
+        card.write_text(text)
+        assert main(["models", "--fingerprint", str(file), "--write"]) == 2, text
+        assert "is not a cocogan model card" in one_line(capsys)
+        assert card.read_text() == text
+    card.unlink()  # no card yet: one is written, and may be updated again
+    for _ in range(2):
+        assert main(["models", "--fingerprint", str(file), "--write"]) == 0
+    assert "fingerprint" in json.loads(card.read_text())
+
+
+def resumable_checkpoint(run_dir: Path) -> Path:
+    return sorted((run_dir / "checkpoints").glob("step-*.safetensors"))[-1]
+
+
+def test_training_budget_keeps_a_margin_and_prints_its_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.18: the training budget admitted 21.4 GB against 21.5 GB available, silently;
+    an estimate must now leave 10% of the memory free, and it is printed."""
+    tiny = get_preset("tiny")
+    estimate = budget.training_budget(tiny.model, tiny.optim.batch, tiny.run.n_samples,
+                                      tiny.run.keep_checkpoints).memory
+
+    def dry_run(out: Path) -> int:
+        return main(["train", "--preset", "tiny", "--data", "builtin:blobs", "--out", str(out),
+                     "--dry-run", "--set", "data.num_workers=0"])
+
+    monkeypatch.setattr(budget, "available_memory", lambda: int(estimate * 1.05))  # 5% spare
+    assert dry_run(tmp_path / "a") == 2
+    assert "(and 10% of it is kept free)" in one_line(capsys)
+    monkeypatch.setattr(budget, "available_memory", lambda: int(estimate * 1.2))
+    assert dry_run(tmp_path / "b") == 0
+    assert f"training {budget.describe_model(tiny.model, budget.model_size(tiny.model, 1))[:20]}" \
+        in capsys.readouterr().out  # the estimate, printed
+
+
+def test_the_stop_notice_promises_no_checkpoint_in_a_multi_process_run() -> None:
+    """Issue 27.20: under torchrun rank 0 said "finishing step 38, then writing a checkpoint"
+    and wrote none (a peer had died), the line just before the one saying so."""
+    from cocogan.training.distributed import SINGLE, World, stop_notice
+
+    alone = stop_notice(SINGLE, "SIGTERM", 38)
+    assert alone.startswith("received SIGTERM: finishing step 38, then writing a checkpoint")
+    two = stop_notice(World(rank=0, size=2), "SIGTERM", 38)
+    assert "then writing" not in two and "if all 2 processes are still running," in two
+
+
+def test_export_checks_its_memory_estimate_first(real_run: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Issue 27.15: export had no memory estimate (a 2.08 GB generator peaked at 15.9 GB RSS):
+    it is printed, and refused beyond the memory available unless --force."""
+    from cocogan.export import EXPORT_COPIES, export_budget
+
+    config, model, _ = load_model(real_run)
+    weights = sum(p.numel() * p.element_size() for p in model.generator.parameters())
+    assert export_budget(config, "onnx").memory == EXPORT_COPIES["onnx"] * weights
+    inference = tmp_path / "g.safetensors"
+    assert main(["export", "--run", str(real_run), "--output", str(inference)]) == 0
+    assert "exporting a 32x32 model" in capsys.readouterr().out  # the estimate, printed
+    memory = int(budget.inference_budget(config.model).memory / 0.85)  # loading it fits
+    assert export_budget(config, "onnx").memory > 0.9 * memory
+    monkeypatch.setattr(budget, "available_memory", lambda: memory)
+    onnx = ["export", "--run", str(inference), "--output", str(tmp_path / "g.onnx")]
+    assert main(onnx) == 2
+    line = one_line(capsys)
+    assert "exporting a 32x32 model" in line and "as onnx" in line and "--force" in line
+    assert not (tmp_path / "g.onnx").exists()
+    assert main(["export", "--run", str(inference), "--output", str(tmp_path / "h.safetensors")
+                 ]) == 0  # two copies fit

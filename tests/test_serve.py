@@ -522,10 +522,97 @@ def test_a_slow_upload_gets_408(served: tuple, monkeypatch: pytest.MonkeyPatch) 
                 "/api/runs/0/inspire?top=0&left=0", content=slow_body(), headers=UPLOAD)
                 for _ in range(MAX_UPLOADS + 1)))
 
-    responses = asyncio.run(go())  # one more slow upload than there are upload slots
-    codes = sorted(r.status_code for r in responses)
-    assert codes == [408] * MAX_UPLOADS + [503]
-    assert "within 0.3 s" in next(r for r in responses if r.status_code == 408).json()["error"]
+    responses = asyncio.run(go())  # more slow uploads than there are decoding slots
+    assert [r.status_code for r in responses] == [408] * (MAX_UPLOADS + 1)
+    assert "within 0.3 s" in responses[0].json()["error"]
+
+
+def test_slow_uploads_do_not_block_inspire_for_everyone(served: tuple,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27.9: four slow uploads held the four upload slots for the 30-s body deadline, so
+    every other inspiration got 503 meanwhile; a slot is now taken once the body is in."""
+    monkeypatch.setattr("cocogan.serve.app.BODY_TIMEOUT_S", 3.0)
+    picture = image_bytes(Image.new("RGB", (32, 32), (200, 40, 40)))
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield picture[:8]
+        await asyncio.sleep(10)
+        yield picture[8:]
+
+    async def go() -> tuple[list[int], int, float]:
+        transport = httpx.ASGITransport(app=served[0])
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            slow = [asyncio.ensure_future(client.post(
+                "/api/runs/0/inspire?top=0&left=0", content=slow_body(), headers=UPLOAD))
+                for _ in range(MAX_UPLOADS)]
+            await asyncio.sleep(0.2)  # the slow uploads have begun
+            start = time.monotonic()
+            fast = await client.post("/api/runs/0/inspire?top=0&left=0", content=picture,
+                                     headers=UPLOAD)
+            waited = time.monotonic() - start
+            codes = [r.status_code for r in await asyncio.gather(*slow)]
+            return codes, fast.status_code, waited
+
+    codes, fast, waited = asyncio.run(go())
+    assert fast == 200 and waited < 2.5  # answered while the slow ones still trickle
+    assert codes == [408] * MAX_UPLOADS
+
+
+def test_uploads_arriving_at_once_are_bounded_in_bytes(served: tuple,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bytes of uploads still arriving are bounded together (503 past the bound), so
+    slow uploads, which now hold no slot, cannot hold unbounded memory either."""
+    monkeypatch.setattr("cocogan.serve.app.MAX_RECEIVING_BYTES", 100)
+    monkeypatch.setattr("cocogan.serve.app.BODY_TIMEOUT_S", 1.0)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x" * 60
+        await asyncio.sleep(2)
+
+    async def go() -> list[int]:
+        transport = httpx.ASGITransport(app=served[0])
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            return [r.status_code for r in await asyncio.gather(*(client.post(
+                "/api/runs/0/inspire?top=0&left=0", content=body(), headers=UPLOAD)
+                for _ in range(2)))]
+
+    assert sorted(asyncio.run(go())) == [408, 503]  # the second 60 bytes pass the bound
+
+
+def test_many_requests_for_one_big_tile_do_not_lock_others_out(trained_runs: dict) -> None:
+    """Issue 27.9: 512 connections asking for the same 512-px tile held every connection the
+    server keeps open for the whole render, so everyone else, the page included, got 503. At
+    most MAX_WAITERS requests wait for one tile now (the rest get 503 and their connections
+    become idle, so they make room); a fresh small tile comes back in under a second."""
+    from cocogan.serve.tiles import MAX_WAITERS
+
+    app, runs = serve_runs([trained_runs["tiny-inspired"]], cache_bytes=0, chunk=64)
+    renderer = runs[0].renderer
+    render_step = renderer.render_step
+
+    def slow_step(work: list) -> list:  # a slower model: 0.1 s per 64 patches, so the 512-px
+        time.sleep(0.1 * sum(n for _, n in work) / 64)  # tile's 4096 take over 6 s, and the
+        return render_step(work)  # checks below run during its render
+
+    renderer.render_step = slow_step  # type: ignore[method-assign]
+    with real_server(app) as address:
+        socks = [raw_request(address, "/api/runs/0/tile?y=0&x=0&size=512&seed=77")
+                 for _ in range(512)]
+        for _ in range(400):  # every request answered 503 or waiting for the tile
+            if renderer.stats.refused + renderer.stats.hits >= 511:
+                break
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{address[1]}"
+        for i, path in enumerate(["/", "/api/runs", *(f"/api/runs/0/tile?y=0&x=0&size=32&"
+                                                       f"seed={5 + i}" for i in range(3))]):
+            start = time.monotonic()
+            with urllib.request.urlopen(url + path, timeout=10) as response:
+                assert response.status == 200, path
+            assert time.monotonic() - start < 1.0, (i, path)
+        assert renderer.stats.tiles < 4  # the big tile was still rendering
+        assert renderer.stats.refused >= 512 - MAX_WAITERS - 8
+        for sock in socks:
+            sock.close()
 
 
 @pytest.mark.parametrize(("method", "path", "headers", "status", "words"), [

@@ -334,7 +334,7 @@ def test_bad_input_is_one_clear_line(case: str, tmp_path: Path,
 def test_dry_run_writes_only_the_config(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert new_run(run, "--dry-run") == 0
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "run.yaml"]
+    assert sorted(p.name for p in run.iterdir()) == [".cocogan", "config.yaml", "run.yaml"]
 
 
 def test_non_finite_loss_stops_without_saving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

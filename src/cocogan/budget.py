@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 TIFF_INDEX_BYTES = 64  # tifffile keeps each tile's offset and byte count in Python lists
 FLOAT_BYTES = 4
+MEMORY_MARGIN = 0.1  # share of the available memory an estimate must leave free (it is approximate)
 
 
 class BudgetError(ValueError):
@@ -194,8 +195,9 @@ def check_budget(budget: Budget, destination: Path | None,
     problems = []
     memory = available_memory() if memory is None else memory
     disk = free_disk(destination) if destination is not None else 2**62
-    if budget.memory > memory:
-        problems.append(f"only {format_bytes(memory)} of {memory_name} is available")
+    if budget.memory > memory * (1 - MEMORY_MARGIN):
+        problems.append(f"only {format_bytes(memory)} of {memory_name} is available (and "
+                        f"{MEMORY_MARGIN:.0%} of it is kept free)")
     if budget.disk > disk:
         problems.append(f"only {format_bytes(disk)} is free on the disk of {destination}")
     if problems:

@@ -1,11 +1,14 @@
 """The write rule: cocogan never overwrites what a user owns, and never leaves a partial file.
 
-1. The CLI writes only into folders it created (they get a ``.cocogan`` marker file), empty
-   folders, folders holding a cocogan run (``config.yaml`` and ``run.yaml``) and folders inside
-   one. A file named on the command line (``huge --output FILE``) is written only if neither it
-   nor its JSON sidecar exists, or they lie in such a folder, or the sidecar says cocogan wrote
-   them. :func:`claim_folder` and :func:`claim_file` are the checks; the CLI calls them before
-   it computes anything.
+1. The CLI writes only into folders it created or claimed (they hold a ``.cocogan`` marker
+   whose text only cocogan writes: one for output folders, one for runs) and empty folders.
+   Runs written before runs had a marker are recognised by a checkpoint whose safetensors
+   header carries cocogan's metadata, beside their ``config.yaml`` and ``run.yaml`` (file names
+   alone prove nothing: a user's project may hold both). A file named on the command line
+   (``huge --output FILE``) is written only if neither it nor its JSON sidecar exists, or they
+   lie in such a folder, or the sidecar says cocogan wrote them; never over a run's own files
+   (its config, state, metrics, eval.json, checkpoints). :func:`claim_folder` and
+   :func:`claim_file` are the checks; the CLI calls them before it computes anything.
 2. Every file is written to a hidden temporary name in its folder and renamed when complete
    (:func:`atomic_write`): a reader never sees half a file. On failure the temporary file is
    removed and the error names the final path; the previous version of that file is intact.
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -22,8 +26,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-MARKER = ".cocogan"  # in every output folder the CLI created or claimed
-RUN_FILES = ("config.yaml", "run.yaml")  # a folder holding both is a cocogan run
+MARKER = ".cocogan"  # in every output folder and run the CLI created or claimed
+MARKER_TEXT = "This folder holds outputs of cocogan; cocogan may write here again.\n"
+RUN_MARKER_TEXT = "This folder holds a cocogan training run; cocogan may write here again.\n"
+RUN_FILES = ("config.yaml", "run.yaml")  # with a cocogan checkpoint: a run from before markers
+RUN_OWN = (*RUN_FILES, MARKER, "metrics.jsonl", "eval.json")  # never replaced by an --output
+RUN_OWN_DIRS = ("checkpoints", "samples", "tensorboard")  # nor anything in these
+MAX_HEADER = 1 << 24  # bytes of a safetensors header read to recognise a checkpoint
 SIDECAR_KEY = "cocogan_version"  # every JSON sidecar written by `cocogan generate` has it
 _SHOW = 3  # names listed when refusing a folder
 NEARLY_FULL = 1 << 20  # bytes: less free space than this after a failed write means "disk full"
@@ -39,17 +48,52 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _marker(folder: Path) -> str | None:
+    """The text of ``folder``'s marker when cocogan wrote it, else None."""
+    try:
+        with open(Path(folder) / MARKER, "rb") as handle:
+            text = handle.read(len(RUN_MARKER_TEXT) + 1).decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if text in (MARKER_TEXT, RUN_MARKER_TEXT) else None
+
+
 def is_run_dir(folder: Path) -> bool:
-    """True when ``folder`` holds a cocogan run (its config.yaml and run.yaml)."""
-    return all((Path(folder) / name).is_file() for name in RUN_FILES)
+    """A cocogan run: its run marker, or (a run from before markers) config.yaml and run.yaml
+    beside a checkpoint whose safetensors header carries cocogan's metadata."""
+    folder, marker = Path(folder), _marker(folder)
+    if marker is not None or not all((folder / name).is_file() for name in RUN_FILES):
+        return marker == RUN_MARKER_TEXT
+    for weights in sorted((folder / "checkpoints").glob("step-*.safetensors")):
+        with contextlib.suppress(OSError, ValueError, LookupError, TypeError, AttributeError,
+                                 RecursionError), open(weights, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            metadata = json.loads(handle.read(size))["__metadata__"] if size < MAX_HEADER else {}
+            if metadata.get("format") == "cocogan" and "config" in metadata:
+                return True
+    return False
 
 
 def is_ours(folder: Path) -> bool:
-    """A folder cocogan created or claimed, a run, or a folder up to two levels inside a run."""
-    folder = Path(folder)
-    if (folder / MARKER).is_file() or is_run_dir(folder):
-        return True
-    return any(is_run_dir(parent) for parent in list(folder.resolve().parents)[:2])
+    """A folder cocogan created or claimed (its marker), or a run."""
+    return _marker(folder) is not None or is_run_dir(folder)
+
+
+def run_own_file(path: Path) -> Path | None:
+    """The run whose own file (:data:`RUN_OWN`, :data:`RUN_OWN_DIRS`) ``path`` is, else None."""
+    path = Path(path).resolve()
+    if path.name in RUN_OWN and is_run_dir(path.parent):
+        return path.parent
+    return next((f.parent for f in path.parents if f.name in RUN_OWN_DIRS
+                 and is_run_dir(f.parent)), None)
+
+
+def read_json_object(path: Path, limit: int = 1 << 20) -> dict | None:
+    """A small JSON file's object, or None (absent, unreadable, too big or deep, not an object)."""
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        value = json.loads(path.read_text()) if path.stat().st_size <= limit else None
+        return value if isinstance(value, dict) else None
+    return None
 
 
 def check_folder(folder: Path, flag: str) -> Path:
@@ -71,14 +115,15 @@ def check_folder(folder: Path, flag: str) -> Path:
     return folder
 
 
-def claim_folder(folder: Path, flag: str, mark: bool = True) -> Path:
-    """:func:`check_folder`, then create ``folder`` and mark it as a cocogan output folder
-    (``mark=False`` for run folders, which their config.yaml and run.yaml identify)."""
+def claim_folder(folder: Path, flag: str, run: bool = False) -> Path:
+    """:func:`check_folder`, then create ``folder`` and mark it as a cocogan output folder (or
+    as a run: ``run=True``)."""
     folder = check_folder(folder, flag)
     folder.mkdir(parents=True, exist_ok=True)
-    if mark and not (folder / MARKER).exists() and not is_run_dir(folder):
-        atomic_write(folder / MARKER, lambda tmp: tmp.write_text(
-            "This folder holds outputs of cocogan; cocogan may write here again.\n"))
+    marker = _marker(folder)
+    if marker != RUN_MARKER_TEXT and (run or (marker is None and not is_run_dir(folder))):
+        text = RUN_MARKER_TEXT if run else MARKER_TEXT  # a legacy run stays a run
+        atomic_write(folder / MARKER, lambda tmp: tmp.write_text(text))
     return folder
 
 
@@ -91,23 +136,22 @@ def claim_file(path: Path, flag: str, sidecar: Path | None = None) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder: name a file inside it")
+    for target in (p for p in (path, sidecar) if p is not None):
+        run = run_own_file(target)
+        if run is not None:
+            raise OutputError(f"{flag} {path}: {target} is one of the files of the cocogan run "
+                              f"{run} (its checkpoints, config, metrics or eval.json), which it "
+                              "needs to resume and load: choose another name")
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise OutputError(f"{flag} {path}: {parent} is a file, not a folder")
     if parent.is_dir() and is_ours(parent):
         return path
     for existing in (p for p in (path, sidecar) if p is not None and p.exists()):
-        if sidecar is None or not _is_our_sidecar(sidecar):
+        if sidecar is None or SIDECAR_KEY not in (read_json_object(sidecar) or {}):
             raise OutputError(f"{flag} {path}: {existing} already exists and cocogan did not "
                               "write it; choose another name (nothing was overwritten)")
     return path
-
-
-def _is_our_sidecar(path: Path) -> bool:
-    try:
-        return SIDECAR_KEY in json.loads(path.read_text())
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def file_mode() -> int:

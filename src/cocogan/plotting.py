@@ -18,12 +18,13 @@ DEFAULT_KEYS = ("L_W", "L_GP", "L_S_real", "L_S_fake", "L_C", "L_O", "loss_D", "
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSON-lines file; a torn last line (killed writer) is skipped."""
+    """Records of a JSON-lines file; a torn last line (killed writer) is skipped, and so is a
+    line nested too deeply for the JSON parser (no metric record is)."""
     records = []
     for line in Path(path).read_text().splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(record, dict):
             records.append(record)

@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cocogan.cli.train import plain_warnings
-    from cocogan.evaluation.run import evaluate_run, format_table
+    from cocogan.evaluation.run import evaluate_run, format_table, write_evaluation
     from cocogan.training.device import configure_threads, select_device
 
     configure_threads(select_device(args.device))  # CPU: one thread per usable core
@@ -59,16 +59,17 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_run(args.run, args.real, args.metrics, checkpoint=args.checkpoint,
                               cfg=cfg, device=args.device,
                               inception_weights=args.inception_weights, raw=args.raw,
-                              use_cache=not args.no_cache, report=_note,
+                              use_cache=not args.no_cache, write=False, report=_note,
                               backend=args.backend)
     record = result.record
     print(f"checkpoint {record['checkpoint']} (step {record['step']}, {record['generator']} "
           f"generator) vs {record['real']}")
-    print(format_table(result))
-    if result.path is not None:
-        print(f"wrote {result.path}")
+    print(format_table(result), flush=True)  # before any write that may fail
     for warning in record["warnings"]:  # said before the work too; again under the numbers
         print(f"cocogan eval: warning: {warning}", file=sys.stderr)
+    write_evaluation(result)
+    if result.path is not None:
+        print(f"wrote {result.path}")
     return 0
 
 

@@ -31,12 +31,15 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"{' or '.join(FORMATS)} (default: from the --output suffix)")
     parser.add_argument("--no-check", action="store_true",
                         help="onnx: skip running the file with onnxruntime against PyTorch")
+    parser.add_argument("--force", action="store_true",
+                        help="export even when the memory estimate exceeds what is available")
 
 
 def run(args: argparse.Namespace) -> int:
     from cocogan.export import CHECK_TOLERANCE, export_run
 
-    result = export_run(args.run, args.output, args.format, check=not args.no_check)
+    result = export_run(args.run, args.output, args.format, check=not args.no_check,
+                        force=args.force, report=lambda line: print(f"cocogan export: {line}"))
     if result.path.suffix == ".onnx":
         if result.max_diff is not None:
             check = (f"onnxruntime matches PyTorch: max |diff| {result.max_diff:.2g} "

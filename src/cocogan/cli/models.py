@@ -73,6 +73,20 @@ def _number(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _card(path: Path) -> dict[str, Any]:
+    """The model card at ``path`` (cocogan export wrote it: its ``format``); a user's own JSON
+    there is never edited."""
+    from cocogan.export import CARD_FORMAT
+    from cocogan.outputs import read_json_object
+
+    card = read_json_object(path)
+    if card is None or card.get("format") != CARD_FORMAT:
+        raise ValueError(f"--write: {path} is not a cocogan model card (a JSON object with "
+                         f'"format": "{CARD_FORMAT}"), so it is not edited: move it away, or '
+                         "export the model again (cocogan export) to write its card")
+    return card
+
+
 def _fingerprint(file: Path, write: bool) -> int:
     from cocogan import shipped
     from cocogan.apps.fingerprint import fingerprint, supported_applications
@@ -87,7 +101,7 @@ def _fingerprint(file: Path, write: bool) -> int:
     if not write:
         return 0
     card_path = file.with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = _card(card_path) if card_path.exists() else {"format": "cocogan-generator"}
     match = shipped.FILE_NAME.match(file.stem)
     if match:
         card.setdefault("name", match["name"])

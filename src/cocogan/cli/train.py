@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from cocogan.config import Config, ConfigError, apply_overrides, read_config_file
 from cocogan.presets import PRESETS, get_preset
 from cocogan.training.device import DEVICE_CHOICES
-from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S
+from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S, stop_notice
 
 if TYPE_CHECKING:
     from cocogan.training.distributed import World
@@ -142,11 +142,11 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
     workers = resolve_workers(t.data.num_workers)  # the decoder processes training will start
     # Memory only: a disk that fills up later is reported at the failed write, with the
     # newest intact checkpoint named (a small disk is fine for a short run).
-    check_budget(training_budget(m, t.optim.batch, t.run.n_samples, t.run.keep_checkpoints,
-                                 workers), None,
-                 fix="choose smaller model sizes (model.ngf, model.ndf, model.z_dim, "
-                     "model.full_height/full_width) or optim.batch",
-                 memory=gpu, memory_name="GPU memory" if gpu else "memory")
+    print(check_budget(training_budget(m, t.optim.batch, t.run.n_samples,
+                                       t.run.keep_checkpoints, workers),
+                       None, fix="choose smaller model sizes (model.ngf, model.ndf, model.z_dim, "
+                       "model.full_height/full_width) or optim.batch",
+                       memory=gpu, memory_name="GPU memory" if gpu else "memory"))
 
 
 def _checkpoint_config(path: str) -> Config:
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     """Single process, or one rank of a torchrun launch (rank 0 alone prints and writes)."""
     from cocogan.training import distributed
     from cocogan.training.device import select_device
-    from cocogan.training.run import read_run
+    from cocogan.training.run import read_run, release_locks
 
     check_flags(args)
     device = args.device or (read_run(args.resume)[1].device if args.resume else "auto")
@@ -223,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     finally:
+        release_locks()
         distributed.shutdown(together=ended_normally)
 
 
@@ -333,8 +334,7 @@ def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:
         return 0
 
     def announce(name: str) -> None:
-        trainer.notify(f"received {name}: finishing step {trainer.state.step + 1}, then "
-                       "writing a checkpoint (send it again to quit without saving)")
+        trainer.notify(stop_notice(trainer.world, name, trainer.state.step + 1))
 
     with StopFlag(on_request=announce, repeat_window_s=2.0 * trainer.world.enabled) as stop:
         try:

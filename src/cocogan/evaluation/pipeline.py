@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -177,7 +178,10 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
         acc = feature_sink.accumulator
         ref.features = RealFeatures(stats=acc.stats(), kept=acc.features())
         if key is not None:
-            save_real_features(key, ref.features)
+            try:
+                save_real_features(key, ref.features)
+            except OSError as error:  # a cache, not a result: the figures go on
+                warnings.warn(f"real statistics not cached ({error})", stacklevel=2)
     if ref.features is not None:
         kept = ref.features.kept
         ref.counts.update({m: kept.shape[0] if m in PR_METRICS else ref.features.stats.n

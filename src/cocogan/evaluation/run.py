@@ -25,7 +25,7 @@ from cocogan.evaluation.sampling import Sampler, cocogan_sampler
 from cocogan.evaluation.settings import FEATURE_METRICS, EvalConfig, parse_metrics
 from cocogan.evaluation.spatial import discriminator_predictor
 from cocogan.metrics import FeatureExtractor, InceptionFeatures
-from cocogan.outputs import atomic_write
+from cocogan.outputs import OutputError, atomic_write, is_ours, read_json_object
 from cocogan.training.device import select_device
 
 EVAL_FILE = "eval.json"
@@ -81,14 +81,39 @@ class RunEvaluation:
 
     values: dict[str, float]
     record: dict[str, Any]  # the content of eval.json
-    path: Path | None  # where eval.json was written
+    path: Path | None  # where eval.json was (or, with write=False, is to be) written
+
+
+def eval_json_path(run: str | Path) -> Path | None:
+    """Where eval.json goes (None for a weights file), checked by the write rule before any
+    work: beside a run's checkpoints, or ./generated/NAME for a shipped model (never into the
+    package's folder); an eval.json there that cocogan did not write is never replaced."""
+    local = shipped.output_folder(run)
+    folder = local or Path(run)
+    if local is None and not folder.is_dir():
+        return None
+    path = folder / EVAL_FILE
+    ours = {"metrics", "requested", "version"} <= (read_json_object(path) or {}).keys()
+    if path.exists() and not is_ours(folder) and not ours:  # eval.json's keys: cocogan wrote it
+        raise OutputError(f"{path} exists and cocogan did not write it: move it away, or "
+                          "evaluate a copy of the run (nothing was overwritten)")
+    return path
+
+
+def write_evaluation(evaluation: RunEvaluation) -> None:
+    """Write eval.json (atomic); after the figures are shown, so a failed write loses none."""
+    if evaluation.path is not None:
+        evaluation.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(_finite(evaluation.record), indent=2) + "\n"
+        atomic_write(evaluation.path, lambda tmp: tmp.write_text(text))
 
 
 def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[str, ...], *,
                  checkpoint: str | Path | None = None, cfg: EvalConfig | None = None,
                  device: str = "auto", inception_weights: str | Path | None = None,
                  raw: bool = False, feature_extractor: FeatureExtractor | None = None,
-                 use_cache: bool = True, report: Callable[[str], None] | None = None,
+                 use_cache: bool = True, write: bool = True,
+                 report: Callable[[str], None] | None = None,
                  backend: str = "torch") -> RunEvaluation:
     """Evaluate a run's checkpoint against a real data source.
 
@@ -105,6 +130,8 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         backend: what runs G (`cocogan.apps.backend`): torch, onnxruntime or auto.
         feature_extractor: replaces Inception for fid/kid (tests, other feature spaces).
         use_cache: read/write cached real statistics.
+        write: write eval.json (False: the caller shows the figures, then calls
+            :func:`write_evaluation`).
         report: told the time estimate before any work, and progress bars are shown (the
             CLI); None is silent.
     """
@@ -112,6 +139,7 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     names = parse_metrics(metrics)
     cfg = (cfg or EvalConfig()).validate()
     dev = select_device(device)
+    path = eval_json_path(run)
     extractor = feature_extractor_for(names, dev, cfg.batch, inception_weights, feature_extractor)
     file = resolve_checkpoint(checkpoint if checkpoint is not None else run)
     config, model, step = load_model(file, dev)
@@ -149,16 +177,10 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         "real_stats_cached": ref.cache_hit, "seconds": round(time.perf_counter() - start, 2),
         "version": __version__,
     }
-    path = None
-    local = shipped.output_folder(run)  # a shipped model: never into the package's folder
-    if local is not None:
-        local.mkdir(parents=True, exist_ok=True)
-    run_dir = local or Path(run)
-    if run_dir.is_dir():  # eval.json beside the run's checkpoints
-        path = run_dir / EVAL_FILE
-        text = json.dumps(_finite(record), indent=2) + "\n"
-        atomic_write(path, lambda tmp: tmp.write_text(text))
-    return RunEvaluation(values=result.values, record=record, path=path)
+    evaluation = RunEvaluation(values=result.values, record=record, path=path)
+    if write:
+        write_evaluation(evaluation)
+    return evaluation
 
 
 def _describe_weights(extractor: FeatureExtractor | None) -> dict[str, Any] | None:

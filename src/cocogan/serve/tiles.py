@@ -16,7 +16,9 @@ order), the tiles of one latent sharing one :func:`cocogan.render.render_patches
 tile is therefore rendered over several steps, and a small tile that arrives meanwhile goes out
 after the step in progress instead of waiting for the whole big tile. A tile whose every client
 has gone (disconnected) is dropped between steps. The queue is bounded in micro patches, not in
-requests, so a few huge tiles cannot hold more work than many small ones.
+requests, so a few huge tiles cannot hold more work than many small ones, and at most
+:data:`MAX_WAITERS` requests wait for one tile, so identical requests (which add no work) cannot
+hold every connection the server keeps open.
 
 Shapes: Z latent dims, P micro patches, m micro patch side, T tile side in pixels.
 """
@@ -24,6 +26,7 @@ Shapes: Z latent dims, P micro patches, m micro patch side, T tile side in pixel
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import heapq
 import io
@@ -63,6 +66,7 @@ MAX_BEYOND = 256  # micro patches a tile may reach past each border of the train
 MAX_SEED = 2**31 - 1
 MAX_ABS_Z = 100.0  # an uploaded/explicit latent with larger entries is rejected, not clamped
 MAX_QUEUED_PATCHES = 16384  # default bound of the micro patches queued per run (``Busy`` past)
+MAX_WAITERS = 8  # requests that may wait for one queued tile (``Busy`` past: each holds a socket)
 BATCH_WINDOW_S = 0.004  # how long the batcher waits for more requests before rendering
 STEP_TARGET_S = 0.1  # a step lasts about this long: the wait of a small tile behind big ones
 TARGET_TILE = 256  # default tile side is the largest fitting multiple of the micro patch
@@ -198,14 +202,12 @@ class Stats:
     batches: int = 0  # render steps (each at most one forward pass of ``chunk`` patches)
     passes: int = 0  # generator forward passes
     dropped: int = 0  # queued tiles abandoned by all their clients before they were finished
-    refused: int = 0  # requests refused with Busy (queue full)
+    refused: int = 0  # requests refused with Busy (queue full, or a tile's waiters)
     peak_queued: int = 0  # most micro patches ever queued at once
     peak_step: int = 0  # most micro patches rendered in one step
 
     def to_dict(self) -> dict[str, int]:
-        return {"tiles": self.tiles, "hits": self.hits, "batches": self.batches,
-                "passes": self.passes, "dropped": self.dropped, "refused": self.refused,
-                "peak_queued": self.peak_queued, "peak_step": self.peak_step}
+        return dataclasses.asdict(self)
 
 
 @dataclass(eq=False)
@@ -276,6 +278,10 @@ class TileRenderer:
             self.stats.hits += 1
             return cached
         job = self._jobs.get(key)
+        if job is not None and job.waiters >= MAX_WAITERS:
+            self.stats.refused += 1
+            raise Busy(f"{job.waiters} requests already wait for this tile; retry shortly (it "
+                       "will come from the cache)")
         if job is not None:  # the same tile is already queued: share its result
             self.stats.hits += 1
             job.waiters += 1

@@ -150,6 +150,14 @@ def shutdown(together: bool = False) -> None:
     dist.destroy_process_group()
 
 
+def stop_notice(world: World, signal_name: str, step: int) -> str:
+    """What rank 0 says on a stop signal. A multi-process checkpoint needs every process, and
+    under torchrun a SIGTERM usually means one has died, so there it promises none."""
+    then = f"then, if all {world.size} processes are still running," if world.enabled else "then"
+    return (f"received {signal_name}: finishing step {step}, {then} writing a checkpoint (send "
+            "it again to quit without saving)")
+
+
 def _first_line(error: BaseException) -> str:
     """The error's first sentence, without gloo's leading [source:line] tag."""
     return re.sub(r"^\[[^\]]*\]\s*", "", first_line(error)).split(". ")[0].rstrip(".")

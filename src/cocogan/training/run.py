@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fcntl
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,7 @@ from cocogan.yaml_limits import cut, read_bounded, read_yaml_file, show
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.yaml"
+_LOCKS: dict[Path, int] = {}  # run folder -> the descriptor holding its flock
 
 
 @dataclass
@@ -83,6 +86,31 @@ def write_run_spec(run_dir: Path, spec: RunSpec, **extra: object) -> None:
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     text = yaml.safe_dump(fields, sort_keys=False)
     atomic_write(Path(run_dir) / RUN_FILE, lambda tmp: tmp.write_text(text))
+
+
+def lock_run(run_dir: Path, world: World = SINGLE, device: torch.device | None = None) -> None:
+    """One ``cocogan train`` per run: rank 0 holds a ``flock`` on the run folder until
+    :func:`release_locks` or its exit (the kernel releases it, even after a SIGKILL), so a
+    second one stops at once; every rank stops with it."""
+    refusal = None
+    key = Path(run_dir).resolve()
+    if world.is_main and key not in _LOCKS:
+        handle = os.open(key, os.O_RDONLY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _LOCKS[key] = handle
+        except OSError:
+            os.close(handle)
+            refusal = ConfigError(f"{run_dir} is being trained by another cocogan train right "
+                                  "now (it holds the run's lock): let it finish or stop it, "
+                                  f"then cocogan train --resume {run_dir}")
+    agree_or_raise(world, refusal, device or torch.device("cpu"), "locking the run")
+
+
+def release_locks() -> None:
+    """End of a training in this process: another may train its runs now."""
+    while _LOCKS:
+        os.close(_LOCKS.popitem()[1])  # closing the descriptor releases its flock
 
 
 def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
@@ -153,7 +181,8 @@ def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World =
     assert dataset is not None
     if not world.is_main:
         return dataset, describe_dataset(dataset, config.data.source)
-    claim_folder(run_dir, "--out", mark=False)  # config.yaml and run.yaml identify a run
+    claim_folder(run_dir, "--out", run=True)  # the run marker identifies it
+    lock_run(run_dir)
     write_config(run_dir, config)
     skipped = len(getattr(dataset, "skipped", []))
     write_run_spec(run_dir, spec, images=len(dataset), skipped_files=skipped)  # type: ignore
@@ -298,6 +327,9 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
         config.optim.steps = steps
         config.validate()
     target = world.place(select_device(device or spec.device))
+    lock_run(run_dir, world, target)
+    if world.is_main:  # a run from before markers (its checkpoints say so) gets one
+        claim_folder(run_dir, "--resume", run=True)
     configure_threads(target, spec.threads)
     weights, state_file = checkpoint_paths(run_dir, steps_done[-1])
     model = build_model(config.model)
