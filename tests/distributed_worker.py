@@ -93,6 +93,8 @@ def reduce_losses(report_dir: Path) -> int:
     reduced = mean_losses(world, losses, torch.device("cpu"), maximum=is_maximum)
     (report_dir / f"rank-{world.rank}.json").write_text(
         json.dumps({name: float(value) for name, value in reduced.items()}))
+    dist.barrier()  # no rank leaves while the other still talks to it (gloo aborts at exit)
+    dist.destroy_process_group()
     return 0
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
+from tests.test_training import one_error_line as one_line
 
 from cocogan.checkpoint import load_model, read_metadata, resumable_steps
 from cocogan.cli import main
@@ -33,13 +34,6 @@ from cocogan.training.run import read_run
 DATA = Path(__file__).parent / "data"
 OLD_RUN = DATA / "run-0.1.0"  # `cocogan train --preset tiny` at b2ab072, 2 steps, widths 1
 OLD_INFERENCE = DATA / "inference-0.1.0.safetensors"  # `cocogan export` of that run
-
-
-def one_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if "error:" in line]
-    assert len(errors) == 1 and "Traceback" not in "\n".join(err), err
-    return errors[0]
 
 
 def assert_same_as_old_layout(config: Config, old: dict) -> None:

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from tests.test_training import _tiny_model
 
 from cocogan import PRESETS, CocoGAN, get_preset
 from cocogan.loss_variants import HeadingContent, LazyPenalty, build_loss
@@ -21,15 +22,8 @@ PAPER_PRESETS = [n for n in PRESETS if not n.startswith(("tiny", "small"))] + ["
 
 
 def small(preset: str, **train: object) -> tuple:
-    config = get_preset(preset)
-    config.model.ngf = config.model.ndf = 8
-    config.model.z_dim, config.model.aux_hidden = 8, 16
-    for key, value in train.items():
-        setattr(config.section_of(key), key, value)
-    torch.manual_seed(0)
-    model = CocoGAN(config.model)
-    images = torch.rand(4, 3, config.model.full_height, config.model.full_width,
-                        generator=torch.Generator().manual_seed(1)) * 2 - 1
+    """(config, model, images) of a narrow ``preset``: test_training's tiny model."""
+    config, model, _, images = _tiny_model(preset, **train)
     return config, model, images
 
 

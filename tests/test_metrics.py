@@ -398,5 +398,5 @@ def test_wrap_ratio() -> None:
 
 def test_registry_names() -> None:
     assert set(METRICS) == {"fid", "kid", "swd", "seams", "wrap", "spread", "repeat", "likeness",
-                            "spatial"}
+                            "spatial", "precision", "recall"}
     assert all(isinstance(v, str) and "\n" not in v for v in METRICS.values())

@@ -750,6 +750,26 @@ def test_config_and_run_yaml_do_not_make_a_folder_a_run(run: Path, tmp_path: Pat
     assert tree(proj) == before
 
 
+def test_demo_never_writes_into_a_folder_that_merely_holds_a_summary(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The demo took any --out holding a summary.json for its own (and removed a `blobs/run`
+    holding a run.yaml): a user's folder is refused, an earlier demo's unmarked one is not."""
+    from cocogan.cli.demo import _demo_from_before_markers
+
+    mine = tmp_path / "mine"
+    (mine / "blobs" / "run").mkdir(parents=True)
+    (mine / "summary.json").write_text('{"my": "notes"}\n')
+    (mine / "blobs" / "run" / "run.yaml").write_text("my: run notes\n")
+    before = tree(mine)
+    assert main(["demo", "--fast", "--out", str(mine)]) == 2
+    assert "did not write" in one_line(capsys)
+    assert tree(mine) == before
+    old = tmp_path / "old-demo"
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps([{"step0": {}, "final": {}}]))
+    assert _demo_from_before_markers(old) and not _demo_from_before_markers(mine)
+
+
 def test_runs_without_a_marker_still_resume_and_load(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     """Issue 27.1: runs written before the marker are recognised by their checkpoints (a

@@ -151,7 +151,7 @@ def test_the_removed_study_options_are_unknown_keys() -> None:
             apply_overrides(get_preset("tiny"), [f"model.{key}"])
     saved = get_preset("tiny").to_dict()  # a run saved before the removal still loads
     saved["model"].update(pixel_coords=False, pixel_fourier=0, g_padding="zeros", g_field=False)
-    saved["train"]["cache_images"] = "auto"  # removed too: data.cache_max_mb alone decides
+    saved["train"] = {"cache_images": "auto"}  # removed too (an old train: section)
     assert Config.from_dict(saved) == get_preset("tiny")
     saved["model"]["pixel_coords"] = True
     with pytest.raises(ValueError, match="removed"):

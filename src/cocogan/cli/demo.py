@@ -25,6 +25,7 @@ planned.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ from cocogan.apps.io import image_grid, save_png
 from cocogan.cli.train import plain_warnings
 from cocogan.config import Config
 from cocogan.data import BuiltinDataset
-from cocogan.outputs import atomic_write, claim_folder
+from cocogan.outputs import atomic_write, claim_folder, is_run_dir
 from cocogan.plotting import plot_metrics
 from cocogan.presets import get_preset
 from cocogan.training.device import available_cores, busy_cores
@@ -191,7 +192,7 @@ def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int, full: bool = F
     """Train one stage, measure it before and after, write its pictures; returns the figures."""
     folder, config = out / stage.name, demo_config(stage, fast, full)
     run_dir = folder / "run"
-    if (run_dir / "run.yaml").is_file():  # a previous demo's run: the demo owns this folder
+    if is_run_dir(run_dir):  # a previous demo's run (a cocogan run; never a user's folder)
         shutil.rmtree(run_dir)
     spec = RunSpec(seed=seed, device="auto")
     steps = config.optim.steps
@@ -305,11 +306,21 @@ def _table(result: dict) -> str:
                      for row in rows)
 
 
+def _demo_from_before_markers(out: Path) -> bool:
+    """An unmarked folder an earlier demo wrote: its summary.json is a list of stage results
+    (a user's folder that merely holds a summary.json is refused by claim_folder)."""
+    summary = out / "summary.json"
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        if summary.is_file() and summary.stat().st_size < 1 << 20:
+            stages = json.loads(summary.read_text())
+            return isinstance(stages, list) and bool(stages) and all(
+                isinstance(s, dict) and {"step0", "final"} <= s.keys() for s in stages)
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if (out / "summary.json").is_file():  # an earlier demo's folder (maybe from before markers)
-        out.mkdir(parents=True, exist_ok=True)
-    else:
+    if not _demo_from_before_markers(out):
         claim_folder(out, "--out")  # never write into a folder of the user's own files
     start = time.perf_counter()
     results = []
