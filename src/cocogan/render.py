@@ -29,17 +29,16 @@ from cocogan.model import CocoGAN, generate_micro, sample_latents
 from cocogan.nn import Generator
 from cocogan.patches import assemble
 
-DEFAULT_CHUNK = 1024  # micro patches per forward pass: fast on CPU, a few hundred MB on GPU
+# Micro patches per forward pass on a CPU: both backends are fastest with small passes (their
+# activations stay in cache; benchmarks/backend_speed.py sweep, docs/applications.md "Backends":
+# torch 869 patches/s at 128 against 524 at 1024, onnxruntime 1060 against 1086).
+DEFAULT_CHUNK = 128
 GPU_CHUNK = 4096  # on a GPU a pass must be large to outweigh its ~100 kernel launches
-ONNX_CHUNK = 128  # onnxruntime is fastest with small passes (benchmarks/backend_speed.py sweep)
 
 
-def default_chunk(device: torch.device | str, backend: str = "torch") -> int:
-    """Micro patches per forward pass for ``--chunk`` when not given: larger on a GPU and with
-    the onnxruntime backend."""
-    if torch.device(device).type == "cuda":
-        return GPU_CHUNK
-    return ONNX_CHUNK if backend == "onnxruntime" else DEFAULT_CHUNK
+def default_chunk(device: torch.device | str) -> int:
+    """Micro patches per forward pass for ``--chunk`` when not given: larger on a GPU."""
+    return GPU_CHUNK if torch.device(device).type == "cuda" else DEFAULT_CHUNK
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from cocogan.budget import Budget, image_bytes, render_bytes
 from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.outputs import claim_file, claim_folder
-from cocogan.render import GPU_CHUNK, ONNX_CHUNK, axis_coordinates, default_chunk, trained_rect
+from cocogan.render import GPU_CHUNK, axis_coordinates, default_chunk, trained_rect
 
 
 @dataclass
@@ -103,8 +103,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     add_backend_flag(common)
     common.add_argument("--chunk", type=int, default=None,
                         help=f"micro patches per forward pass (default {DEFAULT_CHUNK} on a CPU, "
-                        f"{ONNX_CHUNK} with --backend onnxruntime, {GPU_CHUNK} on a GPU); lower "
-                        "it if memory runs out")
+                        f"{GPU_CHUNK} on a GPU); lower it if memory runs out")
     common.add_argument("--force", action="store_true",
                         help="run even when the up-front estimate says memory or disk will not "
                         "suffice")
@@ -140,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
         raw=args.raw, chunk=args.chunk or 0, force=args.force)
     if getattr(args, "output", None) is None:
         claim_folder(ctx.out, "--out")  # the write rule (cocogan.outputs), before any work
-    backend = use_backend(model, args.backend, raw=args.raw, note=_note)
-    ctx.chunk = ctx.chunk or default_chunk(device, backend)
+    use_backend(model, args.backend, raw=args.raw, note=_note)
+    ctx.chunk = ctx.chunk or default_chunk(device)
     written = _app(args.app, "run")(args, ctx)
     folders = sorted({str(p.parent) for p in written})
     print(f"cocogan generate {args.app}: wrote {len(written)} file(s) to {', '.join(folders)}"
