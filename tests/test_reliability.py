@@ -770,6 +770,18 @@ def test_demo_never_writes_into_a_folder_that_merely_holds_a_summary(
     assert _demo_from_before_markers(old) and not _demo_from_before_markers(mine)
 
 
+def test_plot_never_replaces_a_users_file_of_the_default_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`cocogan plot RUN` wrote RUN/training-indicators.png without the write rule."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.jsonl").write_text('{"step": 1, "L_W": 0.5}\n')
+    (mine / "training-indicators.png").write_bytes(b"my picture")
+    assert main(["plot", str(mine)]) == 2
+    assert "did not write" in one_line(capsys)
+    assert (mine / "training-indicators.png").read_bytes() == b"my picture"
+
+
 def test_runs_without_a_marker_still_resume_and_load(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     """Issue 27.1: runs written before the marker are recognised by their checkpoints (a

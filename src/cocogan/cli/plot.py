@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    out = claim_file(Path(args.out), "--out") if args.out else run_dir / INDICATOR_FILE
+    # the default name obeys the write rule too: RUN may be a user's folder with its own file
+    out = claim_file(Path(args.out) if args.out else run_dir / INDICATOR_FILE, "--out")
     print(f"wrote {plot_indicators(run_dir / 'metrics.jsonl', out)}")
     return 0
