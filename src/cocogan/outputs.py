@@ -154,6 +154,19 @@ def claim_file(path: Path, flag: str, sidecar: Path | None = None) -> Path:
     return path
 
 
+CACHE_ENV = "COCOGAN_CACHE"  # overrides the user cache folder (tests point it at tmp)
+
+
+def cache_folder(kind: str) -> Path:
+    """``$COCOGAN_CACHE/KIND``, else ``$XDG_CACHE_HOME`` (or ~/.cache) ``/cocogan/KIND``: where
+    cocogan keeps what it can recompute (FID statistics, exported ONNX graphs)."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / kind
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "cocogan" / kind
+
+
 def file_mode() -> int:
     """0666 less the process umask: what ``open(path, "w")`` would give a new file."""
     mask = os.umask(0o022)

@@ -30,12 +30,13 @@ import torch
 from torch import Tensor
 
 from cocogan.model import CocoGAN
+from cocogan.outputs import CACHE_ENV as CACHE_ENV  # re-exported: the variable to set
+from cocogan.outputs import cache_folder
 
 BACKENDS = ("torch", "onnxruntime", "auto")
 DEFAULT_BACKEND = "torch"
 PACKAGES = ("onnxruntime", "onnx", "onnxscript")  # the runtime and what the exporter imports
 INSTALL = "pip install 'cocogan[export]'"
-CACHE_ENV = "COCOGAN_CACHE"
 
 
 class OnnxGenerator:
@@ -98,9 +99,7 @@ def use_backend(model: CocoGAN, name: str = DEFAULT_BACKEND, *, raw: bool = Fals
 
 def cache_dir() -> Path:
     """Where exported graphs are kept (``$COCOGAN_CACHE/onnx``, else the user cache)."""
-    root = os.environ.get(CACHE_ENV)
-    if root:
-        return Path(root).expanduser() / "onnx"
+    return cache_folder("onnx")
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cocogan" / "onnx"
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from cocogan.metrics import FeatureStats
-from cocogan.outputs import atomic_write
+from cocogan.outputs import CACHE_ENV as CACHE_ENV  # re-exported: the variable to set
+from cocogan.outputs import atomic_write, cache_folder
 
-CACHE_ENV = "COCOGAN_CACHE"
 CACHE_VERSION = 2  # bump when the cached content or its meaning changes (2: weights hash)
 
 
@@ -37,9 +37,7 @@ class RealFeatures:
 
 def stats_dir() -> Path:
     """Directory of cached statistics (created on first save)."""
-    root = os.environ.get(CACHE_ENV)
-    if root:
-        return Path(root).expanduser() / "stats"
+    return cache_folder("stats")
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cocogan" / "stats"
 
