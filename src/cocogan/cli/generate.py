@@ -1,13 +1,8 @@
 """`cocogan generate <app>`: the applications of :mod:`cocogan.apps` from the command line.
 
-One runner: every app loads a run directory (newest checkpoint), a checkpoint file or a shipped
-model, samples from the EMA generator in eval mode (``--raw`` for the raw one) through
-``--backend``, and writes PNG/GIF files, each with a JSON sidecar naming the checkpoint, step,
-seed and coordinates, to ``--out`` (default ``RUN/generated/<app>``; ``./generated/NAME/<app>``
-for a shipped model), claimed by the write rule before any work. Each app adds only its own
-flags (an ``_add_*`` function) and its own work (a ``_run_*`` function, returning the files it
-wrote). The app names and help lines come from ``cocogan.apps.APPLICATIONS``.
-"""
+One runner loads the model and claims ``--out`` (the write rule) before any work; each app of
+``cocogan.apps.APPLICATIONS`` adds only its own flags (``_add_NAME``) and work (``_run_NAME``,
+returning the files it wrote)."""
 
 from __future__ import annotations
 
@@ -81,26 +76,24 @@ class Context:
         return self.config.model.full_height, self.config.model.full_width
 
 
+RUN_HELP = ("run directory (newest checkpoint), .safetensors checkpoint or shipped model name "
+            "(cocogan models)")
+
+
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser = sub.add_parser(
         name, help="generate images with a trained run (full, viewport, panorama, ...)",
         description="Generate with a trained run. Each APP samples from the EMA generator in "
         "eval mode (--raw: the raw one) and writes PNG/GIF files, each with a JSON sidecar "
         "(checkpoint, step, seed, coordinates), to --out (default RUN/generated/APP, or "
-        "./generated/NAME/APP for a shipped model). "
-        "See docs/applications.md.")
+        "./generated/NAME/APP for a shipped model). See docs/applications.md.")
     apps = parser.add_subparsers(dest="app", required=True, metavar="APP")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--run", required=True, metavar="RUN",
-                        help="run directory (newest checkpoint), .safetensors checkpoint or "
-                        "shipped model name (cocogan models)")
+    common.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     common.add_argument("--out", type=Path, default=None,
                         help="output folder (default: RUN/generated/<app>; for a shipped model "
                         "./generated/NAME/<app>)")
-    common.add_argument("--raw", action="store_true",
-                        help="sample from the raw generator instead of its EMA")
-    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    add_backend_flag(common)
+    add_sampling_flags(common)
     common.add_argument("--chunk", type=int, default=None,
                         help=f"micro patches per forward pass (default {DEFAULT_CHUNK} on a CPU, "
                         f"{GPU_CHUNK} on a GPU); lower it if memory runs out")
@@ -112,8 +105,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                                          description=help_line))
 
 
-def add_backend_flag(parser: argparse.ArgumentParser) -> None:
-    """``--backend``, shared by every command that samples a trained generator."""
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """--device, --raw and --backend, shared by every command that samples a trained G."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--raw", action="store_true",
+                        help="sample from the raw generator instead of its EMA")
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                         help=f"what runs G (default {DEFAULT_BACKEND}: bit-exact images); "
                         "onnxruntime: its exported graph, ~2x faster on a CPU, equal to 1e-4 "
@@ -136,11 +132,10 @@ def run(args: argparse.Namespace) -> int:
         out=args.out or default_out(args.run, checkpoint, args.app),
         provenance=Provenance(str(checkpoint.resolve()), step, config.name,
                               "raw" if args.raw else "ema"),
-        raw=args.raw, chunk=args.chunk or 0, force=args.force)
+        raw=args.raw, chunk=args.chunk or default_chunk(device), force=args.force)
     if getattr(args, "output", None) is None:
         claim_folder(ctx.out, "--out")  # the write rule (cocogan.outputs), before any work
     use_backend(model, args.backend, raw=args.raw, note=_note)
-    ctx.chunk = ctx.chunk or default_chunk(device)
     written = _app(args.app, "run")(args, ctx)
     folders = sorted({str(p.parent) for p in written})
     print(f"cocogan generate {args.app}: wrote {len(written)} file(s) to {', '.join(folders)}"

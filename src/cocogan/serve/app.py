@@ -1,22 +1,9 @@
 """The ASGI application of `cocogan serve`: the page, run descriptions, tiles and inspiration.
 
-Routes (``RUN`` is the index of a run given to ``cocogan serve``):
-
-- ``GET /``: the viewer page; ``/static/*`` its script and style (package data, no CDN).
-- ``GET /api/runs``: what the page needs to know about each run (sizes, tile side, options).
-- ``GET /api/runs/RUN/tile?y=&x=&seed=[&seed2=&t=][&z=][&size=]``: one PNG tile (see
-  :mod:`cocogan.serve.tiles`); ``z`` is a base64url float32 latent instead of a seed.
-- ``POST /api/runs/RUN/inspire?top=&left=``: the request body is an image (PNG, JPEG, WebP,
-  GIF or BMP, resized to the run's size); the macro patch at (top, left) is read by D's content
-  and spatial heads (paper Section 3.4; a panorama's column by search, `apps.inspire`) and the
-  estimated latent and position come back as JSON.
-- ``GET /api/stats``: render counters.
-
-Bad parameters get a 400 with a one-line JSON ``error``; uploads are read into memory up to a
-size limit and a deadline and decoded by the data loader's decoder from an allow-list of
-formats; nothing in a request names a file, and nothing is unpickled. Every request passes the
-Host and Origin checks of :mod:`cocogan.serve.guard` first. A tile request whose client
-disconnects withdraws its tile from the render queue.
+Routes and limits: docs/serve.md, "HTTP API". Every request passes :mod:`cocogan.serve.guard`
+first; bad parameters get a 400 with a one-line JSON ``error``; uploads are held in memory within
+a size bound and a deadline and decoded from an allow-list of formats; nothing in a request
+names a file, and nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -24,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import io
 import math
@@ -48,6 +36,7 @@ from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.config import Config
 from cocogan.data.imaging import fit_stretch, to_rgb, to_tensor
 from cocogan.model import CocoGAN
+from cocogan.outputs import first_line
 from cocogan.render import DEFAULT_CHUNK
 from cocogan.serve.guard import HostRule, guard
 from cocogan.serve.tiles import (
@@ -79,7 +68,7 @@ TILE_CACHE_CONTROL = "private, max-age=3600"  # a tile is a pure function of its
 class ServedRun:
     """One loaded run and its renderer."""
 
-    name: str  # shown in the page: the last two parts of the run's path (never absolute)
+    name: str  # shown in the page
     config: Config
     model: CocoGAN
     step: int
@@ -102,12 +91,6 @@ class ServedRun:
         }
 
 
-def display_name(path: str | Path) -> str:
-    """A run's name for the page: its last two path parts, so no absolute path is shown."""
-    parts = [part for part in Path(path).parts if part not in ("/", "\\", ".", "..")]
-    return "/".join(parts[-2:]) or "run"
-
-
 def load_runs(paths: list[str] | list[Path], device: str | torch.device = "cpu", *,
               raw: bool = False, chunk: int = DEFAULT_CHUNK, cache_bytes: int = 64 << 20,
               max_queued: int = MAX_QUEUED_PATCHES, backend: str = "torch") -> list[ServedRun]:
@@ -122,7 +105,9 @@ def load_runs(paths: list[str] | list[Path], device: str | torch.device = "cpu",
                                .encode()).hexdigest()[:12]  # changes with the checkpoint
         renderer = TileRenderer(model, raw=raw, chunk=chunk, cache_bytes=cache_bytes,
                                 max_queued=max_queued)
-        runs.append(ServedRun(display_name(path), config, model, step, renderer, version))
+        parts = [part for part in Path(path).parts if part not in ("/", "\\", ".", "..")]
+        name = "/".join(parts[-2:]) or "run"  # the last two parts: never an absolute path
+        runs.append(ServedRun(name, config, model, step, renderer, version))
     return runs
 
 
@@ -131,9 +116,6 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
     the loopback names, :func:`cocogan.serve.guard.host_rule`)."""
     assert runs, "create_app needs at least one run"
     uploads, receiving = [0], [0]  # inspirations decoding; bytes of uploads arriving
-
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
 
     def pick(request: Request) -> ServedRun:
         index = request.path_params["run"]
@@ -151,7 +133,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
     async def stats(request: Request) -> Response:
         return JSONResponse([{"cache_tiles": len(run.renderer.cache),
                               "cache_bytes": run.renderer.cache.bytes,
-                              **run.renderer.stats.to_dict()} for run in runs])
+                              **dataclasses.asdict(run.renderer.stats)} for run in runs])
 
     async def tile(request: Request) -> Response:
         run = pick(request)
@@ -214,12 +196,10 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         })
 
     async def handle(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, _HTTPError):
-            return error(exc.status, str(exc))
         if isinstance(exc, Busy):
-            return JSONResponse({"error": str(exc)}, status_code=503,
-                                headers={"Retry-After": "1"})
-        return error(400, (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+            return JSONResponse({"error": str(exc)}, 503, headers={"Retry-After": "1"})
+        status = exc.status if isinstance(exc, _HTTPError) else 400
+        return JSONResponse({"error": first_line(exc)}, status)
 
     routes = [
         Route("/", page),
@@ -229,7 +209,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         Route("/api/runs/{run:int}/inspire", inspire, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    handlers = {_HTTPError: handle, Busy: handle, ValueError: handle}
+    handlers = {Busy: handle, ValueError: handle}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -242,7 +222,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
     return guard(app, hosts)
 
 
-class _HTTPError(Exception):
+class _HTTPError(ValueError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status

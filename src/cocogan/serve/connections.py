@@ -1,18 +1,12 @@
 """Connections of `cocogan serve`: slow or idle clients never lock the server out.
 
-uvicorn's h11 protocol has no deadline for a request's headers (its keep-alive timer starts
-only after a response, and any byte cancels it), and its ``limit_concurrency`` counts open
-connections, so a few dozen sockets that never finish their headers made every other client get
-503. This protocol instead:
-
-- gives each connection at most ``header_timeout`` seconds, not reset by trickled bytes, from
-  the moment it waits for a request (opened, or after a response) until the request's headers
-  are complete; then it is closed;
-- counts no connection against the render queue (the tile queue has its own bound, in micro
-  patches), and keeps at most ``max_connections`` open: past that, the connection that has
-  waited longest for a request is closed to make room (503 when every one is busy).
-
-Request bodies have their own deadline in the app (:data:`cocogan.serve.app.BODY_TIMEOUT_S`).
+uvicorn's h11 protocol has no deadline for a request's headers (any byte resets its keep-alive
+timer), and its ``limit_concurrency`` counts open connections, so a few dozen sockets that never
+finished their headers made every other client get 503. Here each connection gets at most
+``header_timeout`` seconds, not reset by trickled bytes, from waiting for a request to its
+complete headers; at most ``max_connections`` are open, and past that the one that has waited
+longest for a request is closed to make room (503 when every one is busy). Request bodies have
+their own deadline in the app (``BODY_TIMEOUT_S``).
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
-"""Who may talk to `cocogan serve`: the Host check and the cross-origin check.
+"""Who may talk to `cocogan serve`, checked before any route (docs/serve.md, "Who may ask").
 
-A page on any web site can make the user's browser send requests to 127.0.0.1, and DNS
-rebinding can make such a page's own host name point there. Two checks stop both, before any
-route runs:
-
-- **Host**: a request whose ``Host`` header is not an address of the bound socket (or a name
-  allowed with ``--allow-host``) is refused with 400. DNS rebinding always carries the
-  attacker's host name, so an IP-literal Host is safe; a wildcard bind (0.0.0.0, ::) therefore
-  allows any IP literal.
-- **Origin**: a state-changing request (anything but GET, HEAD, OPTIONS) must come from the
-  page itself: an ``Origin`` header other than ``http://`` + Host is refused with 403, and so is
-  a request without Origin whose ``Content-Type`` a cross-site form or simple fetch could send
-  (none, ``text/plain``, ``application/x-www-form-urlencoded``, ``multipart/form-data``).
+Any web page can make the browser send requests to 127.0.0.1, and DNS rebinding can point the
+page's own host name there. A ``Host`` that is not an address of the bound socket (or an
+``--allow-host`` name) gets 400: rebinding always carries the attacker's host name, so an IP
+literal is safe, and a wildcard bind allows any. A state-changing request must come from the page
+itself: a foreign ``Origin``, or no Origin with a content type a cross-site form could send,
+gets 403.
 """
 
 from __future__ import annotations
@@ -52,7 +46,7 @@ def host_rule(bound: str, extra: Iterable[str] = ()) -> HostRule:
     extra = [name.strip().lower() for name in extra]
     names = {_bracket(bound.lower())}
     wildcard = bound in ("0.0.0.0", "::", "")
-    if _is_loopback(bound):
+    if is_loopback(bound):
         names |= {"localhost", "127.0.0.1", "[::1]"}
     elif wildcard:
         names |= {"localhost", socket.gethostname().lower()}
@@ -122,7 +116,7 @@ def _is_ip(host: str) -> bool:
     return _ip(host) is not None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     ip = _ip(host)
     return ip.is_loopback if ip is not None else host == "localhost"
 

@@ -1,24 +1,10 @@
 """Tiles of a trained run for the browser viewer: geometry, latents, batching and an LRU cache.
 
-The viewer shows the (possibly endless) plane of micro patches as square tiles of ``size``
-pixels; tile (y, x) is the pixel box [y size, (y + 1) size) x [x size, (x + 1) size) of the
-image whose top-left trained pixel is (0, 0). Tiles outside the trained image are
-beyond-boundary generation; a cylindrical run's columns wrap, so tile x and the tile one full
-turn further are the same pixels (and the same cache entry). A tile is computed like
-:func:`cocogan.apps.viewport`: only the micro patches under it, assembled and cut, so it is
-exactly the crop of ``generate full`` / ``generate huge`` output with the same latent.
-
-Rendering runs on one worker thread, so the model never runs twice at once, one step at a
-time: a step is one forward pass of at most ``chunk`` micro patches and about
-:data:`STEP_TARGET_S` seconds (the budget follows the measured time per patch), filled with the
-queued tiles that have the fewest patches left (shortest remaining work first; ties in arrival
-order), the tiles of one latent sharing one :func:`cocogan.render.render_patches` call. A big
-tile is therefore rendered over several steps, and a small tile that arrives meanwhile goes out
-after the step in progress instead of waiting for the whole big tile. A tile whose every client
-has gone (disconnected) is dropped between steps. The queue is bounded in micro patches, not in
-requests, so a few huge tiles cannot hold more work than many small ones, and at most
-:data:`MAX_WAITERS` requests wait for one tile, so identical requests (which add no work) cannot
-hold every connection the server keeps open.
+Tile (y, x) of side ``size`` is the pixel box [y size, (y + 1) size) x [x size, (x + 1) size) of
+the image whose top-left trained pixel is (0, 0), computed as :func:`cocogan.apps.viewport`
+computes a viewport (only the micro patches under it), so it is exactly a crop of ``generate
+full`` / ``huge``. One worker thread renders step by step, shortest remaining work first, with a
+queue bounded in micro patches and in waiters per tile (docs/serve.md, "How tiles are made").
 
 Shapes: Z latent dims, P micro patches, m micro patch side, T tile side in pixels.
 """
@@ -26,7 +12,6 @@ Shapes: Z latent dims, P micro patches, m micro patch side, T tile side in pixel
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import heapq
 import io
@@ -81,17 +66,10 @@ class Busy(RuntimeError):
 
 
 def default_tile(coords: CoordinateSystem) -> int:
-    """The largest tile side <= 256 px (at least one micro patch) that divides both image sides.
-
-    Dividing the width makes a panorama's turn a whole number of tiles; dividing the height
-    makes the trained image a whole number of tiles.
-    """
-    k = math.gcd(coords.grid_h, coords.grid_w)
-    best = 1
-    for d in range(1, k + 1):
-        if k % d == 0 and d * coords.micro <= max(TARGET_TILE, coords.micro):
-            best = d
-    return best * coords.micro
+    """The largest tile side <= 256 px (at least one micro patch) that divides both image
+    sides: a panorama's turn and the trained image are then whole numbers of tiles."""
+    k, m = math.gcd(coords.grid_h, coords.grid_w), coords.micro
+    return m * max(d for d in range(1, k + 1) if k % d == 0 and d * m <= max(TARGET_TILE, m))
 
 
 def tile_box(coords: CoordinateSystem, y: int, x: int, size: int) -> PixelBox:
@@ -105,19 +83,16 @@ def tile_box(coords: CoordinateSystem, y: int, x: int, size: int) -> PixelBox:
     if size % m or not m <= size <= MAX_TILE:
         raise TileError(f"size={size}: tile side must be a multiple of the {m}-pixel micro patch "
                         f"between {m} and {MAX_TILE} pixels")
-    top, left = y * size, x * size
+    reach, top, left = MAX_BEYOND * m, y * size, x * size
     full_h, full_w = coords.grid_h * m, coords.grid_w * m
-    reach = MAX_BEYOND * m
-    if top < -reach or top + size > full_h + reach:
-        raise TileError(f"y={y} must be an integer in [{-(reach // size)}, "
-                        f"{(full_h + reach) // size - 1}] for size={size}: tile rows must stay "
-                        f"within {MAX_BEYOND} micro patches of the {full_h}-pixel-high image")
+    for name, index, start, full, side in (("y", y, top, full_h, "high"),
+                                           ("x", x, left, full_w, "wide")):
+        if (name == "y" or not coords.cyclic) and not -reach <= start <= full + reach - size:
+            raise TileError(f"{name}={index} must be an integer in [{-(reach // size)}, "
+                            f"{(full + reach) // size - 1}] for size={size}: tiles must stay "
+                            f"within {MAX_BEYOND} micro patches of the {full}-pixel-{side} image")
     if coords.cyclic:
         left %= full_w
-    elif left < -reach or left + size > full_w + reach:
-        raise TileError(f"x={x} must be an integer in [{-(reach // size)}, "
-                        f"{(full_w + reach) // size - 1}] for size={size}: tile columns must "
-                        f"stay within {MAX_BEYOND} micro patches of the {full_w}-pixel-wide image")
     return PixelBox(top, left, size, size)
 
 
@@ -154,13 +129,6 @@ def explicit_latent(z_dim: int, data: bytes) -> Latent:
     if not bool(torch.isfinite(z).all()) or float(z.abs().max()) > MAX_ABS_Z:
         raise TileError(f"z values must be finite and within [-{MAX_ABS_Z:g}, {MAX_ABS_Z:g}]")
     return Latent("z" + hashlib.sha1(data).hexdigest()[:20], z)
-
-
-def encode_png(pixels: Tensor) -> bytes:
-    """(3, h, w) in [-1, 1] -> PNG bytes (fast zlib level: tiles are small and short-lived)."""
-    buffer = io.BytesIO()
-    Image.fromarray(to_uint8(pixels)).save(buffer, format="PNG", compress_level=3)
-    return buffer.getvalue()
 
 
 class LRUCache:
@@ -206,9 +174,6 @@ class Stats:
     peak_queued: int = 0  # most micro patches ever queued at once
     peak_step: int = 0  # most micro patches rendered in one step
 
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(eq=False)
 class _Job:
@@ -226,11 +191,6 @@ class _Job:
     scheduled: int = 0  # patches given to a step (done, or in the step under way)
     parts: list[Tensor] = field(default_factory=list)  # (p, 3, m, m) each
     dropped: bool = False
-
-    @property
-    def remaining(self) -> int:
-        """Patches not yet rendered."""
-        return self.rows.numel() - self.done
 
     @property
     def unscheduled(self) -> int:
@@ -312,12 +272,16 @@ class TileRenderer:
             self._worker = asyncio.create_task(self._drain())
         return job
 
-    def _drop(self, job: _Job) -> None:
-        """Forget a job nobody waits for (its heap entry is skipped when popped)."""
+    def _forget(self, job: _Job) -> None:
+        """Take a job out of the queue (its heap entry is skipped when popped)."""
         job.dropped = True
         job.parts.clear()
         self.queued -= job.unscheduled
         self._jobs.pop(job.key, None)
+
+    def _drop(self, job: _Job) -> None:
+        """Forget a job nobody waits for."""
+        self._forget(job)
         job.future.cancel()
         self.stats.dropped += 1
 
@@ -335,12 +299,9 @@ class TileRenderer:
             try:
                 finished = await self.run(self.render_step, work)
             except Exception as error:
-                for job, _ in work:
-                    if not job.dropped:
-                        self._jobs.pop(job.key, None)
-                        self.queued -= job.unscheduled
-                        job.dropped = True
-                        job.future.set_exception(error)
+                for job in {job for job, _ in work if not job.dropped}:
+                    self._forget(job)
+                    job.future.set_exception(error)
                 continue
             spp = (time.perf_counter() - start) / sum(n for _, n in work)
             self.seconds_per_patch = spp if not self.seconds_per_patch else (
@@ -389,12 +350,11 @@ class TileRenderer:
                 patches = render_patches(self.generator, self.model.coords, z, rows, cols,
                                          chunk=self.chunk)[0].cpu()  # (p, 3, m, m)
                 self.stats.passes += -(-rows.numel() // self.chunk)
-                start = 0
-                for job, n in items:
-                    job.parts.append(patches[start:start + n])
-                    start += n
+                for (job, n), part in zip(items, patches.split([n for _, n in items]),
+                                          strict=True):
+                    job.parts.append(part)
                     job.done += n
-                    if not job.remaining and not job.dropped:
+                    if job.done == job.rows.numel() and not job.dropped:
                         finished.append((job, self._encode(job)))
         self.stats.tiles += len(finished)
         self.stats.batches += 1
@@ -408,7 +368,10 @@ class TileRenderer:
         job.parts.clear()
         region = assemble(part, job.rows - rect.top, job.cols - rect.left)[0]  # (3, h, w)
         top, left = box.top - rect.top * m, box.left - rect.left * m
-        return encode_png(region[:, top:top + box.height, left:left + box.width])
+        buffer = io.BytesIO()  # a fast zlib level: tiles are small and short-lived
+        Image.fromarray(to_uint8(region[:, top:top + box.height, left:left + box.width])).save(
+            buffer, format="PNG", compress_level=3)
+        return buffer.getvalue()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
