@@ -1,9 +1,5 @@
-"""`cocogan models`: the trained models shipped with the package (:mod:`cocogan.shipped`).
-
-Prints the names one per line (what ``--run`` takes), then a blank line and what each model is;
-``--json`` prints the cards. ``--fingerprint FILE`` computes the card fields a maintainer fills
-in when shipping a model (``--write`` stores them in ``FILE.json``).
-"""
+"""`cocogan models`: the trained models shipped with the package (:mod:`cocogan.shipped`), and
+for maintainers the card fields of a model to ship (``--fingerprint FILE [--write]``)."""
 
 from __future__ import annotations
 
@@ -73,25 +69,12 @@ def _number(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _card(path: Path) -> dict[str, Any]:
-    """The model card at ``path`` (cocogan export wrote it: its ``format``); a user's own JSON
-    there is never edited."""
-    from cocogan.export import CARD_FORMAT
-    from cocogan.outputs import read_json_object
-
-    card = read_json_object(path)
-    if card is None or card.get("format") != CARD_FORMAT:
-        raise ValueError(f"--write: {path} is not a cocogan model card (a JSON object with "
-                         f'"format": "{CARD_FORMAT}"), so it is not edited: move it away, or '
-                         "export the model again (cocogan export) to write its card")
-    return card
-
-
 def _fingerprint(file: Path, write: bool) -> int:
     from cocogan import shipped
     from cocogan.apps.fingerprint import fingerprint, supported_applications
     from cocogan.checkpoint import read_metadata
-    from cocogan.outputs import atomic_write
+    from cocogan.export import CARD_FORMAT
+    from cocogan.outputs import atomic_write, read_json_object
 
     if not file.is_file():
         raise FileNotFoundError(f"--fingerprint {file} does not exist: name a .safetensors file")
@@ -101,7 +84,11 @@ def _fingerprint(file: Path, write: bool) -> int:
     if not write:
         return 0
     card_path = file.with_suffix(".json")
-    card = _card(card_path) if card_path.exists() else {"format": "cocogan-generator"}
+    card = read_json_object(card_path) if card_path.exists() else {"format": CARD_FORMAT}
+    if card is None or card.get("format") != CARD_FORMAT:  # a user's own JSON is never edited
+        raise ValueError(f"--write: {card_path} is not a cocogan model card (a JSON object "
+                         f'with "format": "{CARD_FORMAT}"), so it is not edited: move it away, '
+                         "or export the model again (cocogan export) to write its card")
     match = shipped.FILE_NAME.match(file.stem)
     if match:
         card.setdefault("name", match["name"])

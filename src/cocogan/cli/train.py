@@ -117,10 +117,13 @@ MAX_WORKERS_PER_CORE = 2  # data.num_workers above this many per usable core is 
 
 
 def check_resources(config: Config, force: bool, device: str | None) -> None:
-    """Before anything is built: the model's estimated memory must fit
-    (`budget.training_budget`, skipped with --force), and data.num_workers must be -1
-    or 0..2 per usable core (100,000 workers once forked the machine to a load of 289)."""
+    """Before anything is built: data.num_workers must be -1 or 0..2 per usable core (100,000
+    workers once forked the machine to a load of 289), and the model's estimated memory must
+    fit (skipped with --force). A disk that fills up later is reported at the failed write."""
+    import torch
+
     from cocogan.budget import check_budget, training_budget
+    from cocogan.training.datastream import resolve_workers
     from cocogan.training.device import available_cores, select_device
 
     cores = available_cores()
@@ -131,21 +134,12 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
                           f"got {config.data.num_workers}")
     if force:
         return
-    import torch
-
-    t, m = config, config.model
-    target = select_device(device or "auto")
-    gpu = torch.cuda.get_device_properties(target).total_memory \
-        if target.type == "cuda" else None  # the networks live there, not in the host's RAM
-    from cocogan.training.datastream import resolve_workers
-
-    workers = resolve_workers(t.data.num_workers)  # the decoder processes training will start
-    # Memory only: a disk that fills up later is reported at the failed write, with the
-    # newest intact checkpoint named (a small disk is fine for a short run).
-    print(check_budget(training_budget(m, t.optim.batch, t.run.n_samples,
-                                       t.run.keep_checkpoints, workers),
-                       None, fix="choose smaller model sizes (model.ngf, model.ndf, model.z_dim, "
-                       "model.full_height/full_width) or optim.batch",
+    target = select_device(device or "auto")  # on a GPU the networks live there, not in RAM
+    gpu = torch.cuda.get_device_properties(target).total_memory if target.type == "cuda" else None
+    budget = training_budget(config.model, config.optim.batch, config.run.n_samples,
+                             config.run.keep_checkpoints, resolve_workers(config.data.num_workers))
+    print(check_budget(budget, None, fix="choose smaller model sizes (model.ngf, model.ndf, "
+                       "model.z_dim, model.full_height/full_width) or optim.batch",
                        memory=gpu, memory_name="GPU memory" if gpu else "memory"))
 
 
@@ -251,53 +245,37 @@ def _run(args: argparse.Namespace, world: World) -> int:
         resume_trainer,
     )
 
+    config, spec = read_run(args.resume) if args.resume else (resolve_config(args), None)
+    if args.eval_every and config.model.family != "cocogan":
+        raise ConfigError(f"--eval-every evaluates COCO-GAN runs, not model.family="
+                          f"{config.model.family}: evaluate a baseline with "
+                          "benchmarks/quality_baseline.py --evaluate-only")
+    check_resources(config, args.force, args.device or (spec.device if spec else None))
+    run_dir = args.resume or args.out
     if args.resume is not None:
-        config, spec = read_run(args.resume)
-        if args.eval_every:
-            _check_eval_every(config)
-        check_resources(config, args.force, args.device or spec.device)
         trainer, data_line = resume_trainer(args.resume, steps=args.steps, device=args.device,
                                             data=args.data, world=world)
-        run_dir = args.resume
         print(f"resuming {run_dir} at step {trainer.state.step}")
     else:
-        config = resolve_config(args)
-        if args.eval_every:
-            _check_eval_every(config)
-        check_resources(config, args.force, args.device)
         spec = RunSpec(seed=args.seed or 0, device=args.device or "auto",
                        init_from=args.init_from)
-        dataset, data_line = prepare_new_run(args.out, config, spec, world)
-        run_dir = args.out
+        dataset, data_line = prepare_new_run(run_dir, config, spec, world)
         print(f"wrote {run_dir / 'config.yaml'} (preset {config.name})")
         if args.dry_run:
             print(data_line)
             print("dry run: stopping before step 0")
             return 0
-        trainer = new_trainer(args.out, config, spec, dataset, world)
+        trainer = new_trainer(run_dir, config, spec, dataset, world)
     if args.eval_every and world.is_main:  # the other ranks wait at the next collective
-        trainer.hooks.append(_eval_hook(args, trainer, run_dir))
+        from cocogan.evaluation import TRAINING_EVAL, EvalCallback, EvalHook
+
+        metrics = with_seam_indicators(args.eval_metrics, trainer.config)
+        settings = TRAINING_EVAL.with_n(args.eval_n) if args.eval_n else TRAINING_EVAL
+        callback = EvalCallback(trainer.config, trainer.config.data.source, metrics,
+                                every=args.eval_every, settings=settings, device=trainer.device,
+                                inception_weights=args.inception_weights)
+        trainer.hooks.append(EvalHook(callback, run_dir))
     return train(trainer, run_dir, data_line)
-
-
-def _check_eval_every(config: Config) -> None:
-    if config.model.family != "cocogan":
-        raise ConfigError(f"--eval-every evaluates COCO-GAN runs, not model.family="
-                          f"{config.model.family}: evaluate a baseline with "
-                          "benchmarks/quality_baseline.py --evaluate-only")
-
-
-def _eval_hook(args: argparse.Namespace, trainer: Trainer, run_dir: Path) -> object:
-    """The evaluation hook for --eval-every (metrics on a subset, best checkpoint)."""
-    from cocogan.evaluation import TRAINING_EVAL, EvalCallback, EvalHook
-    data = trainer.config.data.source
-    settings = TRAINING_EVAL.with_n(args.eval_n) if args.eval_n else TRAINING_EVAL
-    callback = EvalCallback(trainer.config, data, with_seam_indicators(args.eval_metrics,
-                                                                       trainer.config),
-                            every=args.eval_every,
-                            settings=settings, device=trainer.device,
-                            inception_weights=args.inception_weights)
-    return EvalHook(callback, run_dir)
 
 
 def with_seam_indicators(metrics: str, config: Config) -> str:

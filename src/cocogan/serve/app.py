@@ -38,20 +38,8 @@ from cocogan.data.imaging import fit_stretch, to_rgb, to_tensor
 from cocogan.model import CocoGAN
 from cocogan.outputs import first_line
 from cocogan.render import DEFAULT_CHUNK
+from cocogan.serve import tiles
 from cocogan.serve.guard import HostRule, guard
-from cocogan.serve.tiles import (
-    MAX_ABS_Z,
-    MAX_BEYOND,
-    MAX_QUEUED_PATCHES,
-    MAX_TILE,
-    Busy,
-    TileError,
-    TileRenderer,
-    default_tile,
-    explicit_latent,
-    seed_latent,
-    tile_box,
-)
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 4 << 20  # inspiration uploads are held in memory, never written
@@ -72,7 +60,7 @@ class ServedRun:
     config: Config
     model: CocoGAN
     step: int
-    renderer: TileRenderer
+    renderer: tiles.TileRenderer
     version: str  # changes with the checkpoint; part of every ETag
 
     def describe(self, index: int) -> dict:
@@ -82,8 +70,8 @@ class ServedRun:
             "id": index, "name": self.name, "preset": self.config.name, "step": self.step,
             "height": model.full_height, "width": model.full_width, "micro": coords.micro,
             "macro": [height, width], "cyclic": coords.cyclic, "z_dim": model.z_dim,
-            "tile": default_tile(coords), "max_tile": MAX_TILE,
-            "reach": MAX_BEYOND * coords.micro,
+            "tile": tiles.default_tile(coords), "max_tile": tiles.MAX_TILE,
+            "reach": tiles.MAX_BEYOND * coords.micro,
             "extrapolate": self.config.loss.extrapolate,
             "content_loss": self.config.loss.w_content > 0,
             "content_warning": content_warning(self.config),
@@ -93,7 +81,8 @@ class ServedRun:
 
 def load_runs(paths: list[str] | list[Path], device: str | torch.device = "cpu", *,
               raw: bool = False, chunk: int = DEFAULT_CHUNK, cache_bytes: int = 64 << 20,
-              max_queued: int = MAX_QUEUED_PATCHES, backend: str = "torch") -> list[ServedRun]:
+              max_queued: int = tiles.MAX_QUEUED_PATCHES, backend: str = "torch"
+              ) -> list[ServedRun]:
     """Load each run directory or checkpoint file (newest checkpoint) for serving, sampled
     through ``backend`` (:func:`cocogan.apps.backend.use_backend`)."""
     runs = []
@@ -103,7 +92,7 @@ def load_runs(paths: list[str] | list[Path], device: str | torch.device = "cpu",
         use_backend(model, backend, raw=raw)
         version = hashlib.sha1(f"{checkpoint.resolve()}:{checkpoint.stat().st_mtime_ns}:{raw}"
                                .encode()).hexdigest()[:12]  # changes with the checkpoint
-        renderer = TileRenderer(model, raw=raw, chunk=chunk, cache_bytes=cache_bytes,
+        renderer = tiles.TileRenderer(model, raw=raw, chunk=chunk, cache_bytes=cache_bytes,
                                 max_queued=max_queued)
         parts = [part for part in Path(path).parts if part not in ("/", "\\", ".", "..")]
         name = "/".join(parts[-2:]) or "run"  # the last two parts: never an absolute path
@@ -145,19 +134,19 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
                              f"{', '.join(sorted(known))}")
         coords = run.model.coords
         y, x = _param(query, "y"), _param(query, "x")
-        size = _param(query, "size", default_tile(coords))
-        box = tile_box(coords, y, x, size)
+        size = _param(query, "size", tiles.default_tile(coords))
+        box = tiles.tile_box(coords, y, x, size)
         z_dim = run.config.model.z_dim
         if "z" in query:
             if {"seed", "seed2", "t"} & set(query):
                 raise _HTTPError(400, "pass either z or seed (with seed2 and t), not both")
-            latent = explicit_latent(z_dim, _base64(query["z"]))
+            latent = tiles.explicit_latent(z_dim, _base64(query["z"]))
         else:
             seed2 = _param(query, "seed2", None)
             t = _param(query, "t", 0.0, float)
             if seed2 is None and t != 0.0:
                 raise _HTTPError(400, "t needs seed2 (interpolation from seed to seed2)")
-            latent = seed_latent(z_dim, _param(query, "seed", 0), seed2, t,
+            latent = tiles.seed_latent(z_dim, _param(query, "seed", 0), seed2, t,
                                  phase=run.config.model.z_phase)
         etag = f'"{run.version}-{hashlib.sha1(repr((latent.key, box)).encode()).hexdigest()[:16]}"'
         headers = {"Cache-Control": TILE_CACHE_CONTROL, "ETag": etag}
@@ -178,7 +167,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         left = _param(query, "left", low=0, high=full_w - (1 if model.coords.cyclic else width))
         data = await _read_body(request, receiving)  # a slow upload holds no decoding slot
         if uploads[0] >= MAX_UPLOADS:
-            raise Busy(f"{MAX_UPLOADS} inspirations are in progress; retry shortly")
+            raise tiles.Busy(f"{MAX_UPLOADS} inspirations are in progress; retry shortly")
         uploads[0] += 1
         try:
             image = await run.renderer.run(_decode_upload, data, run.config)
@@ -186,8 +175,8 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
             uploads[0] -= 1
         patch = check_patch(model, crop_patch(model, image, top, left), "the picked patch")
         found = await run.renderer.run(inspire_patch, model, patch[None])  # panorama: searched
-        # Within the bound the tile route accepts (an estimate that far out means nothing).
-        z32 = found.z[0].detach().float().cpu().clamp(-MAX_ABS_Z, MAX_ABS_Z).contiguous()
+        bound = tiles.MAX_ABS_Z  # what the tile route accepts (an estimate that far means nothing)
+        z32 = found.z[0].detach().float().cpu().clamp(-bound, bound).contiguous()
         return JSONResponse({
             "z": base64.urlsafe_b64encode(z32.numpy().tobytes()).decode().rstrip("="),
             "top": int(found.top[0]), "left": int(found.left[0]),
@@ -196,7 +185,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         })
 
     async def handle(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, Busy):
+        if isinstance(exc, tiles.Busy):
             return JSONResponse({"error": str(exc)}, 503, headers={"Retry-After": "1"})
         status = exc.status if isinstance(exc, _HTTPError) else 400
         return JSONResponse({"error": first_line(exc)}, status)
@@ -209,7 +198,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         Route("/api/runs/{run:int}/inspire", inspire, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    handlers = {Busy: handle, ValueError: handle}
+    handlers = {_HTTPError: handle, tiles.Busy: handle, ValueError: handle}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -222,7 +211,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
     return guard(app, hosts)
 
 
-class _HTTPError(ValueError):
+class _HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -256,7 +245,7 @@ def _base64(text: str) -> bytes:
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except ValueError:  # binascii.Error is a ValueError
-        raise TileError("z must be base64url-encoded float32 values") from None
+        raise tiles.TileError("z must be base64url-encoded float32 values") from None
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[bytes]) -> bytes | None:
@@ -280,10 +269,9 @@ async def _unless_disconnected(request: Request, work: Awaitable[bytes]) -> byte
 
 
 async def _read_body(request: Request, receiving: list[int]) -> bytes:
-    """The request body, refused with 413 past :data:`MAX_UPLOAD_BYTES`, 408 when it takes
-    longer than :data:`BODY_TIMEOUT_S`, and 503 while the uploads arriving (``receiving[0]``
-    bytes) would hold more than :data:`MAX_RECEIVING_BYTES`: memory stays bounded, and slow
-    uploads hold only the bytes they sent, no slot another upload needs."""
+    """The request body within :data:`MAX_UPLOAD_BYTES` (413), :data:`BODY_TIMEOUT_S` (408) and,
+    with the other uploads arriving (``receiving[0]`` bytes), :data:`MAX_RECEIVING_BYTES` (503):
+    slow uploads hold only the bytes they sent, no slot another upload needs."""
     limit = MAX_UPLOAD_BYTES
     too_big = _HTTPError(413, f"upload larger than {limit >> 20} MiB; send a smaller image")
     declared = request.headers.get("content-length")
@@ -298,7 +286,7 @@ async def _read_body(request: Request, receiving: list[int]) -> bytes:
                 if total > limit:
                     raise too_big
                 if receiving[0] > MAX_RECEIVING_BYTES:
-                    raise Busy(f"more than {MAX_RECEIVING_BYTES >> 20} MiB of uploads are "
+                    raise tiles.Busy(f"more than {MAX_RECEIVING_BYTES >> 20} MiB of uploads are "
                                "arriving; retry shortly")
                 chunks.append(chunk)
     except TimeoutError:
@@ -312,12 +300,8 @@ async def _read_body(request: Request, receiving: list[int]) -> bytes:
 
 
 def _decode_upload(data: bytes, config: Config) -> torch.Tensor:
-    """Decode an uploaded image safely and resize it to the run's full size: (3, H, W).
-
-    The pixels go through the data loader's decoder (:func:`cocogan.data.imaging.to_rgb`, which
-    rescales 16-bit grey instead of clipping it, and composites transparency onto white), so
-    an upload reads as the same file does in training and in ``generate inspire``.
-    """
+    """An uploaded image, decoded within the bounds by the data loader's decoder (as the same
+    file reads in training and ``generate inspire``), at the run's full size: (3, H, W)."""
     try:
         with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as handle:
             width, height = handle.size

@@ -38,7 +38,7 @@ class HostRule:
     def allows(self, host: str) -> bool:
         if self.any_host or host in self.names:
             return True
-        return self.any_ip and _is_ip(host.strip("[]"))
+        return self.any_ip and _ip(host.strip("[]")) is not None
 
 
 def host_rule(bound: str, extra: Iterable[str] = ()) -> HostRule:
@@ -50,7 +50,7 @@ def host_rule(bound: str, extra: Iterable[str] = ()) -> HostRule:
         names |= {"localhost", "127.0.0.1", "[::1]"}
     elif wildcard:
         names |= {"localhost", socket.gethostname().lower()}
-    elif not _is_ip(bound):  # a host name: its addresses too
+    elif _ip(bound) is None:  # a host name: its addresses too
         with contextlib.suppress(socket.gaierror):
             names |= {_bracket(info[4][0]) for info in socket.getaddrinfo(bound, None)}
     return HostRule(frozenset(names | set(extra) - {"*"}), any_ip=wildcard,
@@ -110,10 +110,6 @@ def _host_name(value: str) -> str:
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _is_ip(host: str) -> bool:
-    return _ip(host) is not None
 
 
 def is_loopback(host: str) -> bool:
