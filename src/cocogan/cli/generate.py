@@ -18,12 +18,12 @@ import torch
 
 from cocogan.apps import APPLICATIONS, DEFAULT_CHUNK
 from cocogan.apps.backend import BACKENDS, DEFAULT_BACKEND
-from cocogan.apps.io import Provenance, parse_numbers, parse_seeds
-from cocogan.budget import Budget, image_bytes, render_bytes
+from cocogan.apps.io import Provenance, parse_numbers, parse_seeds, save_png, write_sidecar
+from cocogan.budget import Budget, BudgetError, check_budget, image_bytes, render_bytes
 from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.outputs import claim_file, claim_folder
-from cocogan.render import GPU_CHUNK, axis_coordinates, default_chunk, trained_rect
+from cocogan.render import GPU_CHUNK, axis_coordinates, default_chunk, latents, trained_rect
 
 
 @dataclass
@@ -40,15 +40,11 @@ class Context:
     force: bool = False  # --force: run even when the budget says it will not fit
 
     def seeds(self, text: str, flag: str = "--seeds") -> tuple[list[int], torch.Tensor]:
-        from cocogan.render import latents
-
         seeds = parse_seeds(text, flag)
         return seeds, latents(seeds, self.config.model.z_dim, self.model.device)
 
     def check_budget(self, budget: Budget, destination: Path | None = None) -> None:
         """Refuse (unless --force) when memory or disk will not suffice."""
-        from cocogan.budget import BudgetError, check_budget
-
         try:
             check_budget(budget, destination or self.out)
         except BudgetError as error:
@@ -65,8 +61,6 @@ class Context:
 
     def write(self, name: str, image: Any, **fields: Any) -> Path:
         """``image`` as OUT/NAME (PNG) with its sidecar."""
-        from cocogan.apps.io import save_png, write_sidecar
-
         path = save_png(self.out / name, image)
         write_sidecar(path, self.provenance, app=self.app, **fields)
         return path
@@ -332,7 +326,7 @@ def _add_inspire(parser: argparse.ArgumentParser) -> None:
 def _run_inspire(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import crop_patch, inspire
     from cocogan.apps.inspire import check_patch, content_warning, macro_size
-    from cocogan.apps.io import draw_box, load_image, save_png, to_uint8, write_sidecar
+    from cocogan.apps.io import draw_box, load_image, to_uint8
 
     height, width = macro_size(ctx.model)
     true_box = None
@@ -424,7 +418,6 @@ def _add_huge(parser: argparse.ArgumentParser) -> None:
 def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
     from cocogan.apps import plan_huge, write_huge
     from cocogan.apps.huge import FORMATS, huge_budget, patch_seconds
-    from cocogan.apps.io import write_sidecar
 
     size = parse_numbers(args.size, "--size", (1, 2))
     height, width = (size * 2) if len(size) == 1 else size

@@ -36,9 +36,8 @@ class HostRule:
     any_host: bool = False  # --allow-host '*': no Host check at all
 
     def allows(self, host: str) -> bool:
-        if self.any_host or host in self.names:
-            return True
-        return self.any_ip and _ip(host.strip("[]")) is not None
+        return self.any_host or host in self.names or (
+            self.any_ip and _ip(host.strip("[]")) is not None)
 
 
 def host_rule(bound: str, extra: Iterable[str] = ()) -> HostRule:
