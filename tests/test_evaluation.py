@@ -34,12 +34,12 @@ from cocogan.evaluation import (
     parse_metrics,
     spatial_accuracy,
 )
-from cocogan.evaluation.cache import CACHE_ENV
 from cocogan.evaluation.indicators import indicator_keys
 from cocogan.evaluation.sampling import real_subset
 from cocogan.metrics import FID_WEIGHTS_NAME, WEIGHTS_ENV, FeatureStats, frechet_distance, inception
 from cocogan.model import CocoGAN
 from cocogan.nn.discriminator import spatial_dim
+from cocogan.outputs import CACHE_ENV
 from cocogan.presets import get_preset
 
 SMALL = EvalConfig(n=24, batch=12, kid_subsets=4, kid_subset_size=12, seam_images=24,

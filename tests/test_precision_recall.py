@@ -24,12 +24,12 @@ from cocogan.evaluation import (
     format_table,
     generated_batches,
 )
-from cocogan.evaluation.cache import CACHE_ENV
 from cocogan.evaluation.callback import best_score
 from cocogan.evaluation.indicators import indicator_keys
 from cocogan.evaluation.sampling import real_subset
 from cocogan.metrics import inception, precision_recall
 from cocogan.metrics.frechet import NonFiniteError
+from cocogan.outputs import CACHE_ENV
 
 pr_module = importlib.import_module("cocogan.metrics.precision_recall")  # the function shadows it
 

@@ -1,12 +1,7 @@
-"""Evaluation during training (`--eval-every K --eval-metrics ...`): the paper's Appendix F
-watches quality over training time; this computes the chosen metrics on a small subset every K
-steps, returns them as `eval/<key>` floats for metrics.jsonl and TensorBoard, and says when a
-new best checkpoint should be kept.
-
-The real side (statistics, descriptors, real images) is prepared once, when the callback is
-built, so each call only generates images; fixed latents (one seed) make successive values
-comparable. Missing Inception weights or bad data fail at construction, before step 0.
-`EvalHook` plugs an `EvalCallback` into `cocogan.training.loop.Trainer.hooks`.
+"""Evaluation during training (`--eval-every K`, the paper's Appendix F): metrics on a small
+subset every K steps as `eval/<key>` floats, and the best checkpoint kept. The real side is
+prepared when the callback is built (missing weights or bad data fail before step 0), and fixed
+latents make successive values comparable. `EvalHook` plugs it into `Trainer.hooks`.
 """
 
 from __future__ import annotations
@@ -22,9 +17,8 @@ import torch
 from cocogan.checkpoint import CHECKPOINT_DIR, save_model
 from cocogan.config import Config
 from cocogan.coords import coordinate_system
-from cocogan.data import build_dataset, dataset_fingerprint
 from cocogan.evaluation.pipeline import IMAGE_METRICS, build_reference, evaluate
-from cocogan.evaluation.run import feature_extractor_for
+from cocogan.evaluation.run import feature_extractor_for, real_data
 from cocogan.evaluation.sampling import cocogan_sampler
 from cocogan.evaluation.settings import TRAINING_EVAL, EvalConfig, parse_metrics
 from cocogan.evaluation.spatial import discriminator_predictor
@@ -36,12 +30,8 @@ PREFIX = "eval/"
 
 
 def best_score(metric: str, values: dict[str, float]) -> float | None:
-    """The number that decides "best" for `metric` from logged `eval/` values; smaller wins.
-
-    fid, kid, swd: the value. seams, wrap and the layout metrics: the distance to the real
-    figure (seamless generation matches the real figure, not 0). spatial, precision, recall:
-    minus the value (higher is better). None if missing.
-    """
+    """What decides "best" for `metric` (smaller wins; None if missing): fid, kid, swd as they
+    are, the image metrics' distance to the real figure, minus spatial, precision, recall."""
     get = values.get
     if metric in IMAGE_METRICS:
         gen, real = get(f"{PREFIX}{metric}"), get(f"{PREFIX}{metric}_real")
@@ -64,7 +54,7 @@ class BestTracker:
     step: int | None = None  # training step where it was reached
 
     def update(self, values: dict[str, float], step: int) -> bool:
-        """True when `values` improves on the best so far (then the caller saves a checkpoint)."""
+        """True when `values` improves on the best so far (then a checkpoint is saved)."""
         score = best_score(self.metric, values)
         if score is None or (self.score is not None and score >= self.score):
             return False
@@ -72,7 +62,7 @@ class BestTracker:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        """For the resume state, so a resumed run does not overwrite a better checkpoint."""
+        """For best.json, so a resumed run does not overwrite a better checkpoint."""
         return {"metric": self.metric, "score": self.score, "step": self.step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -81,19 +71,10 @@ class BestTracker:
 
 
 class EvalCallback:
-    """Computes metrics on a subset during training; call as
-    `evaluate_during_training(model, config, step) -> {"eval/swd": ..., ...}`.
-
-    Args:
-        config: the run's config (sizes, coordinates, CelebA crop).
-        real: the training data source (folder or builtin:NAME).
-        metrics: names, e.g. "swd,seams"; the first one decides the best checkpoint.
-        every: steps between evaluations (`EvalHook.every`, read by the training loop).
-        settings: subset sizes; default TRAINING_EVAL.
-        device: where the Inception network runs (generation runs on the model's device).
-        inception_weights: FID weights file, for fid/kid.
-        feature_extractor: replaces Inception (tests).
-        raw: evaluate the raw generator instead of the EMA one.
+    """`callback(model, config, step) -> {"eval/swd": ..., ...}` on a subset of `real` (the
+    training source, prepared as `config` says). The first of `metrics` decides the best
+    checkpoint; `device` runs Inception (G runs on the model's); `feature_extractor` replaces
+    Inception (tests); `raw` evaluates the raw generator instead of the EMA one.
     """
 
     def __init__(self, config: Config, real: str, metrics: str | list[str], *, every: int,
@@ -106,27 +87,16 @@ class EvalCallback:
         self.every, self.raw = every, raw
         self.settings = settings.validate()
         self.best = BestTracker(self.metrics[0])
-        m, cylindrical = config.model, config.model.coords == "cylindrical"
         self.extractor = feature_extractor_for(self.metrics, torch.device(device),
                                                settings.batch, inception_weights,
                                                feature_extractor)
-        dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
-                                celeba_crop=config.data.celeba_crop,
-                                resample=config.data.resample)
-        fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
-                                          config.data.celeba_crop, cylindrical=cylindrical,
-                                          resample=config.data.resample)
-        self.reference = build_reference(self.metrics, dataset, coordinate_system(m),
+        dataset, fingerprint = real_data(real, config)
+        self.reference = build_reference(self.metrics, dataset, coordinate_system(config.model),
                                          settings, extractor=self.extractor,
                                          fingerprint=fingerprint)
 
-    def evaluate_during_training(self, model: CocoGAN, config: Config,
-                                 step: int) -> dict[str, float]:
-        """Metric values as `eval/<key>` floats (NaN-free: undefined values are dropped).
-
-        `step` is accepted so the loop's call reads the same for every callback; the real
-        reference was prepared at construction for `config`'s geometry.
-        """
+    def __call__(self, model: CocoGAN, config: Config, step: int) -> dict[str, float]:
+        """Metric values as `eval/<key>` floats; undefined (NaN) values are dropped."""
         assert coordinate_system(config.model) == self.reference.coords, \
             f"eval callback built for {self.reference.coords}, step {step} has another geometry"
         result = evaluate(self.reference, self.settings,
@@ -135,24 +105,15 @@ class EvalCallback:
                           extractor=self.extractor)
         return {f"{PREFIX}{k}": float(v) for k, v in result.values.items() if math.isfinite(v)}
 
-    __call__ = evaluate_during_training
-
 
 BEST_WEIGHTS = "best.safetensors"  # in RUN/checkpoints/, beside step-*.safetensors (not pruned)
 BEST_STATE = "best.json"  # the BestTracker state, so a resumed run keeps its best
 
 
 class EvalHook:
-    """Adapter to the training loop's hook protocol (`every` + `__call__(trainer)`).
-
-    Every `every` steps: evaluate, append `{"step": s, "eval/...": ...}` to metrics.jsonl and
-    TensorBoard, and when the first metric improves write RUN/checkpoints/best.safetensors and
-    best.json. Lives here, not in the training package, so training never imports evaluation.
-
-    Args:
-        callback: the evaluator (subset sizes, metrics, real reference).
-        run_dir: the run directory; an existing best.json is loaded (resume).
-    """
+    """The training loop's hook (`every` + `__call__(trainer)`): evaluate, log to metrics.jsonl
+    and TensorBoard, and when the first metric improves write RUN/checkpoints/best.safetensors
+    and best.json (loaded again on resume). Here, so training never imports evaluation."""
 
     def __init__(self, callback: EvalCallback, run_dir: str | Path) -> None:
         self.callback = callback

@@ -1,12 +1,7 @@
-"""The paper's training indicators (Appendix F): the Wasserstein estimate L_W and each evaluated
-metric over training steps, drawn from a run's metrics.jsonl into one PNG.
-
-Training records carry the loss terms (`L_W`, ...); evaluation records carry `eval/<key>`
-values (see `cocogan.evaluation.callback`). This module only chooses which series to show;
-`cocogan.plotting.plot_metrics` draws them, one panel each. The real-image figures of seams and
-wrap (`eval/seams_real`, `eval/wrap_real`) follow their metric's panel; SWD's per-level values,
-the per-border seam ratios and KID's standard deviation are left out (they are in metrics.jsonl
-and TensorBoard).
+"""The paper's training indicators (Appendix F): L_W and each evaluated metric over steps, from
+a run's metrics.jsonl into one PNG. This chooses the series (`plotting.plot_metrics` draws
+them): a metric's real figure follows its panel; per-level SWD, per-border seams and KID's std
+stay in metrics.jsonl and TensorBoard.
 """
 
 from __future__ import annotations

@@ -1,25 +1,7 @@
 """The evaluation pipeline: a reference computed once from real images, then any number of
 evaluations of generated images against it (one for `cocogan eval`, one every K training steps).
-
-Metric keys of the flat result dict (all floats):
-- fid; kid, kid_std (mean and std over subsets, raw MMD^2 units)
-- precision, recall (k = 3, on the rows kept for KID) and _real: one half of the real rows
-  against the other (`cocogan.metrics.precision_recall`)
-- swd (average over levels, x1e3, PGGAN) and swd_<height> per pyramid level
-- seams, seams_real: micro-patch border ratio of generated and of real images (1 = seamless)
-- seams_x<p>, seams_y<p> (and _real): the same ratio for each border line on its own (the vertical
-  line at pixel column p, the horizontal line at row p), to tell one bad border from a grid
-- wrap, wrap_real: 360-degree seam ratio of generated and of real panoramas (cylindrical only)
-- spread, spread_real: how far the content's centre moves from image to image (objects stuck in
-  one place give a spread far below the real one; `cocogan.metrics.layout`)
-- repeat, repeat_real: correlation of each image with itself one micro patch to the right (a
-  strip of identical tiles: 1; real scenes: ~0)
-- likeness, likeness_real: mean similarity of the layouts (pixel-difference maps) of two
-  different images (every image with its object or ridge in the same place: high; real: ~0)
-- spatial_acc, spatial_err: D's spatial head on real macro patches (see `spatial`); on panoramas
-  spatial_row_acc, spatial_row_err (the head predicts the row alone there)
-
-Shapes: B batch, C/H/W image.
+The result is a flat dict of floats (fid, kid, kid_std, swd, swd_<h>, seams, seams_real, ...;
+docs/evaluation.md, "The metrics", lists every key). Shapes: B batch, C/H/W image.
 """
 
 from __future__ import annotations
@@ -76,15 +58,6 @@ class Reference:
     cache_hit: bool = False  # FID statistics came from the on-disk cache
 
 
-def _check_metrics(metrics: tuple[str, ...], coords: CoordinateSystem,
-                   extractor: FeatureExtractor | None) -> None:
-    if "wrap" in metrics and not coords.cyclic:
-        raise ValueError("--metrics wrap needs a cylindrical (panorama) run; this run uses "
-                         "cartesian coordinates: drop wrap")
-    if any(m in FEATURE_METRICS for m in metrics) and extractor is None:
-        raise ValueError("fid/kid need a feature extractor (the Inception network)")
-
-
 IMAGE_METRICS = ("seams", "wrap", "spread", "repeat", "likeness")  # on a subset of kept images
 PR_METRICS = ("precision", "recall")  # from the feature rows kept for KID
 ROLL_SEED = 0  # the real panoramas' rolls (N11); fixed, so cached statistics stay valid
@@ -139,18 +112,14 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
                     coords: CoordinateSystem, cfg: EvalConfig, *,
                     extractor: FeatureExtractor | None = None,
                     fingerprint: str | None = None, progress: bool = False) -> Reference:
-    """One pass over a fixed real subset computes every real-side stage the metrics need.
-
-    Args:
-        metrics: validated metric names.
-        dataset: real full images at the run's size.
-        coords: the run's coordinate system.
-        cfg: sample counts and batching.
-        extractor: features for fid/kid.
-        fingerprint: `dataset_fingerprint` of the source; enables the on-disk statistics cache.
-        progress: show a progress bar on stderr.
-    """
-    _check_metrics(metrics, coords, extractor)
+    """Every real-side stage the validated `metrics` need, in one pass over a fixed subset of
+    `dataset` (real full images at the run's size). `fingerprint` (`dataset_fingerprint` of
+    the source) enables the statistics cache; `progress` shows a bar on stderr."""
+    if "wrap" in metrics and not coords.cyclic:
+        raise ValueError("--metrics wrap needs a cylindrical (panorama) run; this run uses "
+                         "cartesian coordinates: drop wrap")
+    if any(m in FEATURE_METRICS for m in metrics) and extractor is None:
+        raise ValueError("fid/kid need a feature extractor (the Inception network)")
     ref = Reference(metrics=metrics, coords=coords)
     key, feature_sink = None, None
     if any(m in FEATURE_METRICS for m in metrics):
@@ -198,9 +167,8 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
 
 
 def real_rolls(count: int, coords: CoordinateSystem) -> Tensor:
-    """Horizontal shifts (count,) in pixels of the first real panoramas, from a fixed seed:
-    training sees each real panorama at a uniform random roll, so FID, KID, SWD, spread and
-    likeness compare against reals rolled the same way (the same shifts for every run)."""
+    """Fixed-seed horizontal shifts (count,) of the first real panoramas: training sees each at a
+    uniform random roll, so FID, KID, SWD, spread and likeness compare with reals rolled so."""
     width = coords.grid_w * coords.micro
     return torch.randint(width, (count,), generator=torch.Generator().manual_seed(ROLL_SEED))
 
@@ -223,8 +191,7 @@ class RolledSink(Sink):
 
 
 def _real_image_values(ref: Reference, cfg: EvalConfig) -> None:
-    """The real-image figures of the image-subset metrics (seams_real, wrap_real, spread_real,
-    ...) and their counts."""
+    """The real figures of the image-subset metrics (seams_real, ...) and their counts."""
     assert ref.images is not None
     subset = ref.images[: _seam_count(cfg)]
     _image_values(ref.values, subset, ref.metrics, ref.coords.micro, "_real", ref.counts)
@@ -238,8 +205,7 @@ def _real_image_values(ref: Reference, cfg: EvalConfig) -> None:
 
 def _image_values(values: dict[str, float], images: Tensor, metrics: tuple[str, ...],
                   micro: int, suffix: str, counts: dict[str, int]) -> None:
-    """The IMAGE_METRICS of one side's images: seams (and per border), wrap, and spread /
-    repeat / likeness (``cocogan.metrics.layout``); ``suffix`` "_real" for the real side."""
+    """The IMAGE_METRICS of one side's images; ``suffix`` "_real" for the real side."""
     if "seams" in metrics:
         values[f"seams{suffix}"] = seam_ratio(images, micro)
         values.update({f"seams_{k}{suffix}": v for k, v in seam_profile(images, micro).items()})
@@ -263,17 +229,10 @@ class Evaluation:
 def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
              predictor: Predictor | None = None, extractor: FeatureExtractor | None = None,
              only: tuple[str, ...] | None = None, progress: bool = False) -> Evaluation:
-    """Generated-side stages and the final numbers, against a prepared reference.
-
-    Args:
-        ref: from `build_reference` with the same metrics.
-        cfg: sample counts, batching and seed (the latents of image i depend only on seed).
-        sample: generator of full images; needed for every metric but spatial.
-        predictor: D's spatial head; needed for spatial.
-        extractor: the same feature extractor as the reference's.
-        only: a subset of the reference's metrics (e.g. no spatial for a model without D).
-        progress: show a progress bar on stderr.
-    """
+    """Generated-side stages and the final numbers against `ref` (the latents of image i depend
+    only on cfg.seed). `sample` (full images) serves every metric but spatial, `predictor` (D's
+    spatial head) spatial; `extractor` must be the reference's; `only` keeps a subset of the
+    reference's metrics (e.g. no spatial for a model without D)."""
     metrics = tuple(m for m in ref.metrics if only is None or m in only)
     values = {k: v for k, v in ref.values.items() if _metric_of(k) in metrics}
     generated: dict[str, int] = {}

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from cocogan import __version__, shipped
 from cocogan.budget import format_seconds
 from cocogan.checkpoint import load_model, resolve_checkpoint
+from cocogan.config import Config
 from cocogan.data import build_dataset, dataset_fingerprint
 from cocogan.evaluation.cache import load_real_features
 from cocogan.evaluation.pipeline import build_reference, evaluate, reference_key
@@ -47,9 +49,8 @@ def weights_warning(extractor: FeatureExtractor | None) -> str | None:
 
 def estimate_seconds(sample: Sampler, extractor: FeatureExtractor | None, generated: int,
                      real: int) -> float:
-    """Seconds to generate `generated` images and featurise them and `real` real images,
-    from one timed probe of PROBE_IMAGES images (the first call pays warm-up, so this is an
-    upper estimate)."""
+    """Seconds to generate and featurise `generated` images and featurise `real` ones, from a
+    timed probe (which pays the warm-up: an upper estimate)."""
     rng = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     images = sample(PROBE_IMAGES, rng).float().cpu()
@@ -65,14 +66,22 @@ def estimate_seconds(sample: Sampler, extractor: FeatureExtractor | None, genera
 def feature_extractor_for(metrics: tuple[str, ...], device: torch.device, batch: int,
                           weights: str | Path | None,
                           given: FeatureExtractor | None) -> FeatureExtractor | None:
-    """The given extractor, else the FID Inception network when fid/kid are asked for.
-
-    Raises MissingWeightsError at once (before any model or data is loaded) when the weights
-    are not on disk; nothing is downloaded.
-    """
+    """The given extractor, else Inception when fid/kid are asked for (MissingWeightsError at
+    once, before any model or data is loaded, when its weights are not on disk)."""
     if given is not None or not any(m in FEATURE_METRICS for m in metrics):
         return given
     return InceptionFeatures(weights, device=device, batch_size=batch)
+
+
+def real_data(real: str, config: Config, fingerprint: bool = True
+              ) -> tuple[Dataset[torch.Tensor], str | None]:
+    """The real images prepared as the run's were (size, cylinder, CelebA crop, resize filter),
+    and their fingerprint for the statistics cache (None when not asked for)."""
+    m, data = config.model, config.data
+    kw = {"cylindrical": m.coords == "cylindrical", "resample": data.resample}
+    dataset = build_dataset(real, m.full_height, m.full_width, celeba_crop=data.celeba_crop, **kw)
+    return dataset, (dataset_fingerprint(real, m.full_height, m.full_width, data.celeba_crop, **kw)
+                     if fingerprint else None)
 
 
 @dataclass
@@ -115,25 +124,20 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
                  use_cache: bool = True, write: bool = True,
                  report: Callable[[str], None] | None = None,
                  backend: str = "torch") -> RunEvaluation:
-    """Evaluate a run's checkpoint against a real data source.
+    """Evaluate a run's newest checkpoint (or `checkpoint`) against `real` (folder or
+    builtin:NAME, prepared at the run's size, cylindrical and CelebA-crop settings).
 
     Args:
-        run: run directory (its newest checkpoint is used unless `checkpoint` is given).
-        real: folder or builtin:NAME; images are prepared at the run's size, with its
-            cylindrical and CelebA-crop settings.
         metrics: names from `cocogan.metrics.METRICS`, e.g. "fid,swd,seams".
-        checkpoint: a specific .safetensors file.
-        cfg: sample counts, batch and seed (defaults: `EvalConfig()`).
         device: "auto", "cpu", "cuda", "cuda:1", ...
         inception_weights: FID weights file; else found as `resolve_inception_weights` does.
         raw: sample from the raw generator instead of its EMA.
-        backend: what runs G (`cocogan.apps.backend`): torch, onnxruntime or auto.
         feature_extractor: replaces Inception for fid/kid (tests, other feature spaces).
-        use_cache: read/write cached real statistics.
         write: write eval.json (False: the caller shows the figures, then calls
             :func:`write_evaluation`).
         report: told the time estimate before any work, and progress bars are shown (the
             CLI); None is silent.
+        backend: what runs G (`cocogan.apps.backend`): torch, onnxruntime or auto.
     """
     start = time.perf_counter()
     names = parse_metrics(metrics)
@@ -143,18 +147,12 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     extractor = feature_extractor_for(names, dev, cfg.batch, inception_weights, feature_extractor)
     file = resolve_checkpoint(checkpoint if checkpoint is not None else run)
     config, model, step = load_model(file, dev)
-    m, cylindrical = config.model, config.model.coords == "cylindrical"
-    dataset = build_dataset(real, m.full_height, m.full_width, cylindrical=cylindrical,
-                            celeba_crop=config.data.celeba_crop, resample=config.data.resample)
+    dataset, fingerprint = real_data(real, config, fingerprint=use_cache)
     count = len(dataset)  # type: ignore[arg-type]
     if count < MIN_REAL_IMAGES:
         warnings.warn(f"{real} has only {count} image(s): figures from fewer than "
                       f"{MIN_REAL_IMAGES} real images are unreliable (FID and KID need "
                       "thousands; seams and SWD of one image may be nan)", stacklevel=2)
-    fingerprint = dataset_fingerprint(real, m.full_height, m.full_width,
-                                      config.data.celeba_crop, cylindrical=cylindrical,
-                                      resample=config.data.resample) \
-        if use_cache else None
     sample = cocogan_sampler(model, raw=raw, backend=backend)
     notes: list[str] = [w for w in (weights_warning(extractor),) if w]
     for note in notes:
@@ -173,7 +171,8 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
         "resample": config.data.resample,
         "generator": "raw" if raw else "ema", "seed": cfg.seed, "device": str(dev),
         "feature_extractor": extractor.name if extractor is not None else None,
-        "inception_weights": _describe_weights(extractor), "warnings": notes,
+        "inception_weights": getattr(extractor, "describe_weights", lambda: None)(),
+        "warnings": notes,
         "real_stats_cached": ref.cache_hit, "seconds": round(time.perf_counter() - start, 2),
         "version": __version__,
     }
@@ -181,11 +180,6 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     if write:
         write_evaluation(evaluation)
     return evaluation
-
-
-def _describe_weights(extractor: FeatureExtractor | None) -> dict[str, Any] | None:
-    describe = getattr(extractor, "describe_weights", None)
-    return describe() if describe is not None else None
 
 
 def _estimate_line(names: tuple[str, ...], cfg: EvalConfig, sample: Sampler,
@@ -216,23 +210,14 @@ def _finite(value: Any) -> Any:
     return value
 
 
-# Rows of the table: (label, generated-side key, real-side key); "-" where none applies.
-_ROWS: dict[str, list[tuple[str, str | None, str | None]]] = {
-    "fid": [("fid", "fid", None)],
-    "kid": [("kid", "kid", None)],
-    "precision": [("precision (k=3)", "precision", "precision_real")],
-    "recall": [("recall (k=3)", "recall", "recall_real")],
-    "swd": [("swd (x1e3)", "swd", None)],
-    "seams": [("seams", "seams", "seams_real")],
-    "wrap": [("wrap", "wrap", "wrap_real")],
-    "spread": [("content spread", "spread", "spread_real")],
-    "repeat": [("repeat at micro width", "repeat", "repeat_real")],
-    "likeness": [("layout likeness", "likeness", "likeness_real")],
-    "spatial": [("spatial accuracy", None, "spatial_acc"), ("spatial error (grid units)",
-                                                            None, "spatial_err"),
-                ("spatial row accuracy", None, "spatial_row_acc"),
-                ("spatial row error (grid units)", None, "spatial_row_err")],
-}
+# A metric's table row is (label, its key, its "_real" key), "-" where a key has no value;
+# spatial has rows of real-side figures only: the grid's pair, or the cylinder's row pair.
+_LABELS = {"precision": "precision (k=3)", "recall": "recall (k=3)", "swd": "swd (x1e3)",
+           "spread": "content spread", "repeat": "repeat at micro width",
+           "likeness": "layout likeness"}
+_SPATIAL_ROWS = (("spatial accuracy", "spatial_acc"), ("spatial error (grid units)", "spatial_err"),
+                 ("spatial row accuracy", "spatial_row_acc"),
+                 ("spatial row error (grid units)", "spatial_row_err"))
 
 
 def format_table(evaluation: RunEvaluation) -> str:
@@ -240,15 +225,16 @@ def format_table(evaluation: RunEvaluation) -> str:
     values, counts = evaluation.values, evaluation.record["n"]
     lines: list[tuple[str, ...]] = [("metric", "generated", "real", "n gen", "n real")]
     for name in evaluation.record["requested"]:
-        rows = list(_ROWS[name])
+        rows: list[tuple[str, str | None, str | None]] = [
+            (_LABELS.get(name, name), name, f"{name}_real")]
+        if name == "spatial":
+            rows = [(label, None, key) for label, key in _SPATIAL_ROWS if key in values]
         if name == "swd":
             rows += [(f"  swd level {k[4:]}px", k, None) for k in values if k.startswith("swd_")]
         if name == "seams":
             rows += [(f"  {_border_label(k[6:])}", k, f"{k}_real") for k in values
                      if k[:7] in ("seams_x", "seams_y") and not k.endswith("_real")]
         for label, gen_key, real_key in rows:
-            if name == "spatial" and real_key not in values:
-                continue  # the grid's pair or the cylinder's row pair
             gen = _fmt(values, gen_key)
             if name == "kid" and gen_key == "kid":
                 gen = f"{values['kid']:.5f} ± {values['kid_std']:.5f}"
@@ -269,6 +255,4 @@ def _border_label(key: str) -> str:
 
 
 def _fmt(values: dict[str, float], key: str | None) -> str:
-    if key is None or key not in values:
-        return "-"
-    return f"{values[key]:.4g}"
+    return f"{values[key]:.4g}" if key in values else "-"

@@ -1,11 +1,6 @@
-"""Image streams for evaluation: generated full images in batches, and a fixed real subset.
-
-The generator side renders full images with `cocogan.apps.full` (every micro patch of a batch
-at once, assembled without blending, as the paper generates full images, Sec. 2). The real side
-reads a seeded permutation of the dataset, so every metric sees prefixes of the same real sample
-and cached statistics stay valid.
-
-Shapes: B batch, C/H/W image.
+"""Image streams for evaluation: generated full images in batches (`cocogan.apps.full`, no
+blending, as the paper generates them, Sec. 2), and a seeded permutation of the real data, so
+every metric sees prefixes of one real sample and cached statistics stay valid.
 """
 
 from __future__ import annotations
@@ -28,13 +23,9 @@ Sampler = Callable[[int, torch.Generator], Tensor]
 
 
 def cocogan_sampler(model: CocoGAN, *, raw: bool = False, backend: str = "torch") -> Sampler:
-    """Sampler of full images from the EMA generator (or the raw one), in eval mode, run by
-    ``backend`` (:func:`cocogan.apps.backend.use_backend`).
-
-    Eval mode matters: CBN then uses running statistics, so an image does not depend on the
-    other images of its batch. Rendering is `cocogan.apps.full.full_images` (all micro patches
-    of a batch in few forward passes, assembled by T(m->M) with no blending).
-    """
+    """Sampler of full images from the EMA generator (or the raw one) run by ``backend``
+    (`cocogan.apps.backend.use_backend`), in eval mode: CBN's running statistics, so an image
+    does not depend on the other images of its batch."""
     use_backend(model, backend, raw=raw)
 
     @torch.no_grad()
@@ -45,11 +36,8 @@ def cocogan_sampler(model: CocoGAN, *, raw: bool = False, backend: str = "torch"
 
 
 def generated_batches(sample: Sampler, count: int, batch: int, seed: int) -> Iterator[Tensor]:
-    """`count` generated images in batches of at most `batch`, float32 on CPU.
-
-    The latents come from one CPU RNG seeded with `seed`, so a given seed gives the same images
-    whatever the device.
-    """
+    """`count` generated images in batches of at most `batch`, float32 on CPU; the latents come
+    from one CPU RNG seeded with `seed`, so a seed gives the same images on any device."""
     rng = torch.Generator().manual_seed(seed)
     done = 0
     while done < count:

@@ -1,8 +1,5 @@
-"""Evaluation settings: the one home of the evaluation defaults, and metric-name parsing.
-
-The sample counts follow the papers: FID/KID on 50,000 generated images (COCO-GAN Sec. 3.1,
-TTUR); SWD on up to 16,384 images (PGGAN); the cheaper checks (seams, wrap, spatial) converge on
-a few thousand images, so they use a subset and keep CPU evaluation practical.
+"""The evaluation defaults and metric-name parsing. Counts follow the papers (FID/KID on 50,000
+images, Sec. 3.1; SWD on 16,384, PGGAN); seams, wrap and spatial converge on a subset.
 """
 
 from __future__ import annotations

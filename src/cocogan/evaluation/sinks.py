@@ -1,10 +1,6 @@
-"""Streaming consumers of image batches: each metric's first stage, fed by one pass over images.
-
-Generated images are never all held in memory (50,000 at 256x768 would not fit): every batch is
-handed to the sinks that still want images, then dropped. Each sink stops at its own limit, and
-the stream stops when all are full, so e.g. `--metrics swd` generates only the SWD images.
-
-Shapes: B batch, C/H/W image, D feature dims.
+"""Streaming consumers of image batches, each metric's first stage: every batch goes to the
+sinks that still want images, then is dropped (50,000 images at 256x768 would not fit), and
+the stream stops when all are full. Shapes: B batch, C/H/W image, D feature dims.
 """
 
 from __future__ import annotations
@@ -43,8 +39,7 @@ class Sink:
 
 
 class FeatureSink(Sink):
-    """Stage 1-2 of FID/KID: features of each batch streamed into mean/covariance sums, with the
-    first `keep` rows retained for KID."""
+    """FID/KID's stages 1-2: features streamed into mean/covariance, `keep` rows kept for KID."""
 
     def __init__(self, extractor: FeatureExtractor, limit: int, keep: int) -> None:
         super().__init__(limit)
@@ -56,13 +51,9 @@ class FeatureSink(Sink):
 
 
 class SWDSink(Sink):
-    """Stage 1 of SWD: Laplacian-pyramid 7x7 descriptors of each batch, per level.
-
-    Descriptors per image shrink as the image count grows so a level holds at most `budget`
-    descriptors (PGGAN's 128 per image on 16k images would need gigabytes per level). Batch i is
-    sampled with seed + i, so real and generated streams with equal batch sizes draw the same
-    neighbourhood positions.
-    """
+    """SWD's stage 1, per level. At most `budget` descriptors a level (PGGAN's 128 per image on
+    16k images would need gigabytes); batch i draws with seed + i, so real and generated streams
+    of equal batches share neighbourhood positions."""
 
     def __init__(self, limit: int, budget: int, seed: int) -> None:
         super().__init__(limit)
@@ -87,11 +78,8 @@ class SWDSink(Sink):
 
 
 class ImageSink(Sink):
-    """Keeps the first `limit` images as 8-bit values, for the seams and wrap ratios.
-
-    8-bit storage is a quarter of float32, and it is what a saved PNG holds, so generated and
-    real images (decoded from 8-bit files) are measured at the same precision.
-    """
+    """Keeps the first `limit` images as 8 bits: a quarter of float32, and what a saved PNG
+    holds, so generated and real images (from 8-bit files) are measured alike."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(limit)
@@ -115,12 +103,8 @@ class Progress(Protocol):
 
 
 def feed(batches: Iterable[Tensor], sinks: list[Sink], progress: Progress | None = None) -> int:
-    """Hand each batch to the sinks that still want images; stop once none does.
-
-    Args:
-        progress: told the size of every batch read (e.g. a tqdm bar); None reports nothing.
-    Returns the number of images read from `batches`.
-    """
+    """Hand each batch to the sinks that still want images, and `progress` its size; stop once
+    none does. Returns the number of images read."""
     read = 0
     if not any(s.wants for s in sinks):
         return read

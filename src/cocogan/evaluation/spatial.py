@@ -1,16 +1,7 @@
-"""The `spatial` metric: does D's spatial head know where a real macro patch comes from?
-
-The spatial consistency loss L_S (paper eq. 3) trains D's auxiliary head to regress the macro
-coordinate of real patches; G is then pushed to produce patches that the head places correctly.
-If the head cannot tell positions apart on *real* data, L_S gives G no positional signal. This
-module crops every real image at every discrete macro position (T(X->M)), asks the head for the
-coordinate, and reports:
-- accuracy: fraction whose nearest discrete macro position is the true one,
-- error: mean Euclidean distance between decoded and true positions, in micro-patch grid
-  units.
-On the cylinder the head predicts the row alone (the only coordinate L_S trains there), so both
-figures are vertical and named so: ``spatial_row_acc``, ``spatial_row_err``.
-
+"""The `spatial` metric: does D's spatial head (trained by L_S, eq. 3) place *real* macro
+patches? If not, L_S gives G no positional signal. Every real image is cropped at every macro
+position; accuracy is the share whose nearest position is the true one, error the mean distance
+in grid units (on the cylinder, of the row alone: ``spatial_row_acc``, ``spatial_row_err``).
 Shapes: B images, M macro positions per image, C/H/W image, S spatial head outputs.
 """
 
@@ -46,10 +37,8 @@ class SpatialResult:
 
 
 def discriminator_predictor(discriminator: Discriminator) -> Predictor:
-    """D's spatial head on D's features, all in eval mode (running statistics, no power
-    iteration): the head's batch norm tracks statistics in D's own update only, i.e. of real
-    patches at training positions, so eval mode is what training measured and evaluation never
-    changes D's state."""
+    """D's spatial head on D's features in eval mode: the head's batch norm tracks statistics of
+    real patches in D's own update, so that is what training measured, and D is left unchanged."""
     device = next(discriminator.parameters()).device
 
     @torch.no_grad()
@@ -61,11 +50,8 @@ def discriminator_predictor(discriminator: Discriminator) -> Predictor:
 
 
 def all_macro_patches(images: Tensor, coords: CoordinateSystem) -> tuple[Tensor, Tensor, Tensor]:
-    """Every discrete macro patch of every image.
-
-    Returns:
-        patches (B * M, C, mh, mw), image-major; rows and cols (B * M,) of their positions.
-    """
+    """Every macro patch of every image: patches (B * M, C, mh, mw), image-major, and their
+    rows and cols (B * M,)."""
     rows, cols = coords.macro_grid()  # (M,)
     top, left = coords.pixel_offset(rows.float(), cols.float())
     b, m = images.shape[0], rows.numel()
@@ -90,13 +76,8 @@ def position_errors(predicted: Tensor, rows: Tensor, cols: Tensor,
 
 def spatial_accuracy(predict: Predictor, coords: CoordinateSystem,
                      batches: Iterable[Tensor]) -> SpatialResult:
-    """Accuracy and mean position error of `predict` on all macro patches of real images.
-
-    Args:
-        predict: patches -> coordinates, e.g. `discriminator_predictor(model.discriminator)`.
-        coords: the run's coordinate system (grid, macro size, cyclic).
-        batches: real full images (B, C, H, W) in [-1, 1].
-    """
+    """Accuracy and mean position error of `predict` (e.g. `discriminator_predictor`) on all
+    macro patches of real full images (B, C, H, W) in [-1, 1]."""
     correct_sum, error_sum, count = 0, 0.0, 0
     for images in batches:
         patches, rows, cols = all_macro_patches(images, coords)

@@ -1,8 +1,5 @@
 """Image-quality metrics as staged pure functions: images -> features -> statistics -> number.
-
-Imports only torch/numpy/scipy; wiring generators and runs to these lives in a later layer.
-Nothing downloads: the Inception weights are found locally (scripts/setup.sh installs them) or
-`MissingWeightsError` names the install command.
+Wiring generators and runs to them lives in `cocogan.evaluation`; nothing is downloaded.
 """
 
 from cocogan.metrics.frechet import (
@@ -17,7 +14,6 @@ from cocogan.metrics.inception import (
     FID_WEIGHTS_NAME,
     WEIGHTS_ENV,
     FeatureExtractor,
-    FIDInceptionV3,
     InceptionFeatures,
     MissingWeightsError,
     load_fid_inception,
@@ -48,29 +44,10 @@ METRICS: dict[str, str] = {
 }
 
 __all__ = [
-    "FID_WEIGHTS_NAME",
-    "METRICS",
-    "WEIGHTS_ENV",
-    "FIDInceptionV3",
-    "FeatureExtractor",
-    "FeatureStats",
-    "InceptionFeatures",
-    "MissingWeightsError",
-    "StatsAccumulator",
-    "content_spread",
-    "fid_from_stats",
-    "frechet_distance",
-    "kernel_inception_distance",
-    "likeness",
-    "load_fid_inception",
-    "mmd2_unbiased",
-    "precision_recall",
-    "repetition",
-    "resolve_inception_weights",
-    "seam_profile",
-    "seam_ratio",
-    "sliced_wasserstein",
-    "sliced_wasserstein_from_descriptors",
-    "swd_descriptors",
-    "wrap_ratio",
+    "FID_WEIGHTS_NAME", "METRICS", "WEIGHTS_ENV", "FeatureExtractor", "FeatureStats",
+    "InceptionFeatures", "MissingWeightsError", "StatsAccumulator", "content_spread",
+    "fid_from_stats", "frechet_distance", "kernel_inception_distance", "likeness",
+    "load_fid_inception", "mmd2_unbiased", "precision_recall", "repetition",
+    "resolve_inception_weights", "seam_profile", "seam_ratio", "sliced_wasserstein",
+    "sliced_wasserstein_from_descriptors", "swd_descriptors", "wrap_ratio",
 ]

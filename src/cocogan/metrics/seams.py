@@ -1,10 +1,6 @@
-"""Seam metrics for generation by parts.
-
-COCO-GAN assembles full images from independently generated micro patches (Sec. 2); visible
-seams at patch borders are its typical artefact. `seam_ratio` compares pixel jumps across
-micro-patch borders with jumps elsewhere (1 = seamless, > 1 = visible seams). `wrap_ratio`
-does the same for the left/right borders of panoramas that should be cyclic (Sec. 3.3).
-
+"""Seams, the typical artefact of images assembled from micro patches (Sec. 2): `seam_ratio`
+compares pixel jumps across micro-patch borders with jumps elsewhere (1 = seamless), and
+`wrap_ratio` the left/right edge of cyclic panoramas (Sec. 3.3).
 Legend: B batch, C channels, H/W height/width, mh/mw micro patch height/width.
 """
 
@@ -44,14 +40,9 @@ def _micro_hw(micro: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def seam_ratio(images: torch.Tensor, micro: int | tuple[int, int]) -> float:
-    """Mean |jump| across interior micro-patch borders / mean |jump| between other neighbours.
-
-    Args:
-        images: (B, C, H, W) full images assembled from micro patches.
-        micro: micro patch size in pixels, int or (mh, mw).
-    Returns:
-        ~1 for seamless images; > 1 when borders are visible. nan for flat images.
-    """
+    """Mean |jump| across interior micro-patch borders / mean |jump| between other neighbours
+    of images (B, C, H, W), micro patches `micro` or (mh, mw) pixels: ~1 seamless, > 1 visible
+    borders, nan for flat images."""
     mh, mw = _micro_hw(micro)
     x = _check(images)
     h, w = x.shape[-2:]
@@ -65,13 +56,9 @@ def seam_ratio(images: torch.Tensor, micro: int | tuple[int, int]) -> float:
 
 
 def seam_profile(images: torch.Tensor, micro: int | tuple[int, int]) -> dict[str, float]:
-    """The seam ratio of each interior border line on its own, so one bad border can be told
-    from a grid-wide artefact.
-
-    Keys ``x<p>`` are the vertical lines between pixel columns p-1 and p (jumps along x), ``y<p>``
-    the horizontal lines between rows p-1 and p. Each value is that line's mean |jump| over
-    the mean |jump| of the non-border steps of the same direction (1 = invisible).
-    """
+    """The seam ratio of each border line alone (one bad border vs a grid-wide artefact): key
+    ``x<p>`` is the vertical line between columns p-1 and p, ``y<p>`` the horizontal one between
+    rows; each value is its mean |jump| over that of the non-border steps of its direction."""
     mh, mw = _micro_hw(micro)
     dx, dy, col_seam, row_seam = _border_jumps(_check(images), mh, mw)
     profile: dict[str, float] = {}
@@ -85,11 +72,8 @@ def seam_profile(images: torch.Tensor, micro: int | tuple[int, int]) -> dict[str
 
 
 def wrap_ratio(images: torch.Tensor) -> float:
-    """Mean |last column - first column| / mean |jump| between adjacent interior columns.
-
-    ~1 when the image continues seamlessly across its left/right edge (cylindrical
-    panoramas); larger when it does not.
-    """
+    """Mean |last column - first column| / mean |jump| between adjacent interior columns: ~1
+    when the image continues seamlessly across its left/right edge (cylindrical panoramas)."""
     x = _check(images)
     if x.shape[-1] < 2:
         raise ValueError(f"need width >= 2, got {x.shape[-1]}")

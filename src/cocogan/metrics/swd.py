@@ -1,10 +1,6 @@
-"""Multi-scale sliced Wasserstein distance (SWD), the network-free metric of PGGAN
-(Karras et al. 2018, Sec. 5), used here as an offline check beside FID.
-
-Each image is split into a Laplacian pyramid (binomial 5-tap filter) down to 16x16; random 7x7
-neighbourhoods of every level are descriptors; per level, the distance between the real and
-fake descriptor sets is the sliced Wasserstein distance over random unit directions.
-Reported x 1e3 per level, plus their average, as PGGAN does.
+"""Multi-scale sliced Wasserstein distance (SWD), PGGAN's network-free metric (Karras et al.
+2018, Sec. 5): random 7x7 neighbourhoods of each Laplacian-pyramid level (down to 16x16) are
+descriptors, compared per level by sliced Wasserstein over random directions, x 1e3.
 
 Legend: B batch, C channels, H/W height/width, N descriptors, K = C * 7 * 7 descriptor dims,
 P projection directions.
@@ -24,10 +20,8 @@ _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0  # 1-D Gaussian appro
 
 
 def _blur(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-    """Separable 5x5 binomial blur with mirror padding (cv2.pyrDown/pyrUp's filter).
-
-    Written as weighted sums of shifted views: much faster than conv2d on CPU for 5 taps.
-    """
+    """Separable 5x5 binomial blur, mirror-padded (cv2.pyrDown's filter), as sums of shifted
+    views: much faster than conv2d on CPU for 5 taps."""
     h, w = x.shape[-2:]
     taps = (_BINOMIAL * gain**0.5).tolist()
     y = F.pad(x, (2, 2, 0, 0), mode="reflect")  # (B, C, H, W + 4)
@@ -83,30 +77,15 @@ def _sample_nhoods(level: torch.Tensor, per_image: int, gen: torch.Generator) ->
     return level[img[:, None, None, None], chan, rows, cols]  # (N, C, 7, 7)
 
 
-def _batches(images: torch.Tensor | Iterable[torch.Tensor], size: int) -> Iterable[torch.Tensor]:
-    return images.split(size) if isinstance(images, torch.Tensor) else images
-
-
-def swd_descriptors(
-    images: torch.Tensor | Iterable[torch.Tensor],
-    *,
-    descriptors_per_image: int = 128,
-    seed: int = 0,
-    batch_size: int = 256,
-) -> list[torch.Tensor]:
-    """Stage 1: raw (unnormalised) descriptors per pyramid level, finest first.
-
-    Args:
-        images: (B, C, H, W) in [-1, 1], or an iterable of such batches (streamed).
-        descriptors_per_image: neighbourhoods drawn per image and level.
-        seed: seeds the neighbourhood positions; equal seeds give equal positions.
-        batch_size: images per pyramid pass when `images` is one tensor.
-    Returns:
-        One float32 (N, C, 7, 7) tensor per level.
-    """
+def swd_descriptors(images: torch.Tensor | Iterable[torch.Tensor], *,
+                    descriptors_per_image: int = 128, seed: int = 0,
+                    batch_size: int = 256) -> list[torch.Tensor]:
+    """Stage 1: raw descriptors, one float32 (N, C, 7, 7) tensor per pyramid level, finest
+    first, of images (B, C, H, W) in [-1, 1] or an iterable of such batches (streamed).
+    Equal seeds draw equal neighbourhood positions; `batch_size` images per pyramid pass."""
     gen = torch.Generator().manual_seed(seed)
     per_level: list[list[torch.Tensor]] = []
-    for batch in _batches(images, batch_size):
+    for batch in images.split(batch_size) if isinstance(images, torch.Tensor) else images:
         if batch.ndim != 4:
             raise ValueError(f"expected images (B, C, H, W), got {tuple(batch.shape)}")
         pyramid = laplacian_pyramid(batch.float(), num_levels(*batch.shape[-2:]))
@@ -139,9 +118,8 @@ def _sort_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(x, dim=1).values
 
 
-def sliced_distance(
-    a: torch.Tensor, b: torch.Tensor, n_projections: int, repeats: int, gen: torch.Generator
-) -> float:
+def sliced_distance(a: torch.Tensor, b: torch.Tensor, n_projections: int, repeats: int,
+                    gen: torch.Generator) -> float:
     """Sliced Wasserstein-1 between equal-size point sets (N, K): project on random unit
     directions, sort, mean absolute difference (the 1-D optimal transport)."""
     assert a.shape == b.shape, f"descriptor sets differ: {tuple(a.shape)} vs {tuple(b.shape)}"
@@ -156,22 +134,13 @@ def sliced_distance(
     return sum(results) / len(results)
 
 
-def sliced_wasserstein_from_descriptors(
-    real: list[torch.Tensor],
-    fake: list[torch.Tensor],
-    *,
-    seed: int = 0,
-    n_projections: int = 512,
-    repeats: int = 4,
-    normalize: str = "per_set",
-) -> dict[str, list[float] | float]:
+def sliced_wasserstein_from_descriptors(real: list[torch.Tensor], fake: list[torch.Tensor], *,
+                                        seed: int = 0, n_projections: int = 512,
+                                        repeats: int = 4, normalize: str = "per_set"
+                                        ) -> dict[str, list[float] | float]:
     """Stage 2: per-level SWD x 1e3 from `swd_descriptors` outputs (real ones can be cached).
-
-    Args:
-        normalize: "per_set" standardises each set by its own channel mean/std (PGGAN's
-            finalize_descriptors); "joint" uses the statistics of both sets pooled, so global
-            colour/contrast shifts also count.
-    """
+    `normalize`: "per_set" standardises each set by its own channel mean/std (PGGAN); "joint"
+    by both sets pooled, so global colour/contrast shifts also count."""
     if normalize not in ("per_set", "joint"):
         raise ValueError(f"normalize must be 'per_set' or 'joint', got {normalize!r}")
     if len(real) != len(fake):
@@ -193,38 +162,19 @@ def sliced_wasserstein_from_descriptors(
     return {"levels": dists, "mean": sum(dists) / len(dists)}
 
 
-def sliced_wasserstein(
-    real: torch.Tensor | Iterable[torch.Tensor],
-    fake: torch.Tensor | Iterable[torch.Tensor],
-    *,
-    seed: int = 0,
-    descriptors_per_image: int = 128,
-    n_projections: int = 512,
-    repeats: int = 4,
-    normalize: str = "per_set",
-    batch_size: int = 256,
-) -> dict[str, list[float] | float]:
-    """Multi-scale SWD between two image sets (B, C, H, W) in [-1, 1].
-
-    Deterministic given `seed`: both sets use the same neighbourhood positions, so a set
-    against itself gives exactly 0.
-
-    Args:
-        descriptors_per_image: 7x7 neighbourhoods per image and level (PGGAN: 128).
-        n_projections: random unit directions in total (PGGAN: 4 x 128 = 512).
-        repeats: chunks the directions are drawn in (bounds memory; PGGAN: 4).
-        normalize: "per_set" (PGGAN) or "joint"; see `sliced_wasserstein_from_descriptors`.
-    Returns:
-        {"levels": SWD x 1e3 per level, finest first, "mean": their average}.
-    """
+def sliced_wasserstein(real: torch.Tensor | Iterable[torch.Tensor],
+                       fake: torch.Tensor | Iterable[torch.Tensor], *, seed: int = 0,
+                       descriptors_per_image: int = 128, n_projections: int = 512,
+                       repeats: int = 4, normalize: str = "per_set", batch_size: int = 256
+                       ) -> dict[str, list[float] | float]:
+    """Multi-scale SWD of two image sets (B, C, H, W) in [-1, 1]: {"levels": x 1e3 per level,
+    finest first, "mean": their average}. Both sets use the seed's neighbourhood positions, so
+    a set against itself gives exactly 0. PGGAN's defaults: 128 neighbourhoods per image and
+    level, 512 directions drawn in 4 chunks (`repeats` bounds memory)."""
     if repeats < 1 or n_projections < repeats:
         raise ValueError(f"need n_projections >= repeats >= 1, got {n_projections}, {repeats}")
     kw = {"descriptors_per_image": descriptors_per_image, "seed": seed, "batch_size": batch_size}
-    return sliced_wasserstein_from_descriptors(
-        swd_descriptors(real, **kw),
-        swd_descriptors(fake, **kw),
-        seed=seed,
-        n_projections=n_projections,
-        repeats=repeats,
-        normalize=normalize,
-    )
+    return sliced_wasserstein_from_descriptors(swd_descriptors(real, **kw),
+                                               swd_descriptors(fake, **kw), seed=seed,
+                                               n_projections=n_projections, repeats=repeats,
+                                               normalize=normalize)
