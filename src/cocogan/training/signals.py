@@ -18,10 +18,8 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopFlag:
-    """Context manager installing the handlers; ``signal_name`` is set once a stop is requested.
-
-    Installs nothing outside the main thread (Python only delivers signals there).
-    """
+    """Context manager installing the handlers (main thread only, where Python delivers
+    signals); ``signal_name`` is set once a stop is requested."""
 
     def __init__(self, on_request: Callable[[str], None] | None = None,
                  repeat_window_s: float = 0.0) -> None:
@@ -62,10 +60,7 @@ class StopFlag:
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers leave SIGINT/SIGTERM to the main process.
-
-    A Ctrl-C goes to the whole process group; a worker killed by it would make the main process
-    fail with "DataLoader worker exited unexpectedly" before it could write its checkpoint.
-    """
+    """DataLoader ``worker_init_fn``: a worker killed by the group's Ctrl-C would fail the
+    main process ("DataLoader worker exited unexpectedly") before its checkpoint."""
     for sig in HANDLED:
         signal.signal(sig, signal.SIG_IGN)
