@@ -1,16 +1,11 @@
-"""A resumable stream of training batches: the data order is a pure function of (seed, position).
+"""A resumable stream of training batches: the order is a pure function of (seed, position).
 
-Epoch e shuffles the dataset with a torch.Generator seeded from (seed, e); batch k of the run is
-batch k mod n of epoch k // n (n full batches per epoch, the short tail dropped). The position
-saved with a checkpoint is therefore enough to continue with exactly the batches an
-uninterrupted run would have seen. In a multi-process run the batch is the global one and
-rank r of R loads its r-th contiguous slice, so the ranks read disjoint shards of every epoch
-and the position means the same for any number of processes. Decoding runs in DataLoader
-workers; randomness that used to live in workers (the panorama roll) is done on whole batches
-in the main process with the step RNG, so it resumes exactly too. A folder that fits
-``data.cache_max_mb`` is decoded once into a uint8 tensor (:mod:`cocogan.data.cache`, on the
-GPU when training there) and batches are gathered from it in the same order, bit for bit the
-same images.
+Epoch e shuffles with a generator seeded from (seed, e); run batch k is batch k mod n of epoch
+k // n (the short tail dropped), so the saved position continues exactly. Rank r of R loads
+the r-th slice of each global batch, so the position means the same for any process count.
+Randomness is drawn in the main process with the step RNG (the panorama roll), never in
+DataLoader workers. A folder that fits ``data.cache_max_mb`` is decoded once into uint8
+(:mod:`cocogan.data.cache`) and gathered in the same order, bit for bit the same images.
 
 Shapes: B batch, C/H/W image.
 """

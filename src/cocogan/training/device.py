@@ -1,8 +1,4 @@
-"""Where training runs: device choice, the CPU thread count and the determinism switch.
-
-CUDA is used when available (``--device auto``); a CPU run uses the cores this process may run
-on that other processes leave idle, unless the user chose a count with ``OMP_NUM_THREADS``.
-"""
+"""Where training runs: the device, the CPU thread count and the determinism switch."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""The EMA generator (beyond the paper; what applications sample from): its decay and update.
-
-The half-life ramps as StyleGAN's ``ema_rampup``; the EMA's own normalisation is recomputed
-before it is sampled or saved (:meth:`cocogan.model.CocoGAN.recalibrate_ema`).
-"""
+"""The EMA generator (beyond the paper; what applications sample from): decay and update."""
 
 from __future__ import annotations
 

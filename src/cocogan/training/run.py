@@ -298,17 +298,9 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
 
 def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | None = None,
                    data: str | None = None, world: World = SINGLE) -> tuple[Trainer, str]:
-    """A Trainer continuing a run from its newest complete checkpoint.
-
-    Args:
-        steps: new total step count (extends a finished run); None keeps config.yaml's.
-        device: overrides the device of run.yaml.
-        data: overrides the data source (e.g. a moved folder); the order stays seeded.
-        world: this rank of a multi-process run (any process count may resume any run).
-
-    Returns:
-        The trainer and a one-line description of the data.
-    """
+    """A Trainer continuing a run from its newest complete checkpoint, and a line about its
+    data. ``steps``: a new total (extends a finished run); ``device`` and ``data`` (a moved
+    folder; the order stays seeded) override run.yaml's; any process count resumes any run."""
     run_dir = Path(run_dir)
     config, spec = read_run(run_dir)
     steps_done = resumable_steps(run_dir)

@@ -1,9 +1,6 @@
-"""Graceful stop on SIGINT/SIGTERM: the handler only raises a flag; the loop finishes the current
-step, writes a checkpoint and exits, so an interrupted run can always be resumed.
-
-A second signal while stopping raises KeyboardInterrupt (quit now, without a checkpoint),
-unless it arrives within ``repeat_window_s`` of the first: under torchrun a Ctrl-C reaches each
-worker twice (from the terminal and forwarded by the launcher), which is one request.
+"""Graceful stop on SIGINT/SIGTERM: the handler raises a flag; the loop finishes the step,
+writes a checkpoint and exits. A second signal quits at once (KeyboardInterrupt) unless it
+comes within ``repeat_window_s``: under torchrun one Ctrl-C reaches each worker twice.
 """
 
 from __future__ import annotations

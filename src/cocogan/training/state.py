@@ -1,9 +1,6 @@
-"""Resume state of a run: everything beside the weights that an exact resume needs.
-
-A checkpoint's ``.state.pt`` holds the step, the optimisers, the data position, the fixed latents
-of the sample grids, the step RNG (z, macro positions, gradient-penalty factors, panorama rolls)
-and the global torch / CUDA / NumPy / Python RNG states, all as tensors, numbers and tuples so
-that it loads with ``torch.load(weights_only=True)``.
+"""Resume state: everything beside the weights that an exact resume needs (step, optimisers,
+data position, sample latents, the step RNG and the global torch / CUDA / NumPy / Python RNGs),
+as tensors, numbers and tuples that ``torch.load(weights_only=True)`` reads.
 """
 
 from __future__ import annotations

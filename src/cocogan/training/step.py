@@ -56,10 +56,8 @@ class NamedOptimizers:
 
 @dataclass
 class Optimizers(NamedOptimizers):
-    """TTUR Adam optimisers: G, D (trunk, projection, spatial head) and Q (content head);
-    with loss.extrapolate, ``g_extrap`` (G's first blocks) and ``d_extrap`` (D again, with
-    moments of its own) for the extrapolation step. A checkpoint without one resumes with it
-    fresh."""
+    """TTUR Adam of G, D (trunk, projection, spatial head) and Q (content head); the
+    extrapolation step's (loss.extrapolate) start fresh when a checkpoint lacks them."""
 
     g: torch.optim.Optimizer
     d: torch.optim.Optimizer
