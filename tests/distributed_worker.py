@@ -29,7 +29,7 @@ from cocogan.training import loop, step
 from cocogan.training.distributed import (
     average_gradients_before_step,
     average_norm_statistics,
-    norm_statistics,
+    tracked_norms,
 )
 from cocogan.training.distributed import init as init_world
 from cocogan.training.sync_norm import synchronise_batch_norm
@@ -199,7 +199,8 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
                                 torch.Generator())
                 step.train_step(exact, exact_optimizers, images.double(), config,
                                 torch.Generator())
-                stats, ref_stats = (torch.cat([t.reshape(-1) for t in norm_statistics(m)])
+                stats, ref_stats = (torch.cat([t.reshape(-1) for layer in tracked_norms(m)
+                                               for t in (layer.running_mean, layer.running_var)])
                                     for m in (model, reference))
                 report[norm].append({
                     **{f"grad_{k}": relative(ours[k], theirs[k]) for k in ("d", "q", "g")},

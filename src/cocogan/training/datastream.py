@@ -1,16 +1,11 @@
-"""A resumable stream of training batches: the data order is a pure function of (seed, position).
+"""A resumable stream of training batches: the order is a pure function of (seed, position).
 
-Epoch e shuffles the dataset with a torch.Generator seeded from (seed, e); batch k of the run is
-batch k mod n of epoch k // n (n full batches per epoch, the short tail dropped). The position
-saved with a checkpoint is therefore enough to continue with exactly the batches an
-uninterrupted run would have seen. In a multi-process run the batch is the global one and
-rank r of R loads its r-th contiguous slice, so the ranks read disjoint shards of every epoch
-and the position means the same for any number of processes. Decoding runs in DataLoader
-workers; randomness that used to live in workers (the panorama roll) is done on whole batches
-in the main process with the step RNG, so it resumes exactly too. A folder that fits
-``data.cache_max_mb`` is decoded once into a uint8 tensor (:mod:`cocogan.data.cache`, on the
-GPU when training there) and batches are gathered from it in the same order, bit for bit the
-same images.
+Epoch e shuffles with a generator seeded from (seed, e); run batch k is batch k mod n of epoch
+k // n (the short tail dropped), so the saved position continues exactly. Rank r of R loads
+the r-th slice of each global batch, so the position means the same for any process count.
+Randomness is drawn in the main process with the step RNG (the panorama roll), never in
+DataLoader workers. A folder that fits ``data.cache_max_mb`` is decoded once into uint8
+(:mod:`cocogan.data.cache`) and gathered in the same order, bit for bit the same images.
 
 Shapes: B batch, C/H/W image.
 """
@@ -41,10 +36,8 @@ def epoch_permutation(size: int, seed: int, epoch: int) -> Tensor:
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
-    """Endless batches of dataset indices, starting at run batch ``start`` (see module doc).
-
-    ``shard`` = (rank, ranks): yield only this rank's slice of each (global) batch.
-    """
+    """Endless batches of indices from run batch ``start``; ``shard`` = (rank, ranks): only
+    this rank's slice of each global batch."""
 
     def __init__(self, size: int, batch: int, seed: int, start: int = 0,
                  shard: tuple[int, int] = (0, 1)) -> None:
@@ -72,16 +65,14 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 class BatchStream:
-    """Iterator of (B, 3, H, W) batches on ``device`` that knows its own position.
+    """Iterator of (B, 3, H, W) batches on ``device`` that knows its position.
 
     Args:
         dataset: map-style dataset of (3, H, W) tensors in [-1, 1].
-        batch: images per batch.
         seed: the run seed (fixes the order of every epoch).
-        start: run batches already consumed (0 for a new run; the step count when resuming).
+        start: run batches already consumed (the saved position when resuming).
         num_workers: decoder processes; -1 picks min(4, cores - 1); 0 decodes inline.
-        device: where batches are delivered.
-        shard: (rank, ranks) of a multi-process run: deliver this rank's slice of each batch.
+        shard: (rank, ranks): deliver this rank's slice of each global batch.
     """
 
     def __init__(self, dataset: Dataset[Tensor], batch: int, seed: int, *, start: int = 0,
@@ -124,8 +115,7 @@ class BatchStream:
         return images.to(self.device, non_blocking=True)
 
     def _gather(self, cached: CachedImages) -> Tensor:
-        """The sampler's next batch, gathered from the cache: the permutation is moved to the
-        cache's device once per epoch, so a step needs no index copy."""
+        """The next batch from the cache (the permutation moves to its device once an epoch)."""
         epoch, offset = self.sampler.position(self.consumed)
         if self._order is None or self._order[0] != epoch:
             order = epoch_permutation(self.sampler.size, self.sampler.seed, epoch)
@@ -151,25 +141,17 @@ def resolve_workers(num_workers: int) -> int:
 
 def cache_device(dataset: Dataset[Tensor], max_mb: int, height: int, width: int,
                  device: torch.device) -> torch.device | None:
-    """The training device when the decoded images fit ``max_mb``, or None to decode every
-    epoch. Only image folders are cached (built-in datasets are rendered in floats, not decoded
-    from 8-bit files)."""
+    """The training device when the decoded images fit ``max_mb``, else None. Only image
+    folders are cached (built-in datasets render floats, not 8-bit files)."""
     if not isinstance(dataset, ImageFolderDataset):
         return None
     return device if 0 < cache_bytes(dataset, height, width) <= max_mb * 2**20 else None
 
 
 def roll_panoramas(images: Tensor, rng: torch.Generator) -> Tensor:
-    """Random horizontal roll of each 360-degree panorama (the authors' augmentation).
-
-    Any roll of a cyclic panorama is another valid panorama. Shifts come from ``rng`` (the step
-    RNG, saved with checkpoints) so resumed runs roll identically.
-
-    Args:
-        images: (B, C, H, W).
-    Returns:
-        (B, C, H, W), row b rolled right by a uniform shift in [0, W).
-    """
+    """Roll each 360-degree panorama (B, C, H, W) right by a uniform shift in [0, W) (the
+    authors' augmentation: any roll is another valid panorama); ``rng`` is the step RNG, so
+    resumed runs roll identically."""
     batch, channels, height, width = images.shape
     shifts = torch.randint(width, (batch,), generator=rng,
                            device=rng.device).to(images.device)  # (B,)

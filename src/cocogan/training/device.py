@@ -1,8 +1,4 @@
-"""Where training runs: device choice, the CPU thread count and the determinism switch.
-
-CUDA is used when available (``--device auto``); a CPU run uses the cores this process may run
-on that other processes leave idle, unless the user chose a count with ``OMP_NUM_THREADS``.
-"""
+"""Where training runs: the device, the CPU thread count and the determinism switch."""
 
 from __future__ import annotations
 
@@ -25,8 +21,7 @@ def available_cores() -> int:
 
 
 def select_device(name: str) -> torch.device:
-    """The torch device for ``--device`` auto | cpu | cuda[:N] of every command; a missing
-    GPU is a user error."""
+    """``--device`` auto | cpu | cuda[:N] of every command; a missing GPU is a user error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -77,15 +72,11 @@ def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
 
 
 def configure_threads(device: torch.device, threads: int | None = None) -> int:
-    """Set torch's intra-op threads for a CPU run; returns the count in use.
+    """Set torch's intra-op threads for a CPU run (GPU: unchanged); returns the count.
 
-    Args:
-        device: nothing is changed for GPU runs.
-        threads: a run's recorded count (results differ bitwise between thread counts, so a
-            resumed run must use the count it started with); None picks one per usable core
-            that other processes leave idle: oversubscribed OpenMP threads spin against each
-            other, and made a tiny training step 12-30x slower on a 2-core machine shared with
-            one busy process. ``OMP_NUM_THREADS`` wins over both.
+    ``threads``: a run's recorded count (results differ bitwise between counts, so a resume
+    uses its own); None: one per usable core others leave idle (oversubscribed OpenMP threads
+    spin, 12-30x slower on a shared 2-core machine). ``OMP_NUM_THREADS`` wins over both.
     """
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         if threads is None:
@@ -100,11 +91,9 @@ CUBLAS_WORKSPACE = ("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def use_determinism(deterministic: bool) -> None:
-    """``run.deterministic``: deterministic cuDNN kernels and ``torch.use_deterministic_algorithms``
-    (an op without a deterministic kernel then raises), with cuDNN's autotuner off, so two runs
-    of one config on one GPU give the same weights. Off: the autotuner picks the fastest
-    kernels (fixed shapes) and results differ in the last bits from run to run. A CPU step is
-    deterministic either way."""
+    """``run.deterministic``: deterministic cuDNN and torch kernels (an op without one raises),
+    autotuner off, so two GPU runs of one config agree. Off: the autotuner's fastest kernels,
+    last bits differ between runs. A CPU step is deterministic either way."""
     if deterministic:
         os.environ.setdefault(*CUBLAS_WORKSPACE)
     torch.backends.cudnn.deterministic = deterministic

@@ -1,19 +1,13 @@
-"""Data-parallel training over several processes started by ``torchrun`` (one per GPU or CPU).
+"""Data-parallel training over processes started by ``torchrun`` (one per GPU or CPU).
 
-``torchrun`` (or any launcher) sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT;
-:func:`init` reads them and joins the process group (NCCL for GPUs, gloo for CPUs). Every rank
-holds the whole model; ``optim.batch`` is the global batch, split evenly across ranks. Before
-each optimiser step the gradients of that optimiser's parameters are averaged across ranks
-(flattened into buckets, one all-reduce per bucket), so all ranks apply the same update and
-their weights stay identical. An explicit all-reduce rather than DDP's wrapper: the gradient
-penalty's double backward and the three optimisers of one step (D, Q, G over shared features)
-do not fit DDP's one-backward-per-forward model. Batch-norm layers normalise with statistics
-of the global batch (:mod:`cocogan.training.sync_norm`) unless ``sync_norm`` is off, when each
-rank uses its own, and the ranks' running statistics are then pooled after every step (see
-docs/multi-gpu.md for the measurement behind the default).
-
-Every collective goes through this module, which turns a failed one (a peer died, the network
-broke, a timeout passed) into :class:`PeerLost` with a one-line message.
+Every rank holds the whole model and a 1/R slice of ``optim.batch``; before each optimiser step
+that optimiser's gradients are averaged across ranks, so all ranks apply the same update. An
+explicit all-reduce rather than DDP's wrapper: the gradient penalty's double backward and the
+three optimisers of one step (D, Q, G over shared features) do not fit DDP's one backward per
+forward. Batch norms use global-batch statistics (:mod:`cocogan.training.sync_norm`) unless
+``sync_norm`` is off; then the ranks' running statistics are pooled after every step
+(docs/multi-gpu.md). Every collective goes through :func:`collective`, which turns a failure
+(a peer died, the network broke, a timeout) into :class:`PeerLost` with a one-line message.
 """
 
 from __future__ import annotations
@@ -61,7 +55,7 @@ class World:
         return self.rank == 0
 
     def place(self, device: torch.device) -> torch.device:
-        """The device of this rank: ``cuda`` becomes ``cuda:LOCAL_RANK`` when distributed."""
+        """``cuda`` becomes ``cuda:LOCAL_RANK`` when distributed."""
         if self.enabled and device.type == "cuda" and device.index is None:
             return torch.device("cuda", self.local_rank)
         return device
@@ -107,17 +101,9 @@ def pick_backend(backend: str, device: torch.device) -> str:
 
 def init(device: torch.device, backend: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S,
          sync_norm: bool = True) -> World:
-    """Join the process group that the launcher's environment describes.
-
-    Args:
-        device: the device the run asked for (``cuda`` is refined to this rank's GPU).
-        backend: auto | nccl | gloo.
-        timeout_s: seconds a collective waits for the other ranks before failing.
-        sync_norm: batch-norm statistics over the global batch (False: each rank's own).
-
-    Returns:
-        SINGLE-like World of size 1 when not launched by torchrun (nothing is initialised).
-    """
+    """Join the process group that torchrun's environment describes (``device``: the one the
+    run asked for; ``timeout_s``: how long a collective waits). Without torchrun: a World of
+    size 1, nothing initialised."""
     if timeout_s <= 0:
         raise ConfigError(f"--dist-timeout must be positive seconds, got {timeout_s}")
     world = world_from_env(timeout_s, sync_norm)
@@ -137,11 +123,8 @@ def init(device: torch.device, backend: str = "auto", timeout_s: float = DEFAULT
 
 
 def shutdown(together: bool = False) -> None:
-    """Leave the process group (no-op in a single process).
-
-    ``together``: wait for the other ranks first (after a normal end), so no rank tears down its
-    connections while a peer is still finishing a collective with it.
-    """
+    """Leave the process group; ``together`` (a normal end): after a barrier, so no rank
+    tears down its connections while a peer still finishes a collective with it."""
     if not dist.is_initialized():
         return
     if together:
@@ -206,12 +189,9 @@ def all_reduce_mean(world: World, tensors: list[Tensor], what: str,
 
 def average_gradients_before_step(optimizers: Iterable[torch.optim.Optimizer],
                                   world: World) -> None:
-    """Register a pre-step hook on each optimiser that averages its parameters' gradients.
-
-    The hook runs inside ``optimizer.step()``, after the (double) backward that filled the
-    gradients, so the training step itself needs no change. Parameters without a gradient are
-    skipped; every rank runs the same graph, so the same ones are skipped everywhere.
-    """
+    """A pre-step hook on each optimiser averages its gradients inside ``optimizer.step()``,
+    after the (double) backward, so the step needs no change. Every rank runs the same graph,
+    so parameters without a gradient are the same everywhere."""
     def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]
                  if p.grad is not None]
@@ -221,25 +201,21 @@ def average_gradients_before_step(optimizers: Iterable[torch.optim.Optimizer],
         optimizer.register_step_pre_hook(hook)
 
 
-def norm_statistics(module: nn.Module) -> list[Tensor]:
-    """The running mean and variance buffers of every batch-norm layer in ``module``."""
-    stats = []
-    for layer in module.modules():
-        if isinstance(layer, nn.modules.batchnorm._NormBase) and layer.track_running_stats:
-            stats += [layer.running_mean, layer.running_var]
-    return [t for t in stats if t is not None]
+def tracked_norms(module: nn.Module) -> list[nn.modules.batchnorm._NormBase]:
+    """The batch-norm layers of ``module`` with running statistics."""
+    return [layer for layer in module.modules()
+            if isinstance(layer, nn.modules.batchnorm._NormBase)
+            and layer.track_running_stats and layer.running_mean is not None]
 
 
 def pooled_running_statistics(means: Tensor, variances: Tensor, momentum: float
                               ) -> tuple[Tensor, Tensor]:
-    """The global batch's running (mean, variance) from R ranks' (R, C) running statistics
-    that were equal before this step and each moved by ``momentum`` towards its own shard's.
+    """The global batch's running (mean, variance) from R ranks' (R, C) running statistics,
+    equal before this step, each moved by ``momentum`` towards its own shard's.
 
-    Averaging the variances alone misses the spread of the shards' means: the global batch's
-    variance is mean_r(var_r) + mean_r((mean_r - mean)^2). Each rank's running mean moved only
-    ``momentum`` of its batch mean's deviation, so the running variance gets that spread divided
-    by ``momentum`` (once, as an EMA update would add it). Exact up to the (n - 1) of the
-    unbiased variance of n values per shard.
+    The global variance is mean_r(var_r) + mean_r((mean_r - mean)^2); each running mean moved
+    only ``momentum`` of its shard's deviation, so that spread is divided by ``momentum``.
+    Exact up to the (n - 1) of each shard's unbiased variance.
     """
     mean = means.mean(0)  # (C,)
     spread = (means - mean).square().mean(0) / momentum
@@ -247,15 +223,12 @@ def pooled_running_statistics(means: Tensor, variances: Tensor, momentum: float
 
 
 def average_norm_statistics(world: World, module: nn.Module) -> None:
-    """With per-rank batch norm (``sync_norm`` off), give every rank the running statistics of
-    the global batch (:func:`pooled_running_statistics`; call after every step, so they were
-    equal before it). Synchronised layers already computed the global batch's statistics,
-    identical on every rank: nothing to do."""
+    """Per-rank batch norm (``sync_norm`` off): give every rank the global batch's running
+    statistics (:func:`pooled_running_statistics`), after every step so they were equal
+    before it. Synchronised layers already hold them."""
     if not world.enabled or world.sync_norm:
         return
-    layers = [layer for layer in module.modules()
-              if isinstance(layer, nn.modules.batchnorm._NormBase)
-              and layer.track_running_stats and layer.running_mean is not None]
+    layers = tracked_norms(module)
     if not layers:
         return
     local = torch.cat([t.reshape(-1) for layer in layers
@@ -288,8 +261,8 @@ def broadcast_module(world: World, module: nn.Module) -> None:
 
 def mean_losses(world: World, losses: dict[str, Tensor], device: torch.device,
                 maximum: Callable[[str], bool] = lambda name: False) -> dict[str, Tensor]:
-    """The per-rank loss values (0-dim tensors) averaged over ranks, on the device (a NaN
-    anywhere is a NaN everywhere); the names ``maximum`` picks take the maximum instead."""
+    """The 0-dim losses averaged over ranks (a NaN anywhere is one everywhere); the names
+    ``maximum`` picks take the maximum instead."""
     if not world.enabled:
         return losses
     names = list(losses)
@@ -315,10 +288,8 @@ def any_rank(world: World, flag: bool, device: torch.device, what: str) -> bool:
 
 def agree_or_raise(world: World, error: Exception | None, device: torch.device,
                    what: str) -> None:
-    """Raise on every rank when ``what`` failed on any of them (its own error where it failed).
-
-    Also a barrier: no rank goes past it before all have finished ``what``.
-    """
+    """Raise on every rank when ``what`` failed on any (its own error where it failed); also
+    a barrier: no rank goes past before all have finished ``what``."""
     failed_somewhere = any_rank(world, error is not None, device, what)
     if error is not None:
         raise error
@@ -328,7 +299,7 @@ def agree_or_raise(world: World, error: Exception | None, device: torch.device,
 
 def gather_rng_states(world: World, rng: torch.Generator, device: torch.device
                       ) -> list[Tensor]:
-    """Every rank's step-RNG state, in rank order (for the checkpoint rank 0 writes)."""
+    """Every rank's step-RNG state, in rank order (for rank 0's checkpoint)."""
     state = rng.get_state()
     if not world.enabled:
         return [state]

@@ -1,8 +1,4 @@
-"""The EMA generator (beyond the paper; what applications sample from): its decay and update.
-
-The half-life ramps as StyleGAN's ``ema_rampup``; the EMA's own normalisation is recomputed
-before it is sampled or saved (:meth:`cocogan.model.CocoGAN.recalibrate_ema`).
-"""
+"""The EMA generator (beyond the paper; what applications sample from): decay and update."""
 
 from __future__ import annotations
 
@@ -23,12 +19,9 @@ def ema_decay(train: Config) -> float:
 
 
 def ema_beta(step: int, decay: float, warmup: int, rampup: float = 0.0) -> float:
-    """The EMA's weight on its old value after step ``step`` (0-based).
-
-    0 (a copy of G) for the first ``warmup`` steps; then the half-life of ``decay`` (in steps),
-    capped at ``rampup`` times the steps done, so the average covers at most that fraction of
-    training until the cap passes the full half-life (StyleGAN's ``ema_rampup``; 0: no cap).
-    """
+    """The EMA's weight on its old value after step ``step`` (0-based): 0 (a copy of G) for
+    ``warmup`` steps, then the half-life of ``decay`` capped at ``rampup`` times the steps done
+    (StyleGAN's ``ema_rampup``; 0: no cap)."""
     if step < warmup or decay <= 0.0:
         return 0.0
     if rampup <= 0.0:
@@ -40,10 +33,8 @@ def ema_beta(step: int, decay: float, warmup: int, rampup: float = 0.0) -> float
 @torch.no_grad()
 def update_ema(model: GAN, step: int, decay: float, warmup: int, rampup: float = 0.0
                ) -> None:
-    """generator_ema <- beta * ema + (1 - beta) * G, beta from :func:`ema_beta`; buffers are
-    copied (cheap, and every rank keeps identical state). Both buffer kinds are then the live
-    G's, so before the EMA is sampled or saved :meth:`CocoGAN.recalibrate_ema` replaces them
-    with its own: spectral norm's u, v from the SVD of its weights, BN statistics measured."""
+    """generator_ema <- beta * ema + (1 - beta) * G; buffers are copied (every rank keeps the
+    same), and :meth:`CocoGAN.recalibrate_ema` replaces them before the EMA is used."""
     beta = ema_beta(step, decay, warmup, rampup)
     # Multi-tensor kernels: two launches per step instead of two per tensor.
     torch._foreach_lerp_(list(model.generator_ema.parameters()),

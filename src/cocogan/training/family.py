@@ -1,18 +1,11 @@
 """The network + loss pairs one Trainer drives, chosen by ``model.family``.
 
-As StyleGAN2-ADA's training loop takes its networks and loss by name (``G_kwargs``,
-``loss_kwargs``), the Trainer takes a :class:`Family`: how to build the optimisers, the step
-(the updates of one iteration) and how to draw full images for sample grids. The model bundle
-itself comes from :func:`cocogan.model.build_model`, so checkpoints name their family in
-their config. Everything else (data stream, EMA and its recalibration, logging, hooks,
-checkpoints, resume, multi-process training) is shared.
-
-COCO-GAN's step is :mod:`cocogan.training.step`. The full-image baseline's (here) is trained as
-COCO-GAN is, minus what makes COCO-GAN generate by parts: the same WGAN-GP objective and
-gradient penalty (L_GP, eq. 2), the same TTUR Adam settings, one G forward then one D and one
-G update per step, D frozen in G's phase, ``run.sn_once`` followed alike; no coordinates, no
-L_S, no L_C and no Q. Comparing the two on the same data and steps tells what generating by
-parts costs (the paper's Table 1 question).
+As StyleGAN2-ADA's loop takes its networks and loss by name, the Trainer takes a
+:class:`Family`: optimisers, step and full images for sample grids; all else (data, EMA,
+logging, hooks, checkpoints, resume, ranks) is shared. The full-image baseline trains as
+COCO-GAN does minus generating by parts (the paper's Table 1 question): the same WGAN-GP
+objective and penalty (L_GP, eq. 2), TTUR Adam, one G forward then a D and a G update, D frozen
+in G's phase, ``run.sn_once`` alike; no coordinates, L_S, L_C or Q.
 
 Shapes: B (or N) images, Z latent dims, H/W full image.
 """
@@ -35,6 +28,7 @@ from cocogan.model import BaselineGAN, CocoGAN
 from cocogan.render import evaluating
 from cocogan.training.step import (
     NamedOptimizers,
+    adam,
     build_optimizers,
     compute_parametrizations,
     frozen,
@@ -54,29 +48,18 @@ class BaselineOptimizers(NamedOptimizers):
 
 
 def build_baseline_optimizers(model: BaselineGAN, train: Config) -> BaselineOptimizers:
-    """Adam(beta1, beta2) with COCO-GAN's TTUR learning rates (build after moving the model)."""
-    betas = (train.optim.beta1, train.optim.beta2)
-    fused = {"fused": True} if model.device.type == "cuda" else {}
+    """COCO-GAN's TTUR Adam settings (build after moving the model)."""
     return BaselineOptimizers(
-        g=torch.optim.Adam(model.generator.parameters(), lr=train.optim.lr_g, betas=betas,
-                           **fused),
-        d=torch.optim.Adam(model.discriminator.parameters(), lr=train.optim.lr_d, betas=betas,
-                           **fused))
+        g=adam(model.generator.parameters(), train.optim.lr_g, train, model.device),
+        d=adam(model.discriminator.parameters(), train.optim.lr_d, train, model.device))
 
 
 def baseline_step(model: BaselineGAN, optimizers: BaselineOptimizers, images: Tensor,
                   train: Config, rng: torch.Generator, *, amp: bool = False,
                   sn_once: bool = True, iteration: int = 0) -> dict[str, Tensor]:
     """One WGAN-GP iteration on real full images (B, 3, H, W): G forward once, a D update on
-    its detached output, then a G update, with D frozen as in COCO-GAN's step.
-
-    Args (as :func:`cocogan.training.step.train_step`'s): ``amp`` is bf16 autocast on CUDA;
-    ``sn_once``: D's spectrally normalised weights once per D update, real and fake in one
-    call (off: each D call runs its own power iteration).
-
-    Returns:
-        0-dim tensors on the device: L_W (the Wasserstein estimate), L_GP, loss_D, loss_G.
-    """
+    its detached output, then a G update with D frozen; arguments as
+    :func:`cocogan.training.step.train_step`'s. Returns 0-dim L_W, L_GP, loss_D, loss_G."""
     del iteration
     G, D = model.generator.train(), model.discriminator.train()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)

@@ -1,11 +1,9 @@
-"""What a run reports while it trains: metrics.jsonl, TensorBoard scalars and images, a progress
-bar (quiet off a terminal, where a short line per sample interval is printed instead).
+"""What a run reports: metrics.jsonl, TensorBoard scalars and images, a progress bar (off a
+terminal, a short line per sample interval instead).
 
-Each logged record averages the loss terms over the steps since the previous record, so a
-record summarises its whole interval instead of one noisy batch. The sums stay on the training
-device and are read once per record: a GPU step never waits for the host to see its losses.
-Non-finite losses are tracked on the device too (the first step and term where one appeared)
-and checked by the loop whenever it is about to write anything.
+A record averages each loss term over the steps since the previous one. Sums (and the first
+non-finite step of each term) stay on the device and are read once per record, so a GPU step
+never waits for the host; the loop checks them before it writes anything.
 """
 
 from __future__ import annotations
@@ -43,12 +41,8 @@ def is_maximum(name: str) -> bool:
 class MetricsLog:
     """Accumulates per-step losses and writes one record per ``log_every`` steps.
 
-    Args:
-        run_dir: the run directory (metrics.jsonl and tensorboard/ go there).
-        start_step: first step of this session; records after it (left by a session that died
-            after its last checkpoint) are dropped so the log never holds a step twice.
-        tensorboard: also write TensorBoard event files.
-        quiet: compute records but write nothing (ranks other than 0 of a multi-process run).
+    ``start_step``: records after it (a session that died after its last checkpoint) are
+    dropped, so no step is logged twice; ``quiet``: write nothing (ranks other than 0).
     """
 
     def __init__(self, run_dir: Path, start_step: int, *, tensorboard: bool = True,
@@ -67,73 +61,49 @@ class MetricsLog:
 
             self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR),
                                         purge_step=start_step)
-        self._names: tuple[str, ...] = ()
-        self._index: dict[str, int] = {}  # term -> its place in the sums
-        self._positions: dict[tuple[str, ...], torch.Tensor] = {}  # a step's terms -> places
-        self._sums = torch.zeros(0)  # (T,) loss sums (MAXIMA: maxima) on the device
-        self._is_max = torch.zeros(0, dtype=torch.bool)  # (T,) which terms are MAXIMA
-        self._first_bad = torch.zeros(0, dtype=torch.long)  # (T,) step of the first non-finite
-        self._count = 0  # steps in this record
-        self._counts: dict[str, int] = {}  # steps in this record that computed each term
+        self._steps: list[tuple[int, dict[str, torch.Tensor]]] = []  # since the last record
+        self._bad: tuple[str, int] | None = None  # first non-finite (term, step) of past records
         self._since = time.perf_counter()
         self.data_wait = 0.0  # seconds the loop waited for batches since the last record
         self.last: dict[str, Any] = {}
 
     def accumulate(self, losses: dict[str, torch.Tensor | float], step: int = 0) -> None:
-        """Add one step's losses (0-dim tensors or floats) without reading them back; a term
-        a step does not compute (e.g. a lazy penalty) is averaged over the steps that do."""
-        for name in losses:
-            if name not in self._index:
-                self._add_term(name)
+        """Keep one step's losses (0-dim) on their device, unread; a term some steps skip (a
+        lazy penalty) is averaged over those that compute it."""
         tensors = [v for v in losses.values() if isinstance(v, torch.Tensor)]
         device = tensors[0].device if tensors else torch.device("cpu")
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device)
-                              for v in losses.values()])  # (T',) this step's terms
-        names = tuple(losses)
-        index = self._positions.get(names)
-        if index is None or index.device != device:  # one copy to the device per key set
-            index = torch.tensor([self._index[name] for name in names], device=device)
-            self._positions[names] = index
-        sums, bad = self._sums.to(device), self._first_bad.to(device)
-        old = sums[index]
-        sums[index] = torch.where(self._is_max.to(device)[index], torch.maximum(old, values),
-                                  old + values)
-        bad[index] = torch.where((bad[index] == 0) & ~values.isfinite(), step, bad[index])
-        self._sums, self._first_bad = sums, bad
-        for name in losses:
-            self._counts[name] = self._counts.get(name, 0) + 1
-        self._count += 1
-
-    def _add_term(self, name: str) -> None:
-        self._index[name] = len(self._names)
-        self._names += (name,)
-        self._sums = torch.cat([self._sums, self._sums.new_zeros(1)])
-        self._first_bad = torch.cat([self._first_bad, self._first_bad.new_zeros(1)])
-        self._is_max = torch.cat([self._is_max, torch.tensor([is_maximum(name)])])
+        self._steps.append((step, {name: torch.as_tensor(v, dtype=torch.float32, device=device)
+                                   for name, v in losses.items()}))
 
     def first_non_finite(self) -> tuple[str, int] | None:
         """(term, step) of the earliest non-finite loss seen so far, or None (reads the device)."""
-        bad = self._first_bad.tolist()
-        steps = [(step, index) for index, step in enumerate(bad) if step > 0]
-        if not steps:
-            return None
-        step, index = min(steps)
-        return self._names[index], step
+        keys = [(name, step) for step, losses in self._steps for name in losses]
+        if self._bad is not None or not keys:
+            return self._bad
+        values = torch.stack([v for _, losses in self._steps for v in losses.values()])
+        return next((key for key, finite in zip(keys, values.isfinite().tolist(), strict=True)
+                     if not finite), None)
 
     def write(self, step: int, batch: int, lrs: dict[str, float], elapsed: float) -> dict:
         """Write the record of the steps accumulated since the last call; returns it."""
-        sums = dict(zip(self._names, self._sums.tolist(),
-                        strict=True))  # the one read of the device per record
+        self._bad = self.first_non_finite()
+        terms: dict[str, list[torch.Tensor]] = {}
+        for _, losses in self._steps:
+            for name, value in losses.items():
+                terms.setdefault(name, []).append(value)
+        reduced = [torch.stack(v).amax() if is_maximum(n) else torch.stack(v).sum()
+                   for n, v in terms.items()]
+        totals = dict(zip(terms, torch.stack(reduced).tolist() if reduced else [], strict=True))
         now = time.perf_counter()
         seconds = max(now - self._since, 1e-9)
         record: dict[str, Any] = {"step": step, "time": time.time(), "elapsed_s": elapsed}
         for prefix in ("", EXTRAP):  # the extrapolation step's terms after the main ones
             for name in (*LOSS_TERMS, *DIAGNOSTICS):
                 key = prefix + name
-                if self._counts.get(key):
-                    record[key] = sums[key] if name in MAXIMA else sums[key] / self._counts[key]
+                if key in terms:
+                    record[key] = totals[key] if name in MAXIMA else totals[key] / len(terms[key])
         record.update(lrs)
-        record["images_per_s"] = batch * self._count / seconds
+        record["images_per_s"] = batch * len(self._steps) / seconds
         record["data_wait_fraction"] = min(1.0, self.data_wait / seconds)
         if self._file is not None:
             self._file.write(json.dumps(record) + "\n")
@@ -145,8 +115,7 @@ class MetricsLog:
                     group = "loss" if name in LOSS_TERMS else "diagnostics" \
                         if name in DIAGNOSTICS else "lr" if key.startswith("lr") else "speed"
                     self.writer.add_scalar(f"{group}/{key}", value, step)
-        self._sums = torch.zeros_like(self._sums)
-        self._count, self._counts, self._since, self.data_wait = 0, {}, now, 0.0
+        self._steps, self._since, self.data_wait = [], now, 0.0
         self.last = record
         return record
 

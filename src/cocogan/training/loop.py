@@ -1,14 +1,11 @@
 """The training loop: a short driver over named steps (paper Section 2's alternating updates).
 
-Per iteration: next_batch -> optimise (D, G, Q updates of :func:`train_step`, or the step of
-another ``model.family``: :mod:`cocogan.training.family`) -> update_ema ->
-log -> hooks every K steps (sample grids; evaluation can add its own) -> save_checkpoint at
-``run.checkpoint_every``, at the last step and after a stop signal. The losses stay on the
-device; whenever the loop is about to write anything (a record, a hook, a checkpoint) it first
-checks that none became NaN or infinite, so a GPU runs steps back to back in between.
-In a multi-process run (:mod:`cocogan.training.distributed`) every rank runs this loop in
-lockstep; rank 0 alone writes files and prints, and a stop signal on any rank stops all of them
-after the same step.
+Per iteration: next_batch -> optimise (:func:`train_step` or another ``model.family``'s) ->
+update_ema -> log -> hooks every K steps -> save_checkpoint at ``run.checkpoint_every``, the
+last step and after a stop signal. Losses stay on the device; before writing anything the loop
+checks that none became NaN or infinite, so a GPU runs steps back to back in between. Ranks of
+a multi-process run run this loop in lockstep; rank 0 alone writes, and a stop signal on any
+rank stops all after the same step.
 """
 
 from __future__ import annotations
@@ -82,8 +79,7 @@ def checkpoint_failure(error: OSError, run_dir: Path, step: int) -> OSError:
 
 @dataclass
 class SampleGrid:
-    """Writes ``samples/step-XXXXXXXX.png`` (and a TensorBoard image) from the fixed latents
-    with the EMA generator."""
+    """``samples/step-XXXXXXXX.png`` (and a TensorBoard image): the EMA G's fixed latents."""
 
     every: int
 
@@ -100,35 +96,20 @@ class SampleGrid:
 
 @dataclass
 class Trainer:
-    """Everything a running training needs; built by :mod:`cocogan.training.run`.
+    """Everything a running training needs; built by :mod:`cocogan.training.run`."""
 
-    Attributes:
-        run_dir: where checkpoints, logs and samples go.
-        config: the resolved config (optim.steps is the total to reach).
-        model: G, D and EMA G on ``device`` (the bundle of ``config.model.family``).
-        optimizers: TTUR Adam optimisers of G, D (and Q), as the family builds them.
-        state: step counter, RNGs and fixed sample latents.
-        stream: the resumable batch stream.
-        log: metrics.jsonl + TensorBoard writer.
-        hooks: every-K-steps work; a SampleGrid is added by default.
-        amp: bf16 autocast (CUDA only).
-        notify: prints a line without garbling the progress bar (set by fit).
-        world: this process's rank among the training processes (SINGLE: a one-process run).
-        warm_start: the weights came from ``--init-from``: the loaded EMA is kept (no warm-up).
-    """
-
-    run_dir: Path
-    config: Config
-    model: GAN
+    run_dir: Path  # checkpoints, logs and samples go here
+    config: Config  # resolved; optim.steps is the total to reach
+    model: GAN  # G, D and EMA G of ``config.model.family``, on the training device
     optimizers: NamedOptimizers
-    state: TrainState
+    state: TrainState  # step, RNGs, fixed sample latents
     stream: BatchStream
     log: MetricsLog
-    hooks: list[Hook] = field(default_factory=list)
-    amp: bool = False
-    notify: Callable[[str], None] = print
+    hooks: list[Hook] = field(default_factory=list)  # every-K-steps work, e.g. SampleGrid
+    amp: bool = False  # bf16 autocast (CUDA only)
+    notify: Callable[[str], None] = print  # a line that does not garble the bar (set by fit)
     world: World = SINGLE
-    warm_start: bool = False
+    warm_start: bool = False  # weights from --init-from: its EMA is kept (no warm-up)
     _session_start: float = field(default=0.0, init=False)
     _elapsed_at_start: float = field(default=0.0, init=False)
     _ema_refreshed: int = field(default=-1, init=False)  # step of the last refresh_ema
@@ -136,10 +117,6 @@ class Trainer:
     @property
     def device(self) -> torch.device:
         return self.model.device
-
-    @property
-    def cylindrical(self) -> bool:
-        return self.config.model.coords == "cylindrical"
 
     @property
     def family(self) -> Family:
@@ -150,7 +127,7 @@ class Trainer:
         waiting = time.perf_counter()
         images = next(self.stream)  # (B, 3, H, W)
         self.log.data_wait += time.perf_counter() - waiting
-        if self.cylindrical:
+        if self.config.model.coords == "cylindrical":
             images = roll_panoramas(images, self.state.step_rng)
         if self.config.run.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -168,7 +145,7 @@ class Trainer:
         return losses
 
     def check_finite(self) -> None:
-        """Raise TrainingDiverged if any loss so far was NaN or infinite (reads the device)."""
+        """Raise TrainingDiverged if a loss so far was NaN or infinite (reads the device)."""
         bad = self.log.first_non_finite()
         if bad is not None:
             term, step = bad
@@ -204,18 +181,15 @@ class Trainer:
                     hook(self)
 
     def refresh_ema(self) -> None:
-        """Give the EMA generator batch-norm statistics of its own weights before it is saved
-        or sampled (once per step; the training itself never uses them)."""
+        """The EMA generator's own BN statistics before it is saved or sampled (once a step)."""
         if self._ema_refreshed != self.state.step:
             self.model.recalibrate_ema(self.config.optim.batch, seed=self.state.step,
                                        extend=self.config.loss.extrapolate)
             self._ema_refreshed = self.state.step
 
     def save_checkpoint(self) -> Path:
-        """Weights then state, each atomic; older checkpoints beyond keep_checkpoints go.
-
-        Called on every rank: rank 0 writes (with every rank's step-RNG state), all then wait.
-        """
+        """Weights then state, each atomic; checkpoints beyond keep_checkpoints go. Every rank
+        calls it: rank 0 writes (with every rank's step RNG), all then wait."""
         self.check_finite()
         self.refresh_ema()  # every rank: the same weights and seed give the same statistics
         self.state.elapsed = self.elapsed()
@@ -248,10 +222,7 @@ class Trainer:
     # ---- the driver -------------------------------------------------------------------------
     def fit(self, stop: StopFlag | None = None, progress: Progress | None = None) -> str | None:
         """Train until ``optim.steps``; returns None when done, else the stop signal's name.
-
-        Raises:
-            TrainingDiverged: a non-finite loss (no checkpoint of that state is written).
-        """
+        Raises TrainingDiverged on a non-finite loss (that state is not saved)."""
         total = self.config.optim.steps
         stop = stop or StopFlag()
         quiet = None if self.world.is_main else open(os.devnull, "w")  # noqa: SIM115

@@ -1,11 +1,10 @@
 """Creating and resuming run directories, and building the Trainer for them.
 
-A run directory holds ``config.yaml`` (the resolved Config, data source included, plus the
-package version, written before step 0), ``run.yaml`` (what the Config does not say: seed,
-device, the checkpoint a fine-tune started from; runs before 2026-12 keep their data source
-there), ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and
-``samples/``. Everything needed to resume is in that folder. In a multi-process run every rank
-builds its Trainer here (same checks, same weights); only rank 0 writes.
+A run directory holds ``config.yaml`` (the resolved Config with the package version, written
+before step 0), ``run.yaml`` (seed, device, threads, the checkpoint a fine-tune started from;
+runs before 2026-12 keep their data source there), ``checkpoints/``, ``metrics.jsonl``,
+``tensorboard/`` and ``samples/``: all a resume needs. Every rank builds its Trainer here (same
+checks, same weights); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -89,9 +88,9 @@ def write_run_spec(run_dir: Path, spec: RunSpec, **extra: object) -> None:
 
 
 def lock_run(run_dir: Path, world: World = SINGLE, device: torch.device | None = None) -> None:
-    """One ``cocogan train`` per run: rank 0 holds a ``flock`` on the run folder until
-    :func:`release_locks` or its exit (the kernel releases it, even after a SIGKILL), so a
-    second one stops at once; every rank stops with it."""
+    """One ``cocogan train`` per run: rank 0 holds a ``flock`` on the folder until
+    :func:`release_locks` or its exit (even a SIGKILL releases it); every rank stops with a
+    refusal."""
     refusal = None
     key = Path(run_dir).resolve()
     if world.is_main and key not in _LOCKS:
@@ -144,16 +143,14 @@ def read_run(run_dir: Path) -> tuple[Config, RunSpec]:
 
 
 def open_dataset(config: Config, seed: int) -> Dataset[torch.Tensor]:
-    """The images of ``data.source`` at the preset's full size; raises DataError before any
-    training."""
+    """The images of ``data.source`` at the model's full size (DataError before training)."""
     model = config.model
     if not config.data.source:
         raise ConfigError("no data source: pass --data (a folder or builtin:NAME)")
-    dataset = build_dataset(config.data.source, model.full_height, model.full_width,
-                            cylindrical=model.coords == "cylindrical",
-                            celeba_crop=config.data.celeba_crop, seed=seed,
-                            resample=config.data.resample)
-    return dataset
+    return build_dataset(config.data.source, model.full_height, model.full_width,
+                         cylindrical=model.coords == "cylindrical",
+                         celeba_crop=config.data.celeba_crop, seed=seed,
+                         resample=config.data.resample)
 
 
 def describe_dataset(dataset: Dataset[torch.Tensor], data: str) -> str:
@@ -164,10 +161,8 @@ def describe_dataset(dataset: Dataset[torch.Tensor], data: str) -> str:
 
 def prepare_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World = SINGLE
                     ) -> tuple[Dataset[torch.Tensor], str]:
-    """Check the output folder and the data, then (rank 0) write config.yaml and run.yaml.
-
-    Returns the dataset and a one-line description of it.
-    """
+    """Check the output folder and the data, then (rank 0) write config.yaml and run.yaml;
+    returns the dataset and a one-line description of it."""
     run_dir = Path(run_dir)
     device = world.place(select_device(spec.device))  # a missing GPU fails before any write
     try:
@@ -215,8 +210,7 @@ def _check_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World,
 
 
 def _check_init_from(source: str, config: Config) -> None:
-    """--init-from must name our checkpoint of the same model config (read from its metadata),
-    with the networks fine-tuning needs (not an inference-only file, e.g. a shipped model)."""
+    """--init-from must be a training checkpoint (not inference-only) of the same model config."""
     metadata = read_metadata(resolve_checkpoint(source))
     if metadata.get("contents") == INFERENCE_CONTENTS:
         raise CheckpointError(f"--init-from {source} is an inference-only file (the EMA "
@@ -236,10 +230,10 @@ def _check_init_from(source: str, config: Config) -> None:
 
 def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
                   device: torch.device) -> Dataset[torch.Tensor]:
-    """The dataset decoded once into memory when it fits ``data.cache_max_mb`` (a note on
-    stderr says where and how big); otherwise ``dataset`` itself."""
-    train, model = config, config.model
-    where = cache_device(dataset, train.data.cache_max_mb, model.full_height, model.full_width,
+    """The dataset decoded once into memory when it fits ``data.cache_max_mb`` (stderr says
+    where and how big); otherwise ``dataset`` itself."""
+    model = config.model
+    where = cache_device(dataset, config.data.cache_max_mb, model.full_height, model.full_width,
                          device)
     if where is None:
         return dataset
@@ -248,7 +242,7 @@ def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
     print(f"caching {count} decoded images ({size:.0f} MB, uint8) on {where}; "
           "--set data.cache_max_mb=0 to decode every epoch instead", file=sys.stderr)
     return CachedImages.decode(dataset, model.full_height, model.full_width,
-                               num_workers=resolve_workers(train.data.num_workers), device=where)
+                               num_workers=resolve_workers(config.data.num_workers), device=where)
 
 
 def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: NamedOptimizers,
@@ -272,12 +266,16 @@ def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: NamedOptimiz
                    warm_start=warm_start)
 
 
-def _synchronise(model: GAN, world: World) -> None:
-    """Global-batch statistics in the trained networks' batch norms (before the optimisers
-    collect their parameters); the EMA generator only runs in eval mode."""
-    if world.enabled and world.sync_norm:
+def _place(model: GAN, config: Config, device: torch.device, world: World
+           ) -> NamedOptimizers:
+    """Move the model, synchronise its batch norms, apply the speed options; returns the
+    optimisers (built last, over the final parameters)."""
+    model.to(device)
+    if world.enabled and world.sync_norm:  # the EMA generator only runs in eval mode
         synchronise_batch_norm(model.generator, world)
         synchronise_batch_norm(model.discriminator, world)
+    prepare_model(model, config)
+    return family_of(config.model).build_optimizers(model, config)
 
 
 def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
@@ -291,10 +289,7 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
         _check_init_from(spec.init_from, config)
         model.load_state_dict(load_model(spec.init_from, "cpu", family=config.model.family)[1]
                               .state_dict())
-    model.to(device)
-    _synchronise(model, world)
-    prepare_model(model, config)
-    optimizers = family_of(config.model).build_optimizers(model, config)
+    optimizers = _place(model, config, device, world)
     state = TrainState.fresh(spec.seed, config.run.n_samples, config.model.z_dim, device,
                              rank=world.rank)
     return _trainer(run_dir, config, model, optimizers, state, dataset, spec.seed, 0, world,
@@ -303,17 +298,9 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
 
 def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | None = None,
                    data: str | None = None, world: World = SINGLE) -> tuple[Trainer, str]:
-    """A Trainer continuing a run from its newest complete checkpoint.
-
-    Args:
-        steps: new total step count (extends a finished run); None keeps config.yaml's.
-        device: overrides the device of run.yaml.
-        data: overrides the data source (e.g. a moved folder); the order stays seeded.
-        world: this rank of a multi-process run (any process count may resume any run).
-
-    Returns:
-        The trainer and a one-line description of the data.
-    """
+    """A Trainer continuing a run from its newest complete checkpoint, and a line about its
+    data. ``steps``: a new total (extends a finished run); ``device`` and ``data`` (a moved
+    folder; the order stays seeded) override run.yaml's; any process count resumes any run."""
     run_dir = Path(run_dir)
     config, spec = read_run(run_dir)
     steps_done = resumable_steps(run_dir)
@@ -335,10 +322,7 @@ def resume_trainer(run_dir: Path, *, steps: int | None = None, device: str | Non
     model = build_model(config.model)
     step = read_weights(weights, config, model)
     payload = load_state(state_file)
-    model.to(target)
-    _synchronise(model, world)
-    prepare_model(model, config)
-    optimizers = family_of(config.model).build_optimizers(model, config)
+    optimizers = _place(model, config, target, world)
     state = restore_payload(payload, optimizers, step, target, rank=world.rank, seed=spec.seed)
     config.data.source = data or config.data.source
     dataset = open_dataset(config, spec.seed)

@@ -1,9 +1,6 @@
-"""Graceful stop on SIGINT/SIGTERM: the handler only raises a flag; the loop finishes the current
-step, writes a checkpoint and exits, so an interrupted run can always be resumed.
-
-A second signal while stopping raises KeyboardInterrupt (quit now, without a checkpoint),
-unless it arrives within ``repeat_window_s`` of the first: under torchrun a Ctrl-C reaches each
-worker twice (from the terminal and forwarded by the launcher), which is one request.
+"""Graceful stop on SIGINT/SIGTERM: the handler raises a flag; the loop finishes the step,
+writes a checkpoint and exits. A second signal quits at once (KeyboardInterrupt) unless it
+comes within ``repeat_window_s``: under torchrun one Ctrl-C reaches each worker twice.
 """
 
 from __future__ import annotations
@@ -18,10 +15,8 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopFlag:
-    """Context manager installing the handlers; ``signal_name`` is set once a stop is requested.
-
-    Installs nothing outside the main thread (Python only delivers signals there).
-    """
+    """Context manager installing the handlers (main thread only, where Python delivers
+    signals); ``signal_name`` is set once a stop is requested."""
 
     def __init__(self, on_request: Callable[[str], None] | None = None,
                  repeat_window_s: float = 0.0) -> None:
@@ -62,10 +57,7 @@ class StopFlag:
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers leave SIGINT/SIGTERM to the main process.
-
-    A Ctrl-C goes to the whole process group; a worker killed by it would make the main process
-    fail with "DataLoader worker exited unexpectedly" before it could write its checkpoint.
-    """
+    """DataLoader ``worker_init_fn``: a worker killed by the group's Ctrl-C would fail the
+    main process ("DataLoader worker exited unexpectedly") before its checkpoint."""
     for sig in HANDLED:
         signal.signal(sig, signal.SIG_IGN)

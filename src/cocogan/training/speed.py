@@ -1,9 +1,6 @@
-"""Options that make a step faster without changing what it computes (docs/training.md, "Speed").
-
-:func:`prepare_model` applies the ``train`` options that act on the model once, before the
-optimisers are built: channels-last memory format, ``torch.compile`` of G and D's trunk, and
-cuDNN's autotuner or deterministic kernels (``run.deterministic``). The per-step options (bf16
-autocast, ``sn_once``) are arguments of :func:`cocogan.training.step.train_step`.
+"""Options that make a step faster without changing what it computes (docs/training.md, "Speed"):
+channels-last, ``torch.compile`` and cuDNN's autotuner or determinism, applied once before the
+optimisers are built (per-step ones, bf16 and ``sn_once``, are train_step's arguments).
 """
 
 from __future__ import annotations
@@ -21,11 +18,8 @@ _BACKEND: str | None = None
 
 def prepare_model(model: GAN, train: Config) -> GAN:
     """Apply ``run.channels_last`` and ``run.compile`` to ``model`` in place; returns it.
-
-    Compilation wraps ``forward`` of G and of D's residual trunk (``Module.compile``, so
-    parameter names and checkpoints are unchanged); the gradient penalty calls the eager trunk,
-    because compiled graphs cannot be differentiated twice. Graphs are built at the first step.
-    """
+    ``Module.compile`` of G and D's trunk keeps parameter names; the gradient penalty calls the
+    eager trunk (compiled graphs cannot be differentiated twice)."""
     use_determinism(train.run.deterministic)  # else the autotuner: fixed shapes, fastest kernels
     if train.run.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -1,9 +1,6 @@
-"""Resume state of a run: everything beside the weights that an exact resume needs.
-
-A checkpoint's ``.state.pt`` holds the step, the optimisers, the data position, the fixed latents
-of the sample grids, the step RNG (z, macro positions, gradient-penalty factors, panorama rolls)
-and the global torch / CUDA / NumPy / Python RNG states, all as tensors, numbers and tuples so
-that it loads with ``torch.load(weights_only=True)``.
+"""Resume state: everything beside the weights that an exact resume needs (step, optimisers,
+data position, sample latents, the step RNG and the global torch / CUDA / NumPy / Python RNGs),
+as tensors, numbers and tuples that ``torch.load(weights_only=True)`` reads.
 """
 
 from __future__ import annotations
@@ -24,18 +21,15 @@ from cocogan.training.step import NamedOptimizers
 
 
 def derive_seed(seed: int, purpose: str) -> int:
-    """An independent 63-bit seed per purpose ("init", "steps", "samples") from the run seed,
-    so that e.g. changing the number of sample images never changes the training stream."""
+    """An independent 63-bit seed per purpose ("init", "steps", "samples"): e.g. changing the
+    number of sample images never changes the training stream."""
     entropy = [seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, zlib.crc32(purpose.encode())]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def seed_globals(seed: int) -> None:
-    """Seed torch (CPU and CUDA), NumPy and Python's global RNGs from the run seed.
-
-    Training draws only from the step RNG, but libraries may use the global ones; seeding them
-    (and saving them with checkpoints) keeps a resumed run identical in every state.
-    """
+    """Seed torch, NumPy and Python's global RNGs: training draws only from the step RNG, but
+    libraries may use these; seeding (and saving) them keeps a resume identical."""
     torch.manual_seed(derive_seed(seed, "init"))
     np.random.seed(derive_seed(seed, "numpy") % 2**32)
     random.seed(derive_seed(seed, "python"))
@@ -53,8 +47,7 @@ class TrainState:
     @classmethod
     def fresh(cls, seed: int, n_samples: int, z_dim: int, device: torch.device | str = "cpu",
               rank: int = 0) -> TrainState:
-        """Step 0; the step RNG lives on the training ``device`` (see :func:`step_generator`);
-        ``rank`` > 0 (multi-process runs) gets its own stream."""
+        """Step 0, the step RNG on ``device``; ``rank`` > 0 gets its own stream."""
         sample_rng = torch.Generator().manual_seed(derive_seed(seed, "samples"))
         sample_z = sample_latents(n_samples, z_dim, sample_rng)
         return cls(step=0, step_rng=rank_step_generator(seed, rank, device=device),
@@ -62,25 +55,23 @@ class TrainState:
 
 
 def step_generator(device: torch.device | str) -> torch.Generator:
-    """The step RNG on the training device: a CUDA step draws z, positions and GP factors
-    where they are used, with no copy from the host. The CPU stream is the one every earlier
-    version drew; a CUDA (Philox) stream is another stream, saved and restored exactly too."""
+    """The step RNG on the training device (a CUDA step then copies no randomness from the
+    host; its Philox stream differs from the CPU one, and is saved and restored exactly)."""
     device = torch.device(device)
     return torch.Generator(device) if device.type == "cuda" else torch.Generator()
 
 
 def rank_step_generator(seed: int, rank: int = 0, step: int = 0,
                         device: torch.device | str = "cpu") -> torch.Generator:
-    """The seeded step RNG of ``rank``: rank 0 of any run draws what a single process draws;
-    other ranks draw independent, reproducible streams (``step`` > 0: re-derived at a resume)."""
+    """Rank 0 draws what a single process draws; other ranks independent, reproducible
+    streams (``step`` > 0: re-derived at a resume by more ranks than saved)."""
     purpose = "steps" if rank == 0 and step == 0 else f"steps/rank{rank}/from{step}"
     return step_generator(device).manual_seed(derive_seed(seed, purpose))
 
 
 def restore_step_generator(saved: Tensor, device: torch.device | str) -> torch.Generator:
-    """The saved step RNG on ``device``. A run resumed on another kind of device (CPU <-> CUDA)
-    cannot continue the saved stream (the state layouts differ); it continues with a stream
-    seeded from a hash of the saved state, so that resume is still deterministic."""
+    """The saved step RNG on ``device``; resumed on another device kind (CPU <-> CUDA, other
+    state layouts) a stream seeded from a hash of the saved state, still deterministic."""
     generator = step_generator(device)
     try:
         generator.set_state(saved)
@@ -118,8 +109,8 @@ def restore_global_rng(state: dict[str, Any]) -> None:
 
 def state_payload(state: TrainState, optimizers: NamedOptimizers, data_position: dict[str, int],
                   rank_rngs: list[Tensor] | None = None) -> dict[str, Any]:
-    """The dict written to ``step-XXXXXXXX.state.pt``; ``rank_rngs``: every rank's step-RNG
-    state in a multi-process run (rank 0's is also the ``step`` entry)."""
+    """The dict of ``step-XXXXXXXX.state.pt``; ``rank_rngs``: every rank's step RNG (rank 0's
+    is also the ``step`` entry)."""
     rngs = {"step_ranks": list(rank_rngs)} if rank_rngs and len(rank_rngs) > 1 else {}
     return {
         "step": state.step,
@@ -132,8 +123,8 @@ def state_payload(state: TrainState, optimizers: NamedOptimizers, data_position:
 
 
 def _keep_first_rows(optimizers: NamedOptimizers) -> None:
-    """Adam moments saved for more rows than their parameter has (a cylindrical run's spatial
-    head before it kept y alone, nn.discriminator) keep their first rows, as the weights do."""
+    """Adam moments with more rows than their parameter (old cylindrical spatial heads,
+    nn.discriminator) keep their first rows, as the weights do."""
     for optimizer in optimizers.named().values():
         for param, state in optimizer.state.items():
             for name, value in state.items():
@@ -145,12 +136,8 @@ def _keep_first_rows(optimizers: NamedOptimizers) -> None:
 def restore_payload(payload: dict[str, Any], optimizers: NamedOptimizers, expected_step: int,
                     device: torch.device | str = "cpu", rank: int = 0, seed: int = 0
                     ) -> TrainState:
-    """Load optimisers and RNGs from a state file's dict; returns the run's TrainState with
-    its step RNG on ``device``.
-
-    ``rank`` picks that rank's saved step RNG; a rank the checkpoint has none for (it was
-    written by fewer processes) gets a fresh stream derived from (``seed``, rank, step).
-    """
+    """Load optimisers and RNGs from a state file's dict; returns the TrainState with
+    ``rank``'s step RNG on ``device`` (a rank the checkpoint lacks: derived from ``seed``)."""
     try:
         if int(payload["step"]) != expected_step:
             raise CheckpointError(f"state file is for step {payload['step']}, weights for "

@@ -1,30 +1,23 @@
 """One COCO-GAN training iteration: the phases of :mod:`cocogan.losses` (D, G, then Q), run.
 
-This module draws the step's batch and runs each phase's forward, backward and optimiser step,
-with precision, spectral-norm caching and what differs across processes; the objectives are the
-loss's (:mod:`cocogan.losses`, options in :mod:`cocogan.loss_variants`). G runs forward once
-per step, with gradients (D gets its output detached); in G's and Q's phases D neither builds
-weight gradients nor changes its buffers (batch statistics without tracking, no power
-iteration), so D's eval-mode heads hold statistics of D's own phase only.
+The objectives are the loss's (options: :mod:`cocogan.loss_variants`); this module runs each
+phase's forward, backward and optimiser step with precision, spectral-norm caching and ranks.
+G runs forward once per step (D gets its output detached); in G's and Q's phases D neither
+builds weight gradients nor changes its buffers, so D's eval-mode heads hold statistics of D's
+own phase only. ``loss.extrapolate`` (the authors' beyond-boundary fine-tuning) adds an
+extrapolation step per iteration: fakes from the extended grid, D updated with its own Adam
+state (``d_extrap``), G's first two blocks only (``g_extrap``); its values are ``extrap/...``.
 
-With ``loss.extrapolate`` (beyond-boundary fine-tuning, as the authors' release) each
-iteration is followed by an extrapolation step: fakes from the extended grid, reals from
-independent in-range positions, D's update with its own Adam state (``d_extrap``, the
-release's d_optim_extrap), G's with G's first two blocks only (``g_extrap``); Q is updated
-once per iteration, in the in-range step. Its values carry an ``extrap/`` prefix.
-
-Values are 0-dim tensors on the device (L_W, D_real / D_fake its two means, GP_norm /
-GP_norm_max the penalty's gradient norms, grad_D / grad_G / grad_Q each update's gradient
-norm): nothing reads back to the host, so a GPU never waits for Python. Speed options that
-leave the maths unchanged (``tests/test_step_equivalence.py``): randomness drawn on the device
-of ``rng``, bf16 autocast, channels-last tensors and compiled G and D trunks (the penalty's
-double backward runs the eager trunk). ``sn_once`` (the default): see :func:`train_step`.
+Values stay 0-dim tensors on the device (L_W, D_real / D_fake, GP_norm / GP_norm_max,
+grad_D / grad_G / grad_Q), so a GPU never waits for Python. Speed options leave the maths
+unchanged (tests/test_step_equivalence.py): device-side randomness, bf16 autocast,
+channels-last, compiled G and D trunks (the penalty's double backward runs the eager trunk).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, fields
 
 import torch
@@ -63,10 +56,8 @@ class NamedOptimizers:
 
 @dataclass
 class Optimizers(NamedOptimizers):
-    """TTUR Adam optimisers: G, D (trunk, projection, spatial head) and Q (content head);
-    with loss.extrapolate, ``g_extrap`` (G's first blocks) and ``d_extrap`` (D again, with
-    moments of its own) for the extrapolation step. A checkpoint without one resumes with it
-    fresh."""
+    """TTUR Adam of G, D (trunk, projection, spatial head) and Q (content head); the
+    extrapolation step's (loss.extrapolate) start fresh when a checkpoint lacks them."""
 
     g: torch.optim.Optimizer
     d: torch.optim.Optimizer
@@ -75,26 +66,28 @@ class Optimizers(NamedOptimizers):
     d_extrap: torch.optim.Optimizer | None = None
 
 
+def adam(params: Iterable[nn.Parameter], lr: float, train: Config, device: torch.device
+         ) -> torch.optim.Optimizer:
+    """Adam(beta1, beta2); on CUDA the fused kernel updates all tensors in one launch."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.Adam(params, lr=lr, betas=(train.optim.beta1, train.optim.beta2),
+                            **fused)
+
+
 def build_optimizers(model: CocoGAN, train: Config) -> Optimizers:
-    """Adam(beta1, beta2) with the TTUR learning rates (build after moving the model)."""
-    optim = train.optim
-    betas = (optim.beta1, optim.beta2)
-    disc = model.discriminator
-    q_params = list(disc.content.parameters())
+    """TTUR Adam optimisers (build after moving the model)."""
+    optim, device = train.optim, model.device
+    q_params = list(model.discriminator.content.parameters())
     q_ids = {id(p) for p in q_params}
-    d_params = [p for p in disc.parameters() if id(p) not in q_ids]
-    # CUDA: the fused kernel updates every tensor of an optimiser in one launch.
-    fused = {"fused": True} if model.device.type == "cuda" else {}
-
-    def adam(params: object, lr: float) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=lr, betas=betas, **fused)  # type: ignore[arg-type]
-
+    d_params = [p for p in model.discriminator.parameters() if id(p) not in q_ids]
     extra = {}
     if train.loss.extrapolate:
         first = model.generator.blocks[:EXTRAPOLATED_BLOCKS].parameters()
-        extra = {"g_extrap": adam(first, optim.lr_g), "d_extrap": adam(d_params, optim.lr_d)}
-    return Optimizers(g=adam(model.generator.parameters(), optim.lr_g),
-                      d=adam(d_params, optim.lr_d), q=adam(q_params, optim.lr_q), **extra)
+        extra = {"g_extrap": adam(first, optim.lr_g, train, device),
+                 "d_extrap": adam(d_params, optim.lr_d, train, device)}
+    return Optimizers(g=adam(model.generator.parameters(), optim.lr_g, train, device),
+                      d=adam(d_params, optim.lr_d, train, device),
+                      q=adam(q_params, optim.lr_q, train, device), **extra)
 
 
 def sample_step(model: CocoGAN, images: Tensor, train: Config, rng: torch.Generator,
@@ -124,27 +117,19 @@ def sample_step(model: CocoGAN, images: Tensor, train: Config, rng: torch.Genera
 def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Config,
                rng: torch.Generator, *, amp: bool = False, sn_once: bool = True,
                iteration: int = 0) -> dict[str, Tensor]:
-    """One full iteration on a batch of real full images (B, 3, H, W) in [-1, 1].
+    """One iteration on real full images (B, 3, H, W) in [-1, 1]; updates G and D in place.
 
     Args:
-        model: the bundle; its generator and discriminator are updated in place.
-        optimizers: from :func:`build_optimizers`.
-        images: real full images on the model's device.
-        train: loss weights and extrapolation settings.
-        rng: RNG for z, positions, GP factors and augmentation (saved with checkpoints for
-            exact resume); a generator on the model's device keeps the step free of
-            host-to-device copies.
+        rng: z, positions, GP factors and augmentation (saved for exact resume); on the
+            model's device it keeps the step free of host-to-device copies.
         amp: bfloat16 autocast for the forward passes (CUDA only).
-        sn_once: D's spectrally normalised weights are computed once for the D update, in
-            float32 outside autocast (one power iteration, as in Miyato et al.'s Algorithm 1),
-            and real and fake patches go through D's trunk in one call; off, every call of D
-            in its update runs its own power iteration (real, fake and penalty: three weight
-            sets in one loss).
+        sn_once: D's spectrally normalised weights computed once per D update, in float32
+            (one power iteration, Miyato et al.'s Algorithm 1), real and fake in one trunk
+            call; off, each D call (real, fake, penalty) runs its own power iteration.
         iteration: the run's step count before this step (``loss.gp_every`` counts it).
 
     Returns:
-        0-dim tensors on the device: the values of the loss's phases, loss_D, loss_G, loss_Q
-        and the diagnostics of the module docstring (``extrap/...``: the extrapolation step's).
+        0-dim tensors on the device: the phases' values, loss_D/G/Q and the diagnostics.
     """
     model.generator.train()
     model.discriminator.train()
@@ -226,9 +211,8 @@ class Phases:
 
 
 def in_range_weights(model: CocoGAN, step: StepBatch) -> Tensor:
-    """Weights (B,) of each fake's L_S in G's objective: 1 / count on fakes inside the grid,
-    0 outside. In an extrapolation step of a multi-process run, where ranks count different
-    numbers, the count is the global one over the rank count (the averaging undoes it)."""
+    """Weights (B,) of each fake's L_S in G's objective: 1 / count inside the grid, 0 outside;
+    in a multi-process extrapolation step the global count over R (the averaging undoes R)."""
     inside = model.coords.in_bounds(step.rows, step.cols).to(step.z)  # (B,)
     count = inside.sum()
     if step.extended and dist.is_available() and dist.is_initialized():
@@ -239,9 +223,9 @@ def in_range_weights(model: CocoGAN, step: StepBatch) -> Tensor:
 
 @contextlib.contextmanager
 def frozen(module: nn.Module, *, grads: bool = True) -> Iterator[None]:
-    """``module`` as in training, minus its side effects: batch norms use batch statistics
-    without moving their running ones (momentum 0, the count restored), spectral norm does no
-    power iteration and (``grads``) no parameter builds a gradient. Restored on exit."""
+    """``module`` in training mode minus its side effects: batch norms keep their running
+    statistics (momentum 0, count restored), spectral norm skips its power iteration and
+    (``grads``) no parameter builds a gradient."""
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.track_running_stats]
     saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]

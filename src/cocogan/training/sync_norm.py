@@ -1,15 +1,10 @@
 """Batch norm with statistics over the global batch of a multi-process run, on any backend.
 
-On CUDA the layers run ``torch.nn.SyncBatchNorm``'s kernels. ``torch.nn.SyncBatchNorm`` runs
-only on GPUs, so on CPU (gloo) they use :class:`_GlobalNorm`: each rank computes its shard's
-(count, mean, M2 = sum of squared deviations) in two passes, the ranks all-gather these and merge
-them as Chan et al. do (M2 = sum M2_r + sum n_r (mean_r - mean)^2), which stays exact in float32
-when |mean| >> std, where E[x^2] - E[x]^2 loses every digit (tests/test_sync_norm.py). Backward
-all-reduces [sum dy, sum dy*x_hat]. A step of R processes on B/R images each then computes what
-one process computes on B images (tests/test_distributed.py). Layers keep their class's
-state-dict names, so checkpoints are unchanged. Only single backward passes go through them
-(G's conditional BN and D's auxiliary heads; the gradient penalty's double backward does not
-reach them).
+CUDA runs ``torch.nn.SyncBatchNorm``'s kernels; on CPU (gloo, where torch 2.13's class still
+raises and ``batch_norm_stats`` has no CPU kernel) :class:`_GlobalNorm` all-gathers each rank's
+(count, mean, M2) from two passes and merges them as Chan et al. do, exact in float32 even when
+|mean| >> std (tests/test_distributed.py); backward all-reduces [sum dy, sum dy*x_hat]. State-
+dict names are unchanged. Only single backwards pass through (the penalty's does not).
 
 Shapes: N batch, C channels, R ranks, then any spatial dims; statistics are per channel.
 """
@@ -28,8 +23,7 @@ from cocogan.training.distributed import World, collective
 
 
 def merge_moments(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Chan et al.'s merge of per-part moments: (R, 1) counts, (R, C) means and M2s ->
-    the whole's count (1,), mean (C,) and biased variance (C,)."""
+    """Chan et al.'s merge: (R, 1) counts, (R, C) means and M2s -> count, mean, variance."""
     total = counts.sum(0)  # (1,)
     mean = (counts * means).sum(0) / total  # (C,)
     m2 = m2s.sum(0) + (counts * (means - mean) ** 2).sum(0)
@@ -81,8 +75,7 @@ class _GlobalNorm(torch.autograd.Function):
 
 
 class SyncBatchNorm(nn.SyncBatchNorm):
-    """BatchNorm1d/2d whose training statistics span all ranks (same parameters and buffers):
-    ``torch.nn.SyncBatchNorm`` on CUDA, :class:`_GlobalNorm` elsewhere."""
+    """Batch norm with training statistics over all ranks (same parameters and buffers)."""
 
     def __init__(self, layer: nn.modules.batchnorm._BatchNorm, world: World) -> None:
         super().__init__(layer.num_features, layer.eps, layer.momentum, layer.affine,
@@ -114,8 +107,7 @@ class SyncBatchNorm(nn.SyncBatchNorm):
 
 
 def synchronise_batch_norm(module: nn.Module, world: World) -> int:
-    """Replace every batch-norm layer of ``module`` in place by a SyncBatchNorm; returns how
-    many were replaced (none in a single process)."""
+    """Replace ``module``'s batch norms in place by SyncBatchNorm; returns how many."""
     if not world.enabled:
         return 0
     replaced = 0
@@ -130,9 +122,8 @@ def synchronise_batch_norm(module: nn.Module, world: World) -> int:
 
 @contextlib.contextmanager
 def paused(module: nn.Module) -> Iterator[None]:
-    """Local statistics in ``module``'s synchronised layers (and copies made meanwhile) while
-    one rank works alone, e.g. rank 0's evaluation hooks: a collective there would wait for
-    ranks that are not calling it."""
+    """Local statistics while one rank works alone (rank 0's hooks): a collective there would
+    wait for ranks that are not calling it."""
     layers = [m for m in module.modules() if isinstance(m, SyncBatchNorm)]
     for layer in layers:
         layer.synchronise = False
