@@ -1,13 +1,7 @@
-"""Up-front budgets for outputs that grow with a user-given size (``huge --size``, ``beyond
---extend``, many seeds or frames) and for models of user-given sizes (``--set model.ngf=...``,
-a checkpoint's stored config): memory, disk and time are estimated before any work, printed,
-and checked against what the machine has. Below every layer that checks one (the loader,
-training, the applications), so none of them imports upwards.
-
-A command refuses (unless ``--force``) when the estimated peak memory exceeds the memory
-available now or the output would not fit in the free space of its disk; the message carries
-the estimate. Estimates are upper bounds of the arrays the command holds and the bytes it writes
-(PNG/deflate output is usually much smaller than its raw pixels).
+"""Up-front budgets for work of user-given sizes (``huge --size``, many seeds, ``--set
+model.ngf=...``, a checkpoint's config): peak memory, disk and time are estimated (upper
+bounds) before any work, printed, and a command refuses unless ``--force`` when they exceed
+what the machine has. It sits below the loader, training and the applications that use it.
 """
 
 from __future__ import annotations
@@ -20,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cocogan.config import ModelConfig
+    from cocogan.nn import Discriminator, Generator
 
 TIFF_INDEX_BYTES = 64  # tifffile keeps each tile's offset and byte count in Python lists
 FLOAT_BYTES = 4
@@ -78,14 +73,24 @@ class ModelSize:
         return (2 * self.g_params + self.d_params) * FLOAT_BYTES
 
 
-def model_size(model: ModelConfig, batch: int) -> ModelSize:
-    """Counts of the networks of `model` for `batch` macro patches per step, from networks
-    built on the meta device (no memory, milliseconds, whatever the sizes)."""
-    import torch
-
+def shape_networks(model: ModelConfig) -> tuple[Generator, Discriminator]:
+    """G and D of `model` built on the meta device (no memory, milliseconds, any size)."""
     from cocogan.coords import coordinate_system
     from cocogan.model import build_generator
     from cocogan.nn import Discriminator
+    from cocogan.nn.layers import shapes_only
+
+    system = coordinate_system(model)
+    with shapes_only():
+        return build_generator(model, system), Discriminator(
+            system.coord_dim, model.z_dim, model.macro, model.ndf, model.aux_hidden)
+
+
+def model_size(model: ModelConfig, batch: int) -> ModelSize:
+    """Counts of the networks of `model` for `batch` macro patches per step."""
+    import torch
+
+    from cocogan.coords import coordinate_system
     from cocogan.nn.layers import shapes_only
 
     system = coordinate_system(model)
@@ -95,10 +100,8 @@ def model_size(model: ModelConfig, batch: int) -> ModelSize:
         if isinstance(out, torch.Tensor):
             outputs[0] += out.numel()
 
+    generator, disc = shape_networks(model)
     with shapes_only():
-        generator = build_generator(model, system)
-        disc = Discriminator(system.coord_dim, model.z_dim, model.macro, model.ndf,
-                             model.aux_hidden)
         for net in (generator, disc):
             for leaf in (m for m in net.modules() if not list(m.children())):
                 leaf.register_forward_hook(count)
@@ -116,13 +119,8 @@ def model_size(model: ModelConfig, batch: int) -> ModelSize:
 
 def training_budget(model: ModelConfig, batch: int, n_samples: int, keep: int,
                     workers: int = 0) -> Budget:
-    """Peak memory and checkpoint disk of training `model` with `batch` images per step.
-
-    Memory: weights, gradients and Adam moments of G and D plus EMA G; ACTIVATION_FACTOR times
-    one forward's activations; the batches of full real images in flight (one in use, two
-    prefetched per loader worker) and the sample grid's images.
-    Disk: `keep` + 1 checkpoints (weights file plus Adam state).
-    """
+    """Peak memory (weights, gradients, Adam moments, EMA G, activations, real batches in
+    flight, the sample grid) and disk (`keep` + 1 checkpoints) of training `model`."""
     size = model_size(model, batch)
     full = model.full_height * model.full_width * 3
     in_flight = 1 + 2 * workers  # torch DataLoader: prefetch_factor 2 per worker
@@ -136,8 +134,7 @@ def training_budget(model: ModelConfig, batch: int, n_samples: int, keep: int,
 
 
 def inference_budget(model: ModelConfig) -> Budget:
-    """Memory to load a checkpoint of `model`: its tensors as read, then copied into the
-    networks (twice the weights file)."""
+    """Memory to load a checkpoint of `model`: its tensors as read, then in the networks."""
     size = model_size(model, 1)
     return Budget(what=f"loading {describe_model(model, size)}",
                   memory=2 * size.weights_bytes(), disk=0)
@@ -150,10 +147,12 @@ def describe_model(model: ModelConfig, size: ModelSize) -> str:
             f"{format_count(size.d_params)} parameters)")
 
 
-def format_count(count: float) -> str:
-    for unit in ("", "K", "M", "G", "T", "P"):
-        if count < 1000 or unit == "P":
-            return f"{count:.0f}" if not unit else f"{count:.1f}{unit}"
+def format_count(count: float, units: tuple[str, ...] = ("", "K", "M", "G", "T", "P"),
+                 space: str = "") -> str:
+    """'4.3M' (or with units and a space, '1.2 GB'): whole numbers below 1000."""
+    for unit in units:
+        if count < 1000 or unit == units[-1]:
+            return f"{count:.{0 if unit == units[0] else 1}f}{space}{unit}"
         count /= 1000
     raise AssertionError("unreachable")
 
@@ -207,11 +206,7 @@ def check_budget(budget: Budget, destination: Path | None,
 
 
 def format_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if count < 1000 or unit == "PB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
+    return format_count(count, ("B", "KB", "MB", "GB", "TB", "PB"), " ")
 
 
 def format_seconds(seconds: float) -> str:

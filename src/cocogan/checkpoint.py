@@ -1,16 +1,11 @@
-"""Model weights on disk: safetensors with the resolved config and package version as metadata.
+"""Checkpoints, and the one way from a ``--run`` value to a model.
 
-Inference weights (G, D with heads, EMA G) live in ``step-XXXXXXXX.safetensors``; resume state
-(optimisers, step, data position, RNG states) lives beside it in ``step-XXXXXXXX.state.pt``, a
-plain tree of tensors and numbers that loads with ``torch.load(weights_only=True)``: a checkpoint
-that needs the pickle machinery to load is refused, because unpickling runs arbitrary code.
-Files are written atomically (temp file + rename), so an interruption never leaves a
-half-written checkpoint behind; a step counts as resumable only when both of its files exist.
-This module is the one way from a ``--run`` value to a model: :func:`resolve_checkpoint` takes
-a run directory (its newest checkpoint), a weights file, an inference-only file of ``cocogan
-export --format safetensors`` (the EMA generator alone; :func:`_inference_model`) or a shipped
-name (:mod:`cocogan.shipped`, checked against its card; an existing path wins, and says so),
-and :func:`load_model` builds it after checking the file's header, memory and weights.
+Weights (G, D with heads, EMA G) are ``step-XXXXXXXX.safetensors`` with the config and version
+as metadata; resume state (optimisers, step, data position, RNGs) is ``step-XXXXXXXX.state.pt``
+beside it, tensors and numbers only (``torch.load(weights_only=True)``: unpickling would run
+the file author's code). A step is resumable when both files exist. :func:`load_model` takes a
+run directory, a weights file, an inference-only export (EMA G alone) or a shipped name, and
+checks the file's header, memory and weights before building anything.
 """
 
 from __future__ import annotations
@@ -66,8 +61,7 @@ def save_model(path: Path, config: Config, model: GAN, step: int) -> None:
 
 def resolve_checkpoint(value: str | Path) -> Path:
     """The weights file of a ``--run`` value: a run directory (its newest checkpoint), a file
-    or a shipped name (``emoji32``, ``emoji32-v1``; its file checked against its card). An
-    existing path wins over a shipped name, with a note on stderr saying which was used."""
+    or a shipped name (checked against its card); an existing path wins, with a note."""
     path = Path(value)
     model = shipped.find(str(value)) if shipped.is_name(value) else None
     if model is not None and not path.exists():
@@ -101,8 +95,12 @@ def _header(path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
             return handle.metadata() or {}, {
                 key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint "
-                              f"({str(error).splitlines()[0]})") from None
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable safetensors checkpoint "
+                           f"({str(error).splitlines()[0]})")
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -134,11 +132,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     """Rebuild the model of a ``--run`` value: (config, model in eval mode, step).
 
     Args:
-        family: the ``model.family`` the caller works with (the applications, serve and eval
-            need COCO-GAN's patches); None accepts any and builds the checkpoint's own.
+        family: the ``model.family`` the caller needs; None builds the checkpoint's own.
     Raises:
-        CheckpointError: nothing to load, a damaged file, or generator weights that are not
-            finite (a diverged run draws black images).
+        CheckpointError: nothing to load, a damaged file, or non-finite generator weights.
     """
     file = resolve_checkpoint(path)
     metadata = read_metadata(file)
@@ -148,7 +144,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
                               f"command needs a {family} run (benchmarks/quality_baseline.py "
                               "evaluates the baseline)")
     inference_only = metadata.get("contents") == INFERENCE_CONTENTS
-    # before anything is built from the config
     check_stored_config(file, config, prefix=EMA_PREFIX if inference_only else "")
     model = build_model(config.model)
     state = _read_tensors(file)
@@ -169,8 +164,7 @@ def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file))
     except (RuntimeError, SafetensorError) as error:
-        raise CheckpointError(f"{file} is not a readable safetensors checkpoint "
-                              f"({str(error).splitlines()[0]})") from None
+        raise _unreadable(file, error) from None
 
 
 def _load_into(file: Path, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -182,14 +176,12 @@ def _load_into(file: Path, module: nn.Module, state: dict[str, torch.Tensor]) ->
 
 
 class MissingNetworkError(CheckpointError, AttributeError):
-    """A network an inference-only file does not hold was used. Also an AttributeError, so
-    ``hasattr`` (which torch.nn itself calls) answers False instead of failing."""
+    """A network an inference-only file lacks was used (an AttributeError for ``hasattr``)."""
 
 
 class MissingNetwork(nn.Module):
-    """Stands in for a network an inference-only file does not hold: calling it, or reading
-    any of its layers, is a one-line MissingNetworkError. It has one empty parameter, so code
-    that asks for a network's device still works, and nothing in the state dict."""
+    """Stands in for a network an inference-only file lacks: calling it or reading its layers
+    is a MissingNetworkError; one empty parameter (not saved) answers device questions."""
 
     def __init__(self, what: str, file: Path) -> None:
         super().__init__()
@@ -228,15 +220,11 @@ _SN_WEIGHT = ".parametrizations.weight.original"  # spectral norm's name of a la
 
 
 def check_stored_config(path: Path, config: Config, prefix: str = "") -> None:
-    """A checkpoint's stored config must describe its tensors, and the model must fit in memory:
-    checked on shape-only networks (meta tensors) and the file's header, before anything is
-    built (an 8 MB file claiming ngf 512 once made the loader allocate 5.3 GB).
+    """Check that a checkpoint's config describes its tensors and fits in memory, from the
+    header and shape-only networks (an 8 MB file claiming ngf 512 once allocated 5.3 GB).
 
     Args:
         prefix: check only the tensors under it (an inference-only file holds the EMA G).
-    Raises:
-        CheckpointError: a tensor the config implies is missing or has another shape, or the
-            model's weights would not fit in the memory available.
     """
     stored = _header(path)[1]
     with shapes_only():
@@ -268,8 +256,7 @@ def checkpoint_stem(step: int) -> str:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Write resume state atomically; ``state`` must hold only tensors, numbers, strings and
-    containers of them (what ``weights_only=True`` can load back)."""
+    """Write resume state (tensors, numbers, strings and containers of them) atomically."""
     from cocogan import __version__
 
     payload = {"format": STATE_FORMAT, "version": __version__, **state}
@@ -279,11 +266,8 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_tensors(path: str | Path, what: str) -> Any:
-    """``torch.load(weights_only=True)`` with one-line errors; pickled objects are refused.
-
-    Args:
-        what: the kind of file, for messages ("cocogan state", "Inception weights").
-    """
+    """``torch.load(weights_only=True)`` with one-line errors naming ``what`` (the kind of
+    file); pickled objects are refused."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's pickle-protocol notes are not for users
@@ -302,7 +286,6 @@ def load_tensors(path: str | Path, what: str) -> Any:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Read a state file with torch's safe loader; anything else is a CheckpointError."""
     state = load_tensors(path, "cocogan state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a cocogan training-state file")
@@ -327,11 +310,8 @@ def checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` resumable steps, plus leftovers of killed writes.
-
-    Leftovers are temp files and weights files older than the newest resumable step that lack
-    a state file. Returns the deleted paths.
-    """
+    """Delete all but the newest ``keep`` resumable steps, plus leftovers of killed writes
+    (temp files, older weights without a state file); returns the deleted paths."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     steps = resumable_steps(run_dir)
     kept = set(steps[-keep:]) if keep > 0 else set()
@@ -348,10 +328,7 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
 
 
 def read_weights(path: Path, config: Config, model: GAN) -> int:
-    """Load a weights file into ``model`` after checking it is ours and fits ``config.model``.
-
-    Returns the step stored in the file.
-    """
+    """Load a weights file into ``model`` after checking it fits ``config.model``; its step."""
     metadata = read_metadata(path)
     if stored_config(path, metadata).model != config.model:
         raise CheckpointError(f"{path} was trained with a different model config than "

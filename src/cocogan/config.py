@@ -1,17 +1,12 @@
 """Typed configuration: the only home of defaults.
 
-A run is described by one :class:`Config` of five sections, each a dataclass that validates
-itself: ``model`` (:class:`ModelConfig`: what is learnt: image, patch and network sizes,
-coordinates), ``loss`` (:class:`LossConfig`: the weights of the paper's losses and the options
-beyond it), ``optim`` (:class:`OptimConfig`: batch, steps, Adam, EMA), ``data``
-(:class:`DataConfig`: source, preprocessing, loading) and ``run`` (:class:`RunConfig`: cadence,
-precision, speed and determinism switches). Presets (``cocogan.presets``) are small named
-overrides of these defaults; ``--set section.key=value`` goes through :func:`apply_overrides`,
-which rejects unknown keys instead of silently ignoring them.
-
-Configs written before the split had one ``train`` section: a ``train:`` mapping (a config
-file, a run's config.yaml, a checkpoint's config) and ``--set train.KEY=V`` still work, each key
-going to the section that now owns it (:data:`FIELD_SECTION`). Text bounds: :mod:`yaml_limits`.
+A run is one :class:`Config` of five self-validating sections: ``model`` (what is learnt),
+``loss`` (the paper's loss weights and the options beyond it), ``optim`` (batch, steps, Adam,
+EMA), ``data`` (source, preprocessing, loading) and ``run`` (cadence, precision, speed).
+Presets (``cocogan.presets``) are small named overrides; ``--set section.key=value``
+(:func:`apply_overrides`) rejects unknown keys instead of ignoring them. Configs written before
+the split had one ``train`` section: ``train:`` mappings and ``--set train.KEY=V`` still work,
+each key going to the section that now owns it (:data:`FIELD_SECTION`).
 """
 
 from __future__ import annotations
@@ -54,6 +49,10 @@ AUGMENTATIONS = ("color", "cutout")
 RESAMPLERS = ("lanczos", "bilinear")  # real-image resize filters (cocogan.data.imaging)
 
 
+def _names(kind: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(kind)]
+
+
 class Section:
     """Checks every section declares: floats finite, fields positive integers, >= 0 (None
     passes where the type allows it), in [0, 1), or one of a few strings; then its own rules."""
@@ -66,7 +65,7 @@ class Section:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
-        for name in (item.name for item in dataclasses.fields(self)):  # type: ignore[arg-type]
+        for name in _names(type(self)):
             value = getattr(self, name)
             if isinstance(value, float) and not math.isfinite(value):
                 self.fail(name, "must be a finite number", value)
@@ -123,7 +122,7 @@ class ModelConfig(Section):
                 not isinstance(self.macro_width, int) or self.macro_width <= 0):
             self.fail("macro_width", "must be a positive integer or null", self.macro_width)
         for name, least in (("micro", 4), ("macro", 8)):
-            if getattr(self, name) < least or not _is_power_of_two(getattr(self, name)):
+            if getattr(self, name) < least or getattr(self, name) & (getattr(self, name) - 1):
                 self.fail(name, f"must be a power of two >= {least}", getattr(self, name))
         for name, size in (("full_height", self.full_height), ("full_width", self.full_width),
                            ("macro", self.macro), ("macro_width", self.macro_w)):
@@ -250,8 +249,8 @@ SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "optim": 
                              "data": DataConfig, "run": RunConfig}
 # The one-section layout before 2026-12: each key of `train:` belongs to one section now.
 LEGACY_SECTION = "train"
-FIELD_SECTION: dict[str, str] = {f.name: section for section, kind in SECTIONS.items()
-                                 if section != "model" for f in dataclasses.fields(kind)}
+FIELD_SECTION: dict[str, str] = {name: section for section, kind in SECTIONS.items()
+                                 if section != "model" for name in _names(kind)}
 REMOVED_TRAIN_OPTIONS = ("cache_images",)  # dropped from old runs' train sections
 
 
@@ -296,13 +295,7 @@ class Config:
 
     @classmethod
     def from_yaml(cls, text: str) -> Config:
-        try:
-            data = load_yaml(text, "config")
-        except YAMLLimitError:
-            raise
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config is not valid YAML: {str(error).splitlines()[0]}") from None
-        return cls.from_dict(data or {})
+        return cls.from_dict(load_yaml(text, "config") or {})
 
     @classmethod
     def from_json(cls, text: str, what: str = "config") -> Config:
@@ -387,11 +380,10 @@ def _without_removed(values: Any) -> Any:
 def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"config section {section!r} must be a mapping")
-    allowed = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - allowed
+    unknown = set(values) - set(_names(kind))
     if unknown:
         shown = names(f"{section}.{k}" for k in map(str, unknown))
-        raise ConfigError(f"unknown key(s) {shown}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"unknown key(s) {shown}; allowed: {', '.join(sorted(_names(kind)))}")
     instance = kind()
     for key, raw in values.items():
         setattr(instance, key, _coerce(kind, key, raw, section))
@@ -429,34 +421,28 @@ _BOOLEANS = {**dict.fromkeys(("true", "1", "yes", "on"), True),
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Apply ``section.key=value`` strings (``--set``); ``key=value`` works when unambiguous and
     ``train.key=value`` (the layout before 2026-12) goes to the section owning the key."""
+    use = ", ".join(f"{s}.<key>" for s in SECTIONS)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {show(item)}")
         key, raw = item.split("=", 1)
         section, _, name = key.rpartition(".")
         if section in ("", LEGACY_SECTION):
-            owners = [s for s, kind in SECTIONS.items()
-                      if name in {f.name for f in dataclasses.fields(kind)}]
+            owners = [s for s, kind in SECTIONS.items() if name in _names(kind)]
             if len(owners) != 1:
-                raise ConfigError(f"unknown config key {show(key)}; use "
-                                  f"{', '.join(f'{s}.<key>' for s in SECTIONS)}")
+                raise ConfigError(f"unknown config key {show(key)}; use {use}")
             section = owners[0]
         if section not in SECTIONS:
             raise ConfigError(f"unknown config section {show(section)} in --set {show(item)}; "
-                              f"use {', '.join(f'{s}.<key>' for s in SECTIONS)}")
+                              f"use {use}")
+        if name not in _names(SECTIONS[section]):
+            raise ConfigError(f"unknown config key {section}.{cut(name)}; allowed: "
+                              f"{', '.join(_names(SECTIONS[section]))}")
         try:
             value = load_yaml(raw, f"--set {show(key)}") if raw else raw
         except YAMLLimitError:
             raise
-        except yaml.YAMLError:
+        except ConfigError:
             value = raw  # not YAML: the type check below names the key and the expected type
-        part = getattr(config, section)
-        if name not in {f.name for f in dataclasses.fields(part)}:
-            allowed = ", ".join(f.name for f in dataclasses.fields(part))
-            raise ConfigError(f"unknown config key {section}.{cut(name)}; allowed: {allowed}")
-        setattr(part, name, _coerce(type(part), name, value, section))
+        setattr(getattr(config, section), name, _coerce(SECTIONS[section], name, value, section))
     return config
-
-
-def _is_power_of_two(value: int) -> bool:
-    return value > 0 and math.log2(value).is_integer()

@@ -12,7 +12,6 @@ A coordinate system turns grid positions into the normalised values fed to the n
   across the horizontal seam.
 
 Shapes: B batch, P micro patches per macro patch (n_y * n_x), D coordinate dims (2 or 3).
-This module is pure tensor code: no torch.nn.
 """
 
 from __future__ import annotations
@@ -28,21 +27,14 @@ from cocogan.config import ModelConfig
 
 @dataclass(frozen=True)
 class CoordinateSystem:
-    """Grid geometry shared by both coordinate systems.
+    """Grid geometry shared by both coordinate systems."""
 
-    Attributes:
-        grid_h, grid_w: micro patches per column / row of the full image (K_y, K_x).
-        macro_h, macro_w: micro patches per column / row of one macro patch (n_y, n_x).
-        micro: micro patch side in pixels.
-        cyclic: True when the horizontal axis wraps around (cylindrical).
-    """
-
-    grid_h: int
-    grid_w: int
-    macro_h: int
-    macro_w: int
-    micro: int
-    cyclic: bool = False
+    grid_h: int  # micro patches per column of the full image (K_y)
+    grid_w: int  # micro patches per row of the full image (K_x)
+    macro_h: int  # micro patches per column of one macro patch (n_y)
+    macro_w: int  # micro patches per row of one macro patch (n_x)
+    micro: int  # micro patch side in pixels
+    cyclic: bool = False  # the horizontal axis wraps around (cylindrical)
 
     # ---- geometry ---------------------------------------------------------------------------
     @property
@@ -57,20 +49,18 @@ class CoordinateSystem:
 
     @property
     def macro_rows(self) -> int:
-        """Number of discrete macro positions vertically."""
+        """Discrete macro positions vertically."""
         return self.grid_h - self.macro_h + 1
 
     @property
     def macro_cols(self) -> int:
-        """Number of discrete macro positions horizontally (every column when cyclic)."""
+        """Discrete macro positions horizontally (every column when cyclic)."""
         return self.grid_w if self.cyclic else self.grid_w - self.macro_w + 1
 
     @property
     def micro_step(self) -> tuple[float, float]:
-        """Coordinate distance between adjacent micro patches (vertical, horizontal).
-
-        Horizontal is in theta units when cyclic; 0 on an axis with a single position.
-        """
+        """Coordinate distance between adjacent micro patches (vertical, horizontal; theta
+        when cyclic; 0 on an axis with a single position)."""
         step_y = 2.0 / (self.grid_h - 1) if self.grid_h > 1 else 0.0
         if self.cyclic:
             return step_y, 2.0 / self.grid_w
@@ -78,18 +68,12 @@ class CoordinateSystem:
 
     # ---- normalisation -----------------------------------------------------------------------
     def micro_coords(self, rows: Tensor, cols: Tensor) -> Tensor:
-        """Coordinates of micro patches at grid positions ``rows``/``cols`` (any shape S).
-
-        Returns (*S, D).
-        """
+        """Coordinates (*S, D) of micro patches at grid positions ``rows``/``cols`` (*S)."""
         y = _normalise(rows, self.grid_h - 1)
         return torch.cat([y.unsqueeze(-1), self._horizontal(cols, self.grid_w - 1)], dim=-1)
 
     def macro_coords(self, rows: Tensor, cols: Tensor) -> Tensor:
-        """Coordinates of macro patches whose top-left micro patch is at ``rows``/``cols``.
-
-        Returns (*S, D).
-        """
+        """Coordinates (*S, D) of macro patches whose top-left micro patch is at rows/cols."""
         y = _normalise(rows, self.grid_h - self.macro_h)
         return torch.cat([y.unsqueeze(-1), self._horizontal(cols, self.grid_w - self.macro_w)],
                          dim=-1)
@@ -101,11 +85,8 @@ class CoordinateSystem:
         return _normalise(cols, span).unsqueeze(-1)
 
     def decode_macro(self, predicted: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Read D's spatial head: (B, S) -> fractional (rows, cols) in grid units.
-
-        On the cylinder the head predicts y alone (a rolled real panorama has no heading to
-        learn), so cols is None: applications search the column instead (apps/inspire.py).
-        """
+        """Read D's spatial head: (B, S) -> fractional (rows, cols) in grid units; cols is None
+        on the cylinder, whose head predicts y alone (apps/inspire.py searches the column)."""
         rows = (predicted[..., 0] + 1.0) / 2.0 * max(self.grid_h - self.macro_h, 0)
         if self.cyclic:
             return rows, None
@@ -131,12 +112,9 @@ class CoordinateSystem:
         return rows.reshape(-1), cols.reshape(-1)
 
     def micro_in_macro(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
-        """Grid positions of the P micro patches inside macro patches at ``rows``/``cols`` (B,).
-
-        Returns two (B, P) tensors in row-major order within the macro patch (the order that
-        :func:`cocogan.patches.merge` expects). Columns are not wrapped: cos/sin wrap by
-        themselves and :meth:`wrap_cols` maps them to pixel columns.
-        """
+        """Grid positions (B, P), row-major as :func:`cocogan.patches.merge` expects, of the
+        micro patches inside macro patches at ``rows``/``cols`` (B,); columns are not wrapped
+        (cos/sin wrap by themselves)."""
         dy, dx = torch.meshgrid(torch.arange(self.macro_h, device=rows.device),
                                 torch.arange(self.macro_w, device=rows.device), indexing="ij")
         dy = dy.reshape(1, -1).to(rows.dtype)
@@ -153,19 +131,14 @@ class CoordinateSystem:
 
     def sample_macro(self, batch: int, *, continuous: bool = False, extend: int = 0,
                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Draw ``batch`` macro positions uniformly (paper: U(S_N, R)).
+        """Draw ``batch`` macro positions (rows, cols) (B,) in grid units uniformly (paper:
+        U(S_N, R)), on ``generator``'s device.
 
         Args:
-            batch: number of positions.
-            continuous: sample any whole-pixel offset instead of the discrete grid; positions are
-                then fractional grid units (offset / micro), so real crops stay exact (on the
-                cylinder every one of the K * micro column offsets).
-            extend: beyond-boundary fine-tuning: also sample up to ``extend`` grid steps past
-                each border of the Cartesian axes (the cylindrical horizontal axis has no border).
-            generator: torch RNG for reproducibility; positions are drawn on its device.
-
-        Returns:
-            (rows, cols) float tensors (B,) in grid units.
+            continuous: any whole-pixel offset instead of the discrete grid (fractional grid
+                units, so real crops stay exact).
+            extend: beyond-boundary fine-tuning: up to ``extend`` grid steps past each border
+                of the Cartesian axes.
         """
         device = generator.device if generator is not None else None  # draw where it lives
 

@@ -1,17 +1,6 @@
-"""The options beyond the paper that change its loss, each extending :class:`CocoGANLoss`.
-
-:func:`build_loss` composes the ones a config turns on; the paper presets turn on none, and
-then it is :class:`CocoGANLoss` itself.
-
-- :class:`Overlap` (``loss.w_overlap``, with ``model.g_margin``): + w_overlap L_O in G's
-  objective (:mod:`cocogan.variants.seamless`);
-- :class:`GeneratorSpatialWeight` (``loss.w_spatial_g``): L_S(fake) has its own weight in
-  G's objective; 0 leaves D's spatial head learning from real patches but stops pushing G
-  towards content that codes its position (docs/seams.md);
-- :class:`HeadingContent` (``model.z_phase``): L_C leaves out z[0], the heading, which one
-  patch does not determine (:mod:`cocogan.variants.heading`);
-- :class:`LazyPenalty` (``loss.gp_every`` = k > 1): the gradient penalty every k iterations,
-  at k times its weight (StyleGAN2's lazy regularisation; docs/training.md).
+"""The options beyond the paper that change its loss, each extending :class:`CocoGANLoss`;
+:func:`build_loss` composes those a config turns on (none: :class:`CocoGANLoss` itself).
+``LazyPenalty`` is StyleGAN2's lazy regularisation (docs/training.md).
 """
 
 from __future__ import annotations

@@ -44,28 +44,21 @@ class StepBatch:
 
 
 def wasserstein_estimate(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-    """L_W (eq. 1): E[D(real macro patch)] - E[D(fake macro patch)].
-
-    D maximises it (its loss is -L_W), G minimises -E[D(fake)]; its value is the training
-    indicator of the paper's Appendix F.
-    """
+    """L_W (eq. 1): E[D(real macro patch)] - E[D(fake macro patch)]; D maximises it, and its
+    value is the training indicator of the paper's Appendix F."""
     return real_scores.mean() - fake_scores.mean()
 
 
 def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
                      generator: torch.Generator | None = None, *, with_norms: bool = False
                      ) -> Tensor | tuple[Tensor, Tensor]:
-    """L_GP (eq. 2, Gulrajani et al. 2017): E[(||grad_x D(x)||_2 - 1)^2] on interpolates.
-
-    One interpolation factor per sample, and the gradient norm over all of C, H, W (the
-    authors' release drew alpha per element and took the norm over one axis only). Always in
-    the images' precision (float32), also under autocast: the double backward needs it.
+    """L_GP (eq. 2, Gulrajani et al. 2017): E[(||grad_x D(x)||_2 - 1)^2] on interpolates of
+    real and fake (B, C, H, W), one factor per sample and the norm over C, H, W (the release
+    drew alpha per element, the norm over one axis), in float32 also under autocast.
 
     Args:
         critic: maps macro patches (B, C, H, W) to scores (B,).
-        real, fake: (B, C, H, W) macro patches.
-        generator: RNG for the interpolation factors (drawn on its device).
-        with_norms: also return the per-sample gradient norms (B,), detached (diagnostics).
+        with_norms: also return the detached per-sample gradient norms (B,).
     """
     device = generator.device if generator is not None else None
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator,
@@ -90,11 +83,8 @@ def content_consistency(predicted: Tensor, target: Tensor) -> Tensor:
 
 
 class CocoGANLoss:
-    """The three phases' objectives for one training iteration of ``model``.
-
-    Each phase gets D's features h of the patches it scores (the step computes them, so that
-    it can batch and cache D's trunk) and returns (loss, values).
-    """
+    """The three phases' objectives for one training iteration of ``model``; each gets D's
+    features h of the patches it scores (the step batches D's trunk) and returns (loss, values)."""
 
     def __init__(self, model: CocoGAN, train: Config, iteration: int = 0) -> None:
         self.model, self.iteration = model, iteration

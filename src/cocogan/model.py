@@ -1,9 +1,6 @@
-"""The model bundles: G, D, the EMA generator (and for COCO-GAN the coordinate system).
-
-:class:`CocoGAN` is the paper's model; :class:`BaselineGAN` the full-image GAN it is compared
-with (``model.family``, built by :func:`build_model`). This module also holds the one latent
-sampler (:func:`sample_latents`) and turns latents and grid positions into patches, which every
-later layer (training, applications, metrics) needs.
+"""The model bundles: G, D and the EMA generator of :class:`CocoGAN` (the paper's model) or
+:class:`BaselineGAN` (the full-image GAN it is compared with), the one latent sampler, and
+latents plus grid positions to patches.
 
 Shapes: B batch, P micro patches per macro patch, Z latent dims, D coordinate dims.
 """
@@ -29,12 +26,8 @@ from cocogan.variants import build_generator
 
 def sample_latents(count: int, z_dim: int, generator: torch.Generator | None = None,
                    device: torch.device | str | None = None) -> Tensor:
-    """Latents z ~ U[-1, 1]^Z, (B, Z): the one sampler of training, sample grids and seeds.
-
-    Drawn on ``generator``'s device (a CUDA generator needs no copy from the host), then moved
-    to ``device`` (None: left there). One row drawn from a fresh seeded CPU generator is what
-    ``--seeds`` names.
-    """
+    """Latents z ~ U[-1, 1]^Z, (B, Z): the one sampler of training, sample grids and seeds,
+    drawn on ``generator``'s device, then moved to ``device`` (None: left there)."""
     where = generator.device if generator is not None else None
     z = torch.rand(count, z_dim, generator=generator, device=where) * 2.0 - 1.0
     return z if device is None else z.to(device)
@@ -43,11 +36,8 @@ def sample_latents(count: int, z_dim: int, generator: torch.Generator | None = N
 @torch.no_grad()
 def recalibrate_norms(generator: nn.Module, forward: Callable[[], object], batches: int) -> None:
     """Recompute ``generator``'s batch-norm running statistics as the cumulative average over
-    ``batches`` calls of ``forward`` (which runs it on training-like inputs).
-
-    Only the BN layers run in training mode: spectral norm's power iteration does not advance,
-    so nothing but the running statistics changes; the generator is left in eval mode.
-    """
+    ``batches`` calls of ``forward``; only BN layers run in training mode (spectral norm does
+    not advance), and the generator is left in eval mode."""
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for module in norms:
@@ -96,19 +86,10 @@ class CocoGAN(GANBundle):
     @torch.no_grad()
     def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0,
                         extend: int = 0) -> None:
-        """Give the EMA generator spectral and batch norms of its own weights.
-
-        The EMA generator averages G's weights, but its normalisation would otherwise be the
-        live G's, measured on other weights: the running statistics (docs/seams.md: SWD
-        139 -> 112 on a 1,000-step tiny run) and spectral norm's u, v (which left its
-        effective weights' sigma_max up to 1.23). This sets every u, v to the top singular pair
-        of the EMA's own weight (SVD, so sigma_max is 1 exactly), then runs it in training mode
-        over ``batches`` training-like batches (z and macro positions drawn as
-        :func:`cocogan.training.step.sample_step` does, continuous when the model samples so,
-        every other batch on the grid extended by ``extend`` steps, from a private RNG seeded
-        with ``seed``) and keeps the cumulative average, so sampling is deterministic and the
-        training RNG is untouched. Only the BN layers run in training mode.
-        """
+        """Give the EMA generator spectral and batch norms of its own weights, not the live
+        G's (docs/seams.md: SWD 139 -> 112): u, v from the SVD of each weight, then BN
+        statistics averaged over ``batches`` training-like batches (every other one on the
+        grid extended by ``extend``) from a private RNG seeded with ``seed``."""
         self.recalibrate_statistics(self.generator_ema, batch, batches, seed, extend)
 
     @torch.no_grad()
@@ -145,8 +126,7 @@ class BaselineGAN(GANBundle):
 
     def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0,
                         extend: int = 0) -> None:
-        """The EMA generator's spectral and batch norms for its own weights (as
-        :class:`CocoGAN`'s; ``extend`` is accepted for the Trainer and unused: no coordinates)."""
+        """As :meth:`CocoGAN.recalibrate_ema` (``extend`` is unused: no coordinates)."""
         del extend
         rng = torch.Generator().manual_seed(seed)
         exact_spectral_norm(self.generator_ema)
@@ -180,16 +160,9 @@ def exact_spectral_norm(module: nn.Module) -> None:
 
 def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,
                    cols: Tensor, **options: bool) -> Tensor:
-    """Micro patches for each latent at each of its grid positions, in one forward pass.
-
-    Args:
-        z: (B, Z) latents.
-        rows, cols: (B, P) grid positions (fractional and out-of-range positions allowed).
-        options: passed to the generator (a variant's, e.g. ``keep_margin``).
-
-    Returns:
-        (B, P, 3, micro, micro).
-    """
+    """Micro patches (B, P, 3, micro, micro) for latents z (B, Z) at grid positions
+    ``rows``/``cols`` (B, P; fractional or out of range too), in one forward pass; ``options``
+    go to the generator (a variant's, e.g. ``keep_margin``)."""
     batch, count = rows.shape
     c = coords.micro_coords(rows, cols).to(z.device)  # (B, P, D)
     z_rep = z[:, None, :].expand(batch, count, z.shape[1])  # same z for all patches of a sample
@@ -200,10 +173,8 @@ def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, ro
 
 def generate_macro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,
                    cols: Tensor) -> Tensor:
-    """Fake macro patches T(m->M)(G(z | c_i)) at macro positions ``rows``/``cols`` (B,).
-
-    Returns (B, 3, n_y * micro, n_x * micro).
-    """
+    """Fake macro patches T(m->M)(G(z | c_i)) (B, 3, n_y micro, n_x micro) at macro positions
+    ``rows``/``cols`` (B,)."""
     micro_rows, micro_cols = coords.micro_in_macro(rows, cols)  # (B, P)
     micro = generate_micro(generator, coords, z, micro_rows, micro_cols)
     return merge(micro, coords.macro_h, coords.macro_w)

@@ -1,18 +1,11 @@
-"""The write rule: cocogan never overwrites what a user owns, and never leaves a partial file.
+"""The write rule (docs/design.md): cocogan never overwrites what a user owns, and never
+leaves a partial file.
 
-1. The CLI writes only into folders it created or claimed (they hold a ``.cocogan`` marker
-   whose text only cocogan writes: one for output folders, one for runs) and empty folders.
-   Runs written before runs had a marker are recognised by a checkpoint whose safetensors
-   header carries cocogan's metadata, beside their ``config.yaml`` and ``run.yaml`` (file names
-   alone prove nothing: a user's project may hold both). A file named on the command line
-   (``huge --output FILE``) is written only if neither it nor its JSON sidecar exists, or they
-   lie in such a folder, or the sidecar says cocogan wrote them; never over a run's own files
-   (its config, state, metrics, eval.json, checkpoints). :func:`claim_folder` and
-   :func:`claim_file` are the checks; the CLI calls them before it computes anything.
-2. Every file is written to a hidden temporary name in its folder and renamed when complete
-   (:func:`atomic_write`): a reader never sees half a file. On failure the temporary file is
-   removed and the error names the final path; the previous version of that file is intact.
-3. Files get the usual permissions (0666 less the umask), like any other program's output.
+It writes only into folders it created or claimed (a ``.cocogan`` marker), empty folders and
+runs (a marker, or a pre-marker run's cocogan checkpoint beside config.yaml and run.yaml); a
+file named on the command line only when it is new, in such a folder or cocogan's own (its
+sidecar), never over a run's own files. :func:`claim_folder` and :func:`claim_file` check
+before anything is computed; :func:`atomic_write` writes a hidden temporary file and renames it.
 """
 
 from __future__ import annotations
@@ -97,10 +90,7 @@ def read_json_object(path: Path, limit: int = 1 << 20) -> dict | None:
 
 
 def check_folder(folder: Path, flag: str) -> Path:
-    """Raise OutputError unless cocogan may write into ``folder`` (see the module docstring).
-
-    Nothing is created: commands check their outputs before computing anything.
-    """
+    """Raise OutputError unless cocogan may write into ``folder``; nothing is created."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{flag} {folder} is a file, not a folder: choose a new folder")
@@ -128,11 +118,7 @@ def claim_folder(folder: Path, flag: str, run: bool = False) -> Path:
 
 
 def claim_file(path: Path, flag: str, sidecar: Path | None = None) -> Path:
-    """Check that cocogan may write ``path`` (and its ``sidecar``) named by ``flag``.
-
-    Raises:
-        OutputError: the path is a folder, or it or the sidecar is a file cocogan did not write.
-    """
+    """Raise OutputError unless cocogan may write ``path`` (and its ``sidecar``)."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder: name a file inside it")
@@ -175,11 +161,8 @@ def file_mode() -> int:
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)``, then rename the complete file onto ``path``.
-
-    On any failure (a full disk, Ctrl-C) the temporary file is removed and ``path`` keeps its
-    previous content; an OSError is re-raised naming ``path`` (not the temporary name).
-    """
+    """Call ``write(tmp_path)``, then rename the complete file onto ``path``; on any failure
+    the temporary file is removed, and an OSError names ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -1,7 +1,5 @@
-"""Patch operations (paper Section 2): merge T(m->M), crop T(X->M), split and assemble.
-
-All functions are vectorised over the batch (no Python loop over samples) and work on any
-number of channels.
+"""Patch operations (paper Section 2): merge T(m->M), crop T(X->M), split and assemble,
+vectorised over the batch.
 
 Shapes: B batch, P micro patches per macro patch (row-major), C channels, h/w micro patch
 height/width, H/W image height/width.
@@ -14,15 +12,8 @@ from torch import Tensor
 
 
 def merge(micro: Tensor, rows: int, cols: int) -> Tensor:
-    """T(m->M): concatenate row-major micro patches into one patch per sample.
-
-    Args:
-        micro: (B, P, C, h, w) with P = rows * cols, row-major.
-        rows, cols: micro patches per column / row of the merged patch.
-
-    Returns:
-        (B, C, rows * h, cols * w).
-    """
+    """T(m->M): micro patches (B, P, C, h, w), P = rows * cols row-major, into one patch
+    (B, C, rows * h, cols * w) per sample."""
     batch, count, channels, height, width = micro.shape
     assert count == rows * cols, f"merge: got {count} patches, expected {rows}x{cols}"
     grid = micro.reshape(batch, rows, cols, channels, height, width)
@@ -43,19 +34,13 @@ def split(images: Tensor, patch: int) -> Tensor:
 
 def crop(images: Tensor, top: Tensor, left: Tensor, height: int, width: int,
          *, wrap: bool = False, check: bool = True) -> Tensor:
-    """T(X->M): cut a (height, width) window at a per-sample pixel offset.
+    """T(X->M): cut a (B, C, height, width) window of images (B, C, H, W) at per-sample pixel
+    offsets ``top``, ``left`` (B,).
 
     Args:
-        images: (B, C, H, W) full images.
-        top, left: (B,) integer pixel offsets of each window's top-left corner.
-        height, width: window size in pixels.
         wrap: wrap columns around the horizontal seam (cylindrical panoramas).
-        check: raise on windows that leave the image; False skips the test, which reads the
-            offsets back to the host (a GPU sync), for callers whose offsets are valid by
-            construction.
-
-    Returns:
-        (B, C, height, width).
+        check: raise on windows that leave the image; False skips the test (a GPU sync) for
+            offsets valid by construction.
     """
     batch, _, full_h, full_w = images.shape
     top = top.to(images.device).long()
@@ -74,18 +59,8 @@ def crop(images: Tensor, top: Tensor, left: Tensor, height: int, width: int,
 
 
 def assemble(patches: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """Place micro patches generated at any set of grid positions into one image.
-
-    The positions must fill a rectangle of the grid (the full image, or a viewport); they may come
-    in any order. The result is that rectangle, whose top-left is (rows.min(), cols.min()).
-
-    Args:
-        patches: (B, P, C, h, w), one patch per position.
-        rows, cols: (P,) integer grid positions of the patches.
-
-    Returns:
-        (B, C, n_rows * h, n_cols * w).
-    """
+    """Place patches (B, P, C, h, w) at integer grid positions ``rows``/``cols`` (P,), in any
+    order, that fill a rectangle exactly once: returns it, (B, C, n_rows * h, n_cols * w)."""
     rows, cols = rows.long().cpu(), cols.long().cpu()  # geometry on the host: no device reads
     row0, col0 = int(rows.min()), int(cols.min())
     n_rows, n_cols = int(rows.max()) - row0 + 1, int(cols.max()) - col0 + 1

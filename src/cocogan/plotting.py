@@ -1,8 +1,5 @@
-"""Loss curves of a run as a PNG (``metrics.jsonl`` -> one panel per scalar).
-
-Uses matplotlib's object API with the Agg canvas, never pyplot, so it works without a display
-and does not change the process's global backend.
-"""
+"""Loss curves of a run as a PNG (``metrics.jsonl`` -> one panel per scalar), by matplotlib's
+object API and Agg canvas: no display needed, and the global backend is left alone."""
 
 from __future__ import annotations
 
@@ -32,19 +29,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def plot_metrics(metrics_jsonl: Path, out_png: Path, keys: list[str] | None = None) -> Path:
-    """Plot scalars of a metrics.jsonl against ``step``, one small panel each.
-
-    Args:
-        metrics_jsonl: file with one JSON object per line, each holding ``step``.
-        out_png: image to write (parent folders are created).
-        keys: scalars to plot; None plots the training losses and speed that are present.
-
-    Returns:
-        ``out_png``.
-
-    Raises:
-        ValueError: the file has no records, or none of ``keys`` appears in it.
-    """
+    """Plot scalars ``keys`` (None: the losses and speed present) of a metrics.jsonl against
+    ``step``, one panel each, into ``out_png``; ValueError when none appears."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

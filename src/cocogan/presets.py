@@ -1,10 +1,7 @@
-"""Named presets: every experiment of the paper and of the authors' release, plus small ones
-that train on two CPU cores in minutes: ``tiny-paper`` is the paper's model and losses at tiny
-widths (what the tests train by default); ``tiny``, ``tiny-panorama`` and ``small64`` add the
-options beyond the paper that the demo uses.
-
-Each preset is a small override of the defaults in :mod:`cocogan.config`; the table printed by
-``cocogan presets`` is derived from these entries and the networks they build.
+"""Named presets: small overrides of :mod:`cocogan.config`'s defaults for every experiment of
+the paper and the authors' release, plus small ones that train on two CPU cores in minutes
+(``tiny-paper``: the paper's method at tiny widths, the tests' default; ``tiny``,
+``tiny-panorama`` and ``small64`` add the options beyond the paper that the demo uses).
 """
 
 from __future__ import annotations

@@ -6,23 +6,15 @@ from typing import Any
 
 import torch
 
+from cocogan.budget import shape_networks
 from cocogan.config import Config
-from cocogan.coords import coordinate_system
-from cocogan.model import build_generator
-from cocogan.nn import Discriminator
-from cocogan.nn.layers import shapes_only
 from cocogan.presets import PRESETS
 
 
 def parameter_counts(config: Config) -> dict[str, int]:
     """Parameters of G, of D without its heads, and of each head (networks built for their
     shapes only: instant, no memory, whatever the preset's size)."""
-    model = config.model
-    system = coordinate_system(model)
-    dim = system.coord_dim
-    with shapes_only():
-        generator = build_generator(model, system)
-        disc = Discriminator(dim, model.z_dim, model.macro, model.ndf, model.aux_hidden)
+    generator, disc = shape_networks(config.model)
 
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())

@@ -2,8 +2,7 @@
 shipped card) and of every user-given text echoed in a message.
 
 A real config is ~2 KB, ~60 nodes and 3 levels deep; a 400-byte "billion laughs" YAML expands
-to ~10^9 nodes, deep nesting overflows the recursive YAML composer and JSON decoder, and a
-2 GB config.yaml read whole took 4.4 GB. Everything here is checked before anything is built.
+to ~10^9 nodes and deep nesting overflows the recursive YAML composer and JSON decoder.
 """
 
 from __future__ import annotations
@@ -33,8 +32,7 @@ class ConfigError(ValueError):
 
 
 class YAMLLimitError(ConfigError, yaml.YAMLError):
-    """A YAML text beyond the bounds of a config (size, nesting, alias expansion); also a
-    YAMLError, so callers that catch invalid YAML catch this too."""
+    """A YAML text beyond the bounds of a config (size, nesting, alias expansion)."""
 
 
 def show(value: Any) -> str:
@@ -79,58 +77,53 @@ def read_bounded(path: Path, what: str) -> str:
 
 def load_yaml(text: str, what: str) -> Any:
     """`yaml.safe_load` within the bounds of a config: at most MAX_CONFIG_BYTES characters,
-    MAX_CONFIG_DEPTH levels of nesting and MAX_CONFIG_NODES nodes with every alias expanded.
-
-    The bounds are checked on the parser's event stream (iterative, linear in the text)
-    before anything is composed, so a billion-laughs text costs microseconds, not gigabytes.
+    MAX_CONFIG_DEPTH levels and MAX_CONFIG_NODES nodes with every alias expanded, checked on
+    the parser's event stream (iterative) before anything is composed, so a billion-laughs text
+    costs microseconds, not gigabytes.
 
     Args:
         what: the text's origin for messages ("--config x.yaml", "--set model.ngf").
     Raises:
-        YAMLLimitError: beyond a bound; yaml.YAMLError: not YAML.
+        YAMLLimitError: beyond a bound; ConfigError: not YAML.
     """
     if len(text) > MAX_CONFIG_BYTES:
         raise YAMLLimitError(f"{what} is {len(text)} characters, more than a config's "
                              f"{MAX_CONFIG_BYTES}: pass a config file of section: key lines")
     sizes: dict[str, int] = {}  # anchor -> expanded node count of what it names
-    open_nodes: list[list[Any]] = []  # [anchor, expanded nodes so far] per open collection
-    total = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            open_nodes.append([event.anchor, 1])
-            if len(open_nodes) > MAX_CONFIG_DEPTH:
-                raise YAMLLimitError(f"{what} nests more than {MAX_CONFIG_DEPTH} levels deep; a "
-                                     "config has sections of key: value lines")
-            continue
-        if isinstance(event, yaml.CollectionEndEvent):
-            anchor, size = open_nodes.pop()
-        elif isinstance(event, yaml.ScalarEvent):
-            anchor, size = event.anchor, 1
-        elif isinstance(event, yaml.AliasEvent):
-            anchor, size = None, sizes.get(event.anchor, 1)
-        else:
-            continue
-        if anchor is not None:
-            sizes[anchor] = size
-        if open_nodes:
-            open_nodes[-1][1] += size
-        total += size if not open_nodes else 0
-        if max(total, open_nodes[-1][1] if open_nodes else 0) > MAX_CONFIG_NODES:
-            raise YAMLLimitError(f"{what} expands to more than {MAX_CONFIG_NODES} values "
-                                 "(YAML aliases repeating aliases, a 'billion laughs'): refused")
-    return yaml.safe_load(text)
-
-
-def read_yaml_file(path: Path, what: str) -> Any:
-    """:func:`load_yaml` of a file read by :func:`read_bounded`; invalid YAML is a ConfigError."""
-    text = read_bounded(path, what)
+    open_nodes: list[list[Any]] = [[None, 0]]  # [anchor, expanded nodes] per open collection
     try:
-        return load_yaml(text, f"{what} {path}")
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_nodes.append([event.anchor, 1])
+                if len(open_nodes) > MAX_CONFIG_DEPTH + 1:
+                    raise YAMLLimitError(f"{what} nests more than {MAX_CONFIG_DEPTH} levels "
+                                         "deep; a config has sections of key: value lines")
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
+                anchor, size = open_nodes.pop()
+            elif isinstance(event, yaml.ScalarEvent):
+                anchor, size = event.anchor, 1
+            elif isinstance(event, yaml.AliasEvent):
+                anchor, size = None, sizes.get(event.anchor, 1)
+            else:
+                continue
+            if anchor is not None:
+                sizes[anchor] = size
+            open_nodes[-1][1] += size  # the outermost entry counts the whole text
+            if open_nodes[-1][1] > MAX_CONFIG_NODES:
+                raise YAMLLimitError(f"{what} expands to more than {MAX_CONFIG_NODES} values "
+                                     "(YAML aliases repeating aliases, a 'billion laughs'): "
+                                     "refused")
+        return yaml.safe_load(text)
     except YAMLLimitError:
         raise
     except yaml.YAMLError as error:
-        raise ConfigError(f"{what} {path} is not valid YAML: "
-                          f"{str(error).splitlines()[0]}") from None
+        raise ConfigError(f"{what} is not valid YAML: {str(error).splitlines()[0]}") from None
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """:func:`load_yaml` of a file read by :func:`read_bounded`."""
+    return load_yaml(read_bounded(path, what), f"{what} {path}")
 
 
 def check_depth(data: Any, what: str) -> None:

@@ -1,9 +1,6 @@
-"""Beyond-boundary generation (ICCV 2019 version of the paper): extrapolating the coordinates.
-
-The micro grid is extended by whole patches past the trained image on any side; the added
-positions get coordinates outside [-1, 1] (one grid step past -1 is -1 - 2/(K-1)), which G never
-saw unless the run was fine-tuned with ``cocogan train --extrapolate``. A cylindrical run has no
-left or right border (its columns wrap), so it extends vertically only.
+"""Beyond-boundary generation (ICCV 2019 version of the paper): the micro grid extended by
+whole patches past the trained image, at coordinates outside [-1, 1] (G saw them only if
+fine-tuned with ``--extrapolate``). A cylindrical run extends vertically only.
 
 Shapes: B batch, Z latent dims, H'/W' extended image height/width.
 """
@@ -49,9 +46,6 @@ def extended_rect(coords: CoordinateSystem, extension: Extension) -> GridRect:
 
 def beyond(model: CocoGAN, z: Tensor, extension: Extension, *, raw: bool = False,
            chunk: int = DEFAULT_CHUNK) -> Tensor:
-    """Images on the extended grid: (B, 3, (K_y + top + bottom) m, (K_x + left + right) m).
-
-    The trained image is the sub-rectangle starting ``extension.top`` patches down and
-    ``extension.left`` patches right (identical to ``full_images`` there).
-    """
+    """Images (B, 3, (K_y + top + bottom) m, (K_x + left + right) m) on the extended grid;
+    the trained image is the sub-rectangle ``extension.top`` and ``.left`` patches in."""
     return sample_rect(model, z, extended_rect(model.coords, extension), raw=raw, chunk=chunk)

@@ -18,14 +18,9 @@ FINGERPRINT_SEED, FINGERPRINT_COUNT = 0, 8  # the images of `cocogan generate fu
 
 def fingerprint(file: str | Path, seed: int = FINGERPRINT_SEED, count: int = FINGERPRINT_COUNT
                 ) -> dict[str, Any]:
-    """The card's ``fingerprint`` of a weights file: the full images of seeds seed..seed+count-1
-    drawn as ``cocogan generate full`` draws them on a CPU (EMA generator, default chunk).
-
-    Returns:
-        {"seed", "count", "sha256": of the uint8 pixels (count, H, W, 3), those of the PNG
-        files, "mean": of the images in [-1, 1] before rounding (a figure that thread counts
-        and CPUs change by ~1e-7 where they flip a pixel's rounding)}.
-    """
+    """The card's ``fingerprint`` of a weights file: for the images of seeds seed..seed+count-1
+    as ``cocogan generate full`` draws them on a CPU, the SHA-256 of their uint8 pixels and
+    their mean before rounding (which CPUs may change by ~1e-7)."""
     config, model, _ = load_model(file, "cpu")
     z = latents(list(range(seed, seed + count)), config.model.z_dim)
     per_pass = images_per_pass(model)  # the batches of `generate full`

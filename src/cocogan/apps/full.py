@@ -1,8 +1,5 @@
-"""Full-image generation (paper Sections 2 and 3.1): every micro patch of a batch of images.
-
-All (image, position) pairs of the batch go through G in as few forward passes as ``chunk``
-allows, and the patches are assembled by T(m->M) alone, with no blending or other
-post-processing: the seams are whatever G learnt to make coherent.
+"""Full-image generation (paper Sections 2 and 3.1): every micro patch of a batch of images,
+in as few passes as ``chunk`` allows, assembled by T(m->M) alone (no blending).
 
 Shapes: B batch, Z latent dims, H/W full image height/width.
 """
@@ -23,15 +20,6 @@ def images_per_pass(model: CocoGAN, chunk: int = DEFAULT_CHUNK) -> int:
 
 def full_images(model: CocoGAN, z: Tensor, *, raw: bool = False,
                 chunk: int = DEFAULT_CHUNK) -> Tensor:
-    """Full images for latents ``z``.
-
-    Args:
-        model: the bundle; its EMA generator is used unless ``raw``.
-        z: (B, Z) latents on the model's device (see :func:`cocogan.render.latents`).
-        raw: use the raw generator instead of the EMA one.
-        chunk: maximum micro patches per forward pass (memory bound).
-
-    Returns:
-        (B, 3, H, W) in [-1, 1].
-    """
+    """Full images (B, 3, H, W) in [-1, 1] for latents ``z`` (B, Z) on the model's device,
+    by the EMA generator unless ``raw``, at most ``chunk`` micro patches per forward pass."""
     return sample_rect(model, z, trained_rect(model.coords), raw=raw, chunk=chunk)

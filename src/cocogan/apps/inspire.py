@@ -1,16 +1,9 @@
-"""Patch-inspired image generation (paper Section 3.4, Figure 8).
+"""Patch-inspired image generation (paper Section 3.4, Figure 8; docs/applications.md).
 
-D sees a macro patch (a crop of a real image, or a macro-patch image file). Its content head Q
-estimates the latent z~ (what L_C trains it to do, eq. 4) and its spatial head the macro
-coordinate c~_M (L_S, eq. 3), both with D in eval mode. G then generates the full image from z~;
-the macro patch of that image at the estimated position is the "inspired" patch, which should
-resemble the input. On a panorama the head predicts the row alone (L_S cannot train a heading
-on rolled real panoramas), and the column is found by search: the one of the K columns where
-G's panorama, at the estimated row, is nearest (mean squared error) to the given patch.
-(The authors' release computed z~ and dropped it.) Q is trained every step, but G is pushed to make
-z recoverable only when the run's L_C weight is positive, i.e. with the patch-inspired presets;
-:func:`content_warning` says so for other runs. Eval mode is consistent: D's heads track batch-norm
-statistics only in D's own update (the spatial head on real patches, Q on fakes), never in G's.
+D (eval mode) reads a macro patch: Q estimates the latent z~ (eq. 4), the spatial head the
+macro coordinate c~_M (eq. 3). G generates the full image from z~; its macro patch at the
+estimated position is the "inspired" patch. On a panorama the head predicts the row alone and
+the column is searched: the one whose macro patch is nearest (MSE) to the given one.
 
 Shapes: B batch, Z latent dims, S spatial head outputs, K columns, Mh/Mw macro patch
 height/width, H/W full image height/width.
@@ -45,11 +38,8 @@ class Inspiration:
 
 
 def content_warning(config: Config) -> str | None:
-    """A warning when the run trained without L_C in G's objective (loss.w_content == 0).
-
-    Q itself is trained every step either way, but only L_C in G's objective makes G keep z
-    recoverable from a single macro patch, which is what inspiration relies on.
-    """
+    """A warning when G trained without L_C (loss.w_content == 0): Q is trained either way,
+    but only L_C in G's objective keeps z recoverable from one macro patch."""
     if config.loss.w_content > 0:
         return None
     return (f"run {config.name!r} was trained with loss.w_content=0, so G was never pushed to "
@@ -72,10 +62,8 @@ def check_patch(model: CocoGAN, patch: Tensor, source: str = "--patch") -> Tenso
 
 
 def crop_patch(model: CocoGAN, image: Tensor, top: int, left: int) -> Tensor:
-    """Cut the macro patch at pixel (top, left) from a (3, H, W) image of the run's size.
-
-    Panoramas (cylindrical runs) may be cut across the seam; other boxes must lie inside.
-    """
+    """Cut the macro patch at pixel (top, left) from a (3, H, W) image of the run's size
+    (across the seam on a panorama; inside the image otherwise)."""
     full_h, full_w = model.config.full_height, model.config.full_width
     height, width = macro_size(model)
     if tuple(image.shape[1:]) != (full_h, full_w):
@@ -105,15 +93,8 @@ def search_columns(model: CocoGAN, full: Tensor, patches: Tensor, rows: Tensor) 
 
 def inspire(model: CocoGAN, patches: Tensor, *, raw: bool = False,
             chunk: int = DEFAULT_CHUNK) -> Inspiration:
-    """Estimate z and position from each macro patch, then generate from the estimate.
-
-    Args:
-        model: the bundle (D with its heads, and the EMA generator unless ``raw``).
-        patches: (B, 3, Mh, Mw) macro patches in [-1, 1].
-
-    Returns:
-        An :class:`Inspiration` with batched tensors.
-    """
+    """Estimate z and position from each macro patch (B, 3, Mh, Mw) in [-1, 1], then
+    generate from the estimate (the EMA generator unless ``raw``)."""
     assert patches.ndim == 4, f"patches: got {tuple(patches.shape)}, expected (B, 3, Mh, Mw)"
     check_patch(model, patches[0], "macro patch")
     disc = model.discriminator

@@ -1,20 +1,10 @@
-"""The three interpolations of paper Section 3.2 (latent space continuity).
-
-- micro: a fixed micro position, z moved along the path between two latents (Fig. 4a);
-- spatial: a fixed z, the micro coordinate moved in a straight line between two points of
-  [-1, 1]^2, through the positions between the trained grid points too (Fig. 5);
-- full: z moved so and every micro patch regenerated at every step (Fig. 4b).
+"""The three interpolations of paper Section 3.2 (latent space continuity): micro (one micro
+position, z moved; Fig. 4a), spatial (one z, the micro coordinate moved along a line of
+[-1, 1]^2, between grid points too; Fig. 5) and full (z moved, every patch regenerated; Fig. 4b).
 Each returns F frames whose first and last are exactly the endpoints.
 
-z ~ U[-1, 1]^Z, and slerp between two cube points leaves the cube (8.3 % of a midpoint's
-components for Z = 32, up to 1.5): :func:`latent_path` slerps the Gaussian images of the latents
-(u -> sqrt(2) erfinv(u), where slerp is at home: a midpoint of two independent normals is normal)
-and maps the path back, so every frame lies inside the support G was trained on. With
-``model.z_phase`` z[0] is a heading (pi z[0]): it turns along the shorter arc, and the rest of z
-moves as above (docs/applications.md).
-
-Spatial endpoints are normalised coordinates (y, x); for cylindrical runs x is the angle theta,
-so x = -1 and x = 1 are the same column.
+Slerp between two points of the cube [-1, 1]^Z leaves it, so :func:`latent_path` slerps their
+Gaussian images (sqrt(2) erfinv(u)) and maps the path back (docs/applications.md).
 
 Shapes: F frames, Z latent dims, m micro patch side, H/W full image height/width.
 """
@@ -43,10 +33,7 @@ def interpolation_steps(frames: int) -> Tensor:
 
 
 def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
-    """Spherical interpolation (White, 2016) between (Z,) latents at steps t (F,) -> (F, Z).
-
-    t = 0 and t = 1 give z0 and z1 exactly: sin((1 - t) w) / sin(w) is then sin(w) / sin(w).
-    """
+    """Spherical interpolation (White, 2016) between (Z,) latents at steps t (F,) -> (F, Z)."""
     t = t.to(z0.device, torch.float32)[:, None]  # (F, 1)
     cos = torch.dot(z0, z1) / (z0.norm() * z1.norm()).clamp_min(1e-12)
     omega = torch.arccos(cos.clamp(-1.0, 1.0))
@@ -82,20 +69,15 @@ def micro_interpolation(model: CocoGAN, z0: Tensor, z1: Tensor, row: float, col:
         return render_patches(generator, model.coords, path, *position)[:, 0]
 
 
-def grid_position(coords: CoordinateSystem, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Inverse of ``micro_coords``: normalised (y, x or theta) -> fractional grid units."""
-    rows = (y + 1.0) / 2.0 * max(coords.grid_h - 1, 0)
-    span = coords.grid_w if coords.cyclic else max(coords.grid_w - 1, 0)
-    return rows, (x + 1.0) / 2.0 * span
-
-
 def spatial_path(coords: CoordinateSystem, start: tuple[float, float], end: tuple[float, float],
                  frames: int) -> tuple[Tensor, Tensor]:
-    """Grid positions (F,) of a straight line from ``start`` to ``end`` (normalised (y, x))."""
+    """Fractional grid positions (F,) of a line from ``start`` to ``end``, normalised (y, x);
+    on a cylinder x is the angle theta (-1 and 1 are the same column)."""
     t = interpolation_steps(frames)
     y = torch.lerp(torch.tensor(float(start[0])), torch.tensor(float(end[0])), t)
     x = torch.lerp(torch.tensor(float(start[1])), torch.tensor(float(end[1])), t)
-    return grid_position(coords, y, x)
+    span = coords.grid_w if coords.cyclic else max(coords.grid_w - 1, 0)
+    return (y + 1.0) / 2.0 * max(coords.grid_h - 1, 0), (x + 1.0) / 2.0 * span
 
 
 def spatial_interpolation(model: CocoGAN, z: Tensor, start: tuple[float, float],

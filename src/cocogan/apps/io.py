@@ -1,8 +1,5 @@
-"""Small outputs of the applications: PNG, GIF, image grids, boxes, JSON sidecars, and parsing of
-the few value syntaxes the commands share (seed lists like ``0-15,20``, integer tuples).
-
-Every image written next to a ``.json`` sidecar says what produced it (checkpoint, step, seed,
-coordinates), so a picture can be regenerated or traced back without the command line.
+"""Small outputs of the applications (PNG, GIF, grids, boxes, JSON sidecars that say what
+produced each image) and the value syntaxes the commands share (seeds ``0-15,20``, tuples).
 
 Shapes: B batch, F frames, H/W image height and width; tensors are (3, H, W) in [-1, 1],
 arrays are (H, W, 3) uint8.
@@ -96,7 +93,7 @@ def load_image(path: str | Path) -> Tensor:
         raise FileNotFoundError(f"image {path} does not exist")
     try:
         with Image.open(path) as handle:
-            return image_tensor(handle)
+            return to_tensor(to_rgb(handle))  # the data loader's decoder
     except Image.DecompressionBombError:
         raise ValueError(f"image {path} is too large to decode safely (over "
                          f"{Image.MAX_IMAGE_PIXELS * 2 // 1_000_000} megapixels): resize it "
@@ -106,15 +103,6 @@ def load_image(path: str | Path) -> Tensor:
             raise  # a file-system error (permissions...): the CLI names it
         raise ValueError(f"image {path} cannot be decoded ({str(error).strip() or 'unknown'}):"
                          " pass a PNG or JPEG image file") from None
-
-
-def image_tensor(image: Image.Image) -> Tensor:
-    """A decoded image as (3, H, W) in [-1, 1]; transparency is composited onto white.
-
-    The data loader's conversion (one decoder for every path: 16-bit grey is rescaled, not
-    clipped to white).
-    """
-    return to_tensor(to_rgb(image))
 
 
 def image_grid(images: Tensor, columns: int | None = None, pad: int = 2,
@@ -144,8 +132,7 @@ def draw_box(image: np.ndarray, top: int, left: int, height: int, width: int,
 
 # ---- writing ---------------------------------------------------------------------------------
 def save_png(path: str | Path, image: Tensor | np.ndarray) -> Path:
-    """Write one image, (3, H, W) in [-1, 1] or (H, W, 3) uint8, as PNG (atomic, parents
-    created)."""
+    """Write one image, (3, H, W) in [-1, 1] or (H, W, 3) uint8, as PNG (atomic)."""
     array = to_uint8(image) if isinstance(image, Tensor) else image
     return atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 

@@ -1,11 +1,8 @@
 """Partial-scene generation (paper Section 3.3): only the micro patches a viewport needs.
 
-A viewport is a pixel box of the full image. Cartesian runs take it directly and it must lie
-inside the image. Cylindrical runs describe it by an angular range, 0 degrees being the left edge
-of the panorama (theta = -1) and angles growing to the right, plus a pixel row range; the range
-may cross the 360-degree seam or be wider than 360 degrees. The micro patches intersecting the
-box are generated (cost proportional to their number), assembled, and trimmed to the box, so
-the result is the same region cut from the full image of the same latent.
+A viewport is a pixel box inside the image, or on a panorama an angular range (0 degrees: the
+left edge; it may cross the seam or exceed 360) and rows. The patches intersecting it are
+generated, assembled and trimmed: the same region as cut from the full image.
 
 Shapes: B batch, Z latent dims, h/w viewport height/width in pixels.
 """
@@ -47,11 +44,8 @@ def cartesian_box(coords: CoordinateSystem, top: int, left: int, height: int,
 
 def cylindrical_box(coords: CoordinateSystem, start: float, end: float, top: int = 0,
                     bottom: int | None = None) -> PixelBox:
-    """A panorama viewport from degrees (``--angles START,END``) and pixel rows [top, bottom).
-
-    ``end`` below ``start`` crosses the seam (300,60 is 120 degrees wide); angles map to the
-    nearest pixel column.
-    """
+    """A panorama viewport from degrees (``--angles START,END``; 300,60 crosses the seam) and
+    pixel rows [top, bottom); angles map to the nearest pixel column."""
     full_h, full_w = coords.grid_h * coords.micro, coords.grid_w * coords.micro
     bottom = full_h if bottom is None else bottom
     if not 0 <= top < bottom <= full_h:
@@ -76,10 +70,7 @@ def covering_rect(coords: CoordinateSystem, box: PixelBox) -> GridRect:
 
 def viewport(model: CocoGAN, z: Tensor, box: PixelBox, *, raw: bool = False,
              chunk: int = DEFAULT_CHUNK) -> Tensor:
-    """The pixels of ``box`` for latents ``z``, computing only the patches that intersect it.
-
-    Returns (B, 3, box.height, box.width).
-    """
+    """The pixels (B, 3, box.height, box.width) of ``box`` for latents ``z``."""
     rect = covering_rect(model.coords, box)
     region = sample_rect(model, z, rect, raw=raw, chunk=chunk)
     top = box.top - rect.top * model.coords.micro

@@ -1,8 +1,7 @@
 """Procedural datasets that need no download: smoke tests and demos of patch coordination.
 
-Each item is a pure function of (seed, index): a NumPy generator seeded with both draws the
-scene's parameters, and the scene is rasterised with vectorised array code, so any worker can
-render any index in any order and get identical pixels. Scenes are defined in continuous
+Each item is a pure function of (seed, index) (a NumPy generator seeded with both draws the
+scene), so any worker renders any index identically; scenes are defined in continuous
 coordinates and anti-aliased, so one (seed, index) looks the same at every resolution.
 
 Shapes: H, W image height and width; renderers return an image (H, W, 3) in [0, 1] and a
@@ -50,13 +49,8 @@ def _over(base: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> np.ndarray
     return base * (1.0 - a) + colour * a
 
 
-def _ellipse_distance(
-    x: np.ndarray,
-    y: np.ndarray,
-    centre: tuple[float, float],
-    radii: tuple[float, float],
-    angle: float,
-) -> np.ndarray:
+def _ellipse_distance(x: np.ndarray, y: np.ndarray, centre: tuple[float, float],
+                      radii: tuple[float, float], angle: float) -> np.ndarray:
     """Approximate signed distance to a rotated ellipse (first-order: level set over gradient)."""
     dx, dy = x - centre[0], y - centre[1]
     u = dx * np.cos(angle) + dy * np.sin(angle)
@@ -67,17 +61,10 @@ def _ellipse_distance(
     return (rho - 1.0) / np.maximum(grad, 1e-9)
 
 
-def render_blobs(
-    rng: np.random.Generator, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Outlined, shaded ellipse with an inner disk on a two-colour gradient.
-
-    Lengths are in units of s = min(height, width); the ellipse radii are 0.15-0.35 s and the
-    centre keeps it (nearly) inside the frame.
-
-    Returns:
-        image (H, W, 3) in [0, 1] and the object's coverage mask (H, W).
-    """
+def render_blobs(rng: np.random.Generator, height: int, width: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Outlined, shaded ellipse (radii 0.15-0.35 of the shorter side, nearly inside the frame)
+    with an inner disk on a two-colour gradient: image (H, W, 3) and the object's mask (H, W)."""
     s = float(min(height, width))
     y = ((np.arange(height) + 0.5 - height / 2) / s)[:, None]  # (H, 1), centred
     x = ((np.arange(width) + 0.5 - width / 2) / s)[None, :]  # (1, W)
@@ -117,9 +104,8 @@ def render_blobs(
     return image, mask
 
 
-def _ridge(
-    rng: np.random.Generator, theta: np.ndarray, amplitude: float, terms: int = 5
-) -> tuple[np.ndarray, np.ndarray]:
+def _ridge(rng: np.random.Generator, theta: np.ndarray, amplitude: float, terms: int = 5
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Cyclic height profile and its derivative d/dtheta, both (W,), peak |profile| = amplitude.
 
     Integer frequencies make the profile 2*pi-periodic, hence seamless; uniform phases make
@@ -135,17 +121,10 @@ def _ridge(
     return profile * scale, slope * scale
 
 
-def render_skyline(
-    rng: np.random.Generator, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """360-degree panorama: sky gradient, sun or moon, far and near mountain ridges.
-
-    Column j sits at angle 2*pi*j/W, so a column W would repeat column 0; the sun uses the
-    wrapped angular distance, so it too crosses the seam intact.
-
-    Returns:
-        image (H, W, 3) in [0, 1] and the near ridge's coverage mask (H, W).
-    """
+def render_skyline(rng: np.random.Generator, height: int, width: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """360-degree panorama: sky gradient, sun or moon (at a wrapped angular distance, so it
+    crosses the seam intact), far and near ridges: image (H, W, 3) and the near ridge's mask."""
     theta = 2 * np.pi * np.arange(width) / width  # (W,)
     y = ((np.arange(height) + 0.5) / height)[:, None]  # (H, 1), 0 top .. 1 bottom
     px_per_rad = width / (2 * np.pi)
@@ -193,16 +172,10 @@ class BuiltinSpec:
 
 
 BUILTIN_DATASETS: dict[str, BuiltinSpec] = {
-    "blobs": BuiltinSpec(
-        "outlined ellipse with an inner disk on a gradient; tests whole-object coordination",
-        cylindrical=False,
-        render=render_blobs,
-    ),
-    "skyline": BuiltinSpec(
-        "360-degree mountain panorama with sky and sun, exactly cyclic; for cylindrical runs",
-        cylindrical=True,
-        render=render_skyline,
-    ),
+    "blobs": BuiltinSpec("outlined ellipse with an inner disk on a gradient; tests whole-object "
+                         "coordination", cylindrical=False, render=render_blobs),
+    "skyline": BuiltinSpec("360-degree mountain panorama with sky and sun, exactly cyclic; for "
+                           "cylindrical runs", cylindrical=True, render=render_skyline),
 }
 
 
@@ -215,22 +188,15 @@ def unknown_builtin(name: str) -> DataError:
 class BuiltinDataset(Dataset[torch.Tensor]):
     """A procedural dataset of ``length`` images; item i is a pure function of (seed, i)."""
 
-    def __init__(
-        self,
-        name: str,
-        height: int,
-        width: int,
-        *,
-        seed: int = 0,  # selects the family member set; same seed, same pixels everywhere
-        length: int = 10000,  # number of distinct images (the epoch length)
-    ) -> None:
+    def __init__(self, name: str, height: int, width: int, *,
+                 seed: int = 0,  # selects the images; same seed, same pixels everywhere
+                 length: int = 10000,  # number of distinct images (the epoch length)
+                 ) -> None:
         if name not in BUILTIN_DATASETS:
             raise unknown_builtin(name)
         if height <= 0 or width <= 0 or length <= 0:
-            raise DataError(
-                f"builtin:{name} needs positive height, width and length, "
-                f"got {height}, {width}, {length}"
-            )
+            raise DataError(f"builtin:{name} needs positive height, width and length, "
+                            f"got {height}, {width}, {length}")
         self.name, self.spec = name, BUILTIN_DATASETS[name]
         self.height, self.width = height, width
         self.seed, self.length = seed, length

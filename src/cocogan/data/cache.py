@@ -1,10 +1,6 @@
-"""Decoded training images kept in memory as one uint8 tensor, so decoding never limits a step.
-
-A folder of 64x64 images is decoded once at start-up (in DataLoader workers) into an
-(N, 3, H, W) uint8 tensor, in host memory or on the training GPU; a batch is then one gather and
-one conversion, with no worker processes. Folder images are 8-bit after resizing, so the cache
-holds them exactly: a cached item equals the decoded one bit for bit (u / 127.5 - 1 in float32,
-as :func:`cocogan.data.imaging.to_tensor` computes it).
+"""Decoded training images kept as one uint8 tensor (N, 3, H, W), on the host or the training
+GPU, so decoding never limits a step: a batch is one gather and one conversion. Folder images
+are 8-bit after resizing, so a cached item equals the decoded one bit for bit.
 
 Shapes: N images, B batch, H/W image height/width.
 """
@@ -35,11 +31,7 @@ def from_uint8(images: Tensor) -> Tensor:
 
 
 class CachedImages(Dataset[Tensor]):
-    """A dataset whose images are all in one uint8 tensor (N, 3, H, W).
-
-    Args:
-        images: the uint8 images, on the CPU or on the training device.
-    """
+    """A dataset whose images are all in one uint8 tensor (N, 3, H, W), on any device."""
 
     def __init__(self, images: Tensor) -> None:
         assert images.dtype == torch.uint8 and images.ndim == 4 and images.shape[1] == 3, \
@@ -60,11 +52,8 @@ class CachedImages(Dataset[Tensor]):
     def decode(cls, dataset: Dataset[Tensor], height: int, width: int, *, num_workers: int = 0,
                device: torch.device | str = "cpu",
                report: Callable[[int, int], None] | None = None) -> CachedImages:
-        """Decode every item of ``dataset`` once (``num_workers`` processes) into the cache.
-
-        Args:
-            report: called with (images done, total) after each decoded chunk.
-        """
+        """Decode every item of ``dataset`` once (``num_workers`` processes) into the cache;
+        ``report(done, total)`` is called after each decoded chunk."""
         total = len(dataset)  # type: ignore[arg-type]
         images = torch.empty(total, 3, height, width, dtype=torch.uint8)
         loader = DataLoader(dataset, batch_size=256, num_workers=num_workers, shuffle=False)

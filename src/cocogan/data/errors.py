@@ -1,8 +1,4 @@
-"""User-facing data errors.
-
-Raised at the data boundary (bad paths, empty folders, unknown built-in names) so the CLI can print
-one line that names the path and the fix instead of a traceback from deep inside PIL or torch.
-"""
+"""User-facing data errors, raised at the data boundary so the CLI prints one line."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""A folder of image files as a dataset of full images (the real x of the paper, Sec. 2).
-
-Shapes: every item is a float32 tensor (C, H, W) = (3, height, width) in [-1, 1]. Macro-patch
-cropping (the paper's T(X->M)) happens later, in the training code; this module only yields
-whole images.
-"""
+"""A folder of image files as a dataset of full images (the real x of the paper, Sec. 2),
+each a float32 tensor (3, H, W) in [-1, 1]."""
 
 from __future__ import annotations
 
@@ -26,15 +22,9 @@ _FIX_HINT = "name a folder of images (train --data, eval --real) or builtin:blob
 
 
 def scan_images(root: str | os.PathLike[str]) -> list[Path]:
-    """All image files under root, recursively, sorted by relative path.
-
-    Hidden files and folders (".name", e.g. macOS "._x.jpg" resource forks) and anything that is
-    not a regular file (a FIFO named x.png) are left out.
-    Sorting the relative POSIX paths makes index -> file identical on every machine.
-
-    Raises:
-        DataError: root does not exist or is not a folder.
-    """
+    """All image files under root, recursively, sorted by relative POSIX path (index -> file
+    is the same on every machine); hidden names (macOS "._x.jpg") and anything that is not a
+    regular file (a FIFO named x.png) are left out. DataError when root is not a folder."""
     base = Path(root).expanduser()
     if not base.exists():
         raise DataError(f"data path {base} does not exist: {_FIX_HINT}")
@@ -83,14 +73,8 @@ def _identity(folder: Path) -> tuple[int, int] | None:
 
 
 def probe_image(path: Path) -> tuple[int, int] | None:
-    """(width, height) if PIL can parse the file's header and structure, else None.
-
-    Image.verify() checks headers (and PNG chunk CRCs) without decoding pixels, so it is cheap
-    enough to run over tens of thousands of files at start-up.
-
-    Raises:
-        Image.DecompressionBombError: the image is larger than PIL agrees to decode.
-    """
+    """(width, height) if PIL can parse the file's header and structure (cheap: verify()
+    decodes no pixels), else None; DecompressionBombError passes through."""
     try:
         with Image.open(path) as img:
             size = img.size
@@ -110,17 +94,13 @@ def _names(paths: Sequence[Path]) -> str:
 class ImageFolderDataset(Dataset[torch.Tensor]):
     """Images under a folder, decoded and resized on access.
 
-    Unreadable files are dropped at construction (listed in ``skipped``, one warning). A file
-    that still fails to decode later is replaced by the next readable index, so one bad file
-    never stops a long run; ``load_failures`` counts such replacements in this process.
+    Unreadable files are dropped at construction (``skipped``, one warning); one that fails to
+    decode later is replaced by the next readable index, so one bad file never stops a long
+    run (``load_failures`` counts them).
     """
 
     def __init__(
-        self,
-        root: str | os.PathLike[str],
-        height: int,
-        width: int,
-        *,
+        self, root: str | os.PathLike[str], height: int, width: int, *,
         celeba_crop: bool = False,  # authors' CelebA face box (aligned 178x218 input); off: False
         cylindrical: bool = False,  # panoramas: resize without cropping (training rolls them
         #   with the step RNG, datastream.roll_panoramas); off: centre-crop
@@ -197,10 +177,8 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
                 self._bad.add(i)
                 self.load_failures += 1
                 if self.load_failures == 1:
-                    warnings.warn(
-                        f"could not decode {self.paths[i]} ({exc}); using the next image instead",
-                        stacklevel=2,
-                    )
+                    warnings.warn(f"could not decode {self.paths[i]} ({exc}); using the next "
+                                  "image instead", stacklevel=2)
                 continue
             return x
         raise DataError(f"no image under {self.root} could be decoded: {_FIX_HINT}")

@@ -1,11 +1,6 @@
-"""Decoding and resizing of single image files into generator-ready tensors.
-
-Every image leaves here as a float32 tensor of shape (C, H, W) = (3, height, width) in [-1, 1],
-the range of the generator's tanh output. Three geometric modes serve the three kinds of data:
-
-- ``fit_cover``: ordinary photographs; scale so the target is covered, then centre-crop.
-- ``fit_celeba``: the paper authors' CelebA preprocessing (fixed 128x128 face box, then resize).
-- ``fit_stretch``: panoramas; resize straight to the target, since cropping would cut the seam.
+"""Decoding and resizing of single image files into float32 tensors (3, H, W) in [-1, 1],
+the range of G's tanh: ``fit_cover`` (photographs: cover, centre-crop), ``fit_celeba`` (the
+authors' fixed face box, then resize) or ``fit_stretch`` (panoramas: no crop to cut the seam).
 """
 
 from __future__ import annotations
@@ -37,13 +32,8 @@ def is_image_file(path: Path) -> bool:
 
 
 def open_image(path: Path, draft_size: int | None = None) -> Image.Image:
-    """Decode a file, honouring EXIF orientation.
-
-    Args:
-        path: image file.
-        draft_size: if given, JPEGs may be decoded at a reduced scale whose shorter side is still
-            at least this many pixels (a large speed-up for big photos); None decodes in full.
-    """
+    """Decode a file, honouring EXIF orientation; with ``draft_size`` a JPEG may be decoded
+    at a reduced scale whose shorter side keeps at least that many pixels (fast for photos)."""
     img = Image.open(path)
     if draft_size is not None and img.format == "JPEG":
         img.draft(None, (draft_size, draft_size))
@@ -54,11 +44,8 @@ def open_image(path: Path, draft_size: int | None = None) -> Image.Image:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB; transparent areas become white.
-
-    White matches how transparent images (icons, emoji) look on a page; compositing on black
-    would give them dark halos after resizing.
-    """
+    """Convert any PIL mode to 8-bit RGB; transparent areas become white (as icons and emoji
+    look on a page; black would give dark halos after resizing)."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # 16-bit greyscale PNGs: PIL's convert("L") clips at 255, so rescale by hand.
         arr = np.asarray(img, dtype=np.float64)
@@ -88,11 +75,8 @@ def _resample(src_w: float, src_h: float, width: int, height: int,
 
 def fit_cover(img: Image.Image, height: int, width: int,
               resample: str = "lanczos") -> Image.Image:
-    """Scale so the image covers (height, width), then take the centre crop.
-
-    For a square target this is "resize the shorter side, centre-crop". Cropping and resizing
-    happen in one resampling pass (a fractional source box), so no pixel is interpolated twice.
-    """
+    """Scale so the image covers (height, width), then take the centre crop, in one
+    resampling pass (a fractional source box), so no pixel is interpolated twice."""
     src_w, src_h = img.size
     scale = max(width / src_w, height / src_h)
     crop_w, crop_h = width / scale, height / scale
@@ -104,11 +88,8 @@ def fit_cover(img: Image.Image, height: int, width: int,
 
 def fit_celeba(img: Image.Image, height: int, width: int,
                resample: str = "lanczos") -> Image.Image:
-    """The authors' CelebA preprocessing: fixed face box of the aligned image, then resize.
-
-    Cropping first (rather than resizing with a source box) keeps pixels outside the box out of
-    the filter support, as in the authors' crop-then-resize pipeline.
-    """
+    """The authors' CelebA preprocessing: crop the fixed face box, then resize (crop first,
+    so pixels outside the box stay out of the filter support, as theirs)."""
     face = img.crop(CELEBA_BOX)
     return face.resize((width, height), _resample(*face.size, width, height, resample))
 
@@ -132,14 +113,8 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 def load_image(path: Path, height: int, width: int, mode: str = "cover",
                resample: str = "lanczos") -> torch.Tensor:
-    """Decode, convert and resize one file into a (3, height, width) tensor in [-1, 1].
-
-    Args:
-        path: image file.
-        height, width: output size in pixels.
-        mode: "cover" (resize + centre crop), "celeba" (authors' face box) or "stretch" (no crop).
-        resample: "lanczos" or "bilinear" (``data.resample``).
-    """
+    """Decode, convert and resize one file into a (3, height, width) tensor in [-1, 1];
+    ``mode`` is "cover", "celeba" or "stretch", ``resample`` "lanczos" or "bilinear"."""
     if mode == "celeba":
         img = open_image(path)  # fixed box coordinates need the full-resolution decode
         fitted = fit_celeba(to_rgb(img), height, width, resample)

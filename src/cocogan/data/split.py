@@ -1,14 +1,11 @@
 """A fixed train / held-out split of an image folder, named in the ``--data`` value.
 
-``DIR::train`` and ``DIR::holdout`` select the two parts of ``DIR``; plain ``DIR`` is all of
-it. A file's side depends only on its name, so the split is the same on every machine and does
-not move when files are added. Names that are sequences of hex code points (emoji:
-``1f44b-1f3fb.png`` and ``1f44b.png``) are grouped by their first code point, so the skin-tone
-variants of one emoji never sit on both sides; any other name is its own group (whole stem), so
-``img-00001.png`` ... spread over both sides. A group is held out when the first 8 hex digits of
-the SHA-256 of its key are divisible by ``HOLDOUT_EVERY``: about one group in ten. A split whose
-held-out side is empty, or (with ``RELIABLE_GROUPS`` groups or more, where a hashed split lands
-inside the band but for a one-in-a-million chance) outside ``SHARE_BAND``, is refused.
+``DIR::train`` and ``DIR::holdout`` select the two parts of ``DIR``. A file's side depends only
+on its name (the same on every machine, stable when files are added): hex code-point names
+(emoji ``1f44b-1f3fb.png``) group by their first code point, so skin-tone variants never sit on
+both sides; other names are their own group. A group is held out when the first 8 hex digits
+of the SHA-256 of its key are divisible by ``HOLDOUT_EVERY``. A split with an empty side, or
+(from ``RELIABLE_GROUPS`` groups on) a held-out share outside ``SHARE_BAND``, is refused.
 """
 
 from __future__ import annotations
@@ -29,10 +26,8 @@ _WHOLE = "use DIR whole, or make your own DIR_train / DIR_holdout folders"
 
 
 def parse_split(source: str) -> tuple[str, str | None]:
-    """(folder, split or None) of a ``--data`` value such as ``emoji::holdout``.
-
-    A folder whose own name holds ``::`` (``we::ird``) is used whole.
-    """
+    """(folder, split or None) of a ``--data`` value such as ``emoji::holdout``; a folder
+    whose own name holds ``::`` is used whole."""
     root, sep, split = source.rpartition(SPLIT_SEPARATOR)
     if not sep or (split not in SPLITS and Path(source).expanduser().is_dir()):
         return source, None
@@ -57,11 +52,8 @@ def is_held_out(path: Path) -> bool:
 
 
 def select_split(paths: list[Path], split: str | None, root: Path) -> list[Path]:
-    """The files of one side of the split, in their given order (all of them for None).
-
-    Raises:
-        DataError: the split is empty or degenerate (see the module docstring).
-    """
+    """The files of one side of the split in their order (all for None); DataError when the
+    split is empty or degenerate."""
     if split is None or not paths:
         return paths
     held = [is_held_out(p) for p in paths]

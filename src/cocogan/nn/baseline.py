@@ -1,11 +1,8 @@
 """Full-image baseline GAN: a plain SN-ResNet WGAN-GP generator and critic for the whole image.
 
-This is what a user would train instead of COCO-GAN: no coordinates, no patches, one forward
-pass per full image. It exists to measure what generation by parts costs or gains (the paper's
-Table 1 compares against such full-image GANs). Widths follow COCO-GAN's networks for the same
-preset (G: 16, 8, 4, 2, 1 x ngf; D: the discriminator_widths of the full size), so the two have
-similar capacity: the baseline G has no CBN layers but up-samples from 4x4 instead of 2x2, and
-the baseline D sees the full image instead of a macro patch.
+What generation by parts is compared with (the paper's Table 1): no coordinates, one pass per
+full image. Widths follow COCO-GAN's for the same preset, so capacities are similar; G has no
+CBN and starts from 4x4, D sees the full image.
 
 Shapes: B batch, Z latent dims, H/W full image height/width, F final critic features.
 """
@@ -53,13 +50,8 @@ class BaselineBlock(nn.Module):
 
 
 class BaselineGenerator(nn.Module):
-    """G(z): a full (B, 3, H, W) image in [-1, 1] from a latent z (B, Z).
-
-    Args:
-        z_dim: latent size Z (z ~ U[-1, 1]^Z, as for COCO-GAN).
-        height, width: output size; the shorter side a power of two >= 8 dividing the longer.
-        ngf: base width; blocks go 16 -> 8 -> 4 -> 2 -> 1 x ngf (never below ngf).
-    """
+    """G(z): a full (B, 3, H, W) image in [-1, 1] from a latent z (B, Z); the shorter side
+    of (height, width) a power of two >= 8 dividing the longer, widths 16 .. 1 x ngf."""
 
     def __init__(self, z_dim: int, height: int, width: int, ngf: int = 64) -> None:
         super().__init__()
@@ -81,13 +73,8 @@ class BaselineGenerator(nn.Module):
 
 
 class BaselineDiscriminator(nn.Module):
-    """Critic D(x) -> score (B,) on full images: COCO-GAN's residual down-blocks, ReLU, sum pool,
-    SN-linear; no coordinate projection and no auxiliary heads.
-
-    Args:
-        height: full image height (block count follows it, as COCO-GAN's D follows the macro).
-        ndf: base width.
-    """
+    """Critic D(x) -> score (B,) on full images: COCO-GAN's down-blocks (their count follows
+    ``height``), ReLU, sum pool, SN-linear; no projection, no heads."""
 
     def __init__(self, height: int, ndf: int = 64) -> None:
         super().__init__()

@@ -80,11 +80,8 @@ class AuxiliaryHead(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """D(p_M, c_M) -> (score (B,), predicted coordinate (B, S), predicted z (B, Z)).
-
-    S = D, except on the cylinder (D = 3) where the spatial head predicts y alone (S = 1).
-    The content head is kept as the attribute ``content`` so that it can have its own optimiser
-    (the paper's Q); everything else is trained by D's optimiser.
+    """D(p_M, c_M) -> (score (B,), predicted coordinate (B, S), predicted z (B, Z)); S = D but
+    on the cylinder (S = 1). The content head Q (``content``) has its own optimiser.
 
     Args:
         coord_dim: macro coordinate size D.
@@ -107,11 +104,8 @@ class Discriminator(nn.Module):
             self._register_load_state_dict_pre_hook(_legacy_cylinder_head)
 
     def features(self, patches: Tensor, *, eager: bool = False) -> Tensor:
-        """h: ReLU then global sum pooling of the last feature map, (B, F).
-
-        ``eager`` bypasses a compiled trunk (``self.blocks.compile()``): the gradient penalty
-        differentiates twice, which compiled graphs do not support.
-        """
+        """h (B, F): ReLU then global sum pooling of the last feature map; ``eager`` bypasses a
+        compiled trunk (the gradient penalty's double backward needs it)."""
         assert patches.ndim == 4 and patches.shape[1] == 3, f"patches: got {tuple(patches.shape)}"
         trunk = self.blocks.forward if eager else self.blocks
         return F.relu(trunk(patches)).sum(dim=(2, 3))

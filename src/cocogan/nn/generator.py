@@ -59,14 +59,8 @@ class GeneratorBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """G(z | c): a (B, 3, micro, micro) patch in [-1, 1] for latents z and micro coordinates c.
-
-    Args:
-        z_dim: latent size Z.
-        coord_dim: coordinate size D (2 Cartesian, 3 cylindrical).
-        micro: output patch side, a power of two >= 4.
-        ngf: base width.
-    """
+    """G(z | c): a (B, 3, micro, micro) patch in [-1, 1] for latents z (B, Z) and micro
+    coordinates c (B, D); micro is a power of two >= 4, ngf the base width."""
 
     stem_size = 2  # the stem's feature map is stem_size x stem_size
 

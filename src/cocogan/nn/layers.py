@@ -41,17 +41,9 @@ def sn_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Modu
 
 
 class ConditionalBatchNorm(nn.Module):
-    """CBN whose gamma and beta come from learned layers of the condition (paper eq. 5).
-
-    o = (x - mu) / sqrt(var + eps) * gamma(y) + beta(y), with batch statistics in training and
-    running statistics at inference. (The authors' release divided by sqrt(var^2 + eps); this is
-    the correct form.) gamma's bias starts at 1 and beta's at 0: gamma(y) = 1 + W y and
-    beta(y) = W' y, so the layer starts as plain batch norm plus a condition-dependent term.
-
-    Args:
-        channels: feature channels C.
-        cond_dim: size of the condition y = concat(z, micro coordinate).
-    """
+    """CBN (paper eq. 5): o = (x - mu) / sqrt(var + eps) * gamma(y) + beta(y) for the
+    condition y = concat(z, micro coordinate) (the release divided by sqrt(var^2 + eps)).
+    gamma's bias starts at 1 and beta's at 0: the layer starts as plain batch norm."""
 
     def __init__(self, channels: int, cond_dim: int) -> None:
         super().__init__()

@@ -1,16 +1,10 @@
-"""Trained models that ship with the package, loadable by name (``--run emoji32``): the
-registry alone (names, versions, cards); :mod:`cocogan.checkpoint` resolves ``--run`` values
-with it, :mod:`cocogan.apps.fingerprint` computes a card's fingerprint.
+"""The registry of trained models shipped with the package, loadable by name (``--run
+emoji32``): names, versions and cards only (:mod:`cocogan.checkpoint` resolves ``--run``).
 
-Each model is two files in this folder (package data): ``NAME-vK.safetensors``, an
-inference-only export (``cocogan export --format safetensors``: EMA generator and config), and
-``NAME-vK.json``, its card: how it was trained (data, exact command, steps, time, the machine's
-matmul rate), what was measured on it (figures), which applications it supports, a fixed-seed
-fingerprint of its samples, and the SHA-256 of the weights file, checked before the file is
-loaded (a swapped file is refused). ``NAME`` alone means the newest version. A broken card
-makes its own name unusable, not the others.
-
-``$COCOGAN_SHIPPED_DIR`` points the registry at another folder (tests, a private collection).
+Each model is ``NAME-vK.safetensors`` (an inference-only export) and its card ``NAME-vK.json``
+(how it was trained, figures, applications, a fixed-seed fingerprint and the SHA-256 the
+weights are checked against before loading). ``NAME`` alone is the newest version; a broken
+card makes only its own name unusable. ``$COCOGAN_SHIPPED_DIR`` points at another folder.
 """
 
 from __future__ import annotations
@@ -128,8 +122,8 @@ def file_sha256(path: Path) -> str:
 
 
 def read_card(path: Path, name: str, version: int) -> dict[str, Any]:
-    """The card beside ``path``: bounded, every field of :data:`CARD_FIELDS` present, each
-    string cleaned of control characters and cut to CARD_TEXT characters."""
+    """The card beside ``path``: bounded, with every field of :data:`CARD_FIELDS`, each string
+    cleaned and cut to CARD_TEXT characters."""
     card_path = path.with_suffix(".json")
     try:
         if card_path.stat().st_size > MAX_CONFIG_BYTES:

@@ -1,16 +1,7 @@
-"""Options beyond the paper, each in its own module, extending the paper's pieces.
-
-- :mod:`~cocogan.variants.seamless`: ``model.g_margin``, a generator that draws a margin round
-  each micro patch, and L_O (``loss.w_overlap``), which asks the margins to agree with the
-  neighbours (docs/seams.md);
-- :mod:`~cocogan.variants.heading`: ``model.z_phase``, a panorama generator that turns the
-  angle it is told by pi * z[0], so each latent has its own heading (docs/seams.md);
-- :mod:`~cocogan.variants.augment`: ``loss.augment``, augmentation that keeps every pixel at
-  its coordinate (docs/training.md).
-
-Their loss terms (and ``loss.w_spatial_g``, ``loss.gp_every``) extend the paper's loss in
-:mod:`cocogan.loss_variants`. The paper presets use none of them. Subclasses keep the paper's
-parameter names, so checkpoints of every variant load into the same state-dict layout.
+"""Options beyond the paper, one module each, extending the paper's pieces: ``seamless``
+(``model.g_margin`` and L_O), ``heading`` (``model.z_phase``) and ``augment``
+(``loss.augment``); their loss terms are in :mod:`cocogan.loss_variants`. Subclasses keep the
+paper's parameter names, so every variant's checkpoints share one state-dict layout.
 """
 
 from __future__ import annotations

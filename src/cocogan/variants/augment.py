@@ -1,17 +1,10 @@
 """``loss.augment`` (beyond the paper): differentiable augmentation that keeps every pixel at
 its coordinate, for small data sets (as DiffAugment, Zhao et al. 2020, but without moves).
 
-D sees every real and fake macro patch augmented, in D's and G's phases alike (and in the
-gradient penalty), with independent draws of the same distribution; G learns through the
-augmentation, which is differentiable. Only what leaves pixels in place is offered: a
-translation or flip would move content away from the coordinate D is told.
-
-- ``color``: per image, brightness + U[-0.5, 0.5], saturation x U[0, 2], contrast x U[0.5, 1.5]
-  (on [-1, 1] images);
-- ``cutout``: per image, a rectangle of half the height and width, at a uniform position
-  (clipped at the borders), set to 0 (mid grey).
-
-All draws come from the step RNG (saved with checkpoints), so a resumed run is exact.
+D sees every real and fake macro patch augmented (in both phases and the gradient penalty);
+G learns through it. A move or flip would take content away from the coordinate D is told, so
+only ``color`` (brightness, saturation, contrast per image) and ``cutout`` (a half-size
+rectangle set to mid grey) are offered. Draws come from the step RNG: resumes are exact.
 
 Shapes: B batch, C/H/W image.
 """
@@ -23,7 +16,7 @@ from torch import Tensor
 
 
 def kinds_of(spec: str) -> tuple[str, ...]:
-    """``loss.augment`` ("" or comma-separated kinds, checked by TrainConfig) as a tuple."""
+    """``loss.augment`` ("" or comma-separated kinds, checked by LossConfig) as a tuple."""
     return tuple(kind for kind in spec.split(",") if kind)
 
 

@@ -1,12 +1,8 @@
 """``model.z_phase`` (beyond the paper): each panorama latent draws its scene at its own heading.
 
-Real panoramas are seen at random rolls; without this a small G learnt one layout at one
-absolute angle for every z (docs/seams.md, "Panoramas that differ"). The generator turns the
-angle it is told by pi * z[0]: G(z, (y, cos t, sin t)) is the paper's G at angle t + pi z[0].
-
-z[0] is then a heading that one patch does not determine (the patch at column t of latent z
-looks like the patch at column t + d of a latent whose z[0] is smaller by d / pi), so the content
-loss leaves it out (:class:`cocogan.loss_variants.HeadingContent`).
+Real panoramas are seen at random rolls; without this a small G learnt one layout at one angle
+for every z (docs/seams.md). G(z, (y, cos t, sin t)) is the paper's G at angle t + pi z[0];
+one patch does not determine that heading, so L_C leaves z[0] out (``HeadingContent``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """``model.g_margin`` and L_O (beyond the paper): against seams between micro patches.
 
-G draws a canvas 1.5x the micro patch (a 3x3 instead of a 2x2 stem) and keeps its centre: the
-pixels kept lie micro/4 pixels from the canvas border, further from the convs' zero padding
-(though the stacked convs still see it), and the margins cover the neighbours' outer pixels.
-L_O (``loss.w_overlap``) asks that a patch's margin equal what its neighbour draws there, so
-the content of one patch continues into the next instead of stopping at a seam (docs/seams.md).
+G draws a canvas 1.5x the micro patch (a 3x3 stem) and keeps its centre; the margins cover the
+neighbours' outer pixels, and L_O (``loss.w_overlap``) asks them to equal what the neighbour
+draws there, so content continues across a seam instead of stopping (docs/seams.md).
 
 Shapes: B batch, P micro patches per macro patch, C channels, S canvas side.
 """
@@ -40,15 +38,8 @@ def crop_margin(canvas: Tensor, margin: int) -> Tensor:
 
 
 def overlap_consistency(canvases: Tensor, rows: int, cols: int, margin: int) -> Tensor:
-    """L_O: mean |difference| where the canvases of horizontally and vertically adjacent micro
-    patches of a macro patch overlap (2 * margin wide).
-
-    Args:
-        canvases: (B, P, C, S, S) canvases of a macro patch's P = rows * cols micro patches,
-            row-major, S = micro + 2 * margin.
-        rows, cols: micro patches per column / row of the macro patch.
-        margin: pixels per side beyond the micro patch.
-    """
+    """L_O: mean |difference| where the canvases (B, P, C, S, S) of adjacent micro patches of
+    a macro patch (P = rows * cols, row-major, S = micro + 2 margin) overlap."""
     batch, count, channels, size, _ = canvases.shape
     assert count == rows * cols and margin > 0, f"got {count} patches, {rows}x{cols}, {margin}"
     micro = size - 2 * margin
