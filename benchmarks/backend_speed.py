@@ -1,4 +1,4 @@
-"""torch against onnxruntime as the generation backend (``--backend``), side by side in one run.
+"""The generation backends (``--backend``) against the plain generator, side by side in one run.
 
     python -m benchmarks.backend_speed --json /tmp/backend-speed.json   # everything (~15 min)
     python -m benchmarks.backend_speed --parts huge --huge 1024      # one part
@@ -8,15 +8,18 @@ Every figure is a ratio or a fraction of this machine's own dense float32 matmul
 in the same run (`benchmarks.common`), so figures from different machines compare:
 
 - patches/s of one forward pass (tiny: the CPU default chunk of every command; small64 and
-  celeba64, at their real size, fewer patches), torch and onnxruntime interleaved, on 1 and 2
-  threads; G's FLOPs are counted by torch.utils.flop_counter, so achieved FLOP/s over the matmul
-  rate says how close each backend is to the limit;
+  celeba64, at their real size, fewer patches), interleaved: ``plain`` (the generator module, the
+  torch backend before :mod:`cocogan.nn.fused`), ``torch`` (the fused rewrite) and
+  ``onnxruntime`` (its graph), on 1 and 2 threads; the FLOPs of each (plain's, the rewrite's)
+  are counted by torch.utils.flop_counter, so achieved FLOP/s over the matmul rate says how close
+  each backend is to the limit;
 - a chunk sweep (tiny, one thread, every chunk and backend interleaved): whether the default
   chunk suits both backends;
 - a per-op profile of one forward (torch.profiler, onnxruntime's own profiler): where the time
   goes, in shares of the forward;
-- ``cocogan generate huge --size N`` (default 8192) as a subprocess per backend: wall seconds and
-  peak RSS (the process's VmHWM), the ONNX graph already cached (its one-off export is timed apart);
+- ``cocogan generate huge --size N`` (default 8192) as a subprocess per backend (plain: torch
+  with the fused rewrite switched off): wall seconds and peak RSS (the process's VmHWM), the
+  ONNX graph already cached (its one-off export is timed apart);
 - ``cocogan serve``'s cold-tile latency: the median seconds of a default tile nobody asked for
   before (tile cache off), per backend.
 """
@@ -43,6 +46,7 @@ from cocogan import CocoGAN, get_preset
 from cocogan.apps.backend import CACHE_ENV, OnnxGenerator, cached_graph
 from cocogan.apps.viewport import PixelBox
 from cocogan.checkpoint import save_model
+from cocogan.nn.fused import fuse_for_inference
 from cocogan.render import DEFAULT_CHUNK
 from cocogan.serve.tiles import TileRenderer, seed_latent
 
@@ -88,34 +92,42 @@ def timed(runners: dict[str, Callable], z: torch.Tensor, c: torch.Tensor, repeat
     return median_seconds({k: (lambda f=f: f(z, c)) for k, f in runners.items()}, repeats)
 
 
-def backends(model: CocoGAN, threads: int) -> dict[str, Callable]:
-    """name -> G(z, c) as each backend runs it (torch: eval mode, spectral norm cached)."""
-    graph = OnnxGenerator(cached_graph(model), raw=False, threads=threads)
-    ema = model.generator_ema
+PLAIN = "import cocogan.apps.backend as b; b.fuse_for_inference = lambda g: g; "  # the old torch
+BACKENDS = ("plain", "torch", "onnxruntime")
 
-    def torch_g(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+
+def backends(model: CocoGAN, threads: int) -> dict[str, Callable]:
+    """name -> G(z, c) as each backend runs it (plain: eval mode, spectral norm cached)."""
+    graph = OnnxGenerator(cached_graph(model), threads=threads)
+    ema, fused = model.generator_ema, fuse_for_inference(model.generator_ema)
+
+    def plain_g(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), parametrize.cached():
             return ema(z, c)
 
-    return {"torch": torch_g, "onnxruntime": graph}
+    return {"plain": plain_g, "torch": torch.no_grad()(fused), "onnxruntime": graph}
 
 
 def patch_rates(preset: str, threads: int, repeats: int) -> dict:
     model, _ = untrained(preset)
     count = PATCHES[preset]
     z, c = inputs(model, count)
-    flops = count_flops(lambda: model.generator_ema(z, c)) / count  # per patch
     runners = backends(model, threads)
+    plain = count_flops(lambda: runners["plain"](z, c)) / count  # per patch
+    fused = count_flops(lambda: runners["torch"](z, c)) / count
+    flops = {"plain": plain, "torch": fused, "onnxruntime": fused}
     a, b = torch.randn(MATMUL, MATMUL), torch.randn(MATMUL, MATMUL)
     runners["matmul"] = lambda _z, _c: a @ b  # interleaved too: the rate under the same load
     seconds = timed(runners, z, c, repeats)
     matmul = 2 * MATMUL**3 / seconds.pop("matmul")
     rate = {k: count / s for k, s in seconds.items()}
     return {"preset": preset, "threads": threads, "patches": count,
-            "gflop_per_patch": round(flops / 1e9, 5), "matmul_gflops": round(matmul / 1e9, 2),
+            "gflop_per_patch": round(plain / 1e9, 5),
+            "fused_gflop_per_patch": round(fused / 1e9, 5),
+            "matmul_gflops": round(matmul / 1e9, 2),
             **{f"{k}_patches_per_s": round(v, 1) for k, v in rate.items()},
-            "onnxruntime_over_torch": round(rate["onnxruntime"] / rate["torch"], 3),
-            **{f"{k}_of_matmul": round(v * flops / matmul, 3) for k, v in rate.items()}}
+            **{f"{k}_over_plain": round(rate[k] / rate["plain"], 3) for k in BACKENDS[1:]},
+            **{f"{k}_of_matmul": round(v * flops[k] / matmul, 3) for k, v in rate.items()}}
 
 
 def chunk_sweep(repeats: int) -> list[dict]:
@@ -177,9 +189,10 @@ def huge(size: int, folder: Path, threads: int, chunk: int | None = None) -> dic
     row: dict = {"size": size, "threads": threads, "chunk": chunk or "default",
                  "export_seconds": round(time.perf_counter() - start, 1)}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), CACHE_ENV: os.environ[CACHE_ENV]}
-    for backend in ("torch", "onnxruntime"):
-        argv = [sys.executable, "-c", PEAK_RSS, "generate", "huge", "--run", str(run),
-                "--size", str(size), "--backend", backend, "--no-progress", "--force",
+    for backend in BACKENDS:
+        argv = [sys.executable, "-c", PLAIN * (backend == "plain") + PEAK_RSS, "generate", "huge",
+                "--run", str(run), "--size", str(size), "--backend",
+                "torch" if backend == "plain" else backend, "--no-progress", "--force",
                 "--output", str(folder / f"{backend}.tif"),
                 *(["--chunk", str(chunk)] if chunk else [])]
         start = time.perf_counter()
@@ -188,10 +201,11 @@ def huge(size: int, folder: Path, threads: int, chunk: int | None = None) -> dic
         assert done.returncode == 0, done.stderr
         row[f"{backend}_peak_rss_mb"] = round(int(done.stdout.split()[-1]) / 1024, 1)
         (folder / f"{backend}.tif").unlink()
-    row["torch_over_onnxruntime_seconds"] = round(row["torch_seconds"]
-                                                  / row["onnxruntime_seconds"], 3)
-    row["onnxruntime_over_torch_rss"] = round(row["onnxruntime_peak_rss_mb"]
-                                              / row["torch_peak_rss_mb"], 3)
+    for backend in BACKENDS[1:]:
+        row[f"plain_over_{backend}_seconds"] = round(row["plain_seconds"]
+                                                     / row[f"{backend}_seconds"], 3)
+        row[f"{backend}_over_plain_rss"] = round(row[f"{backend}_peak_rss_mb"]
+                                                 / row["plain_peak_rss_mb"], 3)
     return row
 
 

@@ -7,12 +7,12 @@ images, viewports and panoramas from it, a patch at a time. What travels with th
 that turns a patch's grid position into the coordinate G expects. It goes into the ONNX file's
 metadata (key ``cocogan``) and into a JSON file beside it, so no cocogan code is needed to use it.
 
-The ONNX graph is the EMA generator in eval mode: batch norm on its running statistics (so a
-patch depends only on its own (z, c), whatever the batch) and spectral norm applied to the
-weights as the eval-mode forward computes them (W / sigma with the stored singular vectors; no
-power iteration at inference). It is exported by ``torch.onnx.export(dynamo=True)`` (the
-torch.export-based exporter, the default since torch 2.9) at opset 18; see docs/applications.md,
-"Outside Python", for why.
+The ONNX graph is the EMA generator in eval mode, as its inference rewrite
+(:mod:`cocogan.nn.fused`): batch norm on its running statistics (so a patch depends only on its
+own (z, c), whatever the batch) and spectral norm applied to the weights as the eval-mode forward
+computes them (W / sigma with the stored singular vectors; no power iteration at inference).
+It is exported by ``torch.onnx.export(dynamo=True)`` (the torch.export-based exporter, the
+default since torch 2.9) at opset 18; see docs/applications.md, "Outside Python", for why.
 
 Shapes: B batch, Z latent dims, D coordinate dims, m micro patch side.
 """
@@ -31,14 +31,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import save as safetensors_bytes
-from torch.nn.utils import parametrize
 
 from cocogan.budget import FLOAT_BYTES, Budget, check_budget, describe_model, model_size
 from cocogan.checkpoint import EMA_PREFIX, INFERENCE_CONTENTS, CheckpointError
 from cocogan.config import Config
 from cocogan.coords import CoordinateSystem
-from cocogan.model import CocoGAN, build_generator
-from cocogan.nn import Generator
+from cocogan.model import CocoGAN
+from cocogan.nn.fused import FusedGenerator, fuse_for_inference
 from cocogan.outputs import atomic_write, atomic_write_bytes
 from cocogan.render import evaluating
 
@@ -54,7 +53,7 @@ ONNX_PACKAGES = ("onnx", "onnxscript")  # what torch.onnx's dynamo exporter impo
 INPUTS, OUTPUT = ("z", "coords"), "patches"  # ONNX input and output names
 CHECK_TOLERANCE = 1e-3  # export fails if onnxruntime and PyTorch differ by more (typical: 1e-5)
 CARD_FORMAT = "cocogan-generator"
-# Copies of G's weights held at once besides the loaded model: ONNX (plain copy, exported
+# Copies of G's weights held at once besides the loaded model: ONNX (fused copy, exported
 # program, ModelProto, its bytes, the onnxruntime session; measured: a 2.08 GB G peaked at
 # 15.9 GB RSS), safetensors (the state and its bytes).
 EXPORT_COPIES = {"onnx": 7, "safetensors": 2}
@@ -119,35 +118,6 @@ def model_card(config: Config, coords: CoordinateSystem, step: int, source: Path
     return card
 
 
-# ---- the generator as a plain module ---------------------------------------------------------
-def plain_generator(model: CocoGAN, *, raw: bool = False) -> Generator:
-    """A CPU copy of the EMA (or ``raw``) generator with its eval-mode weights baked in, in eval
-    mode.
-
-    Each spectrally normalised weight is read through its parametrization in eval mode (what
-    the eval-mode forward uses: no power iteration), so the copy computes the same function
-    with plain layers. A fresh generator is built rather than the EMA one deep-copied:
-    removing a parametrization from a deep copy would also remove it from the original, whose
-    parametrized class the copy shares.
-    """
-    source = model.generator if raw else model.generator_ema
-    with evaluating(source), torch.no_grad():
-        state = {k: v.detach().cpu().clone() for k, v in source.state_dict().items()
-                 if ".parametrizations." not in f".{k}"}
-        for path, module in source.named_modules():
-            if parametrize.is_parametrized(module):
-                for name in module.parametrizations:
-                    key = f"{path}.{name}" if path else name
-                    state[key] = getattr(module, name).detach().cpu().clone()
-    plain = build_generator(model.config, model.coords)
-    for module in plain.modules():
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=False)
-    plain.load_state_dict(state, strict=True)
-    return plain.requires_grad_(False).eval()
-
-
 # ---- ONNX ------------------------------------------------------------------------------------
 def require_onnx() -> None:
     """Raise ExportError (one line) unless torch and the packages the ONNX exporter needs are
@@ -184,7 +154,7 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def onnx_model(generator: Generator, card: dict[str, Any]) -> Any:
+def onnx_model(generator: FusedGenerator, card: dict[str, Any]) -> Any:
     """The ONNX ModelProto of ``generator`` (B dynamic), with ``card`` in its metadata."""
     import onnx
 
@@ -318,7 +288,7 @@ def export_run(run: str | Path, output: Path, file_format: str | None = None, *,
     card = model_card(config, model.coords, step, file.resolve(), file_format)
     max_diff = None
     if file_format == "onnx":
-        data = onnx_model(plain_generator(model), card).SerializeToString()
+        data = onnx_model(fuse_for_inference(model.generator_ema), card).SerializeToString()
         max_diff = check_with_onnxruntime(data, model) if check else None
         if max_diff is not None and not max_diff <= CHECK_TOLERANCE:
             raise ExportError(f"the ONNX graph differs from the PyTorch generator by {max_diff:.3g}"

@@ -92,11 +92,19 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
 
 def pick_generator(model: CocoGAN, raw: bool = False) -> Generator:
     """The EMA generator (the one to sample from), or the raw G when ``raw``; or the stand-in
-    for it that :func:`cocogan.apps.backend.use_backend` installed (same call, same patches)."""
+    for it that :func:`cocogan.apps.backend.use_backend` installed (same call, same patches)
+    while its weights are those the stand-in was made of."""
+    source = model.generator if raw else model.generator_ema
     backend = getattr(model, "backend", None)
-    if backend is not None and backend.raw == raw:
+    if backend is not None and backend.raw == raw and backend.version == weights_version(source):
         return backend
-    return model.generator if raw else model.generator_ema
+    return source
+
+
+def weights_version(module: nn.Module) -> tuple[tuple[int, int], ...]:
+    """What changes when any tensor of ``module`` does: each one's id and in-place version
+    counter (optimizer steps, EMA updates, loads and batch norm statistics all bump it)."""
+    return tuple((id(t), t._version) for t in (*module.parameters(), *module.buffers()))
 
 
 def latents(seeds: list[int], z_dim: int, device: torch.device | str = "cpu") -> Tensor:

@@ -1,17 +1,17 @@
 """Generation backends: what evaluates G(z, c) -> micro patches for every application.
 
-- ``torch``: the generator module itself (the default: the images that seeds and the shipped
-  models' fingerprints name, bit for bit);
-- ``onnxruntime``: the generator's ONNX graph (:mod:`cocogan.export`) run by onnxruntime's CPU
-  provider, about twice the patches per second on a CPU and equal to torch's to ~1e-5 (a grey
-  level at a few pixels); see docs/applications.md, "Backends";
+- ``torch``: the generator's inference rewrite :mod:`cocogan.nn.fused` (the default: the images
+  that seeds and the shipped models' fingerprints name, bit for bit), equal to the module to ~1e-5;
+- ``onnxruntime``: that rewrite's ONNX graph (:mod:`cocogan.export`) run by onnxruntime's CPU
+  provider, equal to torch's to ~1e-5 (a grey level at a few pixels); see docs/applications.md,
+  "Backends";
 - ``auto``: onnxruntime on a CPU where it is installed and the model exports, torch otherwise.
 
 :func:`use_backend` installs the choice on a model and :func:`cocogan.render.pick_generator`
-hands it to the applications, which stay backend-agnostic. The graph is exported once per set of
-weights and cached as ``<sha256>.onnx`` under ``$COCOGAN_CACHE/onnx`` (else ``$XDG_CACHE_HOME``
-or ``~/.cache``, then ``cocogan/onnx``): the key hashes the weights and the model config, so
-changed weights get a new graph.
+hands it to the applications, which stay backend-agnostic (a snapshot of the weights: once they
+change, as in training, the applications get the module itself again). The graph is exported
+once per set of weights and cached as ``<sha256>.onnx`` under ``$COCOGAN_CACHE/onnx`` (else the
+user cache): the key hashes the weights and the model config, so changed weights get a new graph.
 
 Shapes: B patches, Z latent dims, D coordinate dims, m micro patch side.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +29,10 @@ import torch
 from torch import Tensor
 
 from cocogan.model import CocoGAN
+from cocogan.nn.fused import fuse_for_inference
 from cocogan.outputs import CACHE_ENV as CACHE_ENV  # re-exported: the variable to set
 from cocogan.outputs import cache_folder
+from cocogan.render import weights_version
 
 BACKENDS = ("torch", "onnxruntime", "auto")
 DEFAULT_BACKEND = "torch"
@@ -45,7 +46,7 @@ class OnnxGenerator:
 
     training = False
 
-    def __init__(self, graph: bytes, raw: bool, threads: int | None = None) -> None:
+    def __init__(self, graph: bytes, threads: int | None = None) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -53,7 +54,6 @@ class OnnxGenerator:
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(graph, options,
                                                     providers=["CPUExecutionProvider"])
-        self.raw = raw  # which of the model's generators this graph is
 
     def __call__(self, z: Tensor, coords: Tensor, *, keep_margin: bool = False) -> Tensor:
         assert not keep_margin, "the ONNX graph draws micro patches, not margin canvases"
@@ -84,31 +84,33 @@ def use_backend(model: CocoGAN, name: str = DEFAULT_BACKEND, *, raw: bool = Fals
     if name == "onnxruntime" and missing:
         raise ValueError(f"--backend onnxruntime needs the optional package(s) "
                          f"{', '.join(missing)}: {INSTALL}")
-    model.backend = None  # type: ignore[assignment]  # torch unless the graph is ready
-    if name == "torch" or (name == "auto" and (missing or model.device.type != "cpu")):
-        return "torch"
-    try:
-        model.backend = OnnxGenerator(cached_graph(model, raw), raw)  # type: ignore[assignment]
-    except Exception as error:  # the exporter fails in many ways
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
-        (note or _stderr)(f"the ONNX exporter cannot take this model ({type(error).__name__}: "
-                          f"{reason}); generating with --backend torch")
-        return "torch"
-    return "onnxruntime"
+    source = model.generator if raw else model.generator_ema
+    model.__dict__.pop("backend", None)  # torch's module while the stand-in is being made
+    stand_in, used = None, "torch"
+    if name == "onnxruntime" or (name == "auto" and not missing and model.device.type == "cpu"):
+        try:
+            stand_in, used = OnnxGenerator(cached_graph(model, raw)), "onnxruntime"
+        except Exception as error:  # the exporter fails in many ways
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
+            (note or _stderr)(f"the ONNX exporter cannot take this model ({type(error).__name__}"
+                              f": {reason}); generating with --backend torch")
+    if stand_in is None:
+        stand_in = fuse_for_inference(source)
+    stand_in.raw, stand_in.version = raw, weights_version(source)
+    model.__dict__["backend"] = stand_in  # not a submodule: no state_dict keys, no .to()
+    return used
 
 
 def cache_dir() -> Path:
     """Where exported graphs are kept (``$COCOGAN_CACHE/onnx``, else the user cache)."""
     return cache_folder("onnx")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "cocogan" / "onnx"
 
 
 def weights_key(model: CocoGAN, raw: bool = False) -> str:
     """SHA-256 of the generator's weights (every tensor of its state), its config and the
     exporter's version: the graph's cache key."""
     generator = model.generator if raw else model.generator_ema
-    digest = hashlib.sha256(f"{model.config!r} torch {torch.__version__}".encode())
+    digest = hashlib.sha256(f"{model.config!r} torch {torch.__version__} fused".encode())
     for key, tensor in sorted(generator.state_dict().items()):
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -117,14 +119,15 @@ def weights_key(model: CocoGAN, raw: bool = False) -> str:
 
 def cached_graph(model: CocoGAN, raw: bool = False) -> bytes:
     """The serialised ONNX graph of the generator, exported on the first call for its weights."""
-    from cocogan.export import onnx_model, plain_generator
+    from cocogan.export import onnx_model
     from cocogan.outputs import atomic_write_bytes
 
     path = cache_dir() / f"{weights_key(model, raw)}.onnx"
     if path.is_file():
         return path.read_bytes()
     card = {"preset": "generation backend", "step": 0}
-    data = onnx_model(plain_generator(model, raw=raw), card).SerializeToString()
+    source = model.generator if raw else model.generator_ema
+    data = onnx_model(fuse_for_inference(source).cpu(), card).SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
     return data

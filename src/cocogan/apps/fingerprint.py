@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from cocogan.apps import APPLICATIONS, full_images, images_per_pass, latents
+from cocogan.apps.backend import use_backend
 from cocogan.apps.io import to_uint8
 from cocogan.checkpoint import MissingNetwork, load_model
 
@@ -22,6 +23,7 @@ def fingerprint(file: str | Path, seed: int = FINGERPRINT_SEED, count: int = FIN
     as ``cocogan generate full`` draws them on a CPU, the SHA-256 of their uint8 pixels and
     their mean before rounding (which CPUs may change by ~1e-7)."""
     config, model, _ = load_model(file, "cpu")
+    use_backend(model)  # generate's default, torch
     z = latents(list(range(seed, seed + count)), config.model.z_dim)
     per_pass = images_per_pass(model)  # the batches of `generate full`
     images = torch.cat([full_images(model, z[start:start + per_pass])
