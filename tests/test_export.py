@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save_file as save_safetensors
 
 from cocogan.apps import full_images, latents, wrap_view
+from cocogan.apps.fingerprint import supported_applications
 from cocogan.apps.io import to_uint8
 from cocogan.checkpoint import EMA_PREFIX, load_model, resolve_checkpoint
 from cocogan.cli import main
@@ -297,7 +298,14 @@ def test_docs_example_tiles_the_full_image_and_the_panorama(exported: dict, runs
 def inference_file(runs: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("inference") / "g.safetensors"
     assert main(["export", "--run", str(runs["tiny"]), "--format", "safetensors",
-                 "--output", str(path)]) == 0
+                 "--no-discriminator", "--output", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def file_with_d(runs: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("inference") / "gd.safetensors"
+    assert main(["export", "--run", str(runs["tiny"]), "--output", str(path)]) == 0
     return path
 
 
@@ -313,6 +321,41 @@ def test_inference_file_holds_the_ema_generator_only(inference_file: Path, runs:
     assert inference_file.stat().st_size < 0.5 * checkpoint.stat().st_size
     card = json.loads(inference_file.with_suffix(".json").read_text())
     assert card["file_format"] == "safetensors" and card["grid"] == {"rows": 4, "cols": 4}
+
+
+def test_the_default_file_adds_d_and_its_heads(file_with_d: Path, inference_file: Path,
+                                               runs: dict) -> None:
+    full = load_file(str(resolve_checkpoint(runs["tiny"])))
+    tensors = load_file(str(file_with_d))
+    wanted = {k for k in full if k.startswith((EMA_PREFIX, "discriminator."))}
+    assert set(tensors) == wanted and any(".content_head." in k or "content" in k for k in wanted)
+    assert all(torch.equal(v, full[k]) for k, v in tensors.items())
+    with safe_open(str(file_with_d), framework="pt") as handle:
+        assert handle.metadata()["contents"] == "generator_ema+discriminator"
+    assert inference_file.stat().st_size < file_with_d.stat().st_size
+    assert file_with_d.stat().st_size < resolve_checkpoint(runs["tiny"]).stat().st_size
+    assert "inspire" in supported_applications(file_with_d)
+    assert "inspire" not in supported_applications(inference_file)
+
+
+def test_inspire_and_spatial_run_on_the_file_with_d(file_with_d: Path, runs: dict,
+                                                     tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """Patch-inspired generation from the exported file equals the run's, byte for byte."""
+    patch = tmp_path / "patch.png"
+    Image.new("RGB", (16, 16), (90, 120, 200)).save(patch)
+    for name, run in (("run", runs["tiny"]), ("file", file_with_d)):
+        assert main(["generate", "inspire", "--patch", str(patch),
+                     "--run", str(run), "--out", str(tmp_path / name), "--device", "cpu"]) == 0
+    images = sorted(p.name for p in (tmp_path / "run").iterdir() if p.suffix == ".png")
+    assert images
+    for image in images:
+        assert (tmp_path / "run" / image).read_bytes() == (tmp_path / "file" / image).read_bytes()
+    assert main(["generate", "full", "--raw", "--run", str(file_with_d),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "without the raw generator" in one_line(capsys)
+    assert main(["eval", "--run", str(file_with_d), "--real", "builtin:blobs", "--metrics",
+                 "spatial", "--n", "4", "--batch", "4", "--no-cache", "--device", "cpu"]) == 0
 
 
 @pytest.mark.parametrize("argv", [

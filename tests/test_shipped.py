@@ -105,8 +105,10 @@ def test_packaged_models_are_small_inference_files_with_cards() -> None:
     stems = {p.stem for p in shipped.PACKAGE_DIR.glob("*.json")}
     assert stems == {m.key for m in PACKAGED}  # no card without its file
     for model in PACKAGED:
-        assert read_metadata(model.path).get("contents") == "generator_ema", model.key
-        assert "inspire" not in model.card["applications"]  # inspire needs D and Q
+        contents = read_metadata(model.path).get("contents")
+        assert contents in ("generator_ema", "generator_ema+discriminator"), model.key
+        with_d = contents == "generator_ema+discriminator"  # inspire needs D and Q
+        assert ("inspire" in model.card["applications"]) == with_d, model.key
         assert "TODO" not in json.dumps(model.card)
 
 
@@ -115,14 +117,15 @@ def test_packaged_models_are_small_inference_files_with_cards() -> None:
 def fixture_dir(trained_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
                 ) -> Path:
     """A registry folder as the lead fills one, from the shared 3-step runs (conftest):
-    blobs-v1 (tiny-inspired on blobs), blobs-v2 (the same weights, another card) and skyline-v1
-    (tiny-panorama), each exported, then fingerprinted by `cocogan models --fingerprint FILE
+    blobs-v1 (tiny-inspired on blobs, with D), blobs-v2 (the same weights, another card) and
+    skyline-v1 (tiny-panorama, the EMA generator alone), each exported, then fingerprinted by `cocogan models --fingerprint FILE
     --write` and described."""
     folder = tmp_path_factory.mktemp("shipped")
     for name, run in (("blobs-v1", trained_runs["tiny-inspired"]),
                       ("skyline-v1", trained_runs["tiny-panorama"])):
         file = folder / f"{name}.safetensors"
-        assert main(["export", "--run", str(run), "--output", str(file)]) == 0
+        alone = ["--no-discriminator"] if name == "skyline-v1" else []
+        assert main(["export", "--run", str(run), "--output", str(file), *alone]) == 0
         assert main(["models", "--fingerprint", str(file), "--write"]) == 0
         card = json.loads(file.with_suffix(".json").read_text())
         card.update(description=f"{name} fixture", data=f"builtin:{name[:-3]}", train_seconds=1.5,
@@ -267,8 +270,10 @@ def test_fixture_models_run_their_applications(registry: Path, tmp_path: Path,
                                                name: str) -> None:
     model = shipped.find(name)
     expected = ["full", "viewport", "interpolate", "beyond", "huge"]
-    if name == "skyline":
+    if name == "skyline":  # cylindrical, the EMA generator alone
         expected.insert(2, "panorama")
+    else:  # exported with D: patch-inspired generation too
+        expected.insert(3, "inspire")
     assert model.card["applications"] == expected  # what --fingerprint --write suggested
     check_applications(name, model.card["applications"], tmp_path)
     assert (tmp_path / "generated" / name / "huge" / "huge-seed0000-64x64.tif").is_file()
@@ -313,9 +318,11 @@ def test_eval_export_and_init_from_take_a_shipped_name(
     assert fingerprint("blobs.safetensors") == shipped.find("blobs-v1").card[
         "fingerprint"]
     capsys.readouterr()
-    assert main(["train", "--init-from", "blobs", "--data", "builtin:blobs", "--steps", "1",
-                 "--out", "ft", "--device", "cpu"]) == 2
-    assert "inference-only file" in one_line(capsys)
+    for name, told in (("blobs", False), ("skyline", True)):
+        assert main(["train", "--init-from", name, "--data", f"builtin:{name}", "--steps", "1",
+                     "--out", f"ft-{name}", "--device", "cpu",
+                     "--set", "data.num_workers=0"]) == 0
+        assert ("holds no discriminator" in capsys.readouterr().err) == told
     assert sorted(registry.iterdir()) == before
 
 

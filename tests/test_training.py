@@ -582,6 +582,29 @@ def test_init_from_keeps_the_pre_trained_ema(tmp_path: Path) -> None:
                                0.9 * loaded + 0.1 * live)
 
 
+@pytest.mark.parametrize("with_d", [False, True])
+def test_init_from_an_inference_file_starts_g_from_its_ema(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], with_d: bool) -> None:
+    """A shipped model or an export continues training: G and its EMA start from the file's
+    EMA generator, D from the file's D where it has one, else from the seeded init (said)."""
+    base, file, tuned = tmp_path / "base", tmp_path / "g.safetensors", tmp_path / "tuned"
+    assert new_run(base) == 0
+    assert main(["export", "--run", str(base), "--output", str(file),
+                 *([] if with_d else ["--no-discriminator"])]) == 0
+    capsys.readouterr()
+    assert train("--init-from", file, "--data", "builtin:blobs", "--out", tuned,
+                 "--dry-run") == 0
+    config, spec = read_run(tuned)
+    model = new_trainer(tuned, config, spec, open_dataset(config, spec.seed)).model
+    told = "holds no discriminator" in capsys.readouterr().err
+    _, source, _ = load_model(base, "cpu")
+    ema, d = source.generator_ema.state_dict(), source.discriminator.state_dict()
+    for network in (model.generator, model.generator_ema):
+        assert all(torch.equal(v.cpu(), ema[k]) for k, v in network.state_dict().items())
+    d_loaded = all(torch.equal(v.cpu(), d[k]) for k, v in model.discriminator.state_dict().items())
+    assert d_loaded == with_d and told == (not with_d)
+
+
 def test_extrapolation_step_trains_g_first_blocks_on_the_extended_grid(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A5, N4: a normal in-range step, then an extrapolation step whose fakes come from the

@@ -4,7 +4,7 @@ Weights (G, D with heads, EMA G) are ``step-XXXXXXXX.safetensors`` with the conf
 as metadata; resume state (optimisers, step, data position, RNGs) is ``step-XXXXXXXX.state.pt``
 beside it, tensors and numbers only (``torch.load(weights_only=True)``: unpickling would run
 the file author's code). A step is resumable when both files exist. :func:`load_model` takes a
-run directory, a weights file, an inference-only export (EMA G alone) or a shipped name, and
+run directory, a weights file, an inference-only export (EMA G, and D unless exported without it) or a shipped name, and
 checks the file's header, memory and weights before building anything.
 """
 
@@ -39,7 +39,9 @@ STATE_FORMAT = "cocogan-train-state"
 CHECKPOINT_DIR = "checkpoints"
 _STEP_NAME = re.compile(r"^step-(\d{8,})$")
 INFERENCE_CONTENTS = "generator_ema"  # metadata "contents" of an inference-only weights file
+WITH_D_CONTENTS = "generator_ema+discriminator"  # ... that also holds D and its heads (inspire)
 EMA_PREFIX = "generator_ema."  # tensor names of the EMA generator in every weights file
+D_PREFIX = "discriminator."
 MAX_STEP = 2**63 - 1  # a step count fits a signed 64-bit integer (TensorBoard, torch)
 _ANNOUNCED: set[str] = set()  # --run values shadowing a shipped name, said once per process
 
@@ -143,8 +145,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
         raise CheckpointError(f"{file} holds a model.family={config.model.family} model; this "
                               f"command needs a {family} run (benchmarks/quality_baseline.py "
                               "evaluates the baseline)")
-    inference_only = metadata.get("contents") == INFERENCE_CONTENTS
-    check_stored_config(file, config, prefix=EMA_PREFIX if inference_only else "")
+    contents = metadata.get("contents")
+    inference_only = contents in (INFERENCE_CONTENTS, WITH_D_CONTENTS)
+    prefix = {INFERENCE_CONTENTS: (EMA_PREFIX,), WITH_D_CONTENTS: (EMA_PREFIX, D_PREFIX)}
+    check_stored_config(file, config, prefix=prefix.get(contents, ("",)))
     model = build_model(config.model)
     state = _read_tensors(file)
     bad = next((name for name, tensor in state.items() if name.startswith("generator")
@@ -209,22 +213,31 @@ class MissingNetwork(nn.Module):
 
 
 def _inference_model(file: Path, model: CocoGAN, state: dict[str, torch.Tensor]) -> CocoGAN:
-    """``model`` with the EMA generator of an inference-only file; G and D are MissingNetworks."""
-    _load_into(file, model.generator_ema, {k.removeprefix(EMA_PREFIX): v for k, v in state.items()})
+    """``model`` with the EMA generator (and D, where the file has it) of an inference-only
+    file; the networks it lacks are MissingNetworks."""
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+    _load_into(file, model.generator_ema, part(EMA_PREFIX))
     model.generator = MissingNetwork("the raw generator (--raw)", file)
-    model.discriminator = MissingNetwork("the discriminator (inspire, the spatial metric)", file)
+    if any(name.startswith(D_PREFIX) for name in state):
+        _load_into(file, model.discriminator, part(D_PREFIX))
+    else:
+        model.discriminator = MissingNetwork("the discriminator (inspire, the spatial metric)",
+                                             file)
     return model
 
 
 _SN_WEIGHT = ".parametrizations.weight.original"  # spectral norm's name of a layer's weight
 
 
-def check_stored_config(path: Path, config: Config, prefix: str = "") -> None:
+def check_stored_config(path: Path, config: Config, prefix: tuple[str, ...] = ("",)) -> None:
     """Check that a checkpoint's config describes its tensors and fits in memory, from the
     header and shape-only networks (an 8 MB file claiming ngf 512 once allocated 5.3 GB).
 
     Args:
-        prefix: check only the tensors under it (an inference-only file holds the EMA G).
+        prefix: check only the tensors under these (an inference-only file holds the EMA G,
+            and D where it was exported with it).
     """
     stored = _header(path)[1]
     with shapes_only():

@@ -33,7 +33,14 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from cocogan.budget import FLOAT_BYTES, Budget, check_budget, describe_model, model_size
-from cocogan.checkpoint import EMA_PREFIX, INFERENCE_CONTENTS, CheckpointError
+from cocogan.checkpoint import (
+    D_PREFIX,
+    EMA_PREFIX,
+    INFERENCE_CONTENTS,
+    WITH_D_CONTENTS,
+    CheckpointError,
+    MissingNetwork,
+)
 from cocogan.config import Config
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
@@ -44,7 +51,7 @@ from cocogan.render import evaluating
 # format -> (file suffix, what it is for); the keys are the CLI's --format choices.
 FORMATS: dict[str, tuple[str, str]] = {
     "onnx": (".onnx", "the EMA generator as an ONNX graph, for any ONNX runtime"),
-    "safetensors": (".safetensors", "inference-only weights (EMA generator + config) for every "
+    "safetensors": (".safetensors", "inference-only weights (EMA generator, D + config) for every "
                                     "cocogan --run command"),
 }
 OPSET = 18  # ai.onnx opset: the oldest the dynamo exporter targets; ONNX Runtime >= 1.14 runs it
@@ -200,14 +207,21 @@ def check_with_onnxruntime(data: bytes, model: CocoGAN, count: int = 64, seed: i
 
 
 # ---- safetensors (inference only) ------------------------------------------------------------
-def inference_bytes(config: Config, model: CocoGAN, step: int, source: Path) -> bytes:
+def inference_bytes(config: Config, model: CocoGAN, step: int, source: Path,
+                    discriminator: bool = True) -> bytes:
     """The EMA generator's state (spectral-norm vectors included, so loading it rebuilds the
-    same module) and the config, under the checkpoint's tensor names; no D, no optimisers."""
+    same module) and the config, under the checkpoint's tensor names; D with its heads too
+    when ``discriminator`` and the source has it (patch-inspired generation needs Q and the
+    spatial head); never the raw G or optimisers."""
     from cocogan import __version__
 
-    tensors = {f"{EMA_PREFIX}{k}": v.detach().contiguous().cpu()
-               for k, v in model.generator_ema.state_dict().items()}
-    metadata = {"format": "cocogan", "contents": INFERENCE_CONTENTS, "version": __version__,
+    parts = {EMA_PREFIX: model.generator_ema}
+    if discriminator and not isinstance(model.discriminator, MissingNetwork):
+        parts[D_PREFIX] = model.discriminator
+    tensors = {f"{prefix}{k}": v.detach().contiguous().cpu()
+               for prefix, module in parts.items() for k, v in module.state_dict().items()}
+    contents = WITH_D_CONTENTS if D_PREFIX in parts else INFERENCE_CONTENTS
+    metadata = {"format": "cocogan", "contents": contents, "version": __version__,
                 "step": str(step), "config": json.dumps(config.to_dict()), "source": str(source)}
     return safetensors_bytes(tensors, metadata=metadata)
 
@@ -260,7 +274,7 @@ def export_budget(config: Config, file_format: str) -> Budget:
 
 
 def export_run(run: str | Path, output: Path, file_format: str | None = None, *,
-               check: bool = True, force: bool = False,
+               check: bool = True, force: bool = False, discriminator: bool = True,
                report: Callable[[str], None] | None = None) -> ExportResult:
     """Write the EMA generator of ``run`` (a run directory or weights file) to ``output`` and
     its model card to ``output`` with suffix .json; the write rule of cocogan.outputs applies.
@@ -295,7 +309,7 @@ def export_run(run: str | Path, output: Path, file_format: str | None = None, *,
                               f" (> {CHECK_TOLERANCE:g}); please report it (--no-check skips "
                               "this test)")
     else:
-        data = inference_bytes(config, model, step, file.resolve())
+        data = inference_bytes(config, model, step, file.resolve(), discriminator)
     atomic_write_bytes(output, data)
     text = json.dumps(card, indent=2) + "\n"
     atomic_write(card_path, lambda tmp: tmp.write_text(text))

@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"{' or '.join(FORMATS)} (default: from the --output suffix)")
     parser.add_argument("--no-check", action="store_true",
                         help="onnx: skip running the file with onnxruntime against PyTorch")
+    parser.add_argument("--no-discriminator", action="store_true",
+                        help="safetensors: the EMA generator alone (about half the size; no "
+                        "inspire, no spatial metric, no --init-from D)")
     parser.add_argument("--force", action="store_true",
                         help="export even when the memory estimate exceeds what is available")
 
@@ -33,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from cocogan.export import CHECK_TOLERANCE, export_run
 
     result = export_run(args.run, args.output, args.format, check=not args.no_check,
-                        force=args.force, report=lambda line: print(f"cocogan export: {line}"))
+                        force=args.force, discriminator=not args.no_discriminator,
+                        report=lambda line: print(f"cocogan export: {line}"))
     if result.path.suffix == ".onnx" and result.max_diff is not None:
         print(f"cocogan export: onnxruntime matches PyTorch: max |diff| {result.max_diff:.2g} "
               f"(limit {CHECK_TOLERANCE:g})")

@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 
 from cocogan.checkpoint import (
     CHECKPOINT_DIR,
-    INFERENCE_CONTENTS,
+    D_PREFIX,
+    EMA_PREFIX,
     CheckpointError,
     checkpoint_paths,
     load_model,
@@ -210,12 +211,8 @@ def _check_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World,
 
 
 def _check_init_from(source: str, config: Config) -> None:
-    """--init-from must be a training checkpoint (not inference-only) of the same model config."""
+    """--init-from must be a checkpoint of the same model config."""
     metadata = read_metadata(resolve_checkpoint(source))
-    if metadata.get("contents") == INFERENCE_CONTENTS:
-        raise CheckpointError(f"--init-from {source} is an inference-only file (the EMA "
-                              "generator alone, no D): fine-tuning needs the training run or "
-                              "its checkpoint")
     try:
         saved = Config.from_json(metadata["config"]).model
     except (KeyError, ConfigError) as error:
@@ -226,6 +223,21 @@ def _check_init_from(source: str, config: Config) -> None:
         raise CheckpointError(f"--init-from {source} was trained with another model config "
                               f"({', '.join(changed)} differ): use the preset it was trained "
                               "with, or leave --preset out to take its config")
+
+
+def _warm_start(model: GAN, source: str, config: Config) -> None:
+    """Load ``source``'s weights into ``model``. An inference-only file (a shipped model, an
+    export) starts G from its EMA generator, and D from its D where it has one, else from the
+    seeded initialisation (stderr says so); the optimisers always start fresh."""
+    state = load_model(source, "cpu", family=config.model.family)[1].state_dict()
+    if not any(name.startswith("generator.") for name in state):
+        state |= {"generator." + name.removeprefix(EMA_PREFIX): tensor
+                  for name, tensor in state.items() if name.startswith(EMA_PREFIX)}
+        if not any(name.startswith(D_PREFIX) for name in state):
+            state |= {D_PREFIX + k: v for k, v in model.discriminator.state_dict().items()}
+            print(f"--init-from {source} holds no discriminator: D starts from its seeded "
+                  "initialisation, G and its EMA from the file's EMA generator", file=sys.stderr)
+    model.load_state_dict(state)
 
 
 def cache_dataset(dataset: Dataset[torch.Tensor], config: Config,
@@ -287,8 +299,7 @@ def new_trainer(run_dir: Path, config: Config, spec: RunSpec,
     model = build_model(config.model)
     if spec.init_from:
         _check_init_from(spec.init_from, config)
-        model.load_state_dict(load_model(spec.init_from, "cpu", family=config.model.family)[1]
-                              .state_dict())
+        _warm_start(model, spec.init_from, config)
     optimizers = _place(model, config, device, world)
     state = TrainState.fresh(spec.seed, config.run.n_samples, config.model.z_dim, device,
                              rank=world.rank)
