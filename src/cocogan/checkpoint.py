@@ -4,8 +4,8 @@ Weights (G, D with heads, EMA G) are ``step-XXXXXXXX.safetensors`` with the conf
 as metadata; resume state (optimisers, step, data position, RNGs) is ``step-XXXXXXXX.state.pt``
 beside it, tensors and numbers only (``torch.load(weights_only=True)``: unpickling would run
 the file author's code). A step is resumable when both files exist. :func:`load_model` takes a
-run directory, a weights file, an inference-only export (EMA G, and D unless exported without it) or a shipped name, and
-checks the file's header, memory and weights before building anything.
+run directory, a weights file, an inference-only export (EMA G, and D unless exported without
+it) or a shipped name, and checks the file's header, memory and weights before building anything.
 """
 
 from __future__ import annotations
