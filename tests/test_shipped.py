@@ -118,8 +118,8 @@ def fixture_dir(trained_runs: dict[str, Path], tmp_path_factory: pytest.TempPath
                 ) -> Path:
     """A registry folder as the lead fills one, from the shared 3-step runs (conftest):
     blobs-v1 (tiny-inspired on blobs, with D), blobs-v2 (the same weights, another card) and
-    skyline-v1 (tiny-panorama, the EMA generator alone), each exported, then fingerprinted by `cocogan models --fingerprint FILE
-    --write` and described."""
+    skyline-v1 (tiny-panorama, the EMA generator alone), each exported, then fingerprinted by
+    `cocogan models --fingerprint FILE --write` and described."""
     folder = tmp_path_factory.mktemp("shipped")
     for name, run in (("blobs-v1", trained_runs["tiny-inspired"]),
                       ("skyline-v1", trained_runs["tiny-panorama"])):
