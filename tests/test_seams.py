@@ -11,7 +11,7 @@ import torch
 
 from cocogan import CocoGAN, apply_overrides, generate_macro, get_preset
 from cocogan.config import Config
-from cocogan.metrics import seam_profile, seam_ratio
+from cocogan.metrics import object_seam_ratio, seam_profile, seam_ratio
 from cocogan.model import exact_spectral_norm
 from cocogan.patches import assemble, crop, merge, split
 from cocogan.presets import PRESETS
@@ -232,3 +232,64 @@ def test_w_spatial_g_changes_only_g_objective() -> None:
     expected = paper["loss_G"] - get_preset("tiny").loss.w_spatial * paper["L_S_fake"]
     assert no_g_spatial["loss_G"].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     assert paper["L_S_fake"].item() > 0
+
+
+def _object_seams_by_loops(images: torch.Tensor, micro: int, tolerance: float = 0.1) -> float:
+    """object_seam_ratio written out pixel by pixel (an independent second method)."""
+    seam_sum = rest_sum = 0.0
+    seam_n = rest_n = 0
+    for image in images.double():
+        h, w = image.shape[1:]
+        # the ground: the median of the 1-px frame (corners counted twice, lower middle value)
+        frame = torch.cat([image[:, 0, :], image[:, -1, :], image[:, :, 0], image[:, :, -1]], 1)
+        ground = frame.median(1).values
+
+        def away(r: int, q: int, image: torch.Tensor = image, ground: torch.Tensor = ground
+                 ) -> bool:
+            return bool(((image[:, r, q] - ground).abs() > tolerance).any())
+
+        def inside(r: int, q: int, h: int = h, w: int = w) -> bool:
+            return all(away(rr, qq) for rr in range(r - 1, r + 2) for qq in range(q - 1, q + 2)
+                       if 0 <= rr < h and 0 <= qq < w)
+
+        for r in range(h):
+            for q in range(w):
+                for dr, dq in ((0, 1), (1, 0)):
+                    r2, q2 = r + dr, q + dq
+                    if r2 >= h or q2 >= w or not (inside(r, q) and inside(r2, q2)):
+                        continue
+                    jump = float((image[:, r2, q2] - image[:, r, q]).abs().mean())
+                    border = (q2 % micro == 0) if dq else (r2 % micro == 0)
+                    if border:
+                        seam_sum, seam_n = seam_sum + jump, seam_n + 1
+                    else:
+                        rest_sum, rest_n = rest_sum + jump, rest_n + 1
+    return (seam_sum / seam_n) / (rest_sum / rest_n)
+
+
+def test_object_seam_ratio_equals_a_pixel_by_pixel_count() -> None:
+    gen = torch.Generator().manual_seed(3)
+    images = torch.ones(3, 3, 16, 16)  # white ground
+    images[:, :, 3:13, 2:14] = torch.rand(3, 3, 10, 12, generator=gen) * 1.6 - 1
+    assert object_seam_ratio(images, 4) == pytest.approx(_object_seams_by_loops(images, 4),
+                                                          rel=1e-12)
+
+
+def test_object_seam_ratio_sees_a_checker_the_white_ground_hides() -> None:
+    """Objects whose micro patches are flat tiles of different shades (a checker), on a white
+    ground that fills most of the image: only border steps jump inside the object; the plain
+    ratio is pulled towards 1 by the silhouette edges, the object ratio is not."""
+    size, micro = 32, 8
+    rows = torch.arange(size)[:, None]
+    cols = torch.arange(size)[None, :]
+    texture = 0.02 * ((rows + cols) % 2)  # every step inside a tile jumps by 0.02
+    checker = 0.3 * ((rows // micro + cols // micro) % 2)  # tiles differ by 0.3
+    image = torch.ones(1, 3, size, size)
+    image[:, :, 6:26, 6:26] = (-0.5 + checker + texture)[6:26, 6:26]
+    # inside the object a border step jumps 0.3 +- 0.02, any other step 0.02
+    assert object_seam_ratio(image, micro) == pytest.approx(0.3 / 0.02, rel=0.1)
+    assert seam_ratio(image, micro) < 0.5 * object_seam_ratio(image, micro)
+    smooth = torch.ones(1, 3, size, size)
+    smooth[:, :, 6:26, 6:26] = (-0.5 + texture)[6:26, 6:26]
+    assert object_seam_ratio(smooth, micro) == pytest.approx(1.0)
+    assert math.isnan(object_seam_ratio(torch.ones(1, 3, size, size), micro))  # no object

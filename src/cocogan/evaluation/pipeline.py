@@ -34,6 +34,7 @@ from cocogan.metrics import (
     fid_from_stats,
     kernel_inception_distance,
     likeness,
+    object_seam_ratio,
     precision_recall,
     repetition,
     seam_profile,
@@ -208,6 +209,7 @@ def _image_values(values: dict[str, float], images: Tensor, metrics: tuple[str, 
     """The IMAGE_METRICS of one side's images; ``suffix`` "_real" for the real side."""
     if "seams" in metrics:
         values[f"seams{suffix}"] = seam_ratio(images, micro)
+        values[f"seams_object{suffix}"] = object_seam_ratio(images, micro)
         values.update({f"seams_{k}{suffix}": v for k, v in seam_profile(images, micro).items()})
     measures = {"wrap": wrap_ratio, "spread": content_spread,
                 "repeat": lambda x: repetition(x, micro), "likeness": likeness}

@@ -21,7 +21,7 @@ from cocogan.metrics.inception import (
 )
 from cocogan.metrics.layout import content_spread, likeness, repetition
 from cocogan.metrics.precision_recall import precision_recall
-from cocogan.metrics.seams import seam_profile, seam_ratio, wrap_ratio
+from cocogan.metrics.seams import object_seam_ratio, seam_profile, seam_ratio, wrap_ratio
 from cocogan.metrics.swd import (
     sliced_wasserstein,
     sliced_wasserstein_from_descriptors,
@@ -33,7 +33,8 @@ METRICS: dict[str, str] = {
     "fid": "Fréchet Inception Distance on Inception-v3 pool3 features (TTUR weights)",
     "kid": "Kernel Inception Distance: unbiased cubic-kernel MMD^2 on pool3, mean ± std",
     "swd": "multi-scale sliced Wasserstein distance on Laplacian-pyramid 7x7 patches, x1e3 (PGGAN)",
-    "seams": "pixel jumps across micro-patch borders / jumps elsewhere (1 = seamless)",
+    "seams": "pixel jumps across micro-patch borders / jumps elsewhere (1 = seamless); also "
+             "seams_object: the same on object pixels only (away from the flat ground)",
     "wrap": "jump between last and first column / interior column jumps (1 = cyclic panorama)",
     "spread": "RMS distance of the content centres from their mean (compare with real)",
     "repeat": "correlation of the image with itself one micro patch to the right (tiles: 1)",
@@ -47,7 +48,7 @@ __all__ = [
     "FID_WEIGHTS_NAME", "METRICS", "WEIGHTS_ENV", "FeatureExtractor", "FeatureStats",
     "InceptionFeatures", "MissingWeightsError", "StatsAccumulator", "content_spread",
     "fid_from_stats", "frechet_distance", "kernel_inception_distance", "likeness",
-    "load_fid_inception", "mmd2_unbiased", "precision_recall", "repetition",
+    "load_fid_inception", "mmd2_unbiased", "object_seam_ratio", "precision_recall", "repetition",
     "resolve_inception_weights", "seam_profile", "seam_ratio", "sliced_wasserstein",
     "sliced_wasserstein_from_descriptors", "swd_descriptors", "wrap_ratio",
 ]
