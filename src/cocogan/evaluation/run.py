@@ -232,6 +232,7 @@ def format_table(evaluation: RunEvaluation) -> str:
         if name == "swd":
             rows += [(f"  swd level {k[4:]}px", k, None) for k in values if k.startswith("swd_")]
         if name == "seams":
+            rows += [("  on object pixels", "seams_object", "seams_object_real")]
             rows += [(f"  {_border_label(k[6:])}", k, f"{k}_real") for k in values
                      if k[:7] in ("seams_x", "seams_y") and not k.endswith("_real")]
         for label, gen_key, real_key in rows:
