@@ -47,10 +47,8 @@ class FeatureStats:
 
 class StatsAccumulator:
     """Streams feature batches into mean/covariance, keeping the first `keep` rows (for KID).
-
     Sums are float64 around a shift (the first batch's mean) so that
-    cov = (S_xx - n m m^T) / (n - 1) does not cancel catastrophically.
-    """
+    cov = (S_xx - n m m^T) / (n - 1) does not cancel catastrophically."""
 
     def __init__(self, keep: int = 0) -> None:
         self.keep = keep

@@ -114,13 +114,11 @@ def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Pat
             if not p.is_file():
                 raise MissingWeightsError(f"Inception weights not found at {where}{p}")
             return p
-    packaged = installed_package_weights()
-    if packaged is not None:
-        return packaged
     cache = Path(torch.hub.get_dir()) / "checkpoints"  # $TORCH_HOME/hub/checkpoints
-    for name in (FID_WEIGHTS_NAME, FIDELITY_WEIGHTS_NAME):
-        if (cache / name).is_file():
-            return cache / name
+    for found in (installed_package_weights(), cache / FID_WEIGHTS_NAME,
+                  cache / FIDELITY_WEIGHTS_NAME):
+        if found is not None and found.is_file():
+            return found
     raise MissingWeightsError(
         f"FID Inception weights not found (nothing is downloaded at run time): install them "
         f"with `{INSTALL_COMMAND}` (scripts/setup.sh does), or pass --inception-weights PATH, "
@@ -210,11 +208,9 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
 
 def load_fid_inception(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
     """The FID network, (B, 3, 299, 299) in [-1, 1] -> pool3 (B, 2048), from the standard
-    TorchScript file, or a pytorch-fid state_dict loaded into that file's network.
-
-    TF's batch norm has no scale, so a state_dict's (ones in the standard file) is folded into
-    the conv weight and the running mean. A wrong file gives a one-line error.
-    """
+    TorchScript file, or a pytorch-fid state_dict loaded into that file's network. TF's batch
+    norm has no scale, so a state_dict's (ones in the standard file) is folded into the conv
+    weight and the running mean. A wrong file gives a one-line error."""
     path = Path(path)
     if _is_installed(path) or _is_torchscript(path):
         return _load_torchscript(path)

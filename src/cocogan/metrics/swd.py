@@ -1,7 +1,6 @@
 """Multi-scale sliced Wasserstein distance (SWD), PGGAN's network-free metric (Karras et al.
 2018, Sec. 5): random 7x7 neighbourhoods of each Laplacian-pyramid level (down to 16x16) are
 descriptors, compared per level by sliced Wasserstein over random directions, x 1e3.
-
 Legend: B batch, C channels, H/W height/width, N descriptors, K = C * 7 * 7 descriptor dims,
 P projection directions.
 """
