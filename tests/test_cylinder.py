@@ -46,9 +46,8 @@ def test_panorama_reference_is_rolled_for_distributions_and_not_for_wrap() -> No
     compare against reals rolled by a fixed seed; wrap_real keeps the 360-degree seam where
     the files have it. Real panoramas with a canonical heading (a bright band at one angle)."""
     from cocogan.evaluation import EvalConfig, build_reference
-    from cocogan.evaluation.pipeline import real_rolls, roll_each
+    from cocogan.evaluation.pipeline import SWDSink, real_rolls, roll_each
     from cocogan.evaluation.sampling import real_subset
-    from cocogan.evaluation.sinks import SWDSink
     from cocogan.metrics import likeness, wrap_ratio
 
     coords = CocoGAN(get_preset("tiny-panorama").model).coords

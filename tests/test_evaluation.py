@@ -34,7 +34,7 @@ from cocogan.evaluation import (
     parse_metrics,
     spatial_accuracy,
 )
-from cocogan.evaluation.indicators import indicator_keys
+from cocogan.evaluation.callback import indicator_keys
 from cocogan.evaluation.sampling import real_subset
 from cocogan.metrics import FID_WEIGHTS_NAME, WEIGHTS_ENV, FeatureStats, frechet_distance, inception
 from cocogan.model import CocoGAN

@@ -349,7 +349,7 @@ def test_train_eval_every_and_cli_eval_use_fid_out_of_the_box(tmp_path: Path,
 def test_other_weights_get_another_cache_key(tmp_path: Path) -> None:
     """The key of cached statistics was the network's name alone, so a scaled copy's entry
     served the standard weights; the name now carries the weights' SHA-256."""
-    from cocogan.evaluation.cache import stats_key
+    from cocogan.evaluation.pipeline import stats_key
 
     scaled = _pth_copy(tmp_path / "scaled.pth", lambda w: w * 1.5)
     other, standard = InceptionFeatures(scaled), InceptionFeatures()

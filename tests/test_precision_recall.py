@@ -24,8 +24,7 @@ from cocogan.evaluation import (
     format_table,
     generated_batches,
 )
-from cocogan.evaluation.callback import best_score
-from cocogan.evaluation.indicators import indicator_keys
+from cocogan.evaluation.callback import best_score, indicator_keys
 from cocogan.evaluation.sampling import real_subset
 from cocogan.metrics import inception, precision_recall
 from cocogan.metrics.frechet import NonFiniteError

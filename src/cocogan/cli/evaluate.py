@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_run(args.run, args.real, args.metrics, checkpoint=args.checkpoint,
                               cfg=cfg, device=args.device, inception_weights=args.inception_weights,
                               raw=args.raw, use_cache=not args.no_cache, write=False,
-                              report=_note, backend=args.backend)
+                              report=lambda line: print(f"cocogan eval: {line}", file=sys.stderr,
+                                                        flush=True),
+                              backend=args.backend)
     record = result.record
     print(f"checkpoint {record['checkpoint']} (step {record['step']}, {record['generator']} "
           f"generator) vs {record['real']}")
@@ -66,7 +68,3 @@ def run(args: argparse.Namespace) -> int:
     if result.path is not None:
         print(f"wrote {result.path}")
     return 0
-
-
-def _note(line: str) -> None:
-    print(f"cocogan eval: {line}", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocogan.evaluation.indicators import INDICATOR_FILE, plot_indicators
+    from cocogan.evaluation.callback import INDICATOR_FILE, plot_indicators
     from cocogan.outputs import claim_file
 
     run_dir = Path(args.run)

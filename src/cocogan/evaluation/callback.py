@@ -1,7 +1,8 @@
 """Evaluation during training (`--eval-every K`, the paper's Appendix F): metrics on a small
 subset every K steps as `eval/<key>` floats, and the best checkpoint kept. The real side is
 prepared when the callback is built (missing weights or bad data fail before step 0), and fixed
-latents make successive values comparable. `EvalHook` plugs it into `Trainer.hooks`.
+latents make successive values comparable. `EvalHook` plugs it into `Trainer.hooks`;
+`plot_indicators` draws the logged values (`cocogan plot`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from cocogan.evaluation.spatial import discriminator_predictor
 from cocogan.metrics import FeatureExtractor
 from cocogan.model import CocoGAN
 from cocogan.outputs import atomic_write
+from cocogan.plotting import plot_metrics, read_jsonl
 
 PREFIX = "eval/"
+INDICATOR_FILE = "training-indicators.png"
 
 
 def best_score(metric: str, values: dict[str, float]) -> float | None:
@@ -87,9 +90,8 @@ class EvalCallback:
         self.every, self.raw = every, raw
         self.settings = settings.validate()
         self.best = BestTracker(self.metrics[0])
-        self.extractor = feature_extractor_for(self.metrics, torch.device(device),
-                                               settings.batch, inception_weights,
-                                               feature_extractor)
+        self.extractor = feature_extractor_for(self.metrics, torch.device(device), settings.batch,
+                                               inception_weights, feature_extractor)
         dataset, fingerprint = real_data(real, config)
         self.reference = build_reference(self.metrics, dataset, coordinate_system(config.model),
                                          settings, extractor=self.extractor,
@@ -143,3 +145,29 @@ class EvalHook:
             save_model(self.folder / BEST_WEIGHTS, trainer.config, trainer.model, step)
             text = json.dumps(self.callback.best.state_dict()) + "\n"
             atomic_write(self.folder / BEST_STATE, lambda tmp: tmp.write_text(text))
+
+
+def indicator_keys(records: list[dict[str, Any]]) -> list[str]:
+    """The paper's training indicators (Appendix F): L_W first (if logged), then every evaluated
+    metric in first-logged order, each metric's real figure right after it; per-level SWD,
+    per-border seams and KID's std stay in metrics.jsonl and TensorBoard."""
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    evals = [k for k in keys if k.startswith(PREFIX) and not (
+        k[len(PREFIX):].startswith(("swd_", "seams_x", "seams_y")) or k.endswith("_std"))]
+    ordered = [k for k in evals if not k.endswith("_real")]
+    for real in (k for k in evals if k.endswith("_real")):
+        metric = real.removesuffix("_real")
+        ordered.insert(ordered.index(metric) + 1 if metric in ordered else len(ordered), real)
+    return (["L_W"] if "L_W" in keys else []) + ordered
+
+
+def plot_indicators(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
+    """Draw the indicators of a metrics.jsonl into `out_png` (`plotting.plot_metrics`):
+    FileNotFoundError without metrics.jsonl, ValueError when it holds neither L_W nor eval/."""
+    path = Path(metrics_jsonl)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: train first (cocogan train) or pass a run directory")
+    keys = indicator_keys([r for r in read_jsonl(path) if "step" in r])
+    if not keys:
+        raise ValueError(f"{path} has no L_W and no eval/ metrics to plot")
+    return plot_metrics(path, Path(out_png), keys=keys)

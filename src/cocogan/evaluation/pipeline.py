@@ -1,35 +1,39 @@
 """The evaluation pipeline: a reference computed once from real images, then any number of
 evaluations of generated images against it (one for `cocogan eval`, one every K training steps).
 The result is a flat dict of floats (fid, kid, kid_std, swd, swd_<h>, seams, seams_real, ...;
-docs/evaluation.md, "The metrics", lists every key). Shapes: B batch, C/H/W image.
+docs/evaluation.md, "The metrics", lists every key). Each metric's first stage is a sink: every
+batch goes to the sinks that still want images, then is dropped (50,000 images at 256x768 would
+not fit), and the stream stops when all are full. Shapes: B batch, C/H/W image, D feature dims.
+
+The real side of FID/KID (minutes of features even on a GPU, fixed for a data source) is cached
+on disk: mean, covariance and the rows kept for KID, keyed by the source's fingerprint, the
+extractor's name (Inception's carries its preprocessing and weights' SHA-256: version 1 keyed
+by the network alone served other weights' statistics, issue 19) and the image counts, in
+$COCOGAN_CACHE/stats (see `cocogan.outputs.cache_folder`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import re
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from cocogan.coords import CoordinateSystem
-from cocogan.evaluation.cache import (
-    RealFeatures,
-    load_real_features,
-    save_real_features,
-    stats_key,
-)
 from cocogan.evaluation.sampling import Sampler, generated_batches, real_batches
 from cocogan.evaluation.settings import FEATURE_METRICS, EvalConfig
-from cocogan.evaluation.sinks import FeatureSink, ImageSink, Sink, SWDSink, feed
 from cocogan.evaluation.spatial import Predictor, spatial_accuracy
 from cocogan.metrics import (
     FeatureExtractor,
     FeatureStats,
+    StatsAccumulator,
     content_spread,
     fid_from_stats,
     kernel_inception_distance,
@@ -40,9 +44,55 @@ from cocogan.metrics import (
     seam_profile,
     seam_ratio,
     sliced_wasserstein_from_descriptors,
+    swd_descriptors,
     wrap_ratio,
 )
 from cocogan.metrics.frechet import ArrayLike, NonFiniteError
+from cocogan.outputs import atomic_write, cache_folder
+
+CACHE_VERSION = 2  # bump when the cached content or its meaning changes (2: weights hash)
+
+
+@dataclass(frozen=True)
+class RealFeatures:
+    """Reference-side FID/KID inputs: Gaussian statistics and the rows kept for KID."""
+
+    stats: FeatureStats
+    kept: np.ndarray  # (K, D) float32 feature rows, K <= the KID keep count
+
+
+def stats_key(fingerprint: str, extractor: str, count: int, keep: int) -> str:
+    """File-name-safe key of a `dataset_fingerprint`, an extractor's name, the real images
+    summarised and the rows kept for KID, e.g. ``builtin-blobs-32x32-...-n10000-k10000-v2``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", extractor)
+    return f"{fingerprint}-{name}-n{count}-k{keep}-v{CACHE_VERSION}"
+
+
+def load_real_features(key: str) -> RealFeatures | None:
+    """Cached entry for `key`, or None when absent or unreadable (then it is recomputed)."""
+    path = cache_folder("stats") / f"{key}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            stats = FeatureStats(mean=f["mean"], cov=f["cov"], n=int(f["n"]))
+            real = RealFeatures(stats=stats, kept=f["kept"])
+    except (OSError, KeyError, ValueError):
+        return None
+    finite = all(np.isfinite(a).all() for a in (stats.mean, stats.cov, real.kept))
+    return real if finite else None  # a poisoned entry is recomputed, never used
+
+
+def save_real_features(key: str, real: RealFeatures) -> None:
+    """Store an entry atomically (a concurrent reader never sees a partial file)."""
+    path = cache_folder("stats") / f"{key}.npz"
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, mean=real.stats.mean, cov=real.stats.cov,
+                     n=np.int64(real.stats.n), kept=real.kept.astype(np.float32))
+
+    atomic_write(path, write)
 
 
 @dataclass
@@ -59,45 +109,126 @@ class Reference:
     cache_hit: bool = False  # FID statistics came from the on-disk cache
 
 
+MAX_DESCRIPTORS_PER_IMAGE = 128  # PGGAN's neighbourhoods per image and level
+
+
+class Sink:
+    """Takes images until it has `limit` of them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen = 0
+
+    @property
+    def wants(self) -> int:
+        """How many more images this sink takes."""
+        return max(0, self.limit - self.seen)
+
+    def update(self, images: Tensor) -> None:
+        """Consume a batch (B, C, H, W) in [-1, 1] with B <= wants."""
+        assert images.shape[0] <= self.wants, f"sink got {images.shape[0]} > {self.wants}"
+        self._consume(images)
+        self.seen += images.shape[0]
+
+    def _consume(self, images: Tensor) -> None:
+        raise NotImplementedError
+
+
+class FeatureSink(Sink):
+    """FID/KID's stages 1-2: features streamed into mean/covariance, `keep` rows kept for KID."""
+
+    def __init__(self, extractor: FeatureExtractor, limit: int, keep: int) -> None:
+        super().__init__(limit)
+        self.extractor = extractor
+        self.accumulator = StatsAccumulator(keep=keep)
+
+    def _consume(self, images: Tensor) -> None:
+        self.accumulator.update(self.extractor(images))  # (B, D)
+
+
+class SWDSink(Sink):
+    """SWD's stage 1, per level. At most `budget` descriptors a level (PGGAN's 128 per image on
+    16k images would need gigabytes); batch i draws with seed + i, so real and generated streams
+    of equal batches share neighbourhood positions."""
+
+    def __init__(self, limit: int, budget: int, seed: int) -> None:
+        super().__init__(limit)
+        self.per_image = max(1, min(MAX_DESCRIPTORS_PER_IMAGE, budget // max(limit, 1)))
+        self.seed = seed
+        self.levels: list[list[Tensor]] = []
+
+    def _consume(self, images: Tensor) -> None:
+        batch_index = len(self.levels[0]) if self.levels else 0
+        desc = swd_descriptors(images, descriptors_per_image=self.per_image,
+                               seed=self.seed + batch_index, batch_size=images.shape[0])
+        if not self.levels:
+            self.levels = [[] for _ in desc]
+        for store, level in zip(self.levels, desc, strict=True):
+            store.append(level)
+
+    def descriptors(self) -> list[Tensor]:
+        """One (N, C, 7, 7) tensor per pyramid level, finest first."""
+        if not self.levels:
+            raise ValueError("SWD needs at least one image")
+        return [torch.cat(level, 0) for level in self.levels]
+
+
+class ImageSink(Sink):
+    """Keeps the first `limit` images as 8 bits: a quarter of float32, and what a saved PNG
+    holds, so generated and real images (from 8-bit files) are measured alike."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.kept: list[Tensor] = []
+
+    def _consume(self, images: Tensor) -> None:
+        levels = ((images.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+        self.kept.append(levels.cpu())
+
+    def images(self) -> Tensor:
+        """The kept images (N, C, H, W) as float32 in [-1, 1]."""
+        if not self.kept:
+            raise ValueError("no images were kept")
+        return torch.cat(self.kept, 0).float() / 127.5 - 1.0
+
+
 IMAGE_METRICS = ("seams", "wrap", "spread", "repeat", "likeness")  # on a subset of kept images
 PR_METRICS = ("precision", "recall")  # from the feature rows kept for KID
 ROLL_SEED = 0  # the real panoramas' rolls (N11); fixed, so cached statistics stay valid
 
 
-def _metric_of(key: str) -> str:
-    """The metric a value key belongs to: seams_x16_real -> seams, wrap_real -> wrap."""
-    return key.removesuffix("_real").split("_")[0]
-
-
-def _seam_count(cfg: EvalConfig) -> int:
-    """Images per side for seams/wrap: a subset, never more than --n."""
-    return min(cfg.n, cfg.seam_images)
-
-
-def _spatial_count(cfg: EvalConfig) -> int:
-    """Real images whose macro patches go through the spatial head, never more than --n."""
-    return min(cfg.n, cfg.spatial_images)
-
-
-def _finite(batches: Iterable[Tensor], what: str) -> Iterator[Tensor]:
-    """The batches, checked: a NaN image would make every statistic NaN (and once hung FID)."""
-    for images in batches:
-        if not torch.isfinite(images).all():
-            raise NonFiniteError(f"{what} hold NaN or infinity")
-        yield images
-
-
-def _bar(progress: bool, total: int, desc: str) -> contextlib.AbstractContextManager:
-    """A tqdm bar on stderr when `progress`, else a context that reports nothing."""
-    if not progress:
-        return contextlib.nullcontext(None)
+def feed(sinks: list[Sink], batches: Callable[[int], Iterable[Tensor]], what: str,
+         progress: bool, desc: str) -> None:
+    """Hand each batch of `batches(limit)` (limit: the largest sink's) to the sinks that still
+    want images, until none does, with a tqdm bar `desc` on stderr when `progress`. A NaN image
+    (it would make every statistic NaN, and once hung FID) is refused, naming `what`."""
+    if not any(s.wants for s in sinks):
+        return
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+    limit = max(s.limit for s in sinks)
+    with tqdm(total=limit, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True,
+              disable=not progress) as bar:
+        for images in batches(limit):
+            if not torch.isfinite(images).all():
+                raise NonFiniteError(f"{what} hold NaN or infinity")
+            for sink in sinks:
+                if sink.wants:
+                    sink.update(images[: sink.wants])
+            bar.update(images.shape[0])
+            if not any(s.wants for s in sinks):
+                break
 
 
-def _feature_sink(extractor: FeatureExtractor, limit: int, cfg: EvalConfig) -> FeatureSink:
-    return FeatureSink(extractor, limit, keep=min(limit, cfg.kid_features))
+def _sinks(metrics: tuple[str, ...], cfg: EvalConfig, extractor: FeatureExtractor | None,
+           features: int | None, images: int) -> tuple[FeatureSink | None, SWDSink | None,
+                                                        ImageSink | None]:
+    """One side's sinks: FID/KID on `features` images (None: none), SWD, `images` kept (0: none)."""
+    feature = None if features is None else \
+        FeatureSink(extractor, features, keep=min(features, cfg.kid_features))
+    swd = SWDSink(min(cfg.n, cfg.swd_images), cfg.swd_descriptors, cfg.seed) \
+        if "swd" in metrics else None
+    return feature, swd, ImageSink(images) if images else None
 
 
 def reference_key(dataset: Dataset[Tensor], cfg: EvalConfig,
@@ -119,31 +250,25 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
     if "wrap" in metrics and not coords.cyclic:
         raise ValueError("--metrics wrap needs a cylindrical (panorama) run; this run uses "
                          "cartesian coordinates: drop wrap")
-    if any(m in FEATURE_METRICS for m in metrics) and extractor is None:
+    features = any(m in FEATURE_METRICS for m in metrics)
+    if features and extractor is None:
         raise ValueError("fid/kid need a feature extractor (the Inception network)")
     ref = Reference(metrics=metrics, coords=coords)
-    key, feature_sink = None, None
-    if any(m in FEATURE_METRICS for m in metrics):
-        count = min(cfg.n, len(dataset))  # type: ignore[arg-type]
-        key = reference_key(dataset, cfg, extractor, fingerprint)
-        if key is not None:
-            ref.features = load_real_features(key)
-            ref.cache_hit = ref.features is not None
-        if ref.features is None:
-            feature_sink = _feature_sink(extractor, count, cfg)
-    swd_sink = SWDSink(min(cfg.n, cfg.swd_images), cfg.swd_descriptors, cfg.seed) \
-        if "swd" in metrics else None
-    keep = max([_seam_count(cfg) for m in IMAGE_METRICS if m in metrics]
-               + [_spatial_count(cfg) for m in ("spatial",) if m in metrics] + [0])
-    image_sink = ImageSink(keep) if keep else None
+    key = reference_key(dataset, cfg, extractor, fingerprint) if features else None
+    if key is not None:
+        ref.features = load_real_features(key)
+        ref.cache_hit = ref.features is not None
+    seams, spatial = min(cfg.n, cfg.seam_images), min(cfg.n, cfg.spatial_images)
+    keep = max(seams if any(m in IMAGE_METRICS for m in metrics) else 0,
+               spatial if "spatial" in metrics else 0)
+    count = min(cfg.n, len(dataset)) if features and ref.features is None else None  # type: ignore[arg-type]
+    feature_sink, swd_sink, image_sink = _sinks(metrics, cfg, extractor, count, keep)
     sinks: list[Sink] = [s for s in (feature_sink, swd_sink) if s is not None]
     if sinks and coords.cyclic:  # N11: the distribution metrics see the reals as trained on
         sinks = [RolledSink(s, real_rolls(s.limit, coords)) for s in sinks]
     sinks += [image_sink] if image_sink is not None else []
-    if sinks:
-        limit = max(s.limit for s in sinks)
-        with _bar(progress, limit, "real images") as bar:
-            feed(_finite(real_batches(dataset, limit, cfg.batch), "real images"), sinks, bar)
+    feed(sinks, lambda limit: real_batches(dataset, limit, cfg.batch), "real images", progress,
+         "real images")
     if feature_sink is not None:
         acc = feature_sink.accumulator
         ref.features = RealFeatures(stats=acc.stats(), kept=acc.features())
@@ -161,9 +286,16 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
     if swd_sink is not None:
         ref.swd = swd_sink.descriptors()
         ref.counts["swd"] = swd_sink.seen
-    if image_sink is not None:
+    if image_sink is not None:  # the real figures of the image-subset metrics (seams_real, ...)
         ref.images = image_sink.images()
-        _real_image_values(ref, cfg)
+        subset = ref.images[:seams]
+        _image_values(ref.values, subset, metrics, coords.micro, "_real", ref.counts)
+        if coords.cyclic:  # spread and likeness of the reals as trained on (N11); wrap unrolled
+            rolled = roll_each(subset, real_rolls(subset.shape[0], coords))
+            layout = tuple(m for m in ("spread", "likeness") if m in metrics)
+            _image_values(ref.values, rolled, layout, coords.micro, "_real", ref.counts)
+        if "spatial" in metrics:
+            ref.counts["spatial"] = min(ref.images.shape[0], spatial)
     return ref
 
 
@@ -189,19 +321,6 @@ class RolledSink(Sink):
 
     def _consume(self, images: Tensor) -> None:
         self.inner.update(roll_each(images, self.shifts[self.seen:self.seen + images.shape[0]]))
-
-
-def _real_image_values(ref: Reference, cfg: EvalConfig) -> None:
-    """The real figures of the image-subset metrics (seams_real, ...) and their counts."""
-    assert ref.images is not None
-    subset = ref.images[: _seam_count(cfg)]
-    _image_values(ref.values, subset, ref.metrics, ref.coords.micro, "_real", ref.counts)
-    if ref.coords.cyclic:  # spread and likeness of the reals as trained on (N11); wrap unrolled
-        rolled = roll_each(subset, real_rolls(subset.shape[0], ref.coords))
-        layout = tuple(m for m in ("spread", "likeness") if m in ref.metrics)
-        _image_values(ref.values, rolled, layout, ref.coords.micro, "_real", ref.counts)
-    if "spatial" in ref.metrics:
-        ref.counts["spatial"] = min(ref.images.shape[0], _spatial_count(cfg))
 
 
 def _image_values(values: dict[str, float], images: Tensor, metrics: tuple[str, ...],
@@ -236,26 +355,34 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
     spatial head) spatial; `extractor` must be the reference's; `only` keeps a subset of the
     reference's metrics (e.g. no spatial for a model without D)."""
     metrics = tuple(m for m in ref.metrics if only is None or m in only)
-    values = {k: v for k, v in ref.values.items() if _metric_of(k) in metrics}
+    # a value's metric: seams_x16_real -> seams, wrap_real -> wrap
+    values = {k: v for k, v in ref.values.items()
+              if k.removesuffix("_real").split("_")[0] in metrics}
     generated: dict[str, int] = {}
-    feature_sink = _feature_sink(extractor, cfg.n, cfg) \
-        if any(m in FEATURE_METRICS for m in metrics) else None
-    swd_sink = SWDSink(min(cfg.n, cfg.swd_images), cfg.swd_descriptors, cfg.seed) \
-        if "swd" in metrics else None
-    image_sink = ImageSink(_seam_count(cfg)) \
-        if any(m in IMAGE_METRICS for m in metrics) else None
+    features = cfg.n if any(m in FEATURE_METRICS for m in metrics) else None
+    images = min(cfg.n, cfg.seam_images) if any(m in IMAGE_METRICS for m in metrics) else 0
+    feature_sink, swd_sink, image_sink = _sinks(metrics, cfg, extractor, features, images)
     sinks: list[Sink] = [s for s in (feature_sink, swd_sink, image_sink) if s is not None]
-    if sinks:
-        if sample is None:
-            raise ValueError(f"metrics {', '.join(metrics)} need a generator")
-        limit = max(s.limit for s in sinks)
-        what = "generated images (the generator's weights are not finite: a diverged or damaged " \
-               "checkpoint; evaluate an earlier one)"
-        with _bar(progress, limit, "generated images") as bar:
-            feed(_finite(generated_batches(sample, limit, cfg.batch, cfg.seed), what), sinks, bar)
-    if feature_sink is not None:
+    if sinks and sample is None:
+        raise ValueError(f"metrics {', '.join(metrics)} need a generator")
+    what = "generated images (the generator's weights are not finite: a diverged or damaged " \
+           "checkpoint; evaluate an earlier one)"
+    feed(sinks, lambda limit: generated_batches(sample, limit, cfg.batch, cfg.seed), what,
+         progress, "generated images")
+    if feature_sink is not None:  # FID from the Gaussian summaries; KID, P/R from the kept rows
         assert ref.features is not None, "reference lacks FID statistics"
-        _feature_values(values, generated, feature_sink, ref.features, metrics, cfg)
+        fake_stats, fake = feature_sink.accumulator.stats(), feature_sink.accumulator.features()
+        if "fid" in metrics:
+            values["fid"] = fid_from_stats(fake_stats, ref.features.stats)
+            generated["fid"] = fake_stats.n
+        _pr_values(values, ref.features.kept, fake, metrics, "")
+        generated.update({m: fake.shape[0] for m in PR_METRICS if m in metrics})
+        if "kid" in metrics:
+            kid, kid_std = kernel_inception_distance(
+                fake, ref.features.kept, subsets=cfg.kid_subsets, subset_size=cfg.kid_subset_size,
+                seed=cfg.seed)
+            values["kid"], values["kid_std"] = kid, kid_std
+            generated["kid"] = fake.shape[0]
     if swd_sink is not None:
         assert ref.swd is not None, "reference lacks SWD descriptors"
         swd = sliced_wasserstein_from_descriptors(ref.swd, swd_sink.descriptors(), seed=cfg.seed)
@@ -270,28 +397,10 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         if predictor is None or ref.images is None:
             raise ValueError("the spatial metric needs the model's discriminator")
         result = spatial_accuracy(predictor, ref.coords,
-                                  ref.images[: _spatial_count(cfg)].split(cfg.batch))
+                                  ref.images[: min(cfg.n, cfg.spatial_images)].split(cfg.batch))
         values.update(result.values())
     real = {k: v for k, v in ref.counts.items() if k in metrics}
     return Evaluation(values=values, generated=generated, real=real)
-
-
-def _feature_values(values: dict[str, float], generated: dict[str, int], sink: FeatureSink,
-                    real: RealFeatures, metrics: tuple[str, ...], cfg: EvalConfig) -> None:
-    """FID from the two Gaussian summaries; KID, precision and recall from the kept rows."""
-    fake_stats: FeatureStats = sink.accumulator.stats()
-    if "fid" in metrics:
-        values["fid"] = fid_from_stats(fake_stats, real.stats)
-        generated["fid"] = fake_stats.n
-    fake = sink.accumulator.features()
-    _pr_values(values, real.kept, fake, metrics, "")
-    generated.update({m: fake.shape[0] for m in PR_METRICS if m in metrics})
-    if "kid" in metrics:
-        kid, kid_std = kernel_inception_distance(fake, real.kept, subsets=cfg.kid_subsets,
-                                                 subset_size=cfg.kid_subset_size,
-                                                 seed=cfg.seed)
-        values["kid"], values["kid_std"] = kid, kid_std
-        generated["kid"] = fake.shape[0]
 
 
 def _pr_values(values: dict[str, float], real: ArrayLike, fake: ArrayLike,

@@ -21,8 +21,7 @@ from cocogan.budget import format_seconds
 from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.config import Config
 from cocogan.data import build_dataset, dataset_fingerprint
-from cocogan.evaluation.cache import load_real_features
-from cocogan.evaluation.pipeline import build_reference, evaluate, reference_key
+from cocogan.evaluation.pipeline import build_reference, evaluate, load_real_features, reference_key
 from cocogan.evaluation.sampling import Sampler, cocogan_sampler
 from cocogan.evaluation.settings import FEATURE_METRICS, EvalConfig, parse_metrics
 from cocogan.evaluation.spatial import discriminator_predictor
@@ -33,34 +32,6 @@ from cocogan.training.device import select_device
 EVAL_FILE = "eval.json"
 MIN_REAL_IMAGES = 50  # below this, `cocogan eval` warns that its figures are unreliable
 PROBE_IMAGES = 4  # images generated and featurised once to time the evaluation up front
-
-
-def weights_warning(extractor: FeatureExtractor | None) -> str | None:
-    """The warning for Inception weights that are not the standard TTUR file, else None."""
-    standard = getattr(extractor, "standard", True)
-    if standard:
-        return None
-    sha = getattr(extractor, "sha256", "?")
-    where = getattr(extractor, "weights_path", None) or "a network given in code"
-    return (f"NON-STANDARD Inception weights ({where}, SHA-256 {sha[:16]}...): these FID/KID "
-            "figures are not comparable with published ones; use the standard weights "
-            "(scripts/setup.sh) for any figure you report")
-
-
-def estimate_seconds(sample: Sampler, extractor: FeatureExtractor | None, generated: int,
-                     real: int) -> float:
-    """Seconds to generate and featurise `generated` images and featurise `real` ones, from a
-    timed probe (which pays the warm-up: an upper estimate)."""
-    rng = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    images = sample(PROBE_IMAGES, rng).float().cpu()
-    per_gen = (time.perf_counter() - start) / PROBE_IMAGES
-    per_feat = 0.0
-    if extractor is not None:
-        start = time.perf_counter()
-        extractor(images)
-        per_feat = (time.perf_counter() - start) / PROBE_IMAGES
-    return generated * (per_gen + per_feat) + real * per_feat
 
 
 def feature_extractor_for(metrics: tuple[str, ...], device: torch.device, batch: int,
@@ -125,19 +96,13 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
                  report: Callable[[str], None] | None = None,
                  backend: str = "torch") -> RunEvaluation:
     """Evaluate a run's newest checkpoint (or `checkpoint`) against `real` (folder or
-    builtin:NAME, prepared at the run's size, cylindrical and CelebA-crop settings).
-
-    Args:
-        metrics: names from `cocogan.metrics.METRICS`, e.g. "fid,swd,seams".
-        device: "auto", "cpu", "cuda", "cuda:1", ...
-        inception_weights: FID weights file; else found as `resolve_inception_weights` does.
-        raw: sample from the raw generator instead of its EMA.
-        feature_extractor: replaces Inception for fid/kid (tests, other feature spaces).
-        write: write eval.json (False: the caller shows the figures, then calls
-            :func:`write_evaluation`).
-        report: told the time estimate before any work, and progress bars are shown (the
-            CLI); None is silent.
-        backend: what runs G (`cocogan.apps.backend`): torch, onnxruntime or auto.
+    builtin:NAME, prepared at the run's size, cylindrical and CelebA-crop settings). `metrics`:
+    names from `cocogan.metrics.METRICS`, e.g. "fid,swd,seams"; `device`: "auto", "cpu", "cuda:1",
+    ...; `inception_weights`: else found by `resolve_inception_weights`; `raw`: the raw generator,
+    not its EMA; `feature_extractor` replaces Inception (tests, other feature spaces);
+    `write=False`: the caller shows the figures, then calls `write_evaluation`; `report` is told
+    the time estimate before any work, and bars are shown (the CLI); None is silent; `backend`
+    runs G (`cocogan.apps.backend`): torch, onnxruntime or auto.
     """
     start = time.perf_counter()
     names = parse_metrics(metrics)
@@ -154,11 +119,16 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
                       f"{MIN_REAL_IMAGES} real images are unreliable (FID and KID need "
                       "thousands; seams and SWD of one image may be nan)", stacklevel=2)
     sample = cocogan_sampler(model, raw=raw, backend=backend)
-    notes: list[str] = [w for w in (weights_warning(extractor),) if w]
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
+    notes: list[str] = []
+    if not getattr(extractor, "standard", True):  # only the TTUR weights give comparable FIDs
+        where = getattr(extractor, "weights_path", None) or "a network given in code"
+        notes.append(f"NON-STANDARD Inception weights ({where}, SHA-256 "
+                     f"{getattr(extractor, 'sha256', '?')[:16]}...): these FID/KID figures are "
+                     "not comparable with published ones; use the standard weights "
+                     "(scripts/setup.sh) for any figure you report")
+        warnings.warn(notes[0], stacklevel=2)
     if report is not None:
-        report(_estimate_line(names, cfg, sample, extractor, dataset, fingerprint))
+        report(estimate_line(names, cfg, sample, extractor, dataset, fingerprint))
     ref = build_reference(names, dataset, model.coords, cfg, extractor=extractor,
                           fingerprint=fingerprint, progress=report is not None)
     result = evaluate(ref, cfg, sample=sample,
@@ -182,16 +152,23 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
     return evaluation
 
 
-def _estimate_line(names: tuple[str, ...], cfg: EvalConfig, sample: Sampler,
-                   extractor: FeatureExtractor | None, dataset: Any,
-                   fingerprint: str | None) -> str:
-    """'fid on 50000 generated + 50000 real images: ~2 h (...)', from a timed probe."""
+def estimate_line(names: tuple[str, ...], cfg: EvalConfig, sample: Sampler,
+                  extractor: FeatureExtractor | None, dataset: Any, fingerprint: str | None) -> str:
+    """'fid on 50000 generated images (...) and 50000 real images: ~2 h on this device', from
+    generating and featurising a timed probe (which pays the warm-up: an upper estimate)."""
     features = any(m in FEATURE_METRICS for m in names)
     generated = cfg.n if features else min(cfg.n, max(cfg.swd_images, cfg.seam_images))
     key = reference_key(dataset, cfg, extractor, fingerprint) if features else None
     cached = key is not None and load_real_features(key) is not None
     real = 0 if cached or not features else min(cfg.n, len(dataset))
-    seconds = estimate_seconds(sample, extractor if features else None, generated, real)
+    start = time.perf_counter()
+    images = sample(PROBE_IMAGES, torch.Generator().manual_seed(0)).float().cpu()
+    per_gen, per_feat = (time.perf_counter() - start) / PROBE_IMAGES, 0.0
+    if features and extractor is not None:
+        start = time.perf_counter()
+        extractor(images)
+        per_feat = (time.perf_counter() - start) / PROBE_IMAGES
+    seconds = generated * (per_gen + per_feat) + real * per_feat
     side = (" and cached real statistics" if cached else f" and {real} real images") \
         if features else ""
     default = " (50,000 as in the paper; --n sets fewer)" if features and cfg.n == 50_000 else ""
@@ -233,8 +210,9 @@ def format_table(evaluation: RunEvaluation) -> str:
             rows += [(f"  swd level {k[4:]}px", k, None) for k in values if k.startswith("swd_")]
         if name == "seams":
             rows += [("  on object pixels", "seams_object", "seams_object_real")]
-            rows += [(f"  {_border_label(k[6:])}", k, f"{k}_real") for k in values
-                     if k[:7] in ("seams_x", "seams_y") and not k.endswith("_real")]
+            rows += [(f"  border {k[6]}={k[7:]} px "  # seams_x16: the vertical line at x=16
+                      f"({'vertical' if k[6] == 'x' else 'horizontal'} line)", k, f"{k}_real")
+                     for k in values if k[:7] in ("seams_x", "seams_y") and not k.endswith("_real")]
         for label, gen_key, real_key in rows:
             gen = _fmt(values, gen_key)
             if name == "kid" and gen_key == "kid":
@@ -247,12 +225,6 @@ def format_table(evaluation: RunEvaluation) -> str:
             for row in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
-
-
-def _border_label(key: str) -> str:
-    """'x16' -> 'border x=16 px (vertical line)'."""
-    line = "vertical" if key[0] == "x" else "horizontal"
-    return f"border {key[0]}={key[1:]} px ({line} line)"
 
 
 def _fmt(values: dict[str, float], key: str | None) -> str:

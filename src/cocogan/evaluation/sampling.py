@@ -39,11 +39,8 @@ def generated_batches(sample: Sampler, count: int, batch: int, seed: int) -> Ite
     """`count` generated images in batches of at most `batch`, float32 on CPU; the latents come
     from one CPU RNG seeded with `seed`, so a seed gives the same images on any device."""
     rng = torch.Generator().manual_seed(seed)
-    done = 0
-    while done < count:
-        take = min(batch, count - done)
-        yield sample(take, rng).float().cpu()
-        done += take
+    for done in range(0, count, batch):
+        yield sample(min(batch, count - done), rng).float().cpu()
 
 
 def real_subset(dataset: Dataset[Tensor], count: int) -> Dataset[Tensor]:

@@ -45,11 +45,8 @@ FEATURE_METRICS = ("fid", "kid", "precision", "recall")  # need a feature extrac
 
 
 def parse_metrics(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """'fid,swd' -> ('fid', 'swd'), checked against the METRICS registry (order kept, no dups).
-
-    Raises:
-        ValueError: an unknown name; the message lists the allowed ones.
-    """
+    """'fid,swd' -> ('fid', 'swd'), checked against the METRICS registry (order kept, no dups);
+    ValueError for an unknown name, listing the allowed ones."""
     names = text.split(",") if isinstance(text, str) else list(text)
     names = [n.strip().lower() for n in names if n.strip()]
     unknown = [n for n in names if n not in METRICS]

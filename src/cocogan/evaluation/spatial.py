@@ -49,43 +49,32 @@ def discriminator_predictor(discriminator: Discriminator) -> Predictor:
     return predict
 
 
-def all_macro_patches(images: Tensor, coords: CoordinateSystem) -> tuple[Tensor, Tensor, Tensor]:
-    """Every macro patch of every image: patches (B * M, C, mh, mw), image-major, and their
-    rows and cols (B * M,)."""
-    rows, cols = coords.macro_grid()  # (M,)
-    top, left = coords.pixel_offset(rows.float(), cols.float())
-    b, m = images.shape[0], rows.numel()
-    tiled = images[:, None].expand(b, m, *images.shape[1:]).reshape(b * m, *images.shape[1:])
-    height, width = coords.macro_h * coords.micro, coords.macro_w * coords.micro
-    patches = crop(tiled, top.repeat(b), left.repeat(b), height, width, wrap=coords.cyclic)
-    return patches, rows.repeat(b), cols.repeat(b)
-
-
-def position_errors(predicted: Tensor, rows: Tensor, cols: Tensor,
-                    coords: CoordinateSystem) -> tuple[Tensor, Tensor]:
-    """(correct (N,) bool, distance (N,) in grid units) of head outputs (N, S); the row alone
-    on the cylinder."""
-    near_rows, near_cols = coords.nearest_macro(predicted)
-    frac_rows, frac_cols = coords.decode_macro(predicted)
-    d_rows = frac_rows - rows.to(frac_rows)
-    if near_cols is None or frac_cols is None:
-        return near_rows == rows, d_rows.abs()
-    d_cols = frac_cols - cols.to(frac_cols)
-    return (near_rows == rows) & (near_cols == cols), torch.sqrt(d_rows**2 + d_cols**2)
-
-
 def spatial_accuracy(predict: Predictor, coords: CoordinateSystem,
                      batches: Iterable[Tensor]) -> SpatialResult:
     """Accuracy and mean position error of `predict` (e.g. `discriminator_predictor`) on all
-    macro patches of real full images (B, C, H, W) in [-1, 1]."""
+    macro patches of real full images (B, C, H, W) in [-1, 1]; on the cylinder, of the row."""
     correct_sum, error_sum, count = 0, 0.0, 0
-    for images in batches:
-        patches, rows, cols = all_macro_patches(images, coords)
+    grid_rows, grid_cols = coords.macro_grid()  # (M,)
+    top, left = coords.pixel_offset(grid_rows.float(), grid_cols.float())
+    height, width = coords.macro_h * coords.micro, coords.macro_w * coords.micro
+    for images in batches:  # every macro patch of every image, image-major: (B * M, C, mh, mw)
+        b, m = images.shape[0], grid_rows.numel()
+        tiled = images[:, None].expand(b, m, *images.shape[1:]).reshape(b * m, *images.shape[1:])
+        patches = crop(tiled, top.repeat(b), left.repeat(b), height, width, wrap=coords.cyclic)
+        rows, cols = grid_rows.repeat(b), grid_cols.repeat(b)
         predicted = predict(patches).float().cpu()  # (B * M, S)
         expected = (patches.shape[0], spatial_dim(coords.coord_dim))
         assert predicted.shape == expected, \
             f"spatial head: got {tuple(predicted.shape)}, expected {expected}"
-        correct, error = position_errors(predicted, rows, cols, coords)
+        near_rows, near_cols = coords.nearest_macro(predicted)
+        frac_rows, frac_cols = coords.decode_macro(predicted)
+        d_rows = frac_rows - rows.to(frac_rows)
+        if near_cols is None or frac_cols is None:  # the cylinder: the row alone
+            correct, error = near_rows == rows, d_rows.abs()
+        else:
+            d_cols = frac_cols - cols.to(frac_cols)
+            correct = (near_rows == rows) & (near_cols == cols)
+            error = torch.sqrt(d_rows**2 + d_cols**2)
         correct_sum += int(correct.sum())
         error_sum += float(error.double().sum())
         count += patches.shape[0]

@@ -47,10 +47,8 @@ class FeatureStats:
 
 class StatsAccumulator:
     """Streams feature batches into mean/covariance, keeping the first `keep` rows (for KID).
-
     Sums are float64 around a shift (the first batch's mean) so that
-    cov = (S_xx - n m m^T) / (n - 1) does not cancel catastrophically.
-    """
+    cov = (S_xx - n m m^T) / (n - 1) does not cancel catastrophically."""
 
     def __init__(self, keep: int = 0) -> None:
         self.keep = keep
@@ -59,7 +57,6 @@ class StatsAccumulator:
         self._sum: np.ndarray | None = None  # (D,)
         self._outer: np.ndarray | None = None  # (D, D)
         self._kept: list[np.ndarray] = []
-        self._n_kept = 0
 
     def update(self, feats: ArrayLike) -> None:
         """Adds a (B, D) batch; NonFiniteError for NaN or infinity (it would poison every sum)."""
@@ -79,10 +76,9 @@ class StatsAccumulator:
         self._sum += xc.sum(axis=0)
         self._outer += xc.T @ xc
         self.n += x.shape[0]
-        if self._n_kept < self.keep:
-            take = x[: self.keep - self._n_kept]
-            self._kept.append(take.copy())
-            self._n_kept += take.shape[0]
+        kept = sum(k.shape[0] for k in self._kept)
+        if kept < self.keep:
+            self._kept.append(x[: self.keep - kept].copy())
 
     def stats(self) -> FeatureStats:
         """Mean and unbiased covariance of everything seen so far."""
@@ -106,12 +102,8 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
     """|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)), the Fréchet distance of two
     Gaussians, with the trace from eigenvalues (`trace_sqrt_product`) rather than TTUR's
     `sqrtm`: bounded time (`sqrtm` ran an hour on NaN input), no eps for singular products, and
-    ~1e-9 relative agreement on finite covariances.
-
-    Raises:
-        ValueError: shapes disagree.
-        NonFiniteError: an input holds NaN or infinity.
-    """
+    ~1e-9 relative agreement on finite covariances. ValueError when shapes disagree,
+    NonFiniteError for NaN or infinity."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:
@@ -127,16 +119,11 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
         cov1, cov2))
 
 
-def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a covariance (negative rounding-noise eigenvalues -> 0)."""
-    values, vectors = linalg.eigh(0.5 * (cov + cov.T))
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-
-
 def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
     """Tr((cov1 cov2)^(1/2)) for PSD (D, D) matrices: cov1 cov2 is similar to the symmetric PSD
     S cov2 S (S = cov1^(1/2)), whose eigenvalues' square roots sum to it."""
-    root = _psd_sqrt(cov1)
+    values, vectors = linalg.eigh(0.5 * (cov1 + cov1.T))  # negative rounding noise -> 0 below
+    root = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T  # S
     inner = root @ cov2 @ root  # (D, D), similar to cov1 @ cov2
     values = linalg.eigvalsh(0.5 * (inner + inner.T))
     return float(np.sqrt(np.clip(values, 0.0, None)).sum())
@@ -173,9 +160,7 @@ def kernel_inception_distance(feats1: ArrayLike, feats2: ArrayLike, subsets: int
         raise ValueError(f"feature dims differ: {x.shape[1]} vs {y.shape[1]}")
     m = min(subset_size, x.shape[0], y.shape[0])
     rng = np.random.default_rng(seed)
-    vals = np.empty(subsets)
-    for i in range(subsets):
-        xs = x[rng.choice(x.shape[0], m, replace=False)]  # (M, D)
-        ys = y[rng.choice(y.shape[0], m, replace=False)]  # (M, D)
-        vals[i] = mmd2_unbiased(xs, ys)
+    vals = np.array([mmd2_unbiased(x[rng.choice(x.shape[0], m, replace=False)],  # (M, D) each
+                                   y[rng.choice(y.shape[0], m, replace=False)])
+                     for _ in range(subsets)])
     return float(vals.mean()), float(vals.std())

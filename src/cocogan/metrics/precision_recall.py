@@ -46,12 +46,8 @@ def knn_radii(features: torch.Tensor, k: int = K_NEIGHBOURS,
 def precision_recall(real: ArrayLike, fake: ArrayLike, k: int = K_NEIGHBOURS,
                      block_entries: int = BLOCK_ENTRIES) -> tuple[float, float]:
     """(precision, recall) of generated ``fake`` (M, D) against ``real`` (N, D) features; a point
-    on a ball's boundary is inside, as in the paper's code.
-
-    Raises:
-        ValueError: dims differ, or a side has k samples or fewer.
-        NonFiniteError: a feature is NaN or infinite.
-    """
+    on a ball's boundary is inside, as in the paper's code. ValueError when dims differ or a
+    side has k samples or fewer, NonFiniteError for a NaN or infinite feature."""
     r, f = (torch.from_numpy(as_float64(x)) for x in (real, fake))
     if r.shape[1] != f.shape[1]:
         raise ValueError(f"feature dims differ: {r.shape[1]} vs {f.shape[1]}")

@@ -35,15 +35,11 @@ def _border_jumps(x: torch.Tensor, mh: int, mw: int
     return dx, dy, col_seam, row_seam
 
 
-def _micro_hw(micro: int | tuple[int, int]) -> tuple[int, int]:
-    return (micro, micro) if isinstance(micro, int) else micro
-
-
 def seam_ratio(images: torch.Tensor, micro: int | tuple[int, int]) -> float:
     """Mean |jump| across interior micro-patch borders / mean |jump| between other neighbours
     of images (B, C, H, W), micro patches `micro` or (mh, mw) pixels: ~1 seamless, > 1 visible
     borders, nan for flat images."""
-    mh, mw = _micro_hw(micro)
+    mh, mw = (micro, micro) if isinstance(micro, int) else micro
     x = _check(images)
     h, w = x.shape[-2:]
     dx, dy, col_seam, row_seam = _border_jumps(x, mh, mw)
@@ -59,7 +55,7 @@ def seam_profile(images: torch.Tensor, micro: int | tuple[int, int]) -> dict[str
     """The seam ratio of each border line alone (one bad border vs a grid-wide artefact): key
     ``x<p>`` is the vertical line between columns p-1 and p, ``y<p>`` the horizontal one between
     rows; each value is its mean |jump| over that of the non-border steps of its direction."""
-    mh, mw = _micro_hw(micro)
+    mh, mw = (micro, micro) if isinstance(micro, int) else micro
     dx, dy, col_seam, row_seam = _border_jumps(_check(images), mh, mw)
     profile: dict[str, float] = {}
     for axis, jumps, seam in (("x", dx, col_seam), ("y", dy, row_seam)):
@@ -89,7 +85,7 @@ def object_seam_ratio(images: torch.Tensor, micro: int | tuple[int, int],
     1-px frame) by more than ``tolerance`` in a channel, eroded by one pixel. A checker inside
     emoji is then neither diluted by the flat white ground (zero jumps of both kinds) nor
     confused with the silhouettes' edges; nan when no step of a kind lies inside an object."""
-    mh, mw = _micro_hw(micro)
+    mh, mw = (micro, micro) if isinstance(micro, int) else micro
     x = _check(images)
     h, w = x.shape[-2:]
     _border_jumps(x, mh, mw)  # the same size checks

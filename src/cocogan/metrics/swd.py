@@ -1,7 +1,6 @@
 """Multi-scale sliced Wasserstein distance (SWD), PGGAN's network-free metric (Karras et al.
 2018, Sec. 5): random 7x7 neighbourhoods of each Laplacian-pyramid level (down to 16x16) are
 descriptors, compared per level by sliced Wasserstein over random directions, x 1e3.
-
 Legend: B batch, C channels, H/W height/width, N descriptors, K = C * 7 * 7 descriptor dims,
 P projection directions.
 """
@@ -30,11 +29,6 @@ def _blur(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     return sum(t * y[..., k : k + h, :] for k, t in enumerate(taps))  # (B, C, H, W)
 
 
-def pyr_down(x: torch.Tensor) -> torch.Tensor:
-    """Blur then keep every second pixel: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))."""
-    return _blur(x)[..., ::2, ::2]
-
-
 def pyr_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Zero-insert upsample then blur with gain 4 (keeps brightness); cropped to `size`."""
     b, c, h, w = x.shape
@@ -43,19 +37,11 @@ def pyr_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return _blur(up, gain=4.0)[..., : size[0], : size[1]]
 
 
-def num_levels(height: int, width: int) -> int:
-    """Pyramid levels from full resolution down to 16 (PGGAN: 64 -> 64, 32, 16)."""
-    res, levels = min(height, width), 0
-    while res >= MIN_RES:
-        levels, res = levels + 1, res // 2
-    return max(levels, 1)
-
-
 def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """Band-pass levels, finest first; the last level is the low-pass residual."""
     pyramid = [x]
     for _ in range(levels - 1):
-        low = pyr_down(pyramid[-1])
+        low = _blur(pyramid[-1])[..., ::2, ::2]  # (B, C, ceil(H/2), ceil(W/2))
         pyramid[-1] = pyramid[-1] - pyr_up(low, pyramid[-1].shape[-2:])
         pyramid.append(low)
     return pyramid
@@ -88,7 +74,9 @@ def swd_descriptors(images: torch.Tensor | Iterable[torch.Tensor], *,
     for batch in images.split(batch_size) if isinstance(images, torch.Tensor) else images:
         if batch.ndim != 4:
             raise ValueError(f"expected images (B, C, H, W), got {tuple(batch.shape)}")
-        pyramid = laplacian_pyramid(batch.float(), num_levels(*batch.shape[-2:]))
+        # levels from full resolution down to 16 (PGGAN: 64 -> 64, 32, 16)
+        levels = max(1, (min(batch.shape[-2:]) // MIN_RES).bit_length())
+        pyramid = laplacian_pyramid(batch.float(), levels)
         if not per_level:
             per_level = [[] for _ in pyramid]
         elif len(pyramid) != len(per_level):
@@ -100,15 +88,12 @@ def swd_descriptors(images: torch.Tensor | Iterable[torch.Tensor], *,
     return [torch.cat(d, 0) for d in per_level]
 
 
-def _normalise(desc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Channel-wise standardisation, flattened: (N, C, 7, 7) -> (N, K)."""
-    return ((desc - mean) / std.clamp_min(1e-8)).flatten(1)
-
-
-def _channel_moments(desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std over descriptors and pixels, shaped (1, C, 1, 1)."""
-    d = desc.double()
-    return d.mean((0, 2, 3), keepdim=True).float(), d.std((0, 2, 3), keepdim=True).float()
+def _standardise(sets: list[torch.Tensor], pool: torch.Tensor) -> list[torch.Tensor]:
+    """Descriptor sets (N, C, 7, 7) standardised by the channel mean and std of `pool` over
+    descriptors and pixels, flattened to (N, K)."""
+    d = pool.double()
+    mean, std = d.mean((0, 2, 3), keepdim=True).float(), d.std((0, 2, 3), keepdim=True).float()
+    return [((x - mean) / std.clamp_min(1e-8)).flatten(1) for x in sets]
 
 
 def _sort_rows(x: torch.Tensor) -> torch.Tensor:
@@ -149,15 +134,12 @@ def sliced_wasserstein_from_descriptors(real: list[torch.Tensor], fake: list[tor
     dists = []
     for dr, df in zip(real, fake, strict=True):
         n = min(dr.shape[0], df.shape[0])  # 1-D transport by sorting needs equal counts
-        if dr.shape[0] > n:
-            dr = dr[torch.randperm(dr.shape[0], generator=gen)[:n].to(dr.device)]
-        if df.shape[0] > n:
-            df = df[torch.randperm(df.shape[0], generator=gen)[:n].to(df.device)]
+        dr, df = (d[torch.randperm(d.shape[0], generator=gen)[:n].to(d.device)]
+                  if d.shape[0] > n else d for d in (dr, df))
         if normalize == "joint":
-            mean, std = _channel_moments(torch.cat([dr, df], 0))
-            ar, af = _normalise(dr, mean, std), _normalise(df, mean, std)
+            ar, af = _standardise([dr, df], torch.cat([dr, df], 0))
         else:
-            ar, af = _normalise(dr, *_channel_moments(dr)), _normalise(df, *_channel_moments(df))
+            (ar,), (af,) = _standardise([dr], dr), _standardise([df], df)
         dists.append(1e3 * sliced_distance(ar, af, n_projections, repeats, gen))
     return {"levels": dists, "mean": sum(dists) / len(dists)}
 
@@ -174,7 +156,6 @@ def sliced_wasserstein(real: torch.Tensor | Iterable[torch.Tensor],
     if repeats < 1 or n_projections < repeats:
         raise ValueError(f"need n_projections >= repeats >= 1, got {n_projections}, {repeats}")
     kw = {"descriptors_per_image": descriptors_per_image, "seed": seed, "batch_size": batch_size}
-    return sliced_wasserstein_from_descriptors(swd_descriptors(real, **kw),
-                                               swd_descriptors(fake, **kw), seed=seed,
-                                               n_projections=n_projections, repeats=repeats,
-                                               normalize=normalize)
+    return sliced_wasserstein_from_descriptors(
+        swd_descriptors(real, **kw), swd_descriptors(fake, **kw), seed=seed,
+        n_projections=n_projections, repeats=repeats, normalize=normalize)
