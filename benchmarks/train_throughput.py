@@ -35,8 +35,7 @@ from benchmarks.common import (
 from cocogan import CocoGAN, get_preset
 from cocogan.config import COMPILE_MODES, RunConfig
 from cocogan.presets import PRESETS
-from cocogan.training.device import configure_threads
-from cocogan.training.speed import prepare_model
+from cocogan.training.device import configure_threads, prepare_model
 from cocogan.training.state import step_generator
 from cocogan.training.step import build_optimizers, train_step
 

@@ -21,7 +21,7 @@ from cocogan import (
 )
 from cocogan.nn import Discriminator, Generator, generator_plan
 from cocogan.summary import parameter_counts
-from cocogan.training.ema import update_ema
+from cocogan.training.loop import update_ema
 from cocogan.training.step import build_optimizers, train_step
 from cocogan.variants.heading import HeadingGenerator
 from cocogan.variants.seamless import SeamlessGenerator

@@ -24,9 +24,9 @@ from cocogan.config import Config
 from cocogan.data import ImageFolderDataset
 from cocogan.data.cache import CachedImages
 from cocogan.training.datastream import BatchStream
-from cocogan.training.ema import update_ema
+from cocogan.training.device import prepare_model
 from cocogan.training.logging import MetricsLog
-from cocogan.training.speed import prepare_model
+from cocogan.training.loop import update_ema
 from cocogan.training.state import restore_step_generator, step_generator
 from cocogan.training.step import build_optimizers, train_step
 
@@ -163,9 +163,9 @@ def test_compiled_step_equals_the_plain_step(backend: str | None, sn_once: bool,
     hook, not a user option) is the graph capture and AOTAutograd of every backend without
     code generation; None is inductor's ``default`` mode (minutes to compile on a CPU). The
     penalty's double backward runs the eager trunk."""
-    from cocogan.training import speed
+    from cocogan.training import device
 
-    monkeypatch.setattr(speed, "_BACKEND", backend)
+    monkeypatch.setattr(device, "_BACKEND", backend)
     fast = run_steps(tiny_config(channels_last=True, compile="default"), sn_once=sn_once)
     # channels-last tensors: the same kernel-order rounding, hence the same tolerance (measured:
     # 8e-8 relative in a loss, 1.5e-7 in a weight after 3 steps)

@@ -548,7 +548,7 @@ def test_ema_warm_up_ramps_and_its_horizon_is_in_images() -> None:
     """A8: after the copy phase the half-life grows with the steps done (StyleGAN's rampup)
     instead of jumping to the full decay; ema_kimg gives one horizon in images per batch."""
     from cocogan.config import Config, OptimConfig
-    from cocogan.training.ema import ema_beta, ema_decay
+    from cocogan.training.loop import ema_beta, ema_decay
 
     betas = [ema_beta(step, 0.999, 10, 0.05) for step in range(20_000)]
     assert betas[:10] == [0.0] * 10

@@ -1,11 +1,11 @@
 """Up-front budgets for work of user-given sizes (``huge --size``, many seeds, ``--set
 model.ngf=...``, a checkpoint's config): peak memory, disk and time are estimated (upper
-bounds) before any work, printed, and a command refuses unless ``--force`` when they exceed
-what the machine has. It sits below the loader, training and the applications that use it.
+bounds) before any work, and a command refuses unless ``--force`` when they exceed the machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -46,14 +46,12 @@ def image_bytes(count: int, height: int, width: int) -> int:
 
 
 def render_bytes(count: int, height: int, width: int) -> int:
-    """Peak bytes to render ``count`` images at once: the float patches, the assembled float
-    images and their 8-bit copy."""
+    """Peak bytes to render ``count`` images at once: float patches, float images, 8-bit copy."""
     return count * height * width * 3 * (2 * FLOAT_BYTES + 1)
 
 
-# One training step holds, besides the weights: the activations of G's forward, of D's forwards
-# on real, fake and interpolated patches, and their gradients (the gradient penalty's double
-# backward keeps D's graph twice). Leaf-module outputs of one G and one D forward, times this:
+# A training step holds the activations of G's and D's forwards (real, fake, interpolated) and
+# their gradients (the penalty keeps D's graph twice): leaf outputs of one G and D pass, times
 ACTIVATION_FACTOR = 4
 # Per parameter of G and D while training: weights, gradients and Adam's two moments; EMA G
 # adds one copy of G. Inference (eval, generate) holds each network's weights once.
@@ -150,22 +148,19 @@ def describe_model(model: ModelConfig, size: ModelSize) -> str:
 def format_count(count: float, units: tuple[str, ...] = ("", "K", "M", "G", "T", "P"),
                  space: str = "") -> str:
     """'4.3M' (or with units and a space, '1.2 GB'): whole numbers below 1000."""
-    for unit in units:
-        if count < 1000 or unit == units[-1]:
+    for unit in units[:-1]:
+        if count < 1000:
             return f"{count:.{0 if unit == units[0] else 1}f}{space}{unit}"
         count /= 1000
-    raise AssertionError("unreachable")
+    return f"{count:.1f}{space}{units[-1]}"
 
 
 def available_memory() -> int:
     """Bytes of memory available to a new allocation now (MemAvailable on Linux)."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -183,14 +178,8 @@ def free_disk(path: Path) -> int:
 def check_budget(budget: Budget, destination: Path | None,
                  fix: str = "choose a smaller size", memory: int | None = None,
                  memory_name: str = "memory") -> str:
-    """Raise BudgetError when ``budget`` does not fit; else return its description.
-
-    Args:
-        destination: the output file or folder (its disk is checked); None checks no disk.
-        fix: what the message tells the user to do (then: "or pass --force").
-        memory: bytes available (e.g. a GPU's); None: `available_memory()`.
-        memory_name: what `memory` is, for the message ("GPU memory").
-    """
+    """Its description, or BudgetError when ``budget`` does not fit the disk of ``destination``
+    (None: unchecked) or ``memory`` bytes of ``memory_name`` (None: `available_memory()`)."""
     problems = []
     memory = available_memory() if memory is None else memory
     disk = free_disk(destination) if destination is not None else 2**62

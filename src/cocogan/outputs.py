@@ -1,11 +1,9 @@
 """The write rule (docs/design.md): cocogan never overwrites what a user owns, and never
-leaves a partial file.
-
-It writes only into folders it created or claimed (a ``.cocogan`` marker), empty folders and
-runs (a marker, or a pre-marker run's cocogan checkpoint beside config.yaml and run.yaml); a
-file named on the command line only when it is new, in such a folder or cocogan's own (its
-sidecar), never over a run's own files. :func:`claim_folder` and :func:`claim_file` check
-before anything is computed; :func:`atomic_write` writes a hidden temporary file and renames it.
+leaves a partial file. It writes only into folders it created or claimed (a ``.cocogan``
+marker), empty folders and runs; a file named on the command line only when it is new, in such
+a folder or cocogan's own, never over a run's own files. :func:`claim_folder` and
+:func:`claim_file` check before anything is computed; :func:`atomic_write` renames a complete
+temporary file.
 """
 
 from __future__ import annotations
@@ -106,8 +104,7 @@ def check_folder(folder: Path, flag: str) -> Path:
 
 
 def claim_folder(folder: Path, flag: str, run: bool = False) -> Path:
-    """:func:`check_folder`, then create ``folder`` and mark it as a cocogan output folder (or
-    as a run: ``run=True``)."""
+    """:func:`check_folder`, then create ``folder`` and mark it as cocogan's (a run if ``run``)."""
     folder = check_folder(folder, flag)
     folder.mkdir(parents=True, exist_ok=True)
     marker = _marker(folder)
@@ -153,13 +150,6 @@ def cache_folder(kind: str) -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cocogan" / kind
 
 
-def file_mode() -> int:
-    """0666 less the process umask: what ``open(path, "w")`` would give a new file."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)``, then rename the complete file onto ``path``; on any failure
     the temporary file is removed, and an OSError names ``path``."""
@@ -172,7 +162,9 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, file_mode())
+        mask = os.umask(0o022)  # read the umask: the mode open(path, "w") gives a new file
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except OSError as error:
         # Some writers (numpy's tofile, used by tifffile) report a short write without an

@@ -1,15 +1,11 @@
 """Batched patch rendering shared by every application (paper Section 3.5).
 
-In eval mode (running CBN statistics) each micro patch depends only on its own (z, c), so a
-patch is the same whichever forward pass computes it. Every application therefore reduces to one
-primitive: render the micro patches of a rectangle of grid positions for a batch of latents,
-flattening (image, position) pairs into as few forward passes as the ``chunk`` limit allows.
-(The authors' release looped over coordinates, one forward pass per position.) Whether two
-passes with different batch sizes agree to the last bit depends on the backend's kernels; on
-CPU they agree to about 1e-7, i.e. to within one grey level after conversion to 8 bits.
-
-Positions are micro patch (row, column) indices in grid units; rectangles may extend past the
-trained grid (beyond-boundary generation) and, for cylindrical runs, past the 360-degree seam.
+In eval mode (running CBN statistics) each micro patch depends only on its own (z, c), so every
+application reduces to one primitive: the micro patches of grid positions for a batch of
+latents, (image, position) pairs flattened into as few forward passes as ``chunk`` allows (the
+authors' release ran one pass per position). Passes of other batch sizes agree to ~1e-7 on CPU.
+Positions are (row, column) in grid units; rectangles may extend past the trained grid
+(beyond-boundary generation) and, for cylindrical runs, past the 360-degree seam.
 
 Shapes: B batch, P micro patches, Z latent dims, m micro patch side, H/W region height/width.
 """
@@ -29,9 +25,8 @@ from cocogan.model import CocoGAN, generate_micro, sample_latents
 from cocogan.nn import Generator
 from cocogan.patches import assemble
 
-# Micro patches per forward pass on a CPU: both backends are fastest with small passes (their
-# activations stay in cache; benchmarks/backend_speed.py sweep, docs/applications.md "Backends":
-# torch 2180 patches/s at 128 against 1633 at 1024, onnxruntime 2092 against 2043).
+# Micro patches per forward pass on a CPU: both backends are fastest with small passes (in cache;
+# docs/applications.md "Backends": torch 2180 patches/s at 128, 1633 at 1024).
 DEFAULT_CHUNK = 128
 GPU_CHUNK = 4096  # on a GPU a pass must be large to outweigh its ~100 kernel launches
 
@@ -76,10 +71,8 @@ def trained_rect(coords: CoordinateSystem) -> GridRect:
 
 @contextlib.contextmanager
 def evaluating(*modules: nn.Module) -> Iterator[None]:
-    """Eval mode (running BN statistics) inside the block; each module's mode is restored after.
-
-    Applications must not leave a training run's raw G or D switched to eval mode.
-    """
+    """Eval mode (running BN statistics) inside the block, each module's mode restored after
+    (applications must not leave a training run's raw G or D in eval mode)."""
     modes = [module.training for module in modules]
     try:
         for module in modules:
@@ -91,9 +84,8 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
 
 
 def pick_generator(model: CocoGAN, raw: bool = False) -> Generator:
-    """The EMA generator (the one to sample from), or the raw G when ``raw``; or the stand-in
-    for it that :func:`cocogan.apps.backend.use_backend` installed (same call, same patches)
-    while its weights are those the stand-in was made of."""
+    """The EMA generator, or the raw G when ``raw``; or the stand-in for it that
+    :func:`cocogan.apps.backend.use_backend` installed, while its weights are unchanged."""
     source = model.generator if raw else model.generator_ema
     backend = getattr(model, "backend", None)
     if backend is not None and backend.raw == raw and backend.version == weights_version(source):
@@ -108,12 +100,8 @@ def weights_version(module: nn.Module) -> tuple[tuple[int, int], ...]:
 
 
 def latents(seeds: list[int], z_dim: int, device: torch.device | str = "cpu") -> Tensor:
-    """z for each seed: :func:`~cocogan.model.sample_latents` from
-    ``torch.Generator().manual_seed(seed)``, (B, Z).
-
-    A pure function of (seed, z_dim), independent of the device and of the other seeds, so a seed
-    names the same image in every command and in Python.
-    """
+    """z (B, Z) for each seed from ``torch.Generator().manual_seed(seed)``: a pure function of
+    (seed, z_dim), so a seed names the same image in every command and in Python."""
     rows = [sample_latents(1, z_dim, torch.Generator().manual_seed(int(seed)))
             for seed in seeds]  # one RNG per seed, not per patch
     return torch.cat(rows).to(device) if rows else torch.empty(0, z_dim, device=device)
@@ -122,25 +110,14 @@ def latents(seeds: list[int], z_dim: int, device: torch.device | str = "cpu") ->
 @torch.no_grad()
 def render_patches(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,
                    cols: Tensor, *, chunk: int = DEFAULT_CHUNK) -> Tensor:
-    """Micro patches of every latent at every position, at most ``chunk`` per forward pass.
-
-    Cylindrical columns are wrapped to [0, K) first, so column K + j gives exactly the patch of
-    column j (the coordinates agree anyway, up to float rounding of cos/sin).
-
-    Args:
-        generator: G, already in the mode wanted (eval for sampling).
-        z: (B, Z) latents.
-        rows, cols: (P,) grid positions shared by all latents (fractional allowed).
-        chunk: maximum micro patches per forward pass (>= 1).
-
-    Returns:
-        (B, P, 3, m, m) on z's device.
-    """
+    """Micro patches (B, P, 3, m, m) on z's device of every latent z (B, Z) at every grid
+    position ``rows``, ``cols`` (P,) (fractional allowed), at most ``chunk`` per forward pass
+    of ``generator`` (already in the mode wanted). Cylindrical columns are wrapped to [0, K)
+    first, so column K + j gives exactly the patch of column j."""
     assert chunk >= 1, f"chunk: got {chunk}, expected >= 1 (the CLI checks --chunk)"
     assert z.ndim == 2, f"z: got {tuple(z.shape)}, expected (B, Z)"
     assert rows.shape == cols.shape, f"rows {tuple(rows.shape)} != cols {tuple(cols.shape)}"
-    # Positions and indices live on z's device: a pass then needs no copy from the host, and
-    # the passes of a call queue up on a GPU without waiting for each other.
+    # On z's device a pass needs no copy from the host, and a call's passes queue up on a GPU.
     rows = rows.to(z.device, torch.float32).reshape(-1)
     cols = cols.to(z.device, torch.float32).reshape(-1)
     if coords.cyclic:
@@ -161,10 +138,7 @@ def render_patches(generator: Generator, coords: CoordinateSystem, z: Tensor, ro
 
 def render_rect(generator: Generator, coords: CoordinateSystem, z: Tensor, rect: GridRect, *,
                 chunk: int = DEFAULT_CHUNK) -> Tensor:
-    """The image region covered by a grid rectangle, assembled without post-processing.
-
-    Returns (B, 3, rect.rows * m, rect.cols * m).
-    """
+    """The image region (B, 3, rect.rows * m, rect.cols * m) of a grid rectangle, assembled."""
     rows, cols = rect.positions()
     patches = render_patches(generator, coords, z, rows, cols, chunk=chunk)  # (B, P, 3, m, m)
     return assemble(patches, rows - rect.top, cols - rect.left)
@@ -172,19 +146,15 @@ def render_rect(generator: Generator, coords: CoordinateSystem, z: Tensor, rect:
 
 def sample_rect(model: CocoGAN, z: Tensor, rect: GridRect, *, raw: bool = False,
                 chunk: int = DEFAULT_CHUNK) -> Tensor:
-    """:func:`render_rect` by the generator applications sample from (:func:`pick_generator`),
-    in eval mode."""
+    """:func:`render_rect` by :func:`pick_generator`'s generator, in eval mode."""
     generator = pick_generator(model, raw)
     with evaluating(generator):
         return render_rect(generator, model.coords, z, rect, chunk=chunk)
 
 
 def axis_coordinates(coords: CoordinateSystem, rect: GridRect) -> dict[str, list[float]]:
-    """The normalised coordinate of each row and column of ``rect`` (for JSON sidecars).
-
-    Cartesian: y and x in [-1, 1] on the trained grid, beyond it outside. Cylindrical: y and the
-    angle theta in [-1, 1) (times 180 degrees), wrapped.
-    """
+    """The normalised coordinate of each row and column of ``rect`` (for JSON sidecars): y and
+    x (in [-1, 1] on the trained grid), or on a cylinder y and the wrapped angle theta."""
     rows = torch.arange(rect.top, rect.bottom)
     cols = torch.arange(rect.left, rect.right)
     y = coords.micro_coords(rows, torch.zeros_like(rows))[:, 0]

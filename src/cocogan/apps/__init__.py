@@ -1,9 +1,7 @@
-"""Applications of a trained COCO-GAN, one module each (paper Sections 3.2-3.5, ICCV 2019).
-
-Every application is a plain Python function of a :class:`cocogan.CocoGAN` and latents; the
-``cocogan generate <app>`` subcommands (:mod:`cocogan.cli.generate`) wrap them and write PNG/GIF
-files with JSON sidecars. All sample from the EMA generator in eval mode (running CBN statistics)
-unless asked for the raw one. :data:`APPLICATIONS` is the registry that drives the CLI.
+"""Applications of a trained COCO-GAN, one module each (paper Sections 3.2-3.5, ICCV 2019):
+plain functions of a :class:`cocogan.CocoGAN` and latents, sampling from the EMA generator in
+eval mode unless asked for the raw one. ``cocogan generate <app>`` wraps them (its registry:
+:data:`APPLICATIONS`) and writes PNG/GIF files with JSON sidecars.
 """
 
 from cocogan.apps.beyond import Extension, beyond

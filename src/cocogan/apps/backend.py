@@ -1,17 +1,14 @@
 """Generation backends: what evaluates G(z, c) -> micro patches for every application.
 
 - ``torch``: the generator's inference rewrite :mod:`cocogan.nn.fused` (the default: the images
-  that seeds and the shipped models' fingerprints name, bit for bit), equal to the module to ~1e-5;
-- ``onnxruntime``: that rewrite's ONNX graph (:mod:`cocogan.export`) run by onnxruntime's CPU
-  provider, equal to torch's to ~1e-5 (a grey level at a few pixels); see docs/applications.md,
-  "Backends";
+  that seeds and the shipped models' fingerprints name), equal to the module to ~1e-5;
+- ``onnxruntime``: that rewrite's ONNX graph run by onnxruntime's CPU provider, equal to
+  torch's to ~1e-5 (docs/applications.md, "Backends");
 - ``auto``: onnxruntime on a CPU where it is installed and the model exports, torch otherwise.
 
 :func:`use_backend` installs the choice on a model and :func:`cocogan.render.pick_generator`
-hands it to the applications, which stay backend-agnostic (a snapshot of the weights: once they
-change, as in training, the applications get the module itself again). The graph is exported
-once per set of weights and cached as ``<sha256>.onnx`` under ``$COCOGAN_CACHE/onnx`` (else the
-user cache): the key hashes the weights and the model config, so changed weights get a new graph.
+hands it to the applications while the weights are those it was made of. Graphs are cached as
+``<sha256 of weights and config>.onnx`` under ``$COCOGAN_CACHE/onnx`` (else the user cache).
 
 Shapes: B patches, Z latent dims, D coordinate dims, m micro patch side.
 """
@@ -41,10 +38,9 @@ INSTALL = "pip install 'cocogan[export]'"
 
 
 class OnnxGenerator:
-    """A generator's ONNX graph, called as the generator is: (z (B, Z), c (B, D)) ->
-    (B, 3, m, m) on z's device. Inference only, so always in eval mode."""
+    """A generator's ONNX graph, called as it is: (z (B, Z), c (B, D)) -> (B, 3, m, m)."""
 
-    training = False
+    training = False  # inference only: always in eval mode
 
     def __init__(self, graph: bytes, threads: int | None = None) -> None:
         import onnxruntime
@@ -71,13 +67,8 @@ class OnnxGenerator:
 def use_backend(model: CocoGAN, name: str = DEFAULT_BACKEND, *, raw: bool = False,
                 note: Callable[[str], None] | None = None) -> str:
     """Sample ``model``'s EMA (or ``raw``) generator through backend ``name``; returns the one
-    in use ("torch" or "onnxruntime").
-
-    Raises:
-        ValueError: an unknown name, or ``onnxruntime`` without its packages (one line naming
-            the install command). A model the exporter cannot take falls back to torch, with
-            one line to ``note`` (default stderr) saying so.
-    """
+    in use ("torch" or "onnxruntime"). ValueError: an unknown name, or ``onnxruntime`` without
+    its packages. A model the exporter cannot take falls back to torch, with a line to ``note``."""
     if name not in BACKENDS:
         raise ValueError(f"--backend {name!r}: choose one of {', '.join(BACKENDS)}")
     missing = [p for p in PACKAGES if importlib.util.find_spec(p) is None]
@@ -107,8 +98,7 @@ def cache_dir() -> Path:
 
 
 def weights_key(model: CocoGAN, raw: bool = False) -> str:
-    """SHA-256 of the generator's weights (every tensor of its state), its config and the
-    exporter's version: the graph's cache key."""
+    """The graph's cache key: SHA-256 of the generator's state, its config and torch's version."""
     generator = model.generator if raw else model.generator_ema
     digest = hashlib.sha256(f"{model.config!r} torch {torch.__version__} fused".encode())
     for key, tensor in sorted(generator.state_dict().items()):

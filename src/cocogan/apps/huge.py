@@ -1,22 +1,16 @@
 """Computation-friendly generation of images of any size (paper Section 3.5).
 
 Micro patches are independent once z and their positions are fixed, so an image far larger than
-memory is generated tile by tile and each tile is written to disk before the next is computed.
-Two standard formats:
+memory is generated tile by tile, each written to disk before the next is computed:
 
-- ``.tif`` / ``.tiff``: tiled BigTIFF (uncompressed RGB, or deflate with ``compress``), written
-  by ``tifffile`` from an iterator of tiles in row-major order. Peak memory is one tile: it does
-  not grow with the image's height or width. Opens in libtiff-based viewers (GIMP, ImageMagick,
-  vips, QGIS, Fiji) and in Python with ``tifffile.imread``.
-- ``.png``: written band by band (``tile`` pixel rows at a time) through a streaming zlib
-  compressor, so memory grows with the width only. Every viewer opens PNG, but many refuse
-  images above a few hundred megapixels (Pillow warns above 89 MP).
+- ``.tif`` / ``.tiff``: tiled BigTIFF (uncompressed RGB, or deflate with ``compress``) written
+  by ``tifffile`` from an iterator of tiles: peak memory is one tile, whatever the image size.
+- ``.png``: written band by band (``tile`` pixel rows) through a streaming zlib compressor, so
+  memory grows with the width only (many viewers refuse PNGs of a few hundred megapixels).
 
-Geometry: the output covers a rectangle of the micro grid whose top-left patch is at ``origin``
-(grid units). By default the trained image is centred in it: an output larger than the trained
-image extends the grid past [-1, 1] on every side (beyond-boundary generation; a run fine-tuned
-with ``--extrapolate`` does this best), and an output of the trained size is the full image.
-Cylindrical runs start at column 0 and wrap, so a wider output repeats the panorama.
+The output covers a rectangle of the micro grid whose top-left patch is at ``origin``; by
+default the trained image is centred in it (a larger output extends the grid past [-1, 1]:
+beyond-boundary generation). Cylindrical runs start at column 0 and wrap.
 
 Shapes: Z latent dims, T tile side in pixels, H/W output height/width in pixels.
 """
@@ -26,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import itertools
 import re
 import struct
 import time
@@ -76,11 +71,9 @@ class HugePlan:
 
     def tile_rect(self, row: int, col: int) -> GridRect:
         """The grid rectangle of tile (row, col), clipped to the output."""
-        per = self.tile // self.micro
-        rows, cols = self.height // self.micro, self.width // self.micro
-        top, left = row * per, col * per
-        return GridRect(self.origin_row + top, self.origin_row + min(top + per, rows),
-                        self.origin_col + left, self.origin_col + min(left + per, cols))
+        per, whole = self.tile // self.micro, self.rect()
+        top, left = whole.top + row * per, whole.left + col * per
+        return GridRect(top, min(top + per, whole.bottom), left, min(left + per, whole.right))
 
     def rect(self) -> GridRect:
         """The whole output's grid rectangle."""
@@ -90,11 +83,7 @@ class HugePlan:
 
 def plan_huge(coords: CoordinateSystem, height: int, width: int, *, tile: int | None = None,
               origin: tuple[int, int] | None = None) -> HugePlan:
-    """Validate an output size and place it on the grid (centred on the trained image).
-
-    Raises:
-        ValueError: sizes that are not positive multiples of the micro patch, or a bad tile.
-    """
+    """Validate an output size and tile, and place it on the grid centred on the trained image."""
     m = coords.micro
     for name, size in (("height", height), ("width", width)):
         if size <= 0 or size % m:
@@ -111,11 +100,8 @@ def plan_huge(coords: CoordinateSystem, height: int, width: int, *, tile: int | 
 
 
 def huge_budget(plan: HugePlan, suffix: str, seconds_per_patch: float | None = None) -> Budget:
-    """Memory, disk and time of :func:`write_huge` for ``plan``, before any work.
-
-    TIFF holds one tile (plus tifffile's index of every tile's offset); PNG holds one band of
-    ``plan.tile`` rows across the whole width. The disk figure is the uncompressed size.
-    """
+    """Memory, disk (uncompressed) and time of :func:`write_huge` for ``plan``, before any
+    work: TIFF holds one tile plus tifffile's index of tiles; PNG one band of ``plan.tile`` rows."""
     tile_rows, tile_cols = plan.tiles
     tiles = tile_rows * tile_cols
     memory = render_bytes(1, min(plan.tile, plan.height), min(plan.tile, plan.width))
@@ -151,33 +137,18 @@ def patch_seconds(model: CocoGAN, chunk: int = DEFAULT_CHUNK, *, raw: bool = Fal
 def iter_tiles(model: CocoGAN, z: Tensor, plan: HugePlan, *, raw: bool = False,
                chunk: int = DEFAULT_CHUNK, bar: tqdm | None = None) -> Iterator[np.ndarray]:
     """Tiles (h, w, 3) uint8 in row-major order; edge tiles are partial. ``z`` is (1, Z)."""
-    tile_rows, tile_cols = plan.tiles
-    for row in range(tile_rows):
-        for col in range(tile_cols):
-            rect = plan.tile_rect(row, col)
-            pixels = to_uint8(sample_rect(model, z, rect, raw=raw, chunk=chunk)[0])  # (h, w, 3)
-            if bar is not None:
-                bar.update(1)
-            yield pixels
-
-
-def iter_bands(model: CocoGAN, z: Tensor, plan: HugePlan, *, raw: bool = False,
-               chunk: int = DEFAULT_CHUNK, bar: tqdm | None = None) -> Iterator[np.ndarray]:
-    """Full-width bands (h, W, 3) uint8 of ``plan.tile`` rows, top to bottom."""
-    tiles = iter_tiles(model, z, plan, raw=raw, chunk=chunk, bar=bar)
-    tile_rows, tile_cols = plan.tiles
-    for _ in range(tile_rows):  # at most two bands at once (its tiles, then the band)
-        yield np.concatenate([next(tiles) for _ in range(tile_cols)], axis=1)
+    for row, col in itertools.product(*map(range, plan.tiles)):
+        rect = plan.tile_rect(row, col)
+        pixels = to_uint8(sample_rect(model, z, rect, raw=raw, chunk=chunk)[0])  # (h, w, 3)
+        if bar is not None:
+            bar.update(1)
+        yield pixels
 
 
 def write_huge(model: CocoGAN, z: Tensor, path: str | Path, plan: HugePlan, *,
                raw: bool = False, chunk: int = DEFAULT_CHUNK, progress: bool = True,
                compress: bool = False) -> Path:
-    """Generate the planned image for one latent z (1, Z) and stream it to ``path``.
-
-    The format follows the suffix (:data:`FORMATS`); nothing larger than one tile (TIFF) or one
-    band (PNG) is held in memory.
-    """
+    """Stream the planned image of one latent z (1, Z) to ``path`` (a :data:`FORMATS` suffix)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
@@ -194,13 +165,14 @@ def write_huge(model: CocoGAN, z: Tensor, path: str | Path, plan: HugePlan, *,
         fcntl.flock(locks[0], fcntl.LOCK_EX)  # "being written", until renamed or dead
         with tqdm(total=tile_rows * tile_cols, unit="tile", desc=path.name,
                   disable=not progress) as bar:
-            if suffix == ".png":
-                bands = iter_bands(model, z, plan, raw=raw, chunk=chunk, bar=bar)
+            tiles = iter_tiles(model, z, plan, raw=raw, chunk=chunk, bar=bar)
+            if suffix == ".png":  # full-width bands of tile rows: at most two bands at once
+                bands = (np.concatenate([next(tiles) for _ in range(tile_cols)], axis=1)
+                         for _ in range(tile_rows))
                 write_png_stream(tmp, plan.height, plan.width, bands, level=6 if compress else 1)
             else:
                 import tifffile
 
-                tiles = iter_tiles(model, z, plan, raw=raw, chunk=chunk, bar=bar)
                 tifffile.imwrite(tmp, data=tiles, shape=(plan.height, plan.width, 3),
                                  dtype=np.uint8, tile=(plan.tile, plan.tile), bigtiff=True,
                                  photometric="rgb", compression="zlib" if compress else None)
@@ -213,13 +185,9 @@ def write_huge(model: CocoGAN, z: Tensor, path: str | Path, plan: HugePlan, *,
 
 
 def remove_stale_temps(path: Path) -> list[Path]:
-    """Delete the temporary files that killed runs left for ``path``; returns them.
-
-    Only names of `outputs.atomic_write`'s pattern for this very output (``.NAME.XXXXXXXX.tmp``)
-    are candidates, and only unlocked ones go: a running `write_huge` holds an exclusive
-    flock on its temporary file, which the kernel releases when its process dies, even by
-    SIGKILL (which no handler can catch to clean up).
-    """
+    """Delete the temporary files (``.NAME.XXXXXXXX.tmp``, `outputs.atomic_write`'s) that
+    killed runs left for ``path``; returns them. Only unlocked ones go: a running `write_huge`
+    holds a flock on its own, which the kernel releases when it dies, even by SIGKILL."""
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
     removed = []
     for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
@@ -237,11 +205,8 @@ def remove_stale_temps(path: Path) -> list[Path]:
 
 def write_png_stream(path: Path, height: int, width: int, bands: Iterator[np.ndarray],
                      level: int = 1) -> None:
-    """Write an RGB PNG from row bands without holding the image (PNG spec: IHDR, IDAT*, IEND).
-
-    Each scanline uses the Sub filter (difference to the pixel on its left), which costs one
-    vectorised subtraction and compresses smooth generated images well.
-    """
+    """Write an RGB PNG from row bands without holding the image (IHDR, IDAT*, IEND); each
+    scanline uses the Sub filter (one vectorised subtraction; compresses smooth images well)."""
     compressor = zlib.compressobj(level)
     with open(path, "wb") as handle:
         handle.write(b"\x89PNG\r\n\x1a\n")

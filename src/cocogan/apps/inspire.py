@@ -1,9 +1,8 @@
 """Patch-inspired image generation (paper Section 3.4, Figure 8; docs/applications.md).
 
-D (eval mode) reads a macro patch: Q estimates the latent z~ (eq. 4), the spatial head the
-macro coordinate c~_M (eq. 3). G generates the full image from z~; its macro patch at the
-estimated position is the "inspired" patch. On a panorama the head predicts the row alone and
-the column is searched: the one whose macro patch is nearest (MSE) to the given one.
+D (eval mode) reads a macro patch: Q estimates z~ (eq. 4), the spatial head c~_M (eq. 3); G's
+full image from z~ holds the "inspired" patch at that position. On a panorama the head gives
+the row alone and the column whose macro patch is nearest (MSE) to the given one is searched.
 
 Shapes: B batch, Z latent dims, S spatial head outputs, K columns, Mh/Mw macro patch
 height/width, H/W full image height/width.
@@ -62,8 +61,7 @@ def check_patch(model: CocoGAN, patch: Tensor, source: str = "--patch") -> Tenso
 
 
 def crop_patch(model: CocoGAN, image: Tensor, top: int, left: int) -> Tensor:
-    """Cut the macro patch at pixel (top, left) from a (3, H, W) image of the run's size
-    (across the seam on a panorama; inside the image otherwise)."""
+    """Cut the macro patch at pixel (top, left) from a (3, H, W) image of the run's size."""
     full_h, full_w = model.config.full_height, model.config.full_width
     height, width = macro_size(model)
     if tuple(image.shape[1:]) != (full_h, full_w):
@@ -93,8 +91,7 @@ def search_columns(model: CocoGAN, full: Tensor, patches: Tensor, rows: Tensor) 
 
 def inspire(model: CocoGAN, patches: Tensor, *, raw: bool = False,
             chunk: int = DEFAULT_CHUNK) -> Inspiration:
-    """Estimate z and position from each macro patch (B, 3, Mh, Mw) in [-1, 1], then
-    generate from the estimate (the EMA generator unless ``raw``)."""
+    """Estimate z and position from each macro patch (B, 3, Mh, Mw), then generate from them."""
     assert patches.ndim == 4, f"patches: got {tuple(patches.shape)}, expected (B, 3, Mh, Mw)"
     check_patch(model, patches[0], "macro patch")
     disc = model.discriminator

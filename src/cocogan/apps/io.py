@@ -44,8 +44,7 @@ class Provenance:
 
 # ---- parsing ---------------------------------------------------------------------------------
 def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
-    """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11] (order kept, ranges inclusive, repeats
-    dropped: a seed names one image)."""
+    """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11] (order kept, repeats dropped)."""
     seeds: dict[int, None] = {}  # ordered set
     for part in (p.strip() for p in str(text).split(",")):
         low, sep, high = part.partition("-")
@@ -115,8 +114,7 @@ def image_grid(images: Tensor, columns: int | None = None, pad: int = 2,
 
 def draw_box(image: np.ndarray, top: int, left: int, height: int, width: int,
              colour: tuple[int, int, int], wrap: bool = False) -> np.ndarray:
-    """A copy of (H, W, 3) uint8 ``image`` with a 1-pixel rectangle outline (columns wrap if
-    ``wrap``)."""
+    """A copy of (H, W, 3) uint8 ``image`` with a 1-pixel rectangle outline (``wrap``: columns)."""
     out = image.copy()
     full_w = out.shape[1]
     rows = np.arange(top, top + height)

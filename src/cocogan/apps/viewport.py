@@ -1,8 +1,7 @@
 """Partial-scene generation (paper Section 3.3): only the micro patches a viewport needs.
 
-A viewport is a pixel box inside the image, or on a panorama an angular range (0 degrees: the
-left edge; it may cross the seam or exceed 360) and rows. The patches intersecting it are
-generated, assembled and trimmed: the same region as cut from the full image.
+A viewport is a pixel box, or on a panorama an angular range (0 degrees: the left edge; it may
+cross the seam) and rows; the patches intersecting it are generated, assembled and trimmed.
 
 Shapes: B batch, Z latent dims, h/w viewport height/width in pixels.
 """

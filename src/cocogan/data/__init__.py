@@ -29,21 +29,10 @@ __all__ = ["BUILTIN_DATASETS", "BuiltinDataset", "BuiltinSpec", "DataError",
 def build_dataset(source: str, height: int, width: int, *, cylindrical: bool = False,
                   celeba_crop: bool = False, seed: int = 0,
                   resample: str = "lanczos") -> Dataset[torch.Tensor]:
-    """The dataset named by a ``--data`` value.
-
-    Args:
-        source: ``builtin:NAME`` (see BUILTIN_DATASETS) or a folder searched recursively,
-            optionally ``DIR::train`` / ``DIR::holdout`` for one side of its fixed split.
-        height, width: full-image size in pixels.
-        cylindrical: panoramas; folders are resized without cropping (not rolled: training
-            rolls them with the step RNG, datastream.roll_panoramas).
-        celeba_crop: apply the authors' CelebA face box (folders of aligned CelebA only).
-        seed: selects the images of a built-in dataset; unused for folders.
-        resample: folders' resize filter, "lanczos" or "bilinear" (``data.resample``).
-
-    Raises:
-        DataError: unknown built-in, missing or empty folder, or incompatible options.
-    """
+    """The dataset named by a ``--data`` value: ``builtin:NAME`` (``seed`` selects its images)
+    or a folder searched recursively, optionally ``DIR::train`` / ``DIR::holdout`` for one side
+    of its fixed split. DataError for an unknown built-in, a missing or empty folder, or
+    incompatible options; the other arguments are :class:`ImageFolderDataset`'s."""
     if not source.startswith(BUILTIN_PREFIX):
         root, split = parse_split(source)
         return ImageFolderDataset(root, height, width, celeba_crop=celeba_crop,
@@ -71,19 +60,8 @@ def _slug(text: str) -> str:
 def dataset_fingerprint(source: str, height: int, width: int, celeba_crop: bool = False, *,
                         cylindrical: bool = False, resample: str = "lanczos") -> str:
     """A file-name-safe key such as ``celeba-64x64-celeba-1a2b3c4d5e6f`` for caching real-data
-    statistics: it changes whenever the images a run would see change (another folder, a file
-    added, removed or rewritten, another size, crop, filter or preprocessing version).
-
-    Args:
-        source: ``builtin:NAME`` or a folder path, as given to ``build_dataset``.
-        height, width: image size the data is resized to.
-        celeba_crop: whether the CelebA face box is applied.
-        cylindrical: panoramas: resized without cropping, and evaluated rolled (N11).
-        resample: the resize filter (``data.resample``); part of the key unless "lanczos".
-
-    Raises:
-        DataError: unknown built-in name, or a folder that does not exist.
-    """
+    statistics of ``build_dataset``'s arguments: it changes whenever the images a run would see
+    do (folder, files, size, crop, filter, preprocessing version; rolled panoramas, N11)."""
     mode = "celeba" if celeba_crop else "stretch" if cylindrical else "cover"
     # Filter and roll name the key only when not the defaults, so older keys stay valid.
     mode += "" if resample == "lanczos" else f"-{resample}"

@@ -1,17 +1,12 @@
 """Procedural datasets that need no download: smoke tests and demos of patch coordination.
 
-Each item is a pure function of (seed, index) (a NumPy generator seeded with both draws the
-scene), so any worker renders any index identically; scenes are defined in continuous
-coordinates and anti-aliased, so one (seed, index) looks the same at every resolution.
+Each item is a pure function of (seed, index), so any worker renders any index identically;
+scenes are continuous and anti-aliased, so one (seed, index) looks the same at every resolution.
+``blobs``: an object spanning several micro patches, which must agree to draw it; ``skyline``:
+a 360-degree panorama whose ridges are sums of integer-frequency sinusoids, so it wraps exactly.
 
 Shapes: H, W image height and width; renderers return an image (H, W, 3) in [0, 1] and a
 foreground coverage mask (H, W) in [0, 1]; the dataset yields (3, H, W) tensors in [-1, 1].
-
-- ``blobs``: one outlined ellipse with an off-centre inner disk on a gradient background. The
-  object spans several micro patches (Sec. 2 of the paper), so patches must agree to draw it.
-- ``skyline``: a 360-degree panorama (cylindrical coordinates, Sec. 3.3): sky gradient, sun or
-  moon, two mountain ridges whose heights are sums of sinusoids with integer frequencies, so the
-  right edge continues into the left one exactly.
 """
 
 from __future__ import annotations
@@ -106,11 +101,8 @@ def render_blobs(rng: np.random.Generator, height: int, width: int
 
 def _ridge(rng: np.random.Generator, theta: np.ndarray, amplitude: float, terms: int = 5
            ) -> tuple[np.ndarray, np.ndarray]:
-    """Cyclic height profile and its derivative d/dtheta, both (W,), peak |profile| = amplitude.
-
-    Integer frequencies make the profile 2*pi-periodic, hence seamless; uniform phases make
-    every horizontal roll of it equally likely, so rolled panoramas stay in distribution.
-    """
+    """Cyclic height profile and its derivative d/dtheta, both (W,), peak |profile| = amplitude:
+    integer frequencies make it seamless, uniform phases make every roll of it equally likely."""
     freqs = rng.choice(np.arange(1, 13), size=terms, replace=False)
     amps = rng.uniform(0.3, 1.0, size=terms) / freqs
     phases = rng.uniform(0.0, 2 * np.pi, size=terms)

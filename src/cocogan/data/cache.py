@@ -1,6 +1,5 @@
 """Decoded training images kept as one uint8 tensor (N, 3, H, W), on the host or the training
-GPU, so decoding never limits a step: a batch is one gather and one conversion. Folder images
-are 8-bit after resizing, so a cached item equals the decoded one bit for bit.
+GPU: a batch is one gather and one conversion, bit for bit the decoded 8-bit images.
 
 Shapes: N images, B batch, H/W image height/width.
 """
@@ -52,8 +51,7 @@ class CachedImages(Dataset[Tensor]):
     def decode(cls, dataset: Dataset[Tensor], height: int, width: int, *, num_workers: int = 0,
                device: torch.device | str = "cpu",
                report: Callable[[int, int], None] | None = None) -> CachedImages:
-        """Decode every item of ``dataset`` once (``num_workers`` processes) into the cache;
-        ``report(done, total)`` is called after each decoded chunk."""
+        """Decode ``dataset`` once into the cache; ``report(done, total)`` after each chunk."""
         total = len(dataset)  # type: ignore[arg-type]
         images = torch.empty(total, 3, height, width, dtype=torch.uint8)
         loader = DataLoader(dataset, batch_size=256, num_workers=num_workers, shuffle=False)

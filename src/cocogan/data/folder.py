@@ -22,9 +22,8 @@ _FIX_HINT = "name a folder of images (train --data, eval --real) or builtin:blob
 
 
 def scan_images(root: str | os.PathLike[str]) -> list[Path]:
-    """All image files under root, recursively, sorted by relative POSIX path (index -> file
-    is the same on every machine); hidden names (macOS "._x.jpg") and anything that is not a
-    regular file (a FIFO named x.png) are left out. DataError when root is not a folder."""
+    """All image files under root, recursively, sorted by relative POSIX path (one order on every
+    machine), without hidden names ("._x.jpg") or non-regular files; DataError for a non-folder."""
     base = Path(root).expanduser()
     if not base.exists():
         raise DataError(f"data path {base} does not exist: {_FIX_HINT}")
@@ -53,13 +52,12 @@ def scan_images(root: str | os.PathLike[str]) -> list[Path]:
         # A FIFO or device named *.png would block the decoder's open() forever (27.10).
         found.extend(p for p in named if p.is_file())
         odd.extend(p for p in named if not p.is_file())
-    if odd:
-        warnings.warn(f"skipped {len(odd)} file(s) under {base} named like images that are not "
-                      f"regular files (a FIFO, socket or device): {_names(odd)}", stacklevel=2)
-    if repeated:
-        warnings.warn(f"skipped {len(repeated)} linked folder(s) under {base} that lead to a "
-                      f"folder already scanned (a link loop or a duplicate): {_names(repeated)}",
-                      stacklevel=2)
+    for paths, what in ((odd, f"file(s) under {base} named like images that are not regular "
+                              "files (a FIFO, socket or device)"),
+                        (repeated, f"linked folder(s) under {base} that lead to a folder already "
+                                   "scanned (a link loop or a duplicate)")):
+        if paths:
+            warnings.warn(f"skipped {len(paths)} {what}: {_names(paths)}", stacklevel=2)
     return sorted(found, key=lambda p: p.relative_to(base).as_posix())
 
 
@@ -72,38 +70,20 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     return stat.st_dev, stat.st_ino
 
 
-def probe_image(path: Path) -> tuple[int, int] | None:
-    """(width, height) if PIL can parse the file's header and structure (cheap: verify()
-    decodes no pixels), else None; DecompressionBombError passes through."""
-    try:
-        with Image.open(path) as img:
-            size = img.size
-            img.verify()
-    except Image.DecompressionBombError:
-        raise
-    except Exception:  # PIL raises many unrelated types (OSError, SyntaxError, struct.error...)
-        return None
-    return size
-
-
 def _names(paths: Sequence[Path]) -> str:
     shown = ", ".join(p.name for p in paths[:_SHOW_NAMES])
     return shown + (", ..." if len(paths) > _SHOW_NAMES else "")
 
 
 class ImageFolderDataset(Dataset[torch.Tensor]):
-    """Images under a folder, decoded and resized on access.
-
-    Unreadable files are dropped at construction (``skipped``, one warning); one that fails to
-    decode later is replaced by the next readable index, so one bad file never stops a long
-    run (``load_failures`` counts them).
-    """
+    """Images under a folder, decoded and resized on access. Unreadable files are dropped at
+    construction (``skipped``); one that fails to decode later is replaced by the next readable
+    index (``load_failures`` counts them), so one bad file never stops a long run."""
 
     def __init__(
         self, root: str | os.PathLike[str], height: int, width: int, *,
         celeba_crop: bool = False,  # authors' CelebA face box (aligned 178x218 input); off: False
-        cylindrical: bool = False,  # panoramas: resize without cropping (training rolls them
-        #   with the step RNG, datastream.roll_panoramas); off: centre-crop
+        cylindrical: bool = False,  # panoramas: resize without cropping; off: centre-crop
         split: str | None = None,  # "train" / "holdout": one side of data.split (None: all)
         resample: str = "lanczos",  # resize filter: "lanczos" or "bilinear" (data.resample)
     ) -> None:
@@ -129,15 +109,20 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         good: list[Path] = []
         bad, too_large, large, odd_size = [], [], [], []  # list[Path] each
         for path in candidates:
-            try:
-                size = probe_image(path)
+            try:  # PIL parses the header and structure; verify() decodes no pixels (cheap)
+                with Image.open(path) as img:
+                    size = img.size
+                    img.verify()
             except Image.DecompressionBombError:
                 too_large.append(path)
                 continue
-            (good if size is not None else bad).append(path)
-            if size is not None and size[0] * size[1] > LARGE_IMAGE_PIXELS:
+            except Exception:  # PIL raises many unrelated types (OSError, SyntaxError...)
+                bad.append(path)
+                continue
+            good.append(path)
+            if size[0] * size[1] > LARGE_IMAGE_PIXELS:
                 large.append(path)
-            if size is not None and celeba_crop and size != CELEBA_SIZE:
+            if celeba_crop and size != CELEBA_SIZE:
                 odd_size.append(path)
         if not good:
             raise DataError(f"none of the {len(bad + too_large)} image files under {self.root} "

@@ -51,9 +51,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         peak = 255.0 if img.mode == "F" or arr.max(initial=0) <= 255 else 65535.0
         img = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).round().astype(np.uint8))
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("LA", "PA", "La", "RGBa"):
+    if img.mode in ("LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
     if img.mode == "RGBA":
         canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -113,15 +111,10 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 def load_image(path: Path, height: int, width: int, mode: str = "cover",
                resample: str = "lanczos") -> torch.Tensor:
-    """Decode, convert and resize one file into a (3, height, width) tensor in [-1, 1];
-    ``mode`` is "cover", "celeba" or "stretch", ``resample`` "lanczos" or "bilinear"."""
-    if mode == "celeba":
-        img = open_image(path)  # fixed box coordinates need the full-resolution decode
-        fitted = fit_celeba(to_rgb(img), height, width, resample)
-    elif mode in ("cover", "stretch"):
-        img = open_image(path, draft_size=_DRAFT_MARGIN * max(height, width))
-        fit = fit_cover if mode == "cover" else fit_stretch
-        fitted = fit(to_rgb(img), height, width, resample)
-    else:
+    """Decode, convert and resize one file into (3, height, width) in [-1, 1] (fit ``mode``)."""
+    fits = {"cover": fit_cover, "celeba": fit_celeba, "stretch": fit_stretch}
+    if mode not in fits:
         raise AssertionError(f"unknown fit mode {mode!r}; expected cover, celeba or stretch")
-    return to_tensor(fitted)
+    # CelebA's fixed box coordinates need the full-resolution decode
+    img = open_image(path, None if mode == "celeba" else _DRAFT_MARGIN * max(height, width))
+    return to_tensor(fits[mode](to_rgb(img), height, width, resample))

@@ -1,11 +1,9 @@
 """A fixed train / held-out split of an image folder, named in the ``--data`` value.
 
 ``DIR::train`` and ``DIR::holdout`` select the two parts of ``DIR``. A file's side depends only
-on its name (the same on every machine, stable when files are added): hex code-point names
-(emoji ``1f44b-1f3fb.png``) group by their first code point, so skin-tone variants never sit on
-both sides; other names are their own group. A group is held out when the first 8 hex digits
-of the SHA-256 of its key are divisible by ``HOLDOUT_EVERY``. A split with an empty side, or
-(from ``RELIABLE_GROUPS`` groups on) a held-out share outside ``SHARE_BAND``, is refused.
+on its name: hex code-point names (emoji ``1f44b-1f3fb.png``) group by their first code point,
+so skin-tone variants never sit on both sides, and a group is held out when the SHA-256 of its
+key (first 8 hex digits) is divisible by ``HOLDOUT_EVERY``. Degenerate splits are refused.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ _WHOLE = "use DIR whole, or make your own DIR_train / DIR_holdout folders"
 
 
 def parse_split(source: str) -> tuple[str, str | None]:
-    """(folder, split or None) of a ``--data`` value such as ``emoji::holdout``; a folder
-    whose own name holds ``::`` is used whole."""
+    """(folder, split or None) of a ``--data`` value such as ``emoji::holdout`` (or a folder)."""
     root, sep, split = source.rpartition(SPLIT_SEPARATOR)
     if not sep or (split not in SPLITS and Path(source).expanduser().is_dir()):
         return source, None
@@ -40,8 +37,7 @@ def parse_split(source: str) -> tuple[str, str | None]:
 
 
 def group_key(path: Path) -> str:
-    """The name shared by the variants of one image: an emoji's first code point, else the
-    whole stem."""
+    """The name shared by one image's variants: an emoji's first code point, else the stem."""
     stem = path.name.split(".", 1)[0]
     return stem.split("-", 1)[0] if _CODE_POINTS.fullmatch(stem) else stem
 
@@ -52,8 +48,7 @@ def is_held_out(path: Path) -> bool:
 
 
 def select_split(paths: list[Path], split: str | None, root: Path) -> list[Path]:
-    """The files of one side of the split in their order (all for None); DataError when the
-    split is empty or degenerate."""
+    """The files of one side of the split in order (None: all); DataError when degenerate."""
     if split is None or not paths:
         return paths
     held = [is_held_out(p) for p in paths]

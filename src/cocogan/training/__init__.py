@@ -1,8 +1,5 @@
-"""Training: the step (paper Section 2), the loop around it, run directories and resume.
-
-``step`` runs one D/G/Q iteration, ``loop`` drives it (Trainer, hooks), ``run`` creates and
-resumes run directories; the other modules each do one job their docstring names.
-"""
+"""Training: ``step`` runs one D/G/Q iteration (paper Section 2), ``loop`` drives it (Trainer,
+hooks, EMA), ``run`` creates and resumes run directories; the other modules do one job each."""
 
 from cocogan.training.loop import Hook, SampleGrid, Trainer, TrainingDiverged
 from cocogan.training.run import RunSpec, new_trainer, prepare_new_run, resume_trainer

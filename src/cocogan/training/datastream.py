@@ -1,11 +1,10 @@
 """A resumable stream of training batches: the order is a pure function of (seed, position).
 
 Epoch e shuffles with a generator seeded from (seed, e); run batch k is batch k mod n of epoch
-k // n (the short tail dropped), so the saved position continues exactly. Rank r of R loads
-the r-th slice of each global batch, so the position means the same for any process count.
-Randomness is drawn in the main process with the step RNG (the panorama roll), never in
-DataLoader workers. A folder that fits ``data.cache_max_mb`` is decoded once into uint8
-(:mod:`cocogan.data.cache`) and gathered in the same order, bit for bit the same images.
+k // n (the short tail dropped), so the saved position continues exactly; rank r of R loads the
+r-th slice of each global batch. No randomness is drawn in DataLoader workers. A folder that
+fits ``data.cache_max_mb`` is decoded once into uint8 (:mod:`cocogan.data.cache`) and gathered
+in the same order, bit for bit the same images.
 
 Shapes: B batch, C/H/W image.
 """
@@ -36,8 +35,7 @@ def epoch_permutation(size: int, seed: int, epoch: int) -> Tensor:
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
-    """Endless batches of indices from run batch ``start``; ``shard`` = (rank, ranks): only
-    this rank's slice of each global batch."""
+    """Endless batches of indices from run batch ``start``, this (rank, ranks) ``shard``'s slice."""
 
     def __init__(self, size: int, batch: int, seed: int, start: int = 0,
                  shard: tuple[int, int] = (0, 1)) -> None:
@@ -65,15 +63,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 class BatchStream:
-    """Iterator of (B, 3, H, W) batches on ``device`` that knows its position.
-
-    Args:
-        dataset: map-style dataset of (3, H, W) tensors in [-1, 1].
-        seed: the run seed (fixes the order of every epoch).
-        start: run batches already consumed (the saved position when resuming).
-        num_workers: decoder processes; -1 picks min(4, cores - 1); 0 decodes inline.
-        shard: (rank, ranks): deliver this rank's slice of each global batch.
-    """
+    """Iterator of (B, 3, H, W) batches of ``dataset`` on ``device`` that knows its position:
+    ``start`` run batches already consumed (when resuming), ``num_workers`` decoder processes
+    (-1: min(4, cores - 1); 0: inline), ``shard`` (rank, ranks): this rank's slice of each."""
 
     def __init__(self, dataset: Dataset[Tensor], batch: int, seed: int, *, start: int = 0,
                  num_workers: int = -1, device: torch.device | None = None,
@@ -105,12 +97,11 @@ class BatchStream:
     def __next__(self) -> Tensor:
         if self.cached is not None:
             images = self._gather(self.cached)
-            self.consumed += 1
-            return images.to(self.device, non_blocking=True)
-        if self._iterator is None:
-            self.sampler.start = self.consumed  # (re)start where the run is, e.g. after close()
-            self._iterator = iter(self.loader)
-        images = next(self._iterator)
+        else:
+            if self._iterator is None:  # (re)start where the run is, e.g. after close()
+                self.sampler.start = self.consumed
+                self._iterator = iter(self.loader)
+            images = next(self._iterator)
         self.consumed += 1
         return images.to(self.device, non_blocking=True)
 
@@ -141,17 +132,15 @@ def resolve_workers(num_workers: int) -> int:
 
 def cache_device(dataset: Dataset[Tensor], max_mb: int, height: int, width: int,
                  device: torch.device) -> torch.device | None:
-    """The training device when the decoded images fit ``max_mb``, else None. Only image
-    folders are cached (built-in datasets render floats, not 8-bit files)."""
+    """The training device when an image folder's decoded images fit ``max_mb``, else None."""
     if not isinstance(dataset, ImageFolderDataset):
         return None
     return device if 0 < cache_bytes(dataset, height, width) <= max_mb * 2**20 else None
 
 
 def roll_panoramas(images: Tensor, rng: torch.Generator) -> Tensor:
-    """Roll each 360-degree panorama (B, C, H, W) right by a uniform shift in [0, W) (the
-    authors' augmentation: any roll is another valid panorama); ``rng`` is the step RNG, so
-    resumed runs roll identically."""
+    """Roll each 360-degree panorama (B, C, H, W) right by a uniform shift in [0, W) of the step
+    RNG ``rng`` (the authors' augmentation: any roll is another valid panorama)."""
     batch, channels, height, width = images.shape
     shifts = torch.randint(width, (batch,), generator=rng,
                            device=rng.device).to(images.device)  # (B,)

@@ -1,4 +1,6 @@
-"""Where training runs: the device, the CPU thread count and the determinism switch."""
+"""Where and how training runs: the device, the CPU thread count, the determinism switch and
+the options that make a step faster without changing what it computes (docs/training.md).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import time
 
 import torch
 
-from cocogan.config import ConfigError
+from cocogan.config import Config, ConfigError
+from cocogan.model import GAN
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -40,8 +43,7 @@ def select_device(name: str) -> torch.device:
 
 
 def busy_cores(seconds: float = 0.3) -> float:
-    """How many of our usable cores other processes keep busy right now (Linux /proc/stat,
-    sampled over ``seconds``; elsewhere the 1-minute load average)."""
+    """Usable cores other processes keep busy now (/proc/stat over ``seconds``; else loadavg)."""
     try:
         cpus = os.sched_getaffinity(0)
         before = _cpu_times(cpus)
@@ -72,12 +74,9 @@ def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
 
 
 def configure_threads(device: torch.device, threads: int | None = None) -> int:
-    """Set torch's intra-op threads for a CPU run (GPU: unchanged); returns the count.
-
-    ``threads``: a run's recorded count (results differ bitwise between counts, so a resume
-    uses its own); None: one per usable core others leave idle (oversubscribed OpenMP threads
-    spin, 12-30x slower on a shared 2-core machine). ``OMP_NUM_THREADS`` wins over both.
-    """
+    """Set torch's intra-op threads for a CPU run and return the count: ``threads`` (a resumed
+    run's own: results differ bitwise between counts), else one per usable core others leave
+    idle (oversubscribed OpenMP threads spin, 12-30x slower); ``OMP_NUM_THREADS`` wins."""
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         if threads is None:
             threads = max(1, available_cores() - int(busy_cores() + 0.5))
@@ -92,10 +91,27 @@ CUBLAS_WORKSPACE = ("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 def use_determinism(deterministic: bool) -> None:
     """``run.deterministic``: deterministic cuDNN and torch kernels (an op without one raises),
-    autotuner off, so two GPU runs of one config agree. Off: the autotuner's fastest kernels,
-    last bits differ between runs. A CPU step is deterministic either way."""
+    autotuner off, so two GPU runs agree; off: the autotuner's fastest kernels (CPU: no matter)."""
     if deterministic:
         os.environ.setdefault(*CUBLAS_WORKSPACE)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     torch.use_deterministic_algorithms(deterministic)
+
+
+# A torch.compile backend replacing run.compile's mode; tests set "aot_eager" (no codegen: fast).
+_BACKEND: str | None = None
+
+
+def prepare_model(model: GAN, train: Config) -> GAN:
+    """Apply ``run.deterministic``, ``run.channels_last`` and ``run.compile`` to ``model`` in
+    place before the optimisers are built; returns it. Compiling G and D's trunk keeps parameter
+    names; the gradient penalty calls the eager trunk (graphs cannot be differentiated twice)."""
+    use_determinism(train.run.deterministic)  # else the autotuner: fixed shapes, fastest kernels
+    if train.run.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if train.run.compile != "off":
+        options = {"backend": _BACKEND} if _BACKEND else {"mode": train.run.compile}
+        model.generator.compile(**options)
+        model.discriminator.blocks.compile(**options)
+    return model

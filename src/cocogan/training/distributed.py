@@ -1,13 +1,9 @@
-"""Data-parallel training over processes started by ``torchrun`` (one per GPU or CPU).
+"""Data-parallel training over processes started by ``torchrun`` (docs/multi-gpu.md).
 
-Every rank holds the whole model and a 1/R slice of ``optim.batch``; before each optimiser step
-that optimiser's gradients are averaged across ranks, so all ranks apply the same update. An
-explicit all-reduce rather than DDP's wrapper: the gradient penalty's double backward and the
-three optimisers of one step (D, Q, G over shared features) do not fit DDP's one backward per
-forward. Batch norms use global-batch statistics (:mod:`cocogan.training.sync_norm`) unless
-``sync_norm`` is off; then the ranks' running statistics are pooled after every step
-(docs/multi-gpu.md). Every collective goes through :func:`collective`, which turns a failure
-(a peer died, the network broke, a timeout) into :class:`PeerLost` with a one-line message.
+Every rank holds the whole model and a 1/R slice of ``optim.batch``; each optimiser averages its
+gradients across ranks before stepping. An explicit all-reduce, not DDP: the penalty's double
+backward and the three optimisers of one step do not fit DDP's one backward per forward. Every
+collective goes through :func:`collective`, which turns a failure into :class:`PeerLost`.
 """
 
 from __future__ import annotations
@@ -101,9 +97,7 @@ def pick_backend(backend: str, device: torch.device) -> str:
 
 def init(device: torch.device, backend: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S,
          sync_norm: bool = True) -> World:
-    """Join the process group that torchrun's environment describes (``device``: the one the
-    run asked for; ``timeout_s``: how long a collective waits). Without torchrun: a World of
-    size 1, nothing initialised."""
+    """Join the process group torchrun's environment describes (without it: a World of 1)."""
     if timeout_s <= 0:
         raise ConfigError(f"--dist-timeout must be positive seconds, got {timeout_s}")
     world = world_from_env(timeout_s, sync_norm)
@@ -157,6 +151,14 @@ def collective(world: World, what: str) -> Iterator[None]:
                        f"{world.timeout_s:g} s): {_first_line(error)}") from None
 
 
+def all_gather(world: World, local: Tensor, what: str) -> Tensor:
+    """Every rank's ``local``, stacked in rank order: (R, *local.shape)."""
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]  # the group's R
+    with collective(world, what):
+        dist.all_gather(parts, local)
+    return torch.stack(parts)
+
+
 def _buckets(tensors: list[Tensor], limit: int) -> Iterator[list[Tensor]]:
     """Consecutive groups of one dtype and device, each at most ``limit`` bytes (or one)."""
     bucket: list[Tensor] = []
@@ -173,29 +175,22 @@ def _buckets(tensors: list[Tensor], limit: int) -> Iterator[list[Tensor]]:
         yield bucket
 
 
-def all_reduce_mean(world: World, tensors: list[Tensor], what: str,
-                    bucket_bytes: int = BUCKET_BYTES) -> None:
-    """Replace each tensor by its mean over the ranks, in place, one all-reduce per bucket."""
-    with collective(world, what):
-        for bucket in _buckets(tensors, bucket_bytes):
-            flat = torch.cat([t.reshape(-1) for t in bucket])  # (sum of numel,)
-            dist.all_reduce(flat)
-            flat.div_(world.size)
-            offset = 0
-            for tensor in bucket:
-                tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
-                offset += tensor.numel()
-
-
 def average_gradients_before_step(optimizers: Iterable[torch.optim.Optimizer],
                                   world: World) -> None:
     """A pre-step hook on each optimiser averages its gradients inside ``optimizer.step()``,
-    after the (double) backward, so the step needs no change. Every rank runs the same graph,
-    so parameters without a gradient are the same everywhere."""
+    after the (double) backward (every rank runs the same graph: the same grads are None)."""
     def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]
                  if p.grad is not None]
-        all_reduce_mean(world, grads, "the gradient all-reduce")
+        with collective(world, "the gradient all-reduce"):
+            for bucket in _buckets(grads, BUCKET_BYTES):
+                flat = torch.cat([t.reshape(-1) for t in bucket])  # (sum of numel,)
+                dist.all_reduce(flat)
+                flat.div_(world.size)
+                offset = 0
+                for grad in bucket:
+                    grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+                    offset += grad.numel()
 
     for optimizer in optimizers:
         optimizer.register_step_pre_hook(hook)
@@ -211,21 +206,16 @@ def tracked_norms(module: nn.Module) -> list[nn.modules.batchnorm._NormBase]:
 def pooled_running_statistics(means: Tensor, variances: Tensor, momentum: float
                               ) -> tuple[Tensor, Tensor]:
     """The global batch's running (mean, variance) from R ranks' (R, C) running statistics,
-    equal before this step, each moved by ``momentum`` towards its own shard's.
-
-    The global variance is mean_r(var_r) + mean_r((mean_r - mean)^2); each running mean moved
-    only ``momentum`` of its shard's deviation, so that spread is divided by ``momentum``.
-    Exact up to the (n - 1) of each shard's unbiased variance.
-    """
+    equal before this step, each moved by ``momentum`` towards its own shard's: the variance
+    is mean_r(var_r) + mean_r((mean_r - mean)^2) / momentum (exact up to each shard's n - 1)."""
     mean = means.mean(0)  # (C,)
     spread = (means - mean).square().mean(0) / momentum
     return mean, variances.mean(0) + spread
 
 
 def average_norm_statistics(world: World, module: nn.Module) -> None:
-    """Per-rank batch norm (``sync_norm`` off): give every rank the global batch's running
-    statistics (:func:`pooled_running_statistics`), after every step so they were equal
-    before it. Synchronised layers already hold them."""
+    """Per-rank batch norm (``sync_norm`` off): after every step, give every rank the global
+    batch's running statistics (:func:`pooled_running_statistics`)."""
     if not world.enabled or world.sync_norm:
         return
     layers = tracked_norms(module)
@@ -233,10 +223,7 @@ def average_norm_statistics(world: World, module: nn.Module) -> None:
         return
     local = torch.cat([t.reshape(-1) for layer in layers
                        for t in (layer.running_mean, layer.running_var)])  # (2 sum C,)
-    parts = [torch.empty_like(local) for _ in range(world.size)]
-    with collective(world, "the batch-norm statistics gather"):
-        dist.all_gather(parts, local)
-    stats = torch.stack(parts)  # (R, 2 sum C)
+    stats = all_gather(world, local, "the batch-norm statistics gather")  # (R, 2 sum C)
     offset = 0
     for layer in layers:
         channels = layer.running_mean.numel()
@@ -261,8 +248,7 @@ def broadcast_module(world: World, module: nn.Module) -> None:
 
 def mean_losses(world: World, losses: dict[str, Tensor], device: torch.device,
                 maximum: Callable[[str], bool] = lambda name: False) -> dict[str, Tensor]:
-    """The 0-dim losses averaged over ranks (a NaN anywhere is one everywhere); the names
-    ``maximum`` picks take the maximum instead."""
+    """The 0-dim losses averaged (a NaN anywhere is one everywhere), or maxed if ``maximum``."""
     if not world.enabled:
         return losses
     names = list(losses)
@@ -303,11 +289,8 @@ def gather_rng_states(world: World, rng: torch.Generator, device: torch.device
     state = rng.get_state()
     if not world.enabled:
         return [state]
-    local = state.to(device)
-    parts = [torch.empty_like(local) for _ in range(world.size)]
-    with collective(world, "the RNG-state gather of a checkpoint"):
-        dist.all_gather(parts, local)
-    return [part.cpu() for part in parts]
+    gathered = all_gather(world, state.to(device), "the RNG-state gather of a checkpoint")
+    return [part.cpu().clone() for part in gathered]  # one storage each, as saved before
 
 
 def barrier(world: World, device: torch.device, what: str) -> None:

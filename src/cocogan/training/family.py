@@ -1,11 +1,8 @@
-"""The network + loss pairs one Trainer drives, chosen by ``model.family``.
-
-As StyleGAN2-ADA's loop takes its networks and loss by name, the Trainer takes a
-:class:`Family`: optimisers, step and full images for sample grids; all else (data, EMA,
-logging, hooks, checkpoints, resume, ranks) is shared. The full-image baseline trains as
-COCO-GAN does minus generating by parts (the paper's Table 1 question): the same WGAN-GP
-objective and penalty (L_GP, eq. 2), TTUR Adam, one G forward then a D and a G update, D frozen
-in G's phase, ``run.sn_once`` alike; no coordinates, L_S, L_C or Q.
+"""The network + loss pairs one Trainer drives, chosen by ``model.family``: a :class:`Family`
+gives optimisers, step and sample images; all else (data, EMA, logging, hooks, checkpoints,
+resume, ranks) is shared. The full-image baseline trains as COCO-GAN does minus generating by
+parts (the paper's Table 1 question): the same WGAN-GP objective and penalty (eq. 2), TTUR
+Adam, one G forward then a D and a G update, ``run.sn_once`` alike; no coordinates, L_S, L_C, Q.
 
 Shapes: B (or N) images, Z latent dims, H/W full image.
 """
@@ -24,7 +21,7 @@ from torch.nn.utils import parametrize
 from cocogan.apps.full import full_images
 from cocogan.config import Config, ModelConfig
 from cocogan.losses import gradient_penalty, wasserstein_estimate
-from cocogan.model import BaselineGAN, CocoGAN
+from cocogan.model import BaselineGAN
 from cocogan.render import evaluating
 from cocogan.training.step import (
     NamedOptimizers,
@@ -57,9 +54,8 @@ def build_baseline_optimizers(model: BaselineGAN, train: Config) -> BaselineOpti
 def baseline_step(model: BaselineGAN, optimizers: BaselineOptimizers, images: Tensor,
                   train: Config, rng: torch.Generator, *, amp: bool = False,
                   sn_once: bool = True, iteration: int = 0) -> dict[str, Tensor]:
-    """One WGAN-GP iteration on real full images (B, 3, H, W): G forward once, a D update on
-    its detached output, then a G update with D frozen; arguments as
-    :func:`cocogan.training.step.train_step`'s. Returns 0-dim L_W, L_GP, loss_D, loss_G."""
+    """One WGAN-GP iteration on real full images (B, 3, H, W), arguments as ``train_step``'s:
+    G forward once, a D update, a G update with D frozen. Returns 0-dim L_W, L_GP, loss_D/G."""
     del iteration
     G, D = model.generator.train(), model.discriminator.train()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
@@ -98,12 +94,7 @@ class Family:
 
     build_optimizers: Callable[[Any, Config], NamedOptimizers]
     step: Step
-    sample: Callable[[Any, Tensor], Tensor]  # (model, z (N, Z)) -> EMA images (N, 3, H, W)
-
-
-def cocogan_images(model: CocoGAN, z: Tensor) -> Tensor:
-    """The EMA generator's full images (:func:`cocogan.apps.full.full_images`)."""
-    return full_images(model, z.to(model.device))
+    sample: Callable[[Any, Tensor], Tensor]  # (model, z (N, Z) on its device) -> EMA images
 
 
 @torch.no_grad()
@@ -115,7 +106,7 @@ def baseline_images(model: BaselineGAN, z: Tensor) -> Tensor:
 
 
 FAMILIES: dict[str, Family] = {
-    "cocogan": Family(build_optimizers, train_step, cocogan_images),
+    "cocogan": Family(build_optimizers, train_step, full_images),
     "baseline": Family(build_baseline_optimizers, baseline_step, baseline_images),
 }
 

@@ -1,9 +1,7 @@
 """What a run reports: metrics.jsonl, TensorBoard scalars and images, a progress bar (off a
-terminal, a short line per sample interval instead).
-
-A record averages each loss term over the steps since the previous one. Sums (and the first
-non-finite step of each term) stay on the device and are read once per record, so a GPU step
-never waits for the host; the loop checks them before it writes anything.
+terminal, a line per sample interval). A record averages each loss term over the steps since
+the previous one; the losses stay on the device and are read once per record, so a GPU step
+never waits for the host.
 """
 
 from __future__ import annotations
@@ -39,11 +37,8 @@ def is_maximum(name: str) -> bool:
 
 
 class MetricsLog:
-    """Accumulates per-step losses and writes one record per ``log_every`` steps.
-
-    ``start_step``: records after it (a session that died after its last checkpoint) are
-    dropped, so no step is logged twice; ``quiet``: write nothing (ranks other than 0).
-    """
+    """Accumulates per-step losses and writes one record per ``log_every`` steps; old records
+    after ``start_step`` are dropped (no step is logged twice); ``quiet``: write nothing."""
 
     def __init__(self, run_dir: Path, start_step: int, *, tensorboard: bool = True,
                  quiet: bool = False) -> None:

@@ -1,11 +1,9 @@
 """The training loop: a short driver over named steps (paper Section 2's alternating updates).
 
-Per iteration: next_batch -> optimise (:func:`train_step` or another ``model.family``'s) ->
-update_ema -> log -> hooks every K steps -> save_checkpoint at ``run.checkpoint_every``, the
-last step and after a stop signal. Losses stay on the device; before writing anything the loop
-checks that none became NaN or infinite, so a GPU runs steps back to back in between. Ranks of
-a multi-process run run this loop in lockstep; rank 0 alone writes, and a stop signal on any
-rank stops all after the same step.
+Per iteration: next_batch -> optimise (``model.family``'s step) -> update_ema -> log -> hooks
+every K steps -> save_checkpoint at ``run.checkpoint_every``, the last step and after a stop
+signal. Losses stay on the device and are checked for NaN before anything is written, so a GPU
+runs steps back to back. Ranks run in lockstep; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ from cocogan.training.distributed import (
     gather_rng_states,
     mean_losses,
 )
-from cocogan.training.ema import ema_decay, update_ema
 from cocogan.training.family import Family, family_of
 from cocogan.training.logging import MetricsLog, Progress, format_record, is_maximum
 from cocogan.training.signals import StopFlag
@@ -67,14 +64,36 @@ class Hook(Protocol):
     def __call__(self, trainer: Trainer) -> None: ...
 
 
-def checkpoint_failure(error: OSError, run_dir: Path, step: int) -> OSError:
-    """The error of a failed checkpoint write, saying what is intact and how to go on."""
-    steps = resumable_steps(run_dir)
-    intact = (f"the step-{steps[-1]} checkpoint is intact: fix this, then cocogan train "
-              f"--resume {run_dir}" if steps else "no earlier checkpoint exists")
-    reason = error.strerror or str(error)
-    return OSError(error.errno, f"{reason} (checkpoint of step {step} not written; {intact})",
-                   error.filename)
+# ---- the EMA generator (beyond the paper; what applications sample from) ------------------
+def ema_decay(train: Config) -> float:
+    """The EMA's full decay per step: ``optim.ema_decay``, or from the half-life in images
+    ``optim.ema_kimg`` (then the same horizon in images for any batch size)."""
+    if train.optim.ema_kimg is None:
+        return train.optim.ema_decay
+    return 0.5 ** (train.optim.batch / (1000.0 * train.optim.ema_kimg))
+
+
+def ema_beta(step: int, decay: float, warmup: int, rampup: float = 0.0) -> float:
+    """The EMA's weight on its old value after step ``step`` (0-based): 0 (a copy of G) for
+    ``warmup`` steps, then ``decay``'s half-life capped at ``rampup`` times the steps (0: none)."""
+    if step < warmup or decay <= 0.0:
+        return 0.0
+    if rampup <= 0.0:
+        return decay
+    half_life = math.log(0.5) / math.log(decay)  # steps
+    return 0.5 ** (1.0 / min(half_life, rampup * (step + 1)))
+
+
+@torch.no_grad()
+def update_ema(model: GAN, step: int, decay: float, warmup: int, rampup: float = 0.0
+               ) -> None:
+    """generator_ema <- beta * ema + (1 - beta) * G; buffers are copied (every rank keeps the
+    same), and :meth:`CocoGAN.recalibrate_ema` replaces them before the EMA is used."""
+    beta = ema_beta(step, decay, warmup, rampup)
+    # Multi-tensor kernels: two launches per step instead of two per tensor.
+    torch._foreach_lerp_(list(model.generator_ema.parameters()),
+                         list(model.generator.parameters()), 1.0 - beta)
+    torch._foreach_copy_(list(model.generator_ema.buffers()), list(model.generator.buffers()))
 
 
 @dataclass
@@ -134,10 +153,9 @@ class Trainer:
         return images
 
     def optimise(self, images: Tensor) -> dict[str, Tensor]:
-        train_step = self.family.step  # cocogan.training.step.train_step for COCO-GAN
-        losses = train_step(self.model, self.optimizers, images, self.config,
-                            self.state.step_rng, amp=self.amp, sn_once=self.config.run.sn_once,
-                            iteration=self.state.step)
+        losses = self.family.step(self.model, self.optimizers, images, self.config,
+                                  self.state.step_rng, amp=self.amp,
+                                  sn_once=self.config.run.sn_once, iteration=self.state.step)
         if self.world.enabled:  # gradients were averaged inside the optimisers' step
             average_norm_statistics(self.world, self.model.generator)
             average_norm_statistics(self.world, self.model.discriminator)
@@ -146,11 +164,10 @@ class Trainer:
 
     def check_finite(self) -> None:
         """Raise TrainingDiverged if a loss so far was NaN or infinite (reads the device)."""
-        bad = self.log.first_non_finite()
+        bad = self.log.first_non_finite()  # (term, step)
         if bad is not None:
-            term, step = bad
             raise TrainingDiverged(
-                f"loss {term} became non-finite at step {step}; stopped without saving this "
+                f"loss {bad[0]} became non-finite at step {bad[1]}; stopped without saving this "
                 f"state (the last good checkpoint is kept): lower the learning rates "
                 f"(--set optim.lr_d=...) or raise loss.w_gp")
 
@@ -188,8 +205,7 @@ class Trainer:
             self._ema_refreshed = self.state.step
 
     def save_checkpoint(self) -> Path:
-        """Weights then state, each atomic; checkpoints beyond keep_checkpoints go. Every rank
-        calls it: rank 0 writes (with every rank's step RNG), all then wait."""
+        """Weights then state, atomic, by rank 0 (with every rank's step RNG); old ones pruned."""
         self.check_finite()
         self.refresh_ema()  # every rank: the same weights and seed give the same statistics
         self.state.elapsed = self.elapsed()
@@ -203,7 +219,13 @@ class Trainer:
             except OSError as error:  # e.g. a full disk: leave no weights without their state
                 if not state_file.exists():
                     weights.unlink(missing_ok=True)
-                raise checkpoint_failure(error, self.run_dir, self.state.step) from error
+                steps = resumable_steps(self.run_dir)  # say what is intact and how to go on
+                intact = (f"the step-{steps[-1]} checkpoint is intact: fix this, then cocogan "
+                          f"train --resume {self.run_dir}" if steps else
+                          "no earlier checkpoint exists")
+                raise OSError(error.errno, f"{error.strerror or error} (checkpoint of step "
+                              f"{self.state.step} not written; {intact})",
+                              error.filename) from error
             prune_checkpoints(self.run_dir, self.config.run.keep_checkpoints)
         barrier(self.world, self.device, "the checkpoint barrier")
         return weights
@@ -217,7 +239,7 @@ class Trainer:
         """Full images (N, 3, H, W) from the EMA generator for z (default: the fixed latents)."""
         z = self.state.sample_z if z is None else z
         self.refresh_ema()
-        return self.family.sample(self.model, z)
+        return self.family.sample(self.model, z.to(self.device))
 
     # ---- the driver -------------------------------------------------------------------------
     def fit(self, stop: StopFlag | None = None, progress: Progress | None = None) -> str | None:
@@ -256,9 +278,7 @@ class Trainer:
             self.close()
             if quiet is not None:
                 quiet.close()
-        if self.state.step >= total:
-            return None
-        return stop.signal_name or STOPPED_BY_PEER
+        return None if self.state.step >= total else stop.signal_name or STOPPED_BY_PEER
 
     def stop_agreed(self, stop: StopFlag) -> bool:
         """Whether a stop was requested on any rank (all ranks get the same answer)."""

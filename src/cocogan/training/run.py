@@ -41,7 +41,7 @@ from cocogan.model import GAN, build_model
 from cocogan.nn.baseline import up_steps
 from cocogan.outputs import atomic_write, check_folder, claim_folder, first_line
 from cocogan.training.datastream import BatchStream, cache_device, resolve_workers
-from cocogan.training.device import configure_threads, select_device
+from cocogan.training.device import configure_threads, prepare_model, select_device
 from cocogan.training.distributed import (
     SINGLE,
     World,
@@ -52,7 +52,6 @@ from cocogan.training.distributed import (
 from cocogan.training.family import family_of
 from cocogan.training.logging import MetricsLog
 from cocogan.training.loop import SampleGrid, Trainer
-from cocogan.training.speed import prepare_model
 from cocogan.training.state import TrainState, restore_payload, seed_globals
 from cocogan.training.step import NamedOptimizers
 from cocogan.training.sync_norm import synchronise_batch_norm

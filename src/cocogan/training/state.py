@@ -1,6 +1,5 @@
 """Resume state: everything beside the weights that an exact resume needs (step, optimisers,
-data position, sample latents, the step RNG and the global torch / CUDA / NumPy / Python RNGs),
-as tensors, numbers and tuples that ``torch.load(weights_only=True)`` reads.
+data position, sample latents, the step and global RNGs), as ``weights_only``-loadable values.
 """
 
 from __future__ import annotations
@@ -49,9 +48,8 @@ class TrainState:
               rank: int = 0) -> TrainState:
         """Step 0, the step RNG on ``device``; ``rank`` > 0 gets its own stream."""
         sample_rng = torch.Generator().manual_seed(derive_seed(seed, "samples"))
-        sample_z = sample_latents(n_samples, z_dim, sample_rng)
-        return cls(step=0, step_rng=rank_step_generator(seed, rank, device=device),
-                   sample_z=sample_z)
+        return cls(step=0, sample_z=sample_latents(n_samples, z_dim, sample_rng),
+                   step_rng=rank_step_generator(seed, rank, device=device))
 
 
 def step_generator(device: torch.device | str) -> torch.Generator:
@@ -102,15 +100,13 @@ def restore_global_rng(state: dict[str, Any]) -> None:
                          np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"][:torch.cuda.device_count()]
-        for index, cuda_state in enumerate(cuda_states):
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, index)
 
 
 def state_payload(state: TrainState, optimizers: NamedOptimizers, data_position: dict[str, int],
                   rank_rngs: list[Tensor] | None = None) -> dict[str, Any]:
-    """The dict of ``step-XXXXXXXX.state.pt``; ``rank_rngs``: every rank's step RNG (rank 0's
-    is also the ``step`` entry)."""
+    """The dict of ``step-XXXXXXXX.state.pt``; ``rank_rngs``: every rank's step RNG."""
     rngs = {"step_ranks": list(rank_rngs)} if rank_rngs and len(rank_rngs) > 1 else {}
     return {
         "step": state.step,
@@ -145,10 +141,8 @@ def restore_payload(payload: dict[str, Any], optimizers: NamedOptimizers, expect
         optimizers.load_state_dict(payload["optimizers"])
         _keep_first_rows(optimizers)
         saved = payload["rng"].get("step_ranks") or [payload["rng"]["step"]]
-        if rank < len(saved):
-            step_rng = restore_step_generator(saved[rank], device)
-        else:
-            step_rng = rank_step_generator(seed, rank, expected_step, device)
+        step_rng = (restore_step_generator(saved[rank], device) if rank < len(saved)
+                    else rank_step_generator(seed, rank, expected_step, device))
         restore_global_rng(payload["rng"])
         return TrainState(step=expected_step, step_rng=step_rng,
                           sample_z=payload["sample_z"], elapsed=float(payload["elapsed"]))

@@ -1,10 +1,9 @@
 """Batch norm with statistics over the global batch of a multi-process run, on any backend.
 
-CUDA runs ``torch.nn.SyncBatchNorm``'s kernels; on CPU (gloo, where torch 2.13's class still
-raises and ``batch_norm_stats`` has no CPU kernel) :class:`_GlobalNorm` all-gathers each rank's
-(count, mean, M2) from two passes and merges them as Chan et al. do, exact in float32 even when
-|mean| >> std (tests/test_distributed.py); backward all-reduces [sum dy, sum dy*x_hat]. State-
-dict names are unchanged. Only single backwards pass through (the penalty's does not).
+CUDA runs ``torch.nn.SyncBatchNorm``'s kernels; on CPU (gloo, where torch's class raises)
+:class:`_GlobalNorm` all-gathers each rank's (count, mean, M2) from two passes and merges them
+as Chan et al. do, exact in float32 even when |mean| >> std; backward all-reduces
+[sum dy, sum dy*x_hat]. State-dict names are unchanged; single backwards only.
 
 Shapes: N batch, C channels, R ranks, then any spatial dims; statistics are per channel.
 """
@@ -19,7 +18,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
-from cocogan.training.distributed import World, collective
+from cocogan.training.distributed import World, all_gather, collective
 
 
 def merge_moments(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -44,10 +43,7 @@ class _GlobalNorm(torch.autograd.Function):
         local_m2 = (xf - local_mean.view(shape)).square().sum(dims)  # two passes: no cancellation
         count = torch.tensor([x.numel() / channels], dtype=xf.dtype, device=x.device)
         local = torch.cat([count, local_mean, local_m2])  # (2C + 1,)
-        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-        with collective(world, "the synchronised batch-norm forward"):
-            dist.all_gather(parts, local)
-        stats = torch.stack(parts)  # (R, 2C + 1)
+        stats = all_gather(world, local, "the synchronised batch-norm forward")  # (R, 2C + 1)
         total, mean, var = merge_moments(stats[:, :1], stats[:, 1:channels + 1],
                                          stats[:, channels + 1:])
         inv_std = torch.rsqrt(var + eps)
