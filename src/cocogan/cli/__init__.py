@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "plot": "plot", "demo": "demo", "serve": "serve", "export": "export", "models": "models"}
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+def main(argv: list[str] | None = None) -> int:
     from cocogan import __version__
 
     parser = argparse.ArgumentParser(
@@ -36,11 +36,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
                for name, module in SUBCOMMANDS.items()}
     for name, module in modules.items():
         module.add_parser(sub, name)  # type: ignore[attr-defined]
-    return parser, modules
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser, modules = build_parser()
     args = parser.parse_args(argv)
     command = f"cocogan {args.command}"
     try:

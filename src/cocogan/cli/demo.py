@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -25,7 +24,7 @@ from cocogan.data import BuiltinDataset
 from cocogan.outputs import atomic_write, claim_folder, is_run_dir
 from cocogan.plotting import plot_metrics
 from cocogan.presets import get_preset
-from cocogan.training.device import available_cores, busy_cores
+from cocogan.training.device import configure_threads
 from cocogan.training.logging import Progress
 from cocogan.training.loop import SAMPLES_DIR, Trainer
 from cocogan.training.run import RunSpec, new_trainer, prepare_new_run
@@ -69,9 +68,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"output folder (default {DEFAULT_OUT}/)")
     parser.add_argument("--fast", action="store_true",
                         help="a few steps only: checks the pipeline, learns nothing")
-    parser.add_argument("--full", action="store_true",
-                        help="train blobs and skyline as long as the shipped models were "
-                             "(3,000 and 2,000 steps: about an hour on 2 cores)")
+    parser.add_argument("--full", action="store_true", help="train blobs and skyline as long "
+                        "as the shipped models were (3,000 and 2,000 steps: ~1 h on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
 
 
@@ -114,26 +112,20 @@ class FollowLoad:
     every = 50
 
     def __call__(self, trainer: Trainer) -> None:
-        if trainer.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            idle = available_cores() - int(busy_cores(0.2) + 0.5)
-            torch.set_num_threads(max(1, idle))
-
-
-def colour_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """L2 distance between per-channel (mean, std) of two (N, 3, H, W) sets in [-1, 1]."""
-    def stats(x: torch.Tensor) -> torch.Tensor:
-        flat = x.double().transpose(0, 1).reshape(x.shape[1], -1)  # (C, N * H * W)
-        return torch.cat([flat.mean(1), flat.std(1)])
-
-    return float((stats(real) - stats(fake)).norm())
+        configure_threads(trainer.device)
 
 
 def distances(real: torch.Tensor, fake: torch.Tensor, micro: int, cyclic: bool
               ) -> dict[str, float]:
-    """Colour, SWD and the patch-wise measures; seams, spread and wrap over the real ones."""
+    """Colour (L2 distance of the per-channel mean and std), SWD and the patch-wise measures of
+    two (N, 3, H, W) sets in [-1, 1]; seams, spread and wrap over the real ones."""
     from cocogan import metrics
 
-    result = {"colour": colour_distance(real, fake),
+    def colour(x: torch.Tensor) -> torch.Tensor:
+        flat = x.double().transpose(0, 1).reshape(x.shape[1], -1)  # (C, N * H * W)
+        return torch.cat([flat.mean(1), flat.std(1)])
+
+    result = {"colour": float((colour(real) - colour(fake)).norm()),
               "swd": float(metrics.sliced_wasserstein(real, fake, seed=0)["mean"]),
               "seams": metrics.seam_ratio(fake, micro) / metrics.seam_ratio(real, micro),
               "spread": metrics.content_spread(fake) / metrics.content_spread(real),
@@ -246,12 +238,10 @@ def show_shipped(folder: Path) -> None:
 
 def _table(result: dict) -> str:
     """Step 0, the end and real vs real: colour, SWD, seams, layout figures (and wrap)."""
-    columns = [("colour stats", "colour", ".3f"), ("SWD x1e3", "swd", ".1f"),
-               ("seams / real", "seams", ".2f"), ("spread / real", "spread", ".2f"),
-               ("repeat", "repeat", ".2f"), ("likeness", "likeness", ".2f"),
-               ("wrap / real", "wrap", ".2f")]
-    if "wrap" not in result["final"]:
-        columns.pop()
+    columns = [c for c in (("colour stats", "colour", ".3f"), ("SWD x1e3", "swd", ".1f"),
+                           ("seams / real", "seams", ".2f"), ("spread / real", "spread", ".2f"),
+                           ("repeat", "repeat", ".2f"), ("likeness", "likeness", ".2f"),
+                           ("wrap / real", "wrap", ".2f")) if c[1] in result["final"]]
     rows = [("", *(title for title, _, _ in columns))]
     for label, key in (("step 0", "step0"), (f"step {result['steps']}", "final"),
                        ("real vs real", "real_vs_real")):

@@ -92,8 +92,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"micro patches per forward pass (default {DEFAULT_CHUNK} on a CPU, "
                         f"{GPU_CHUNK} on a GPU); lower it if memory runs out")
     common.add_argument("--force", action="store_true",
-                        help="run even when the up-front estimate says memory or disk will not "
-                        "suffice")
+                        help="run even if the up-front estimate says memory/disk will not suffice")
     for app, help_line in APPLICATIONS.items():
         _app(app, "add")(apps.add_parser(app, parents=[common], help=help_line,
                                          description=help_line))
@@ -105,10 +104,9 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true",
                         help="sample from the raw generator instead of its EMA")
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                        help=f"what runs G (default {DEFAULT_BACKEND}: bit-exact images); "
-                        "onnxruntime: its exported graph, ~2x faster on a CPU, equal to 1e-4 "
-                        "(pip install 'cocogan[export]'); auto: onnxruntime on a CPU where it "
-                        "is installed")
+                        help=f"what runs G (default {DEFAULT_BACKEND}: bit-exact); onnxruntime: "
+                        "its exported graph, ~2x faster on a CPU, equal to 1e-4 (pip install "
+                        "'cocogan[export]'); auto: onnxruntime on a CPU where installed")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,7 +162,6 @@ def _seeds_flag(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--seeds", default=default, help=f"seeds, e.g. 0-15,20 (default {default})")
 
 
-# ---- full ------------------------------------------------------------------------------------
 def _add_full(parser: argparse.ArgumentParser) -> None:
     _seeds_flag(parser, "0-7")
     parser.add_argument("--grid", action="store_true", help="also write all images as grid.png")
@@ -193,7 +190,6 @@ def _run_full(args: argparse.Namespace, ctx: Context) -> list[Path]:
     return written
 
 
-# ---- viewport --------------------------------------------------------------------------------
 def _add_viewport(parser: argparse.ArgumentParser) -> None:
     _seeds_flag(parser, "0")
     parser.add_argument("--box", help="Cartesian runs: pixel box TOP,LEFT,HEIGHT,WIDTH")
@@ -230,7 +226,6 @@ def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
             for seed, view in zip(seeds, views, strict=True)]
 
 
-# ---- panorama --------------------------------------------------------------------------------
 def _add_panorama(parser: argparse.ArgumentParser) -> None:
     _seeds_flag(parser, "0-3")
     parser.add_argument("--start", type=float, default=0.0, help="view start angle, degrees")
@@ -262,7 +257,6 @@ def _run_panorama(args: argparse.Namespace, ctx: Context) -> list[Path]:
     return written
 
 
-# ---- interpolate -----------------------------------------------------------------------------
 def _add_interpolate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mode", choices=("micro", "spatial", "full"),
                         help="micro: fixed position, z slerped; spatial: fixed z, coordinate "
@@ -315,7 +309,6 @@ def _run_interpolate(args: argparse.Namespace, ctx: Context) -> list[Path]:
     return [strip, gif]
 
 
-# ---- inspire ---------------------------------------------------------------------------------
 def _add_inspire(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path, help="real image of the run's full size")
     parser.add_argument("--box", help="with --image: macro patch corner TOP,LEFT in pixels "
@@ -369,7 +362,6 @@ def _run_inspire(args: argparse.Namespace, ctx: Context) -> list[Path]:
     return written
 
 
-# ---- beyond ----------------------------------------------------------------------------------
 def _add_beyond(parser: argparse.ArgumentParser) -> None:
     _seeds_flag(parser, "0-3")
     parser.add_argument("--extend", default="1", help="micro patches added past the borders: "
@@ -398,7 +390,6 @@ def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
             for i, seed in enumerate(seeds)]
 
 
-# ---- huge ------------------------------------------------------------------------------------
 def _add_huge(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the image (default 0)")
     parser.add_argument("--size", required=True,

@@ -18,10 +18,9 @@ from cocogan.serve.tiles import MAX_QUEUED_PATCHES
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser = sub.add_parser(
         name, help="explore trained runs in the browser (tiles generated on demand)",
-        description="Start a local web server with a page that shows a trained run: drag past "
-        "the borders, turn panoramas around, change or interpolate seeds, inspire from an "
-        "uploaded image, outline the micro patches. Only the tiles on screen are generated. "
-        "Needs the serve extra (pip install 'cocogan[serve]'). See docs/serve.md.")
+        description="A local web page to explore trained runs (drag past the borders, change "
+        "or interpolate seeds, inspire from an image); only the tiles on screen are generated. "
+        "Needs pip install 'cocogan[serve]'. See docs/serve.md.")
     parser.add_argument("--run", action="append", default=None, metavar="RUN",
                         help=f"{RUN_HELP}; repeat to serve several runs (default: every shipped "
                         "model)")
@@ -37,9 +36,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help="micro patches queued per run beyond which tile requests get 503 "
                         f"(default {MAX_QUEUED_PATCHES}; a 512-px tile of 8-px patches is 4096)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                        help="also answer requests whose Host header is NAME (repeat; '*' "
-                        "for any). By default only the bound address and, on loopback, "
-                        "localhost: a guard against DNS rebinding")
+                        help="also answer requests with Host NAME (repeat; '*': any); by "
+                        "default only the bound address (and localhost): against DNS rebinding")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,33 +61,28 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help="CUDA: deterministic cuDNN and torch kernels, no autotuner "
                              "(run.deterministic; slower; docs/training.md)")
     parser.add_argument("--force", action="store_true",
-                        help="train even when the up-front estimate says the model will not fit "
-                             "in memory")
+                        help="train even if the up-front estimate says it will not fit in memory")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the config and data, write RUN_DIR/config.yaml, stop")
     parser.add_argument("--eval-every", type=int, metavar="K",
-                        help="every K steps evaluate --eval-metrics on a subset; logs eval/<key> "
-                             "to metrics.jsonl and TensorBoard, keeps checkpoints/best.safetensors "
-                             "by the first metric")
+                        help="every K steps evaluate --eval-metrics on a subset (eval/<key> in "
+                             "metrics.jsonl; checkpoints/best.safetensors by the first metric)")
     parser.add_argument("--eval-metrics", default="swd,seams,spatial", metavar="LIST",
-                        help="metrics for --eval-every, from fid,kid,precision,recall,swd,"
-                             "seams,wrap,spread,repeat,likeness,spatial; seams and the layout "
-                             "metrics (and wrap for panoramas) are always added")
+                        help="metrics for --eval-every, from fid,kid,precision,recall,swd,seams,"
+                             "wrap,spread,repeat,likeness,spatial (always added: seams, the "
+                             "layout metrics and, for panoramas, wrap)")
     parser.add_argument("--eval-n", type=int, metavar="N",
                         help="generated images per evaluation (default 1000)")
     parser.add_argument("--inception-weights", metavar="PATH",
-                        help="FID Inception weights file, for fid/kid during training "
-                             "(default: found as by cocogan eval)")
+                        help="FID Inception weights for fid/kid (default: as cocogan eval finds)")
     parser.add_argument("--dist-backend", choices=BACKENDS, default="auto", metavar="NAME",
                         help="under torchrun: auto (NCCL on GPUs, gloo on CPUs) | nccl | gloo")
     parser.add_argument("--dist-norm", choices=("sync", "per-rank"), default="sync",
-                        help="under torchrun: batch-norm statistics over the global batch "
-                             "(sync, default: N processes compute what one process computes) or "
-                             "over each rank's share (per-rank: no extra communication)")
+                        help="under torchrun: batch-norm statistics over the global batch (sync, "
+                             "default: as one process) or each rank's share (per-rank: cheaper)")
     parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                        help="under torchrun: seconds a rank waits for the others (e.g. while "
-                             f"rank 0 evaluates) before it stops with an error "
-                             f"(default {DEFAULT_TIMEOUT_S:g})")
+                        help="under torchrun: seconds a rank waits for the others before it "
+                             f"stops with an error (default {DEFAULT_TIMEOUT_S:g})")
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -222,10 +217,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _after_peer_loss(run_dir: Path | None) -> str:
-    """What is on disk after a peer was lost: the newest checkpoint's step, for the user to
-    resume from. No checkpoint is written then, even after "then writing a checkpoint": the
-    RNG states of every rank go into it, and a step that failed half-way through its
-    all-reduces is no state to resume."""
+    """The newest checkpoint's step to resume from after a peer was lost (no checkpoint is
+    written then: it holds every rank's RNG state; docs/reliability.md)."""
     from cocogan.checkpoint import resumable_steps
 
     steps = resumable_steps(run_dir) if run_dir is not None and run_dir.is_dir() else []
@@ -237,13 +230,7 @@ def _after_peer_loss(run_dir: Path | None) -> str:
 
 
 def _run(args: argparse.Namespace, world: World) -> int:
-    from cocogan.training.run import (
-        RunSpec,
-        new_trainer,
-        prepare_new_run,
-        read_run,
-        resume_trainer,
-    )
+    from cocogan.training.run import RunSpec, new_trainer, prepare_new_run, read_run, resume_trainer
 
     config, spec = read_run(args.resume) if args.resume else (resolve_config(args), None)
     if args.eval_every and config.model.family != "cocogan":

@@ -1,10 +1,7 @@
-"""The ASGI application of `cocogan serve`: the page, run descriptions, tiles and inspiration.
-
-Routes and limits: docs/serve.md, "HTTP API". Every request passes :mod:`cocogan.serve.guard`
-first; bad parameters get a 400 with a one-line JSON ``error``; uploads are held in memory within
-a size bound and a deadline and decoded from an allow-list of formats; nothing in a request
-names a file, and nothing is unpickled.
-"""
+"""The ASGI application of `cocogan serve`: the page, run descriptions, tiles and inspiration
+(routes and limits: docs/serve.md, "HTTP API"). Every request passes :mod:`cocogan.serve.guard`
+first; bad parameters get a 400 with a one-line JSON ``error``; uploads stay in memory, bounded
+in size and time, decoded from an allow-list of formats; no request names a file."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
 """Who may talk to `cocogan serve`, checked before any route (docs/serve.md, "Who may ask").
-
-Any web page can make the browser send requests to 127.0.0.1, and DNS rebinding can point the
-page's own host name there. A ``Host`` that is not an address of the bound socket (or an
-``--allow-host`` name) gets 400: rebinding always carries the attacker's host name, so an IP
-literal is safe, and a wildcard bind allows any. A state-changing request must come from the page
-itself: a foreign ``Origin``, or no Origin with a content type a cross-site form could send,
-gets 403.
-"""
+A ``Host`` that is not an address of the bound socket (or an ``--allow-host`` name) gets 400:
+DNS rebinding always carries the attacker's host name. A state-changing request with a foreign
+``Origin``, or none and a content type a cross-site form could send, gets 403."""
 
 from __future__ import annotations
 
