@@ -16,6 +16,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 
+from cocogan import __version__
 from cocogan.config import ConfigError
 from cocogan.outputs import first_line
 
@@ -26,8 +27,6 @@ SUBCOMMANDS: dict[str, str] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cocogan import __version__
-
     parser = argparse.ArgumentParser(
         prog="cocogan", description="COCO-GAN: generation by parts via conditional coordinating.")
     parser.add_argument("--version", action="version", version=f"cocogan {__version__}")

@@ -17,13 +17,17 @@ from pathlib import Path
 
 import torch
 
+from cocogan import metrics
+from cocogan.apps.full import full_images
 from cocogan.apps.io import image_grid, load_image, save_png
+from cocogan.checkpoint import load_model
 from cocogan.cli.train import plain_warnings
 from cocogan.config import Config
 from cocogan.data import BuiltinDataset
 from cocogan.outputs import atomic_write, claim_folder, is_run_dir
 from cocogan.plotting import plot_metrics
 from cocogan.presets import get_preset
+from cocogan.shipped import models as shipped_models
 from cocogan.training.device import configure_threads
 from cocogan.training.logging import Progress
 from cocogan.training.loop import SAMPLES_DIR, Trainer
@@ -49,8 +53,7 @@ class DemoStage:
 
 
 STAGES = (
-    # blobs move around and take their size from z only after ~3,000 steps (docs/seams.md);
-    # 800 keep the README's command within 15 minutes on a slow 2-core machine
+    # blobs take their size from z only after ~3,000 steps (docs/seams.md); 800 fit 15 minutes
     DemoStage("blobs", "tiny", "builtin:blobs", steps=800, fast_steps=6, step_seconds=0.47,
               full_steps=3000),
     # its D sees 16 x 48 macro patches: 2.5x the step of 16 x 16; only with --full (or --fast)
@@ -105,9 +108,8 @@ class Forecast:
 
 
 class FollowLoad:
-    """Hook: every 50 steps, as many CPU threads as other processes leave cores idle (two
-    threads spinning against a new neighbour fell from 97 to 2 images/s). Demo only: results
-    depend bitwise on the thread count, so `cocogan train` keeps one count per run."""
+    """Hook: every 50 steps, one CPU thread per core other processes leave idle (spinning
+    threads were 50x slower). Demo only: results depend bitwise on the thread count."""
 
     every = 50
 
@@ -119,8 +121,6 @@ def distances(real: torch.Tensor, fake: torch.Tensor, micro: int, cyclic: bool
               ) -> dict[str, float]:
     """Colour (L2 distance of the per-channel mean and std), SWD and the patch-wise measures of
     two (N, 3, H, W) sets in [-1, 1]; seams, spread and wrap over the real ones."""
-    from cocogan import metrics
-
     def colour(x: torch.Tensor) -> torch.Tensor:
         flat = x.double().transpose(0, 1).reshape(x.shape[1], -1)  # (C, N * H * W)
         return torch.cat([flat.mean(1), flat.std(1)])
@@ -217,10 +217,6 @@ def _save_grid(path: Path, images: torch.Tensor, cyclic: bool, twice: Path | Non
 def show_shipped(folder: Path) -> None:
     """Every shipped model draws full images from fixed seeds into folder/NAME.png (panoramas:
     also NAME-720.png): what training longer gives, in seconds."""
-    from cocogan.apps.full import full_images
-    from cocogan.checkpoint import load_model
-    from cocogan.shipped import models as shipped_models
-
     models = shipped_models()
     if not models:
         print("no shipped models in this installation (cocogan models)")

@@ -16,14 +16,21 @@ from typing import Any
 
 import torch
 
+from cocogan import shipped
 from cocogan.apps import APPLICATIONS, DEFAULT_CHUNK
-from cocogan.apps.backend import BACKENDS, DEFAULT_BACKEND
+from cocogan.apps.backend import BACKENDS, DEFAULT_BACKEND, use_backend
+from cocogan.apps.beyond import Extension, beyond, extended_rect
+from cocogan.apps.huge import FORMATS, huge_budget, patch_seconds, plan_huge, write_huge
 from cocogan.apps.io import Provenance, parse_numbers, parse_seeds, save_png, write_sidecar
+from cocogan.apps.panorama import panoramas, wrap_view
+from cocogan.apps.viewport import cartesian_box, covering_rect, cylindrical_box, viewport
 from cocogan.budget import Budget, BudgetError, check_budget, image_bytes, render_bytes
+from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.outputs import claim_file, claim_folder
 from cocogan.render import GPU_CHUNK, axis_coordinates, default_chunk, latents, trained_rect
+from cocogan.training.device import select_device
 
 
 @dataclass
@@ -110,10 +117,6 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocogan.apps.backend import use_backend
-    from cocogan.checkpoint import load_model, resolve_checkpoint
-    from cocogan.training.device import select_device
-
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1 micro patch per forward pass, got {args.chunk}")
     device = select_device(args.device)
@@ -138,8 +141,6 @@ def run(args: argparse.Namespace) -> int:
 def default_out(run: str, checkpoint: Path, app: str) -> Path:
     """RUN/generated/APP (the checkpoint's run folder); for a shipped model ./generated/NAME/APP
     in the current folder, never the package's."""
-    from cocogan import shipped
-
     local = shipped.output_folder(run)
     if local is not None:
         return local / app
@@ -199,9 +200,6 @@ def _add_viewport(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import cartesian_box, cylindrical_box, viewport
-    from cocogan.apps.viewport import covering_rect
-
     coords = ctx.model.coords
     if coords.cyclic:
         if args.box or not args.angles:
@@ -234,8 +232,6 @@ def _add_panorama(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_panorama(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import panoramas, wrap_view
-
     seeds, z = ctx.seeds(args.seeds)
     if not (math.isfinite(args.degrees) and math.isfinite(args.start)) or args.degrees <= 0:
         raise ValueError(f"--start and --degrees must be finite and --degrees positive, got "
@@ -369,9 +365,6 @@ def _add_beyond(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import Extension, beyond
-    from cocogan.apps.beyond import extended_rect
-
     extension = Extension.of(parse_numbers(args.extend, "--extend", (1, 4)))
     coords = ctx.model.coords
     rect = extended_rect(coords, extension)
@@ -407,9 +400,6 @@ def _add_huge(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import plan_huge, write_huge
-    from cocogan.apps.huge import FORMATS, huge_budget, patch_seconds
-
     size = parse_numbers(args.size, "--size", (1, 2))
     height, width = (size * 2) if len(size) == 1 else size
     origin = parse_numbers(args.origin, "--origin", (2,)) if args.origin else None

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cocogan import shipped
+
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser = sub.add_parser(
@@ -26,8 +28,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocogan import shipped
-
     if args.fingerprint is not None:
         return _fingerprint(args.fingerprint, args.write)
     if args.write:
@@ -43,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no trained models are shipped in {shipped.shipped_dir()}: train one with "
               "cocogan train and pass its folder as --run")
         return 0
-    print("\n".join(m.name for m in models))
-    print()
-    print("\n".join(describe(m) for m in models))
+    print(*(m.name for m in models), "", *(describe(m) for m in models), sep="\n")
     return 0
 
 
@@ -70,7 +68,6 @@ def _number(value: Any) -> str:
 
 
 def _fingerprint(file: Path, write: bool) -> int:
-    from cocogan import shipped
     from cocogan.apps.fingerprint import fingerprint, supported_applications
     from cocogan.checkpoint import read_metadata
     from cocogan.export import CARD_FORMAT

@@ -9,10 +9,12 @@ import argparse
 import socket
 import sys
 
+from cocogan import shipped
 from cocogan.cli.generate import RUN_HELP, add_sampling_flags
 from cocogan.render import DEFAULT_CHUNK
-from cocogan.serve.guard import is_loopback
+from cocogan.serve.guard import bracket, host_rule, is_loopback
 from cocogan.serve.tiles import MAX_QUEUED_PATCHES
+from cocogan.training.device import select_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -49,9 +51,6 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as error:
         raise ValueError(f"cocogan serve needs {error.name}: pip install 'cocogan[serve]' "
                          "(scripts/setup.sh installs it)") from None
-    from cocogan import shipped
-    from cocogan.serve.guard import host_rule
-    from cocogan.training.device import select_device
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} must be in 0..65535")
@@ -66,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
                      backend=args.backend)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"cocogan serve: {len(runs)} run(s) at http://{shown}:{port}/ (Ctrl+C to stop)",
+    print(f"cocogan serve: {len(runs)} run(s) at http://{bracket(host)}:{port}/ (Ctrl+C to stop)",
           flush=True)
     if not is_loopback(args.host):
         print(f"cocogan serve: warning: --host {args.host} is reachable from other machines; "

@@ -12,16 +12,18 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import torch
+
+from cocogan.budget import check_budget, training_budget
+from cocogan.checkpoint import read_metadata, resolve_checkpoint, resumable_steps, stored_config
 from cocogan.config import Config, ConfigError, apply_overrides, read_config_file
 from cocogan.presets import PRESETS, get_preset
-from cocogan.training.device import DEVICE_CHOICES
-from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S, stop_notice
-
-if TYPE_CHECKING:
-    from cocogan.training.distributed import World
-    from cocogan.training.loop import Trainer
+from cocogan.training.datastream import resolve_workers
+from cocogan.training.device import DEVICE_CHOICES, available_cores, select_device
+from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S, World, stop_notice
+from cocogan.training.loop import Trainer, TrainingDiverged
+from cocogan.training.signals import StopFlag
 
 # Flags that describe a new run; with --resume the run's own config.yaml and run.yaml decide.
 _NEW_RUN_FLAGS = ("preset", "config", "out", "batch", "seed", "set", "extrapolate", "init_from",
@@ -115,12 +117,6 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
     """Before anything is built: data.num_workers must be -1 or 0..2 per usable core (100,000
     workers once forked the machine to a load of 289), and the model's estimated memory must
     fit (skipped with --force). A disk that fills up later is reported at the failed write."""
-    import torch
-
-    from cocogan.budget import check_budget, training_budget
-    from cocogan.training.datastream import resolve_workers
-    from cocogan.training.device import available_cores, select_device
-
     cores = available_cores()
     limit = max(4, MAX_WORKERS_PER_CORE * cores)
     if not -1 <= config.data.num_workers <= limit:
@@ -139,8 +135,6 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
 
 
 def _checkpoint_config(path: str) -> Config:
-    from cocogan.checkpoint import read_metadata, resolve_checkpoint, stored_config
-
     file = resolve_checkpoint(path)
     return stored_config(file, read_metadata(file))
 
@@ -193,7 +187,6 @@ def check_flags(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Single process, or one rank of a torchrun launch (rank 0 alone prints and writes)."""
     from cocogan.training import distributed
-    from cocogan.training.device import select_device
     from cocogan.training.run import read_run, release_locks
 
     check_flags(args)
@@ -219,8 +212,6 @@ def run(args: argparse.Namespace) -> int:
 def _after_peer_loss(run_dir: Path | None) -> str:
     """The newest checkpoint's step to resume from after a peer was lost (no checkpoint is
     written then: it holds every rank's RNG state; docs/reliability.md)."""
-    from cocogan.checkpoint import resumable_steps
-
     steps = resumable_steps(run_dir) if run_dir is not None and run_dir.is_dir() else []
     if not steps:
         return "no checkpoint was written (a checkpoint needs every process); start again"
@@ -278,11 +269,6 @@ def with_seam_indicators(metrics: str, config: Config) -> str:
 
 def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:
     """Run ``trainer`` to its total under a stop flag; print how it ended; the exit code."""
-    import torch
-
-    from cocogan.training.loop import TrainingDiverged
-    from cocogan.training.signals import StopFlag
-
     total = trainer.config.optim.steps
     print(data_line)
     count = torch.get_num_threads()

@@ -305,8 +305,7 @@ def _decode_upload(data: bytes, config: Config) -> torch.Tensor:
             if width * height > MAX_UPLOAD_PIXELS:
                 raise _too_large(f"{width}x{height}")
             handle.load()
-            image = ImageOps.exif_transpose(handle)
-            rgb = to_rgb(image)
+            rgb = to_rgb(ImageOps.exif_transpose(handle))
     except Image.DecompressionBombError:  # Pillow's own bound, checked when the header is read
         raise _too_large("more than 178 million") from None
     except (OSError, SyntaxError, ValueError):

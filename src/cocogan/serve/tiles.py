@@ -13,7 +13,6 @@ import hashlib
 import heapq
 import io
 import math
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -126,30 +125,28 @@ def explicit_latent(z_dim: int, data: bytes) -> Latent:
 
 
 class LRUCache:
-    """Encoded tiles by key, evicting the least recently used beyond ``max_bytes``."""
+    """Encoded tiles by key, evicting the least recently used beyond ``max_bytes`` (used on the
+    event loop only: the render thread never touches it)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes  # total PNG bytes kept; 0 disables caching
         self.bytes = 0
         self._items: OrderedDict[tuple, bytes] = OrderedDict()
-        self._lock = threading.Lock()
 
     def get(self, key: tuple) -> bytes | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
 
     def put(self, key: tuple, value: bytes) -> None:
-        with self._lock:
-            if key in self._items or len(value) > self.max_bytes:
-                return
-            self._items[key] = value
-            self.bytes += len(value)
-            while self.bytes > self.max_bytes:
-                _, old = self._items.popitem(last=False)
-                self.bytes -= len(old)
+        if key in self._items or len(value) > self.max_bytes:
+            return
+        self._items[key] = value
+        self.bytes += len(value)
+        while self.bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= len(old)
 
     def __len__(self) -> int:
         return len(self._items)
