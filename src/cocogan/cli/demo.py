@@ -221,7 +221,6 @@ def show_shipped(folder: Path) -> None:
     if not models:
         print("no shipped models in this installation (cocogan models)")
         return
-    folder.mkdir(parents=True, exist_ok=True)
     print(f"\n== shipped models: {', '.join(entry.name for entry in models)} ==", flush=True)
     for entry in models:
         _, model, _ = load_model(entry.path)

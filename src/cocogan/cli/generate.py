@@ -21,6 +21,7 @@ from cocogan.apps import APPLICATIONS, DEFAULT_CHUNK
 from cocogan.apps.backend import BACKENDS, DEFAULT_BACKEND, use_backend
 from cocogan.apps.beyond import Extension, beyond, extended_rect
 from cocogan.apps.huge import FORMATS, huge_budget, patch_seconds, plan_huge, write_huge
+from cocogan.apps.inspire import check_patch, content_warning, crop_patch, inspire, macro_size
 from cocogan.apps.io import Provenance, parse_numbers, parse_seeds, save_png, write_sidecar
 from cocogan.apps.panorama import panoramas, wrap_view
 from cocogan.apps.viewport import cartesian_box, covering_rect, cylindrical_box, viewport
@@ -313,8 +314,6 @@ def _add_inspire(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_inspire(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import crop_patch, inspire
-    from cocogan.apps.inspire import check_patch, content_warning, macro_size
     from cocogan.apps.io import draw_box, load_image, to_uint8
 
     height, width = macro_size(ctx.model)

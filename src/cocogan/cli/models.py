@@ -16,8 +16,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser = sub.add_parser(
         name, help="list the trained models shipped with cocogan (names for --run)",
         description="List the shipped trained models: names first (one per line, what --run "
-        "takes), then what each is (data, steps, figures, file size). See README, "
-        "'Trained models'.")
+        "takes), then what each is (data, steps, figures, file size); README, 'Trained models'.")
     parser.add_argument("--json", action="store_true", help="print the model cards as JSON")
     parser.add_argument("--fingerprint", type=Path, metavar="FILE",
                         help="maintainers: print the fingerprint and supported applications of "

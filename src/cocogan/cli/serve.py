@@ -24,8 +24,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         "or interpolate seeds, inspire from an image); only the tiles on screen are generated. "
         "Needs pip install 'cocogan[serve]'. See docs/serve.md.")
     parser.add_argument("--run", action="append", default=None, metavar="RUN",
-                        help=f"{RUN_HELP}; repeat to serve several runs (default: every shipped "
-                        "model)")
+                        help=f"{RUN_HELP}; repeat for several runs (default: every shipped model)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")

@@ -169,12 +169,10 @@ def check_flags(args: argparse.Namespace) -> None:
         clashing = [f"--{f.replace('_', '-')}" for f in _NEW_RUN_FLAGS if getattr(args, f)]
         if clashing:
             raise ConfigError(f"--resume continues a run with its own config; drop "
-                              f"{', '.join(clashing)} (allowed with it: --steps, --device, "
-                              f"--data)")
+                              f"{', '.join(clashing)} (allowed with it: --steps, --device, --data)")
         return
     if not args.data:
-        raise ConfigError("--data is required: an image folder or builtin:blobs / "
-                          "builtin:skyline")
+        raise ConfigError("--data is required: an image folder or builtin:blobs / builtin:skyline")
     if args.out is None:
         raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
     for flag in ("steps", "batch"):
@@ -258,8 +256,7 @@ def _run(args: argparse.Namespace, world: World) -> int:
 
 def with_seam_indicators(metrics: str, config: Config) -> str:
     """--eval-metrics plus seams, repeat, spread and likeness (and wrap for panoramas): cheap
-    indicators that every run logs, since visible patch borders, tiles repeated across the
-    image and every image in one layout are COCO-GAN's typical artefacts."""
+    indicators of COCO-GAN's typical artefacts (patch borders, repeated tiles, one layout)."""
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     wanted = ["seams", "repeat", "spread", "likeness"]
     if config.model.coords == "cylindrical":

@@ -68,11 +68,9 @@ class ServedRun:
             "height": model.full_height, "width": model.full_width, "micro": coords.micro,
             "macro": [height, width], "cyclic": coords.cyclic, "z_dim": model.z_dim,
             "tile": tiles.default_tile(coords), "max_tile": tiles.MAX_TILE,
-            "reach": tiles.MAX_BEYOND * coords.micro,
-            "extrapolate": self.config.loss.extrapolate,
+            "reach": tiles.MAX_BEYOND * coords.micro, "extrapolate": self.config.loss.extrapolate,
             "content_loss": self.config.loss.w_content > 0,
-            "content_warning": content_warning(self.config),
-            "version": self.version,
+            "content_warning": content_warning(self.config), "version": self.version,
         }
 
 
