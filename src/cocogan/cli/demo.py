@@ -88,13 +88,11 @@ class Forecast:
         self.done = False
 
     def __call__(self, trainer: Trainer) -> None:
-        if self.done:
-            return
         step, now = trainer.state.step, time.perf_counter()
         if self.start is None:
             self.start = (step, now)  # the first steps pay for warm-up: measure after them
             return
-        if step - self.start[0] < self.after:
+        if self.done or step - self.start[0] < self.after:
             return
         self.done = True
         per_step = (now - self.start[1]) / (step - self.start[0])

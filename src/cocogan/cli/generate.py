@@ -151,8 +151,7 @@ def default_out(run: str, checkpoint: Path, app: str) -> Path:
     return base / "generated" / app
 
 
-def _app(name: str, part: str) -> Callable:
-    """``_add_NAME`` (its own flags) or ``_run_NAME`` (its work; returns the files written)."""
+def _app(name: str, part: str) -> Callable:  # _add_NAME or _run_NAME (module docstring)
     return globals()[f"_{part}_{name}"]
 
 

@@ -129,8 +129,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
                              f"{', '.join(sorted(known))}")
         coords = run.model.coords
         y, x = _param(query, "y"), _param(query, "x")
-        size = _param(query, "size", tiles.default_tile(coords))
-        box = tiles.tile_box(coords, y, x, size)
+        box = tiles.tile_box(coords, y, x, _param(query, "size", tiles.default_tile(coords)))
         z_dim = run.config.model.z_dim
         if "z" in query:
             if {"seed", "seed2", "t"} & set(query):
