@@ -260,12 +260,10 @@ def run(args: argparse.Namespace) -> int:
     if not _demo_from_before_markers(out):
         claim_folder(out, "--out")  # never write into a folder of the user's own files
     start = time.perf_counter()
-    results = []
     with plain_warnings("demo"):
         show_shipped(out / "shipped")
-        for stage in STAGES:
-            if stage_steps(stage, args.fast, args.full):
-                results.append(run_stage(stage, out, args.fast, args.seed, args.full))
+        results = [run_stage(stage, out, args.fast, args.seed, args.full) for stage in STAGES
+                   if stage_steps(stage, args.fast, args.full)]
     text = json.dumps(results, indent=2) + "\n"
     atomic_write(out / "summary.json", lambda tmp: tmp.write_text(text))
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; results in {out}/")
