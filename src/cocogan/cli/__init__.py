@@ -16,6 +16,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 
+from cocogan import __version__
 from cocogan.config import ConfigError
 from cocogan.outputs import first_line
 
@@ -25,9 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "plot": "plot", "demo": "demo", "serve": "serve", "export": "export", "models": "models"}
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    from cocogan import __version__
-
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cocogan", description="COCO-GAN: generation by parts via conditional coordinating.")
     parser.add_argument("--version", action="version", version=f"cocogan {__version__}")
@@ -36,11 +35,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
                for name, module in SUBCOMMANDS.items()}
     for name, module in modules.items():
         module.add_parser(sub, name)  # type: ignore[attr-defined]
-    return parser, modules
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser, modules = build_parser()
     args = parser.parse_args(argv)
     command = f"cocogan {args.command}"
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -18,14 +17,18 @@ from pathlib import Path
 
 import torch
 
+from cocogan import metrics
+from cocogan.apps.full import full_images
 from cocogan.apps.io import image_grid, load_image, save_png
+from cocogan.checkpoint import load_model
 from cocogan.cli.train import plain_warnings
 from cocogan.config import Config
 from cocogan.data import BuiltinDataset
 from cocogan.outputs import atomic_write, claim_folder, is_run_dir
 from cocogan.plotting import plot_metrics
 from cocogan.presets import get_preset
-from cocogan.training.device import available_cores, busy_cores
+from cocogan.shipped import models as shipped_models
+from cocogan.training.device import configure_threads
 from cocogan.training.logging import Progress
 from cocogan.training.loop import SAMPLES_DIR, Trainer
 from cocogan.training.run import RunSpec, new_trainer, prepare_new_run
@@ -50,8 +53,7 @@ class DemoStage:
 
 
 STAGES = (
-    # blobs move around and take their size from z only after ~3,000 steps (docs/seams.md);
-    # 800 keep the README's command within 15 minutes on a slow 2-core machine
+    # blobs take their size from z only after ~3,000 steps (docs/seams.md); 800 fit 15 minutes
     DemoStage("blobs", "tiny", "builtin:blobs", steps=800, fast_steps=6, step_seconds=0.47,
               full_steps=3000),
     # its D sees 16 x 48 macro patches: 2.5x the step of 16 x 16; only with --full (or --fast)
@@ -69,9 +71,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"output folder (default {DEFAULT_OUT}/)")
     parser.add_argument("--fast", action="store_true",
                         help="a few steps only: checks the pipeline, learns nothing")
-    parser.add_argument("--full", action="store_true",
-                        help="train blobs and skyline as long as the shipped models were "
-                             "(3,000 and 2,000 steps: about an hour on 2 cores)")
+    parser.add_argument("--full", action="store_true", help="train blobs and skyline as long "
+                        "as the shipped models were (3,000 and 2,000 steps: ~1 h on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
 
 
@@ -87,13 +88,11 @@ class Forecast:
         self.done = False
 
     def __call__(self, trainer: Trainer) -> None:
-        if self.done:
-            return
         step, now = trainer.state.step, time.perf_counter()
         if self.start is None:
             self.start = (step, now)  # the first steps pay for warm-up: measure after them
             return
-        if step - self.start[0] < self.after:
+        if self.done or step - self.start[0] < self.after:
             return
         self.done = True
         per_step = (now - self.start[1]) / (step - self.start[0])
@@ -107,33 +106,24 @@ class Forecast:
 
 
 class FollowLoad:
-    """Hook: every 50 steps, as many CPU threads as other processes leave cores idle (two
-    threads spinning against a new neighbour fell from 97 to 2 images/s). Demo only: results
-    depend bitwise on the thread count, so `cocogan train` keeps one count per run."""
+    """Hook: every 50 steps, one CPU thread per core other processes leave idle (spinning
+    threads were 50x slower). Demo only: results depend bitwise on the thread count."""
 
     every = 50
 
     def __call__(self, trainer: Trainer) -> None:
-        if trainer.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            idle = available_cores() - int(busy_cores(0.2) + 0.5)
-            torch.set_num_threads(max(1, idle))
-
-
-def colour_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """L2 distance between per-channel (mean, std) of two (N, 3, H, W) sets in [-1, 1]."""
-    def stats(x: torch.Tensor) -> torch.Tensor:
-        flat = x.double().transpose(0, 1).reshape(x.shape[1], -1)  # (C, N * H * W)
-        return torch.cat([flat.mean(1), flat.std(1)])
-
-    return float((stats(real) - stats(fake)).norm())
+        configure_threads(trainer.device)
 
 
 def distances(real: torch.Tensor, fake: torch.Tensor, micro: int, cyclic: bool
               ) -> dict[str, float]:
-    """Colour, SWD and the patch-wise measures; seams, spread and wrap over the real ones."""
-    from cocogan import metrics
+    """Colour (L2 distance of the per-channel mean and std), SWD and the patch-wise measures of
+    two (N, 3, H, W) sets in [-1, 1]; seams, spread and wrap over the real ones."""
+    def colour(x: torch.Tensor) -> torch.Tensor:
+        flat = x.double().transpose(0, 1).reshape(x.shape[1], -1)  # (C, N * H * W)
+        return torch.cat([flat.mean(1), flat.std(1)])
 
-    result = {"colour": colour_distance(real, fake),
+    result = {"colour": float((colour(real) - colour(fake)).norm()),
               "swd": float(metrics.sliced_wasserstein(real, fake, seed=0)["mean"]),
               "seams": metrics.seam_ratio(fake, micro) / metrics.seam_ratio(real, micro),
               "spread": metrics.content_spread(fake) / metrics.content_spread(real),
@@ -225,15 +215,10 @@ def _save_grid(path: Path, images: torch.Tensor, cyclic: bool, twice: Path | Non
 def show_shipped(folder: Path) -> None:
     """Every shipped model draws full images from fixed seeds into folder/NAME.png (panoramas:
     also NAME-720.png): what training longer gives, in seconds."""
-    from cocogan.apps.full import full_images
-    from cocogan.checkpoint import load_model
-    from cocogan.shipped import models as shipped_models
-
     models = shipped_models()
     if not models:
         print("no shipped models in this installation (cocogan models)")
         return
-    folder.mkdir(parents=True, exist_ok=True)
     print(f"\n== shipped models: {', '.join(entry.name for entry in models)} ==", flush=True)
     for entry in models:
         _, model, _ = load_model(entry.path)
@@ -246,12 +231,10 @@ def show_shipped(folder: Path) -> None:
 
 def _table(result: dict) -> str:
     """Step 0, the end and real vs real: colour, SWD, seams, layout figures (and wrap)."""
-    columns = [("colour stats", "colour", ".3f"), ("SWD x1e3", "swd", ".1f"),
-               ("seams / real", "seams", ".2f"), ("spread / real", "spread", ".2f"),
-               ("repeat", "repeat", ".2f"), ("likeness", "likeness", ".2f"),
-               ("wrap / real", "wrap", ".2f")]
-    if "wrap" not in result["final"]:
-        columns.pop()
+    columns = [c for c in (("colour stats", "colour", ".3f"), ("SWD x1e3", "swd", ".1f"),
+                           ("seams / real", "seams", ".2f"), ("spread / real", "spread", ".2f"),
+                           ("repeat", "repeat", ".2f"), ("likeness", "likeness", ".2f"),
+                           ("wrap / real", "wrap", ".2f")) if c[1] in result["final"]]
     rows = [("", *(title for title, _, _ in columns))]
     for label, key in (("step 0", "step0"), (f"step {result['steps']}", "final"),
                        ("real vs real", "real_vs_real")):
@@ -277,12 +260,10 @@ def run(args: argparse.Namespace) -> int:
     if not _demo_from_before_markers(out):
         claim_folder(out, "--out")  # never write into a folder of the user's own files
     start = time.perf_counter()
-    results = []
     with plain_warnings("demo"):
         show_shipped(out / "shipped")
-        for stage in STAGES:
-            if stage_steps(stage, args.fast, args.full):
-                results.append(run_stage(stage, out, args.fast, args.seed, args.full))
+        results = [run_stage(stage, out, args.fast, args.seed, args.full) for stage in STAGES
+                   if stage_steps(stage, args.fast, args.full)]
     text = json.dumps(results, indent=2) + "\n"
     atomic_write(out / "summary.json", lambda tmp: tmp.write_text(text))
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; results in {out}/")

@@ -16,14 +16,22 @@ from typing import Any
 
 import torch
 
+from cocogan import shipped
 from cocogan.apps import APPLICATIONS, DEFAULT_CHUNK
-from cocogan.apps.backend import BACKENDS, DEFAULT_BACKEND
+from cocogan.apps.backend import BACKENDS, DEFAULT_BACKEND, use_backend
+from cocogan.apps.beyond import Extension, beyond, extended_rect
+from cocogan.apps.huge import FORMATS, huge_budget, patch_seconds, plan_huge, write_huge
+from cocogan.apps.inspire import check_patch, content_warning, crop_patch, inspire, macro_size
 from cocogan.apps.io import Provenance, parse_numbers, parse_seeds, save_png, write_sidecar
+from cocogan.apps.panorama import panoramas, wrap_view
+from cocogan.apps.viewport import cartesian_box, covering_rect, cylindrical_box, viewport
 from cocogan.budget import Budget, BudgetError, check_budget, image_bytes, render_bytes
+from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.config import Config
 from cocogan.model import CocoGAN
 from cocogan.outputs import claim_file, claim_folder
 from cocogan.render import GPU_CHUNK, axis_coordinates, default_chunk, latents, trained_rect
+from cocogan.training.device import select_device
 
 
 @dataclass
@@ -92,8 +100,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help=f"micro patches per forward pass (default {DEFAULT_CHUNK} on a CPU, "
                         f"{GPU_CHUNK} on a GPU); lower it if memory runs out")
     common.add_argument("--force", action="store_true",
-                        help="run even when the up-front estimate says memory or disk will not "
-                        "suffice")
+                        help="run even if the up-front estimate says memory/disk will not suffice")
     for app, help_line in APPLICATIONS.items():
         _app(app, "add")(apps.add_parser(app, parents=[common], help=help_line,
                                          description=help_line))
@@ -105,17 +112,12 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true",
                         help="sample from the raw generator instead of its EMA")
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                        help=f"what runs G (default {DEFAULT_BACKEND}: bit-exact images); "
-                        "onnxruntime: its exported graph, ~2x faster on a CPU, equal to 1e-4 "
-                        "(pip install 'cocogan[export]'); auto: onnxruntime on a CPU where it "
-                        "is installed")
+                        help=f"what runs G (default {DEFAULT_BACKEND}: bit-exact); onnxruntime: "
+                        "its exported graph, ~2x faster on a CPU, equal to 1e-4 (pip install "
+                        "'cocogan[export]'); auto: onnxruntime on a CPU where installed")
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocogan.apps.backend import use_backend
-    from cocogan.checkpoint import load_model, resolve_checkpoint
-    from cocogan.training.device import select_device
-
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1 micro patch per forward pass, got {args.chunk}")
     device = select_device(args.device)
@@ -140,8 +142,6 @@ def run(args: argparse.Namespace) -> int:
 def default_out(run: str, checkpoint: Path, app: str) -> Path:
     """RUN/generated/APP (the checkpoint's run folder); for a shipped model ./generated/NAME/APP
     in the current folder, never the package's."""
-    from cocogan import shipped
-
     local = shipped.output_folder(run)
     if local is not None:
         return local / app
@@ -151,8 +151,7 @@ def default_out(run: str, checkpoint: Path, app: str) -> Path:
     return base / "generated" / app
 
 
-def _app(name: str, part: str) -> Callable:
-    """``_add_NAME`` (its own flags) or ``_run_NAME`` (its work; returns the files written)."""
+def _app(name: str, part: str) -> Callable:  # _add_NAME or _run_NAME (module docstring)
     return globals()[f"_{part}_{name}"]
 
 
@@ -164,7 +163,6 @@ def _seeds_flag(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--seeds", default=default, help=f"seeds, e.g. 0-15,20 (default {default})")
 
 
-# ---- full ------------------------------------------------------------------------------------
 def _add_full(parser: argparse.ArgumentParser) -> None:
     _seeds_flag(parser, "0-7")
     parser.add_argument("--grid", action="store_true", help="also write all images as grid.png")
@@ -193,7 +191,6 @@ def _run_full(args: argparse.Namespace, ctx: Context) -> list[Path]:
     return written
 
 
-# ---- viewport --------------------------------------------------------------------------------
 def _add_viewport(parser: argparse.ArgumentParser) -> None:
     _seeds_flag(parser, "0")
     parser.add_argument("--box", help="Cartesian runs: pixel box TOP,LEFT,HEIGHT,WIDTH")
@@ -203,9 +200,6 @@ def _add_viewport(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import cartesian_box, cylindrical_box, viewport
-    from cocogan.apps.viewport import covering_rect
-
     coords = ctx.model.coords
     if coords.cyclic:
         if args.box or not args.angles:
@@ -230,7 +224,6 @@ def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
             for seed, view in zip(seeds, views, strict=True)]
 
 
-# ---- panorama --------------------------------------------------------------------------------
 def _add_panorama(parser: argparse.ArgumentParser) -> None:
     _seeds_flag(parser, "0-3")
     parser.add_argument("--start", type=float, default=0.0, help="view start angle, degrees")
@@ -239,8 +232,6 @@ def _add_panorama(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_panorama(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import panoramas, wrap_view
-
     seeds, z = ctx.seeds(args.seeds)
     if not (math.isfinite(args.degrees) and math.isfinite(args.start)) or args.degrees <= 0:
         raise ValueError(f"--start and --degrees must be finite and --degrees positive, got "
@@ -262,7 +253,6 @@ def _run_panorama(args: argparse.Namespace, ctx: Context) -> list[Path]:
     return written
 
 
-# ---- interpolate -----------------------------------------------------------------------------
 def _add_interpolate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mode", choices=("micro", "spatial", "full"),
                         help="micro: fixed position, z slerped; spatial: fixed z, coordinate "
@@ -315,7 +305,6 @@ def _run_interpolate(args: argparse.Namespace, ctx: Context) -> list[Path]:
     return [strip, gif]
 
 
-# ---- inspire ---------------------------------------------------------------------------------
 def _add_inspire(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path, help="real image of the run's full size")
     parser.add_argument("--box", help="with --image: macro patch corner TOP,LEFT in pixels "
@@ -324,8 +313,6 @@ def _add_inspire(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_inspire(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import crop_patch, inspire
-    from cocogan.apps.inspire import check_patch, content_warning, macro_size
     from cocogan.apps.io import draw_box, load_image, to_uint8
 
     height, width = macro_size(ctx.model)
@@ -369,7 +356,6 @@ def _run_inspire(args: argparse.Namespace, ctx: Context) -> list[Path]:
     return written
 
 
-# ---- beyond ----------------------------------------------------------------------------------
 def _add_beyond(parser: argparse.ArgumentParser) -> None:
     _seeds_flag(parser, "0-3")
     parser.add_argument("--extend", default="1", help="micro patches added past the borders: "
@@ -377,9 +363,6 @@ def _add_beyond(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import Extension, beyond
-    from cocogan.apps.beyond import extended_rect
-
     extension = Extension.of(parse_numbers(args.extend, "--extend", (1, 4)))
     coords = ctx.model.coords
     rect = extended_rect(coords, extension)
@@ -398,7 +381,6 @@ def _run_beyond(args: argparse.Namespace, ctx: Context) -> list[Path]:
             for i, seed in enumerate(seeds)]
 
 
-# ---- huge ------------------------------------------------------------------------------------
 def _add_huge(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the image (default 0)")
     parser.add_argument("--size", required=True,
@@ -416,9 +398,6 @@ def _add_huge(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_huge(args: argparse.Namespace, ctx: Context) -> list[Path]:
-    from cocogan.apps import plan_huge, write_huge
-    from cocogan.apps.huge import FORMATS, huge_budget, patch_seconds
-
     size = parse_numbers(args.size, "--size", (1, 2))
     height, width = (size * 2) if len(size) == 1 else size
     origin = parse_numbers(args.origin, "--origin", (2,)) if args.origin else None

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cocogan import shipped
+
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser = sub.add_parser(
         name, help="list the trained models shipped with cocogan (names for --run)",
         description="List the shipped trained models: names first (one per line, what --run "
-        "takes), then what each is (data, steps, figures, file size). See README, "
-        "'Trained models'.")
+        "takes), then what each is (data, steps, figures, file size); README, 'Trained models'.")
     parser.add_argument("--json", action="store_true", help="print the model cards as JSON")
     parser.add_argument("--fingerprint", type=Path, metavar="FILE",
                         help="maintainers: print the fingerprint and supported applications of "
@@ -26,8 +27,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocogan import shipped
-
     if args.fingerprint is not None:
         return _fingerprint(args.fingerprint, args.write)
     if args.write:
@@ -43,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no trained models are shipped in {shipped.shipped_dir()}: train one with "
               "cocogan train and pass its folder as --run")
         return 0
-    print("\n".join(m.name for m in models))
-    print()
-    print("\n".join(describe(m) for m in models))
+    print(*(m.name for m in models), "", *(describe(m) for m in models), sep="\n")
     return 0
 
 
@@ -70,7 +67,6 @@ def _number(value: Any) -> str:
 
 
 def _fingerprint(file: Path, write: bool) -> int:
-    from cocogan import shipped
     from cocogan.apps.fingerprint import fingerprint, supported_applications
     from cocogan.checkpoint import read_metadata
     from cocogan.export import CARD_FORMAT

@@ -9,22 +9,22 @@ import argparse
 import socket
 import sys
 
+from cocogan import shipped
 from cocogan.cli.generate import RUN_HELP, add_sampling_flags
 from cocogan.render import DEFAULT_CHUNK
-from cocogan.serve.guard import is_loopback
+from cocogan.serve.guard import bracket, host_rule, is_loopback
 from cocogan.serve.tiles import MAX_QUEUED_PATCHES
+from cocogan.training.device import select_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     parser = sub.add_parser(
         name, help="explore trained runs in the browser (tiles generated on demand)",
-        description="Start a local web server with a page that shows a trained run: drag past "
-        "the borders, turn panoramas around, change or interpolate seeds, inspire from an "
-        "uploaded image, outline the micro patches. Only the tiles on screen are generated. "
-        "Needs the serve extra (pip install 'cocogan[serve]'). See docs/serve.md.")
+        description="A local web page to explore trained runs (drag past the borders, change "
+        "or interpolate seeds, inspire from an image); only the tiles on screen are generated. "
+        "Needs pip install 'cocogan[serve]'. See docs/serve.md.")
     parser.add_argument("--run", action="append", default=None, metavar="RUN",
-                        help=f"{RUN_HELP}; repeat to serve several runs (default: every shipped "
-                        "model)")
+                        help=f"{RUN_HELP}; repeat for several runs (default: every shipped model)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
@@ -37,9 +37,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help="micro patches queued per run beyond which tile requests get 503 "
                         f"(default {MAX_QUEUED_PATCHES}; a 512-px tile of 8-px patches is 4096)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                        help="also answer requests whose Host header is NAME (repeat; '*' "
-                        "for any). By default only the bound address and, on loopback, "
-                        "localhost: a guard against DNS rebinding")
+                        help="also answer requests with Host NAME (repeat; '*': any); by "
+                        "default only the bound address (and localhost): against DNS rebinding")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,9 +50,6 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as error:
         raise ValueError(f"cocogan serve needs {error.name}: pip install 'cocogan[serve]' "
                          "(scripts/setup.sh installs it)") from None
-    from cocogan import shipped
-    from cocogan.serve.guard import host_rule
-    from cocogan.training.device import select_device
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} must be in 0..65535")
@@ -68,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
                      backend=args.backend)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"cocogan serve: {len(runs)} run(s) at http://{shown}:{port}/ (Ctrl+C to stop)",
+    print(f"cocogan serve: {len(runs)} run(s) at http://{bracket(host)}:{port}/ (Ctrl+C to stop)",
           flush=True)
     if not is_loopback(args.host):
         print(f"cocogan serve: warning: --host {args.host} is reachable from other machines; "

@@ -12,16 +12,18 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import torch
+
+from cocogan.budget import check_budget, training_budget
+from cocogan.checkpoint import read_metadata, resolve_checkpoint, resumable_steps, stored_config
 from cocogan.config import Config, ConfigError, apply_overrides, read_config_file
 from cocogan.presets import PRESETS, get_preset
-from cocogan.training.device import DEVICE_CHOICES
-from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S, stop_notice
-
-if TYPE_CHECKING:
-    from cocogan.training.distributed import World
-    from cocogan.training.loop import Trainer
+from cocogan.training.datastream import resolve_workers
+from cocogan.training.device import DEVICE_CHOICES, available_cores, select_device
+from cocogan.training.distributed import BACKENDS, DEFAULT_TIMEOUT_S, World, stop_notice
+from cocogan.training.loop import Trainer, TrainingDiverged
+from cocogan.training.signals import StopFlag
 
 # Flags that describe a new run; with --resume the run's own config.yaml and run.yaml decide.
 _NEW_RUN_FLAGS = ("preset", "config", "out", "batch", "seed", "set", "extrapolate", "init_from",
@@ -61,33 +63,28 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         help="CUDA: deterministic cuDNN and torch kernels, no autotuner "
                              "(run.deterministic; slower; docs/training.md)")
     parser.add_argument("--force", action="store_true",
-                        help="train even when the up-front estimate says the model will not fit "
-                             "in memory")
+                        help="train even if the up-front estimate says it will not fit in memory")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the config and data, write RUN_DIR/config.yaml, stop")
     parser.add_argument("--eval-every", type=int, metavar="K",
-                        help="every K steps evaluate --eval-metrics on a subset; logs eval/<key> "
-                             "to metrics.jsonl and TensorBoard, keeps checkpoints/best.safetensors "
-                             "by the first metric")
+                        help="every K steps evaluate --eval-metrics on a subset (eval/<key> in "
+                             "metrics.jsonl; checkpoints/best.safetensors by the first metric)")
     parser.add_argument("--eval-metrics", default="swd,seams,spatial", metavar="LIST",
-                        help="metrics for --eval-every, from fid,kid,precision,recall,swd,"
-                             "seams,wrap,spread,repeat,likeness,spatial; seams and the layout "
-                             "metrics (and wrap for panoramas) are always added")
+                        help="metrics for --eval-every, from fid,kid,precision,recall,swd,seams,"
+                             "wrap,spread,repeat,likeness,spatial (always added: seams, the "
+                             "layout metrics and, for panoramas, wrap)")
     parser.add_argument("--eval-n", type=int, metavar="N",
                         help="generated images per evaluation (default 1000)")
     parser.add_argument("--inception-weights", metavar="PATH",
-                        help="FID Inception weights file, for fid/kid during training "
-                             "(default: found as by cocogan eval)")
+                        help="FID Inception weights for fid/kid (default: as cocogan eval finds)")
     parser.add_argument("--dist-backend", choices=BACKENDS, default="auto", metavar="NAME",
                         help="under torchrun: auto (NCCL on GPUs, gloo on CPUs) | nccl | gloo")
     parser.add_argument("--dist-norm", choices=("sync", "per-rank"), default="sync",
-                        help="under torchrun: batch-norm statistics over the global batch "
-                             "(sync, default: N processes compute what one process computes) or "
-                             "over each rank's share (per-rank: no extra communication)")
+                        help="under torchrun: batch-norm statistics over the global batch (sync, "
+                             "default: as one process) or each rank's share (per-rank: cheaper)")
     parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                        help="under torchrun: seconds a rank waits for the others (e.g. while "
-                             f"rank 0 evaluates) before it stops with an error "
-                             f"(default {DEFAULT_TIMEOUT_S:g})")
+                        help="under torchrun: seconds a rank waits for the others before it "
+                             f"stops with an error (default {DEFAULT_TIMEOUT_S:g})")
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -120,12 +117,6 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
     """Before anything is built: data.num_workers must be -1 or 0..2 per usable core (100,000
     workers once forked the machine to a load of 289), and the model's estimated memory must
     fit (skipped with --force). A disk that fills up later is reported at the failed write."""
-    import torch
-
-    from cocogan.budget import check_budget, training_budget
-    from cocogan.training.datastream import resolve_workers
-    from cocogan.training.device import available_cores, select_device
-
     cores = available_cores()
     limit = max(4, MAX_WORKERS_PER_CORE * cores)
     if not -1 <= config.data.num_workers <= limit:
@@ -144,8 +135,6 @@ def check_resources(config: Config, force: bool, device: str | None) -> None:
 
 
 def _checkpoint_config(path: str) -> Config:
-    from cocogan.checkpoint import read_metadata, resolve_checkpoint, stored_config
-
     file = resolve_checkpoint(path)
     return stored_config(file, read_metadata(file))
 
@@ -180,12 +169,10 @@ def check_flags(args: argparse.Namespace) -> None:
         clashing = [f"--{f.replace('_', '-')}" for f in _NEW_RUN_FLAGS if getattr(args, f)]
         if clashing:
             raise ConfigError(f"--resume continues a run with its own config; drop "
-                              f"{', '.join(clashing)} (allowed with it: --steps, --device, "
-                              f"--data)")
+                              f"{', '.join(clashing)} (allowed with it: --steps, --device, --data)")
         return
     if not args.data:
-        raise ConfigError("--data is required: an image folder or builtin:blobs / "
-                          "builtin:skyline")
+        raise ConfigError("--data is required: an image folder or builtin:blobs / builtin:skyline")
     if args.out is None:
         raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
     for flag in ("steps", "batch"):
@@ -198,7 +185,6 @@ def check_flags(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Single process, or one rank of a torchrun launch (rank 0 alone prints and writes)."""
     from cocogan.training import distributed
-    from cocogan.training.device import select_device
     from cocogan.training.run import read_run, release_locks
 
     check_flags(args)
@@ -222,12 +208,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _after_peer_loss(run_dir: Path | None) -> str:
-    """What is on disk after a peer was lost: the newest checkpoint's step, for the user to
-    resume from. No checkpoint is written then, even after "then writing a checkpoint": the
-    RNG states of every rank go into it, and a step that failed half-way through its
-    all-reduces is no state to resume."""
-    from cocogan.checkpoint import resumable_steps
-
+    """The newest checkpoint's step to resume from after a peer was lost (no checkpoint is
+    written then: it holds every rank's RNG state; docs/reliability.md)."""
     steps = resumable_steps(run_dir) if run_dir is not None and run_dir.is_dir() else []
     if not steps:
         return "no checkpoint was written (a checkpoint needs every process); start again"
@@ -237,13 +219,7 @@ def _after_peer_loss(run_dir: Path | None) -> str:
 
 
 def _run(args: argparse.Namespace, world: World) -> int:
-    from cocogan.training.run import (
-        RunSpec,
-        new_trainer,
-        prepare_new_run,
-        read_run,
-        resume_trainer,
-    )
+    from cocogan.training.run import RunSpec, new_trainer, prepare_new_run, read_run, resume_trainer
 
     config, spec = read_run(args.resume) if args.resume else (resolve_config(args), None)
     if args.eval_every and config.model.family != "cocogan":
@@ -280,8 +256,7 @@ def _run(args: argparse.Namespace, world: World) -> int:
 
 def with_seam_indicators(metrics: str, config: Config) -> str:
     """--eval-metrics plus seams, repeat, spread and likeness (and wrap for panoramas): cheap
-    indicators that every run logs, since visible patch borders, tiles repeated across the
-    image and every image in one layout are COCO-GAN's typical artefacts."""
+    indicators of COCO-GAN's typical artefacts (patch borders, repeated tiles, one layout)."""
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     wanted = ["seams", "repeat", "spread", "likeness"]
     if config.model.coords == "cylindrical":
@@ -291,11 +266,6 @@ def with_seam_indicators(metrics: str, config: Config) -> str:
 
 def train(trainer: Trainer, run_dir: Path, data_line: str) -> int:
     """Run ``trainer`` to its total under a stop flag; print how it ended; the exit code."""
-    import torch
-
-    from cocogan.training.loop import TrainingDiverged
-    from cocogan.training.signals import StopFlag
-
     total = trainer.config.optim.steps
     print(data_line)
     count = torch.get_num_threads()

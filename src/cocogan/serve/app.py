@@ -1,10 +1,7 @@
-"""The ASGI application of `cocogan serve`: the page, run descriptions, tiles and inspiration.
-
-Routes and limits: docs/serve.md, "HTTP API". Every request passes :mod:`cocogan.serve.guard`
-first; bad parameters get a 400 with a one-line JSON ``error``; uploads are held in memory within
-a size bound and a deadline and decoded from an allow-list of formats; nothing in a request
-names a file, and nothing is unpickled.
-"""
+"""The ASGI application of `cocogan serve`: the page, run descriptions, tiles and inspiration
+(routes and limits: docs/serve.md, "HTTP API"). Every request passes :mod:`cocogan.serve.guard`
+first; bad parameters get a 400 with a one-line JSON ``error``; uploads stay in memory, bounded
+in size and time, decoded from an allow-list of formats; no request names a file."""
 
 from __future__ import annotations
 
@@ -71,11 +68,9 @@ class ServedRun:
             "height": model.full_height, "width": model.full_width, "micro": coords.micro,
             "macro": [height, width], "cyclic": coords.cyclic, "z_dim": model.z_dim,
             "tile": tiles.default_tile(coords), "max_tile": tiles.MAX_TILE,
-            "reach": tiles.MAX_BEYOND * coords.micro,
-            "extrapolate": self.config.loss.extrapolate,
+            "reach": tiles.MAX_BEYOND * coords.micro, "extrapolate": self.config.loss.extrapolate,
             "content_loss": self.config.loss.w_content > 0,
-            "content_warning": content_warning(self.config),
-            "version": self.version,
+            "content_warning": content_warning(self.config), "version": self.version,
         }
 
 
@@ -134,8 +129,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
                              f"{', '.join(sorted(known))}")
         coords = run.model.coords
         y, x = _param(query, "y"), _param(query, "x")
-        size = _param(query, "size", tiles.default_tile(coords))
-        box = tiles.tile_box(coords, y, x, size)
+        box = tiles.tile_box(coords, y, x, _param(query, "size", tiles.default_tile(coords)))
         z_dim = run.config.model.z_dim
         if "z" in query:
             if {"seed", "seed2", "t"} & set(query):
@@ -308,8 +302,7 @@ def _decode_upload(data: bytes, config: Config) -> torch.Tensor:
             if width * height > MAX_UPLOAD_PIXELS:
                 raise _too_large(f"{width}x{height}")
             handle.load()
-            image = ImageOps.exif_transpose(handle)
-            rgb = to_rgb(image)
+            rgb = to_rgb(ImageOps.exif_transpose(handle))
     except Image.DecompressionBombError:  # Pillow's own bound, checked when the header is read
         raise _too_large("more than 178 million") from None
     except (OSError, SyntaxError, ValueError):

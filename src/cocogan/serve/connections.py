@@ -1,13 +1,8 @@
-"""Connections of `cocogan serve`: slow or idle clients never lock the server out.
-
-uvicorn's h11 protocol has no deadline for a request's headers (any byte resets its keep-alive
-timer), and its ``limit_concurrency`` counts open connections, so a few dozen sockets that never
-finished their headers made every other client get 503. Here each connection gets at most
-``header_timeout`` seconds, not reset by trickled bytes, from waiting for a request to its
-complete headers; at most ``max_connections`` are open, and past that the one that has waited
-longest for a request is closed to make room (503 when every one is busy). Request bodies have
-their own deadline in the app (``BODY_TIMEOUT_S``).
-"""
+"""Connections of `cocogan serve`: slow or idle clients never lock the server out (uvicorn's
+``limit_concurrency`` counts idle sockets, and any byte resets its keep-alive timer). Each
+connection has ``header_timeout`` seconds, not reset by trickled bytes, to complete a request's
+headers; past ``max_connections`` the one waiting longest for a request is closed (503 when all
+are busy). Bodies have the app's deadline (``BODY_TIMEOUT_S``); docs/serve.md."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
 """Who may talk to `cocogan serve`, checked before any route (docs/serve.md, "Who may ask").
-
-Any web page can make the browser send requests to 127.0.0.1, and DNS rebinding can point the
-page's own host name there. A ``Host`` that is not an address of the bound socket (or an
-``--allow-host`` name) gets 400: rebinding always carries the attacker's host name, so an IP
-literal is safe, and a wildcard bind allows any. A state-changing request must come from the page
-itself: a foreign ``Origin``, or no Origin with a content type a cross-site form could send,
-gets 403.
-"""
+A ``Host`` that is not an address of the bound socket (or an ``--allow-host`` name) gets 400:
+DNS rebinding always carries the attacker's host name. A state-changing request with a foreign
+``Origin``, or none and a content type a cross-site form could send, gets 403."""
 
 from __future__ import annotations
 
@@ -43,7 +38,7 @@ class HostRule:
 def host_rule(bound: str, extra: Iterable[str] = ()) -> HostRule:
     """The hosts a server bound to ``bound`` answers to, plus the ``--allow-host`` names."""
     extra = [name.strip().lower() for name in extra]
-    names = {_bracket(bound.lower())}
+    names = {bracket(bound.lower())}
     wildcard = bound in ("0.0.0.0", "::", "")
     if is_loopback(bound):
         names |= {"localhost", "127.0.0.1", "[::1]"}
@@ -51,7 +46,7 @@ def host_rule(bound: str, extra: Iterable[str] = ()) -> HostRule:
         names |= {"localhost", socket.gethostname().lower()}
     elif _ip(bound) is None:  # a host name: its addresses too
         with contextlib.suppress(socket.gaierror):
-            names |= {_bracket(info[4][0]) for info in socket.getaddrinfo(bound, None)}
+            names |= {bracket(info[4][0]) for info in socket.getaddrinfo(bound, None)}
     return HostRule(frozenset(names | set(extra) - {"*"}), any_ip=wildcard,
                     any_host="*" in extra)
 
@@ -67,12 +62,10 @@ def guard(app: ASGIApp, rule: HostRule | None = None) -> ASGIApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         raw_host = headers.get("host", "")
-        host = _host_name(raw_host)
-        if not rule.allows(host):
-            shown = raw_host[:80] or "(none)"
-            await _refuse(send, 400, f"Host {shown!r} is not an address of this server (a "
-                          "DNS-rebinding guard); open the URL cocogan serve printed, or start "
-                          "it with --allow-host NAME")
+        if not rule.allows(_host_name(raw_host)):
+            await _refuse(send, 400, f"Host {raw_host[:80] or '(none)'!r} is not an address of "
+                          "this server (a DNS-rebinding guard); open the URL cocogan serve "
+                          "printed, or start it with --allow-host NAME")
             return
         if scope["method"] not in SAFE_METHODS:
             origin = headers.get("origin")
@@ -107,7 +100,7 @@ def _host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if ":" in value else value
 
 
-def _bracket(host: str) -> str:
+def bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 

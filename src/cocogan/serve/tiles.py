@@ -1,12 +1,9 @@
 """Tiles of a trained run for the browser viewer: geometry, latents, batching and an LRU cache.
 
-Tile (y, x) of side ``size`` is the pixel box [y size, (y + 1) size) x [x size, (x + 1) size) of
-the image whose top-left trained pixel is (0, 0), computed as :func:`cocogan.apps.viewport`
-computes a viewport (only the micro patches under it), so it is exactly a crop of ``generate
-full`` / ``huge``. One worker thread renders step by step, shortest remaining work first, with a
-queue bounded in micro patches and in waiters per tile (docs/serve.md, "How tiles are made").
-
-Shapes: Z latent dims, P micro patches, m micro patch side, T tile side in pixels.
+Tile (y, x) of side ``size`` is the pixel box [y size, (y + 1) size) x [x size, (x + 1) size),
+(0, 0) the top-left trained pixel, rendered as a viewport (only the micro patches under it): an
+exact crop of ``generate full`` / ``huge`` (docs/serve.md, "How tiles are made").
+Shapes: Z latent dims, P micro patches, m micro patch side.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ import hashlib
 import heapq
 import io
 import math
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -74,11 +70,8 @@ def default_tile(coords: CoordinateSystem) -> int:
 
 def tile_box(coords: CoordinateSystem, y: int, x: int, size: int) -> PixelBox:
     """The pixel box of tile (y, x); cylindrical columns are wrapped into the first turn.
-
-    Raises:
-        TileError: a size that is not a multiple of the micro patch or too large, or a tile
-            more than :data:`MAX_BEYOND` micro patches past the trained grid.
-    """
+    TileError: a size not a multiple of the micro patch or too large, or a tile more than
+    :data:`MAX_BEYOND` micro patches past the trained grid."""
     m = coords.micro
     if size % m or not m <= size <= MAX_TILE:
         raise TileError(f"size={size}: tile side must be a multiple of the {m}-pixel micro patch "
@@ -132,30 +125,28 @@ def explicit_latent(z_dim: int, data: bytes) -> Latent:
 
 
 class LRUCache:
-    """Encoded tiles by key, evicting the least recently used beyond ``max_bytes``."""
+    """Encoded tiles by key, evicting the least recently used beyond ``max_bytes`` (used on the
+    event loop only: the render thread never touches it)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes  # total PNG bytes kept; 0 disables caching
         self.bytes = 0
         self._items: OrderedDict[tuple, bytes] = OrderedDict()
-        self._lock = threading.Lock()
 
     def get(self, key: tuple) -> bytes | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
 
     def put(self, key: tuple, value: bytes) -> None:
-        with self._lock:
-            if key in self._items or len(value) > self.max_bytes:
-                return
-            self._items[key] = value
-            self.bytes += len(value)
-            while self.bytes > self.max_bytes:
-                _, old = self._items.popitem(last=False)
-                self.bytes -= len(old)
+        if key in self._items or len(value) > self.max_bytes:
+            return
+        self._items[key] = value
+        self.bytes += len(value)
+        while self.bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= len(old)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -199,16 +190,9 @@ class _Job:
 
 
 class TileRenderer:
-    """Renders tiles of one model on one worker thread, step by step, smallest tiles first.
-
-    Args:
-        model: the loaded run (eval mode).
-        raw: sample from the raw generator instead of the EMA one.
-        chunk: micro patches per step (one forward pass).
-        cache_bytes: LRU cache size in PNG bytes (0: no cache).
-        max_queued: micro patches queued beyond which requests are refused with :class:`Busy`
-            (a tile is always accepted into an empty queue).
-    """
+    """Renders tiles of one model (eval mode) on one worker thread, step by step, smallest tiles
+    first: at most ``chunk`` micro patches (one forward pass) a step; ``cache_bytes`` of PNG kept
+    (0: none); past ``max_queued`` queued patches :class:`Busy` (an empty queue takes any tile)."""
 
     def __init__(self, model: CocoGAN, *, raw: bool = False, chunk: int = DEFAULT_CHUNK,
                  cache_bytes: int = 64 << 20, max_queued: int = MAX_QUEUED_PATCHES) -> None:
@@ -227,11 +211,8 @@ class TileRenderer:
         self._worker: asyncio.Task | None = None
 
     async def tile(self, latent: Latent, box: PixelBox) -> bytes:
-        """PNG bytes of ``box`` for ``latent``, from the cache or the queue.
-
-        Cancelling the call (the client went away) withdraws its interest; a tile nobody waits
-        for any more is dropped before its next step.
-        """
+        """PNG bytes of ``box`` for ``latent``, from the cache or the queue. Cancelling the call
+        (the client went away) withdraws its interest: a tile nobody waits for is dropped."""
         key = (latent.key, box.top, box.left, box.height, box.width)
         cached = self.cache.get(key)
         if cached is not None:
@@ -251,8 +232,10 @@ class TileRenderer:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
             job.waiters -= 1
-            if job.waiters == 0 and not job.future.done():
-                self._drop(job)
+            if job.waiters == 0 and not job.future.done():  # nobody waits: forget it
+                self._forget(job)
+                job.future.cancel()
+                self.stats.dropped += 1
             raise
 
     def _enqueue(self, key: tuple, latent: Latent, box: PixelBox) -> _Job:
@@ -278,12 +261,6 @@ class TileRenderer:
         job.parts.clear()
         self.queued -= job.unscheduled
         self._jobs.pop(job.key, None)
-
-    def _drop(self, job: _Job) -> None:
-        """Forget a job nobody waits for."""
-        self._forget(job)
-        job.future.cancel()
-        self.stats.dropped += 1
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
         """Run a model call on the render thread (so it never overlaps tile rendering)."""
@@ -335,9 +312,7 @@ class TileRenderer:
 
     def render_step(self, work: list[tuple[_Job, int]]) -> list[tuple[_Job, bytes]]:
         """Render the next ``n`` patches of each (job, n); PNG bytes of the jobs it finishes.
-
-        The slices of one latent share one :func:`render_patches` call.
-        """
+        The slices of one latent share one :func:`render_patches` call."""
         groups: dict[str, list[tuple[_Job, int]]] = {}
         for job, n in work:
             groups.setdefault(job.latent.key, []).append((job, n))
