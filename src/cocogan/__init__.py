@@ -1,7 +1,5 @@
-"""cocogan: COCO-GAN (COnditional COordinate GAN) in PyTorch.
-
-The supported public surface is re-exported here; everything else is internal.
-"""
+"""cocogan: COCO-GAN (COnditional COordinate GAN) in PyTorch; the supported public surface is
+re-exported here, everything else is internal."""
 
 from cocogan.config import Config, ConfigError, ModelConfig, apply_overrides
 from cocogan.coords import CoordinateSystem, coordinate_system

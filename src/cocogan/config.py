@@ -1,12 +1,7 @@
-"""Typed configuration: the only home of defaults.
-
-A run is one :class:`Config` of five self-validating sections: ``model`` (what is learnt),
-``loss`` (the paper's loss weights and the options beyond it), ``optim`` (batch, steps, Adam,
-EMA), ``data`` (source, preprocessing, loading) and ``run`` (cadence, precision, speed).
-Presets (``cocogan.presets``) are small named overrides; ``--set section.key=value``
-(:func:`apply_overrides`) rejects unknown keys instead of ignoring them. Configs written before
-the split had one ``train`` section: ``train:`` mappings and ``--set train.KEY=V`` still work,
-each key going to the section that now owns it (:data:`FIELD_SECTION`).
+"""Typed configuration, the only home of defaults: one :class:`Config` of five self-validating
+sections (model, loss, optim, data, run). Unknown keys are refused; the old one-section
+``train:`` layout (and ``--set train.KEY=V``) still loads, each key going to the section that
+now owns it (:data:`FIELD_SECTION`).
 """
 
 from __future__ import annotations
@@ -38,14 +33,11 @@ __all__ = ["COMPILE_MODES", "Config", "ConfigError", "DataConfig", "LossConfig",
 
 COORDINATE_SYSTEMS = ("cartesian", "cylindrical")
 SAMPLING_MODES = ("discrete", "continuous")
-# Network + loss pairs one Trainer drives: the paper's model, or the full-image baseline GAN
-# (cocogan.model.BaselineGAN, docs/evaluation.md) of the same sizes.
+# What one Trainer drives: the paper's model, or the full-image baseline GAN of the same sizes
 MODEL_FAMILIES = ("cocogan", "baseline")
-# torch.compile modes of run.compile ("reduce-overhead" adds CUDA graphs).
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # torch.compile modes
 NAME_LIMIT = 80  # characters of a config's name kept (it is echoed in messages and pictures)
-# Kinds of loss.augment (cocogan.variants.augment): none moves a pixel off its coordinate.
-AUGMENTATIONS = ("color", "cutout")
+AUGMENTATIONS = ("color", "cutout")  # loss.augment kinds: none moves a pixel off its coordinate
 RESAMPLERS = ("lanczos", "bilinear")  # real-image resize filters (cocogan.data.imaging)
 
 
@@ -54,23 +46,29 @@ def _names(kind: type) -> list[str]:
 
 
 class Section:
-    """Checks every section declares: floats finite, fields positive integers, >= 0 (None
-    passes where the type allows it), in [0, 1), or one of a few strings; then its own rules."""
+    """Declared checks (floats finite; positive integers, numbers > 0, >= 0, in [0, 1), one of
+    a few strings; None passes where the type allows it), then the section's own `check`."""
 
     NAME: ClassVar[str] = ""
     POSITIVE: ClassVar[tuple[str, ...]] = ()
+    ABOVE_ZERO: ClassVar[tuple[str, ...]] = ()
     NON_NEGATIVE: ClassVar[tuple[str, ...]] = ()
     FRACTIONS: ClassVar[tuple[str, ...]] = ()
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
-        for name in _names(type(self)):
-            value = getattr(self, name)
+        for name, declared in ((f.name, str(f.type)) for f in dataclasses.fields(self)):
+            value, optional = getattr(self, name), "None" in declared
+            if value is None and optional:
+                continue
             if isinstance(value, float) and not math.isfinite(value):
                 self.fail(name, "must be a finite number", value)
+            null = " or null" if optional else ""
             if name in self.POSITIVE and (not isinstance(value, int) or value <= 0):
-                self.fail(name, "must be a positive integer", value)
+                self.fail(name, f"must be a positive integer{null}", value)
+            if name in self.ABOVE_ZERO and not value > 0:
+                self.fail(name, f"must be a number > 0{null}", value)
             if name in self.NON_NEGATIVE and value is not None and value < 0:
                 self.fail(name, "must be >= 0", value)
             if name in self.FRACTIONS and not 0.0 <= value < 1.0:
@@ -92,7 +90,7 @@ class ModelConfig(Section):
 
     NAME: ClassVar[str] = "model"
     POSITIVE: ClassVar[tuple[str, ...]] = ("full_height", "full_width", "micro", "macro",
-                                           "z_dim", "ngf", "ndf", "aux_hidden")
+                                           "macro_width", "z_dim", "ngf", "ndf", "aux_hidden")
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "family": MODEL_FAMILIES, "coords": COORDINATE_SYSTEMS, "sampling": SAMPLING_MODES}
 
@@ -108,19 +106,14 @@ class ModelConfig(Section):
     ngf: int = 64  # generator base width; block widths are 16, 8, 4, 2, 1 x ngf
     ndf: int = 64  # discriminator base width
     aux_hidden: int = 128  # hidden width of D's spatial and content heads
-    g_margin: bool = False  # G draws a 1.5x canvas and keeps the centre micro patch (beyond the
-    #   paper, against patch seams, with loss.w_overlap; docs/seams.md); False: the paper
-    z_phase: bool = False  # cylindrical only: G turns the angle it is told by pi * z[0], so each
-    #   panorama has its own heading (beyond the paper; docs/seams.md); False: the paper
+    g_margin: bool = False  # beyond the paper: G draws a 1.5x canvas, keeps the centre (seams.md)
+    z_phase: bool = False  # beyond the paper (cylindrical): G turns its angle by pi z[0] (seams.md)
 
     @property
     def macro_w(self) -> int:
         return self.macro_width if self.macro_width is not None else self.macro
 
     def check(self) -> None:
-        if self.macro_width is not None and (
-                not isinstance(self.macro_width, int) or self.macro_width <= 0):
-            self.fail("macro_width", "must be a positive integer or null", self.macro_width)
         for name, least in (("micro", 4), ("macro", 8)):
             if getattr(self, name) < least or getattr(self, name) & (getattr(self, name) - 1):
                 self.fail(name, f"must be a power of two >= {least}", getattr(self, name))
@@ -149,16 +142,12 @@ class LossConfig(Section):
     w_gp: float = 10.0  # weight of the gradient penalty L_GP (eq. 2)
     w_spatial: float = 100.0  # weight of the spatial consistency loss L_S (eq. 3)
     w_spatial_g: float | None = None  # L_S(fake)'s weight in G's objective; None: w_spatial (the
-    #   paper). 0 leaves D's spatial head learning from real patches but stops pushing G towards
-    #   content that codes its position (beyond the paper, docs/seams.md)
+    #   paper); 0: D's head still learns, G is not pushed to code its position (docs/seams.md)
     w_content: float = 0.0  # weight of L_C (eq. 4) in G's and D's objectives; 100 for inspiration
-    w_overlap: float = 0.0  # weight of L_O in G's objective: margins agree with the neighbours
-    #   (beyond the paper; needs model.g_margin; 0 = off, docs/seams.md)
+    w_overlap: float = 0.0  # weight of L_O (margins agree; needs model.g_margin; docs/seams.md)
     extrapolate: int = 0  # beyond-boundary fine-tune: grid steps sampled past [-1, 1] per side
-    gp_every: int = 1  # lazy gradient penalty: every k steps, weight x k (1: every step, the
-    #   paper; beyond the paper, docs/training.md)
-    augment: str = ""  # comma-separated AUGMENTATIONS of D's inputs, e.g. "color,cutout" ("" =
-    #   off, the paper; beyond the paper, docs/training.md)
+    gp_every: int = 1  # lazy gradient penalty: every k steps, weight x k (1: the paper)
+    augment: str = ""  # comma-separated AUGMENTATIONS of D's inputs ("": the paper; training.md)
 
     def check(self) -> None:
         kinds = self.augment.split(",") if isinstance(self.augment, str) else [None]
@@ -173,6 +162,7 @@ class OptimConfig(Section):
 
     NAME: ClassVar[str] = "optim"
     POSITIVE: ClassVar[tuple[str, ...]] = ("batch", "steps")
+    ABOVE_ZERO: ClassVar[tuple[str, ...]] = ("lr_g", "lr_d", "lr_q", "ema_kimg")
     NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("ema_warmup",)
     FRACTIONS: ClassVar[tuple[str, ...]] = ("beta1", "beta2", "ema_decay")
 
@@ -183,23 +173,15 @@ class OptimConfig(Section):
     lr_q: float = 1e-4  # learning rate of the content head Q (its own optimiser)
     beta1: float = 0.0  # Adam beta1
     beta2: float = 0.999  # Adam beta2
-    ema_decay: float = 0.999  # EMA of G's weights used for sampling: decay per step (beyond
-    #   the paper; 0 disables averaging)
-    ema_kimg: float | None = None  # EMA half-life in thousands of images, replacing ema_decay
-    #   (the same horizon for any batch size, as StyleGAN's ema_kimg); None: ema_decay
+    ema_decay: float = 0.999  # per-step decay of the EMA of G sampled from (0: no averaging)
+    ema_kimg: float | None = None  # EMA half-life in kimg instead: one horizon at any batch
     ema_warmup: int = 100  # steps during which the EMA is a copy of G (no averaging)
-    ema_rampup: float = 0.05  # then the half-life is at most this fraction of the steps done,
-    #   until that passes the full half-life (StyleGAN's ema_rampup); 0: full decay at once
+    ema_rampup: float = 0.05  # then a half-life of at most this fraction of the steps; 0: none
 
     def check(self) -> None:
         if self.batch < 2:  # batch norm and the gradient penalty need two images per step
             self.fail("batch", "must be at least 2 (batch statistics need two images): use "
                       "--batch 2 or more", self.batch)
-        for name in ("lr_g", "lr_d", "lr_q"):
-            if not getattr(self, name) > 0:
-                self.fail(name, "must be > 0", getattr(self, name))
-        if self.ema_kimg is not None and not self.ema_kimg > 0:
-            self.fail("ema_kimg", "must be a number > 0 or null", self.ema_kimg)
         if not 0.0 <= self.ema_rampup <= 1.0:
             self.fail("ema_rampup", "must be in [0, 1]", self.ema_rampup)
 
@@ -215,10 +197,8 @@ class DataConfig(Section):
     source: str | None = None  # --data: a folder (DIR::train / DIR::holdout) or builtin:NAME
     celeba_crop: bool = False  # crop rows 50:178, cols 25:153 of aligned CelebA before resizing
     num_workers: int = -1  # DataLoader workers; -1 picks min(4, cores - 1)
-    cache_max_mb: int = 4096  # an image folder whose uint8 images fit this is decoded once, onto
-    #   the training device; 0 decodes every epoch
-    resample: str = "lanczos"  # real-image resize: "lanczos" (Lanczos down, bicubic up) or
-    #   "bilinear" (PIL bilinear, the release's scipy.misc.imresize; the CelebA presets)
+    cache_max_mb: int = 4096  # image folders this small are decoded once onto the device; 0: never
+    resample: str = "lanczos"  # lanczos (down; bicubic up) | bilinear (the release's, CelebA)
 
 
 @dataclass
@@ -238,11 +218,9 @@ class RunConfig(Section):
     n_samples: int = 16  # images in each sample grid (fixed z)
     amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
     channels_last: bool = False  # NHWC images and conv weights (faster cuDNN convolutions)
-    sn_once: bool = True  # one D spectral-norm power iteration per D update, real+fake batched
-    #   (False: every D call in the update runs its own, as before 2026-12)
+    sn_once: bool = True  # one D spectral-norm power iteration per D update (False: one per call)
     compile: str = "off"  # torch.compile G and D's trunk: one of COMPILE_MODES; off on CPU
-    deterministic: bool = False  # CUDA: deterministic cuDNN and torch kernels, no autotuner
-    #   (same results run to run on one GPU, slower; docs/training.md "Determinism")
+    deterministic: bool = False  # CUDA: deterministic kernels, no autotuner: repeatable, slower
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
@@ -299,11 +277,7 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str, what: str = "config") -> Config:
-        """From the JSON a checkpoint stores, bounded like YAML (size, nesting).
-
-        Raises:
-            ConfigError: not JSON, too large or too deeply nested, or not a valid config.
-        """
+        """From the JSON a checkpoint stores, bounded like YAML (size, nesting): ConfigError."""
         if len(text) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{what} is {len(text)} characters, more than a config's "
                               f"{MAX_CONFIG_BYTES}")
@@ -322,8 +296,7 @@ def upgrade(data: Any) -> dict[str, Any]:
     its keys (a key given in its new section wins); unknown sections and keys are refused."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
-    allowed = {"name", "version", LEGACY_SECTION, *SECTIONS}
-    unknown = set(data) - allowed
+    unknown = set(data) - {"name", "version", LEGACY_SECTION, *SECTIONS}
     if unknown:
         raise ConfigError(f"unknown config section(s): {names(map(str, unknown))}; "
                           f"allowed: name, {', '.join(SECTIONS)}")
@@ -346,22 +319,15 @@ def upgrade(data: Any) -> dict[str, Any]:
 
 
 def read_config_file(path: Path, flag: str = "--config") -> dict[str, Any]:
-    """A YAML config file as a mapping (old ``train:`` layout distributed); its size is checked
-    before it is read.
-
-    Raises:
-        ConfigError: missing, larger than MAX_CONFIG_BYTES, not UTF-8 YAML within the bounds
-            of `load_yaml`, or not a mapping.
-    """
+    """A YAML config file as a mapping (old ``train:`` layout distributed), read by
+    `read_yaml_file` (size checked first; ConfigError)."""
     data = read_yaml_file(path, flag) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{flag} {path} must be a mapping with sections "
-                          f"{', '.join(SECTIONS)}")
+        raise ConfigError(f"{flag} {path} must be a mapping with sections {', '.join(SECTIONS)}")
     return upgrade(data)
 
 
-# Seam-study options removed after the study (docs/seams.md), at their off values: runs saved
-# before the removal carry them.
+# Seam-study options removed after the study (docs/seams.md) at their off values: old runs have them
 REMOVED_MODEL_OPTIONS = {"pixel_coords": False, "pixel_fourier": 0, "g_padding": "zeros",
                          "g_field": False}
 
@@ -384,10 +350,7 @@ def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     if unknown:
         shown = names(f"{section}.{k}" for k in map(str, unknown))
         raise ConfigError(f"unknown key(s) {shown}; allowed: {', '.join(sorted(_names(kind)))}")
-    instance = kind()
-    for key, raw in values.items():
-        setattr(instance, key, _coerce(kind, key, raw, section))
-    return instance
+    return kind(**{key: _coerce(kind, key, raw, section) for key, raw in values.items()})
 
 
 def _coerce(kind: type, key: str, raw: Any, section: str) -> Any:

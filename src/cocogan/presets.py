@@ -1,12 +1,12 @@
 """Named presets: small overrides of :mod:`cocogan.config`'s defaults for every experiment of
 the paper and the authors' release, plus small ones that train on two CPU cores in minutes
 (``tiny-paper``: the paper's method at tiny widths, the tests' default; ``tiny``,
-``tiny-panorama`` and ``small64`` add the options beyond the paper that the demo uses).
-"""
+``tiny-panorama`` and ``small64`` add the options beyond the paper that the demo uses)."""
 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,52 +32,32 @@ def _paper(name: str, description: str, full: int | tuple[int, int], micro: int,
     height, width = (full, full) if isinstance(full, int) else full
     model = {"full_height": height, "full_width": width, "micro": micro, "macro": macro}
     model.update({k: v for k, v in extra.items() if k in ModelConfig.__dataclass_fields__})
-    train = {"batch": batch}
-    train.update({k: v for k, v in extra.items() if k in FIELD_SECTION})
-    if train.get("celeba_crop"):  # the release resized the face box with scipy's PIL bilinear
-        train["resample"] = "bilinear"
+    train = {"batch": batch, **{k: v for k, v in extra.items() if k in FIELD_SECTION}}
     return Preset(name, description, model, train)
 
 
+# aligned CelebA's face box, resized with PIL bilinear as the release's scipy.misc.imresize did
+_celeba = functools.partial(_paper, celeba_crop=True, resample="bilinear")
 _SMALL = {"z_dim": 32, "ngf": 16, "ndf": 16, "aux_hidden": 64}
+_TINY = {"full_height": 32, "full_width": 32, "micro": 8, "macro": 16, **_SMALL}
 _SMALL_TRAIN = {"sample_every": 100, "checkpoint_every": 200, "log_every": 10,
                 "ema_warmup": 20, "ema_decay": 0.99}
-# The tiny models must show structure after ~1000 CPU steps (the demo). With the paper's
-# L_S weight of 100 and TTUR 1e-4/4e-4, G spent those steps on position-coding textures and
-# drew noise (SWD did not improve in 600 steps); L_S weight 10, equal lr 5e-4 and Adam
-# beta2 0.9 (as WGAN-GP) give objects and sky gradients within 300-600 steps
-# (docs/training.md, "The demo").
+# The tiny models must show structure after ~1000 CPU steps (the demo): the paper's L_S 100 and
+# TTUR drew noise there; why these settings: docs/training.md, "The demo".
 _TINY_TRAIN = {**_SMALL_TRAIN, "lr_g": 5e-4, "lr_d": 5e-4, "beta2": 0.9, "w_spatial": 10.0}
-# Beyond the paper, for the small presets only (docs/seams.md, benchmarks/seams_study.py):
-# - G draws each micro patch with a margin and L_O asks the margins to agree with the
-#   neighbours: in 1,000 CPU steps the seam ratio (generated / real) went from 1.75 to 0.82 on
-#   blobs and 2.04 to 1.09 on skyline, with better SWD;
-# - L_S stays in D's objective but leaves G's (w_spatial_g 0): pushed to make its position
-#   predictable, G drew every blob in the same place (content spread 0.20 of the real one);
-#   without that push 0.83, and SWD 90 -> 71;
-# - the panorama's D sees 3 of its 12 micro columns (macro_width 48, the paper's 16 x 16 sees
-#   2): with 2 it could not tell a strip of identical tiles from a skyline, and G drew one
-#   tile all round (repeat 0.99); with 3, mountain silhouettes (repeat 0.32, SWD 95 -> 80).
-# - the panorama's G turns its angle by pi * z[0] (model.z_phase): real panoramas are seen at
-#   random rolls, and without it every panorama tends to one silhouette at one angle; same code,
-#   seed and 400 steps without / with it: layout likeness 0.58 / 0.54 (real 0.13), SWD 122 / 104,
-#   spread 0.85 / 0.72 of the real one (docs/seams.md, "Panoramas that differ").
+# Beyond the paper, for the small presets only: margins with L_O, no L_S push on G, and for the
+# panorama a 3-column macro patch and z_phase; the measurements: docs/seams.md.
 _SEAMLESS_MODEL = {"g_margin": True}
 _SEAMLESS_TRAIN = {"w_overlap": 30.0, "w_spatial_g": 0.0}
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    _paper("celeba64", "CelebA 64x64, N2M2S32 (paper Table 1)", 64, 16, 32, 64,
-           celeba_crop=True),
-    _paper("celeba128", "CelebA 128x128, N2M2S64 (paper Sec. 3.1)", 128, 32, 64, 128,
-           celeba_crop=True),
-    _paper("celeba128-inspired", "CelebA 128, patch-inspired generation: L_C weight 100 "
-           "(Sec. 3.4)", 128, 32, 64, 128, celeba_crop=True, w_content=100.0),
-    _paper("celeba128-micro16", "CelebA 128 micro-size ablation, N4M4S64", 128, 16, 64, 128,
-           celeba_crop=True),
-    _paper("celeba128-micro8", "CelebA 128 micro-size ablation, N8M8S64", 128, 8, 64, 128,
-           celeba_crop=True),
-    _paper("celeba128-micro4", "CelebA 128 micro-size ablation, N16M16S64", 128, 4, 64, 64,
-           celeba_crop=True),
+    _celeba("celeba64", "CelebA 64x64, N2M2S32 (paper Table 1)", 64, 16, 32, 64),
+    _celeba("celeba128", "CelebA 128x128, N2M2S64 (paper Sec. 3.1)", 128, 32, 64, 128),
+    _celeba("celeba128-inspired", "CelebA 128, patch-inspired generation: L_C weight 100 "
+            "(Sec. 3.4)", 128, 32, 64, 128, w_content=100.0),
+    _celeba("celeba128-micro16", "CelebA 128 micro-size ablation, N4M4S64", 128, 16, 64, 128),
+    _celeba("celeba128-micro8", "CelebA 128 micro-size ablation, N8M8S64", 128, 8, 64, 128),
+    _celeba("celeba128-micro4", "CelebA 128 micro-size ablation, N16M16S64", 128, 4, 64, 64),
     _paper("lsun64", "LSUN bedroom 64x64, N2M2S32 (paper Table 1)", 64, 16, 32, 128),
     _paper("lsun128", "LSUN bedroom 128x128, N2M2S64 (paper Table 1)", 128, 32, 64, 128),
     _paper("lsun256", "LSUN bedroom 256x256, N2M2S128 (paper Sec. 3.1)", 256, 64, 128, 128),
@@ -89,21 +69,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _paper("celebahq1024", "CelebA-HQ 1024x1024, N2M2S512 ('not well tested' by the authors)",
            1024, 256, 512, 20),
     Preset("tiny-paper", "Tiny 32x32: the paper's model, losses and optimiser at tiny widths "
-           "(the tests' default; CPU)",
-           {"full_height": 32, "full_width": 32, "micro": 8, "macro": 16, **_SMALL},
-           {"batch": 16, **_SMALL_TRAIN}),
+           "(the tests' default; CPU)", {**_TINY}, {"batch": 16, **_SMALL_TRAIN}),
     Preset("tiny", "Tiny 32x32 with the seam options (margins, L_O) for the demo (CPU, seconds "
-           "per 100 steps)",
-           {"full_height": 32, "full_width": 32, "micro": 8, "macro": 16, **_SMALL,
-            **_SEAMLESS_MODEL},
+           "per 100 steps)", {**_TINY, **_SEAMLESS_MODEL},
            {"batch": 16, **_TINY_TRAIN, **_SEAMLESS_TRAIN}),
     Preset("tiny-inspired", "Tiny 32x32 with content loss on (patch-inspired generation)",
-           {"full_height": 32, "full_width": 32, "micro": 8, "macro": 16, **_SMALL},
-           {"batch": 16, "w_content": 100.0, **_TINY_TRAIN}),
+           {**_TINY}, {"batch": 16, "w_content": 100.0, **_TINY_TRAIN}),
     Preset("tiny-panorama", "Tiny 32x96 cylindrical panorama model for the demo (CPU)",
-           {"full_height": 32, "full_width": 96, "micro": 8, "macro": 16,
-            "coords": "cylindrical", "macro_width": 48, "z_phase": True, **_SMALL,
-            **_SEAMLESS_MODEL},
+           {**_TINY, "full_width": 96, "coords": "cylindrical", "macro_width": 48,
+            "z_phase": True, **_SEAMLESS_MODEL},
            {"batch": 16, **_TINY_TRAIN, **_SEAMLESS_TRAIN}),
     Preset("small64", "Small 64x64 model (16/32 patches, ngf 32) for CPU experiments",
            {"full_height": 64, "full_width": 64, "micro": 16, "macro": 32, "z_dim": 64,

@@ -1,9 +1,7 @@
 """Bounds of every config text (YAML files, --set values, run files, a checkpoint's config, a
-shipped card) and of every user-given text echoed in a message.
-
-A real config is ~2 KB, ~60 nodes and 3 levels deep; a 400-byte "billion laughs" YAML expands
-to ~10^9 nodes and deep nesting overflows the recursive YAML composer and JSON decoder.
-"""
+shipped card) and of every user-given text echoed in a message. A real config is ~2 KB, ~60
+nodes and 3 levels deep; a 400-byte "billion laughs" YAML expands to ~10^9 nodes, and deep
+nesting overflows the recursive YAML composer and JSON decoder."""
 
 from __future__ import annotations
 
@@ -36,14 +34,12 @@ class YAMLLimitError(ConfigError, yaml.YAMLError):
 
 
 def show(value: Any) -> str:
-    """repr of a user-given value, cut to ~80 characters: an echoed value never makes an error
-    message long (a billion-laughs --set once printed a 351 MB line)."""
+    """repr of a user-given value, cut to ~80 characters (a --set once printed a 351 MB line)."""
     return _SHOW.repr(value)
 
 
 def cut(text: str, limit: int = 80) -> str:
-    """``text`` with control characters and ANSI escapes removed, cut to ``limit`` characters
-    ("..." marks the cut): a name or card text echoed to a terminal."""
+    """``text`` without control characters and ANSI escapes, cut to ``limit`` ("..." marks it)."""
     text = _CONTROL.sub("", str(text))
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
@@ -55,11 +51,7 @@ def names(items: Any, shown: int = 6) -> str:
 
 
 def read_bounded(path: Path, what: str) -> str:
-    """A config-sized UTF-8 text file, its size checked before it is read.
-
-    Raises:
-        ConfigError: missing, larger than MAX_CONFIG_BYTES or not UTF-8.
-    """
+    """A config-sized UTF-8 text file, its size checked before it is read (ConfigError)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist")
@@ -76,16 +68,10 @@ def read_bounded(path: Path, what: str) -> str:
 
 
 def load_yaml(text: str, what: str) -> Any:
-    """`yaml.safe_load` within the bounds of a config: at most MAX_CONFIG_BYTES characters,
-    MAX_CONFIG_DEPTH levels and MAX_CONFIG_NODES nodes with every alias expanded, checked on
-    the parser's event stream (iterative) before anything is composed, so a billion-laughs text
-    costs microseconds, not gigabytes.
-
-    Args:
-        what: the text's origin for messages ("--config x.yaml", "--set model.ngf").
-    Raises:
-        YAMLLimitError: beyond a bound; ConfigError: not YAML.
-    """
+    """`yaml.safe_load` within MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH and MAX_CONFIG_NODES (aliases
+    expanded), checked on the parser's event stream before anything is composed: a billion
+    laughs costs microseconds. `what` names the text ("--set model.ngf"). Raises YAMLLimitError
+    beyond a bound, ConfigError when not YAML."""
     if len(text) > MAX_CONFIG_BYTES:
         raise YAMLLimitError(f"{what} is {len(text)} characters, more than a config's "
                              f"{MAX_CONFIG_BYTES}: pass a config file of section: key lines")
