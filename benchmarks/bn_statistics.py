@@ -36,7 +36,7 @@ def recalibrated(generator: Generator, model: CocoGAN, batches: int, batch: int)
     """A copy of ``generator`` whose BN running statistics are the cumulative average over
     ``batches`` training-like batches (random z and macro positions, as in training)."""
     copy_ = copy.deepcopy(generator)
-    model.recalibrate_statistics(copy_, batch, batches, seed=99)
+    model.recalibrate_ema(batch, batches, seed=99, generator=copy_)
     return copy_
 
 

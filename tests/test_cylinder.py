@@ -22,7 +22,7 @@ def test_old_three_output_cylindrical_head_loads_with_the_same_row(tmp_path: Pat
     torch.manual_seed(0)
     model = CocoGAN(config.model)
     disc = model.discriminator
-    disc.spatial = AuxiliaryHead(disc.features_dim, config.model.aux_hidden, 3)  # the old head
+    disc.spatial = AuxiliaryHead(disc.score.in_features, config.model.aux_hidden, 3)  # the old head
     with torch.no_grad():
         for p in disc.spatial.parameters():
             p.add_(0.3 * torch.randn_like(p))

@@ -1,8 +1,7 @@
 """Spatial coordinate systems of COCO-GAN (paper Section 2, "Spatial coordinate system").
 
-Positions are expressed in *grid units*: micro patch (row, column) indices, possibly fractional
-(continuous sampling, spatial interpolation) or outside the image (beyond-boundary generation).
-A coordinate system turns grid positions into the normalised values fed to the networks.
+Positions are in *grid units*: micro patch (row, column) indices, fractional or outside the
+image when needed; a coordinate system turns them into the values fed to the networks.
 
 - Cartesian: K = size / micro micro positions per axis at -1 + 2i/(K-1); a macro patch of
   n micro patches per axis has K-n+1 positions at -1 + 2j/(K-n) (CelebA 128, 2x2 macro:
@@ -36,7 +35,6 @@ class CoordinateSystem:
     micro: int  # micro patch side in pixels
     cyclic: bool = False  # the horizontal axis wraps around (cylindrical)
 
-    # ---- geometry ---------------------------------------------------------------------------
     @property
     def coord_dim(self) -> int:
         """D: 2 for (y, x), 3 for (y, cos, sin)."""
@@ -66,7 +64,6 @@ class CoordinateSystem:
             return step_y, 2.0 / self.grid_w
         return step_y, 2.0 / (self.grid_w - 1) if self.grid_w > 1 else 0.0
 
-    # ---- normalisation -----------------------------------------------------------------------
     def micro_coords(self, rows: Tensor, cols: Tensor) -> Tensor:
         """Coordinates (*S, D) of micro patches at grid positions ``rows``/``cols`` (*S)."""
         y = _normalise(rows, self.grid_h - 1)
@@ -98,28 +95,20 @@ class CoordinateSystem:
         rows = rows.round().clamp(0, self.macro_rows - 1).long()
         return rows, None if cols is None else cols.round().clamp(0, self.macro_cols - 1).long()
 
-    # ---- enumeration and sampling ------------------------------------------------------------
     def micro_grid(self) -> tuple[Tensor, Tensor]:
         """All micro positions of the full image in row-major order: two (K_y * K_x,) tensors."""
-        rows, cols = torch.meshgrid(torch.arange(self.grid_h), torch.arange(self.grid_w),
-                                    indexing="ij")
-        return rows.reshape(-1), cols.reshape(-1)
+        return _row_major(self.grid_h, self.grid_w)
 
     def macro_grid(self) -> tuple[Tensor, Tensor]:
         """All discrete macro positions in row-major order."""
-        rows, cols = torch.meshgrid(torch.arange(self.macro_rows), torch.arange(self.macro_cols),
-                                    indexing="ij")
-        return rows.reshape(-1), cols.reshape(-1)
+        return _row_major(self.macro_rows, self.macro_cols)
 
     def micro_in_macro(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
         """Grid positions (B, P), row-major as :func:`cocogan.patches.merge` expects, of the
         micro patches inside macro patches at ``rows``/``cols`` (B,); columns are not wrapped
         (cos/sin wrap by themselves)."""
-        dy, dx = torch.meshgrid(torch.arange(self.macro_h, device=rows.device),
-                                torch.arange(self.macro_w, device=rows.device), indexing="ij")
-        dy = dy.reshape(1, -1).to(rows.dtype)
-        dx = dx.reshape(1, -1).to(cols.dtype)
-        return rows.unsqueeze(1) + dy, cols.unsqueeze(1) + dx  # (B, P)
+        dy, dx = _row_major(self.macro_h, self.macro_w, rows.device)  # (P,)
+        return rows.unsqueeze(1) + dy.to(rows.dtype), cols.unsqueeze(1) + dx.to(cols.dtype)
 
     def pixel_offset(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
         """Top-left pixel (top, left) of patches at grid positions (rounded to whole pixels)."""
@@ -132,14 +121,9 @@ class CoordinateSystem:
     def sample_macro(self, batch: int, *, continuous: bool = False, extend: int = 0,
                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Draw ``batch`` macro positions (rows, cols) (B,) in grid units uniformly (paper:
-        U(S_N, R)), on ``generator``'s device.
-
-        Args:
-            continuous: any whole-pixel offset instead of the discrete grid (fractional grid
-                units, so real crops stay exact).
-            extend: beyond-boundary fine-tuning: up to ``extend`` grid steps past each border
-                of the Cartesian axes.
-        """
+        U(S_N, R)), on ``generator``'s device. ``continuous``: any whole-pixel offset instead of
+        the discrete grid (fractional grid units, so real crops stay exact); ``extend``: up to
+        that many grid steps past each border of the Cartesian axes (beyond-boundary)."""
         device = generator.device if generator is not None else None  # draw where it lives
 
         def draw(count: int, low: int, cyclic: bool = False) -> Tensor:
@@ -163,21 +147,23 @@ class CoordinateSystem:
         return inside
 
 
+def _row_major(height: int, width: int, device: torch.device | None = None
+               ) -> tuple[Tensor, Tensor]:
+    """Row and column indices (height * width,) of a height x width grid, row-major."""
+    rows, cols = torch.meshgrid(torch.arange(height, device=device),
+                                torch.arange(width, device=device), indexing="ij")
+    return rows.reshape(-1), cols.reshape(-1)
+
+
 def _normalise(index: Tensor, span: int) -> Tensor:
     """Map grid index 0..span to [-1, 1] (a lone position maps to 0)."""
     index = index.to(torch.float32)
-    if span <= 0:
-        return torch.zeros_like(index)
-    return -1.0 + 2.0 * index / span
+    return -1.0 + 2.0 * index / span if span > 0 else torch.zeros_like(index)
 
 
 def coordinate_system(model: ModelConfig) -> CoordinateSystem:
     """Build the coordinate system that a validated model config describes."""
-    return CoordinateSystem(
-        grid_h=model.full_height // model.micro,
-        grid_w=model.full_width // model.micro,
-        macro_h=model.macro // model.micro,
-        macro_w=model.macro_w // model.micro,
-        micro=model.micro,
-        cyclic=model.coords == "cylindrical",
-    )
+    micro = model.micro
+    return CoordinateSystem(grid_h=model.full_height // micro, grid_w=model.full_width // micro,
+                            macro_h=model.macro // micro, macro_w=model.macro_w // micro,
+                            micro=micro, cyclic=model.coords == "cylindrical")

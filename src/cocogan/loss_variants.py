@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from cocogan.config import Config
-from cocogan.losses import CocoGANLoss, StepBatch, Values
+from cocogan.losses import CocoGANLoss, StepBatch, Values, at_least_float32
 from cocogan.model import CocoGAN, generate_micro
 from cocogan.patches import merge
 from cocogan.variants import compose
@@ -33,15 +32,12 @@ class Overlap(CocoGANLoss):
         micro = crop_margin(self.canvases, G.margin)
         return merge(micro, coords.macro_h, coords.macro_w)
 
-    def g_phase(self, step: StepBatch, h_fake: Tensor, in_range: Tensor
-                ) -> tuple[Tensor, Values]:
+    def g_phase(self, step: StepBatch, h_fake: Tensor, in_range: Tensor) -> tuple[Tensor, Values]:
         loss, values = super().g_phase(step, h_fake, in_range)
         assert self.canvases is not None, "generate() first"
-        coords, canvases = self.model.coords, self.canvases
-        if canvases.dtype in (torch.float16, torch.bfloat16):
-            canvases = canvases.float()
-        l_o = overlap_consistency(canvases, coords.macro_h, coords.macro_w,
-                                  self.model.generator.margin)
+        coords = self.model.coords
+        l_o = overlap_consistency(at_least_float32(self.canvases), coords.macro_h,
+                                  coords.macro_w, self.model.generator.margin)
         return loss + self.w_overlap * l_o, {**values, "L_O": l_o}
 
 
@@ -50,7 +46,6 @@ class GeneratorSpatialWeight(CocoGANLoss):
 
     def __init__(self, model: CocoGAN, train: Config, iteration: int = 0) -> None:
         super().__init__(model, train, iteration)
-        assert train.loss.w_spatial_g is not None
         self.w_spatial_g = train.loss.w_spatial_g
 
 

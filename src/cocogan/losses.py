@@ -7,11 +7,8 @@ optimisers) draws z and a macro position, generates the fake macro patch once, t
 - G minimises  -E[D(fake)] + w_spatial L_S(fake) + w_content L_C(fake)
 - Q (the content head, its own optimiser) minimises L_C(fake), on the features of G's phase.
 
-Cylindrical coordinates: L_S compares the vertical coordinate only (docs/design.md: a real
-panorama's angle is unknowable after its random roll). The penalty differentiates D's
-unconditional critic, ``D.score(h)``, without the coordinate projection, as the authors'
-release does in every penalty (``d_builder(interpolates, None)``). This is the paper's loss
-only; the options beyond it extend :class:`CocoGANLoss` (:mod:`cocogan.loss_variants`).
+This is the paper's loss only; the options beyond it extend :class:`CocoGANLoss`
+(:mod:`cocogan.loss_variants`).
 
 Shapes: B batch, C/H/W macro patch, D coordinate dims, Z latent dims, F D's features.
 """
@@ -43,6 +40,11 @@ class StepBatch:
     extended: bool = False  # an extrapolation step's batch (fakes on the extended grid)
 
 
+def at_least_float32(x: Tensor) -> Tensor:
+    """bf16/fp16 autocast outputs in float32 for a loss; float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def wasserstein_estimate(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """L_W (eq. 1): E[D(real macro patch)] - E[D(fake macro patch)]; D maximises it, and its
     value is the training indicator of the paper's Appendix F."""
@@ -54,12 +56,8 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
                      ) -> Tensor | tuple[Tensor, Tensor]:
     """L_GP (eq. 2, Gulrajani et al. 2017): E[(||grad_x D(x)||_2 - 1)^2] on interpolates of
     real and fake (B, C, H, W), one factor per sample and the norm over C, H, W (the release
-    drew alpha per element, the norm over one axis), in float32 also under autocast.
-
-    Args:
-        critic: maps macro patches (B, C, H, W) to scores (B,).
-        with_norms: also return the detached per-sample gradient norms (B,).
-    """
+    drew alpha per element, the norm over one axis), in float32 also under autocast. ``critic``
+    maps (B, C, H, W) to scores (B,); ``with_norms`` also returns the detached norms (B,)."""
     device = generator.device if generator is not None else None
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator,
                        device=device).to(real)  # (B, 1, 1, 1)
@@ -97,7 +95,8 @@ class CocoGANLoss:
                               step.cols)
 
     def spatial(self, predicted: Tensor, target: Tensor) -> Tensor:
-        """L_S per sample (B,); cylindrical: the vertical coordinate only."""
+        """L_S per sample (B,); cylindrical: the vertical coordinate only (docs/design.md: a
+        real panorama's angle is unknowable after its random roll)."""
         if self.model.coords.cyclic:
             predicted, target = predicted[:, :1], target[:, :1]
         return ((predicted - target) ** 2).mean(dim=1)
@@ -111,7 +110,8 @@ class CocoGANLoss:
         return True
 
     def critic(self, patches: Tensor) -> Tensor:
-        """D's unconditional score (B,) for the penalty: no coordinate projection."""
+        """D's unconditional score (B,) for the penalty: no coordinate projection, as the
+        authors' release in every penalty (``d_builder(interpolates, None)``)."""
         D = self.model.discriminator
         return D.score(D.features(patches, eager=True)).squeeze(1)
 
@@ -134,8 +134,7 @@ class CocoGANLoss:
             values.update({"L_GP": l_gp, "GP_norm": norms.mean(), "GP_norm_max": norms.max()})
         return loss, values
 
-    def g_phase(self, step: StepBatch, h_fake: Tensor, in_range: Tensor
-                ) -> tuple[Tensor, Values]:
+    def g_phase(self, step: StepBatch, h_fake: Tensor, in_range: Tensor) -> tuple[Tensor, Values]:
         """G's loss; ``in_range`` (B,) weighs each fake's L_S: out-of-range fakes (the
         extrapolation step) have no real ground truth, so L_S does not reach G through them."""
         D = self.model.discriminator

@@ -35,17 +35,18 @@ def sample_latents(count: int, z_dim: int, generator: torch.Generator | None = N
 
 @torch.no_grad()
 def recalibrate_norms(generator: nn.Module, forward: Callable[[], object], batches: int) -> None:
-    """Recompute ``generator``'s batch-norm running statistics as the cumulative average over
-    ``batches`` calls of ``forward``; only BN layers run in training mode (spectral norm does
-    not advance), and the generator is left in eval mode."""
+    """Give ``generator`` spectral norms of its own weights (:func:`exact_spectral_norm`), then
+    its batch-norm running statistics as the cumulative average over ``batches`` calls of
+    ``forward``; only BN layers run in training mode (spectral norm does not advance), and the
+    generator is left in eval mode."""
+    exact_spectral_norm(generator)
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
-    for module in norms:
-        module.reset_running_stats()
-        module.momentum = None  # cumulative average over the batches below
     generator.eval()
     try:
         for module in norms:
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the batches below
             module.train()
         for _ in range(batches):
             forward()
@@ -77,26 +78,20 @@ class CocoGAN(GANBundle):
         config.validate()
         self.config = config
         self.coords: CoordinateSystem = coordinate_system(config)
-        dim = self.coords.coord_dim
         self.generator = build_generator(config, self.coords)
-        self.discriminator = Discriminator(dim, config.z_dim, config.macro, config.ndf,
-                                           config.aux_hidden)
+        self.discriminator = Discriminator(self.coords.coord_dim, config.z_dim, config.macro,
+                                           config.ndf, config.aux_hidden)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
 
     @torch.no_grad()
-    def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0,
-                        extend: int = 0) -> None:
-        """Give the EMA generator spectral and batch norms of its own weights, not the live
-        G's (docs/seams.md: SWD 139 -> 112): u, v from the SVD of each weight, then BN
-        statistics averaged over ``batches`` training-like batches (every other one on the
-        grid extended by ``extend``) from a private RNG seeded with ``seed``."""
-        self.recalibrate_statistics(self.generator_ema, batch, batches, seed, extend)
-
-    @torch.no_grad()
-    def recalibrate_statistics(self, generator: Generator, batch: int, batches: int = 32,
-                               seed: int = 0, extend: int = 0) -> None:
-        """:meth:`recalibrate_ema` for any generator of this model's geometry (e.g. a copy)."""
-        exact_spectral_norm(generator)
+    def recalibrate_ema(self, batch: int, batches: int = 32, seed: int = 0, extend: int = 0,
+                        generator: Generator | None = None) -> None:
+        """Give the EMA generator (or ``generator``, e.g. a copy of this model's geometry)
+        spectral and batch norms of its own weights, not the live G's (docs/seams.md: SWD 139 ->
+        112): u, v from the SVD of each weight, then BN statistics averaged over ``batches``
+        training-like batches (every other one on the grid extended by ``extend``) from a
+        private RNG seeded with ``seed``."""
+        generator = self.generator_ema if generator is None else generator
         rng = torch.Generator().manual_seed(seed)
         continuous = self.config.sampling == "continuous"
         draws = itertools.count()
@@ -129,7 +124,6 @@ class BaselineGAN(GANBundle):
         """As :meth:`CocoGAN.recalibrate_ema` (``extend`` is unused: no coordinates)."""
         del extend
         rng = torch.Generator().manual_seed(seed)
-        exact_spectral_norm(self.generator_ema)
         recalibrate_norms(self.generator_ema, lambda: self.generator_ema(self.sample_z(batch, rng)),
                           batches)
 
@@ -146,16 +140,14 @@ def build_model(config: ModelConfig) -> GAN:
 def exact_spectral_norm(module: nn.Module) -> None:
     """Set each spectral-norm parametrization's u, v to the top singular pair of its weight,
     so that its (eval-mode) estimate u^T W v is W's largest singular value."""
-    for layer in module.modules():
-        if not parametrize.is_parametrized(layer, "weight"):
-            continue
-        weights = layer.parametrizations.weight
-        for norm in weights:
-            if isinstance(norm, _SpectralNorm):
-                matrix = norm._reshape_weight_to_matrix(weights.original)  # (out, in * k * k)
-                u, _, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
-                norm._u.copy_(u[:, 0])
-                norm._v.copy_(vh[0])
+    for weights in module.modules():
+        if isinstance(weights, parametrize.ParametrizationList):
+            for norm in weights:
+                if isinstance(norm, _SpectralNorm):
+                    matrix = norm._reshape_weight_to_matrix(weights.original)  # (out, in k k)
+                    u, _, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+                    norm._u.copy_(u[:, 0])
+                    norm._v.copy_(vh[0])
 
 
 def generate_micro(generator: Generator, coords: CoordinateSystem, z: Tensor, rows: Tensor,

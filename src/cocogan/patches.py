@@ -35,16 +35,11 @@ def split(images: Tensor, patch: int) -> Tensor:
 def crop(images: Tensor, top: Tensor, left: Tensor, height: int, width: int,
          *, wrap: bool = False, check: bool = True) -> Tensor:
     """T(X->M): cut a (B, C, height, width) window of images (B, C, H, W) at per-sample pixel
-    offsets ``top``, ``left`` (B,).
-
-    Args:
-        wrap: wrap columns around the horizontal seam (cylindrical panoramas).
-        check: raise on windows that leave the image; False skips the test (a GPU sync) for
-            offsets valid by construction.
-    """
+    offsets ``top``, ``left`` (B,). ``wrap``: wrap columns around the horizontal seam
+    (panoramas); ``check``: raise on windows that leave the image (False skips the test, a GPU
+    sync, for offsets valid by construction)."""
     batch, _, full_h, full_w = images.shape
-    top = top.to(images.device).long()
-    left = left.to(images.device).long()
+    top, left = top.to(images.device).long(), left.to(images.device).long()
     if check and not wrap and bool(((left < 0) | (left + width > full_w)).any()):
         raise ValueError(f"crop: window of width {width} leaves the {full_w}-pixel-wide image")
     if check and bool(((top < 0) | (top + height > full_h)).any()):

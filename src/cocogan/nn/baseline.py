@@ -67,8 +67,7 @@ class BaselineGenerator(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z: got {tuple(z.shape)}"
-        x = self.stem(z).view(-1, self.stem_channels, *self.base)  # (B, 16 ngf, h0, w0)
-        x = self.blocks(x)
+        x = self.blocks(self.stem(z).view(-1, self.stem_channels, *self.base))  # from (h0, w0)
         return self.tail_conv(F.relu(self.tail_norm(x))).tanh()
 
 

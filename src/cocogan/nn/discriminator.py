@@ -7,14 +7,14 @@ pooling to h. Outputs:
 - adversarial score: linear(h) + <linear(c_M), h> (projection of the macro coordinate),
 - spatial head: predicted macro coordinate c~_M; on the cylinder (D = 3) the vertical one alone,
   the only one L_S trains (a rolled real panorama has no heading to learn),
-- content head Q: predicted latent z~.
-Both heads are linear(128) -> BN -> LeakyReLU(0.2) -> linear -> tanh on h.
+- content head Q: predicted latent z~ (both heads: :class:`AuxiliaryHead`).
 
 Shapes: B batch, C/H/W image, D coordinate dims, Z latent dims, F = 8 ndf features.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -27,22 +27,14 @@ CYLINDER_DIM = 3  # (y, cos, sin): the cylinder's macro coordinate
 _SPATIAL_LAST = "spatial.net.3."  # the spatial head's last linear layer
 
 
-def discriminator_widths(macro: int) -> list[int]:
-    """Channel multipliers (x ndf) of D's blocks for a macro patch of ``macro`` pixels."""
-    count = int(math.log2(macro // 4)) + 1
-    tail = [1] * max(0, count - 5) + [2, 4, 8, 8]
-    return [1, *tail[len(tail) - (count - 1):]]
-
-
 def discriminator_trunk(size: int, ndf: int) -> tuple[nn.Sequential, int]:
     """D's residual down-blocks for ``size``-pixel-high inputs, and their output channels."""
-    widths = [m * ndf for m in discriminator_widths(size)]
-    blocks, channels = [], 3
-    for index, width in enumerate(widths):
-        blocks.append(DiscriminatorBlock(channels, width, first=index == 0,
-                                         downsample=index < len(widths) - 1))
-        channels = width
-    return nn.Sequential(*blocks), channels
+    count = int(math.log2(size // 4)) + 1
+    tail = [1] * max(0, count - 5) + [2, 4, 8, 8]
+    widths = [3] + [m * ndf for m in [1, *tail[len(tail) - (count - 1):]]]  # RGB, then blocks
+    blocks = (DiscriminatorBlock(a, b, first=index == 0, downsample=index < count - 1)
+              for index, (a, b) in enumerate(itertools.pairwise(widths)))
+    return nn.Sequential(*blocks), widths[-1]
 
 
 class DiscriminatorBlock(nn.Module):
@@ -66,14 +58,12 @@ class DiscriminatorBlock(nn.Module):
 
 
 class AuxiliaryHead(nn.Module):
-    """linear -> BN -> LeakyReLU(0.2) -> linear -> tanh: the spatial head and the content head Q."""
+    """linear(128) -> BN -> LeakyReLU(0.2) -> linear -> tanh on h: the spatial head and Q."""
 
     def __init__(self, in_features: int, hidden: int, out_features: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            sn_linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2),
-            sn_linear(hidden, out_features), nn.Tanh(),
-        )
+        self.net = nn.Sequential(sn_linear(in_features, hidden), nn.BatchNorm1d(hidden),
+                                 nn.LeakyReLU(0.2), sn_linear(hidden, out_features), nn.Tanh())
 
     def forward(self, h: Tensor) -> Tensor:
         return self.net(h)
@@ -81,21 +71,13 @@ class AuxiliaryHead(nn.Module):
 
 class Discriminator(nn.Module):
     """D(p_M, c_M) -> (score (B,), predicted coordinate (B, S), predicted z (B, Z)); S = D but
-    on the cylinder (S = 1). The content head Q (``content``) has its own optimiser.
-
-    Args:
-        coord_dim: macro coordinate size D.
-        z_dim: latent size Z predicted by the content head.
-        macro: macro patch height in pixels (block count follows it); any width works.
-        ndf: base width.
-        aux_hidden: hidden width of the auxiliary heads.
-    """
+    on the cylinder (S = 1). The content head Q (``content``) has its own optimiser. ``macro``
+    is the patch height in pixels (the block count follows it; any width works)."""
 
     def __init__(self, coord_dim: int, z_dim: int, macro: int, ndf: int = 64,
                  aux_hidden: int = 128) -> None:
         super().__init__()
         self.blocks, channels = discriminator_trunk(macro, ndf)
-        self.features_dim = channels
         self.score = sn_linear(channels, 1)
         self.projection = sn_linear(coord_dim, channels, bias=False)
         self.spatial = AuxiliaryHead(channels, aux_hidden, spatial_dim(coord_dim))
@@ -127,8 +109,8 @@ def spatial_dim(coord_dim: int) -> int:
 
 def legacy_shape(name: str, stored: tuple[int, ...], expected: tuple[int, ...]) -> bool:
     """A stored tensor of the old 3-output cylindrical spatial head, which loads (below)."""
-    return _SPATIAL_LAST in name and expected[:1] == (1,) and stored == (CYLINDER_DIM,
-                                                                           *expected[1:])
+    return (_SPATIAL_LAST in name and expected[:1] == (1,)
+            and stored == (CYLINDER_DIM, *expected[1:]))
 
 
 def _legacy_cylinder_head(state: dict, prefix: str, *args: object) -> None:
@@ -136,17 +118,13 @@ def _legacy_cylinder_head(state: dict, prefix: str, *args: object) -> None:
     keep the y row, and keep its outputs exact. Spectral norm divides the old last layer by the
     sigma of all three rows, the new one by the norm of the y row; scaling the batch norm before
     the LeakyReLU (positively homogeneous) by norm / sigma makes up the difference."""
-    last = prefix + _SPATIAL_LAST
-    weight, u = last + "parametrizations.weight.original", last + "parametrizations.weight.0._u"
+    last, norm = prefix + _SPATIAL_LAST, prefix + "spatial.net.1."
+    weight, u, v = (last + "parametrizations.weight." + k for k in ("original", "0._u", "0._v"))
     if weight not in state or state[weight].shape[0] != CYLINDER_DIM:
         return
-    old, v = state[weight], state[last + "parametrizations.weight.0._v"]
-    sigma = state[u] @ old @ v  # what the old layer divided by in eval mode
-    row = old[:1]
-    scale = row.norm() / sigma
+    old, row = state[weight], state[weight][:1]
+    scale = row.norm() / (state[u] @ old @ state[v])  # sigma: what the old layer divided by
     state[weight], state[last + "bias"] = row, state[last + "bias"][:1]
-    state[u] = torch.ones(1, dtype=old.dtype)
-    state[last + "parametrizations.weight.0._v"] = (row[0] / row.norm()).clone()
-    norm = prefix + "spatial.net.1."
-    state[norm + "weight"] = state[norm + "weight"] * scale
-    state[norm + "bias"] = state[norm + "bias"] * scale
+    state[u], state[v] = torch.ones(1, dtype=old.dtype), (row[0] / row.norm()).clone()
+    for name in ("weight", "bias"):
+        state[norm + name] = state[norm + name] * scale

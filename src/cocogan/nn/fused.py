@@ -5,8 +5,8 @@ in three exact rewrites, for every application's sampling and the exported ONNX 
 keeps the paper's module (:mod:`cocogan.nn.generator`):
 
 - conv3x3(nearest_up2(a)) is one stride-2 transposed 4x4 conv of ``a``: per axis the 4 taps are
-  [w(+1), w(0) + w(+1), w(-1) + w(0), w(-1)] of the 3x3 kernel (16 instead of 36 multiply-adds
-  per low-res pixel, no upsampled copy; the zero padding agrees at the borders);
+  [w(+1), w(0) + w(+1), w(-1) + w(0), w(-1)] of the 3x3 kernel (no upsampled copy, 16 instead
+  of 36 multiply-adds per low-res pixel; the zero padding agrees at the borders);
 - conv1x1(nearest_up2(x)) is nearest_up2(conv1x1(x)), added by broadcasting (4x fewer FLOPs);
 - each CBN is x * gamma'(c) + beta'(c) with its running statistics folded into its linears, all
   of them one matmul of the condition.
@@ -28,9 +28,7 @@ from cocogan.variants.seamless import SeamlessGenerator, crop_margin
 
 # Rows: the 4 transposed-conv taps; columns: the 3x3 kernel's taps w(-1), w(0), w(+1).
 UP_TAPS = torch.tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.float64)
-# On a 2x2 input torch's and onnxruntime's transposed convs (a matrix-vector product per patch)
-# are slower than the upsampled 3x3 conv (benchmarks/backend_speed.py); from 3x3 on, faster.
-SMALLEST = 3
+SMALLEST = 3  # input side from which transposed convs are faster (benchmarks/backend_speed.py)
 
 
 def _cbn(norm: nn.Module) -> tuple[Tensor, Tensor]:

@@ -1,18 +1,16 @@
 """COCO-GAN generator: one micro patch from (z, micro coordinate) (paper Appendix B, Fig. 11).
 
 SN-linear to a 2x2 map of 16 ngf channels, then residual up-blocks (CBN, ReLU, nearest x2,
-conv3x3, CBN, ReLU, conv3x3; shortcut x2 + conv1x1), then BN, ReLU, conv3x3, tanh. The block
-count is the release's: log2(micro) - 1 up-sampling blocks plus its ``g_extra_layers`` blocks
-without up-sampling for tiny micro patches (micro 8: 1, micro 4: 3). Widths halve from 8 ngf to
-ngf and stay at ngf for further blocks ([8, 4, 2] + [1] * (n - 3) ngf, as the release).
-
-This is the paper's generator only; the options beyond it subclass it (:mod:`cocogan.variants`).
+conv3x3, CBN, ReLU, conv3x3; shortcut x2 + conv1x1), then BN, ReLU, conv3x3, tanh. Block count
+and widths are the release's (:func:`generator_plan`; docs/design.md, "Generator depth"). This
+is the paper's generator only; the options beyond it subclass it (:mod:`cocogan.variants`).
 
 Shapes: B batch, Z latent dims, D coordinate dims.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -27,20 +25,14 @@ EXTRA_BLOCKS = {8: 1, 4: 3}  # the release's g_extra_layers (N8M8S64, N16M16S64 
 def generator_plan(micro: int, ngf: int) -> list[tuple[int, int, bool]]:
     """(in_channels, out_channels, upsample) for each residual block of a micro-size generator."""
     ups = int(math.log2(micro)) - 1
-    count = ups + EXTRA_BLOCKS.get(micro, 0)
-    plan, channels = [], 16 * ngf
-    for index in range(count):
-        out = max(ngf, 8 * ngf >> index)
-        plan.append((channels, out, index < ups))
-        channels = out
-    return plan
+    widths = [16 * ngf] + [max(ngf, 8 * ngf >> i) for i in range(ups + EXTRA_BLOCKS.get(micro, 0))]
+    return [(a, b, index < ups) for index, (a, b) in enumerate(itertools.pairwise(widths))]
 
 
 class GeneratorBlock(nn.Module):
     """Residual block with CBN; optionally doubles the resolution."""
 
-    def __init__(self, in_channels: int, out_channels: int, cond_dim: int,
-                 upsample: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int, upsample: bool) -> None:
         super().__init__()
         self.upsample = upsample
         self.norm1 = ConditionalBatchNorm(in_channels, cond_dim)
@@ -70,9 +62,8 @@ class Generator(nn.Module):
         cond_dim = z_dim + coord_dim
         self.stem_channels = 16 * ngf
         self.stem = sn_linear(cond_dim, self.stem_size ** 2 * self.stem_channels)
-        self.blocks = nn.ModuleList(
-            GeneratorBlock(cin, cout, cond_dim, up) for cin, cout, up in generator_plan(micro, ngf)
-        )
+        self.blocks = nn.ModuleList(GeneratorBlock(cin, cout, cond_dim, up)
+                                    for cin, cout, up in generator_plan(micro, ngf))
         last = self.blocks[-1].conv2.out_channels
         self.tail_norm = nn.BatchNorm2d(last)
         self.tail_conv = sn_conv(last, 3, 3)

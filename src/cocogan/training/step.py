@@ -2,15 +2,12 @@
 
 The objectives are the loss's (options: :mod:`cocogan.loss_variants`); this module runs each
 phase's forward, backward and optimiser step with precision, spectral-norm caching and ranks.
-G runs forward once per step (D gets its output detached); in G's and Q's phases D neither
-builds weight gradients nor changes its buffers, so D's eval-mode heads hold statistics of D's
-own phase only. ``loss.extrapolate`` (the authors' beyond-boundary fine-tuning) adds an
-extrapolation step per iteration: fakes from the extended grid, D updated with its own Adam
-state (``d_extrap``), G's first two blocks only (``g_extrap``); its values are ``extrap/...``.
+G runs forward once per step and D is frozen in G's and Q's phases (docs/design.md, "One step,
+three phases"); ``loss.extrapolate`` adds an extrapolation step per iteration (docs/design.md,
+"Beyond-boundary fine-tuning"), whose values are ``extrap/...``.
 
-Values stay 0-dim tensors on the device (L_W, D_real / D_fake, GP_norm / GP_norm_max,
-grad_D / grad_G / grad_Q), so a GPU never waits for Python. Speed options leave the maths
-unchanged (tests/test_step_equivalence.py): device-side randomness, bf16 autocast,
+Values stay 0-dim tensors on the device, so a GPU never waits for Python. Speed options leave
+the maths unchanged (tests/test_step_equivalence.py): device-side randomness, bf16 autocast,
 channels-last, compiled G and D trunks (the penalty's double backward runs the eager trunk).
 """
 
@@ -28,7 +25,7 @@ from torch.nn.utils.parametrizations import _SpectralNorm
 
 from cocogan.config import Config
 from cocogan.loss_variants import build_loss
-from cocogan.losses import CocoGANLoss, StepBatch
+from cocogan.losses import CocoGANLoss, StepBatch, at_least_float32
 from cocogan.model import CocoGAN
 from cocogan.patches import crop
 from cocogan.variants.augment import augment, kinds_of
@@ -107,9 +104,8 @@ def sample_step(model: CocoGAN, images: Tensor, train: Config, rng: torch.Genera
     top, left = system.pixel_offset(real_rows, real_cols)
     # Valid by construction (in range or wrapped), so the host-side range check is skipped.
     real = crop(images, top, left, cfg.macro, cfg.macro_w, wrap=system.cyclic, check=False)
-    device = images.device
-    real_coords = system.macro_coords(real_rows, real_cols).to(device)
-    fake_coords = real_coords if not extend else system.macro_coords(rows, cols).to(device)
+    real_coords = system.macro_coords(real_rows, real_cols).to(images.device)
+    fake_coords = real_coords if not extend else system.macro_coords(rows, cols).to(images.device)
     return StepBatch(z=z, rows=rows, cols=cols, real=real, real_coords=real_coords,
                      fake_coords=fake_coords, extended=extend > 0)
 
@@ -117,7 +113,8 @@ def sample_step(model: CocoGAN, images: Tensor, train: Config, rng: torch.Genera
 def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Config,
                rng: torch.Generator, *, amp: bool = False, sn_once: bool = True,
                iteration: int = 0) -> dict[str, Tensor]:
-    """One iteration on real full images (B, 3, H, W) in [-1, 1]; updates G and D in place.
+    """One iteration on real full images (B, 3, H, W) in [-1, 1]; updates G and D in place and
+    returns 0-dim tensors on the device: the phases' values, loss_D/G/Q and the diagnostics.
 
     Args:
         rng: z, positions, GP factors and augmentation (saved for exact resume); on the
@@ -127,9 +124,6 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Co
             (one power iteration, Miyato et al.'s Algorithm 1), real and fake in one trunk
             call; off, each D call (real, fake, penalty) runs its own power iteration.
         iteration: the run's step count before this step (``loss.gp_every`` counts it).
-
-    Returns:
-        0-dim tensors on the device: the phases' values, loss_D/G/Q and the diagnostics.
     """
     model.generator.train()
     model.discriminator.train()
@@ -146,7 +140,7 @@ def train_step(model: CocoGAN, optimizers: Optimizers, images: Tensor, train: Co
         step = sample_step(model, images, train, rng, extend=train.loss.extrapolate)
         extra, _ = phases.iteration(step, optimizers.d_extrap, optimizers.g_extrap)
         values.update({f"extrap/{name}": value for name, value in extra.items()})
-    return {name: _at_least_float32(value.detach()) for name, value in values.items()}
+    return {name: at_least_float32(value.detach()) for name, value in values.items()}
 
 
 @dataclass
@@ -177,11 +171,9 @@ class Phases:
         with parametrize.cached() if self.sn_once else contextlib.nullcontext():
             if self.sn_once:
                 compute_parametrizations(D)  # float32, before autocast
-            with self.autocast:
-                if self.sn_once:  # same weights for both halves: one trunk call
-                    h_real, h_fake = D.features(torch.cat([real, fake])).chunk(2)
-                else:
-                    h_real, h_fake = D.features(real), D.features(fake)
+            with self.autocast:  # sn_once: the same weights for both halves, one trunk call
+                h_real, h_fake = (D.features(torch.cat([real, fake])).chunk(2) if self.sn_once
+                                  else (D.features(real), D.features(fake)))
                 loss, values = self.loss.d_phase(step, h_real, h_fake, real, fake, self.rng)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -203,7 +195,7 @@ class Phases:
     def q(self, step: StepBatch, h_fake: Tensor, optimizer: torch.optim.Optimizer
           ) -> dict[str, Tensor]:
         with frozen(self.loss.model.discriminator.content, grads=False):
-            loss, values = self.loss.q_phase(step, _at_least_float32(h_fake.detach()))
+            loss, values = self.loss.q_phase(step, at_least_float32(h_fake.detach()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -264,8 +256,3 @@ def compute_parametrizations(module: nn.Module) -> None:
         if parametrize.is_parametrized(m):
             for name in m.parametrizations:
                 getattr(m, name)
-
-
-def _at_least_float32(x: Tensor) -> Tensor:
-    """bf16/fp16 autocast outputs in float32 for a loss; float32/float64 unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

@@ -1,8 +1,6 @@
-"""Options beyond the paper, one module each, extending the paper's pieces: ``seamless``
-(``model.g_margin`` and L_O), ``heading`` (``model.z_phase``) and ``augment``
-(``loss.augment``); their loss terms are in :mod:`cocogan.loss_variants`. Subclasses keep the
-paper's parameter names, so every variant's checkpoints share one state-dict layout.
-"""
+"""Options beyond the paper, one module each (``seamless``, ``heading``, ``augment``; their loss
+terms in :mod:`cocogan.loss_variants`), extending the paper's pieces under its parameter names,
+so every variant's checkpoints share one state-dict layout (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -16,12 +16,8 @@ from cocogan.nn import Generator
 
 
 class HeadingGenerator(Generator):
-    """The generator with its angle turned by pi * z[0] (cylindrical coordinates only)."""
-
-    def __init__(self, z_dim: int, coord_dim: int, micro: int, ngf: int = 64) -> None:
-        if coord_dim != 3:
-            raise ValueError("z_phase needs cylindrical coordinates (y, cos, sin)")
-        super().__init__(z_dim, coord_dim, micro, ngf)
+    """The generator with its angle turned by pi * z[0] (cylindrical coordinates only, as
+    ``ModelConfig.validate`` checks)."""
 
     def forward(self, z: Tensor, coords: Tensor, **options: bool) -> Tensor:
         turned = turn_angle(coords.to(z.dtype), math.pi * z[:, 0])
