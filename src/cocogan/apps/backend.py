@@ -1,15 +1,10 @@
 """Generation backends: what evaluates G(z, c) -> micro patches for every application.
-
-- ``torch``: the generator's inference rewrite :mod:`cocogan.nn.fused` (the default: the images
-  that seeds and the shipped models' fingerprints name), equal to the module to ~1e-5;
-- ``onnxruntime``: that rewrite's ONNX graph run by onnxruntime's CPU provider, equal to
-  torch's to ~1e-5 (docs/applications.md, "Backends");
-- ``auto``: onnxruntime on a CPU where it is installed and the model exports, torch otherwise.
-
-:func:`use_backend` installs the choice on a model and :func:`cocogan.render.pick_generator`
-hands it to the applications while the weights are those it was made of. Graphs are cached as
-``<sha256 of weights and config>.onnx`` under ``$COCOGAN_CACHE/onnx`` (else the user cache).
-
+``torch`` (the default) runs the inference rewrite :mod:`cocogan.nn.fused` (the images seeds
+and the shipped fingerprints name); ``onnxruntime`` its ONNX graph on the CPU provider (equal
+to ~1e-5, docs/applications.md "Backends"); ``auto`` onnxruntime on a CPU where it is installed
+and the model exports, else torch. :func:`use_backend` installs the choice, which
+:func:`cocogan.render.pick_generator` hands out while the weights are those it was made of.
+Graphs are cached as ``<sha256>.onnx`` under ``$COCOGAN_CACHE/onnx``.
 Shapes: B patches, Z latent dims, D coordinate dims, m micro patch side.
 """
 
@@ -66,9 +61,8 @@ class OnnxGenerator:
 
 def use_backend(model: CocoGAN, name: str = DEFAULT_BACKEND, *, raw: bool = False,
                 note: Callable[[str], None] | None = None) -> str:
-    """Sample ``model``'s EMA (or ``raw``) generator through backend ``name``; returns the one
-    in use ("torch" or "onnxruntime"). ValueError: an unknown name, or ``onnxruntime`` without
-    its packages. A model the exporter cannot take falls back to torch, with a line to ``note``."""
+    """Sample ``model``'s EMA (or ``raw``) generator through backend ``name``; returns the one in
+    use. A model the exporter cannot take falls back to torch, with a line to ``note``."""
     if name not in BACKENDS:
         raise ValueError(f"--backend {name!r}: choose one of {', '.join(BACKENDS)}")
     missing = [p for p in PACKAGES if importlib.util.find_spec(p) is None]

@@ -1,8 +1,6 @@
 """Beyond-boundary generation (ICCV 2019 version of the paper): the micro grid extended by
 whole patches past the trained image, at coordinates outside [-1, 1] (G saw them only if
-fine-tuned with ``--extrapolate``). A cylindrical run extends vertically only.
-
-Shapes: B batch, Z latent dims, H'/W' extended image height/width.
+fine-tuned with ``--extrapolate``); a cylindrical run extends vertically only (B batch).
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
 """Full-image generation (paper Sections 2 and 3.1): every micro patch of a batch of images,
 in as few passes as ``chunk`` allows, assembled by T(m->M) alone (no blending).
-
-Shapes: B batch, Z latent dims, H/W full image height/width.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
-"""Computation-friendly generation of images of any size (paper Section 3.5).
-
-Micro patches are independent once z and their positions are fixed, so an image far larger than
-memory is generated tile by tile, each written to disk before the next is computed:
-
-- ``.tif`` / ``.tiff``: tiled BigTIFF (uncompressed RGB, or deflate with ``compress``) written
-  by ``tifffile`` from an iterator of tiles: peak memory is one tile, whatever the image size.
-- ``.png``: written band by band (``tile`` pixel rows) through a streaming zlib compressor, so
-  memory grows with the width only (many viewers refuse PNGs of a few hundred megapixels).
-
-The output covers a rectangle of the micro grid whose top-left patch is at ``origin``; by
-default the trained image is centred in it (a larger output extends the grid past [-1, 1]:
-beyond-boundary generation). Cylindrical runs start at column 0 and wrap.
-
-Shapes: Z latent dims, T tile side in pixels, H/W output height/width in pixels.
+"""Computation-friendly generation of images of any size (paper Section 3.5): micro patches are
+independent once z and their positions are fixed, so the image is made tile by tile, each
+written before the next is computed: ``.tif``/``.tiff`` as tiled BigTIFF by ``tifffile``
+(memory: one tile), ``.png`` in bands through a streaming zlib compressor (memory grows with
+the width only). The output covers a rectangle of the micro grid whose top-left patch is at
+``origin``; by default the trained image is centred in it (a larger output extends the grid
+past [-1, 1]). Cylindrical runs start at column 0 and wrap. Shapes: Z latent dims, T tile side
+in pixels, H/W output height/width in pixels.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Patch-inspired image generation (paper Section 3.4, Figure 8; docs/applications.md).
-
 D (eval mode) reads a macro patch: Q estimates z~ (eq. 4), the spatial head c~_M (eq. 3); G's
 full image from z~ holds the "inspired" patch at that position. On a panorama the head gives
 the row alone and the column whose macro patch is nearest (MSE) to the given one is searched.
-
-Shapes: B batch, Z latent dims, S spatial head outputs, K columns, Mh/Mw macro patch
-height/width, H/W full image height/width.
+Shapes: B batch, Z latent dims, S spatial head outputs, K columns, Mh/Mw macro patch, H/W image.
 """
 
 from __future__ import annotations
@@ -104,7 +101,6 @@ def inspire(model: CocoGAN, patches: Tensor, *, raw: bool = False,
     if cols is None:  # a panorama: the head has no heading, search it (N1)
         cols = search_columns(model, full, patches, rows)
     top, left = system.pixel_offset(rows, cols)
-    height, width = macro_size(model)
-    macro = crop(full, top, left, height, width, wrap=system.cyclic)
+    macro = crop(full, top, left, *macro_size(model), wrap=system.cyclic)
     return Inspiration(z=z, coords=coords, rows=rows, cols=cols, top=top, left=left, full=full,
                        macro=macro)

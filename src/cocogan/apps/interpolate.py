@@ -1,10 +1,8 @@
 """The three interpolations of paper Section 3.2: micro (one micro position, z moved; Fig. 4a),
 spatial (one z, the coordinate moved along a line, between grid points too; Fig. 5) and full
-(z moved, every patch regenerated; Fig. 4b), each F frames from exactly one endpoint to the
-other. Slerp between two points of the cube [-1, 1]^Z leaves it, so :func:`latent_path`
-slerps their Gaussian images (sqrt(2) erfinv(u)) and maps the path back.
-
-Shapes: F frames, Z latent dims, m micro patch side, H/W full image height/width.
+(z moved, every patch regenerated; Fig. 4b), F frames from one endpoint exactly to the other.
+Slerp between two points of the cube [-1, 1]^Z leaves it, so :func:`latent_path` slerps their
+Gaussian images (sqrt(2) erfinv(u)). Shapes: F frames, Z latent dims, m micro patch side.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Small outputs of the applications (PNG, GIF, grids, boxes, JSON sidecars that say what
 produced each image) and the value syntaxes the commands share (seeds ``0-15,20``, tuples).
-
-Shapes: B batch, F frames, H/W image height and width; tensors are (3, H, W) in [-1, 1],
-arrays are (H, W, 3) uint8.
+Tensors are (3, H, W) in [-1, 1], arrays (H, W, 3) uint8; B batch, F frames.
 """
 
 from __future__ import annotations

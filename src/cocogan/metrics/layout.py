@@ -7,14 +7,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from cocogan.metrics.seams import frame_median
+
 
 def content_centres(images: Tensor) -> Tensor:
     """Centre of each image's content (N, C, H, W) -> (N, 2) as (x, y) in image sizes, 0..1:
     each pixel weighs its colour distance from the background, the median of the outer ring."""
-    ring = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0],
-                      images[..., :, -1]], dim=-1)  # (N, C, 2W + 2H)
-    background = ring.median(dim=-1).values[..., None, None]  # (N, C, 1, 1)
-    weight = (images - background).norm(dim=1)  # (N, H, W)
+    weight = (images - frame_median(images)).norm(dim=1)  # (N, H, W)
     weight = weight / weight.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
     height, width = images.shape[-2:]
     ys = (torch.arange(height, dtype=images.dtype) + 0.5) / height

@@ -1,8 +1,8 @@
 """Improved precision and recall (Kynkäänniemi et al. 2019): fidelity and diversity, which FID
 folds into one number, apart. A set's manifold is the union of balls reaching each point's k-th
 nearest neighbour (k = 3); precision is the share of generated samples in the real manifold,
-recall the share of real samples in the generated one. Distances come in blocks of at most
-BLOCK_ENTRIES (32 MB, not 800 MB for 10,000 x 10,000). Legend: N real, M generated, B block rows.
+recall the reverse. Distances come in blocks of at most BLOCK_ENTRIES (32 MB, not 800 MB for
+10,000 x 10,000). Legend: N real, M generated, B block rows.
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ def knn_radii(features: torch.Tensor, k: int = K_NEIGHBOURS,
 def precision_recall(real: ArrayLike, fake: ArrayLike, k: int = K_NEIGHBOURS,
                      block_entries: int = BLOCK_ENTRIES) -> tuple[float, float]:
     """(precision, recall) of generated ``fake`` (M, D) against ``real`` (N, D) features; a point
-    on a ball's boundary is inside, as in the paper's code. ValueError when dims differ or a
-    side has k samples or fewer, NonFiniteError for a NaN or infinite feature."""
+    on a ball's boundary is inside, as in the paper's code."""
     r, f = (torch.from_numpy(as_float64(x)) for x in (real, fake))
     if r.shape[1] != f.shape[1]:
         raise ValueError(f"feature dims differ: {r.shape[1]} vs {f.shape[1]}")

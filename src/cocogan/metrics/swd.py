@@ -1,8 +1,7 @@
 """Multi-scale sliced Wasserstein distance (SWD), PGGAN's network-free metric (Karras et al.
 2018, Sec. 5): random 7x7 neighbourhoods of each Laplacian-pyramid level (down to 16x16) are
-descriptors, compared per level by sliced Wasserstein over random directions, x 1e3.
-Legend: B batch, C channels, H/W height/width, N descriptors, K = C * 7 * 7 descriptor dims,
-P projection directions.
+descriptors, compared per level by sliced Wasserstein over random directions, x 1e3. Legend:
+B batch, C channels, H/W size, N descriptors, K = C * 7 * 7 descriptor dims, P directions.
 """
 
 from __future__ import annotations
@@ -66,9 +65,8 @@ def _sample_nhoods(level: torch.Tensor, per_image: int, gen: torch.Generator) ->
 def swd_descriptors(images: torch.Tensor | Iterable[torch.Tensor], *,
                     descriptors_per_image: int = 128, seed: int = 0,
                     batch_size: int = 256) -> list[torch.Tensor]:
-    """Stage 1: raw descriptors, one float32 (N, C, 7, 7) tensor per pyramid level, finest
-    first, of images (B, C, H, W) in [-1, 1] or an iterable of such batches (streamed).
-    Equal seeds draw equal neighbourhood positions; `batch_size` images per pyramid pass."""
+    """Stage 1: one float32 (N, C, 7, 7) tensor per pyramid level, finest first, of images
+    (B, C, H, W) in [-1, 1] or an iterable of batches; equal seeds draw equal positions."""
     gen = torch.Generator().manual_seed(seed)
     per_level: list[list[torch.Tensor]] = []
     for batch in images.split(batch_size) if isinstance(images, torch.Tensor) else images:
@@ -150,9 +148,8 @@ def sliced_wasserstein(real: torch.Tensor | Iterable[torch.Tensor],
                        repeats: int = 4, normalize: str = "per_set", batch_size: int = 256
                        ) -> dict[str, list[float] | float]:
     """Multi-scale SWD of two image sets (B, C, H, W) in [-1, 1]: {"levels": x 1e3 per level,
-    finest first, "mean": their average}. Both sets use the seed's neighbourhood positions, so
-    a set against itself gives exactly 0. PGGAN's defaults: 128 neighbourhoods per image and
-    level, 512 directions drawn in 4 chunks (`repeats` bounds memory)."""
+    finest first, "mean": their average}; both use the seed's neighbourhood positions (a set
+    against itself: exactly 0). PGGAN's defaults; `repeats` chunks the directions (memory)."""
     if repeats < 1 or n_projections < repeats:
         raise ValueError(f"need n_projections >= repeats >= 1, got {n_projections}, {repeats}")
     kw = {"descriptors_per_image": descriptors_per_image, "seed": seed, "batch_size": batch_size}

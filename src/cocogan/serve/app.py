@@ -62,11 +62,10 @@ class ServedRun:
 
     def describe(self, index: int) -> dict:
         model, coords = self.config.model, self.model.coords
-        height, width = macro_size(self.model)
         return {
             "id": index, "name": self.name, "preset": self.config.name, "step": self.step,
             "height": model.full_height, "width": model.full_width, "micro": coords.micro,
-            "macro": [height, width], "cyclic": coords.cyclic, "z_dim": model.z_dim,
+            "macro": list(macro_size(self.model)), "cyclic": coords.cyclic, "z_dim": model.z_dim,
             "tile": tiles.default_tile(coords), "max_tile": tiles.MAX_TILE,
             "reach": tiles.MAX_BEYOND * coords.micro, "extrapolate": self.config.loss.extrapolate,
             "content_loss": self.config.loss.w_content > 0,
@@ -99,7 +98,7 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
     """The ASGI app serving ``runs`` (at least one), answering only to ``hosts`` (default:
     the loopback names, :func:`cocogan.serve.guard.host_rule`)."""
     assert runs, "create_app needs at least one run"
-    uploads, receiving = [0], [0]  # inspirations decoding; bytes of uploads arriving
+    decoding, receiving = asyncio.Semaphore(MAX_UPLOADS), [0]  # bytes of uploads arriving: [0]
 
     def pick(request: Request) -> ServedRun:
         index = request.path_params["run"]
@@ -128,13 +127,13 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
             raise _HTTPError(400, f"unknown parameter(s) {', '.join(unknown)}; a tile takes "
                              f"{', '.join(sorted(known))}")
         coords = run.model.coords
-        y, x = _param(query, "y"), _param(query, "x")
-        box = tiles.tile_box(coords, y, x, _param(query, "size", tiles.default_tile(coords)))
+        box = tiles.tile_box(coords, _param(query, "y"), _param(query, "x"),
+                             _param(query, "size", tiles.default_tile(coords)))
         z_dim = run.config.model.z_dim
         if "z" in query:
             if {"seed", "seed2", "t"} & set(query):
                 raise _HTTPError(400, "pass either z or seed (with seed2 and t), not both")
-            latent = tiles.explicit_latent(z_dim, _base64(query["z"]))
+            latent = tiles.explicit_latent(z_dim, query["z"])
         else:
             seed2 = _param(query, "seed2", None)
             t = _param(query, "t", 0.0, float)
@@ -160,13 +159,10 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         top = _param(query, "top", low=0, high=full_h - height)
         left = _param(query, "left", low=0, high=full_w - (1 if model.coords.cyclic else width))
         data = await _read_body(request, receiving)  # a slow upload holds no decoding slot
-        if uploads[0] >= MAX_UPLOADS:
+        if decoding.locked():
             raise tiles.Busy(f"{MAX_UPLOADS} inspirations are in progress; retry shortly")
-        uploads[0] += 1
-        try:
+        async with decoding:
             image = await run.renderer.run(_decode_upload, data, run.config)
-        finally:
-            uploads[0] -= 1
         patch = check_patch(model, crop_patch(model, image, top, left), "the picked patch")
         found = await run.renderer.run(inspire_patch, model, patch[None])  # panorama: searched
         bound = tiles.MAX_ABS_Z  # what the tile route accepts (an estimate that far means nothing)
@@ -235,13 +231,6 @@ def _param(query: QueryParams, name: str, default: object = _REQUIRED, kind: typ
     return value
 
 
-def _base64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-    except ValueError:  # binascii.Error is a ValueError
-        raise tiles.TileError("z must be base64url-encoded float32 values") from None
-
-
 async def _unless_disconnected(request: Request, work: Awaitable[bytes]) -> bytes | None:
     """The result of ``work``, or None (and ``work`` cancelled) if the client disconnects."""
     async def gone() -> None:
@@ -263,9 +252,8 @@ async def _unless_disconnected(request: Request, work: Awaitable[bytes]) -> byte
 
 
 async def _read_body(request: Request, receiving: list[int]) -> bytes:
-    """The request body within :data:`MAX_UPLOAD_BYTES` (413), :data:`BODY_TIMEOUT_S` (408) and,
-    with the other uploads arriving (``receiving[0]`` bytes), :data:`MAX_RECEIVING_BYTES` (503):
-    slow uploads hold only the bytes they sent, no slot another upload needs."""
+    """The body within MAX_UPLOAD_BYTES (413), BODY_TIMEOUT_S (408) and, with the other uploads
+    arriving (``receiving[0]`` bytes), MAX_RECEIVING_BYTES (503): slow uploads hold no slot."""
     limit = MAX_UPLOAD_BYTES
     too_big = _HTTPError(413, f"upload larger than {limit >> 20} MiB; send a smaller image")
     declared = request.headers.get("content-length")

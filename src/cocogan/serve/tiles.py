@@ -1,14 +1,13 @@
 """Tiles of a trained run for the browser viewer: geometry, latents, batching and an LRU cache.
-
 Tile (y, x) of side ``size`` is the pixel box [y size, (y + 1) size) x [x size, (x + 1) size),
-(0, 0) the top-left trained pixel, rendered as a viewport (only the micro patches under it): an
-exact crop of ``generate full`` / ``huge`` (docs/serve.md, "How tiles are made").
-Shapes: Z latent dims, P micro patches, m micro patch side.
+(0, 0) the top-left trained pixel, rendered from the micro patches under it: an exact crop of
+``generate full`` / ``huge`` (docs/serve.md). Shapes: Z latent dims, P micro patches, m micro side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import heapq
 import io
@@ -27,7 +26,7 @@ from torch import Tensor
 
 from cocogan.apps.interpolate import latent_path
 from cocogan.apps.io import to_uint8
-from cocogan.apps.viewport import PixelBox, covering_rect
+from cocogan.apps.viewport import PixelBox, covering_rect, trim
 from cocogan.coords import CoordinateSystem
 from cocogan.model import CocoGAN
 from cocogan.patches import assemble
@@ -69,9 +68,8 @@ def default_tile(coords: CoordinateSystem) -> int:
 
 
 def tile_box(coords: CoordinateSystem, y: int, x: int, size: int) -> PixelBox:
-    """The pixel box of tile (y, x); cylindrical columns are wrapped into the first turn.
-    TileError: a size not a multiple of the micro patch or too large, or a tile more than
-    :data:`MAX_BEYOND` micro patches past the trained grid."""
+    """The pixel box of tile (y, x), cylindrical columns wrapped into the first turn; TileError
+    for a bad size or a tile more than :data:`MAX_BEYOND` micro patches past the trained grid."""
     m = coords.micro
     if size % m or not m <= size <= MAX_TILE:
         raise TileError(f"size={size}: tile side must be a multiple of the {m}-pixel micro patch "
@@ -113,8 +111,12 @@ def seed_latent(z_dim: int, seed: int, seed2: int | None = None, t: float = 0.0,
     return Latent(f"s{seed}-s{seed2}-t{t!r}", z)
 
 
-def explicit_latent(z_dim: int, data: bytes) -> Latent:
-    """A latent sent as little-endian float32 bytes (e.g. the estimate of patch inspiration)."""
+def explicit_latent(z_dim: int, text: str) -> Latent:
+    """A latent sent as base64url little-endian float32 bytes (e.g. patch inspiration's)."""
+    try:
+        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except ValueError:  # binascii.Error is a ValueError
+        raise TileError("z must be base64url-encoded float32 values") from None
     if len(data) != 4 * z_dim:
         raise TileError(f"z must be {z_dim} float32 values ({4 * z_dim} bytes), got "
                         f"{len(data)} bytes")
@@ -338,14 +340,12 @@ class TileRenderer:
 
     def _encode(self, job: _Job) -> bytes:
         """Assemble a finished job's patches and cut its box: PNG bytes."""
-        m, rect, box = self.model.coords.micro, job.rect, job.box
-        part = torch.cat(job.parts)[None]  # (1, P, 3, m, m)
+        part, rect = torch.cat(job.parts)[None], job.rect  # (1, P, 3, m, m)
         job.parts.clear()
         region = assemble(part, job.rows - rect.top, job.cols - rect.left)[0]  # (3, h, w)
-        top, left = box.top - rect.top * m, box.left - rect.left * m
         buffer = io.BytesIO()  # a fast zlib level: tiles are small and short-lived
-        Image.fromarray(to_uint8(region[:, top:top + box.height, left:left + box.width])).save(
-            buffer, format="PNG", compress_level=3)
+        pixels = trim(region, rect, job.box, self.model.coords.micro)
+        Image.fromarray(to_uint8(pixels)).save(buffer, format="PNG", compress_level=3)
         return buffer.getvalue()
 
     def close(self) -> None:
