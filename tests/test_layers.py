@@ -10,7 +10,7 @@ from pathlib import Path
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 # subpackage or top-level module -> layer; a module may import its own layer and lower ones
 LAYERS: dict[str, int] = {
-    "yaml_limits": 0, "outputs": 0, "plotting": 0,
+    "yaml_limits": 0, "outputs": 0, "plotting": 0, "version": 0,
     "config": 1,
     "coords": 2, "patches": 2, "presets": 2, "data": 2, "shipped": 2,
     "nn": 3, "variants": 3,

@@ -12,8 +12,7 @@ from cocogan.losses import (
 from cocogan.model import CocoGAN, generate_macro, generate_micro
 from cocogan.patches import assemble, crop, merge, split
 from cocogan.presets import PRESETS, get_preset
-
-__version__ = "0.1.0"
+from cocogan.version import __version__
 
 __all__ = [
     "PRESETS", "CocoGAN", "Config", "ConfigError", "CoordinateSystem", "ModelConfig",

@@ -32,6 +32,7 @@ from cocogan.model import GAN, CocoGAN, build_model
 from cocogan.nn.discriminator import legacy_shape
 from cocogan.nn.layers import shapes_only
 from cocogan.outputs import atomic_write_bytes
+from cocogan.version import __version__
 
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.pt"
@@ -52,8 +53,6 @@ class CheckpointError(ValueError):
 
 def save_model(path: Path, config: Config, model: GAN, step: int) -> None:
     """Write every network's weights (G, D with heads, EMA G) and the config to ``path``."""
-    from cocogan import __version__
-
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "cocogan", "version": __version__, "step": str(step),
                 "config": json.dumps(config.to_dict())}
@@ -145,10 +144,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
         raise CheckpointError(f"{file} holds a model.family={config.model.family} model; this "
                               f"command needs a {family} run (benchmarks/quality_baseline.py "
                               "evaluates the baseline)")
-    contents = metadata.get("contents")
-    inference_only = contents in (INFERENCE_CONTENTS, WITH_D_CONTENTS)
-    prefix = {INFERENCE_CONTENTS: (EMA_PREFIX,), WITH_D_CONTENTS: (EMA_PREFIX, D_PREFIX)}
-    check_stored_config(file, config, prefix=prefix.get(contents, ("",)))
+    prefixes = {INFERENCE_CONTENTS: (EMA_PREFIX,), WITH_D_CONTENTS: (EMA_PREFIX, D_PREFIX)
+                }.get(metadata.get("contents", ""))  # None: a training checkpoint
+    check_stored_config(file, config, prefix=prefixes or ("",))
     model = build_model(config.model)
     state = _read_tensors(file)
     bad = next((name for name, tensor in state.items() if name.startswith("generator")
@@ -157,7 +155,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
         raise CheckpointError(f"{file}: the generator's weights hold NaN or infinite values "
                               f"({bad}): the run diverged or the file is damaged; load an "
                               "earlier checkpoint")
-    if inference_only:
+    if prefixes:
         model = _inference_model(file, model, state)
     else:
         _load_into(file, model, state)
@@ -263,15 +261,8 @@ def check_stored_config(path: Path, config: Config, prefix: tuple[str, ...] = ("
 
 
 # ---- resume state ---------------------------------------------------------------------------
-def checkpoint_stem(step: int) -> str:
-    """``step-00001234``: the shared name of a step's weights and state files."""
-    return f"step-{step:08d}"
-
-
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Write resume state (tensors, numbers, strings and containers of them) atomically."""
-    from cocogan import __version__
-
     payload = {"format": STATE_FORMAT, "version": __version__, **state}
     buffer = io.BytesIO()  # torch's zip writer reports a full disk as "unexpected pos": avoid it
     torch.save(payload, buffer)
@@ -317,8 +308,8 @@ def resumable_steps(run_dir: Path) -> list[int]:
 
 
 def checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
-    """(weights, state) file paths of ``step`` in a run directory."""
-    stem = Path(run_dir) / CHECKPOINT_DIR / checkpoint_stem(step)
+    """(weights, state) files of ``step`` in a run directory: ``step-00001234.*``."""
+    stem = Path(run_dir) / CHECKPOINT_DIR / f"step-{step:08d}"
     return stem.with_name(stem.name + WEIGHTS_SUFFIX), stem.with_name(stem.name + STATE_SUFFIX)
 
 

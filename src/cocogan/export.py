@@ -1,26 +1,19 @@
 """A trained generator as one portable file: ONNX for any runtime, or inference-only safetensors.
 
-COCO-GAN's G is a function of (z, micro coordinate) that draws one patch (paper Section 2), which
-is what an application outside Python wants: a viewer, a game engine or a browser can tile full
-images, viewports and panoramas from it, a patch at a time. What travels with the weights is the
-*model card*: the geometry (micro patch, grid, full image), the coordinate system and the recipe
-that turns a patch's grid position into the coordinate G expects. It goes into the ONNX file's
-metadata (key ``cocogan``) and into a JSON file beside it, so no cocogan code is needed to use it.
-
-The ONNX graph is the EMA generator in eval mode, as its inference rewrite
-(:mod:`cocogan.nn.fused`): batch norm on its running statistics (so a patch depends only on its
-own (z, c), whatever the batch) and spectral norm applied to the weights as the eval-mode forward
-computes them (W / sigma with the stored singular vectors; no power iteration at inference).
-It is exported by ``torch.onnx.export(dynamo=True)`` (the torch.export-based exporter, the
-default since torch 2.9) at opset 18; see docs/applications.md, "Outside Python", for why.
-
-Shapes: B batch, Z latent dims, D coordinate dims, m micro patch side.
+G draws one patch from (z, micro coordinate) (paper Section 2), which is what a viewer, a game
+engine or a browser wants: it can tile full images, viewports and panoramas itself. The *model
+card* travels with the weights (the ONNX metadata key ``cocogan`` and a JSON file beside it):
+the geometry, the coordinate system and the recipe from a patch's grid position to the
+coordinate G expects, so no cocogan code is needed. The ONNX graph is the EMA generator's
+inference rewrite (:mod:`cocogan.nn.fused`: eval-mode batch norm, spectral norm applied),
+exported by ``torch.onnx.export(dynamo=True)`` at opset 18 (docs/applications.md, "Outside
+Python"). Shapes: B batch, Z latent dims, D coordinate dims, m micro patch side.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
+import importlib.util
 import json
 import logging
 import warnings
@@ -47,6 +40,7 @@ from cocogan.model import CocoGAN
 from cocogan.nn.fused import FusedGenerator, fuse_for_inference
 from cocogan.outputs import atomic_write, atomic_write_bytes
 from cocogan.render import evaluating
+from cocogan.version import __version__
 
 # format -> (file suffix, what it is for); the keys are the CLI's --format choices.
 FORMATS: dict[str, tuple[str, str]] = {
@@ -94,8 +88,6 @@ def coordinate_recipe(coords: CoordinateSystem) -> dict[str, Any]:
 def model_card(config: Config, coords: CoordinateSystem, step: int, source: Path,
                file_format: str) -> dict[str, Any]:
     """What a user outside Python needs to tile images from the exported generator."""
-    from cocogan import __version__
-
     m = config.model
     card: dict[str, Any] = {
         "format": CARD_FORMAT, "file_format": file_format, "cocogan_version": __version__,
@@ -133,18 +125,10 @@ def require_onnx() -> None:
     if version < MIN_TORCH:
         raise ExportError(f"--format onnx needs torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]} (its "
                           f"torch.export-based ONNX exporter); this is torch {torch.__version__}")
-    missing = [name for name in ONNX_PACKAGES if not _importable(name)]
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise ExportError(f"--format onnx needs the optional package(s) {', '.join(missing)}: "
                           "pip install 'cocogan[export]' (onnx, onnxscript, onnxruntime)")
-
-
-def _importable(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
 
 
 @contextlib.contextmanager
@@ -198,9 +182,8 @@ def check_with_onnxruntime(data: bytes, model: CocoGAN, count: int = 64, seed: i
     rows[::2], cols[::2] = rows[::2].round(), cols[::2].round()
     c = coords.micro_coords(rows, cols)  # (B, D)
     z = torch.rand(count, model.config.z_dim, generator=rng) * 2.0 - 1.0
-    generator = model.generator_ema
-    with evaluating(generator), torch.no_grad():
-        expected = generator(z.to(model.device), c.to(model.device)).cpu().numpy()
+    with evaluating(model.generator_ema), torch.no_grad():
+        expected = model.generator_ema(z.to(model.device), c.to(model.device)).cpu().numpy()
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = session.run(None, {"z": z.numpy(), "coords": c.numpy()})[0]
     return float(abs(got - expected).max())
@@ -213,8 +196,6 @@ def inference_bytes(config: Config, model: CocoGAN, step: int, source: Path,
     same module) and the config, under the checkpoint's tensor names; D with its heads too
     when ``discriminator`` and the source has it (patch-inspired generation needs Q and the
     spatial head); never the raw G or optimisers."""
-    from cocogan import __version__
-
     parts = {EMA_PREFIX: model.generator_ema}
     if discriminator and not isinstance(model.discriminator, MissingNetwork):
         parts[D_PREFIX] = model.discriminator
@@ -267,8 +248,8 @@ def require_ema(file: Path) -> None:
 def export_budget(config: Config, file_format: str) -> Budget:
     """Memory of exporting a loaded model (copies of G's weights; loading was budgeted by
     :func:`cocogan.checkpoint.load_model`) and the output's size."""
-    size = model_size(config.model, 1)
-    weights = size.g_params * FLOAT_BYTES
+    size = model_size(config.model, 1)  # the safetensors file may hold D too: budget it
+    weights = (size.g_params + (size.d_params if file_format == "safetensors" else 0)) * FLOAT_BYTES
     return Budget(what=f"exporting {describe_model(config.model, size)} as {file_format}",
                   memory=EXPORT_COPIES[file_format] * weights, disk=weights)
 

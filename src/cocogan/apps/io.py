@@ -20,6 +20,7 @@ from torch import Tensor
 from cocogan.data.imaging import to_rgb, to_tensor
 from cocogan.outputs import atomic_write
 from cocogan.patches import tile_images
+from cocogan.version import __version__
 
 MAX_SEEDS = 1_000_000  # a guard against typos such as 0-1000000000
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
@@ -35,8 +36,6 @@ class Provenance:
     generator: str  # "ema" (default) or "raw"
 
     def to_dict(self) -> dict[str, Any]:
-        from cocogan import __version__
-
         return {**asdict(self), "cocogan_version": __version__}
 
 

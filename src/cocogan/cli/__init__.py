@@ -16,9 +16,9 @@ import threading
 import traceback
 from collections.abc import Iterator
 
-from cocogan import __version__
 from cocogan.config import ConfigError
 from cocogan.outputs import first_line
+from cocogan.version import __version__
 
 # subcommand -> its module under cocogan.cli
 SUBCOMMANDS: dict[str, str] = {

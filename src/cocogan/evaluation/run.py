@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from cocogan import __version__, shipped
+from cocogan import shipped
 from cocogan.budget import format_seconds
 from cocogan.checkpoint import load_model, resolve_checkpoint
 from cocogan.config import Config
@@ -28,6 +28,7 @@ from cocogan.evaluation.spatial import discriminator_predictor
 from cocogan.metrics import FeatureExtractor, InceptionFeatures
 from cocogan.outputs import OutputError, atomic_write, is_ours, read_json_object
 from cocogan.training.device import select_device
+from cocogan.version import __version__
 
 EVAL_FILE = "eval.json"
 MIN_REAL_IMAGES = 50  # below this, `cocogan eval` warns that its figures are unreliable

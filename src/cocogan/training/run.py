@@ -33,6 +33,7 @@ from cocogan.checkpoint import (
     read_weights,
     resolve_checkpoint,
     resumable_steps,
+    stored_config,
 )
 from cocogan.config import Config, ConfigError
 from cocogan.data import DataError, build_dataset
@@ -55,6 +56,7 @@ from cocogan.training.loop import SampleGrid, Trainer
 from cocogan.training.state import TrainState, restore_payload, seed_globals
 from cocogan.training.step import NamedOptimizers
 from cocogan.training.sync_norm import synchronise_batch_norm
+from cocogan.version import __version__
 from cocogan.yaml_limits import cut, read_bounded, read_yaml_file, show
 
 CONFIG_FILE = "config.yaml"
@@ -74,8 +76,6 @@ class RunSpec:
 
 def write_config(run_dir: Path, config: Config) -> None:
     """config.yaml: the resolved config with the package version (atomic)."""
-    from cocogan import __version__
-
     text = yaml.safe_dump({**config.to_dict(), "version": __version__}, sort_keys=False)
     atomic_write(Path(run_dir) / CONFIG_FILE, lambda tmp: tmp.write_text(text))
 
@@ -211,11 +211,8 @@ def _check_new_run(run_dir: Path, config: Config, spec: RunSpec, world: World,
 
 def _check_init_from(source: str, config: Config) -> None:
     """--init-from must be a checkpoint of the same model config."""
-    metadata = read_metadata(resolve_checkpoint(source))
-    try:
-        saved = Config.from_json(metadata["config"]).model
-    except (KeyError, ConfigError) as error:
-        raise CheckpointError(f"--init-from {source} has an invalid config: {error}") from None
+    file = resolve_checkpoint(source)
+    saved = stored_config(file, read_metadata(file)).model
     if saved != config.model:
         changed = [f"model.{k}" for k, v in dataclasses.asdict(saved).items()
                    if getattr(config.model, k) != v]
