@@ -7,8 +7,10 @@ Writes, for each shipped model, ``docs/images/shipped-NAME.png``: generated full
 seeds 0..) above real ones (the held-out side of the model's data when that folder is here, the
 built-in held-out seed for built-in data), 4x enlarged with nearest neighbours so every pixel
 shows; for panoramas each image is pasted twice side by side (0-720 degrees, so the 360-degree
-join sits in the middle). Then ``docs/images/serve.png``: the browser viewer (`cocogan serve`,
-headless Debian Chromium driven by playwright, the dev extra) on the shipped models.
+join sits in the middle). For a model shipped with D, ``docs/images/inspire-NAME.png``: held-out
+images, their centre macro patch, and the images patch-inspired generation draws from it.
+Then ``docs/images/serve.png``: the browser viewer (`cocogan serve`, headless Debian Chromium
+driven by playwright, the dev extra) on the shipped models.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from PIL import Image
 
 from cocogan.apps.full import full_images
+from cocogan.apps.inspire import crop_patch, inspire, macro_size
 from cocogan.apps.io import image_grid, save_png
 from cocogan.checkpoint import load_model
 from cocogan.cli.demo import HELD_OUT_SEED, enlarge
@@ -67,6 +70,30 @@ def model_picture(entry, out: Path) -> Path:
     grid = enlarge(grid, SCALE)
     path = out / f"shipped-{entry.name}.png"
     save_png(path, grid)
+    return path
+
+
+def inspire_picture(entry, out: Path, count: int = 8) -> Path | None:
+    """For a model shipped with D: held-out images (top row), the centre macro patch cut from
+    each (middle) and the image D's estimate of that patch's z and position inspired (bottom),
+    as `cocogan generate inspire --image FILE --box TOP,LEFT` draws it."""
+    if "inspire" not in entry.card["applications"]:
+        return None
+    _, model, _ = load_model(entry.path)
+    m = model.config
+    real = real_images(entry.card["data"], m.full_height, m.full_width, count)
+    if real is None:
+        return None
+    height, width = macro_size(model)
+    top, left = (m.full_height - height) // 2, (m.full_width - width) // 2
+    patches = torch.stack([crop_patch(model, image, top, left) for image in real])
+    shown = torch.ones_like(real)
+    shown[..., top:top + height, left:left + width] = patches
+    rows = [image_grid(x, count) for x in (real, shown, inspire(model, patches).full)]
+    grid = torch.cat([torch.nn.functional.pad(r, (0, 0, 0, 4), value=1.0) for r in rows],
+                     dim=-2)[..., :-4, :]
+    path = out / f"inspire-{entry.name}.png"
+    save_png(path, enlarge(grid, SCALE))
     return path
 
 
@@ -116,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for entry in entries:
         print(model_picture(entry, args.out))
+        inspired = inspire_picture(entry, args.out)
+        if inspired is not None:
+            print(inspired)
     if not args.no_browser:
         print(viewer_screenshot(args.out))
     return 0
