@@ -165,7 +165,9 @@ def test_graph_is_cached_by_the_weights_hash(graph_cache: Path, monkeypatch: pyt
 
 def test_without_onnxruntime_auto_is_torch_and_onnxruntime_one_line(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    model = fresh("tiny")
+    tiny = fresh("tiny")
+    assert use_backend(tiny, "auto") == "torch"  # narrow: torch measured faster
+    model = fresh("tiny", ngf=40)  # a wide stem (640 channels): onnxruntime measured faster
     assert use_backend(model, "auto") == "onnxruntime"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # hidden: import fails
     assert use_backend(model, "auto") == "torch"
@@ -174,7 +176,7 @@ def test_without_onnxruntime_auto_is_torch_and_onnxruntime_one_line(
                                          r"install 'cocogan\[export\]'"):
         use_backend(model, "onnxruntime")
     run = tmp_path / "run"
-    save_model(run / "checkpoints" / "step-00000001.safetensors", get_preset("tiny"), model, 1)
+    save_model(run / "checkpoints" / "step-00000001.safetensors", get_preset("tiny"), tiny, 1)
     assert main(["generate", "full", "--run", str(run), "--seeds", "0", "--backend",
                  "onnxruntime"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -183,7 +185,7 @@ def test_without_onnxruntime_auto_is_torch_and_onnxruntime_one_line(
 
 def test_model_the_exporter_cannot_take_falls_back_in_one_line(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    model = fresh("tiny", ngf=8)  # weights no other test exported: not cached
+    model = fresh("tiny", ngf=36)  # wide (auto tries the graph), weights no other test exported
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("unsupported operator\nmore detail")
@@ -198,7 +200,7 @@ def test_model_the_exporter_cannot_take_falls_back_in_one_line(
 
 
 def test_auto_is_torch_off_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = fresh("tiny")
+    model = fresh("tiny", ngf=40)
     monkeypatch.setattr(CocoGAN, "device", property(lambda self: torch.device("cuda")))
     assert use_backend(model, "auto") == "torch"
 

@@ -38,7 +38,8 @@ from cocogan.export import (
     coordinate_recipe,
     export_run,
 )
-from cocogan.nn.fused import fuse_for_inference
+from cocogan.nn.fused import NARROW, TARGETS, fuse_for_inference
+from cocogan.nn.generator import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4  # the issue's bar for onnxruntime against PyTorch
@@ -184,13 +185,31 @@ def test_fused_generator_is_the_eval_forward_and_leaves_the_source_intact(runs: 
     c = model.coords.micro_coords(torch.tensor([0.0, 1.5, 3.0]), torch.tensor([0.0, 5.0, 11.0]))
     source = model.generator_ema.train()
     with torch.no_grad():
-        fused = fuse_for_inference(source)
-        assert source.training and not fused.training
-        before = source.eval()(z, c, keep_margin=True)
-        assert (fused(z, c, keep_margin=True) - before).abs().max() < 1e-5
-        assert (fused(z, c) - source(z, c)).abs().max() < 1e-5
-        assert torch.equal(source(z, c, keep_margin=True), before)
+        for target in TARGETS:
+            fused = fuse_for_inference(source, target)
+            assert source.training and not fused.training
+            assert fused.channels_last == (target == "torch")  # a narrow generator
+            before = source.eval()(z, c, keep_margin=True)
+            assert (fused(z, c, keep_margin=True) - before).abs().max() < 1e-5
+            assert (fused(z, c) - source(z, c)).abs().max() < 1e-5
+            assert torch.equal(source(z, c, keep_margin=True), before)
+            source.train()
     assert hasattr(source.stem, "parametrizations")
+
+
+def test_fused_wide_generator_keeps_nchw_and_matches() -> None:
+    """A wide generator (stem over NARROW channels, celeba64's) stays NCHW for torch, and both
+    targets equal its eval forward."""
+    torch.manual_seed(0)
+    source = Generator(z_dim=8, coord_dim=2, micro=16, ngf=48).eval()
+    assert source.stem_channels > NARROW
+    z, c = torch.rand(4, 8) * 2 - 1, torch.rand(4, 2) * 2 - 1
+    with torch.no_grad():
+        expected = source(z, c)
+        for target in TARGETS:
+            fused = fuse_for_inference(source, target)
+            assert not fused.channels_last
+            assert (fused(z, c) - expected).abs().max() < 1e-5
 
 
 # ---- the model card -------------------------------------------------------------------------

@@ -283,7 +283,7 @@ def export_run(run: str | Path, output: Path, file_format: str | None = None, *,
     card = model_card(config, model.coords, step, file.resolve(), file_format)
     max_diff = None
     if file_format == "onnx":
-        data = onnx_model(fuse_for_inference(model.generator_ema), card).SerializeToString()
+        data = onnx_model(fuse_for_inference(model.generator_ema, "onnx"), card).SerializeToString()
         max_diff = check_with_onnxruntime(data, model) if check else None
         if max_diff is not None and not max_diff <= CHECK_TOLERANCE:
             raise ExportError(f"the ONNX graph differs from the PyTorch generator by {max_diff:.3g}"

@@ -1,10 +1,9 @@
 """Generation backends: what evaluates G(z, c) -> micro patches for every application.
-``torch`` (the default) runs the inference rewrite :mod:`cocogan.nn.fused` (the images seeds
-and the shipped fingerprints name); ``onnxruntime`` its ONNX graph on the CPU provider (equal
-to ~1e-5, docs/applications.md "Backends"); ``auto`` onnxruntime on a CPU where it is installed
-and the model exports, else torch. :func:`use_backend` installs the choice, which
-:func:`cocogan.render.pick_generator` hands out while the weights are those it was made of.
-Graphs are cached as ``<sha256>.onnx`` under ``$COCOGAN_CACHE/onnx``.
+``torch`` (default) runs the rewrite :mod:`cocogan.nn.fused` (what seeds and fingerprints name);
+``onnxruntime`` its ONNX graph, cached as ``$COCOGAN_CACHE/onnx/<sha256>.onnx`` (equal to
+~1e-5); ``auto`` the faster as measured (docs/applications.md "Backends"): onnxruntime on a CPU
+for a wide generator, else torch. :func:`cocogan.render.pick_generator` hands out the choice of
+:func:`use_backend` while the weights are those it was made of.
 Shapes: B patches, Z latent dims, D coordinate dims, m micro patch side.
 """
 
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor
 
 from cocogan.model import CocoGAN
-from cocogan.nn.fused import fuse_for_inference
+from cocogan.nn.fused import NARROW, fuse_for_inference
 from cocogan.outputs import CACHE_ENV as CACHE_ENV  # re-exported: the variable to set
 from cocogan.outputs import cache_folder
 from cocogan.render import weights_version
@@ -72,15 +71,15 @@ def use_backend(model: CocoGAN, name: str = DEFAULT_BACKEND, *, raw: bool = Fals
     source = model.generator if raw else model.generator_ema
     model.__dict__.pop("backend", None)  # torch's module while the stand-in is being made
     stand_in, used = None, "torch"
-    if name == "onnxruntime" or (name == "auto" and not missing and model.device.type == "cpu"):
+    if name == "onnxruntime" or (name == "auto" and not missing and model.device.type == "cpu"
+                                 and source.stem_channels > NARROW):
         try:
             stand_in, used = OnnxGenerator(cached_graph(model, raw)), "onnxruntime"
         except Exception as error:  # the exporter fails in many ways
             reason = (str(error).strip().splitlines() or [""])[0][:200]
             (note or _stderr)(f"the ONNX exporter cannot take this model ({type(error).__name__}"
                               f": {reason}); generating with --backend torch")
-    if stand_in is None:
-        stand_in = fuse_for_inference(source)
+    stand_in = stand_in or fuse_for_inference(source)
     stand_in.raw, stand_in.version = raw, weights_version(source)
     model.__dict__["backend"] = stand_in  # not a submodule: no state_dict keys, no .to()
     return used
@@ -94,7 +93,7 @@ def cache_dir() -> Path:
 def weights_key(model: CocoGAN, raw: bool = False) -> str:
     """The graph's cache key: SHA-256 of the generator's state, its config and torch's version."""
     generator = model.generator if raw else model.generator_ema
-    digest = hashlib.sha256(f"{model.config!r} torch {torch.__version__} fused".encode())
+    digest = hashlib.sha256(f"{model.config!r} torch {torch.__version__} fused-resize".encode())
     for key, tensor in sorted(generator.state_dict().items()):
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -111,7 +110,7 @@ def cached_graph(model: CocoGAN, raw: bool = False) -> bytes:
         return path.read_bytes()
     card = {"preset": "generation backend", "step": 0}
     source = model.generator if raw else model.generator_ema
-    data = onnx_model(fuse_for_inference(source).cpu(), card).SerializeToString()
+    data = onnx_model(fuse_for_inference(source, "onnx").cpu(), card).SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
     return data

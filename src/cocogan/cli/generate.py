@@ -112,9 +112,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true",
                         help="sample from the raw generator instead of its EMA")
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                        help=f"what runs G (default {DEFAULT_BACKEND}: bit-exact); onnxruntime: "
-                        "its exported graph, ~2x faster on a CPU, equal to 1e-4 (pip install "
-                        "'cocogan[export]'); auto: onnxruntime on a CPU where installed")
+                        help=f"what runs G (default {DEFAULT_BACKEND}); onnxruntime: its graph, "
+                        "equal to 1e-4 (pip install 'cocogan[export]'); auto: the faster one")
 
 
 def run(args: argparse.Namespace) -> int:
