@@ -15,6 +15,8 @@ in the same run (`benchmarks.common`), so figures from different machines compar
   each backend is to the limit;
 - a chunk sweep (tiny, one thread, every chunk and backend interleaved): whether the default
   chunk suits both backends;
+- the torch rewrite's layouts (every preset, one thread): NCHW against channels-last, the
+  measurement behind ``cocogan.nn.fused.NARROW``;
 - a per-op profile of one forward (torch.profiler, onnxruntime's own profiler): where the time
   goes, in shares of the forward;
 - ``cocogan generate huge --size N`` (default 8192) as a subprocess per backend (plain: torch
@@ -134,13 +136,32 @@ def chunk_sweep(repeats: int) -> list[dict]:
     """patches/s of tiny per chunk and backend, all of them interleaved (one thread)."""
     model, _ = untrained("tiny")
     runners = backends(model, 1)
-    chunks = (128, 512, 1024, 2048)
+    chunks = (32, 64, 128, 256, 512, 1024, 2048)
     feeds = {chunk: inputs(model, chunk) for chunk in chunks}
     calls = {(chunk, k): (lambda f=f, zc=feeds[chunk]: f(*zc))
              for chunk in chunks for k, f in runners.items()}
     seconds = median_seconds(calls, repeats)  # type: ignore[arg-type]
     return [{"chunk": chunk, **{f"{k}_patches_per_s": round(chunk / seconds[chunk, k], 1)
                                 for k in runners}} for chunk in chunks]
+
+
+def layouts(repeats: int) -> list[dict]:
+    """ms per pass of the torch rewrite in NCHW and channels-last, per preset (one thread): the
+    measurement behind ``cocogan.nn.fused.NARROW``."""
+    rows = []
+    for preset, count in PATCHES.items():
+        model, _ = untrained(preset)
+        z, c = inputs(model, count)
+        nchw = fuse_for_inference(model.generator_ema, "onnx")  # torch's NCHW layout
+        last = fuse_for_inference(model.generator_ema, "onnx")
+        last.layout = torch.channels_last  # forced, whatever the width
+        last.to(memory_format=torch.channels_last)
+        seconds = timed({"nchw": torch.no_grad()(nchw), "channels_last": torch.no_grad()(last)},
+                        z, c, repeats)
+        rows.append({"preset": preset, "patches": count, "stem": model.generator_ema.stem_channels,
+                     **{f"{k}_ms": round(v * 1e3, 2) for k, v in seconds.items()},
+                     "channels_last_speedup": round(seconds["nchw"] / seconds["channels_last"], 3)})
+    return rows
 
 
 def profiles(preset: str, top: int = 6) -> dict:
@@ -254,7 +275,7 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=9, help="cold tiles timed per backend")
     parser.add_argument("--huge-chunk", type=int, default=None,
                         help="--chunk of generate huge (default: each backend's default)")
-    parser.add_argument("--parts", default="patches,sweep,profile,huge,serve",
+    parser.add_argument("--parts", default="patches,sweep,layouts,profile,huge,serve",
                         help="what to measure (comma-separated)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -276,6 +297,7 @@ def main() -> None:
                 show("patches", report["patches"][-1])
         torch.set_num_threads(1)
         measures = {"sweep": lambda: chunk_sweep(args.repeats),
+                    "layouts": lambda: layouts(args.repeats),
                     "profile": lambda: [profiles(p) for p in ("tiny", "small64")],
                     "huge": lambda: huge(args.huge, Path(folder), args.huge_threads,
                                          args.huge_chunk),

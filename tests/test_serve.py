@@ -406,13 +406,15 @@ def closed_by_server(sock: socket.socket, within_s: float) -> bool:
 def test_abandoned_tiles_are_dropped_and_small_tiles_go_first(trained_runs: dict) -> None:
     """Issue 19.3: big tiles of clients that left are not rendered; a small tile arriving behind
     big ones waits for one step, not for all of them."""
-    (run,) = load_runs([trained_runs["tiny-inspired"]], cache_bytes=0, chunk=64)
+    (run,) = load_runs([trained_runs["tiny-inspired"]], cache_bytes=0, chunk=32)
     renderer, coords = run.renderer, run.model.coords
     big = [seed_latent(32, 100 + i) for i in range(6)]
 
     async def go() -> tuple[int, int, bool]:
-        waiting = [asyncio.ensure_future(renderer.tile(z, tile_box(coords, 0, 0, 128)))
-                   for z in big]  # 6 x 256 micro patches; chunk 64: 4 steps each
+        # 6 x 1,024 micro patches; chunk 32: 32 steps each, so that no big tile can finish
+        # within the 50 ms below even with the faster inference rewrite (0.1 s or more a tile)
+        waiting = [asyncio.ensure_future(renderer.tile(z, tile_box(coords, 0, 0, 256)))
+                   for z in big]
         await asyncio.sleep(0.05)
         for task in waiting[2:]:  # four clients leave
             task.cancel()
@@ -423,7 +425,7 @@ def test_abandoned_tiles_are_dropped_and_small_tiles_go_first(trained_runs: dict
         return renderer.stats.tiles, renderer.stats.dropped, small_first
 
     tiles, dropped, small_first = asyncio.run(go())
-    assert small_first  # the 16-patch tile did not wait for the 4096-patch tiles
+    assert small_first  # the 16-patch tile did not wait for the 6,144-patch tiles
     assert dropped == 4 and tiles == 3 and renderer.queued == 0
 
 
