@@ -457,9 +457,11 @@ def test_the_queue_is_bounded_in_micro_patches(trained_runs: dict) -> None:
 def test_disconnected_clients_free_the_renderer_over_http(trained_runs: dict) -> None:
     """Issue 19.3 as reported: clients of 20 big tiles close their sockets; a fresh small tile
     is answered promptly and the abandoned tiles are not rendered."""
-    app, runs = serve_runs([trained_runs["tiny-inspired"]], cache_bytes=0, chunk=128)
+    app, runs = serve_runs([trained_runs["tiny-inspired"]], cache_bytes=0, chunk=32)
     stats = runs[0].renderer.stats
-    with real_server(app) as address:  # 256-px tiles: 1024 micro patches, 8 steps each
+    # 256-px tiles: 1024 micro patches, 32 steps each (slow enough for the 0.3 s below with the
+    # faster inference rewrite: at chunk 128 three big tiles could finish in it)
+    with real_server(app) as address:
         socks = [raw_request(address, f"/api/runs/0/tile?y={i % 8 - 4}&x={i // 8 - 4}"
                              f"&size=256&seed={40 + i}") for i in range(20)]
         time.sleep(0.3)
