@@ -270,14 +270,14 @@ def test_cli_reports_seams_and_wrap_beside_real(tmp_path: Path,
 
 
 def test_layout_metrics_agree_with_the_layout_functions(tmp_path: Path) -> None:
-    """`cocogan eval --metrics spread,repeat,likeness`: the generated and real figures are the
-    layout functions applied to the same generated and real images (a second path)."""
+    """`cocogan eval --metrics spread,repeat,likeness,colour`: the generated and real figures are
+    the layout functions applied to the same generated and real images (a second path)."""
     from cocogan.metrics.layout import content_spread, likeness, repetition
 
     run, _, model = make_run(tmp_path / "pano", "tiny-panorama")
     assert main(["eval", "--run", str(run), "--real", "builtin:skyline", "--metrics",
-                 "spread,repeat,likeness", "--n", "16", "--batch", "8", "--device", "cpu",
-                 "--seed", "3"]) == 0
+                 "spread,repeat,likeness,colour", "--n", "16", "--batch", "8", "--device",
+                 "cpu", "--seed", "3"]) == 0
     record = json.loads((run / "eval.json").read_text())["metrics"]
     fake = torch.cat(list(generated_batches(cocogan_sampler(model), 16, 8, seed=3)))
     fake = ((fake.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1  # eval keeps 8-bit images
@@ -287,6 +287,8 @@ def test_layout_metrics_agree_with_the_layout_functions(tmp_path: Path) -> None:
     assert 0 < record["likeness_real"] < 0.5  # skies shade alike; ridges sit anywhere
     assert -0.2 < record["repeat_real"] < 0.2  # real skylines do not repeat every 8 px
     assert record["spread_real"] > 0
+    # an untrained G's colours are far from the skies'; two halves of the reals are close
+    assert record["colour"] > 2 * record["colour_real"] > 0
 
 # --------------------------------------------------------------------------- training callback
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cocogan.metrics.layout import content_centres, content_spread, likeness, repetition
+from cocogan.metrics.layout import (
+    colour_distance,
+    content_centres,
+    content_spread,
+    likeness,
+    repetition,
+)
 
 
 def square_at(x: int, y: int, size: int = 4, image: int = 32) -> torch.Tensor:
@@ -54,3 +60,20 @@ def test_likeness_equals_the_mean_pairwise_cosine_and_tells_one_layout_from_many
     assert likeness(same_place) == pytest.approx(1.0, abs=1e-6)  # colours differ, layout not
     moved = torch.stack([square_at(2, 2), square_at(20, 6), square_at(9, 24)])
     assert likeness(moved) == pytest.approx(0.0, abs=1e-6)  # no shared edges
+
+
+def test_colour_distance_of_a_shift_is_its_squared_mean_difference() -> None:
+    """Adding 0.1 (0.05 of the 0..1 range) to every pixel moves each channel mean by 0.05 and
+    leaves the stds and every covariance unchanged: FD = 3 x 0.05^2 (x1e3 = 7.5)."""
+    real = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.9
+    assert colour_distance(real, real) == pytest.approx(0.0, abs=1e-6)
+    assert colour_distance(real + 0.1, real) == pytest.approx(7.5, rel=1e-6)
+
+
+def test_colour_distance_sees_contrast_that_keeps_the_mean() -> None:
+    """Flat grey images against noisy ones of the same mean: only the std moments differ."""
+    noisy = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.3
+    flat = torch.zeros_like(noisy) + noisy.mean(dim=(2, 3), keepdim=True)
+    stds = (noisy.double().flatten(2) / 2).std(2)  # the 0..1 scale's stds of the noisy set
+    expected = 1e3 * (stds.mean(0).pow(2).sum() + torch.cov(stds.T).trace())  # against all 0
+    assert colour_distance(flat, noisy) == pytest.approx(float(expected), rel=1e-4)

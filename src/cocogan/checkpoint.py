@@ -130,13 +130,9 @@ def stored_step(file: Path, metadata: dict[str, str]) -> int:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", *,
                family: str | None = "cocogan") -> tuple[Config, GAN, int]:
-    """Rebuild the model of a ``--run`` value: (config, model in eval mode, step).
-
-    Args:
-        family: the ``model.family`` the caller needs; None builds the checkpoint's own.
-    Raises:
-        CheckpointError: nothing to load, a damaged file, or non-finite generator weights.
-    """
+    """Rebuild the model of a ``--run`` value: (config, model in eval mode, step); ``family``
+    is the ``model.family`` the caller needs (None: the checkpoint's own). CheckpointError:
+    nothing to load, a damaged file, or non-finite generator weights."""
     file = resolve_checkpoint(path)
     metadata = read_metadata(file)
     config, step = stored_config(file, metadata), stored_step(file, metadata)
@@ -230,13 +226,9 @@ _SN_WEIGHT = ".parametrizations.weight.original"  # spectral norm's name of a la
 
 
 def check_stored_config(path: Path, config: Config, prefix: tuple[str, ...] = ("",)) -> None:
-    """Check that a checkpoint's config describes its tensors and fits in memory, from the
-    header and shape-only networks (an 8 MB file claiming ngf 512 once allocated 5.3 GB).
-
-    Args:
-        prefix: check only the tensors under these (an inference-only file holds the EMA G,
-            and D where it was exported with it).
-    """
+    """Check that a checkpoint's config describes its tensors (those under ``prefix``: an
+    inference file holds the EMA G, and D where exported with it) and fits in memory, from the
+    header and shape-only networks (an 8 MB file claiming ngf 512 once allocated 5.3 GB)."""
     stored = _header(path)[1]
     with shapes_only():
         expected = {name: tensor for name, tensor in build_model(config.model).state_dict().items()

@@ -61,9 +61,8 @@ def describe(model: Any) -> str:
 
 
 def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return value if isinstance(value, str) else json.dumps(value)
+    return f"{value:.4g}" if isinstance(value, float) else \
+        value if isinstance(value, str) else json.dumps(value)
 
 
 def _fingerprint(file: Path, write: bool) -> int:

@@ -71,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                              "metrics.jsonl; checkpoints/best.safetensors by the first metric)")
     parser.add_argument("--eval-metrics", default="swd,seams,spatial", metavar="LIST",
                         help="metrics for --eval-every, from fid,kid,precision,recall,swd,seams,"
-                             "wrap,spread,repeat,likeness,spatial (always added: seams, the "
+                             "wrap,spread,repeat,likeness,colour,spatial (always added: seams, the "
                              "layout metrics and, for panoramas, wrap)")
     parser.add_argument("--eval-n", type=int, metavar="N",
                         help="generated images per evaluation (default 1000)")

@@ -30,6 +30,7 @@ from cocogan.metrics import (
     FeatureExtractor,
     FeatureStats,
     StatsAccumulator,
+    colour_distance,
     content_spread,
     fid_from_stats,
     kernel_inception_distance,
@@ -188,7 +189,7 @@ class ImageSink(Sink):
         return torch.cat(self.kept, 0).float() / 127.5 - 1.0
 
 
-IMAGE_METRICS = ("seams", "wrap", "spread", "repeat", "likeness")  # on a subset of kept images
+IMAGE_METRICS = ("seams", "wrap", "spread", "repeat", "likeness", "colour")  # on kept images
 PR_METRICS = ("precision", "recall")  # from the feature rows kept for KID
 ROLL_SEED = 0  # the real panoramas' rolls (N11); fixed, so cached statistics stay valid
 
@@ -285,6 +286,9 @@ def build_reference(metrics: tuple[str, ...], dataset: Dataset[Tensor],
         ref.images = image_sink.images()
         subset = ref.images[:seams]
         _image_values(ref.values, subset, metrics, coords.micro, "_real", ref.counts)
+        if "colour" in metrics:  # real vs real: the first half against the second
+            half = subset.shape[0] // 2
+            ref.values["colour_real"] = colour_distance(subset[:half], subset[half:2 * half])
         if coords.cyclic:  # spread and likeness of the reals as trained on (N11); wrap unrolled
             rolled = roll_each(subset, real_rolls(subset.shape[0], coords))
             layout = tuple(m for m in ("spread", "likeness") if m in metrics)
@@ -384,6 +388,9 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         generated["swd"] = swd_sink.seen
     if image_sink is not None:
         _image_values(values, image_sink.images(), metrics, ref.coords.micro, "", generated)
+        if "colour" in metrics and ref.images is not None:  # vs the half colour_real did not use
+            h = min(cfg.n, cfg.seam_images, ref.images.shape[0]) // 2
+            values["colour"] = colour_distance(image_sink.images()[:h], ref.images[h:2 * h])
     if "spatial" in metrics:
         if predictor is None or ref.images is None:
             raise ValueError("the spatial metric needs the model's discriminator")

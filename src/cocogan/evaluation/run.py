@@ -40,9 +40,8 @@ def feature_extractor_for(metrics: tuple[str, ...], device: torch.device, batch:
                           given: FeatureExtractor | None) -> FeatureExtractor | None:
     """The given extractor, else Inception when fid/kid are asked for (MissingWeightsError at
     once, before any model or data is loaded, when its weights are not on disk)."""
-    if given is not None or not any(m in FEATURE_METRICS for m in metrics):
-        return given
-    return InceptionFeatures(weights, device=device, batch_size=batch)
+    wanted = given is None and any(m in FEATURE_METRICS for m in metrics)
+    return InceptionFeatures(weights, device=device, batch_size=batch) if wanted else given
 
 
 def real_data(real: str, config: Config, fingerprint: bool = True
@@ -187,7 +186,7 @@ def _finite(value: Any) -> Any:
 # spatial has rows of real-side figures only: the grid's pair, or the cylinder's row pair.
 _LABELS = {"precision": "precision (k=3)", "recall": "recall (k=3)", "swd": "swd (x1e3)",
            "spread": "content spread", "repeat": "repeat at micro width",
-           "likeness": "layout likeness"}
+           "likeness": "layout likeness", "colour": "colour (x1e3, halves)"}
 _SPATIAL_ROWS = (("spatial accuracy", "spatial_acc"), ("spatial error (grid units)", "spatial_err"),
                  ("spatial row accuracy", "spatial_row_acc"),
                  ("spatial row error (grid units)", "spatial_row_err"))

@@ -19,7 +19,7 @@ from cocogan.metrics.inception import (
     load_fid_inception,
     resolve_inception_weights,
 )
-from cocogan.metrics.layout import content_spread, likeness, repetition
+from cocogan.metrics.layout import colour_distance, content_spread, likeness, repetition
 from cocogan.metrics.precision_recall import precision_recall
 from cocogan.metrics.seams import object_seam_ratio, seam_profile, seam_ratio, wrap_ratio
 from cocogan.metrics.swd import (
@@ -39,6 +39,7 @@ METRICS: dict[str, str] = {
     "spread": "RMS distance of the content centres from their mean (compare with real)",
     "repeat": "correlation of the image with itself one micro patch to the right (tiles: 1)",
     "likeness": "mean layout similarity of two different images (all in one layout: high)",
+    "colour": "Fréchet distance of per-image channel means and stds, x1e3 (palette, contrast)",
     "precision": "fraction of generated pool3 features inside the real k=3 NN manifold (fidelity)",
     "recall": "fraction of real pool3 features inside the generated k=3 NN manifold (diversity)",
     "spatial": "spatial-consistency check of patches generated at coordinates (computed elsewhere)",
@@ -46,7 +47,8 @@ METRICS: dict[str, str] = {
 
 __all__ = [
     "FID_WEIGHTS_NAME", "METRICS", "WEIGHTS_ENV", "FeatureExtractor", "FeatureStats",
-    "InceptionFeatures", "MissingWeightsError", "StatsAccumulator", "content_spread",
+    "InceptionFeatures", "MissingWeightsError", "StatsAccumulator", "colour_distance",
+    "content_spread",
     "fid_from_stats", "frechet_distance", "kernel_inception_distance", "likeness",
     "load_fid_inception", "mmd2_unbiased", "object_seam_ratio", "precision_recall", "repetition",
     "resolve_inception_weights", "seam_profile", "seam_ratio", "sliced_wasserstein",

@@ -86,12 +86,13 @@ def swd_descriptors(images: torch.Tensor | Iterable[torch.Tensor], *,
     return [torch.cat(d, 0) for d in per_level]
 
 
-def _standardise(sets: list[torch.Tensor], pool: torch.Tensor) -> list[torch.Tensor]:
-    """Descriptor sets (N, C, 7, 7) standardised by the channel mean and std of `pool` over
-    descriptors and pixels, flattened to (N, K)."""
-    d = pool.double()
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    """Descriptors (N, C, 7, 7) standardised by their own channel mean and std over descriptors
+    and pixels (PGGAN: global colour shifts do not count; `layout.colour_distance` has them),
+    flattened to (N, K)."""
+    d = x.double()
     mean, std = d.mean((0, 2, 3), keepdim=True).float(), d.std((0, 2, 3), keepdim=True).float()
-    return [((x - mean) / std.clamp_min(1e-8)).flatten(1) for x in sets]
+    return ((x - mean) / std.clamp_min(1e-8)).flatten(1)
 
 
 def _sort_rows(x: torch.Tensor) -> torch.Tensor:
@@ -119,13 +120,8 @@ def sliced_distance(a: torch.Tensor, b: torch.Tensor, n_projections: int, repeat
 
 def sliced_wasserstein_from_descriptors(real: list[torch.Tensor], fake: list[torch.Tensor], *,
                                         seed: int = 0, n_projections: int = 512,
-                                        repeats: int = 4, normalize: str = "per_set"
-                                        ) -> dict[str, list[float] | float]:
-    """Stage 2: per-level SWD x 1e3 from `swd_descriptors` outputs (real ones can be cached).
-    `normalize`: "per_set" standardises each set by its own channel mean/std (PGGAN); "joint"
-    by both sets pooled, so global colour/contrast shifts also count."""
-    if normalize not in ("per_set", "joint"):
-        raise ValueError(f"normalize must be 'per_set' or 'joint', got {normalize!r}")
+                                        repeats: int = 4) -> dict[str, list[float] | float]:
+    """Stage 2: per-level SWD x 1e3 from `swd_descriptors` outputs (real ones can be cached)."""
     if len(real) != len(fake):
         raise ValueError(f"pyramid depths differ: {len(real)} vs {len(fake)} (image sizes differ)")
     gen = torch.Generator().manual_seed(seed + 1)
@@ -134,19 +130,15 @@ def sliced_wasserstein_from_descriptors(real: list[torch.Tensor], fake: list[tor
         n = min(dr.shape[0], df.shape[0])  # 1-D transport by sorting needs equal counts
         dr, df = (d[torch.randperm(d.shape[0], generator=gen)[:n].to(d.device)]
                   if d.shape[0] > n else d for d in (dr, df))
-        if normalize == "joint":
-            ar, af = _standardise([dr, df], torch.cat([dr, df], 0))
-        else:
-            (ar,), (af,) = _standardise([dr], dr), _standardise([df], df)
-        dists.append(1e3 * sliced_distance(ar, af, n_projections, repeats, gen))
+        dists.append(1e3 * sliced_distance(_standardise(dr), _standardise(df), n_projections,
+                                           repeats, gen))
     return {"levels": dists, "mean": sum(dists) / len(dists)}
 
 
 def sliced_wasserstein(real: torch.Tensor | Iterable[torch.Tensor],
                        fake: torch.Tensor | Iterable[torch.Tensor], *, seed: int = 0,
                        descriptors_per_image: int = 128, n_projections: int = 512,
-                       repeats: int = 4, normalize: str = "per_set", batch_size: int = 256
-                       ) -> dict[str, list[float] | float]:
+                       repeats: int = 4, batch_size: int = 256) -> dict[str, list[float] | float]:
     """Multi-scale SWD of two image sets (B, C, H, W) in [-1, 1]: {"levels": x 1e3 per level,
     finest first, "mean": their average}; both use the seed's neighbourhood positions (a set
     against itself: exactly 0). PGGAN's defaults; `repeats` chunks the directions (memory)."""
@@ -155,4 +147,4 @@ def sliced_wasserstein(real: torch.Tensor | Iterable[torch.Tensor],
     kw = {"descriptors_per_image": descriptors_per_image, "seed": seed, "batch_size": batch_size}
     return sliced_wasserstein_from_descriptors(
         swd_descriptors(real, **kw), swd_descriptors(fake, **kw), seed=seed,
-        n_projections=n_projections, repeats=repeats, normalize=normalize)
+        n_projections=n_projections, repeats=repeats)

@@ -146,9 +146,8 @@ def create_app(runs: list[ServedRun], hosts: HostRule | None = None) -> Callable
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         png = await _unless_disconnected(request, run.renderer.tile(latent, box))
-        if png is None:
-            return Response(status_code=CLIENT_GONE)
-        return Response(png, media_type="image/png", headers=headers)
+        return Response(status_code=CLIENT_GONE) if png is None else \
+            Response(png, media_type="image/png", headers=headers)
 
     async def inspire(request: Request) -> Response:
         run = pick(request)

@@ -68,9 +68,8 @@ class Hook(Protocol):
 def ema_decay(train: Config) -> float:
     """The EMA's full decay per step: ``optim.ema_decay``, or from the half-life in images
     ``optim.ema_kimg`` (then the same horizon in images for any batch size)."""
-    if train.optim.ema_kimg is None:
-        return train.optim.ema_decay
-    return 0.5 ** (train.optim.batch / (1000.0 * train.optim.ema_kimg))
+    kimg = train.optim.ema_kimg
+    return train.optim.ema_decay if kimg is None else 0.5 ** (train.optim.batch / (1000.0 * kimg))
 
 
 def ema_beta(step: int, decay: float, warmup: int, rampup: float = 0.0) -> float:

@@ -245,9 +245,8 @@ def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor:
     """L2 norm of the gradients an optimiser just stepped with (0-dim, on the device)."""
     grads = [p.grad for group in optimizer.param_groups for p in group["params"]
              if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float()) if grads \
+        else torch.zeros(())
 
 
 def compute_parametrizations(module: nn.Module) -> None:
