@@ -219,6 +219,18 @@ def markdown_table(results: dict[str, Any], metrics: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_saved(out: Path, names: list[str], metrics: list[str]) -> int:
+    """table.md and curves.png of the variants whose NAME.json is in ``out`` (no training)."""
+    results = json.loads((out / "results.json").read_text())
+    results.setdefault("variants", {}).update(
+        {name: json.loads((out / f"{name}.json").read_text()) for name in names
+         if (out / f"{name}.json").is_file()})
+    (out / "table.md").write_text(markdown_table(results, metrics))
+    plot_curves(results, metrics, out / "curves.png")
+    print(markdown_table(results, metrics))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/data/emoji-noto-64",
@@ -238,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/recipe-study"))
     parser.add_argument("--floor-only", action="store_true",
                         help="measure the real-vs-real floor only (no training)")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw table.md and curves.png from the saved evaluations (a "
+                             "study stopped by Ctrl-C, or one session of it)")
     args = parser.parse_args(argv)
     try:
         chosen = [parse_variant(v) for v in args.variant] or \
@@ -249,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in args.metrics.split(",") if m]
+    if args.plot_only:
+        return plot_saved(args.out, [name for name, _ in chosen], metrics)
     base = get_preset(args.preset)
     m = base.model
     train_source, held_source = split_sources(args.data, args.seed)
@@ -275,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                     "minutes": args.minutes, "threads": args.threads})
     results.setdefault("variants", {})
     print(f"real train vs held-out ({count} images per side): {results['real']}", flush=True)
+    results_file.write_text(json.dumps(results, indent=2) + "\n")  # kept if a variant is stopped
     if args.floor_only:
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
         return 0
 
     for name, given in chosen:

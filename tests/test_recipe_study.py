@@ -109,3 +109,17 @@ def test_smoke_two_variants_then_resume(tmp_path: Path) -> None:
         assert record["rows"][-1]["cpu_minutes"] >= minutes
         assert record["rows"][-1]["step"] > first[name]
         assert [s["from_step"] for s in record["sessions"]] == [0, first[name]]
+
+
+def test_plot_only_redraws_from_the_saved_evaluations(tmp_path: Path) -> None:
+    """A study stopped by Ctrl-C keeps results.json (the floor) and NAME.json (its rows):
+    --plot-only writes the table and the figure from them without training."""
+    rows = [{"step": s, "cpu_minutes": m, "fid": f} for s, m, f in ((100, 1.0, 250.0),
+                                                                 (220, 2.0, 210.0))]
+    (tmp_path / "results.json").write_text(json.dumps({"real": {"fid": 77.5}}))
+    (tmp_path / "tiny.json").write_text(json.dumps({"overrides": [], "rows": rows}))
+    assert study.main(["--out", str(tmp_path), "--variant", "tiny", "--variant", "gp4",
+                       "--metrics", "fid", "--plot-only"]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert "| tiny | `-` | 220 | 2.0 | 210 |" in table and "gp4" not in table  # gp4: no file
+    assert (tmp_path / "curves.png").stat().st_size > 1000
