@@ -221,6 +221,9 @@ def markdown_table(results: dict[str, Any], metrics: list[str]) -> str:
 
 def plot_saved(out: Path, names: list[str], metrics: list[str]) -> int:
     """table.md and curves.png of the variants whose NAME.json is in ``out`` (no training)."""
+    if not (out / "results.json").is_file():
+        raise SystemExit(f"--plot-only: no {out / 'results.json'}; run the study (or "
+                         "--floor-only) with this --out first")
     results = json.loads((out / "results.json").read_text())
     results.setdefault("variants", {}).update(
         {name: json.loads((out / f"{name}.json").read_text()) for name in names

@@ -387,10 +387,11 @@ def evaluate(ref: Reference, cfg: EvalConfig, *, sample: Sampler | None = None,
         values.update({f"swd_{height >> i}": float(level) for i, level in enumerate(swd["levels"])})
         generated["swd"] = swd_sink.seen
     if image_sink is not None:
-        _image_values(values, image_sink.images(), metrics, ref.coords.micro, "", generated)
+        kept = image_sink.images()  # one decode of the 8-bit images for every image metric
+        _image_values(values, kept, metrics, ref.coords.micro, "", generated)
         if "colour" in metrics and ref.images is not None:  # vs the half colour_real did not use
             h = min(cfg.n, cfg.seam_images, ref.images.shape[0]) // 2
-            values["colour"] = colour_distance(image_sink.images()[:h], ref.images[h:2 * h])
+            values["colour"] = colour_distance(kept[:h], ref.images[h:2 * h])
     if "spatial" in metrics:
         if predictor is None or ref.images is None:
             raise ValueError("the spatial metric needs the model's discriminator")

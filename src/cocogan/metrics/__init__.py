@@ -48,8 +48,7 @@ METRICS: dict[str, str] = {
 __all__ = [
     "FID_WEIGHTS_NAME", "METRICS", "WEIGHTS_ENV", "FeatureExtractor", "FeatureStats",
     "InceptionFeatures", "MissingWeightsError", "StatsAccumulator", "colour_distance",
-    "content_spread",
-    "fid_from_stats", "frechet_distance", "kernel_inception_distance", "likeness",
+    "content_spread", "fid_from_stats", "frechet_distance", "kernel_inception_distance", "likeness",
     "load_fid_inception", "mmd2_unbiased", "object_seam_ratio", "precision_recall", "repetition",
     "resolve_inception_weights", "seam_profile", "seam_ratio", "sliced_wasserstein",
     "sliced_wasserstein_from_descriptors", "swd_descriptors", "wrap_ratio",
