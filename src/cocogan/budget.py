@@ -111,8 +111,7 @@ def model_size(model: ModelConfig, batch: int) -> ModelSize:
         except (RuntimeError, ValueError, NotImplementedError):  # an op without meta support
             outputs[0] = 0
     return ModelSize(g_params=sum(p.numel() for p in generator.parameters()),
-                     d_params=sum(p.numel() for p in disc.parameters()),
-                     activations=outputs[0])
+                     d_params=sum(p.numel() for p in disc.parameters()), activations=outputs[0])
 
 
 def training_budget(model: ModelConfig, batch: int, n_samples: int, keep: int,

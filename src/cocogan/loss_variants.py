@@ -27,8 +27,7 @@ class Overlap(CocoGANLoss):
         """The fake macro patches, keeping the canvases (B, P, 3, S, S) they were cut from."""
         G, coords = self.model.generator, self.model.coords
         micro_rows, micro_cols = coords.micro_in_macro(step.rows, step.cols)  # (B, P)
-        self.canvases = generate_micro(G, coords, step.z, micro_rows, micro_cols,
-                                       keep_margin=True)
+        self.canvases = generate_micro(G, coords, step.z, micro_rows, micro_cols, keep_margin=True)
         micro = crop_margin(self.canvases, G.margin)
         return merge(micro, coords.macro_h, coords.macro_w)
 
@@ -72,7 +71,6 @@ def build_loss(model: CocoGAN, train: Config, iteration: int = 0) -> CocoGANLoss
     """The loss of ``model``'s config and ``train``: the paper's, with the options they name."""
     options = ((train.loss.w_overlap > 0, Overlap),
                (train.loss.w_spatial_g is not None, GeneratorSpatialWeight),
-               (model.config.z_phase, HeadingContent),
-               (train.loss.gp_every > 1, LazyPenalty))
+               (model.config.z_phase, HeadingContent), (train.loss.gp_every > 1, LazyPenalty))
     loss_class = compose(CocoGANLoss, *(cls for on, cls in options if on))
     return loss_class(model, train, iteration)

@@ -106,8 +106,7 @@ def huge_budget(plan: HugePlan, suffix: str, seconds_per_patch: float | None = N
         disk = tiles * (image_bytes(1, plan.tile, plan.tile) + 16)  # edge tiles are padded
     patches = (plan.height // plan.micro) * (plan.width // plan.micro)
     seconds = None if seconds_per_patch is None else patches * seconds_per_patch
-    return Budget(f"huge {plan.height}x{plan.width} ({tiles} tiles)", memory, disk + 4096,
-                  seconds)
+    return Budget(f"huge {plan.height}x{plan.width} ({tiles} tiles)", memory, disk + 4096, seconds)
 
 
 @torch.no_grad()

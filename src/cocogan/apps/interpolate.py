@@ -77,8 +77,7 @@ def spatial_path(coords: CoordinateSystem, start: tuple[float, float], end: tupl
 
 
 def spatial_interpolation(model: CocoGAN, z: Tensor, start: tuple[float, float],
-                          end: tuple[float, float], frames: int, *,
-                          raw: bool = False) -> Tensor:
+                          end: tuple[float, float], frames: int, *, raw: bool = False) -> Tensor:
     """Micro patches of one latent z (Z,) along a coordinate line: (F, 3, m, m)."""
     rows, cols = spatial_path(model.coords, start, end, frames)
     generator = pick_generator(model, raw)

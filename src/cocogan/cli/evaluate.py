@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
                               cfg=cfg, device=args.device, inception_weights=args.inception_weights,
                               raw=args.raw, use_cache=not args.no_cache, write=False,
                               report=lambda line: print(f"cocogan eval: {line}", file=sys.stderr,
-                                                        flush=True),
-                              backend=args.backend)
+                                                        flush=True), backend=args.backend)
     record = result.record
     print(f"checkpoint {record['checkpoint']} (step {record['step']}, {record['generator']} "
           f"generator) vs {record['real']}")

@@ -213,8 +213,7 @@ def _run_viewport(args: argparse.Namespace, ctx: Context) -> list[Path]:
                              "(pixels), not --angles/--rows")
         box = cartesian_box(coords, *parse_numbers(args.box, "--box", (4,)))
     seeds, z = ctx.seeds(args.seeds)
-    ctx.fits(f"{len(seeds)} view(s) of {box.height}x{box.width}", len(seeds), box.height,
-             box.width)
+    ctx.fits(f"{len(seeds)} view(s) of {box.height}x{box.width}", len(seeds), box.height, box.width)
     views = viewport(ctx.model, z, box, raw=ctx.raw, chunk=ctx.chunk)
     rect = covering_rect(coords, box)
     return [ctx.write(f"viewport-seed{seed:04d}.png", view, seed=seed, box=vars(box),

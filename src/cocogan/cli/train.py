@@ -233,8 +233,7 @@ def _run(args: argparse.Namespace, world: World) -> int:
                                             data=args.data, world=world)
         print(f"resuming {run_dir} at step {trainer.state.step}")
     else:
-        spec = RunSpec(seed=args.seed or 0, device=args.device or "auto",
-                       init_from=args.init_from)
+        spec = RunSpec(seed=args.seed or 0, device=args.device or "auto", init_from=args.init_from)
         dataset, data_line = prepare_new_run(run_dir, config, spec, world)
         print(f"wrote {run_dir / 'config.yaml'} (preset {config.name})")
         if args.dry_run:

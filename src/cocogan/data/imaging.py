@@ -71,8 +71,7 @@ def _resample(src_w: float, src_h: float, width: int, height: int,
     return Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC
 
 
-def fit_cover(img: Image.Image, height: int, width: int,
-              resample: str = "lanczos") -> Image.Image:
+def fit_cover(img: Image.Image, height: int, width: int, resample: str = "lanczos") -> Image.Image:
     """Scale so the image covers (height, width), then take the centre crop, in one
     resampling pass (a fractional source box), so no pixel is interpolated twice."""
     src_w, src_h = img.size
@@ -80,12 +79,10 @@ def fit_cover(img: Image.Image, height: int, width: int,
     crop_w, crop_h = width / scale, height / scale
     left, top = (src_w - crop_w) / 2, (src_h - crop_h) / 2
     box = (left, top, left + crop_w, top + crop_h)
-    return img.resize((width, height), _resample(crop_w, crop_h, width, height, resample),
-                      box=box)
+    return img.resize((width, height), _resample(crop_w, crop_h, width, height, resample), box=box)
 
 
-def fit_celeba(img: Image.Image, height: int, width: int,
-               resample: str = "lanczos") -> Image.Image:
+def fit_celeba(img: Image.Image, height: int, width: int, resample: str = "lanczos") -> Image.Image:
     """The authors' CelebA preprocessing: crop the fixed face box, then resize (crop first,
     so pixels outside the box stay out of the filter support, as theirs)."""
     face = img.crop(CELEBA_BOX)

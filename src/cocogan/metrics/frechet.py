@@ -96,8 +96,7 @@ class StatsAccumulator:
         return np.concatenate(self._kept, axis=0)
 
 
-def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
-                     cov2: np.ndarray) -> float:
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
     """|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)) of two Gaussians, the trace from
     eigenvalues (`trace_sqrt_product`), not TTUR's `sqrtm`: bounded time (`sqrtm` ran an hour on
     NaN input), no eps for singular products, ~1e-9 relative agreement on finite covariances."""
@@ -106,8 +105,7 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:
         raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, cov {cov1.shape} vs "
                          f"{cov2.shape}")
-    for name, value in (("mean", mu1), ("covariance", cov1), ("mean", mu2),
-                        ("covariance", cov2)):
+    for name, value in (("mean", mu1), ("covariance", cov1), ("mean", mu2), ("covariance", cov2)):
         if not np.isfinite(value).all():
             raise NonFiniteError(f"FID: a feature {name} holds NaN or infinity (non-finite "
                                  "features: damaged Inception weights or generator)")

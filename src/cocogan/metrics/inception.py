@@ -320,8 +320,7 @@ class InceptionFeatures:
             return x
         if self.preprocessing == "tf":
             return tf_bilinear_resize(x)
-        return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

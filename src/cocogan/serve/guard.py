@@ -47,8 +47,7 @@ def host_rule(bound: str, extra: Iterable[str] = ()) -> HostRule:
     elif _ip(bound) is None:  # a host name: its addresses too
         with contextlib.suppress(socket.gaierror):
             names |= {bracket(info[4][0]) for info in socket.getaddrinfo(bound, None)}
-    return HostRule(frozenset(names | set(extra) - {"*"}), any_ip=wildcard,
-                    any_host="*" in extra)
+    return HostRule(frozenset(names | set(extra) - {"*"}), any_ip=wildcard, any_host="*" in extra)
 
 
 def guard(app: ASGIApp, rule: HostRule | None = None) -> ASGIApp:

@@ -247,8 +247,7 @@ class TileRenderer:
             raise Busy(f"{self.queued} micro patches are queued (at most {self.max_queued}); "
                        "retry shortly")
         rows, cols = rect.positions()
-        job = _Job(key, latent, box, rect, rows, cols,
-                   asyncio.get_running_loop().create_future())
+        job = _Job(key, latent, box, rect, rows, cols, asyncio.get_running_loop().create_future())
         self._jobs[key] = job
         heapq.heappush(self._heap, (job.unscheduled, next(self._arrival), job))
         self.queued += rect.count
@@ -327,8 +326,7 @@ class TileRenderer:
                 patches = render_patches(self.generator, self.model.coords, z, rows, cols,
                                          chunk=self.chunk)[0].cpu()  # (p, 3, m, m)
                 self.stats.passes += -(-rows.numel() // self.chunk)
-                for (job, n), part in zip(items, patches.split([n for _, n in items]),
-                                          strict=True):
+                for (job, n), part in zip(items, patches.split([n for _, n in items]), strict=True):
                     job.parts.append(part)
                     job.done += n
                     if job.done == job.rows.numel() and not job.dropped:

@@ -80,8 +80,7 @@ def world_from_env(timeout_s: float = DEFAULT_TIMEOUT_S, sync_norm: bool = True)
     if size < 1 or not 0 <= rank < size or local < 0:
         raise ConfigError(f"invalid process placement RANK={rank} WORLD_SIZE={size} "
                           f"LOCAL_RANK={local}: launch with torchrun")
-    return World(rank=rank, size=size, local_rank=local, timeout_s=timeout_s,
-                  sync_norm=sync_norm)
+    return World(rank=rank, size=size, local_rank=local, timeout_s=timeout_s, sync_norm=sync_norm)
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
@@ -272,8 +271,7 @@ def any_rank(world: World, flag: bool, device: torch.device, what: str) -> bool:
     return bool(value.item() > 0)
 
 
-def agree_or_raise(world: World, error: Exception | None, device: torch.device,
-                   what: str) -> None:
+def agree_or_raise(world: World, error: Exception | None, device: torch.device, what: str) -> None:
     """Raise on every rank when ``what`` failed on any (its own error where it failed); also
     a barrier: no rank goes past before all have finished ``what``."""
     failed_somewhere = any_rank(world, error is not None, device, what)

@@ -54,8 +54,7 @@ class MetricsLog:
         if tensorboard and not quiet:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
 
-            self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR),
-                                        purge_step=start_step)
+            self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR), purge_step=start_step)
         self._steps: list[tuple[int, dict[str, torch.Tensor]]] = []  # since the last record
         self._bad: tuple[str, int] | None = None  # first non-finite (term, step) of past records
         self._since = time.perf_counter()

@@ -270,8 +270,7 @@ def _trainer(run_dir: Path, config: Config, model: GAN, optimizers: NamedOptimiz
                    state=state, stream=stream,
                    log=MetricsLog(run_dir, state.step, quiet=not world.is_main),
                    hooks=[SampleGrid(config.run.sample_every)],
-                   amp=config.run.amp and device.type == "cuda", world=world,
-                   warm_start=warm_start)
+                   amp=config.run.amp and device.type == "cuda", world=world, warm_start=warm_start)
 
 
 def _place(model: GAN, config: Config, device: torch.device, world: World
