@@ -323,31 +323,3 @@ def test_z_phase_turns_the_panorama_by_pi_z0() -> None:
         changed = get_preset("tiny")
         changed.model.z_phase = True
         changed.validate()
-
-
-def test_coord_blocks_leaves_the_later_blocks_to_z_alone() -> None:
-    """With model.coord_blocks=1 the CBN of blocks 1.. give the same scale and shift at every
-    coordinate, block 0's do not; the state-dict layout is the paper's, the EMA copy keeps the
-    rule, and the inference rewrite draws what the module draws."""
-    from cocogan.nn.fused import fuse_for_inference
-
-    config = get_preset("tiny-panorama")
-    config.model.coord_blocks = 1
-    torch.manual_seed(0)
-    model = CocoGAN(config.model)
-    paper = CocoGAN(get_preset("tiny-panorama").model)
-    assert {k: v.shape for k, v in model.state_dict().items()} == \
-        {k: v.shape for k, v in paper.state_dict().items()}
-    z = torch.rand(5, model.generator.z_dim) * 2 - 1
-    here, there = torch.randn(5, 3), torch.randn(5, 3)
-    for generator in (model.generator, model.generator_ema):
-        for index, block in enumerate(generator.blocks):
-            for linear in (block.norm1.gamma, block.norm2.beta):
-                moves = linear(torch.cat([z, here], 1)) - linear(torch.cat([z, there], 1))
-                assert (moves.abs().max() > 1e-3) == (index == 0), index
-    with torch.no_grad():
-        generator = model.generator.eval()
-        assert torch.allclose(fuse_for_inference(generator)(z, here), generator(z, here), atol=1e-5)
-    with pytest.raises(ConfigError, match=r"coord_blocks must be >= 0"):
-        config.model.coord_blocks = -1
-        config.validate()

@@ -89,7 +89,6 @@ class ModelConfig(Section):
     """Image, patch and network sizes (paper Section 2 and Appendix B)."""
 
     NAME: ClassVar[str] = "model"
-    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("coord_blocks",)
     POSITIVE: ClassVar[tuple[str, ...]] = ("full_height", "full_width", "micro", "macro",
                                            "macro_width", "z_dim", "ngf", "ndf", "aux_hidden")
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -109,7 +108,6 @@ class ModelConfig(Section):
     aux_hidden: int = 128  # hidden width of D's spatial and content heads
     g_margin: bool = False  # beyond the paper: G draws a 1.5x canvas, keeps the centre (seams.md)
     z_phase: bool = False  # beyond the paper (cylindrical): G turns its angle by pi z[0] (seams.md)
-    coord_blocks: int | None = None  # beyond the paper: later G blocks see z alone (evaluation.md)
 
     @property
     def macro_w(self) -> int:

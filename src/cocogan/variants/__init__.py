@@ -1,7 +1,6 @@
-"""Options beyond the paper, one module each (``seamless``, ``heading``, ``coord_blocks``,
-``augment``; their loss terms in :mod:`cocogan.loss_variants`), extending the paper's pieces
-under its parameter names, so every variant's checkpoints share one state-dict layout
-(docs/design.md)."""
+"""Options beyond the paper, one module each (``seamless``, ``heading``, ``augment``; their loss
+terms in :mod:`cocogan.loss_variants`), extending the paper's pieces under its parameter names,
+so every variant's checkpoints share one state-dict layout (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import functools
 from cocogan.config import ModelConfig
 from cocogan.coords import CoordinateSystem
 from cocogan.nn import Generator
-from cocogan.variants.coord_blocks import keep_coords
 from cocogan.variants.heading import HeadingGenerator
 from cocogan.variants.seamless import SeamlessGenerator
 
@@ -29,5 +27,4 @@ def build_generator(config: ModelConfig, coords: CoordinateSystem) -> Generator:
     mixins = [cls for on, cls in ((config.z_phase, HeadingGenerator),
                                   (config.g_margin, SeamlessGenerator)) if on]
     generator_class = compose(Generator, *mixins)
-    generator = generator_class(config.z_dim, coords.coord_dim, config.micro, config.ngf)
-    return generator if config.coord_blocks is None else keep_coords(generator, config.coord_blocks)
+    return generator_class(config.z_dim, coords.coord_dim, config.micro, config.ngf)
