@@ -29,6 +29,7 @@ from cocogan.training import loop, step
 from cocogan.training.distributed import (
     average_gradients_before_step,
     average_norm_statistics,
+    shutdown,
     tracked_norms,
 )
 from cocogan.training.distributed import init as init_world
@@ -93,8 +94,7 @@ def reduce_losses(report_dir: Path) -> int:
     reduced = mean_losses(world, losses, torch.device("cpu"), maximum=is_maximum)
     (report_dir / f"rank-{world.rank}.json").write_text(
         json.dumps({name: float(value) for name, value in reduced.items()}))
-    dist.barrier()  # no rank leaves while the other still talks to it (gloo aborts at exit)
-    dist.destroy_process_group()
+    shutdown(together=True)  # no rank leaves while the other still talks to it
     return 0
 
 
@@ -211,7 +211,7 @@ def run_halves(report_dir: Path, steps: int, preset: str) -> int:
                     "bn_stats_max_abs": (stats - ref_stats).abs().max().item()})
     if rank == 0:
         (report_dir / "halves.json").write_text(json.dumps(report))
-    dist.destroy_process_group()
+    shutdown(together=True)
     return 0
 
 

@@ -26,6 +26,7 @@ BACKENDS = ("auto", "nccl", "gloo")
 DEFAULT_TIMEOUT_S = 1800.0  # a collective waits this long for a slow peer (e.g. rank 0's eval)
 BUCKET_BYTES = 32 * 2**20  # gradients are all-reduced in flat buckets of at most this size
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+_FINAL_BARRIERS: list[dist.Work] = []  # kept to the end of the process: see shutdown()
 
 
 class PeerLost(RuntimeError):
@@ -122,7 +123,13 @@ def shutdown(together: bool = False) -> None:
         return
     if together:
         with contextlib.suppress(RuntimeError):
-            dist.barrier()
+            last = dist.barrier(async_op=True)
+            last.wait()
+            # Gloo's worker thread may drop its share of the barrier after wait() returns; if
+            # that drop were the last, it would run in that thread during interpreter exit and
+            # abort the process ("terminate called without an active exception", seen on a
+            # loaded core). Holding the barrier here makes the main thread free it instead.
+            _FINAL_BARRIERS.append(last)
     dist.destroy_process_group()
 
 
