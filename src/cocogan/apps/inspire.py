@@ -34,13 +34,15 @@ class Inspiration:
 
 
 def content_warning(config: Config) -> str | None:
-    """A warning when G trained without L_C (loss.w_content == 0): Q is trained either way,
-    but only L_C in G's objective keeps z recoverable from one macro patch."""
+    """A note when G trained without L_C (loss.w_content == 0): Q is trained either way and
+    reads z back from G's patches, but nothing in G's objective kept z recoverable, so how
+    closely the inspired image follows the patch is measured, not promised (docs/applications.md).
+    """
     if config.loss.w_content > 0:
         return None
-    return (f"run {config.name!r} was trained with loss.w_content=0, so G was never pushed to "
-            "keep z recoverable from a patch and the estimate is weak; use a patch-inspired "
-            "preset (e.g. tiny-inspired, celeba128-inspired) for meaningful results")
+    return (f"run {config.name!r} was trained with loss.w_content=0: Q reads z from the patch, "
+            "but G was not trained to keep z recoverable, so the inspired image may follow it "
+            "loosely; patch-inspired presets (tiny-inspired, celeba128-inspired) train with L_C")
 
 
 def macro_size(model: CocoGAN) -> tuple[int, int]:
