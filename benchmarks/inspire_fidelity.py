@@ -13,14 +13,15 @@ explain): an inspired error well below it means Q's z carries the patch's conten
 from __future__ import annotations
 
 import argparse
-import functools
 import json
+import sys
 
 import torch
 
 from cocogan.apps.full import full_images
-from cocogan.apps.inspire import crop_patch, inspire, macro_size
+from cocogan.apps.inspire import inspire, macro_size
 from cocogan.checkpoint import load_model
+from cocogan.cli import explain
 from cocogan.data import build_dataset
 from cocogan.model import CocoGAN
 from cocogan.patches import crop
@@ -34,25 +35,21 @@ def positions(model: CocoGAN) -> list[tuple[int, int]]:
             for left in range(0, m.full_width - width + 1, width // 2)]
 
 
-def patch_error(full: torch.Tensor, patches: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor],
-                size: tuple[int, int]) -> float:
-    """Mean squared error between ``patches`` and the patches of ``full`` at ``at``."""
-    return (crop(full, *at, *size) - patches).square().mean().item()
-
-
 def fidelity(model: CocoGAN, images: torch.Tensor) -> list[dict[str, float]]:
     """Per position: position accuracy, inspired MSE and random-z MSE over ``images``."""
-    count, (height, width) = images.shape[0], macro_size(model)
+    count, size, wrap = images.shape[0], macro_size(model), model.coords.cyclic
     random_full = full_images(model, model.sample_z(count, torch.Generator().manual_seed(1)))
     rows = []
     for top, left in positions(model):
-        patches = torch.stack([crop_patch(model, image, top, left) for image in images])
-        result = inspire(model, patches)
         at = torch.full((count,), top), torch.full((count,), left)
-        error = functools.partial(patch_error, patches=patches, at=at, size=(height, width))
+        patches = crop(images, *at, *size, wrap=wrap)  # (B, 3, Mh, Mw), all images at once
+        result = inspire(model, patches)
+        inspired, random = (crop(full.cpu(), *at, *size, wrap=wrap) for full in
+                            (result.full, random_full))
         hit = (result.top == top) & (result.left == left)
         rows.append({"top": top, "left": left, "position_accuracy": hit.float().mean().item(),
-                     "mse_inspired": error(result.full), "mse_random_z": error(random_full)})
+                     "mse_inspired": (inspired - patches).square().mean().item(),
+                     "mse_random_z": (random - patches).square().mean().item()})
     return rows
 
 
@@ -81,4 +78,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as error:  # bad model or data names: one line, as the cocogan command does
+        if (message := explain(error)) is None:
+            raise
+        sys.exit(f"inspire_fidelity: error: {message}")
